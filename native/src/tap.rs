@@ -1,0 +1,140 @@
+//! TAP devices created or attached inside a network namespace.
+//!
+//! The device is created in the namespace of the thread that opens
+//! /dev/net/tun, so we switch only the calling thread into the target
+//! namespace (setns is per thread for CLONE_NEWNET), open and configure, and
+//! switch back. Nothing has to be moved afterwards, and a persistent TAP can be
+//! re-attached later by name the same way.
+
+use crate::sys::*;
+use std::ffi::{c_int, c_ulong, CString};
+
+const TUNSETIFF: c_ulong = 0x4004_54ca;
+const TUNSETPERSIST: c_ulong = 0x4004_54cb;
+const TUNSETOFFLOAD: c_ulong = 0x4004_54d0;
+const TUNSETVNETHDRSZ: c_ulong = 0x4004_54d8;
+
+const IFF_TAP: i16 = 0x0002;
+const IFF_NO_PI: i16 = 0x1000;
+const IFF_VNET_HDR: i16 = 0x4000;
+const IFF_TUN_EXCL: i16 = -0x8000; // 0x8000 as a C short
+
+const TUN_F_CSUM: c_ulong = 0x01;
+const TUN_F_TSO4: c_ulong = 0x02;
+const TUN_F_TSO6: c_ulong = 0x04;
+const TUN_F_TSO_ECN: c_ulong = 0x08;
+
+pub const VNET_HDR_LEN: c_int = 10;
+const IFNAMSIZ: usize = 16;
+
+/// struct ifreq: 16 bytes of name, then a union whose first member we use is `short ifr_flags`.
+#[repr(C)]
+struct IfReq {
+    name: [u8; IFNAMSIZ],
+    flags: i16,
+    _pad: [u8; 22],
+}
+
+pub struct TapOptions<'a> {
+    pub name: &'a str,
+    pub netns: Option<&'a str>,
+    pub exclusive: bool,
+    pub persist: bool,
+}
+
+/// Restores the thread's original network namespace when dropped, even on early return.
+struct NamespaceGuard {
+    original: c_int,
+}
+
+impl Drop for NamespaceGuard {
+    fn drop(&mut self) {
+        unsafe {
+            if setns(self.original, CLONE_NEWNET) != 0 {
+                // Carrying on in the container's namespace would put every later
+                // TAP and socket of this thread in the wrong place.
+                eprintln!("vsw native: {}; aborting", last_error("setns back to the original network namespace"));
+                std::process::abort();
+            }
+            close(self.original);
+        }
+    }
+}
+
+fn enter_netns(path: &str) -> Result<NamespaceGuard, String> {
+    let own = CString::new("/proc/thread-self/ns/net").unwrap();
+    let target = CString::new(path).map_err(|_| format!("namespace path {path:?} contains a NUL byte"))?;
+    unsafe {
+        let original = open(own.as_ptr(), O_RDONLY | O_CLOEXEC);
+        if original < 0 {
+            return Err(last_error("open /proc/thread-self/ns/net"));
+        }
+        let nsfd = open(target.as_ptr(), O_RDONLY | O_CLOEXEC);
+        if nsfd < 0 {
+            let e = last_error(&format!("open network namespace {path}"));
+            close(original);
+            return Err(e);
+        }
+        let rc = setns(nsfd, CLONE_NEWNET);
+        let err = errno();
+        close(nsfd);
+        if rc != 0 {
+            close(original);
+            return Err(format!("setns into {path}: {}", describe_errno(err)));
+        }
+        Ok(NamespaceGuard { original })
+    }
+}
+
+/// Opens (creates, or attaches to an existing persistent) TAP and returns its non-blocking fd.
+pub fn tap_open(opts: &TapOptions) -> Result<c_int, String> {
+    let name = opts.name.as_bytes();
+    if name.is_empty() || name.len() >= IFNAMSIZ {
+        return Err(format!("interface name {:?} must be 1 to {} bytes long", opts.name, IFNAMSIZ - 1));
+    }
+    let _guard = match opts.netns {
+        Some(path) => Some(enter_netns(path)?),
+        None => None,
+    };
+    let dev = CString::new("/dev/net/tun").unwrap();
+    unsafe {
+        let fd = open(dev.as_ptr(), O_RDWR | O_NONBLOCK | O_CLOEXEC);
+        if fd < 0 {
+            return Err(last_error("open /dev/net/tun"));
+        }
+        let fail = |what: String| -> Result<c_int, String> {
+            let e = last_error(&what);
+            close(fd);
+            Err(e)
+        };
+        let mut req = IfReq { name: [0; IFNAMSIZ], flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR, _pad: [0; 22] };
+        req.name[..name.len()].copy_from_slice(name);
+        if opts.exclusive {
+            req.flags |= IFF_TUN_EXCL;
+        }
+        if ioctl(fd, TUNSETIFF, &mut req as *mut IfReq) != 0 {
+            return fail(format!("TUNSETIFF on {}", opts.name));
+        }
+        let hdr_len: c_int = VNET_HDR_LEN;
+        if ioctl(fd, TUNSETVNETHDRSZ, &hdr_len as *const c_int) != 0 {
+            return fail(format!("TUNSETVNETHDRSZ on {}", opts.name));
+        }
+        // TUNSETOFFLOAD takes its flags by value, unlike the other TUN ioctls.
+        if ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN) != 0 {
+            return fail(format!("TUNSETOFFLOAD on {}", opts.name));
+        }
+        if ioctl(fd, TUNSETPERSIST, opts.persist as c_ulong) != 0 {
+            return fail(format!("TUNSETPERSIST on {}", opts.name));
+        }
+        Ok(fd)
+    }
+}
+
+pub fn tap_set_persist(fd: c_int, persist: bool) -> Result<(), String> {
+    unsafe {
+        if ioctl(fd, TUNSETPERSIST, persist as c_ulong) != 0 {
+            return Err(last_error("TUNSETPERSIST"));
+        }
+    }
+    Ok(())
+}

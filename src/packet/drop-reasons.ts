@@ -1,0 +1,42 @@
+/**
+ * Why a frame was dropped. The numeric codes index per-port counter rows
+ * (src/switch/counters.ts), so they must stay dense and start at 1; 0 means
+ * "keep the frame". Add new reasons at the end.
+ */
+export const FRAME_OK = 0;
+
+export const DropReason = {
+  /** Shorter than an Ethernet header (0-13 bytes), or a read shorter than the vnet header. */
+  runt: 1,
+  /** Longer than the port accepts for a frame that is not a GSO super-frame, or longer than an rx slot. */
+  oversize: 2,
+  /** virtio_net_hdr with an unknown GSO type, or checksum/header offsets outside the frame. */
+  badVnetHdr: 3,
+  /** IPv4 header with the wrong version, IHL < 5, or a total length outside the frame. */
+  badIpv4: 4,
+  /** IPv6 header with the wrong version, or a payload length beyond the frame. */
+  badIpv6: 5,
+  /** ARP for Ethernet/IPv4 shorter than 28 bytes or with wrong hardware/protocol sizes. */
+  badArp: 6,
+  /** Source MAC is multicast, broadcast or all zeros: no port may claim it. */
+  badSrcMac: 7,
+  /** The destination was learned on the ingress port itself; sending it back would loop. */
+  sameSegment: 8,
+  /** Nowhere to go: flooding on a network with no other port. */
+  noEgress: 9,
+  /** The egress device refused the write (queue full or device gone). Counted on the egress port. */
+  txFailed: 10,
+  /** An 802.1Q/802.1ad tag that is cut short. */
+  badVlan: 11,
+} as const;
+
+export type DropReasonName = keyof typeof DropReason;
+
+/** Names indexed by code; index 0 is unused. */
+export const DROP_REASON_NAMES: readonly DropReasonName[] = (() => {
+  const names: DropReasonName[] = [];
+  for (const [name, code] of Object.entries(DropReason)) names[code] = name as DropReasonName;
+  return names;
+})();
+
+export const DROP_REASON_COUNT = DROP_REASON_NAMES.length; // including the unused slot 0

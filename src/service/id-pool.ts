@@ -1,0 +1,31 @@
+/**
+ * Hands out small integers, lowest free first, so that ids freed by a delete
+ * are reused: the data plane sizes its tables by the largest id in use.
+ */
+export class IdPool {
+  private readonly used = new Set<number>();
+
+  constructor(
+    private readonly first: number,
+    private readonly last: number,
+    private readonly what: string,
+  ) {}
+
+  allocate(): number {
+    for (let id = this.first; id <= this.last; id++) {
+      if (!this.used.has(id)) {
+        this.used.add(id);
+        return id;
+      }
+    }
+    throw new Error(`no free ${this.what} id left (${this.last - this.first + 1} in use): remove some first.`);
+  }
+
+  release(id: number): void {
+    this.used.delete(id);
+  }
+
+  get size(): number {
+    return this.used.size;
+  }
+}

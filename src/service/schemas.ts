@@ -1,0 +1,148 @@
+/**
+ * JSON schemas of the API's inputs, and the text that turns a schema
+ * violation into one sentence. Each field carries what it must look like and
+ * how to fix it from the CLI, because most callers are people typing `vsw`.
+ */
+import { NETWORK_DRIVERS } from './api-types.js';
+
+export const RESOURCE_NAME_PATTERN = '^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$';
+const RESOURCE_NAME_RULE = "1 to 64 letters, digits, '_', '.' or '-', starting with a letter or digit";
+
+/** What a field must look like, and how to fix it. */
+export interface FieldDoc {
+  what: string;
+  hint: string;
+}
+export type FieldDocs = Record<string, FieldDoc>;
+
+/** A fastify route schema plus the docs its error messages draw on. */
+export interface RouteSchema {
+  schema: { body?: object; params?: object; querystring?: object };
+  fields: FieldDocs;
+}
+
+const str = (maxLength: number, pattern?: string): object =>
+  pattern ? { type: 'string', minLength: 1, maxLength, pattern } : { type: 'string', minLength: 1, maxLength };
+
+const object = (properties: Record<string, object>, required: string[] = []): object => ({
+  type: 'object',
+  additionalProperties: false,
+  required,
+  properties,
+});
+
+const nameParams = object({ name: str(255) }, ['name']);
+const idParams = object({ id: str(255) }, ['id']);
+
+export const createNetworkSchema: RouteSchema = {
+  schema: {
+    body: object(
+      {
+        name: str(64, RESOURCE_NAME_PATTERN),
+        driver: { type: 'string', enum: [...NETWORK_DRIVERS] },
+        subnet: str(64),
+        gateway: str(64),
+      },
+      ['name', 'driver', 'subnet'],
+    ),
+  },
+  fields: {
+    'body.name': { what: `a string of ${RESOURCE_NAME_RULE}`, hint: 'pass a network NAME such as mynet' },
+    'body.driver': { what: 'a driver name', hint: 'pass -d internal' },
+    'body.subnet': { what: 'a CIDR string such as 10.88.0.0/24', hint: 'pass --subnet CIDR' },
+    'body.gateway': { what: 'an IP address string inside the subnet', hint: 'pass --gateway IP or leave it out' },
+  },
+};
+
+export const createEndpointSchema: RouteSchema = {
+  schema: {
+    body: object(
+      {
+        network: str(64, RESOURCE_NAME_PATTERN),
+        netns: str(255),
+        ip: str(64),
+        mac: str(32),
+        ifname: str(64),
+        name: str(64, RESOURCE_NAME_PATTERN),
+      },
+      ['network', 'netns'],
+    ),
+  },
+  fields: {
+    'body.network': { what: `a network name of ${RESOURCE_NAME_RULE}`, hint: 'pass --network NAME' },
+    'body.netns': { what: 'a network namespace name', hint: 'pass --netns NAME (see `ip netns list`)' },
+    'body.ip': { what: 'an IP address string such as 10.88.0.5', hint: 'pass --ip ADDRESS or leave it out' },
+    'body.mac': { what: 'a MAC address string such as 02:00:0a:58:00:05', hint: 'pass --mac MAC or leave it out' },
+    'body.ifname': { what: 'an interface name of 1 to 15 bytes', hint: 'pass --ifname NAME or leave it out' },
+    'body.name': { what: `a string of ${RESOURCE_NAME_RULE}`, hint: 'pass --name NAME or leave it out' },
+  },
+};
+
+export const createCompartmentSchema: RouteSchema = {
+  schema: { body: object({ name: str(255) }, ['name']) },
+  fields: {
+    'body.name': { what: 'a network namespace name', hint: 'pass --name NAME' },
+  },
+};
+
+export const networkByNameSchema: RouteSchema = {
+  schema: { params: nameParams },
+  fields: { 'params.name': { what: 'a network name', hint: 'name the network in the URL' } },
+};
+
+export const compartmentByNameSchema: RouteSchema = {
+  schema: { params: nameParams },
+  fields: { 'params.name': { what: 'a compartment name', hint: 'name the compartment in the URL' } },
+};
+
+export const endpointByIdSchema: RouteSchema = {
+  schema: { params: idParams },
+  fields: { 'params.id': { what: 'an endpoint id or name', hint: 'name the endpoint in the URL' } },
+};
+
+export const listEndpointsSchema: RouteSchema = {
+  schema: { querystring: object({ network: str(64) }) },
+  fields: { 'querystring.network': { what: 'a network name', hint: 'pass --network NAME or leave it out' } },
+};
+
+/** The subset of an Ajv error object this module reads. */
+export interface SchemaViolation {
+  keyword: string;
+  instancePath: string;
+  params: Record<string, unknown>;
+  message?: string;
+}
+
+const PLACE: Record<string, string> = {
+  body: 'the request body',
+  querystring: 'the query string',
+  params: 'the URL',
+  headers: 'the request headers',
+};
+
+/** One sentence for the first schema violation of a request. */
+export function describeViolation(violation: SchemaViolation, dataVar: string, fields: FieldDocs): string {
+  const place = PLACE[dataVar] ?? dataVar;
+  const path = violation.instancePath.split('/').filter(Boolean).join('.');
+  const field = path ? `${dataVar}.${path}` : dataVar;
+  switch (violation.keyword) {
+    case 'additionalProperties':
+      return `unknown field "${String(violation.params.additionalProperty)}" in ${place}.`;
+    case 'required': {
+      const missing = `${dataVar}.${String(violation.params.missingProperty)}`;
+      return withHint(`${missing} is required`, fields[missing]);
+    }
+    case 'enum': {
+      const allowed = (violation.params.allowedValues as unknown[] | undefined)?.join(', ') ?? '';
+      return withHint(`${field} must be one of ${allowed}`, fields[field]);
+    }
+    default:
+      if (!path && violation.keyword === 'type') return `${place} must be a JSON object.`;
+      if (fields[field]) return withHint(`${field} must be ${fields[field].what}`, fields[field]);
+      return `${field} ${violation.message ?? 'is invalid'}.`;
+  }
+}
+
+function withHint(text: string, doc: FieldDoc | undefined): string {
+  return doc ? `${text}: ${doc.hint}.` : `${text}.`;
+}

@@ -1,0 +1,142 @@
+/**
+ * The control plane's handle on the data-plane worker. Every method is a
+ * declarative command answered by the worker; counters are read directly from
+ * shared memory.
+ */
+import { EventEmitter } from 'node:events';
+import { Worker } from 'node:worker_threads';
+import type { Logger } from 'pino';
+import { allocateCounters, readPortCounters, type PortCounters } from './counters.js';
+import type { MacEntry } from './mac-table.js';
+import type { DataPlaneCommand, DataPlaneLog, DataPlaneReply, DataPlaneWorkerData, SwitchCounters } from './messages.js';
+
+export type { PortCounters, SwitchCounters, MacEntry };
+
+export interface DataPlaneOptions {
+  logger: Logger;
+  /** Highest port id plus one; sizes the shared counter table. Default 4096. */
+  maxPorts?: number;
+  macTable?: { maxEntries?: number; agingSeconds?: number };
+}
+
+export interface DataPlanePort {
+  portId: number;
+  networkId: number;
+  fd: number;
+  name: string;
+  mtu?: number;
+}
+
+export class DataPlane extends EventEmitter {
+  private nextRequestId = 1;
+  private readonly waiting = new Map<number, { resolve(v: unknown): void; reject(e: Error): void }>();
+  private stopped = false;
+
+  private constructor(
+    private readonly worker: Worker,
+    private readonly counters: Float64Array,
+    readonly maxPorts: number,
+    private readonly logger: Logger,
+  ) {
+    super();
+  }
+
+  static async start(opts: DataPlaneOptions): Promise<DataPlane> {
+    const maxPorts = opts.maxPorts ?? 4096;
+    const shared = allocateCounters(maxPorts);
+    const workerData: DataPlaneWorkerData = { counters: shared, macTable: opts.macTable ?? {} };
+    const worker = new Worker(new URL('./dataplane-worker.js', import.meta.url), { workerData, name: 'vsw-dataplane' });
+    const logger = opts.logger.child({ component: 'dataplane' });
+    const plane = new DataPlane(worker, new Float64Array(shared), maxPorts, logger);
+    await new Promise<void>((resolve, reject) => {
+      const onError = (err: Error) => reject(new Error(`the data-plane worker failed to start: ${err.message}`));
+      worker.once('error', onError);
+      worker.once('message', () => {
+        worker.off('error', onError);
+        resolve();
+      });
+    });
+    plane.attach();
+    return plane;
+  }
+
+  private attach(): void {
+    this.worker.on('message', (msg: DataPlaneReply | DataPlaneLog) => {
+      if ('log' in msg) {
+        this.logger[msg.log](msg.fields ?? {}, msg.msg);
+        return;
+      }
+      const waiter = this.waiting.get(msg.id);
+      if (!waiter) return;
+      this.waiting.delete(msg.id);
+      if (msg.ok) waiter.resolve(msg.result);
+      else waiter.reject(new Error(msg.error));
+    });
+    this.worker.on('error', (err) => {
+      this.logger.fatal({ err }, 'the data-plane worker crashed');
+      this.failAll(new Error(`the data plane crashed: ${err.message}`));
+      this.emit('crash', err);
+    });
+    this.worker.on('exit', (code) => {
+      this.failAll(new Error('the data plane has stopped'));
+      if (!this.stopped) {
+        this.logger.fatal({ code }, 'the data-plane worker exited unexpectedly');
+        this.emit('crash', new Error(`data-plane worker exited with code ${code}`));
+      }
+    });
+  }
+
+  private failAll(err: Error): void {
+    for (const waiter of this.waiting.values()) waiter.reject(err);
+    this.waiting.clear();
+  }
+
+  private request<T = void>(command: DataPlaneCommand): Promise<T> {
+    if (this.stopped) return Promise.reject(new Error('the data plane has stopped'));
+    const id = this.nextRequestId++;
+    return new Promise<T>((resolve, reject) => {
+      this.waiting.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      this.worker.postMessage({ id, command });
+    });
+  }
+
+  addNetwork(networkId: number, name: string): Promise<void> {
+    return this.request({ op: 'addNetwork', networkId, name });
+  }
+
+  removeNetwork(networkId: number): Promise<void> {
+    return this.request({ op: 'removeNetwork', networkId });
+  }
+
+  /** Starts switching frames of the TAP behind `fd`. The fd stays the caller's to close, after removePort. */
+  addPort(port: DataPlanePort): Promise<void> {
+    return this.request({ op: 'addPort', ...port });
+  }
+
+  /** Stops polling and forgets the port; when this resolves the caller may close the fd. */
+  removePort(portId: number): Promise<void> {
+    return this.request({ op: 'removePort', portId });
+  }
+
+  portCounters(portId: number): PortCounters {
+    return readPortCounters(this.counters, portId);
+  }
+
+  switchCounters(): Promise<SwitchCounters> {
+    return this.request<SwitchCounters>({ op: 'switchCounters' });
+  }
+
+  macEntries(): Promise<MacEntry[]> {
+    return this.request<MacEntry[]>({ op: 'macEntries' });
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    const exited = new Promise<void>((resolve) => this.worker.once('exit', () => resolve()));
+    this.worker.postMessage({ id: 0, command: { op: 'stop' } });
+    this.stopped = true;
+    const timeout = setTimeout(() => void this.worker.terminate(), 2000);
+    await exited;
+    clearTimeout(timeout);
+  }
+}
