@@ -45,8 +45,10 @@ export function internetChecksum(buf: Uint8Array, off: number, len: number, init
 /**
  * RFC 1624 eqn. 3, HC' = ~(~HC + ~m + m'): the checksum after one 16-bit word
  * of the covered data changed from oldWord to newWord. Eqn. 3 rather than the
- * RFC 1141 form because the latter can produce 0x0000 where a full recompute
- * gives 0xffff.
+ * RFC 1141 form, which can give 0xffff where a full recompute gives 0x0000.
+ * It differs from a recompute only when every covered byte becomes zero
+ * (0x0000 here, 0xffff recomputed; the same one's complement number), which
+ * no IP header or pseudo-header can be.
  */
 export function checksumAdjust16(oldCsum: number, oldWord: number, newWord: number): number {
   const sum = (~oldCsum & 0xffff) + (~oldWord & 0xffff) + (newWord & 0xffff);
