@@ -84,14 +84,18 @@ export interface PortStats {
   rxBytes: number;
   txFrames: number;
   txBytes: number;
-  /** Drop counts by reason name (src/packet/drop-reasons.ts). */
+  /** Drop counts by reason name (src/packet/drop-reasons.ts); only reasons that happened. */
   drops: Record<string, number>;
+  dropsTotal: number;
 }
 
 export interface SwitchStats {
   /** MAC table counters: learned, moved, aged, evicted, and whatever else the data plane reports. */
   macTable: Record<string, number>;
+  /** Receive batches handled since the start. */
   batches: number;
+  /** Ports attached to the data plane. */
+  ports: number;
 }
 
 export interface StatsResponse {

@@ -8,7 +8,7 @@ import { notFound } from './errors.js';
 import { IdPool } from './id-pool.js';
 import type { Ipam } from './ipam.js';
 
-/** Network ids 0 and ports 0 stay unused so that 0 never names a live object in the data plane's tables. */
+/** Ids start at 1 for networks and ports: 0 never names a live object in the data plane's tables. */
 const MAX_NETWORK_ID = 4095;
 
 export interface NetworkRecord {

@@ -1,0 +1,77 @@
+/**
+ * `vsw daemon`: runs the daemon in the foreground until SIGTERM or SIGINT.
+ * The one CLI command that imports the service, and it does so lazily so the
+ * client commands never load fastify, the data plane or the native addon.
+ */
+import { constants } from 'node:os';
+import { Command, Option } from 'commander';
+import pino, { type Logger } from 'pino';
+import pretty from 'pino-pretty';
+import { leafSocketOption, socketOf } from './common.js';
+
+interface DaemonCommandOptions {
+  defaultNetwork?: boolean;
+  defaultSubnet: string;
+  logLevel: string;
+  pretty?: boolean;
+}
+
+const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
+const STOP_SIGNALS: readonly NodeJS.Signals[] = ['SIGTERM', 'SIGINT'];
+
+export function daemonCommand(): Command {
+  return new Command('daemon')
+    .description('run the vsw daemon in the foreground: the switch, and the API on a unix socket (needs root)')
+    .addOption(leafSocketOption())
+    .option('--default-network', 'create the internal network "default" at start')
+    .option('--default-subnet <cidr>', 'subnet of the default network', '10.88.0.0/24')
+    .addOption(new Option('--log-level <level>', 'least severe log level written').choices(LOG_LEVELS).default('info'))
+    .option('--pretty', 'human-readable, colored logs instead of JSON lines')
+    .addHelpText('after', '\nExample:\n  sudo -E vsw daemon --default-network --pretty')
+    .action(async (opts: DaemonCommandOptions, command: Command) => {
+      await runDaemon(socketOf(command), opts);
+    });
+}
+
+async function runDaemon(socketPath: string, opts: DaemonCommandOptions): Promise<void> {
+  const logger = makeLogger(opts.logLevel, opts.pretty ?? false);
+  const { Daemon } = await import('../../service/daemon.js');
+  const daemon = await Daemon.start({
+    socketPath,
+    logger,
+    defaultNetwork: opts.defaultNetwork ? { name: 'default', subnet: opts.defaultSubnet } : undefined,
+    onFatal: (err, d) => {
+      logger.fatal({ err }, 'the data plane died: stopping');
+      void d.stop().finally(() => process.exit(1));
+    },
+  });
+  stopOnSignals(() => daemon.stop(), logger);
+}
+
+/** First signal: a clean stop, then exit 0. A second one while stopping: exit at once. */
+function stopOnSignals(stop: () => Promise<void>, logger: Logger): void {
+  let stopping = false;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (stopping) {
+      logger.warn({ signal }, 'second signal while stopping: exiting now, some TAPs or namespaces may remain (npm run cleanup)');
+      process.exit(128 + (constants.signals[signal] ?? 0));
+    }
+    stopping = true;
+    logger.info({ signal }, 'signal received: stopping');
+    stop().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        logger.error({ err }, 'stop failed');
+        process.exit(1);
+      },
+    );
+  };
+  for (const s of STOP_SIGNALS) process.on(s, onSignal);
+}
+
+function makeLogger(level: string, human: boolean): Logger {
+  const options = { level, base: { pid: process.pid, name: 'vsw' } };
+  // Synchronous writes: the daemon exits right after logging "stopped", and an async buffer would lose it.
+  if (human) return pino(options, pretty({ colorize: process.stdout.isTTY, sync: true }));
+  return pino(options, pino.destination({ dest: 1, sync: true }));
+}

@@ -1,0 +1,81 @@
+/**
+ * Pure formatting and parsing helpers of the CLI: tables, stats, exit codes,
+ * names. Nothing here does I/O, so test/unit/cli-args.test.ts covers it.
+ */
+import { randomBytes } from 'node:crypto';
+import { constants } from 'node:os';
+import type { Endpoint, Network, PortStats, StatsResponse, SwitchStats } from '../service/api-types.js';
+
+/** Columns left-aligned, two spaces apart, like docker's listings; no trailing spaces. */
+export function formatTable(headers: readonly string[], rows: readonly (readonly string[])[]): string {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: readonly string[]) =>
+    widths
+      .map((w, i) => (cells[i] ?? '').padEnd(w))
+      .join('  ')
+      .trimEnd();
+  return [line(headers), ...rows.map(line)].join('\n');
+}
+
+export function formatNetworks(networks: readonly Network[]): string {
+  const rows = networks.map((n) => [n.name, n.driver, n.subnet, n.gateway ?? '-', String(n.endpoints?.length ?? 0)]);
+  return formatTable(['NAME', 'DRIVER', 'SUBNET', 'GATEWAY', 'ENDPOINTS'], rows);
+}
+
+export function formatEndpoints(endpoints: readonly Endpoint[]): string {
+  const rows = endpoints.map((e) => [e.id, e.name, e.network, e.netns, e.ifname, `${e.ip}/${e.prefixLength}`, e.mac]);
+  return formatTable(['ID', 'NAME', 'NETWORK', 'NETNS', 'IFNAME', 'IP', 'MAC'], rows);
+}
+
+/** "0", or the total followed by the reasons that happened: "3 (runt=1, txFailed=2)". */
+export function formatDrops(drops: Readonly<Record<string, number>>): string {
+  const nonzero = Object.entries(drops).filter(([, n]) => n > 0);
+  const total = nonzero.reduce((sum, [, n]) => sum + n, 0);
+  return nonzero.length === 0 ? '0' : `${total} (${nonzero.map(([reason, n]) => `${reason}=${n}`).join(', ')})`;
+}
+
+export function formatPortStats(ports: readonly PortStats[]): string {
+  const rows = ports.map((p) => [
+    p.endpoint,
+    p.network,
+    `${p.netns}/${p.ifname}`,
+    String(p.rxFrames),
+    String(p.rxBytes),
+    String(p.txFrames),
+    String(p.txBytes),
+    formatDrops(p.drops),
+  ]);
+  return formatTable(['ENDPOINT', 'NETWORK', 'NETNS/IF', 'RX-FRAMES', 'RX-BYTES', 'TX-FRAMES', 'TX-BYTES', 'DROPS'], rows);
+}
+
+/** "MAC table: entries 3/8192, learned 5, moved 0, ..." then the switch-wide counters. */
+export function formatSwitchStats(sw: SwitchStats): string {
+  const { entries, maxEntries, ...rest } = sw.macTable;
+  const parts = entries === undefined ? [] : [`entries ${entries}${maxEntries === undefined ? '' : `/${maxEntries}`}`];
+  parts.push(...Object.entries(rest).map(([name, n]) => `${name} ${n}`));
+  return [`MAC table: ${parts.join(', ')}`, `switch: ports ${sw.ports ?? 0}, batches ${sw.batches}`].join('\n');
+}
+
+export function formatStats(stats: StatsResponse): string {
+  return `${formatPortStats(stats.ports)}\n\n${formatSwitchStats(stats.switch)}`;
+}
+
+/** The shell's convention for a child's end: its exit code, or 128 + the number of the signal that killed it. */
+export function exitCodeOf(code: number | null, signal: NodeJS.Signals | null): number {
+  if (code !== null) return code;
+  const number = signal === null ? undefined : constants.signals[signal];
+  return number === undefined ? 1 : 128 + number;
+}
+
+/** A compartment name for `vsw run` without --name: vsw- and 8 random hex digits. */
+export function randomCompartmentName(): string {
+  return `vsw-${randomBytes(4).toString('hex')}`;
+}
+
+/** `ip netns pids` output (one pid per line) as numbers, skipping anything else. */
+export function parsePids(text: string): number[] {
+  return text
+    .split(/\s+/)
+    .filter((s) => /^\d+$/.test(s))
+    .map(Number);
+}

@@ -1,0 +1,142 @@
+/**
+ * The REST API (see the table in docs/ARCHITECTURE.md). Every input is
+ * checked by a JSON schema with additionalProperties false, and every refusal
+ * is {"error": "<one sentence>"}: the CLI prints it as is.
+ */
+import Fastify, {
+  LogController,
+  type FastifyBaseLogger,
+  type FastifyError,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+  type FastifySchemaValidationError,
+} from 'fastify';
+import type { Logger } from 'pino';
+import { HostError } from '../host/index.js';
+import { API_PREFIX, type CreateCompartmentRequest, type CreateEndpointRequest, type CreateNetworkRequest, type ErrorBody } from './api-types.js';
+import { ApiError, sentence } from './errors.js';
+import { IpamError } from './ipam.js';
+import {
+  compartmentByNameSchema,
+  createCompartmentSchema,
+  createEndpointSchema,
+  createNetworkSchema,
+  describeViolation,
+  endpointByIdSchema,
+  listEndpointsSchema,
+  networkByNameSchema,
+  type RouteSchema,
+} from './schemas.js';
+import type { NetworkService } from './service.js';
+
+/** Requests are small JSON documents; anything bigger is a mistake. */
+const BODY_LIMIT = 64 * 1024;
+
+export function buildApi(service: NetworkService, logger: Logger, version: string): FastifyInstance {
+  const app = Fastify({
+    // pino's Logger is wider than FastifyBaseLogger; the cast keeps the instance's type the default one.
+    loggerInstance: logger.child({ component: 'api' }) as FastifyBaseLogger,
+    // The service logs each mutation with its ids; a line per request would drown them.
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: BODY_LIMIT,
+    // Fastify's defaults would silently drop unknown fields and turn 5 into "5": refuse both instead.
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
+  });
+  app.setErrorHandler(handleError);
+  app.setNotFoundHandler((request, reply) => {
+    void reply.code(404).send(errorBody(`no API route ${request.method} ${request.url}: check that the vsw CLI and daemon are the same version.`));
+  });
+  registerRoutes(app, service, version);
+  return app;
+}
+
+function registerRoutes(app: FastifyInstance, service: NetworkService, version: string): void {
+  const p = API_PREFIX;
+  app.get(`${p}/version`, async () => ({ version }));
+
+  app.get(`${p}/networks`, async () => service.state.listNetworks());
+  app.post<{ Body: CreateNetworkRequest }>(`${p}/networks`, route(createNetworkSchema), async (request, reply) =>
+    reply.code(201).send(await service.createNetwork(request.body)),
+  );
+  app.get<{ Params: { name: string } }>(`${p}/networks/:name`, route(networkByNameSchema), async (request) =>
+    service.state.networkView(service.state.requireNetwork(request.params.name)),
+  );
+  app.delete<{ Params: { name: string } }>(`${p}/networks/:name`, route(networkByNameSchema), async (request, reply) => {
+    await service.deleteNetwork(request.params.name);
+    return reply.code(204).send();
+  });
+
+  app.get<{ Querystring: { network?: string } }>(`${p}/endpoints`, route(listEndpointsSchema), async (request) => {
+    const { network } = request.query;
+    if (network !== undefined) service.state.requireNetwork(network);
+    return service.state.listEndpoints(network);
+  });
+  app.post<{ Body: CreateEndpointRequest }>(`${p}/endpoints`, route(createEndpointSchema), async (request, reply) =>
+    reply.code(201).send(await service.createEndpoint(request.body)),
+  );
+  app.get<{ Params: { id: string } }>(`${p}/endpoints/:id`, route(endpointByIdSchema), async (request) =>
+    service.state.requireEndpoint(request.params.id).endpoint,
+  );
+  app.delete<{ Params: { id: string } }>(`${p}/endpoints/:id`, route(endpointByIdSchema), async (request, reply) => {
+    await service.deleteEndpoint(request.params.id);
+    return reply.code(204).send();
+  });
+
+  app.post<{ Body: CreateCompartmentRequest }>(`${p}/compartments`, route(createCompartmentSchema), async (request, reply) =>
+    reply.code(201).send(await service.createCompartment(request.body)),
+  );
+  app.delete<{ Params: { name: string } }>(`${p}/compartments/:name`, route(compartmentByNameSchema), async (request, reply) => {
+    await service.deleteCompartment(request.params.name);
+    return reply.code(204).send();
+  });
+
+  app.get(`${p}/stats`, async () => service.stats());
+}
+
+/** Route options: the schema, and a formatter that words its first violation with the route's field docs. */
+function route(rs: RouteSchema) {
+  return {
+    schema: rs.schema,
+    schemaErrorFormatter: (errors: FastifySchemaValidationError[], dataVar: string) =>
+      new Error(errors.length > 0 ? describeViolation(errors[0], dataVar, rs.fields) : `${dataVar} is invalid.`),
+  };
+}
+
+function errorBody(message: string): ErrorBody {
+  return { error: message };
+}
+
+/** Fastify's own refusals, reworded as sentences that say what to do. */
+const FASTIFY_ERRORS: Record<string, string> = {
+  FST_ERR_CTP_EMPTY_JSON_BODY: 'the request body is empty: send a JSON object.',
+  FST_ERR_CTP_INVALID_JSON_BODY: 'the request body is not valid JSON: send a JSON object.',
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'the request body has an unsupported content type: send JSON with Content-Type: application/json.',
+  FST_ERR_CTP_BODY_TOO_LARGE: `the request body is larger than ${BODY_LIMIT} bytes: send a smaller JSON object.`,
+};
+
+export interface ClassifiedError {
+  status: number;
+  message: string;
+}
+
+/** The HTTP status and the one sentence for an error thrown while serving a request. */
+export function classifyError(err: unknown): ClassifiedError {
+  if (err instanceof ApiError) return { status: err.statusCode, message: err.message };
+  if (err instanceof HostError || err instanceof IpamError) return { status: 400, message: sentence(err.message) };
+  const fe = err as Partial<FastifyError>;
+  if (fe.validation) return { status: 400, message: sentence(fe.message ?? 'the request is invalid') };
+  if (fe.code && FASTIFY_ERRORS[fe.code]) return { status: fe.statusCode ?? 400, message: FASTIFY_ERRORS[fe.code] };
+  if (fe.statusCode !== undefined && fe.statusCode >= 400 && fe.statusCode < 500) {
+    return { status: fe.statusCode, message: sentence(fe.message ?? 'the request was refused') };
+  }
+  const reason = (err instanceof Error ? err.message : String(err)).replace(/\.$/, '');
+  return { status: 500, message: `the daemon failed: ${reason}; see its log for details.` };
+}
+
+function handleError(err: unknown, request: FastifyRequest, reply: FastifyReply): FastifyReply {
+  const { status, message } = classifyError(err);
+  if (status >= 500) request.log.error({ err }, 'request failed');
+  else request.log.debug({ status, error: message }, 'request refused');
+  return reply.code(status).send(errorBody(message));
+}

@@ -1,0 +1,327 @@
+/**
+ * What the API does: networks, endpoints and compartments, applied to the
+ * host (namespaces, TAPs, addresses) and to the data plane, and recorded in
+ * State. Every mutation runs under one mutex: a mutation awaits host commands
+ * midway, and two interleaved ones could otherwise pick the same address,
+ * interface name or port id.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Logger } from 'pino';
+import {
+  configureInterface,
+  createNetns,
+  deleteNetns,
+  linkExists,
+  netnsExists,
+  netnsPath,
+  pickFreeIfName,
+  validateIfName,
+  validateNetnsName,
+} from '../host/index.js';
+import { closeFd, tapOpen } from '../native/index.js';
+import type { DataPlane } from '../switch/dataplane.js';
+import {
+  IMPLEMENTED_DRIVERS,
+  type Compartment,
+  type CreateCompartmentRequest,
+  type CreateEndpointRequest,
+  type CreateNetworkRequest,
+  type Endpoint,
+  type Network,
+  type StatsResponse,
+} from './api-types.js';
+import { badRequest, conflict, notFound } from './errors.js';
+import { Ipam, IpamError, macForIp, normalizeMac, parseIpOrCidr, subnetsOverlap } from './ipam.js';
+import { Mutex } from './mutex.js';
+import { Rollback } from './rollback.js';
+import { State, type EndpointRecord, type NetworkRecord } from './state.js';
+
+/** The part of DataPlane the service drives; tests can pass a fake. */
+export type DataPlaneHandle = Pick<
+  DataPlane,
+  'maxPorts' | 'addNetwork' | 'removeNetwork' | 'addPort' | 'removePort' | 'portCounters' | 'switchCounters'
+>;
+
+const now = (): string => new Date().toISOString();
+
+export class NetworkService {
+  readonly state: State;
+  private readonly mutex = new Mutex();
+
+  constructor(
+    private readonly dataPlane: DataPlaneHandle,
+    private readonly logger: Logger,
+  ) {
+    this.state = new State(dataPlane.maxPorts);
+  }
+
+  createNetwork(req: CreateNetworkRequest): Promise<Network> {
+    return this.mutex.run(() => this.addNetwork(req));
+  }
+
+  deleteNetwork(name: string): Promise<void> {
+    return this.mutex.run(() => this.removeNetwork(name));
+  }
+
+  createEndpoint(req: CreateEndpointRequest): Promise<Endpoint> {
+    return this.mutex.run(() => this.addEndpoint(req));
+  }
+
+  deleteEndpoint(idOrName: string): Promise<void> {
+    return this.mutex.run(() => this.detach(this.state.requireEndpoint(idOrName)));
+  }
+
+  createCompartment(req: CreateCompartmentRequest): Promise<Compartment> {
+    return this.mutex.run(() => this.addCompartment(req.name));
+  }
+
+  deleteCompartment(name: string): Promise<void> {
+    return this.mutex.run(() => this.removeCompartment(name));
+  }
+
+  /** Removes every endpoint and owned compartment; networks go with the data plane. */
+  shutdown(): Promise<void> {
+    return this.mutex.run(() => this.removeEverything());
+  }
+
+  async stats(): Promise<StatsResponse> {
+    const ports = [...this.state.endpoints.values()].map(({ endpoint }) => ({
+      endpoint: endpoint.id,
+      network: endpoint.network,
+      netns: endpoint.netns,
+      ifname: endpoint.ifname,
+      ...this.dataPlane.portCounters(endpoint.portId),
+    }));
+    const counters = await this.dataPlane.switchCounters();
+    return { ports, switch: { ...counters, macTable: { ...counters.macTable } } };
+  }
+
+  // --- networks ---
+
+  private async addNetwork(req: CreateNetworkRequest): Promise<Network> {
+    if (!IMPLEMENTED_DRIVERS.includes(req.driver)) {
+      throw badRequest(`driver ${req.driver} is not implemented yet: this version supports ${IMPLEMENTED_DRIVERS.join(', ')}.`);
+    }
+    if (this.state.networks.has(req.name)) {
+      throw conflict(`network ${req.name} already exists: pick another name or remove it with \`vsw network rm ${req.name}\`.`);
+    }
+    const ipam = new Ipam(req.subnet, req.gateway === undefined ? {} : { gateway: req.gateway });
+    this.checkNoOverlap(ipam.cidr);
+    const id = this.state.networkIds.allocate();
+    try {
+      await this.dataPlane.addNetwork(id, req.name);
+    } catch (err) {
+      this.state.networkIds.release(id);
+      throw err;
+    }
+    const network: Network = { name: req.name, id, driver: req.driver, subnet: ipam.cidr, gateway: ipam.gateway ?? null, created: now() };
+    const record: NetworkRecord = { network, ipam };
+    this.state.networks.set(network.name, record);
+    this.logger.info({ network: network.name, networkId: id, driver: network.driver, subnet: network.subnet, gateway: network.gateway }, 'network created');
+    return this.state.networkView(record);
+  }
+
+  private checkNoOverlap(cidr: string): void {
+    for (const { network } of this.state.networks.values()) {
+      if (subnetsOverlap(cidr, network.subnet)) {
+        throw conflict(`subnet ${cidr} overlaps network ${network.name} (${network.subnet}): pick another --subnet.`);
+      }
+    }
+  }
+
+  private async removeNetwork(name: string): Promise<void> {
+    const record = this.state.requireNetwork(name);
+    const names = this.state.endpointsOn(name).map((r) => r.endpoint.name);
+    if (names.length > 0) {
+      throw conflict(`network ${name} still has endpoints ${names.join(', ')}: remove them first (vsw endpoint rm ${names.join(' ')}).`);
+    }
+    await this.dataPlane.removeNetwork(record.network.id);
+    this.state.networkIds.release(record.network.id);
+    this.state.networks.delete(name);
+    this.logger.info({ network: name, networkId: record.network.id }, 'network removed');
+  }
+
+  // --- endpoints ---
+
+  private async addEndpoint(req: CreateEndpointRequest): Promise<Endpoint> {
+    const net = this.state.requireNetwork(req.network);
+    await this.requireNetns(req.netns);
+    if (req.name !== undefined) this.checkEndpointNameFree(req.name);
+    const rollback = new Rollback(this.logger);
+    try {
+      return await this.attach(req, net, rollback);
+    } catch (err) {
+      await rollback.run();
+      throw err;
+    }
+  }
+
+  /** The steps of an endpoint create; each one registers its undo before the next may fail. */
+  private async attach(req: CreateEndpointRequest, net: NetworkRecord, rollback: Rollback): Promise<Endpoint> {
+    const ip = this.takeIp(net, req.ip);
+    rollback.add(`release ${ip}`, () => net.ipam.release(ip));
+    const mac = this.pickMac(net, req.mac, ip);
+    const ifname = await this.pickIfName(req.netns, req.ifname);
+    const fd = this.openTap(ifname, req.netns);
+    rollback.add(`close the TAP ${req.netns}/${ifname}`, () => closeFd(fd));
+    const prefixLength = net.ipam.subnet.prefix;
+    await configureInterface({ netns: req.netns, ifname, mac, cidr: `${ip}/${prefixLength}`, gateway: net.network.gateway ?? undefined });
+    const portId = this.state.portIds.allocate();
+    rollback.add(`release port id ${portId}`, () => this.state.portIds.release(portId));
+    await this.dataPlane.addPort({ portId, networkId: net.network.id, fd, name: `${req.netns}/${ifname}` });
+
+    const id = this.newEndpointId();
+    const endpoint: Endpoint = {
+      id,
+      name: req.name ?? this.defaultEndpointName(req.netns, ifname, id),
+      network: net.network.name,
+      netns: req.netns,
+      ifname,
+      mac,
+      ip,
+      prefixLength,
+      portId,
+      created: now(),
+      ownedCompartment: this.state.compartments.has(req.netns),
+    };
+    this.state.endpoints.set(id, { endpoint, fd, networkId: net.network.id });
+    this.logger.info({ endpoint: id, endpointName: endpoint.name, network: endpoint.network, netns: endpoint.netns, ifname, ip, mac, portId }, 'endpoint created');
+    return endpoint;
+  }
+
+  private async requireNetns(netns: string): Promise<void> {
+    validateNetnsName(netns);
+    if (!(await netnsExists(netns))) {
+      throw badRequest(`network namespace ${netns} does not exist: create it with \`ip netns add ${netns}\` or use \`vsw run\`.`);
+    }
+  }
+
+  private checkEndpointNameFree(name: string): void {
+    const holder = this.state.endpointNamed(name);
+    if (holder) throw conflict(`endpoint name ${name} is taken by endpoint ${holder.endpoint.id}: pick another --name.`);
+  }
+
+  private takeIp(net: NetworkRecord, requested: string | undefined): string {
+    if (requested === undefined) return this.allocateIp(net);
+    const ip = parseIpOrCidr(requested, net.ipam.subnet);
+    const holder = this.state.endpointsOn(net.network.name).find((r) => r.endpoint.ip === ip);
+    if (holder) {
+      throw conflict(`${ip} is already used by endpoint ${describe(holder)} on network ${net.network.name}: pick another --ip or leave it out to get a free one.`);
+    }
+    net.ipam.reserve(ip);
+    return ip;
+  }
+
+  private allocateIp(net: NetworkRecord): string {
+    try {
+      return net.ipam.allocate();
+    } catch (err) {
+      // allocate() fails only when the subnet is full: a conflict with the endpoints there, not a bad request.
+      if (err instanceof IpamError) throw conflict(err.message);
+      throw err;
+    }
+  }
+
+  private pickMac(net: NetworkRecord, requested: string | undefined, ip: string): string {
+    const mac = requested === undefined ? macForIp(ip) : normalizeMac(requested);
+    const holder = this.state.endpointsOn(net.network.name).find((r) => r.endpoint.mac === mac);
+    if (holder) {
+      throw conflict(`MAC ${mac} is already used by endpoint ${describe(holder)} on network ${net.network.name}: pick another --mac or leave it out.`);
+    }
+    return mac;
+  }
+
+  private async pickIfName(netns: string, requested: string | undefined): Promise<string> {
+    if (requested === undefined) return pickFreeIfName(netns);
+    validateIfName(requested);
+    if (await linkExists(requested, netns)) {
+      throw conflict(`interface ${requested} already exists in network namespace ${netns}: pass another --ifname or leave it out.`);
+    }
+    return requested;
+  }
+
+  private openTap(ifname: string, netns: string): number {
+    try {
+      return tapOpen({ name: ifname, netns: netnsPath(netns), exclusive: true });
+    } catch (err) {
+      const message = (err as Error).message.replace(/\.$/, '');
+      // EBUSY/EEXIST: an interface of that name appeared since pickIfName looked.
+      if (/\b(EBUSY|EEXIST)\b/.test(message)) throw conflict(`cannot create TAP ${ifname} in network namespace ${netns} (${message}): pass another --ifname.`);
+      throw err;
+    }
+  }
+
+  private newEndpointId(): string {
+    let id: string;
+    do id = randomBytes(6).toString('hex');
+    while (this.state.endpoints.has(id));
+    return id;
+  }
+
+  private defaultEndpointName(netns: string, ifname: string, id: string): string {
+    const name = `${netns}-${ifname}`;
+    return this.state.endpointNamed(name) ? id : name;
+  }
+
+  /** Takes an endpoint off the switch and the host; keeps going past failures so nothing stays half-attached. */
+  private async detach(record: EndpointRecord): Promise<void> {
+    const { endpoint } = record;
+    try {
+      await this.dataPlane.removePort(endpoint.portId);
+    } catch (err) {
+      // The data plane is gone or never knew the port: either way nothing polls the fd any more.
+      this.logger.warn({ err, endpoint: endpoint.id, portId: endpoint.portId }, 'data plane could not remove the port');
+    }
+    try {
+      closeFd(record.fd);
+    } catch (err) {
+      this.logger.warn({ err, endpoint: endpoint.id }, 'could not close the TAP fd');
+    }
+    this.state.networks.get(endpoint.network)?.ipam.release(endpoint.ip);
+    this.state.portIds.release(endpoint.portId);
+    this.state.endpoints.delete(endpoint.id);
+    this.logger.info({ endpoint: endpoint.id, endpointName: endpoint.name, network: endpoint.network, netns: endpoint.netns, portId: endpoint.portId }, 'endpoint removed');
+  }
+
+  // --- compartments ---
+
+  private async addCompartment(name: string): Promise<Compartment> {
+    validateNetnsName(name);
+    if (this.state.compartments.has(name) || (await netnsExists(name))) {
+      throw conflict(`network namespace ${name} already exists: pick another name or remove it with \`ip netns delete ${name}\`.`);
+    }
+    await createNetns(name);
+    const compartment: Compartment = { name, created: now() };
+    this.state.compartments.set(name, compartment);
+    this.logger.info({ compartment: name }, 'compartment created');
+    return compartment;
+  }
+
+  private async removeCompartment(name: string): Promise<void> {
+    if (!this.state.compartments.has(name)) {
+      throw notFound(`compartment ${name} not found: only namespaces vsw created (vsw run) can be removed this way; others go with \`ip netns delete ${name}\`.`);
+    }
+    for (const record of this.state.endpointsIn(name)) await this.detach(record);
+    await deleteNetns(name, { killProcesses: true });
+    this.state.compartments.delete(name);
+    this.logger.info({ compartment: name }, 'compartment removed');
+  }
+
+  private async removeEverything(): Promise<void> {
+    for (const record of [...this.state.endpoints.values()]) await this.detach(record);
+    for (const name of [...this.state.compartments.keys()]) {
+      try {
+        await deleteNetns(name, { killProcesses: true });
+        this.state.compartments.delete(name);
+        this.logger.info({ compartment: name }, 'compartment removed');
+      } catch (err) {
+        this.logger.error({ err, compartment: name }, 'could not remove the compartment');
+      }
+    }
+  }
+}
+
+function describe(record: EndpointRecord): string {
+  const { id, name } = record.endpoint;
+  return name === id ? id : `${name} (${id})`;
+}

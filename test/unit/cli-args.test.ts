@@ -1,0 +1,160 @@
+import test from 'ava';
+import { Command } from 'commander';
+import { connectionError } from '../../src/cli/client.js';
+import { programSocketOption, socketOf } from '../../src/cli/commands/common.js';
+import { runCommand } from '../../src/cli/commands/run.js';
+import { UnreachableError } from '../../src/cli/errors.js';
+import {
+  exitCodeOf,
+  formatDrops,
+  formatEndpoints,
+  formatNetworks,
+  formatStats,
+  formatSwitchStats,
+  formatTable,
+  parsePids,
+  randomCompartmentName,
+} from '../../src/cli/format.js';
+import type { Endpoint, Network, StatsResponse } from '../../src/service/api-types.js';
+
+test('formatTable pads columns two spaces apart and trims trailing spaces', (t) => {
+  const out = formatTable(['NAME', 'X'], [
+    ['a', '1'],
+    ['longer', ''],
+  ]);
+  t.is(out, ['NAME    X', 'a       1', 'longer'].join('\n'));
+});
+
+test('formatTable with no rows prints the header only', (t) => {
+  t.is(formatTable(['A', 'BB'], []), 'A  BB');
+});
+
+test('formatNetworks shows - for a missing gateway and counts endpoints', (t) => {
+  const networks: Network[] = [
+    { name: 'default', id: 1, driver: 'internal', subnet: '10.88.0.0/24', gateway: null, created: '', endpoints: ['a', 'b'] },
+    { name: 'blue', id: 2, driver: 'internal', subnet: '10.90.0.0/24', gateway: '10.90.0.1', created: '' },
+  ];
+  t.is(
+    formatNetworks(networks),
+    [
+      'NAME     DRIVER    SUBNET        GATEWAY    ENDPOINTS',
+      'default  internal  10.88.0.0/24  -          2',
+      'blue     internal  10.90.0.0/24  10.90.0.1  0',
+    ].join('\n'),
+  );
+});
+
+test('formatEndpoints writes the address with its prefix', (t) => {
+  const endpoint: Endpoint = {
+    id: '0123456789ab',
+    name: 'c1-eth0',
+    network: 'default',
+    netns: 'c1',
+    ifname: 'eth0',
+    mac: '02:76:0a:58:00:02',
+    ip: '10.88.0.2',
+    prefixLength: 24,
+    portId: 1,
+    created: '',
+    ownedCompartment: false,
+  };
+  t.is(
+    formatEndpoints([endpoint]),
+    [
+      'ID            NAME     NETWORK  NETNS  IFNAME  IP            MAC',
+      '0123456789ab  c1-eth0  default  c1     eth0    10.88.0.2/24  02:76:0a:58:00:02',
+    ].join('\n'),
+  );
+});
+
+test('formatDrops lists only the reasons that happened, after the total', (t) => {
+  t.is(formatDrops({}), '0');
+  t.is(formatDrops({ runt: 0 }), '0');
+  t.is(formatDrops({ runt: 1, txFailed: 2, badArp: 0 }), '3 (runt=1, txFailed=2)');
+});
+
+test('formatSwitchStats puts entries over the limit first', (t) => {
+  const out = formatSwitchStats({ macTable: { entries: 3, maxEntries: 8192, learned: 5, moved: 1 }, batches: 7, ports: 2 });
+  t.is(out, 'MAC table: entries 3/8192, learned 5, moved 1\nswitch: ports 2, batches 7');
+});
+
+test('formatStats prints the port table, a blank line, then the switch counters', (t) => {
+  const stats: StatsResponse = {
+    ports: [
+      { endpoint: 'abc', network: 'n', netns: 'c1', ifname: 'eth0', rxFrames: 1, rxBytes: 60, txFrames: 2, txBytes: 120, drops: { noEgress: 1 }, dropsTotal: 1 },
+    ],
+    switch: { macTable: { entries: 1, maxEntries: 10 }, batches: 1, ports: 1 },
+  };
+  const lines = formatStats(stats).split('\n');
+  t.is(lines[0], 'ENDPOINT  NETWORK  NETNS/IF  RX-FRAMES  RX-BYTES  TX-FRAMES  TX-BYTES  DROPS');
+  t.is(lines[1], 'abc       n        c1/eth0   1          60        2          120       1 (noEgress=1)');
+  t.is(lines[2], '');
+  t.is(lines[3], 'MAC table: entries 1/10');
+});
+
+test('exitCodeOf follows the shell: the code, else 128 + signal number', (t) => {
+  t.is(exitCodeOf(0, null), 0);
+  t.is(exitCodeOf(7, null), 7);
+  t.is(exitCodeOf(null, 'SIGINT'), 130);
+  t.is(exitCodeOf(null, 'SIGTERM'), 143);
+  t.is(exitCodeOf(null, 'SIGKILL'), 137);
+  t.is(exitCodeOf(null, null), 1);
+});
+
+test('randomCompartmentName is vsw- and 8 hex digits, and varies', (t) => {
+  const a = randomCompartmentName();
+  t.regex(a, /^vsw-[0-9a-f]{8}$/);
+  t.not(a, randomCompartmentName());
+});
+
+test('parsePids keeps the numbers of `ip netns pids` output', (t) => {
+  t.deepEqual(parsePids('12\n345\n'), [12, 345]);
+  t.deepEqual(parsePids(''), []);
+  t.deepEqual(parsePids('7 junk 8'), [7, 8]);
+});
+
+test('connectionError says how to start the daemon or fix permissions', (t) => {
+  const err = (code: string) => Object.assign(new Error(code), { code });
+  const missing = connectionError(err('ENOENT'), '/run/vsw/vsw.sock');
+  t.true(missing instanceof UnreachableError);
+  t.is(missing.message, 'cannot reach the vsw daemon at /run/vsw/vsw.sock: start it with `vsw daemon` (or `npm start`) or pass --socket.');
+  t.is(connectionError(err('ECONNREFUSED'), '/s').message, missing.message.replace('/run/vsw/vsw.sock', '/s'));
+  t.is(connectionError(err('EACCES'), '/s').message, 'permission denied on /s: run vsw as root or with sudo -E.');
+});
+
+/** A program like main.ts builds, with `run`'s action replaced by one that records what it got. */
+function parseRun(args: string[]): { argv: string[]; opts: Record<string, unknown>; socket: string } {
+  let seen: { argv: string[]; opts: Record<string, unknown>; socket: string } | undefined;
+  const program = new Command('vsw').addOption(programSocketOption()).enablePositionalOptions().exitOverride();
+  const run = runCommand().exitOverride().configureOutput({ writeErr: () => undefined });
+  run.action((argv: string[], opts: Record<string, unknown>, command: Command) => {
+    seen = { argv, opts, socket: socketOf(command) };
+  });
+  program.addCommand(run);
+  program.parse(args, { from: 'user' });
+  if (!seen) throw new Error('run action not called');
+  return seen;
+}
+
+test('vsw run passes the options after the command to the command', (t) => {
+  const got = parseRun(['run', '--network', 'default', 'ping', '-c', '1', '10.88.0.2']);
+  t.deepEqual(got.argv, ['ping', '-c', '1', '10.88.0.2']);
+  t.is(got.opts.network, 'default');
+});
+
+test('vsw run accepts -- before the command', (t) => {
+  const got = parseRun(['run', '--network', 'n', '--ip', '10.88.0.9', '--', 'sh', '-c', 'exit 3']);
+  t.deepEqual(got.argv, ['sh', '-c', 'exit 3']);
+  t.is(got.opts.ip, '10.88.0.9');
+});
+
+test('--socket works before and after the subcommand; the nearer one wins', (t) => {
+  t.is(parseRun(['--socket', '/a', 'run', '--network', 'n', 'true']).socket, '/a');
+  t.is(parseRun(['run', '--socket', '/b', '--network', 'n', 'true']).socket, '/b');
+  t.is(parseRun(['--socket', '/a', 'run', '--socket', '/b', '--network', 'n', 'true']).socket, '/b');
+});
+
+test('vsw run without --network is a usage error', (t) => {
+  const err = t.throws(() => parseRun(['run', 'true']));
+  t.regex(err?.message ?? '', /--network/);
+});
