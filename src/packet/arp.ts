@@ -4,9 +4,10 @@
  * and parseArp refuses anything else.
  */
 
-import { EMPTY, copyBytes, fits, read16, read32, write16, write32 } from './bytes.js';
+import { copyBytes, fits, read16, read32, write16, write32 } from './bytes.js';
 import { EtherType, MAC_LEN, formatMac, mustParseMac, writeMac } from './ethernet.js';
 import { formatIpv4Addr, mustParseIpv4Addr } from './ipv4.js';
+import { PacketView } from './view.js';
 
 export const ArpField = {
   HTYPE: 0,
@@ -30,22 +31,10 @@ export const ArpOp = {
 } as const;
 
 /** A reusable view over an Ethernet/IPv4 ARP packet. */
-export class ArpView {
-  buf: Uint8Array = EMPTY;
-  off = 0;
-  len = 0;
-
+export class ArpView extends PacketView {
   /** False (view detached) when shorter than 28 bytes. Sizes and types are not checked: see isEthernetIpv4. */
   reset(buf: Uint8Array, offset: number, length: number): boolean {
-    if (!fits(buf, offset, length, ARP_LEN)) {
-      this.buf = EMPTY;
-      this.off = this.len = 0;
-      return false;
-    }
-    this.buf = buf;
-    this.off = offset;
-    this.len = length;
-    return true;
+    return fits(buf, offset, length, ARP_LEN) ? this.attach(buf, offset, length) : this.detach();
   }
 
   htype(): number {

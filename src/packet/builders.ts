@@ -11,8 +11,8 @@ import { emitArp, ArpOp, ARP_LEN } from './arp.js';
 import { pseudoSumV4, pseudoSumV6 } from './checksum.js';
 import { ETH_HEADER_LEN, EthField, EtherType, emitEthernet } from './ethernet.js';
 import { emitIcmp, icmpLength } from './icmp.js';
-import { IPV4_HEADER_LEN, IpProtocol, emitIpv4, mustParseIpv4Addr } from './ipv4.js';
-import { IPV6_HEADER_LEN, emitIpv6, mustParseIpv6Addr } from './ipv6.js';
+import { IPV4_HEADER_LEN, IpProtocol, emitIpv4, mustParseIpv4Addr, type Ipv4Repr } from './ipv4.js';
+import { IPV6_HEADER_LEN, emitIpv6, mustParseIpv6Addr, type Ipv6Repr } from './ipv6.js';
 import { emitTcp, tcpLength, TcpFlags } from './tcp.js';
 import { emitUdp, udpLength } from './udp.js';
 import { VLAN_TAG_LEN, emitVlan } from './vlan.js';
@@ -115,52 +115,59 @@ export function buildEthernet(opts: L2Options & { etherType: number; payload: Ui
 
 type L4Writer = (buf: Buffer, off: number, pseudo: number) => void;
 
-function buildV4(opts: Ipv4Options, protocol: number, l4Length: number, writeL4: L4Writer): Buffer {
-  const buf = frameBuffer(opts, IPV4_HEADER_LEN + l4Length);
-  const ip = writeL2(buf, opts, EtherType.IPv4);
-  const src = opts.srcIp ?? DEFAULT_SRC_IP;
-  const dst = opts.dstIp ?? DEFAULT_DST_IP;
-  emitIpv4(
-    {
-      src,
-      dst,
-      protocol,
-      payloadLength: l4Length,
-      ttl: opts.ttl ?? 64,
-      dscp: opts.dscp ?? 0,
-      ecn: opts.ecn ?? 0,
-      ident: opts.ident ?? 0,
-      dontFrag: opts.dontFrag ?? true,
-      moreFrags: false,
-      fragOffset: 0,
-    },
-    buf,
-    ip,
-  );
-  writeL4(buf, ip + IPV4_HEADER_LEN, pseudoSumV4(mustParseIpv4Addr(src), mustParseIpv4Addr(dst), protocol, l4Length));
+/**
+ * The frame skeleton both IP versions share: L2 header and tags, the IP header
+ * that emitIp writes from repr, then writeL4 right after it, given the
+ * pseudo-header sum for its checksum. pseudoSum is a callback so that, as
+ * before, a bad MAC or VLAN is reported ahead of a bad IP address.
+ */
+function buildIp<R extends { payloadLength: number }>(
+  opts: L2Options,
+  etherType: number,
+  ipHeaderLen: number,
+  emitIp: (repr: R, buf: Uint8Array, offset: number) => number,
+  repr: R,
+  pseudoSum: () => number,
+  writeL4: L4Writer,
+): Buffer {
+  const buf = frameBuffer(opts, ipHeaderLen + repr.payloadLength);
+  const ip = writeL2(buf, opts, etherType);
+  emitIp(repr, buf, ip);
+  writeL4(buf, ip + ipHeaderLen, pseudoSum());
   return buf;
 }
 
-function buildV6(opts: Ipv6Options, nextHeader: number, l4Length: number, writeL4: L4Writer): Buffer {
-  const buf = frameBuffer(opts, IPV6_HEADER_LEN + l4Length);
-  const ip = writeL2(buf, opts, EtherType.IPv6);
-  const src = opts.srcIp ?? DEFAULT_SRC_IP6;
-  const dst = opts.dstIp ?? DEFAULT_DST_IP6;
-  emitIpv6(
-    {
-      src,
-      dst,
-      nextHeader,
-      payloadLength: l4Length,
-      hopLimit: opts.hopLimit ?? 64,
-      trafficClass: opts.trafficClass ?? 0,
-      flowLabel: opts.flowLabel ?? 0,
-    },
-    buf,
-    ip,
-  );
-  writeL4(buf, ip + IPV6_HEADER_LEN, pseudoSumV6(mustParseIpv6Addr(src), 0, mustParseIpv6Addr(dst), 0, nextHeader, l4Length));
-  return buf;
+function buildV4(opts: Ipv4Options, protocol: number, l4Length: number, writeL4: L4Writer): Buffer {
+  const ip: Ipv4Repr = {
+    src: opts.srcIp ?? DEFAULT_SRC_IP,
+    dst: opts.dstIp ?? DEFAULT_DST_IP,
+    protocol,
+    payloadLength: l4Length,
+    ttl: opts.ttl ?? 64,
+    dscp: opts.dscp ?? 0,
+    ecn: opts.ecn ?? 0,
+    ident: opts.ident ?? 0,
+    dontFrag: opts.dontFrag ?? true,
+    moreFrags: false,
+    fragOffset: 0,
+  };
+  const pseudoSum = () => pseudoSumV4(mustParseIpv4Addr(ip.src), mustParseIpv4Addr(ip.dst), protocol, l4Length);
+  return buildIp(opts, EtherType.IPv4, IPV4_HEADER_LEN, emitIpv4, ip, pseudoSum, writeL4);
+}
+
+/** `protocol` is the fixed header's next header; builders write no extension headers, so it is also the pseudo-header's. */
+function buildV6(opts: Ipv6Options, protocol: number, l4Length: number, writeL4: L4Writer): Buffer {
+  const ip: Ipv6Repr = {
+    src: opts.srcIp ?? DEFAULT_SRC_IP6,
+    dst: opts.dstIp ?? DEFAULT_DST_IP6,
+    nextHeader: protocol,
+    payloadLength: l4Length,
+    hopLimit: opts.hopLimit ?? 64,
+    trafficClass: opts.trafficClass ?? 0,
+    flowLabel: opts.flowLabel ?? 0,
+  };
+  const pseudoSum = () => pseudoSumV6(mustParseIpv6Addr(ip.src), 0, mustParseIpv6Addr(ip.dst), 0, protocol, l4Length);
+  return buildIp(opts, EtherType.IPv6, IPV6_HEADER_LEN, emitIpv6, ip, pseudoSum, writeL4);
 }
 
 /** IPv4 around an arbitrary payload (no L4 checksum is computed). */

@@ -6,7 +6,8 @@
  * ("02:00:5e:10:00:01") are for configuration, reprs and logs only.
  */
 
-import { EMPTY, copyBytes, fits, hex16, read16, read32, write16, write32 } from './bytes.js';
+import { copyBytes, fits, hex16, read16, read32, write16, write32 } from './bytes.js';
+import { PacketView } from './view.js';
 
 export const EthField = {
   DST: 0,
@@ -102,22 +103,10 @@ export function writeMac(buf: Uint8Array, off: number, hi16: number, lo32: numbe
 // ---- view -----------------------------------------------------------------
 
 /** A reusable view over an Ethernet II header. */
-export class EthernetView {
-  buf: Uint8Array = EMPTY;
-  off = 0;
-  len = 0;
-
+export class EthernetView extends PacketView {
   /** Points the view at a frame; false (and the view detached) when it is shorter than a header. */
   reset(buf: Uint8Array, offset: number, length: number): boolean {
-    if (!fits(buf, offset, length, ETH_HEADER_LEN)) {
-      this.buf = EMPTY;
-      this.off = this.len = 0;
-      return false;
-    }
-    this.buf = buf;
-    this.off = offset;
-    this.len = length;
-    return true;
+    return fits(buf, offset, length, ETH_HEADER_LEN) ? this.attach(buf, offset, length) : this.detach();
   }
 
   dstHi16(): number {

@@ -4,8 +4,9 @@
  * since the checksum does.
  */
 
-import { EMPTY, copyBytes, copyOut, fits, read16, write16 } from './bytes.js';
+import { copyBytes, copyOut, fits, read16, write16 } from './bytes.js';
 import { internetChecksum } from './checksum.js';
+import { PacketView } from './view.js';
 
 export const IcmpField = {
   TYPE: 0,
@@ -49,22 +50,10 @@ const UNREACHABLE_NAMES: Record<number, string> = {
 };
 
 /** A reusable view over an ICMPv4 message. */
-export class IcmpView {
-  buf: Uint8Array = EMPTY;
-  off = 0;
-  len = 0;
-
+export class IcmpView extends PacketView {
   /** False (view detached) when shorter than the 8-byte header. */
   reset(buf: Uint8Array, offset: number, length: number): boolean {
-    if (!fits(buf, offset, length, ICMP_HEADER_LEN)) {
-      this.buf = EMPTY;
-      this.off = this.len = 0;
-      return false;
-    }
-    this.buf = buf;
-    this.off = offset;
-    this.len = length;
-    return true;
+    return fits(buf, offset, length, ICMP_HEADER_LEN) ? this.attach(buf, offset, length) : this.detach();
   }
 
   msgType(): number {

@@ -1,6 +1,7 @@
 /** The packet layer in one import. Hot-path code may import the protocol files directly; both are the same modules. */
 export * from './drop-reasons.js';
 export * from './checksum.js';
+export * from './view.js';
 export * from './ethernet.js';
 export * from './vlan.js';
 export * from './arp.js';

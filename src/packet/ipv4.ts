@@ -4,8 +4,9 @@
  * reprs.
  */
 
-import { EMPTY, fits, read16, read32, write16, write32 } from './bytes.js';
+import { fits, read16, read32, write16, write32 } from './bytes.js';
 import { checksumAdjust16, internetChecksum } from './checksum.js';
+import { PacketView } from './view.js';
 
 export const Ipv4Field = {
   VER_IHL: 0,
@@ -86,11 +87,7 @@ export function mustParseIpv4Addr(str: string): number {
 // ---- view -----------------------------------------------------------------
 
 /** A reusable view over an IPv4 header and the packet it starts. */
-export class Ipv4View {
-  buf: Uint8Array = EMPTY;
-  off = 0;
-  len = 0;
-
+export class Ipv4View extends PacketView {
   /**
    * Points the view at a packet; false (view detached) unless the header
    * length is at least 20 and fits, and the total length covers the header
@@ -102,28 +99,15 @@ export class Ipv4View {
       const hl = (buf[offset] & 0x0f) << 2;
       const total = read16(buf, offset + Ipv4Field.LENGTH);
       if (hl >= IPV4_HEADER_LEN && hl <= length && total >= hl && total <= length) {
-        this.buf = buf;
-        this.off = offset;
-        this.len = length;
-        return true;
+        return this.attach(buf, offset, length);
       }
     }
-    this.buf = EMPTY;
-    this.off = this.len = 0;
-    return false;
+    return this.detach();
   }
 
   /** For building a header: checks only that 20 bytes fit, since the length fields are not written yet. */
   resetRaw(buf: Uint8Array, offset: number, length: number): boolean {
-    if (!fits(buf, offset, length, IPV4_HEADER_LEN)) {
-      this.buf = EMPTY;
-      this.off = this.len = 0;
-      return false;
-    }
-    this.buf = buf;
-    this.off = offset;
-    this.len = length;
-    return true;
+    return fits(buf, offset, length, IPV4_HEADER_LEN) ? this.attach(buf, offset, length) : this.detach();
   }
 
   version(): number {

@@ -3,8 +3,9 @@
  * walked here; nextHeader is whatever the fixed header says.
  */
 
-import { EMPTY, copyBytes, fits, read16, read32, write16, write32 } from './bytes.js';
+import { copyBytes, fits, read16, read32, write16, write32 } from './bytes.js';
 import { ipProtocolName } from './ipv4.js';
+import { PacketView } from './view.js';
 
 export const Ipv6Field = {
   VER_TC_FLOW: 0,
@@ -99,35 +100,18 @@ export function formatIpv6Addr(buf: Uint8Array, off = 0): string {
 // ---- view -----------------------------------------------------------------
 
 /** A reusable view over an IPv6 fixed header and the packet it starts. Addresses read as four u32 words. */
-export class Ipv6View {
-  buf: Uint8Array = EMPTY;
-  off = 0;
-  len = 0;
-
+export class Ipv6View extends PacketView {
   /** False (view detached) unless the fixed header and the payload length it announces fit. */
   reset(buf: Uint8Array, offset: number, length: number): boolean {
     if (fits(buf, offset, length, IPV6_HEADER_LEN) && IPV6_HEADER_LEN + read16(buf, offset + Ipv6Field.PAYLOAD_LEN) <= length) {
-      this.buf = buf;
-      this.off = offset;
-      this.len = length;
-      return true;
+      return this.attach(buf, offset, length);
     }
-    this.buf = EMPTY;
-    this.off = this.len = 0;
-    return false;
+    return this.detach();
   }
 
   /** For building a header: checks only that 40 bytes fit. */
   resetRaw(buf: Uint8Array, offset: number, length: number): boolean {
-    if (!fits(buf, offset, length, IPV6_HEADER_LEN)) {
-      this.buf = EMPTY;
-      this.off = this.len = 0;
-      return false;
-    }
-    this.buf = buf;
-    this.off = offset;
-    this.len = length;
-    return true;
+    return fits(buf, offset, length, IPV6_HEADER_LEN) ? this.attach(buf, offset, length) : this.detach();
   }
 
   version(): number {

@@ -4,8 +4,9 @@
  * Options stay raw bytes: the switch only needs to skip them.
  */
 
-import { EMPTY, copyBytes, copyOut, fits, read16, read32, write16, write32 } from './bytes.js';
+import { copyBytes, copyOut, fits, read16, read32, write16, write32 } from './bytes.js';
 import { internetChecksum } from './checksum.js';
+import { PacketView } from './view.js';
 
 export const TcpField = {
   SRC_PORT: 0,
@@ -53,38 +54,21 @@ export function formatTcpFlags(flags: number): string {
 }
 
 /** A reusable view over a TCP segment. */
-export class TcpView {
-  buf: Uint8Array = EMPTY;
-  off = 0;
-  len = 0;
-
+export class TcpView extends PacketView {
   /** False (view detached) unless the data offset is at least 5 words and the header it announces fits. */
   reset(buf: Uint8Array, offset: number, length: number): boolean {
     if (fits(buf, offset, length, TCP_HEADER_LEN)) {
       const hl = (buf[offset + TcpField.DATA_OFF] >>> 4) << 2;
       if (hl >= TCP_HEADER_LEN && hl <= length) {
-        this.buf = buf;
-        this.off = offset;
-        this.len = length;
-        return true;
+        return this.attach(buf, offset, length);
       }
     }
-    this.buf = EMPTY;
-    this.off = this.len = 0;
-    return false;
+    return this.detach();
   }
 
   /** For building a segment: checks only that 20 bytes fit. */
   resetRaw(buf: Uint8Array, offset: number, length: number): boolean {
-    if (!fits(buf, offset, length, TCP_HEADER_LEN)) {
-      this.buf = EMPTY;
-      this.off = this.len = 0;
-      return false;
-    }
-    this.buf = buf;
-    this.off = offset;
-    this.len = length;
-    return true;
+    return fits(buf, offset, length, TCP_HEADER_LEN) ? this.attach(buf, offset, length) : this.detach();
   }
 
   srcPort(): number {

@@ -4,8 +4,9 @@
  * versions.
  */
 
-import { EMPTY, copyBytes, copyOut, fits, read16, write16 } from './bytes.js';
+import { copyBytes, copyOut, fits, read16, write16 } from './bytes.js';
 import { internetChecksum } from './checksum.js';
+import { PacketView } from './view.js';
 
 export const UdpField = {
   SRC_PORT: 0,
@@ -17,38 +18,21 @@ export const UdpField = {
 export const UDP_HEADER_LEN = 8;
 
 /** A reusable view over a UDP datagram. */
-export class UdpView {
-  buf: Uint8Array = EMPTY;
-  off = 0;
-  len = 0;
-
+export class UdpView extends PacketView {
   /** False (view detached) unless the header fits and the length field covers the header and fits. */
   reset(buf: Uint8Array, offset: number, length: number): boolean {
     if (fits(buf, offset, length, UDP_HEADER_LEN)) {
       const l = read16(buf, offset + UdpField.LENGTH);
       if (l >= UDP_HEADER_LEN && l <= length) {
-        this.buf = buf;
-        this.off = offset;
-        this.len = length;
-        return true;
+        return this.attach(buf, offset, length);
       }
     }
-    this.buf = EMPTY;
-    this.off = this.len = 0;
-    return false;
+    return this.detach();
   }
 
   /** For building a datagram: checks only that 8 bytes fit. */
   resetRaw(buf: Uint8Array, offset: number, length: number): boolean {
-    if (!fits(buf, offset, length, UDP_HEADER_LEN)) {
-      this.buf = EMPTY;
-      this.off = this.len = 0;
-      return false;
-    }
-    this.buf = buf;
-    this.off = offset;
-    this.len = length;
-    return true;
+    return fits(buf, offset, length, UDP_HEADER_LEN) ? this.attach(buf, offset, length) : this.detach();
   }
 
   srcPort(): number {

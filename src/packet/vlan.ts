@@ -4,8 +4,9 @@
  * EtherType. The TPID itself belongs to the header before it.
  */
 
-import { EMPTY, fits, read16, write16 } from './bytes.js';
+import { fits, read16, write16 } from './bytes.js';
 import { ETH_HEADER_LEN, EthField, EtherType, etherTypeName } from './ethernet.js';
+import { PacketView } from './view.js';
 
 export const VlanField = {
   TCI: 0,
@@ -40,21 +41,9 @@ export function innerEtherTypeOffset(buf: Uint8Array, off: number, len: number):
 }
 
 /** A reusable view over one VLAN tag (TCI and inner EtherType). */
-export class VlanView {
-  buf: Uint8Array = EMPTY;
-  off = 0;
-  len = 0;
-
+export class VlanView extends PacketView {
   reset(buf: Uint8Array, offset: number, length: number): boolean {
-    if (!fits(buf, offset, length, VLAN_TAG_LEN)) {
-      this.buf = EMPTY;
-      this.off = this.len = 0;
-      return false;
-    }
-    this.buf = buf;
-    this.off = offset;
-    this.len = length;
-    return true;
+    return fits(buf, offset, length, VLAN_TAG_LEN) ? this.attach(buf, offset, length) : this.detach();
   }
 
   tci(): number {

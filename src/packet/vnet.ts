@@ -8,7 +8,8 @@
  * import the addon, hence the duplicate constant.
  */
 
-import { EMPTY, fits, read16le, write16le } from './bytes.js';
+import { fits, read16le, write16le } from './bytes.js';
+import { PacketView } from './view.js';
 
 export const VnetField = {
   FLAGS: 0,
@@ -47,21 +48,9 @@ export function isKnownGsoType(gsoType: number): boolean {
 }
 
 /** A reusable view over a virtio_net_hdr. */
-export class VnetView {
-  buf: Uint8Array = EMPTY;
-  off = 0;
-  len = 0;
-
+export class VnetView extends PacketView {
   reset(buf: Uint8Array, offset: number, length: number): boolean {
-    if (!fits(buf, offset, length, VNET_HDR_LEN)) {
-      this.buf = EMPTY;
-      this.off = this.len = 0;
-      return false;
-    }
-    this.buf = buf;
-    this.off = offset;
-    this.len = length;
-    return true;
+    return fits(buf, offset, length, VNET_HDR_LEN) ? this.attach(buf, offset, length) : this.detach();
   }
 
   flags(): number {
