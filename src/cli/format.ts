@@ -72,10 +72,3 @@ export function randomCompartmentName(): string {
   return `vsw-${randomBytes(4).toString('hex')}`;
 }
 
-/** `ip netns pids` output (one pid per line) as numbers, skipping anything else. */
-export function parsePids(text: string): number[] {
-  return text
-    .split(/\s+/)
-    .filter((s) => /^\d+$/.test(s))
-    .map(Number);
-}

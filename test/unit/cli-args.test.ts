@@ -12,7 +12,6 @@ import {
   formatStats,
   formatSwitchStats,
   formatTable,
-  parsePids,
   randomCompartmentName,
 } from '../../src/cli/format.js';
 import type { Endpoint, Network, StatsResponse } from '../../src/service/api-types.js';
@@ -105,12 +104,6 @@ test('randomCompartmentName is vsw- and 8 hex digits, and varies', (t) => {
   const a = randomCompartmentName();
   t.regex(a, /^vsw-[0-9a-f]{8}$/);
   t.not(a, randomCompartmentName());
-});
-
-test('parsePids keeps the numbers of `ip netns pids` output', (t) => {
-  t.deepEqual(parsePids('12\n345\n'), [12, 345]);
-  t.deepEqual(parsePids(''), []);
-  t.deepEqual(parsePids('7 junk 8'), [7, 8]);
 });
 
 test('connectionError says how to start the daemon or fix permissions', (t) => {

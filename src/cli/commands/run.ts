@@ -6,17 +6,15 @@
  * the one command that touches the host itself, because the command must be
  * the CLI's child to share its terminal.
  */
-import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { promisify } from 'node:util';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { Command } from 'commander';
 import type { CreateEndpointRequest } from '../../service/api-types.js';
 import { seg, type Client } from '../client.js';
+import { deleteNetns } from '../../host/netns.js';
 import { CliError, DaemonError, UnreachableError } from '../errors.js';
-import { exitCodeOf, parsePids, randomCompartmentName } from '../format.js';
+import { exitCodeOf, randomCompartmentName } from '../format.js';
 import { clientOf, leafSocketOption, reportError } from './common.js';
 
-const execFileAsync = promisify(execFile);
 const FORWARDED_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM'];
 
 interface RunOptions {
@@ -99,24 +97,11 @@ async function removeCompartment(client: Client, name: string): Promise<void> {
     }
   }
   try {
-    await deleteNetnsDirectly(name);
+    // The same removal the daemon does; a namespace already gone (the daemon won the race) is fine.
+    await deleteNetns(name, { killProcesses: true });
   } catch (err) {
-    reportError(new CliError(`could not remove network namespace ${name} (${(err as Error).message.trim()}): remove it with \`sudo ip netns delete ${name}\`.`));
-  }
-}
-
-async function deleteNetnsDirectly(name: string): Promise<void> {
-  if (!existsSync(`/run/netns/${name}`)) return;
-  const { stdout } = await execFileAsync('ip', ['netns', 'pids', name]);
-  for (const pid of parsePids(stdout)) killQuietly(pid);
-  await execFileAsync('ip', ['netns', 'delete', name]);
-}
-
-function killQuietly(pid: number): void {
-  try {
-    process.kill(pid, 'SIGKILL');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
+    const reason = (err as Error).message.trim().split('\n')[0].replace(/\.$/, '');
+    reportError(new CliError(`could not remove network namespace ${name} (${reason}): remove it with \`sudo ip netns delete ${name}\`.`));
   }
 }
 

@@ -1,0 +1,272 @@
+/**
+ * A real `vsw daemon` for integration tests, driven only through the real
+ * CLI (dist/src/cli/main.js), plus the small helpers those tests share:
+ * namespaces, endpoint and stats lookups, packet captures, and the check that
+ * an error is one sentence. Everything is named with the test file's prefix so
+ * removeEverything(prefix) and scripts/cleanup.sh find it.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { constants } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { ExecutionContext } from 'ava';
+import { removeEverything, sh, spawnInNetns, type CommandResult } from './env.js';
+
+/** The CLI entry, compiled: this file runs from dist/test/integration/helpers/. */
+export const CLI = fileURLToPath(new URL('../../../src/cli/main.js', import.meta.url));
+
+const READY_TIMEOUT_MS = 10_000;
+const STOP_GRACE_MS = 5_000;
+
+export interface DaemonHandle {
+  prefix: string;
+  socket: string;
+  dir: string;
+  pid: number;
+  process: ChildProcess;
+  /** Runs `node dist/src/cli/main.js --socket SOCKET ...args`; never throws for a non-zero exit. */
+  vsw(args: string[], opts?: { timeoutMs?: number }): Promise<CommandResult>;
+  /** Like vsw() but throws unless the command exits 0; returns stdout. */
+  vswOk(args: string[]): Promise<string>;
+  /** vswOk() with stdout parsed as JSON. */
+  vswJson<T = unknown>(args: string[]): Promise<T>;
+  /**
+   * Sends `signal` and waits for the exit; resolves to the exit code (128 + signal number when killed).
+   * After timeoutMs (5 s) it sends SIGKILL and rejects: a daemon that needs that is a failure.
+   */
+  stop(signal?: NodeJS.Signals, timeoutMs?: number): Promise<number>;
+  /** Whether the daemon process has exited. */
+  exited(): boolean;
+  /** The daemon's combined stdout and stderr so far. */
+  log(): string;
+}
+
+/** `node dist/src/cli/main.js ...args` as its own process; never throws for a non-zero exit. */
+export function runCli(args: string[], opts: { timeoutMs?: number } = {}): Promise<CommandResult> {
+  return sh('node', [CLI, ...args], { timeoutMs: opts.timeoutMs ?? 60_000 });
+}
+
+export async function startDaemon(prefix: string, opts: { extraArgs?: string[] } = {}): Promise<DaemonHandle> {
+  const dir = `/tmp/${prefix}`;
+  mkdirSync(dir, { recursive: true });
+  const socket = `${dir}/vsw.sock`;
+  const logPath = `${dir}/daemon.log`;
+  const logFd = openSync(logPath, 'a');
+  const child = spawn('node', [CLI, 'daemon', '--socket', socket, '--log-level', 'debug', ...(opts.extraArgs ?? [])], {
+    stdio: ['ignore', logFd, logFd],
+  });
+  closeSync(logFd);
+  let exitCode: number | undefined;
+  const exitedP = new Promise<number>((resolve) => {
+    child.on('exit', (code, signal) => {
+      exitCode = code ?? 128 + signalNumber(signal);
+      resolve(exitCode);
+    });
+  });
+  const log = (): string => (existsSync(logPath) ? readFileSync(logPath, 'utf8') : '');
+  const vsw = (args: string[], o: { timeoutMs?: number } = {}): Promise<CommandResult> => runCli(['--socket', socket, ...args], o);
+  const vswOk = async (args: string[]): Promise<string> => {
+    const r = await vsw(args);
+    if (r.code !== 0) throw new Error(`vsw ${args.join(' ')} exited ${r.code}: ${r.stderr.trim() || r.stdout.trim()}`);
+    return r.stdout;
+  };
+  const handle: DaemonHandle = {
+    prefix,
+    socket,
+    dir,
+    pid: child.pid ?? -1,
+    process: child,
+    vsw,
+    vswOk,
+    vswJson: async <T>(args: string[]): Promise<T> => JSON.parse(await vswOk(args)) as T,
+    exited: () => exitCode !== undefined,
+    log,
+    async stop(signal: NodeJS.Signals = 'SIGTERM', timeoutMs = STOP_GRACE_MS): Promise<number> {
+      if (exitCode !== undefined) return exitCode;
+      child.kill(signal);
+      const code = await Promise.race([exitedP, sleep(timeoutMs).then(() => undefined)]);
+      if (code !== undefined) return code;
+      child.kill('SIGKILL');
+      await exitedP;
+      throw new Error(`the daemon did not exit within ${timeoutMs} ms of ${signal}; it was killed`);
+    },
+  };
+
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  for (;;) {
+    if (exitCode !== undefined) throw new Error(`the daemon exited with ${exitCode} before it was ready:\n${log()}`);
+    const r = await vsw(['network', 'ls'], { timeoutMs: 5_000 });
+    if (r.code === 0) break;
+    if (Date.now() > deadline) {
+      await handle.stop('SIGKILL').catch(() => undefined);
+      throw new Error(`the daemon did not answer \`vsw network ls\` within ${READY_TIMEOUT_MS} ms (last: ${r.stderr.trim()}):\n${log()}`);
+    }
+    await sleep(100);
+  }
+  return handle;
+}
+
+function signalNumber(signal: NodeJS.Signals | null): number {
+  return signal === null ? 0 : (constants.signals[signal] ?? 0);
+}
+
+/** What every test file's test.after.always does: stop the daemon (SIGKILL after 5 s), remove the prefix's leftovers. */
+export async function teardown(prefix: string, daemon: DaemonHandle | undefined): Promise<void> {
+  if (daemon && !daemon.exited()) await daemon.stop('SIGTERM').catch(() => undefined);
+  await removeEverything(prefix);
+  rmSync(`/tmp/${prefix}`, { recursive: true, force: true });
+}
+
+/**
+ * `ip netns add` a namespace for a test, with IPv6 off: IPv6 router
+ * solicitations, MLD reports and DAD probes are multicast, which a switch
+ * floods, and they would make "this port saw no frames" assertions racy.
+ */
+export async function addNetns(name: string): Promise<void> {
+  const add = await sh('ip', ['netns', 'add', name]);
+  if (add.code !== 0) throw new Error(`ip netns add ${name}: ${add.stderr}`);
+  const sysctl = await sh('ip', ['netns', 'exec', name, 'sysctl', '-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);
+  if (sysctl.code !== 0) throw new Error(`sysctl in ${name}: ${sysctl.stderr}`);
+}
+
+/** The endpoint as `vsw endpoint ls --json` / `inspect` show it (the API's Endpoint). */
+export interface EndpointJson {
+  id: string;
+  name: string;
+  network: string;
+  netns: string;
+  ifname: string;
+  mac: string;
+  ip: string;
+  prefixLength: number;
+  portId: number;
+  ownedCompartment: boolean;
+}
+
+export interface PortStatsJson {
+  endpoint: string;
+  network: string;
+  netns: string;
+  ifname: string;
+  rxFrames: number;
+  rxBytes: number;
+  txFrames: number;
+  txBytes: number;
+  drops: Record<string, number>;
+  dropsTotal: number;
+}
+
+export interface StatsJson {
+  ports: PortStatsJson[];
+  switch: { macTable: Record<string, number>; batches: number; ports: number };
+}
+
+/** Per-endpoint-id port counters from `vsw stats --json`. */
+export async function portStats(d: DaemonHandle): Promise<Map<string, PortStatsJson>> {
+  const stats = await d.vswJson<StatsJson>(['stats', '--json']);
+  return new Map(stats.ports.map((p) => [p.endpoint, p]));
+}
+
+export async function txFrames(d: DaemonHandle, endpointId: string): Promise<number> {
+  const p = (await portStats(d)).get(endpointId);
+  if (!p) throw new Error(`vsw stats --json has no port for endpoint ${endpointId}`);
+  return p.txFrames;
+}
+
+/** Creates an endpoint with the CLI (which prints its id) and returns it as `vsw endpoint inspect` shows it. */
+export async function createEndpoint(d: DaemonHandle, network: string, netns: string, extra: string[] = []): Promise<EndpointJson> {
+  const id = (await d.vswOk(['endpoint', 'create', '--network', network, '--netns', netns, ...extra])).trim();
+  if (!/^[0-9a-f]{12}$/.test(id)) throw new Error(`vsw endpoint create printed ${JSON.stringify(id)}, not an endpoint id`);
+  return d.vswJson<EndpointJson>(['endpoint', 'inspect', id]);
+}
+
+export interface Capture {
+  /** Stops tcpdump (SIGINT) and returns the packets it wrote. */
+  stop(): Promise<string[]>;
+}
+
+/**
+ * tcpdump on `ifname` inside `ns`, writing packets to a file as they arrive;
+ * resolves once tcpdump is listening, so traffic sent afterwards is captured.
+ */
+export async function capture(ns: string, ifname: string, filter: string[], file: string): Promise<Capture> {
+  const child = spawnInNetns(ns, 'tcpdump', ['-i', ifname, '-n', '-U', '-w', file, ...filter]);
+  let stderr = '';
+  const done = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`tcpdump in ${ns} did not start: ${stderr}`)), 5_000);
+    child.stderr?.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+      if (/listening on/.test(stderr)) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    child.on('exit', () => {
+      clearTimeout(timer);
+      reject(new Error(`tcpdump in ${ns} exited early: ${stderr}`));
+    });
+  });
+  child.stdout?.resume();
+  return {
+    async stop(): Promise<string[]> {
+      child.kill('SIGINT');
+      await Promise.race([done, sleep(3_000).then(() => child.kill('SIGKILL'))]);
+      await done;
+      const r = await sh('tcpdump', ['-r', file, '-n']);
+      if (r.code !== 0) throw new Error(`tcpdump -r ${file}: ${r.stderr}`);
+      return r.stdout.split('\n').filter(Boolean);
+    },
+  };
+}
+
+/** Asserts a failed CLI call: non-zero exit and a stderr of exactly one sentence, no stack trace. */
+export function assertOneSentence(t: ExecutionContext, r: CommandResult, what: string): void {
+  const err = r.stderr.trim();
+  t.not(r.code, 0, `${what}: exit code`);
+  t.true(err.length > 0, `${what}: stderr is empty (stdout: ${r.stdout.trim()})`);
+  t.false(/\n.+/.test(err), `${what}: stderr has more than one line: ${err}`);
+  t.false(/at .*\.js/.test(r.stderr), `${what}: stderr has a stack trace: ${err}`);
+  t.regex(err, /\.$/, `${what}: stderr does not end with a period: ${err}`);
+}
+
+/** `ip -n NS -j link show` interface names. */
+export async function linksIn(ns: string): Promise<string[]> {
+  const r = await sh('ip', ['-n', ns, '-j', 'link', 'show']);
+  if (r.code !== 0) throw new Error(`ip -n ${ns} link: ${r.stderr}`);
+  return (JSON.parse(r.stdout) as { ifname: string }[]).map((l) => l.ifname);
+}
+
+/** A process exists (and is not a zombie). */
+export function processAlive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return !/^\d+ \(.*\) Z/.test(stat);
+  } catch {
+    return false;
+  }
+}
+
+
+/**
+ * Waits (bounded) until no neighbour entry in these namespaces is INCOMPLETE,
+ * DELAY or PROBE: the kernel sends ARP on its own only in those states, so
+ * afterwards the only frames on the wire are the ones the test causes.
+ */
+export async function waitNeighboursSettled(namespaces: readonly string[], timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const busy: string[] = [];
+    for (const ns of namespaces) {
+      const r = await sh('ip', ['-n', ns, '-j', 'neigh', 'show']);
+      const entries = JSON.parse(r.stdout || '[]') as { dst: string; state?: string[] }[];
+      for (const e of entries) {
+        if (e.state?.some((s) => s === 'INCOMPLETE' || s === 'DELAY' || s === 'PROBE')) busy.push(`${ns}:${e.dst}:${e.state.join(',')}`);
+      }
+    }
+    if (busy.length === 0) return;
+    if (Date.now() > deadline) throw new Error(`neighbour entries still resolving after ${timeoutMs} ms: ${busy.join(' ')}`);
+    await sleep(250);
+  }
+}
