@@ -1,0 +1,339 @@
+/**
+ * Helpers for scripts/bench.ts: running commands, iperf3 output, /proc
+ * sampling, IPv4 prefixes and statistics. Kept apart from the bench itself so
+ * the parsing can be read (and checked) without building a topology.
+ *
+ * Nothing here imports the rest of vsw: the bench drives vsw only through its
+ * CLI, as a user would, so it measures what users get.
+ */
+
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { promisify } from 'node:util';
+
+const execFileP = promisify(execFile);
+
+/** A failure the user can act on; main() prints only its message. */
+export class BenchError extends Error {}
+
+/** Thrown by cmd() and sleep() once SIGINT/SIGTERM arrived, so the bench unwinds into its cleanup. */
+export class Interrupted extends BenchError {
+  constructor() {
+    super('interrupted.');
+  }
+}
+
+/**
+ * Aborted by the signal handler. Every command of the setup and measurement
+ * phases is tied to it, so an interrupt kills the iperf3 client in flight and
+ * the main flow reaches its `finally` (the one place that cleans up) instead
+ * of two code paths racing to create and delete the same namespaces.
+ */
+export const interrupt = new AbortController();
+
+export interface CmdResult {
+  stdout: string;
+  stderr: string;
+  /** Exit status; null when the process died from a signal or the timeout. */
+  code: number | null;
+}
+
+export interface CmdOptions {
+  timeoutMs?: number;
+  /** Return a non-zero exit instead of throwing (the caller looks at the output). */
+  allowFail?: boolean;
+  /** Part of cleanup: must run even after an interrupt. */
+  cleanup?: boolean;
+}
+
+/** Every child started with start() that has not exited yet, so cleanup can kill strays. */
+export const liveChildren = new Set<ChildProcess>();
+
+/**
+ * Runs a command to completion. Throws a BenchError naming the command and its
+ * stderr, unless allowFail is set; a missing binary always throws.
+ */
+export async function cmd(file: string, args: string[], opts: CmdOptions = {}): Promise<CmdResult> {
+  if (!opts.cleanup && interrupt.signal.aborted) throw new Interrupted();
+  try {
+    const { stdout, stderr } = await execFileP(file, args, {
+      timeout: opts.timeoutMs ?? 30_000,
+      // iperf3 -J of a 60 s run with per-interval stats runs to a few hundred KB.
+      maxBuffer: 64 * 1024 * 1024,
+      killSignal: 'SIGKILL',
+      ...(opts.cleanup ? {} : { signal: interrupt.signal }),
+    });
+    return { stdout, stderr, code: 0 };
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException & { stdout?: string; stderr?: string; code?: number | string; killed?: boolean };
+    if (!opts.cleanup && interrupt.signal.aborted) throw new Interrupted();
+    if (e.code === 'ENOENT') throw new BenchError(`${file} was not found: install it or fix PATH.`);
+    const res: CmdResult = {
+      stdout: e.stdout ?? '',
+      stderr: e.stderr ?? '',
+      code: typeof e.code === 'number' ? e.code : null,
+    };
+    if (opts.allowFail) return res;
+    const why = res.stderr.trim().split('\n').pop() || (e.killed ? 'timed out' : e.message);
+    throw new BenchError(`\`${file} ${args.join(' ')}\` failed: ${why}`);
+  }
+}
+
+/**
+ * Starts a long-running child (daemon, iperf3 server) and tracks it until it
+ * exits. Its own process group keeps a terminal's Ctrl-C from reaching it: the
+ * bench stops it in order during cleanup (the daemon still has endpoints to
+ * remove then), and scripts/cleanup.sh finds it by its /tmp/vswt* arguments if
+ * the bench itself is killed.
+ */
+export function start(file: string, args: string[], stdio: 'ignore' | 'pipe' | number = 'ignore'): ChildProcess {
+  const child = spawn(file, args, { stdio: ['ignore', stdio, stdio], detached: true });
+  liveChildren.add(child);
+  child.once('exit', () => liveChildren.delete(child));
+  // A spawn error (ENOENT) also ends the child; the caller sees it through exited().
+  child.once('error', () => liveChildren.delete(child));
+  return child;
+}
+
+/** Resolves when the child has exited (at once if it already has), or after timeoutMs with false. */
+export function exited(child: ChildProcess, timeoutMs: number): Promise<boolean> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      child.off('exit', onExit);
+      resolve(false);
+    }, timeoutMs);
+    const onExit = (): void => {
+      clearTimeout(timer);
+      resolve(true);
+    };
+    child.once('exit', onExit);
+  });
+}
+
+/** SIGTERM, then SIGKILL if the child is still there after graceMs. */
+export async function stop(child: ChildProcess, graceMs = 3000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  child.kill('SIGTERM');
+  if (await exited(child, graceMs)) return;
+  child.kill('SIGKILL');
+  await exited(child, 2000);
+}
+
+/** A sleep that an interrupt cuts short (with Interrupted). */
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (interrupt.signal.aborted) return reject(new Interrupted());
+    const onAbort = (): void => {
+      clearTimeout(timer);
+      reject(new Interrupted());
+    };
+    const timer = setTimeout(() => {
+      interrupt.signal.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    interrupt.signal.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/** Polls fn until it returns a value other than undefined, or throws a BenchError with `what` after timeoutMs. */
+export async function waitFor<T>(what: string, timeoutMs: number, fn: () => Promise<T | undefined>, everyMs = 100): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new BenchError(`${what} did not happen within ${(timeoutMs / 1000).toFixed(0)} s.`);
+    await sleep(everyMs);
+  }
+}
+
+// ---------------------------------------------------------------- statistics
+
+/** Median of the finite values; null when there are none (every run failed). */
+export function median(values: readonly (number | null | undefined)[]): number | null {
+  const v = values.filter((x): x is number => typeof x === 'number' && Number.isFinite(x)).sort((a, b) => a - b);
+  if (v.length === 0) return null;
+  const mid = v.length >> 1;
+  return v.length % 2 ? v[mid] : (v[mid - 1] + v[mid]) / 2;
+}
+
+/** vsw/bridge; null when either is missing or the baseline is 0 (a ratio to zero says nothing). */
+export function ratio(vsw: number | null, bridge: number | null): number | null {
+  if (vsw === null || bridge === null || bridge === 0) return null;
+  return vsw / bridge;
+}
+
+// ---------------------------------------------------------------- IPv4 prefixes
+
+export function ipv4ToInt(ip: string): number {
+  const parts = ip.split('.').map(Number);
+  if (parts.length !== 4 || parts.some((p) => !Number.isInteger(p) || p < 0 || p > 255)) {
+    throw new Error(`not an IPv4 address: ${ip}`);
+  }
+  return ((parts[0] << 24) | (parts[1] << 16) | (parts[2] << 8) | parts[3]) >>> 0;
+}
+
+export interface Prefix {
+  base: number;
+  len: number;
+}
+
+/** "10.1.2.0/24" or a bare address (a host route, /32); null for anything else (IPv6, "default" is handled by the caller). */
+export function parsePrefix(s: string): Prefix | null {
+  const [addr, lenStr] = s.split('/');
+  const len = lenStr === undefined ? 32 : Number(lenStr);
+  if (!Number.isInteger(len) || len < 0 || len > 32) return null;
+  let base: number;
+  try {
+    base = ipv4ToInt(addr);
+  } catch {
+    return null;
+  }
+  const mask = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
+  return { base: (base & mask) >>> 0, len };
+}
+
+/** Two prefixes overlap when the shorter one contains the other's base. */
+export function prefixesOverlap(a: Prefix, b: Prefix): boolean {
+  const len = Math.min(a.len, b.len);
+  const mask = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
+  return ((a.base & mask) >>> 0) === ((b.base & mask) >>> 0);
+}
+
+// ---------------------------------------------------------------- /proc
+
+/** A "Vm*" line of /proc/PID/status in KiB (VmRSS, VmHWM); null if the process is gone. */
+export async function procStatusKiB(pid: number, field: string): Promise<number | null> {
+  let text: string;
+  try {
+    text = await readFile(`/proc/${pid}/status`, 'utf8');
+  } catch {
+    return null;
+  }
+  const m = new RegExp(`^${field}:\\s+(\\d+)\\s+kB`, 'm').exec(text);
+  return m ? Number(m[1]) : null;
+}
+
+/** utime + stime of all the process's threads, in clock ticks; null if the process is gone. */
+export async function procCpuTicks(pid: number): Promise<number | null> {
+  let text: string;
+  try {
+    text = await readFile(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return null;
+  }
+  // comm (field 2) may contain spaces and parentheses: the fields that follow start after the last ')'.
+  const rest = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  // rest[0] is field 3 (state), so utime (14) and stime (15) are rest[11] and rest[12].
+  const utime = Number(rest[11]);
+  const stime = Number(rest[12]);
+  return Number.isFinite(utime) && Number.isFinite(stime) ? utime + stime : null;
+}
+
+/** Measures a process's CPU use over an interval: call begin(), do the work, then end(). */
+export class CpuMeter {
+  private ticks0: number | null = null;
+  private t0 = 0;
+  constructor(
+    private readonly pid: number,
+    private readonly clkTck: number,
+  ) {}
+  async begin(): Promise<void> {
+    this.ticks0 = await procCpuTicks(this.pid);
+    this.t0 = performance.now();
+  }
+  /** Percent of one core (a multi-threaded process can exceed 100). */
+  async end(): Promise<number | null> {
+    const ticks1 = await procCpuTicks(this.pid);
+    const seconds = (performance.now() - this.t0) / 1000;
+    if (this.ticks0 === null || ticks1 === null || seconds <= 0) return null;
+    return ((ticks1 - this.ticks0) / this.clkTck / seconds) * 100;
+  }
+}
+
+// ---------------------------------------------------------------- iperf3 -J
+
+export interface TcpResult {
+  /** Receiver-side goodput. */
+  bitsPerSecond: number;
+  retransmits: number | null;
+  seconds: number;
+}
+
+export interface UdpResult {
+  /** Datagrams the server received per second. */
+  packetsPerSecond: number;
+  /** Datagrams the client sent per second; the gap to packetsPerSecond is loss. */
+  sentPacketsPerSecond: number;
+  lostPercent: number;
+  packets: number;
+  lostPackets: number;
+  seconds: number;
+}
+
+type Json = Record<string, unknown>;
+
+function obj(v: unknown): Json | undefined {
+  return v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Json) : undefined;
+}
+
+function num(v: unknown): number | undefined {
+  return typeof v === 'number' && Number.isFinite(v) ? v : undefined;
+}
+
+/**
+ * Parses iperf3 -J output. iperf3 writes a JSON document even when the test
+ * fails, with the reason in "error"; that sentence is the most useful thing to
+ * show, so it becomes the thrown message.
+ */
+export function parseIperfJson(stdout: string): Json {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(stdout);
+  } catch {
+    throw new BenchError(`iperf3 printed no JSON${stdout.trim() ? `: ${stdout.trim().slice(0, 200)}` : ''}.`);
+  }
+  const d = obj(doc);
+  if (!d) throw new BenchError('iperf3 printed JSON that is not an object.');
+  if (typeof d.error === 'string') throw new BenchError(`iperf3: ${d.error}.`);
+  return d;
+}
+
+export function tcpResult(doc: Json): TcpResult {
+  const end = obj(doc.end);
+  const recv = obj(end?.sum_received);
+  const sent = obj(end?.sum_sent);
+  const bps = num(recv?.bits_per_second);
+  if (!end || bps === undefined) throw new BenchError('iperf3 TCP output has no end.sum_received.bits_per_second.');
+  return {
+    bitsPerSecond: bps,
+    retransmits: num(sent?.retransmits) ?? null,
+    seconds: num(recv?.seconds) ?? 0,
+  };
+}
+
+/**
+ * The client's JSON carries the server's count of what arrived: end.sum_received
+ * (iperf3 >= 3.11) or, in older versions, end.sum, whose packets/lost_percent
+ * come from the server report. Either way the received rate is
+ * packets * (1 - lost%) / seconds.
+ */
+export function udpResult(doc: Json): UdpResult {
+  const end = obj(doc.end);
+  const s = obj(end?.sum_received) ?? obj(end?.sum);
+  const packets = num(s?.packets);
+  const lostPercent = num(s?.lost_percent);
+  const seconds = num(s?.seconds);
+  if (!s || packets === undefined || lostPercent === undefined || !seconds) {
+    throw new BenchError('iperf3 UDP output has no end.sum_received (or end.sum) with packets, lost_percent and seconds.');
+  }
+  const lostPackets = num(s.lost_packets) ?? Math.round((packets * lostPercent) / 100);
+  return {
+    packetsPerSecond: (packets * (1 - lostPercent / 100)) / seconds,
+    sentPacketsPerSecond: packets / seconds,
+    lostPercent,
+    packets,
+    lostPackets,
+    seconds,
+  };
+}

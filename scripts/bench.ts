@@ -1,0 +1,780 @@
+/**
+ * `npm run bench`: vsw against the kernel's own answer to the same job, a
+ * Linux bridge with veth pairs, on this machine, in one run.
+ *
+ * Two namespaces hang off a vsw `internal` network (TAPs served by a daemon
+ * this script starts), two off a Linux bridge. iperf3 measures one TCP stream
+ * and a flood of 64-byte UDP datagrams between each pair, several times, vsw
+ * and bridge alternating so that background noise hits both. The medians and
+ * the vsw/bridge ratios are printed and written to a JSON file. Absolute
+ * numbers depend on the machine; the ratio is what to compare across machines.
+ *
+ * The daemon's memory is sampled (VmRSS) idle and after the runs, and
+ * `--soak N` adds one long TCP run with a sample every 5 s, to show that the
+ * data path does not leak per packet.
+ *
+ * Everything the bench creates carries one per-run prefix (vswt + 4 hex) and
+ * is removed at the end, after a failure and on SIGINT/SIGTERM alike;
+ * `npm run cleanup` removes what a SIGKILLed run left.
+ */
+
+import { randomBytes } from 'node:crypto';
+import { closeSync, constants as fsConstants, existsSync, openSync } from 'node:fs';
+import { access, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import type { ChildProcess } from 'node:child_process';
+
+import {
+  BenchError,
+  CpuMeter,
+  Interrupted,
+  cmd,
+  exited,
+  interrupt,
+  liveChildren,
+  median,
+  parseIperfJson,
+  parsePrefix,
+  prefixesOverlap,
+  procStatusKiB,
+  ratio,
+  sleep,
+  start,
+  stop,
+  tcpResult,
+  udpResult,
+  waitFor,
+  type CmdOptions,
+  type CmdResult,
+  type Prefix,
+  type TcpResult,
+  type UdpResult,
+} from './bench-lib.js';
+
+const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const CLI = path.join(REPO_ROOT, 'dist/src/cli/main.js');
+const IPERF_PORT = 5201;
+const SOAK_SAMPLE_MS = 5000;
+
+const HELP = `usage: npm run bench -- [options]
+
+Measures vsw against a Linux bridge (veth) on this machine with iperf3:
+one TCP stream and 64-byte UDP at full rate, between two namespaces on each.
+Needs root, iperf3, iproute2 and ping, and a built tree (npm run build).
+
+options:
+  --runs N        runs of each test on each side (default 3); medians are reported
+  --time S        seconds per iperf3 run (default 10)
+  --soak S        also one TCP run of S seconds on vsw, sampling the daemon's RSS
+                  every 5 s (default 0: off)
+  --only tcp|udp  run one kind of test only
+  --out FILE      where to write the JSON results
+                  (default bench-results/bench-<ISO timestamp>.json)
+  --help          show this text
+`;
+
+// ---------------------------------------------------------------- options
+
+interface Options {
+  runs: number;
+  time: number;
+  soak: number;
+  only: 'tcp' | 'udp' | null;
+  out: string;
+}
+
+function intOption(name: string, raw: string | undefined, dflt: number, min: number, max: number): number {
+  if (raw === undefined) return dflt;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw new BenchError(`--${name} takes a whole number from ${min} to ${max}, not "${raw}".`);
+  }
+  return n;
+}
+
+const OPTION_SPEC = {
+  runs: { type: 'string' },
+  time: { type: 'string' },
+  soak: { type: 'string' },
+  only: { type: 'string' },
+  out: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+function parseOptions(argv: string[]): Options | null {
+  const values = (() => {
+    try {
+      return parseArgs({ args: argv, options: OPTION_SPEC, strict: true, allowPositionals: false }).values;
+    } catch (err) {
+      throw new BenchError(`${(err as Error).message.replace(/\.$/, '')}: see --help.`);
+    }
+  })();
+  if (values.help) return null;
+  const only = values.only ?? null;
+  if (only !== null && only !== 'tcp' && only !== 'udp') {
+    throw new BenchError(`--only takes tcp or udp, not "${only}".`);
+  }
+  const soak = intOption('soak', values.soak, 0, 0, 3600);
+  if (soak > 0 && soak < 10) throw new BenchError('--soak must be at least 10 seconds (RSS is sampled every 5 s), or 0 for off.');
+  // --runs 0 makes sense only to run the soak alone.
+  const runs = intOption('runs', values.runs, 3, soak > 0 ? 0 : 1, 100);
+  const time = intOption('time', values.time, 10, 1, 3600);
+  const stamp = new Date().toISOString().replace(/\.\d+Z$/, 'Z').replace(/:/g, '-');
+  const out = values.out ? path.resolve(values.out) : path.join(REPO_ROOT, 'bench-results', `bench-${stamp}.json`);
+  return { runs, time, soak, only, out };
+}
+
+// ---------------------------------------------------------------- preflight
+
+async function onPath(name: string): Promise<boolean> {
+  for (const dir of (process.env.PATH ?? '').split(':')) {
+    if (!dir) continue;
+    try {
+      await access(path.join(dir, name), fsConstants.X_OK);
+      return true;
+    } catch {
+      // not in this directory
+    }
+  }
+  return false;
+}
+
+async function preflight(): Promise<void> {
+  if (process.getuid?.() !== 0) {
+    throw new BenchError('the bench must run as root (it creates network namespaces and links): run it with `sudo -E npm run bench`.');
+  }
+  const tools: [string, string][] = [
+    ['ip', 'iproute2'],
+    ['iperf3', 'iperf3'],
+    ['ping', 'iputils-ping'],
+    ['ss', 'iproute2'],
+  ];
+  for (const [tool, pkg] of tools) {
+    if (!(await onPath(tool))) throw new BenchError(`${tool} was not found: install it with \`apt-get install ${pkg}\`.`);
+  }
+  if (!existsSync(CLI)) {
+    throw new BenchError(`the vsw CLI is not built (${path.relative(process.cwd(), CLI) || CLI} is missing): run \`npm run build\` first.`);
+  }
+}
+
+// ---------------------------------------------------------------- cleanup
+
+/**
+ * Undo steps, run last-registered first. A step is registered before the
+ * thing it undoes is created, and every step tolerates that thing being
+ * absent, so a failure half-way through a creation leaves nothing behind.
+ */
+class Cleanup {
+  private readonly steps: { what: string; fn: () => Promise<void> }[] = [];
+  private running: Promise<void> | null = null;
+
+  add(what: string, fn: () => Promise<void>): void {
+    this.steps.push({ what, fn });
+  }
+
+  run(): Promise<void> {
+    this.running ??= (async () => {
+      // iperf3 servers first: a namespace cannot go while they sit in it.
+      await Promise.all([...liveChildren].filter((c) => !isDaemon(c)).map((c) => stop(c, 1000)));
+      for (let step = this.steps.pop(); step; step = this.steps.pop()) {
+        try {
+          await step.fn();
+        } catch (err) {
+          console.error(`bench: cleanup: could not ${step.what}: ${(err as Error).message}`);
+        }
+      }
+    })();
+    return this.running;
+  }
+}
+
+let daemonChild: ChildProcess | null = null;
+const isDaemon = (c: ChildProcess): boolean => c === daemonChild;
+const daemonAlive = (): boolean => daemonChild !== null && daemonChild.exitCode === null && daemonChild.signalCode === null;
+
+const cleanup = new Cleanup();
+
+/** Cleanup-phase commands: never cut short by the interrupt, failures reported by the caller. */
+const undo = (file: string, args: string[], opts: CmdOptions = {}): Promise<CmdResult> =>
+  cmd(file, args, { timeoutMs: 15_000, ...opts, cleanup: true });
+
+async function deleteNetns(ns: string): Promise<void> {
+  // Processes left inside keep the namespace alive after its name is gone.
+  const pids = await undo('ip', ['netns', 'pids', ns], { allowFail: true });
+  for (const pid of pids.stdout.split(/\s+/).filter(Boolean)) {
+    try {
+      process.kill(Number(pid), 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  if (!existsSync(`/run/netns/${ns}`)) return;
+  await undo('ip', ['netns', 'delete', ns]);
+}
+
+async function deleteLink(name: string): Promise<void> {
+  const show = await undo('ip', ['link', 'show', 'dev', name], { allowFail: true });
+  if (show.code !== 0) return;
+  await undo('ip', ['link', 'delete', 'dev', name]);
+}
+
+// ---------------------------------------------------------------- topology
+
+interface Side {
+  name: 'vsw' | 'bridge';
+  subnet: string;
+  clientNs: string;
+  serverNs: string;
+  clientIp: string;
+  serverIp: string;
+  /** MTU of the server's interface, recorded so that results on different setups are not compared blindly. */
+  mtu: number | null;
+}
+
+/** Setup and measurement commands: an interrupt cuts them short. */
+const sh = (file: string, args: string[], opts: CmdOptions = {}): Promise<CmdResult> => cmd(file, args, opts);
+
+async function netnsAdd(ns: string): Promise<void> {
+  cleanup.add(`delete network namespace ${ns}`, () => deleteNetns(ns));
+  await sh('ip', ['netns', 'add', ns]);
+  await sh('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
+}
+
+async function ifMtu(ns: string, ifname: string): Promise<number | null> {
+  const r = await sh('ip', ['-n', ns, '-j', 'link', 'show', 'dev', ifname], { allowFail: true });
+  try {
+    const mtu = (JSON.parse(r.stdout) as { mtu?: number }[])[0]?.mtu;
+    return typeof mtu === 'number' ? mtu : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Picks 10.X.0.0/24 with X in 100..199 that overlaps no host route and none of `taken`. */
+async function pickSubnet(taken: Prefix[]): Promise<{ cidr: string; prefix: Prefix; x: number }> {
+  const routes = JSON.parse((await sh('ip', ['-j', '-4', 'route', 'show', 'table', 'all'])).stdout) as { dst?: string }[];
+  const used = routes
+    .map((r) => r.dst)
+    .filter((d): d is string => typeof d === 'string' && d !== 'default')
+    .map(parsePrefix)
+    .filter((p): p is Prefix => p !== null && p.len > 0);
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const x = 100 + Math.floor(Math.random() * 100);
+    const cidr = `10.${x}.0.0/24`;
+    const prefix = parsePrefix(cidr)!;
+    if (![...used, ...taken].some((p) => prefixesOverlap(p, prefix))) return { cidr, prefix, x };
+  }
+  throw new BenchError('every 10.100.0.0/24 .. 10.199.0.0/24 overlaps a route of this host: free one of them for the bench.');
+}
+
+function logTail(logPath: string, lines = 20): Promise<string> {
+  return readFile(logPath, 'utf8')
+    .then((t) => t.trimEnd().split('\n').slice(-lines).join('\n'))
+    .catch(() => '');
+}
+
+class VswSide {
+  readonly socket: string;
+  readonly logPath: string;
+  constructor(
+    readonly prefix: string,
+    readonly workDir: string,
+  ) {
+    this.socket = path.join(workDir, 'vsw.sock');
+    this.logPath = path.join(workDir, 'daemon.log');
+  }
+
+  cli(args: string[], opts: CmdOptions = {}): Promise<CmdResult> {
+    const run = opts.cleanup ? undo : sh;
+    return run(process.execPath, [CLI, '--socket', this.socket, ...args], { timeoutMs: 30_000, ...opts });
+  }
+
+  get pid(): number {
+    if (!daemonChild?.pid) throw new BenchError('the vsw daemon is not running.');
+    return daemonChild.pid;
+  }
+
+  async daemonDied(): Promise<BenchError> {
+    const tail = await logTail(this.logPath);
+    const how = daemonChild?.signalCode ? `on ${daemonChild.signalCode}` : `with status ${daemonChild?.exitCode}`;
+    return new BenchError(`the vsw daemon exited ${how}${tail ? `; the end of its log:\n${tail}` : '.'}`);
+  }
+
+  async startDaemon(): Promise<void> {
+    cleanup.add('stop the vsw daemon', async () => {
+      // SIGTERM first: the daemon closes its TAPs and removes its socket on the way out.
+      if (daemonChild) await stop(daemonChild, 5000);
+    });
+    const logFd = openSync(this.logPath, 'a');
+    try {
+      daemonChild = start(process.execPath, [CLI, 'daemon', '--socket', this.socket], logFd);
+    } finally {
+      // The child holds its own copy of the descriptor.
+      closeSync(logFd);
+    }
+    await waitFor('the vsw daemon answering on its socket', 20_000, async () => {
+      if (!daemonAlive()) throw await this.daemonDied();
+      const r = await this.cli(['network', 'ls'], { allowFail: true });
+      return r.code === 0 ? true : undefined;
+    }, 200);
+  }
+
+  async setup(taken: Prefix[]): Promise<{ side: Side; prefix: Prefix }> {
+    await this.startDaemon();
+    const { cidr, prefix } = await pickSubnet(taken);
+    const net = `${this.prefix}-net`;
+    cleanup.add(`remove vsw network ${net}`, async () => {
+      if (daemonAlive()) await this.cli(['network', 'rm', net], { cleanup: true, allowFail: true });
+    });
+    await this.cli(['network', 'create', '-d', 'internal', '--subnet', cidr, net]);
+
+    const eps: { ip: string; ifname: string }[] = [];
+    for (const n of [1, 2]) {
+      const ns = `${this.prefix}-v${n}`;
+      await netnsAdd(ns);
+      const created = await this.cli(['endpoint', 'create', '--network', net, '--netns', ns]);
+      const id = /\b[0-9a-f]{12}\b/.exec(created.stdout)?.[0];
+      cleanup.add(`remove the vsw endpoint in ${ns}`, async () => {
+        if (!daemonAlive()) return;
+        const eid = id ?? (await this.findEndpoint(ns, true))?.id;
+        if (eid) await this.cli(['endpoint', 'rm', eid], { cleanup: true, allowFail: true });
+      });
+      const ep = await this.findEndpoint(ns, false, id);
+      if (!ep) throw new BenchError(`vsw endpoint ls does not list the endpoint just created in ${ns}.`);
+      eps.push(ep);
+    }
+    const side: Side = {
+      name: 'vsw',
+      subnet: cidr,
+      clientNs: `${this.prefix}-v1`,
+      serverNs: `${this.prefix}-v2`,
+      clientIp: eps[0].ip,
+      serverIp: eps[1].ip,
+      mtu: await ifMtu(`${this.prefix}-v2`, eps[1].ifname),
+    };
+    return { side, prefix };
+  }
+
+  /** The endpoint by id, or else the one in namespace ns, from `endpoint ls --json`. */
+  async findEndpoint(ns: string, forCleanup: boolean, id?: string): Promise<{ id: string; ip: string; ifname: string } | undefined> {
+    const r = await this.cli(['endpoint', 'ls', '--json'], { cleanup: forCleanup, allowFail: forCleanup });
+    if (r.code !== 0) return undefined;
+    let list: unknown;
+    try {
+      list = JSON.parse(r.stdout);
+    } catch {
+      throw new BenchError(`vsw endpoint ls --json printed something that is not JSON: ${r.stdout.slice(0, 120)}`);
+    }
+    const arr = (Array.isArray(list) ? list : ((list as { endpoints?: unknown }).endpoints ?? [])) as Record<string, unknown>[];
+    const ep = arr.find((e) => (id ? e.id === id : e.netns === ns));
+    if (!ep || typeof ep.ip !== 'string') return undefined;
+    return { id: String(ep.id), ip: ep.ip.split('/')[0], ifname: typeof ep.ifname === 'string' ? ep.ifname : 'eth0' };
+  }
+}
+
+async function setupBridge(prefix: string, taken: Prefix[]): Promise<{ side: Side; prefix: Prefix }> {
+  const { cidr, prefix: pfx, x } = await pickSubnet(taken);
+  const br = `${prefix}-br`;
+  cleanup.add(`delete bridge ${br}`, () => deleteLink(br));
+  await sh('ip', ['link', 'add', br, 'type', 'bridge']);
+  await sh('ip', ['link', 'set', br, 'up']);
+  const ips: string[] = [];
+  for (const n of [1, 2]) {
+    const ns = `${prefix}-b${n}`;
+    const hostEnd = `${prefix}-b${n}h`;
+    const ip = `10.${x}.0.${n + 1}`;
+    await netnsAdd(ns);
+    // Deleting the namespace takes the veth pair with it; this covers a failure before the move.
+    cleanup.add(`delete veth ${hostEnd}`, () => deleteLink(hostEnd));
+    await sh('ip', ['link', 'add', hostEnd, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
+    await sh('ip', ['link', 'set', hostEnd, 'master', br, 'up']);
+    await sh('ip', ['-n', ns, 'addr', 'add', `${ip}/24`, 'dev', 'eth0']);
+    await sh('ip', ['-n', ns, 'link', 'set', 'eth0', 'up']);
+    ips.push(ip);
+  }
+  const side: Side = {
+    name: 'bridge',
+    subnet: cidr,
+    clientNs: `${prefix}-b1`,
+    serverNs: `${prefix}-b2`,
+    clientIp: ips[0],
+    serverIp: ips[1],
+    mtu: await ifMtu(`${prefix}-b2`, 'eth0'),
+  };
+  return { side, prefix: pfx };
+}
+
+/** One ping through the path before measuring: ARP resolved, MACs learned, ports up. */
+async function waitReachable(side: Side): Promise<void> {
+  await waitFor(`a ping from ${side.clientNs} to ${side.serverIp} (${side.name})`, 20_000, async () => {
+    const r = await sh('ip', ['netns', 'exec', side.clientNs, 'ping', '-c', '1', '-W', '1', side.serverIp], {
+      allowFail: true,
+      timeoutMs: 5000,
+    });
+    return r.code === 0 ? true : undefined;
+  }, 200);
+}
+
+// ---------------------------------------------------------------- measurement
+
+type Proto = 'tcp' | 'udp';
+
+/**
+ * One iperf3 test: a one-shot server (-1) bound to the server's address, the
+ * client with -J. A fresh server per test means a test that failed midway
+ * cannot leave a server stuck in "busy" for the next one.
+ */
+async function iperf(side: Side, proto: Proto, seconds: number, during?: (done: Promise<unknown>) => Promise<void>): Promise<Record<string, unknown>> {
+  const server = start('ip', ['netns', 'exec', side.serverNs, 'iperf3', '-s', '-1', '-B', side.serverIp, '-p', String(IPERF_PORT)], 'pipe');
+  let serverOut = '';
+  server.stdout?.on('data', (d: Buffer) => (serverOut += d.toString()));
+  server.stderr?.on('data', (d: Buffer) => (serverOut += d.toString()));
+  try {
+    // Polling the listening socket, not the server's "listening" line: iperf3 block-buffers stdout into a pipe.
+    await waitFor(`the iperf3 server in ${side.serverNs} listening`, 10_000, async () => {
+      if (server.exitCode !== null) throw new BenchError(`the iperf3 server in ${side.serverNs} exited: ${serverOut.trim()}`);
+      const r = await sh('ip', ['netns', 'exec', side.serverNs, 'ss', '-Hltn', `sport = :${IPERF_PORT}`], { allowFail: true });
+      return r.stdout.trim() ? true : undefined;
+    }, 50);
+    const args = ['netns', 'exec', side.clientNs, 'iperf3', '-c', side.serverIp, '-p', String(IPERF_PORT), '-t', String(seconds), '-J'];
+    if (proto === 'udp') args.push('-u', '-b', '0', '-l', '64');
+    const client = sh('ip', args, { allowFail: true, timeoutMs: (seconds + 30) * 1000 });
+    if (during) await during(client);
+    const r = await client;
+    return parseIperfJson(r.stdout);
+  } finally {
+    if (!(await exited(server, 3000))) await stop(server, 1000);
+  }
+}
+
+interface RunRecord {
+  test: Proto;
+  side: Side['name'];
+  run: number;
+  ok: boolean;
+  error?: string;
+  tcp?: TcpResult;
+  udp?: UdpResult;
+  /** Daemon CPU over the test, percent of one core (vsw side only). */
+  daemonCpuPercent?: number | null;
+}
+
+let clkTck = 100;
+
+async function measure(vsw: VswSide, side: Side, proto: Proto, seconds: number, run: number): Promise<RunRecord> {
+  const rec: RunRecord = { test: proto, side: side.name, run, ok: false };
+  const meter = side.name === 'vsw' ? new CpuMeter(vsw.pid, clkTck) : null;
+  try {
+    const doc = await iperf(side, proto, seconds, meter ? async () => meter.begin() : undefined);
+    if (meter) rec.daemonCpuPercent = await meter.end();
+    if (proto === 'tcp') rec.tcp = tcpResult(doc);
+    else rec.udp = udpResult(doc);
+    rec.ok = true;
+  } catch (err) {
+    if (err instanceof Interrupted) throw err;
+    rec.error = (err as Error).message;
+  }
+  const what =
+    rec.tcp ? `${(rec.tcp.bitsPerSecond / 1e9).toFixed(2)} Gbit/s, ${rec.tcp.retransmits ?? '?'} retransmits`
+    : rec.udp ? `${(rec.udp.packetsPerSecond / 1e3).toFixed(0)} kpps received, ${rec.udp.lostPercent.toFixed(1)}% lost`
+    : `failed: ${rec.error}`;
+  const cpu = typeof rec.daemonCpuPercent === 'number' ? `, daemon CPU ${rec.daemonCpuPercent.toFixed(0)}%` : '';
+  console.error(`bench: ${proto} run ${run} ${side.name}: ${what}${cpu}`);
+  // A run may fail on its own (an iperf3 hiccup) and the next one be fine; a lost topology fails all the rest.
+  if (!rec.ok) await checkIntact(vsw, [side]);
+  return rec;
+}
+
+/**
+ * Stops the bench when its topology is gone (the daemon died, or another
+ * process such as an unscoped `scripts/cleanup.sh` removed the namespaces):
+ * every later run would fail too, and numbers around the loss mean nothing.
+ */
+async function checkIntact(vsw: VswSide, sides: Side[]): Promise<void> {
+  if (!daemonAlive()) throw await vsw.daemonDied();
+  for (const side of sides) {
+    for (const ns of [side.clientNs, side.serverNs]) {
+      if (!existsSync(`/run/netns/${ns}`)) {
+        throw new BenchError(`network namespace ${ns} disappeared while the bench ran: something else removed it (another vswt cleanup?).`);
+      }
+    }
+  }
+}
+
+interface RssSample {
+  /** Seconds since the soak test started. */
+  t: number;
+  rssKiB: number | null;
+}
+
+interface SoakResult {
+  seconds: number;
+  error?: string;
+  tcp?: TcpResult;
+  daemonCpuPercent?: number | null;
+  rssBeforeKiB: number | null;
+  rssAfterKiB?: number | null;
+  rssMaxKiB?: number | null;
+  /** Last sample minus first sample under load. */
+  rssGrowthKiB?: number | null;
+  samples: RssSample[];
+}
+
+async function soak(vsw: VswSide, side: Side, seconds: number): Promise<SoakResult> {
+  console.error(`bench: soak: one ${seconds} s TCP run on vsw, daemon RSS every ${SOAK_SAMPLE_MS / 1000} s`);
+  const samples: RssSample[] = [];
+  const rssBefore = await procStatusKiB(vsw.pid, 'VmRSS');
+  const meter = new CpuMeter(vsw.pid, clkTck);
+  const t0 = performance.now();
+  let tcp: TcpResult;
+  try {
+    const doc = await iperf(side, 'tcp', seconds, async (client) => {
+      await meter.begin();
+      const finished = client.then(() => true, () => true);
+      for (;;) {
+        if (await Promise.race([sleep(SOAK_SAMPLE_MS).then(() => false), finished])) break;
+        const rss = await procStatusKiB(vsw.pid, 'VmRSS');
+        samples.push({ t: Math.round((performance.now() - t0) / 1000), rssKiB: rss });
+        console.error(`bench: soak: t=${samples.at(-1)!.t}s RSS ${fmtMiB(rss)} MiB`);
+      }
+    });
+    tcp = tcpResult(doc);
+  } catch (err) {
+    if (err instanceof Interrupted) throw err;
+    console.error(`bench: soak failed: ${(err as Error).message}`);
+    return { seconds, error: (err as Error).message, rssBeforeKiB: rssBefore, samples };
+  }
+  const cpu = await meter.end();
+  const rssAfter = await procStatusKiB(vsw.pid, 'VmRSS');
+  const values = samples.map((s) => s.rssKiB).filter((v): v is number => v !== null);
+  // Growth is taken from the first in-load sample: the step from idle to loaded is buffers filling once, not a leak.
+  const growth = values.length >= 2 ? values[values.length - 1] - values[0] : null;
+  return {
+    seconds,
+    tcp,
+    daemonCpuPercent: cpu,
+    rssBeforeKiB: rssBefore,
+    rssAfterKiB: rssAfter,
+    rssMaxKiB: values.length ? Math.max(...values) : null,
+    rssGrowthKiB: growth,
+    samples,
+  };
+}
+
+// ---------------------------------------------------------------- report
+
+function fmtMiB(kib: number | null | undefined): string {
+  return typeof kib === 'number' ? (kib / 1024).toFixed(1) : '-';
+}
+
+interface SummaryRow {
+  scenario: string;
+  unit: string;
+  vsw: number | null;
+  bridge: number | null;
+  /** vsw/bridge, for the rows where a ratio means something (rates, not counts of losses). */
+  ratio: number | null;
+  digits: number;
+}
+
+function summarize(records: RunRecord[], daemon: Record<string, number | null>, soakResult: SoakResult | null): SummaryRow[] {
+  const pick = (test: Proto, side: Side['name'], f: (r: RunRecord) => number | null | undefined): number | null =>
+    median(records.filter((r) => r.ok && r.test === test && r.side === side).map(f));
+  const rows: SummaryRow[] = [];
+  const pair = (scenario: string, unit: string, test: Proto, f: (r: RunRecord) => number | null | undefined, withRatio: boolean, digits: number): void => {
+    if (!records.some((r) => r.test === test)) return;
+    const v = pick(test, 'vsw', f);
+    const b = pick(test, 'bridge', f);
+    rows.push({ scenario, unit, vsw: v, bridge: b, ratio: withRatio ? ratio(v, b) : null, digits });
+  };
+  const only = (scenario: string, unit: string, v: number | null, digits: number): void => {
+    rows.push({ scenario, unit, vsw: v, bridge: null, ratio: null, digits });
+  };
+  pair('TCP 1 stream', 'Gbit/s', 'tcp', (r) => (r.tcp ? r.tcp.bitsPerSecond / 1e9 : null), true, 2);
+  pair('TCP retransmits', 'per run', 'tcp', (r) => r.tcp?.retransmits, false, 0);
+  pair('UDP 64 B received', 'kpps', 'udp', (r) => (r.udp ? r.udp.packetsPerSecond / 1e3 : null), true, 0);
+  pair('UDP 64 B sent', 'kpps', 'udp', (r) => (r.udp ? r.udp.sentPacketsPerSecond / 1e3 : null), true, 0);
+  pair('UDP 64 B lost', '%', 'udp', (r) => r.udp?.lostPercent, false, 1);
+  if (records.some((r) => r.test === 'tcp')) only('daemon CPU during TCP', '% of a core', pick('tcp', 'vsw', (r) => r.daemonCpuPercent), 0);
+  if (records.some((r) => r.test === 'udp')) only('daemon CPU during UDP', '% of a core', pick('udp', 'vsw', (r) => r.daemonCpuPercent), 0);
+  const mib = (k: number | null | undefined): number | null => (typeof k === 'number' ? k / 1024 : null);
+  only('daemon RSS idle, 2 ports', 'MiB', mib(daemon.rssIdleKiB), 1);
+  if (daemon.rssAfterTcpKiB !== undefined) only('daemon RSS after TCP runs', 'MiB', mib(daemon.rssAfterTcpKiB), 1);
+  if (daemon.rssAfterUdpKiB !== undefined) only('daemon RSS after UDP runs', 'MiB', mib(daemon.rssAfterUdpKiB), 1);
+  only('daemon peak RSS (VmHWM)', 'MiB', mib(daemon.hwmKiB), 1);
+  if (soakResult) {
+    const s = soakResult;
+    only(`soak ${s.seconds} s TCP`, 'Gbit/s', s.tcp ? s.tcp.bitsPerSecond / 1e9 : null, 2);
+    only('soak RSS growth, first to last sample', 'MiB', mib(s.rssGrowthKiB), 1);
+    only('soak RSS max', 'MiB', mib(s.rssMaxKiB), 1);
+  }
+  return rows;
+}
+
+function printTable(rows: SummaryRow[]): void {
+  const header = ['scenario', 'unit', 'vsw', 'bridge', 'vsw/bridge'];
+  const cells = rows.map((r) => [
+    r.scenario,
+    r.unit,
+    r.vsw === null ? '-' : r.vsw.toFixed(r.digits),
+    r.bridge === null ? '-' : r.bridge.toFixed(r.digits),
+    r.ratio === null ? '-' : r.ratio.toFixed(2),
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i].length)));
+  const line = (c: string[]): string => c.map((s, i) => (i < 2 ? s.padEnd(widths[i]) : s.padStart(widths[i]))).join('  ');
+  console.log(line(header));
+  console.log(widths.map((w) => '-'.repeat(w)).join('  '));
+  for (const c of cells) console.log(line(c));
+}
+
+async function machineInfo(): Promise<Record<string, unknown>> {
+  const firstLine = async (file: string, args: string[]): Promise<string | null> => {
+    const r = await sh(file, args, { allowFail: true });
+    return r.code === 0 ? r.stdout.split('\n')[0].trim() : null;
+  };
+  // With bridge-nf-call-iptables on, bridged frames also traverse iptables: it slows the baseline, so it is recorded.
+  const brNf = await readFile('/proc/sys/net/bridge/bridge-nf-call-iptables', 'utf8').then((s) => Number(s.trim()), () => null);
+  return {
+    nproc: os.availableParallelism(),
+    cpuModel: os.cpus()[0]?.model ?? null,
+    memTotalMiB: Math.round(os.totalmem() / 2 ** 20),
+    kernel: os.release(),
+    node: process.version,
+    iperf3: await firstLine('iperf3', ['--version']),
+    bridgeNfCallIptables: brNf,
+    vswCommit: await firstLine('git', ['-C', REPO_ROOT, 'rev-parse', '--short', 'HEAD']),
+  };
+}
+
+// ---------------------------------------------------------------- main
+
+/** vswt + 4 hex digits that no namespace, link or work directory uses yet (another run, or a leftover). */
+async function freshPrefix(): Promise<string> {
+  const netns = (await sh('ip', ['netns', 'list'])).stdout;
+  const links = (await sh('ip', ['-o', 'link', 'show'])).stdout;
+  for (;;) {
+    const prefix = `vswt${randomBytes(2).toString('hex')}`;
+    if (!netns.includes(prefix) && !links.includes(prefix) && !existsSync(`/tmp/${prefix}`)) return prefix;
+  }
+}
+
+async function bench(opts: Options): Promise<number> {
+  await preflight();
+  const clk = await sh('getconf', ['CLK_TCK'], { allowFail: true });
+  clkTck = Number(clk.stdout.trim()) || 100;
+
+  // Fail on an unwritable --out now, not after minutes of measuring.
+  await mkdir(path.dirname(opts.out), { recursive: true });
+  const prefix = await freshPrefix();
+  const workDir = `/tmp/${prefix}`;
+  console.error(`bench: prefix ${prefix}, ${opts.runs} run(s) of ${opts.time} s per test and side${opts.soak ? `, soak ${opts.soak} s` : ''}`);
+  cleanup.add(`remove ${workDir}`, () => rm(workDir, { recursive: true, force: true }));
+  await mkdir(workDir, { recursive: true });
+
+  const vsw = new VswSide(prefix, workDir);
+  try {
+    const machine = await machineInfo();
+    const v = await vsw.setup([]);
+    const b = await setupBridge(prefix, [v.prefix]);
+    await waitReachable(v.side);
+    await waitReachable(b.side);
+    console.error(`bench: vsw ${v.side.clientIp} -> ${v.side.serverIp} (mtu ${v.side.mtu}), bridge ${b.side.clientIp} -> ${b.side.serverIp} (mtu ${b.side.mtu})`);
+
+    // Idle: two ports, one ping's worth of learning, nothing flowing.
+    await sleep(1000);
+    const daemon: Record<string, number | null> = { rssIdleKiB: await procStatusKiB(vsw.pid, 'VmRSS') };
+
+    const records: RunRecord[] = [];
+    const tests: Proto[] = opts.only ? [opts.only] : ['tcp', 'udp'];
+    for (const test of tests) {
+      if (opts.runs === 0) break;
+      for (let run = 1; run <= opts.runs; run++) {
+        // Alternate which side goes first so that a slow drift (thermal, a neighbour) does not favour one.
+        const order = run % 2 === 1 ? [v.side, b.side] : [b.side, v.side];
+        for (const side of order) records.push(await measure(vsw, side, test, opts.time, run));
+      }
+      daemon[test === 'tcp' ? 'rssAfterTcpKiB' : 'rssAfterUdpKiB'] = await procStatusKiB(vsw.pid, 'VmRSS');
+    }
+    const soakResult = opts.soak > 0 ? await soak(vsw, v.side, opts.soak) : null;
+    daemon.hwmKiB = await procStatusKiB(vsw.pid, 'VmHWM');
+
+    const summary = summarize(records, daemon, soakResult);
+    const failed = records.filter((r) => !r.ok).length + (soakResult?.error ? 1 : 0);
+    const result = {
+      bench: 'vsw vs Linux bridge (veth), iperf3',
+      timestamp: new Date().toISOString(),
+      prefix,
+      options: { runs: opts.runs, time: opts.time, soak: opts.soak, only: opts.only },
+      machine,
+      topology: { vsw: v.side, bridge: b.side },
+      summary: summary.map(({ digits: _digits, ...row }) => row),
+      daemon,
+      soak: soakResult,
+      runs: records,
+    };
+
+    console.log('');
+    console.log(`vsw bench: ${machine.nproc} cores, kernel ${machine.kernel}, node ${machine.node}, ${opts.runs} run(s) x ${opts.time} s, medians`);
+    printTable(summary);
+    await mkdir(path.dirname(opts.out), { recursive: true });
+    await writeFile(opts.out, JSON.stringify(result, null, 2) + '\n');
+    console.log('');
+    const rel = path.relative(process.cwd(), opts.out);
+    console.log(`results written to ${rel && !rel.startsWith('..') ? rel : opts.out}`);
+    if (failed) {
+      console.error(`bench: ${failed} of ${records.length + (soakResult ? 1 : 0)} runs failed; their errors are in the JSON file.`);
+      return 1;
+    }
+    return 0;
+  } catch (err) {
+    // A dead daemon's log tail is already in the error (daemonDied).
+    if (!(err instanceof Interrupted) && daemonAlive()) {
+      const tail = await logTail(vsw.logPath, 10);
+      if (tail) console.error(`bench: the end of the daemon's log (${vsw.logPath}):\n${tail}`);
+    }
+    throw err;
+  }
+}
+
+let signalled: NodeJS.Signals | null = null;
+
+function onSignal(sig: NodeJS.Signals): void {
+  if (signalled) return;
+  signalled = sig;
+  console.error(`bench: ${sig}: stopping and removing everything the bench created`);
+  interrupt.abort();
+}
+
+async function main(): Promise<void> {
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  // Last resort if something escapes the finally below: no orphaned iperf3 or daemon.
+  process.on('exit', () => {
+    for (const c of liveChildren) c.kill('SIGKILL');
+  });
+
+  let code = 1;
+  try {
+    const opts = parseOptions(process.argv.slice(2));
+    if (!opts) {
+      process.stdout.write(HELP);
+      code = 0;
+    } else {
+      code = await bench(opts);
+    }
+  } catch (err) {
+    if (!(err instanceof Interrupted)) {
+      console.error(err instanceof BenchError ? `bench: ${err.message}` : err);
+    }
+    code = 1;
+  } finally {
+    await cleanup.run();
+  }
+  if (signalled) code = signalled === 'SIGINT' ? 130 : 143;
+  process.exit(code);
+}
+
+await main();
