@@ -83,6 +83,24 @@ test.serial('malformed frames from a namespace are counted and dropped; forwardi
   t.true(await ping(nets[0], ips[1]), 'the switch still forwards');
 });
 
+test.serial('a frame longer than the port accepts is counted as oversize and dropped', async (t) => {
+  // The kernel caps AF_PACKET sends at the device MTU, so raise it inside the
+  // namespace: the switch still holds the port to a 1500-byte MTU.
+  t.is((await sh('ip', ['-n', nets[0], 'link', 'set', 'eth0', 'mtu', '4000'])).code, 0);
+  try {
+    const before = plane.portCounters(0).drops.oversize ?? 0;
+    const big = Buffer.alloc(4000 + 14);
+    big.set(buildIcmp4Echo({ srcMac: macs[0], dstMac: macs[1], srcIp: ips[0], dstIp: ips[1] }).subarray(0, 14));
+    const sent = await injectFrames(nets[0], 'eth0', [big.toString('hex')]);
+    t.is(sent.sent, 1);
+    await new Promise((r) => setTimeout(r, 300));
+    t.is((plane.portCounters(0).drops.oversize ?? 0) - before, 1);
+  } finally {
+    await sh('ip', ['-n', nets[0], 'link', 'set', 'eth0', 'mtu', '1500']);
+  }
+  t.true(await ping(nets[0], ips[1]));
+});
+
 test.serial('a unicast between two ports is not seen on the third', async (t) => {
   t.true(await ping(nets[0], ips[1], 1)); // ARP settled
   const third = plane.portCounters(2).txFrames;
