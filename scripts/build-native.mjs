@@ -3,7 +3,7 @@
 // Runs from `npm ci`/`npm install` (postinstall), also as root under `sudo -E`,
 // where PATH no longer holds the user's ~/.cargo/bin: so we look there too.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, statSync } from 'node:fs';
+import { copyFileSync, existsSync, renameSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -34,7 +34,7 @@ function findCargo() {
 
 const { cargo, sudoHome } = findCargo();
 if (!cargo) {
-  console.error('vsw: cargo was not found (looked in PATH, $CARGO_HOME, ~/.cargo/bin and the sudo user\'s ~/.cargo/bin): install Rust (apt-get install cargo, or rustup) or set CARGO=/path/to/cargo.');
+  console.error('vsw: cargo was not found (looked in PATH, $CARGO_HOME, ~/.cargo/bin and the sudo user\'s ~/.cargo/bin): install Rust 1.63 or later (apt-get install cargo, or rustup) or set CARGO=/path/to/cargo.');
   process.exit(1);
 }
 
@@ -52,5 +52,8 @@ if (result.status !== 0) {
   process.exit(1);
 }
 const built = join(env.CARGO_TARGET_DIR, 'release', 'libvsw_native.so');
-copyFileSync(built, output);
+// Copy then rename: a running daemon has the old file mapped, and rewriting it in place could crash it.
+const staging = `${output}.${process.pid}.tmp`;
+copyFileSync(built, staging);
+renameSync(staging, output);
 console.log(`vsw: native addon built: ${output} (${Math.round(statSync(output).size / 1024)} KiB)`);

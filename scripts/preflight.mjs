@@ -7,9 +7,8 @@ import { join } from 'node:path';
 const purpose = process.argv[2] ?? 'test';
 const tools = {
   ip: 'iproute2',
-  ping: 'iputils-ping',
-  ...(purpose === 'test' || purpose === 'bench' ? { iperf3: 'iperf3' } : {}),
-  ...(purpose === 'test' ? { nc: 'netcat-openbsd', python3: 'python3' } : {}),
+  ...(purpose === 'test' || purpose === 'bench' ? { iperf3: 'iperf3', ping: 'iputils-ping' } : {}),
+  ...(purpose === 'test' ? { nc: 'netcat-openbsd', python3: 'python3', tcpdump: 'tcpdump', ethtool: 'ethtool' } : {}),
 };
 
 function onPath(cmd) {

@@ -12,7 +12,7 @@ mod sys;
 mod tap;
 
 use napi::*;
-use std::ffi::c_void;
+use std::os::raw::c_void;
 use std::ptr;
 
 macro_rules! tri {
@@ -165,7 +165,10 @@ unsafe extern "C" fn rx_create(env: napi_env, info: napi_callback_info) -> napi_
     }
     let engine = tri!(env, rx::Engine::create(env, buffer, buf, lengths, lens as *mut i32, callback, cfg));
     let mut handle = ptr::null_mut();
-    napi_create_external(env, engine as *mut c_void, Some(rx::finalize_engine), ptr::null_mut(), &mut handle);
+    if napi_create_external(env, engine as *mut c_void, Some(rx::finalize_engine), ptr::null_mut(), &mut handle) != NAPI_OK {
+        rx::finalize_engine(env, engine as *mut c_void, ptr::null_mut());
+        return throw(env, "could not create the receive engine handle");
+    }
     handle
 }
 

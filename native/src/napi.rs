@@ -3,7 +3,7 @@
 //! the node binary when the addon is loaded, so no link flags are needed.
 #![allow(non_camel_case_types, dead_code)]
 
-use std::ffi::{c_char, c_void};
+use std::os::raw::{c_char, c_void};
 use std::ptr;
 
 pub type napi_env = *mut c_void;
@@ -134,6 +134,9 @@ pub unsafe fn get_string(env: napi_env, value: napi_value, what: &str) -> Result
     let mut len = 0usize;
     if napi_get_value_string_utf8(env, value, buf.as_mut_ptr() as *mut c_char, buf.len(), &mut len) != NAPI_OK {
         return Err(format!("{what} must be a string"));
+    }
+    if len >= buf.len() - 1 {
+        return Err(format!("{what} is longer than {} bytes", buf.len() - 2));
     }
     Ok(String::from_utf8_lossy(&buf[..len]).into_owned())
 }

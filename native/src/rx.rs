@@ -13,7 +13,7 @@
 use crate::napi::*;
 use crate::sys::*;
 use std::collections::HashMap;
-use std::ffi::{c_int, c_void};
+use std::os::raw::{c_int, c_void};
 use std::ptr;
 
 extern "C" {
@@ -21,7 +21,8 @@ extern "C" {
     fn uv_poll_start(handle: *mut c_void, events: c_int, cb: unsafe extern "C" fn(*mut c_void, c_int, c_int)) -> c_int;
     fn uv_poll_stop(handle: *mut c_void) -> c_int;
     fn uv_close(handle: *mut c_void, cb: unsafe extern "C" fn(*mut c_void));
-    fn uv_strerror(err: c_int) -> *const std::ffi::c_char;
+    fn uv_strerror(err: c_int) -> *const std::os::raw::c_char;
+    fn napi_async_destroy(env: napi_env, ctx: napi_async_context) -> napi_status;
     fn napi_remove_env_cleanup_hook(env: napi_env, fun: unsafe extern "C" fn(*mut c_void), arg: *mut c_void) -> napi_status;
 }
 
@@ -106,6 +107,7 @@ impl Engine {
             || napi_create_reference(env, lengths, 1, &mut e.lengths_ref) != NAPI_OK
             || napi_async_init(env, recv, name, &mut e.async_ctx) != NAPI_OK
         {
+            e.release_js();
             return Err("could not create the receive engine's references".into());
         }
         let raw = Box::into_raw(e);
@@ -163,11 +165,19 @@ impl Engine {
         }
         if !self.closed {
             self.closed = true;
-            for r in [self.callback, self.receiver, self.buffer_ref, self.lengths_ref] {
-                if !r.is_null() {
-                    napi_delete_reference(self.env, r);
-                }
+            self.release_js();
+        }
+    }
+
+    unsafe fn release_js(&mut self) {
+        for r in [self.callback, self.receiver, self.buffer_ref, self.lengths_ref] {
+            if !r.is_null() {
+                napi_delete_reference(self.env, r);
             }
+        }
+        if !self.async_ctx.is_null() {
+            napi_async_destroy(self.env, self.async_ctx);
+            self.async_ctx = ptr::null_mut();
         }
     }
 
@@ -180,14 +190,19 @@ impl Engine {
         }
     }
 
-    unsafe fn drain(&mut self, port: *mut Port) {
+    /// Drains one port into the rx slots and hands the batch to JS. Works through a raw
+    /// pointer: the JS callback may re-enter the addon (remove a port, close the engine),
+    /// so no Rust reference to the engine may be alive across it.
+    unsafe fn drain(this: *mut Engine, port: *mut Port) {
         let fd = (*port).fd;
         let id = (*port).id;
-        let readable = self.slot_size - self.headroom + self.vnet_len;
+        let (buf, lengths) = ((*this).buf, (*this).lengths);
+        let (slot_size, slot_count, headroom, vnet_len) = ((*this).slot_size, (*this).slot_count, (*this).headroom, (*this).vnet_len);
+        let readable = slot_size - headroom + vnet_len;
         let mut count = 0usize;
         let mut failure = 0i32;
-        while count < self.slot_count {
-            let at = self.buf.add(count * self.slot_size + self.headroom - self.vnet_len);
+        while count < slot_count {
+            let at = buf.add(count * slot_size + headroom - vnet_len);
             let n = read(fd, at as *mut c_void, readable);
             if n < 0 {
                 let err = errno();
@@ -200,37 +215,38 @@ impl Engine {
                 break;
             }
             // A read shorter than the vnet header is reported as a zero-length frame: a runt for JS to count.
-            *self.lengths.add(count) = (n as usize).saturating_sub(self.vnet_len) as i32;
+            *lengths.add(count) = (n as usize).saturating_sub(vnet_len) as i32;
             count += 1;
         }
         if count > 0 {
-            self.deliver(id, count as i32);
+            Engine::deliver(this, id, count as i32);
         }
         if failure != 0 {
             // Level-triggered readiness would spin on a broken fd; stop and let JS decide.
-            if let Some(p) = self.ports.get(&id) {
-                uv_poll_stop(*p as *mut c_void);
-                (**p).polling = false;
+            // Compare the pointer: the callback may have removed this port and added another with its id.
+            if (*this).ports.get(&id).copied() == Some(port) {
+                uv_poll_stop(port as *mut c_void);
+                (*port).polling = false;
             }
-            self.deliver(id, -failure);
+            Engine::deliver(this, id, -failure);
         }
     }
 
     /// One JS call: onBatch(portId, count); a negative count is -errno for a port that stopped.
-    unsafe fn deliver(&mut self, id: u32, count: i32) {
-        if self.closed {
+    unsafe fn deliver(this: *mut Engine, id: u32, count: i32) {
+        if (*this).closed {
             return;
         }
-        let env = self.env;
+        let env = (*this).env;
         let mut scope = ptr::null_mut();
         napi_open_handle_scope(env, &mut scope);
         let mut cb = ptr::null_mut();
         let mut recv = ptr::null_mut();
-        napi_get_reference_value(env, self.callback, &mut cb);
-        napi_get_reference_value(env, self.receiver, &mut recv);
+        napi_get_reference_value(env, (*this).callback, &mut cb);
+        napi_get_reference_value(env, (*this).receiver, &mut recv);
         let argv = [uint32(env, id), int32(env, count)];
         let mut result = ptr::null_mut();
-        let status = napi_make_callback(env, self.async_ctx, recv, cb, 2, argv.as_ptr(), &mut result);
+        let status = napi_make_callback(env, (*this).async_ctx, recv, cb, 2, argv.as_ptr(), &mut result);
         if status == NAPI_PENDING_EXCEPTION {
             // Surface it as an uncaught exception of this thread instead of losing it in libuv.
             let mut err = ptr::null_mut();
@@ -251,10 +267,10 @@ unsafe extern "C" fn on_readable(handle: *mut c_void, status: c_int, _events: c_
     if status < 0 {
         uv_poll_stop(handle);
         (*port).polling = false;
-        (*engine).deliver((*port).id, status);
+        Engine::deliver(engine, (*port).id, status);
         return;
     }
-    (*engine).drain(port);
+    Engine::drain(engine, port);
 }
 
 unsafe extern "C" fn on_port_closed(handle: *mut c_void) {

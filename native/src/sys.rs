@@ -1,7 +1,7 @@
 //! libc calls declared by hand (no libc crate here). x86_64 / aarch64 Linux.
 #![allow(dead_code)]
 
-use std::ffi::{c_char, c_int, c_ulong, c_void};
+use std::os::raw::{c_char, c_int, c_ulong, c_void};
 
 pub const O_RDONLY: c_int = 0;
 pub const O_RDWR: c_int = 2;

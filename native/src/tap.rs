@@ -7,7 +7,8 @@
 //! re-attached later by name the same way.
 
 use crate::sys::*;
-use std::ffi::{c_int, c_ulong, CString};
+use std::ffi::CString;
+use std::os::raw::{c_int, c_ulong};
 
 const TUNSETIFF: c_ulong = 0x4004_54ca;
 const TUNSETPERSIST: c_ulong = 0x4004_54cb;

@@ -76,7 +76,7 @@ export async function run(file: string, args: readonly string[], opts: RunOption
   const message =
     notStartedMessage(file, raw, command) ??
     `"${command}" failed${raw.stderr.trim() ? `: ${firstLine(raw.stderr)}` : ` with exit code ${String(raw.code)}`}; run it by hand to see the details.`;
-  throw new HostError(message, { command, stderr: raw.stderr.trim() });
+  throw new HostError(message, { command, stderr: raw.stderr.trim(), system: true });
 }
 
 function where(netns: string | undefined): string {
@@ -177,11 +177,12 @@ export async function ip(args: readonly string[], netns?: string, opts: RunOptio
   if (raw.ok) return raw.stdout;
   const command = formatCommand('ip', full);
   const stderr = raw.stderr.trim();
+  const explained = notStartedMessage('ip', raw, command) === undefined ? explainIpFailure(args, netns, stderr) : undefined;
   const message =
+    explained ??
     notStartedMessage('ip', raw, command) ??
-    explainIpFailure(args, netns, stderr) ??
     `"${command}" failed${stderr ? `: ${firstLine(stderr)}` : ` with exit code ${String(raw.code)}`}; run it by hand to see the details.`;
-  throw new HostError(message, { command, stderr });
+  throw new HostError(message, { command, stderr, system: explained === undefined });
 }
 
 /** `ip -j ...` parsed; an empty answer (some objects print nothing) becomes []. */
@@ -192,6 +193,7 @@ export async function ipJson<T = unknown>(args: readonly string[], netns?: strin
     return JSON.parse(out) as T;
   } catch (cause) {
     throw new HostError(`"ip -j ${args.join(' ')}" printed output that is not JSON: check that iproute2 is recent (5.0 or later).`, {
+      system: true,
       command: formatCommand('ip', ['-j', ...args]),
       cause,
     });

@@ -123,7 +123,8 @@ export interface ClassifiedError {
 /** The HTTP status and the one sentence for an error thrown while serving a request. */
 export function classifyError(err: unknown): ClassifiedError {
   if (err instanceof ApiError) return { status: err.statusCode, message: err.message };
-  if (err instanceof HostError || err instanceof IpamError) return { status: 400, message: sentence(err.message) };
+  if (err instanceof HostError) return { status: err.system ? 500 : 400, message: sentence(err.message) };
+  if (err instanceof IpamError) return { status: 400, message: sentence(err.message) };
   const fe = err as Partial<FastifyError>;
   if (fe.validation) return { status: 400, message: sentence(fe.message ?? 'the request is invalid') };
   if (fe.code && FASTIFY_ERRORS[fe.code]) return { status: fe.statusCode ?? 400, message: FASTIFY_ERRORS[fe.code] };

@@ -50,6 +50,8 @@ export class Daemon {
     const service = new NetworkService(dataPlane, logger);
     const server = buildApi(service, logger, version);
     const daemon = new Daemon(socketPath, version, service, server, dataPlane, logger);
+    // Listen for a crash before anything else can await: one during start-up must not go unnoticed.
+    dataPlane.on('crash', (err: Error) => (opts.onFatal ?? ((_err, d) => void d.stop()))(err, daemon));
     try {
       await server.listen({ path: socketPath });
       await chmod(socketPath, SOCKET_MODE);
@@ -59,7 +61,6 @@ export class Daemon {
       await daemon.stop();
       throw err;
     }
-    dataPlane.on('crash', (err: Error) => (opts.onFatal ?? ((_err, d) => void d.stop()))(err, daemon));
     return daemon;
   }
 

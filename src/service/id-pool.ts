@@ -1,3 +1,5 @@
+import { conflict } from './errors.js';
+
 /**
  * Hands out small integers, lowest free first, so that ids freed by a delete
  * are reused: the data plane sizes its tables by the largest id in use.
@@ -18,7 +20,7 @@ export class IdPool {
         return id;
       }
     }
-    throw new Error(`no free ${this.what} id left (${this.last - this.first + 1} in use): remove some first.`);
+    throw conflict(`no free ${this.what} id is left (all ${this.last - this.first + 1} are in use): remove some first.`);
   }
 
   release(id: number): void {

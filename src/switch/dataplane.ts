@@ -31,6 +31,8 @@ export class DataPlane extends EventEmitter {
   private nextRequestId = 1;
   private readonly waiting = new Map<number, { resolve(v: unknown): void; reject(e: Error): void }>();
   private stopped = false;
+  /** The worker has exited: nothing will ever answer again. */
+  private exited = false;
 
   private constructor(
     private readonly worker: Worker,
@@ -78,6 +80,7 @@ export class DataPlane extends EventEmitter {
       this.emit('crash', err);
     });
     this.worker.on('exit', (code) => {
+      this.exited = true;
       this.failAll(new Error('the data plane has stopped'));
       if (!this.stopped) {
         this.logger.fatal({ code }, 'the data-plane worker exited unexpectedly');
@@ -92,7 +95,7 @@ export class DataPlane extends EventEmitter {
   }
 
   private request<T = void>(command: DataPlaneCommand): Promise<T> {
-    if (this.stopped) return Promise.reject(new Error('the data plane has stopped'));
+    if (this.stopped || this.exited) return Promise.reject(new Error('the data plane has stopped'));
     const id = this.nextRequestId++;
     return new Promise<T>((resolve, reject) => {
       this.waiting.set(id, { resolve: resolve as (v: unknown) => void, reject });
@@ -132,6 +135,10 @@ export class DataPlane extends EventEmitter {
 
   async stop(): Promise<void> {
     if (this.stopped) return;
+    if (this.exited) {
+      this.stopped = true;
+      return;
+    }
     const exited = new Promise<void>((resolve) => this.worker.once('exit', () => resolve()));
     this.worker.postMessage({ id: 0, command: { op: 'stop' } });
     this.stopped = true;

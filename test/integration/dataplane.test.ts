@@ -128,3 +128,14 @@ test.serial('removing a port and closing its fd removes the TAP', async (t) => {
   t.false(await ping(nets[0], ips[2], 1));
   t.true(await ping(nets[0], ips[1], 1));
 });
+
+test('a data plane whose worker died answers at once instead of hanging', async (t) => {
+  const doomed = await DataPlane.start({ logger });
+  const crashed = new Promise((resolve) => doomed.once('crash', resolve));
+  await (doomed as unknown as { worker: { terminate(): Promise<number> } }).worker.terminate();
+  await crashed;
+  await t.throwsAsync(doomed.removePort(1), { message: /stopped/ });
+  await t.throwsAsync(doomed.addNetwork(1, 'x'), { message: /stopped/ });
+  await doomed.stop(); // returns: no exit event is awaited twice
+  t.pass();
+});

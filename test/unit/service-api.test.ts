@@ -43,6 +43,7 @@ test('classifyError maps service, host and IPAM errors to 4xx with their sentenc
   t.deepEqual(classifyError(notFound('network x not found: list them.')), { status: 404, message: 'network x not found: list them.' });
   t.deepEqual(classifyError(conflict('taken: pick another.')), { status: 409, message: 'taken: pick another.' });
   t.deepEqual(classifyError(new HostError('no such namespace: create it.')), { status: 400, message: 'no such namespace: create it.' });
+  t.is(classifyError(new HostError('the "ip" command was not found: install iproute2.', { system: true })).status, 500, 'a broken host is not the client\'s fault');
   t.deepEqual(classifyError(new IpamError('bad subnet: fix it')), { status: 400, message: 'bad subnet: fix it.' });
 });
 
@@ -66,7 +67,8 @@ test('IdPool hands out the lowest free id and reuses freed ones', (t) => {
   pool.release(1);
   t.is(pool.allocate(), 1);
   t.is(pool.allocate(), 3);
-  t.throws(() => pool.allocate(), { message: /no free port id left/ });
+  const exhausted = t.throws(() => pool.allocate(), { message: /no free port id is left/ });
+  t.is(classifyError(exhausted).status, 409, 'running out of ids is a conflict, not a daemon failure');
 });
 
 test('Mutex runs tasks one at a time, in order, and survives a failing task', async (t) => {

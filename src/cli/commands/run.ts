@@ -15,7 +15,7 @@ import { CliError, DaemonError, UnreachableError } from '../errors.js';
 import { exitCodeOf, randomCompartmentName } from '../format.js';
 import { clientOf, leafSocketOption, reportError } from './common.js';
 
-const FORWARDED_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM'];
+const HANDLED_SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 
 interface RunOptions {
   network: string;
@@ -106,16 +106,19 @@ async function removeCompartment(client: Client, name: string): Promise<void> {
 }
 
 /**
- * Catches SIGINT/SIGTERM for the whole run. While the command runs they go to
- * it (it decides how to end); before and after, the first one makes vsw clean
- * up and stop, and a second one exits at once.
+ * Catches SIGINT/SIGTERM/SIGHUP for the whole run. While the command runs they
+ * go to it (it decides how to end) — except SIGINT, which a terminal's Ctrl-C
+ * already delivers to the command itself (it shares vsw's process group), so
+ * relaying it would interrupt the command twice. Before and after the command,
+ * the first signal makes vsw clean up and stop, and a second exits at once.
+ * SIGHUP (the terminal went away) is handled so the compartment is still removed.
  */
 class SignalRelay {
   received?: NodeJS.Signals;
   private child?: ChildProcess;
   private readonly handler = (signal: NodeJS.Signals): void => {
     if (this.child) {
-      this.child.kill(signal);
+      if (signal !== 'SIGINT') this.child.kill(signal);
       return;
     }
     if (this.received) process.exit(exitCodeOf(null, signal));
@@ -123,7 +126,7 @@ class SignalRelay {
   };
 
   constructor() {
-    for (const s of FORWARDED_SIGNALS) process.on(s, this.handler);
+    for (const s of HANDLED_SIGNALS) process.on(s, this.handler);
   }
 
   attach(child: ChildProcess): void {
@@ -135,6 +138,6 @@ class SignalRelay {
   }
 
   dispose(): void {
-    for (const s of FORWARDED_SIGNALS) process.off(s, this.handler);
+    for (const s of HANDLED_SIGNALS) process.off(s, this.handler);
   }
 }
