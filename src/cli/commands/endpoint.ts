@@ -4,14 +4,8 @@ import { seg } from '../client.js';
 import { formatEndpoints } from '../format.js';
 import { clientOf, leafSocketOption, printJson, printLine, removeEach } from './common.js';
 
-interface CreateOptions {
-  network: string;
-  netns: string;
-  ip?: string;
-  mac?: string;
-  ifname?: string;
-  name?: string;
-}
+/** commander's options for `endpoint create` are the request body, field for field. */
+type CreateOptions = CreateEndpointRequest;
 
 export function endpointCommand(): Command {
   const endpoint = new Command('endpoint').description('manage endpoints (a TAP port on a network, inside a network namespace)');

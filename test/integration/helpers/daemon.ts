@@ -11,6 +11,7 @@ import { constants } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ExecutionContext } from 'ava';
+import type { Endpoint, PortStats, StatsResponse } from '../../../src/service/api-types.js';
 import { removeEverything, sh, spawnInNetns, type CommandResult } from './env.js';
 
 /** The CLI entry, compiled: this file runs from dist/test/integration/helpers/. */
@@ -130,37 +131,10 @@ export async function addNetns(name: string): Promise<void> {
   if (sysctl.code !== 0) throw new Error(`sysctl in ${name}: ${sysctl.stderr}`);
 }
 
-/** The endpoint as `vsw endpoint ls --json` / `inspect` show it (the API's Endpoint). */
-export interface EndpointJson {
-  id: string;
-  name: string;
-  network: string;
-  netns: string;
-  ifname: string;
-  mac: string;
-  ip: string;
-  prefixLength: number;
-  portId: number;
-  ownedCompartment: boolean;
-}
-
-export interface PortStatsJson {
-  endpoint: string;
-  network: string;
-  netns: string;
-  ifname: string;
-  rxFrames: number;
-  rxBytes: number;
-  txFrames: number;
-  txBytes: number;
-  drops: Record<string, number>;
-  dropsTotal: number;
-}
-
-export interface StatsJson {
-  ports: PortStatsJson[];
-  switch: { macTable: Record<string, number>; batches: number; ports: number };
-}
+/** What `vsw ... --json` prints is the API's own JSON: the test reads it with the API's types. */
+export type EndpointJson = Endpoint;
+export type PortStatsJson = PortStats;
+type StatsJson = StatsResponse;
 
 /** Per-endpoint-id port counters from `vsw stats --json`. */
 export async function portStats(d: DaemonHandle): Promise<Map<string, PortStatsJson>> {
