@@ -58,6 +58,8 @@ extern "C" {
     pub fn napi_get_value_external(env: napi_env, value: napi_value, result: *mut *mut c_void) -> napi_status;
     pub fn napi_get_uv_event_loop(env: napi_env, result: *mut *mut c_void) -> napi_status;
     pub fn napi_add_env_cleanup_hook(env: napi_env, fun: unsafe extern "C" fn(*mut c_void), arg: *mut c_void) -> napi_status;
+    pub fn napi_remove_env_cleanup_hook(env: napi_env, fun: unsafe extern "C" fn(*mut c_void), arg: *mut c_void) -> napi_status;
+    pub fn napi_async_destroy(env: napi_env, ctx: napi_async_context) -> napi_status;
 }
 
 /// Throws a JS Error with `msg` and returns `undefined` so callers can `return throw(...)`.

@@ -22,8 +22,6 @@ extern "C" {
     fn uv_poll_stop(handle: *mut c_void) -> c_int;
     fn uv_close(handle: *mut c_void, cb: unsafe extern "C" fn(*mut c_void));
     fn uv_strerror(err: c_int) -> *const std::os::raw::c_char;
-    fn napi_async_destroy(env: napi_env, ctx: napi_async_context) -> napi_status;
-    fn napi_remove_env_cleanup_hook(env: napi_env, fun: unsafe extern "C" fn(*mut c_void), arg: *mut c_void) -> napi_status;
 }
 
 const UV_READABLE: c_int = 1;

@@ -8,9 +8,8 @@ import test from 'ava';
 import { existsSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { buildArpRequest, buildIcmp4Echo } from '../../src/packet/builders.js';
-import { injectFrames, namespacesWithPrefix, ping, runPrefix, sh } from './helpers/env.js';
+import { addNetns, injectFrames, namespacesWithPrefix, ping, runPrefix, sh } from './helpers/env.js';
 import {
-  addNetns,
   assertOneSentence,
   CLI,
   createEndpoint,

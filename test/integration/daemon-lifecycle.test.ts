@@ -6,9 +6,8 @@
  */
 import test from 'ava';
 import { existsSync } from 'node:fs';
-import { namespacesWithPrefix, ping, runPrefix, sh } from './helpers/env.js';
+import { addNetns, namespacesWithPrefix, ping, runPrefix, sh } from './helpers/env.js';
 import {
-  addNetns,
   createEndpoint,
   linksIn,
   processAlive,

@@ -6,9 +6,8 @@
  */
 import test from 'ava';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { inNetns, ping, runPrefix, sh, spawnInNetns } from './helpers/env.js';
+import { addNetns, inNetns, ping, runPrefix, sh, spawnInNetns } from './helpers/env.js';
 import {
-  addNetns,
   capture,
   createEndpoint,
   portStats,

@@ -4,11 +4,11 @@
  */
 import test from 'ava';
 import pino from 'pino';
-import { configureInterface, createNetns, netnsPath } from '../../src/host/index.js';
+import { configureInterface, netnsPath } from '../../src/host/index.js';
 import { closeFd, tapOpen } from '../../src/native/index.js';
 import { buildArpRequest, buildIcmp4Echo } from '../../src/packet/builders.js';
 import { DataPlane } from '../../src/switch/dataplane.js';
-import { inNetns, injectFrames, ping, removeEverything, runPrefix, sh } from './helpers/env.js';
+import { addNetns, inNetns, injectFrames, ping, removeEverything, runPrefix, sh } from './helpers/env.js';
 
 const prefix = runPrefix();
 const logger = pino({ level: 'warn' });
@@ -22,7 +22,7 @@ test.before(async () => {
   plane = await DataPlane.start({ logger });
   await plane.addNetwork(1, 'test');
   for (let i = 0; i < 3; i++) {
-    await createNetns(nets[i]);
+    await addNetns(nets[i]);
     fds[i] = tapOpen({ name: 'eth0', netns: netnsPath(nets[i]) });
     await configureInterface({ netns: nets[i], ifname: 'eth0', mac: macs[i], cidr: `${ips[i]}/24` });
     await plane.addPort({ portId: i, networkId: 1, fd: fds[i], name: `${nets[i]}/eth0` });
@@ -114,6 +114,7 @@ test.serial('broadcast reaches every other port', async (t) => {
   await inNetns(nets[0], 'ping', ['-b', '-c', '1', '-W', '1', '10.60.0.255']);
   const after = [1, 2].map((p) => plane.portCounters(p).txFrames);
   t.true(after[0] > before[0] && after[1] > before[1], `tx ${before} -> ${after}`);
+  t.true(await ping(nets[2], ips[0], 1), 'the third namespace speaks too, so its MAC is learned');
   const macs = await plane.switchCounters();
   t.is(macs.macTable.entries, 3);
   t.is(macs.ports, 3);

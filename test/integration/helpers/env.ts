@@ -94,3 +94,15 @@ export async function injectFrames(ns: string, ifname: string, framesHex: string
   if (r.code !== 0) throw new Error(`frame injection failed: ${r.stderr}`);
   return JSON.parse(r.stdout) as { sent: number; refused: number };
 }
+
+/**
+ * `ip netns add` a namespace for a test, with IPv6 off: IPv6 router
+ * solicitations, MLD reports and DAD probes are multicast, which a switch
+ * floods, and they would make "this port saw no frames" assertions racy.
+ */
+export async function addNetns(name: string): Promise<void> {
+  const add = await sh('ip', ['netns', 'add', name]);
+  if (add.code !== 0) throw new Error(`ip netns add ${name}: ${add.stderr}`);
+  const sysctl = await sh('ip', ['netns', 'exec', name, 'sysctl', '-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);
+  if (sysctl.code !== 0) throw new Error(`sysctl in ${name}: ${sysctl.stderr}`);
+}
