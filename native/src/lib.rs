@@ -198,6 +198,15 @@ unsafe extern "C" fn rx_remove_port(env: napi_env, info: napi_callback_info) -> 
     uint32(env, engine.remove_port(id) as u32)
 }
 
+/// rxPausePort(engine, portId, paused) -> whether the port exists and is in that state
+unsafe extern "C" fn rx_pause_port(env: napi_env, info: napi_callback_info) -> napi_value {
+    let [h, id, paused] = args::<3>(env, info);
+    let engine = tri!(env, engine_of(env, h));
+    let id = tri!(env, get_u32(env, id, "portId"));
+    let paused = tri!(env, get_u32(env, paused, "paused")) != 0;
+    uint32(env, engine.set_paused(id, paused) as u32)
+}
+
 /// rxClose(engine)
 unsafe extern "C" fn rx_close(env: napi_env, info: napi_callback_info) -> napi_value {
     let [h] = args::<1>(env, info);
@@ -217,6 +226,7 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
     set_fn(env, exports, "rxCreate", rx_create);
     set_fn(env, exports, "rxAddPort", rx_add_port);
     set_fn(env, exports, "rxRemovePort", rx_remove_port);
+    set_fn(env, exports, "rxPausePort", rx_pause_port);
     set_fn(env, exports, "rxClose", rx_close);
     let mut v = ptr::null_mut();
     napi_create_uint32(env, tap::VNET_HDR_LEN as u32, &mut v);

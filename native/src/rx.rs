@@ -142,6 +142,32 @@ impl Engine {
         Ok(())
     }
 
+    /// Pauses or resumes readiness for one port without releasing its handle: the egress
+    /// shaper stops reading a port that is over its rate, so the sender's TAP queue (and TCP's
+    /// small-queue limit behind it) holds back traffic instead of vsw dropping it.
+    /// Returns whether the port exists and is now in the asked state.
+    pub unsafe fn set_paused(&mut self, id: u32, paused: bool) -> bool {
+        let port = match self.ports.get(&id) {
+            Some(p) => *p,
+            None => return false,
+        };
+        if paused {
+            if (*port).polling {
+                uv_poll_stop(port as *mut c_void);
+                (*port).polling = false;
+            }
+            true
+        } else {
+            if !(*port).polling {
+                if uv_poll_start(port as *mut c_void, UV_READABLE, on_readable) != 0 {
+                    return false;
+                }
+                (*port).polling = true;
+            }
+            true
+        }
+    }
+
     /// Stops polling and releases the handle once libuv is done with it. The fd stays open.
     pub unsafe fn remove_port(&mut self, id: u32) -> bool {
         match self.ports.remove(&id) {

@@ -20,6 +20,10 @@ export class Client {
     return this.request<T>('POST', path, body);
   }
 
+  put<T>(path: string, body: object): Promise<T> {
+    return this.request<T>('PUT', path, body);
+  }
+
   async delete(path: string): Promise<void> {
     await this.request<void>('DELETE', path);
   }

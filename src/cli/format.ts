@@ -53,7 +53,13 @@ export function formatSwitchStats(sw: SwitchStats): string {
   const { entries, maxEntries, ...rest } = sw.macTable;
   const parts = entries === undefined ? [] : [`entries ${entries}${maxEntries === undefined ? '' : `/${maxEntries}`}`];
   parts.push(...Object.entries(rest).map(([name, n]) => `${name} ${n}`));
-  return [`MAC table: ${parts.join(', ')}`, `switch: ports ${sw.ports ?? 0}, batches ${sw.batches}`].join('\n');
+  const lines = [`MAC table: ${parts.join(', ')}`, `switch: ports ${sw.ports ?? 0}, batches ${sw.batches}`];
+  const v = sw.vfp;
+  lines.push(
+    `flows: ${v.flows}/${v.flowCapacity} cached, created ${v.flowsCreated}, re-evaluated ${v.flowsRevalidated}, expired ${v.flowsExpired}, slow path ${v.slowPathRuns}, uncached ${v.flowTableFull}`,
+    `connections: ${v.connections.live} live, created ${v.connections.created}, expired ${v.connections.expired}, refused ${v.connections.refused}`,
+  );
+  return lines.join('\n');
 }
 
 export function formatStats(stats: StatsResponse): string {

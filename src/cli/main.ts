@@ -7,6 +7,7 @@ import { Command } from 'commander';
 import { daemonCommand } from './commands/daemon.js';
 import { endpointCommand } from './commands/endpoint.js';
 import { networkCommand } from './commands/network.js';
+import { flowsCommand, policyCommand, traceCommand } from './commands/policy.js';
 import { runCommand } from './commands/run.js';
 import { statsCommand } from './commands/stats.js';
 import { programSocketOption, reportError } from './commands/common.js';
@@ -24,6 +25,9 @@ function buildProgram(): Command {
       .addCommand(networkCommand())
       .addCommand(endpointCommand())
       .addCommand(runCommand())
+      .addCommand(policyCommand())
+      .addCommand(flowsCommand())
+      .addCommand(traceCommand())
       .addCommand(statsCommand())
       .addHelpText(
         'after',

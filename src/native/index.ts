@@ -17,6 +17,7 @@ interface NativeAddon {
   rxCreate(buffer: Uint8Array, lengths: Int32Array, slotSize: number, slotCount: number, headroom: number, vnetHdrLen: number, onBatch: (portId: number, count: number) => void): object;
   rxAddPort(engine: object, portId: number, fd: number): void;
   rxRemovePort(engine: object, portId: number): number;
+  rxPausePort(engine: object, portId: number, paused: number): number;
   rxClose(engine: object): void;
 }
 
@@ -109,6 +110,11 @@ export class RxEngine {
 
   removePort(portId: number): boolean {
     return addon.rxRemovePort(this.handle, portId) === 1;
+  }
+
+  /** Stops or restarts reading a port without forgetting it (the egress shaper). False if the port is unknown. */
+  setPaused(portId: number, paused: boolean): boolean {
+    return addon.rxPausePort(this.handle, portId, paused ? 1 : 0) === 1;
   }
 
   close(): void {

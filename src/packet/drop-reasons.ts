@@ -28,6 +28,18 @@ export const DropReason = {
   txFailed: 10,
   /** An 802.1Q/802.1ad tag that is cut short. */
   badVlan: 11,
+  /** A VFP layer blocked it (a block rule or a layer's default). Counted on the port whose policy decided. */
+  policyBlock: 12,
+  /** Spoof guard: the source MAC is not the endpoint's. */
+  spoofMac: 13,
+  /** Spoof guard: the source IP is not one of the endpoint's addresses. */
+  spoofIp: 14,
+  /** Spoof guard: an ARP sender MAC or IP that is not the endpoint's. */
+  spoofArp: 15,
+  /** A new connection found the port's connection table at its bound. */
+  connLimit: 16,
+  /** A meter rule's rate was exceeded (policer). */
+  meter: 17,
 } as const;
 
 export type DropReasonName = keyof typeof DropReason;

@@ -59,6 +59,8 @@ export interface CreateEndpointRequest {
   mac?: string;
   ifname?: string;
   name?: string;
+  /** Default true: the endpoint may send only from its own MAC and IP. */
+  spoofGuard?: boolean;
 }
 
 export interface Compartment {
@@ -96,6 +98,7 @@ export interface SwitchStats {
   batches: number;
   /** Ports attached to the data plane. */
   ports: number;
+  vfp: VfpStats;
 }
 
 export interface StatsResponse {
@@ -107,4 +110,182 @@ export interface StatsResponse {
 export interface ErrorBody {
   /** One sentence: what is wrong and what to do. */
   error: string;
+}
+
+// ---------------------------------------------------------------- VFP policy
+
+export type PolicyDirection = 'in' | 'out' | 'both';
+export type PolicyAction = 'allow' | 'block' | 'count' | 'rewrite' | 'meter';
+
+/** Conditions of a rule or group; every field is optional, absent = any. */
+export interface PolicyMatch {
+  srcMac?: string;
+  dstMac?: string;
+  /** ipv4, ipv6, arp or a number. */
+  etherType?: number | string;
+  /** 0-4095; 0 = untagged only. */
+  vlan?: number;
+  /** IPv4/IPv6 prefix or address. */
+  srcPrefix?: string;
+  dstPrefix?: string;
+  /** tcp, udp, icmp, icmpv6 or 0-255. */
+  protocol?: string | number;
+  /** "80" or "1024-65535"; needs protocol tcp or udp. */
+  srcPorts?: string | number;
+  dstPorts?: string | number;
+  /** Needs protocol icmp or icmpv6. */
+  icmpType?: number;
+}
+
+export interface PolicyRule {
+  /** Assigned by the daemon when absent (r1, r2, ...). */
+  id?: string;
+  /** 0-65535; lower numbers are looked at first. */
+  priority: number;
+  direction?: PolicyDirection;
+  action: PolicyAction;
+  /** Default: true for allow and block, false otherwise. */
+  terminating?: boolean;
+  match?: PolicyMatch;
+  rewrite?: { srcMac?: string; dstMac?: string; srcIp?: string; dstIp?: string; srcPort?: number; dstPort?: number };
+  meter?: { rate: string; burst?: string };
+  description?: string;
+}
+
+/** POST /v1/endpoints/:endpoint/acl: one rule into a layer's group (both created as needed). */
+export interface AddAclRuleRequest extends PolicyRule {
+  /** Default "acl". */
+  layer?: string;
+  /** Default "default". */
+  group?: string;
+}
+
+/** A rule as listed, with where it lives and how many flows matched it. */
+export interface AclRule extends PolicyRule {
+  id: string;
+  endpoint: string;
+  layer: string;
+  group: string;
+  /** Flows whose setup matched this rule since it was installed. */
+  hits: number;
+}
+
+export interface PolicyGroup {
+  name: string;
+  /** Lower first. Default 100. */
+  priority: number;
+  direction?: PolicyDirection;
+  /** The group's own condition. */
+  match?: PolicyMatch;
+  rules: PolicyRule[];
+}
+
+/** PUT /v1/endpoints/:endpoint/layers/:layer/groups/:group replaces the whole group at once. */
+export type PutGroupRequest = Omit<PolicyGroup, 'name'>;
+
+export interface PolicyLayer {
+  name: string;
+  /** Lower = higher in the stack: first for outbound traffic, last for inbound. */
+  priority: number;
+  defaultIn: 'allow' | 'block';
+  defaultOut: 'allow' | 'block';
+  groups: PolicyGroup[];
+}
+
+/** PUT /v1/endpoints/:endpoint/layers/:layer creates or updates a layer (its groups stay). */
+export interface PutLayerRequest {
+  priority?: number;
+  defaultIn?: 'allow' | 'block';
+  defaultOut?: 'allow' | 'block';
+}
+
+export interface QosPolicy {
+  /** e.g. "100mbit". */
+  maxEgress: string;
+  /** Bucket size, e.g. "1mb"; default 10 ms at the rate, at least 64 KiB. */
+  burst?: string;
+}
+
+export interface SpoofGuardPolicy {
+  enabled: boolean;
+  /** Addresses the endpoint may send from besides its own. */
+  allowedIps?: string[];
+}
+
+/** GET /v1/endpoints/:endpoint/policy */
+export interface EndpointPolicy {
+  endpoint: string;
+  layers: PolicyLayer[];
+  spoofGuard: SpoofGuardPolicy;
+  qos: QosPolicy | null;
+}
+
+export interface FlowEntry {
+  /** Endpoint id the flow came in from. */
+  endpoint: string;
+  /** Endpoint id it goes to, or null for a dropped flow. */
+  egress: string | null;
+  action: 'forward' | 'drop';
+  /** Drop reason name for dropped flows. */
+  dropReason?: string;
+  /** One line: proto src:port > dst:port (MACs in brackets). */
+  flow: string;
+  protocol: number;
+  src: string;
+  dst: string;
+  srcPort: number;
+  dstPort: number;
+  packets: number;
+  bytes: number;
+  ageSeconds: number;
+  idleSeconds: number;
+  /** What the cached transposition rewrites, or null. */
+  rewrite: Record<string, string | number> | null;
+}
+
+export interface VfpStats {
+  flows: number;
+  flowCapacity: number;
+  flowsCreated: number;
+  flowsRevalidated: number;
+  flowsExpired: number;
+  flowTableFull: number;
+  slowPathRuns: number;
+  connections: { created: number; expired: number; refused: number; restarted: number; live: number };
+}
+
+/** GET /v1/flows[?endpoint=E] */
+export interface FlowsResponse {
+  flows: FlowEntry[];
+  stats: VfpStats;
+}
+
+/** POST /v1/trace */
+export interface TraceRequest {
+  endpoint: string;
+  direction: 'in' | 'out';
+  /** e.g. "tcp 10.0.0.2:1234 > 10.0.0.3:80 syn", "udp 10.0.0.2:5000 > 10.0.0.3:53", "icmp 10.0.0.2 > 10.0.0.3 echo-request". */
+  packet: string;
+}
+
+export interface TraceStepView {
+  /** Endpoint the step ran at. */
+  endpoint?: string;
+  direction?: 'in' | 'out';
+  layer?: string;
+  group?: string;
+  rule?: string;
+  action: string;
+  detail?: string;
+}
+
+export interface TraceResponse {
+  packet: string;
+  steps: TraceStepView[];
+  verdict: 'allow' | 'block';
+  dropReason?: string;
+  /** Where the frame would go: an endpoint id, "flood", or null when dropped. */
+  egress: string | null;
+  /** Header fields the flow's transposition would rewrite. */
+  rewrite: Record<string, string | number> | null;
 }

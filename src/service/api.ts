@@ -14,10 +14,33 @@ import Fastify, {
 } from 'fastify';
 import type { Logger } from 'pino';
 import { HostError } from '../host/index.js';
-import { API_PREFIX, type CreateCompartmentRequest, type CreateEndpointRequest, type CreateNetworkRequest, type ErrorBody } from './api-types.js';
+import {
+  API_PREFIX,
+  type AddAclRuleRequest,
+  type CreateCompartmentRequest,
+  type CreateEndpointRequest,
+  type CreateNetworkRequest,
+  type ErrorBody,
+  type PutGroupRequest,
+  type PutLayerRequest,
+  type QosPolicy,
+  type SpoofGuardPolicy,
+  type TraceRequest,
+} from './api-types.js';
 import { ApiError, sentence } from './errors.js';
 import { IpamError } from './ipam.js';
 import {
+  aclRuleSchema,
+  addAclRuleSchema,
+  endpointPolicySchema,
+  flowsSchema,
+  groupByNameSchema,
+  groupSchema,
+  layerByNameSchema,
+  layerSchema,
+  qosSchema,
+  spoofGuardSchema,
+  traceSchema,
   compartmentByNameSchema,
   createCompartmentSchema,
   createEndpointSchema,
@@ -92,6 +115,47 @@ function registerRoutes(app: FastifyInstance, service: NetworkService, version: 
   });
 
   app.get(`${p}/stats`, async () => service.stats());
+
+  registerPolicyRoutes(app, service);
+}
+
+function registerPolicyRoutes(app: FastifyInstance, service: NetworkService): void {
+  const p = `${API_PREFIX}/endpoints/:id`;
+  const policies = service.policies;
+  type Id = { id: string };
+  app.get<{ Params: Id }>(`${p}/policy`, route(endpointPolicySchema), async (request) => policies.policyOf(request.params.id));
+  app.get<{ Params: Id }>(`${p}/acl`, route(endpointPolicySchema), async (request) => policies.listAcl(request.params.id));
+  app.post<{ Params: Id; Body: AddAclRuleRequest }>(`${p}/acl`, route(addAclRuleSchema), async (request, reply) =>
+    reply.code(201).send(await policies.addAclRule(request.params.id, request.body)),
+  );
+  app.delete<{ Params: Id & { rule: string } }>(`${p}/acl/:rule`, route(aclRuleSchema), async (request, reply) => {
+    await policies.removeAclRule(request.params.id, request.params.rule);
+    return reply.code(204).send();
+  });
+  app.put<{ Params: Id & { layer: string }; Body: PutLayerRequest }>(`${p}/layers/:layer`, route(layerSchema), async (request) =>
+    policies.putLayer(request.params.id, request.params.layer, request.body ?? {}),
+  );
+  app.delete<{ Params: Id & { layer: string } }>(`${p}/layers/:layer`, route(layerByNameSchema), async (request, reply) => {
+    await policies.removeLayer(request.params.id, request.params.layer);
+    return reply.code(204).send();
+  });
+  app.put<{ Params: Id & { layer: string; group: string }; Body: PutGroupRequest }>(`${p}/layers/:layer/groups/:group`, route(groupSchema), async (request) =>
+    policies.putGroup(request.params.id, request.params.layer, request.params.group, request.body),
+  );
+  app.delete<{ Params: Id & { layer: string; group: string } }>(`${p}/layers/:layer/groups/:group`, route(groupByNameSchema), async (request, reply) => {
+    await policies.removeGroup(request.params.id, request.params.layer, request.params.group);
+    return reply.code(204).send();
+  });
+  app.put<{ Params: Id; Body: QosPolicy }>(`${p}/qos`, route(qosSchema), async (request) => policies.setQos(request.params.id, request.body));
+  app.delete<{ Params: Id }>(`${p}/qos`, route(endpointPolicySchema), async (request, reply) => {
+    await policies.clearQos(request.params.id);
+    return reply.code(204).send();
+  });
+  app.put<{ Params: Id; Body: SpoofGuardPolicy }>(`${p}/spoof-guard`, route(spoofGuardSchema), async (request) =>
+    policies.setSpoofGuard(request.params.id, request.body),
+  );
+  app.get<{ Querystring: { endpoint?: string } }>(`${API_PREFIX}/flows`, route(flowsSchema), async (request) => policies.flows(request.query.endpoint));
+  app.post<{ Body: TraceRequest }>(`${API_PREFIX}/trace`, route(traceSchema), async (request) => policies.trace(request.body));
 }
 
 /** Route options: the schema, and a formatter that words its first violation with the route's field docs. */

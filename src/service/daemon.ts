@@ -10,6 +10,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { requireNetAdmin } from '../host/index.js';
 import { DataPlane } from '../switch/dataplane.js';
+import type { DataPlaneVfpOptions } from '../switch/messages.js';
 import { API_PREFIX } from './api-types.js';
 import { buildApi } from './api.js';
 import { NetworkService } from './service.js';
@@ -20,6 +21,8 @@ export interface DaemonOptions {
   logger: Logger;
   /** Create this internal network at start, so `vsw run --network NAME` works right away. */
   defaultNetwork?: { name: string; subnet: string };
+  /** Sizes of the data plane's flow and connection tables. */
+  dataPlane?: DataPlaneVfpOptions;
   /** Called when the data plane dies under the daemon; the default stops the daemon. */
   onFatal?: (err: Error, daemon: Daemon) => void;
 }
@@ -46,7 +49,7 @@ export class Daemon {
     const { socketPath, logger } = opts;
     await claimSocketPath(socketPath);
     const version = packageVersion();
-    const dataPlane = await DataPlane.start({ logger });
+    const dataPlane = await DataPlane.start({ logger, vfp: opts.dataPlane });
     const service = new NetworkService(dataPlane, logger);
     const server = buildApi(service, logger, version);
     const daemon = new Daemon(socketPath, version, service, server, dataPlane, logger);

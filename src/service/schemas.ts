@@ -64,6 +64,7 @@ export const createEndpointSchema: RouteSchema = {
         mac: str(32),
         ifname: str(64),
         name: str(64, RESOURCE_NAME_PATTERN),
+        spoofGuard: { type: 'boolean' },
       },
       ['network', 'netns'],
     ),
@@ -75,6 +76,7 @@ export const createEndpointSchema: RouteSchema = {
     'body.mac': { what: 'a MAC address string such as 02:00:0a:58:00:05', hint: 'pass --mac MAC or leave it out' },
     'body.ifname': { what: 'an interface name of 1 to 15 bytes', hint: 'pass --ifname NAME or leave it out' },
     'body.name': { what: `a string of ${RESOURCE_NAME_RULE}`, hint: 'pass --name NAME or leave it out' },
+    'body.spoofGuard': { what: 'true or false', hint: 'pass --no-spoof-guard or leave it out' },
   },
 };
 
@@ -103,6 +105,91 @@ export const endpointByIdSchema: RouteSchema = {
 export const listEndpointsSchema: RouteSchema = {
   schema: { querystring: object({ network: str(64) }) },
   fields: { 'querystring.network': { what: 'a network name', hint: 'pass --network NAME or leave it out' } },
+};
+
+/**
+ * Policy bodies are checked field by field in src/vfp/policy.ts, whose
+ * sentences know what a prefix or a port range must look like; the schema
+ * only insists on a JSON object.
+ */
+const anyObject = { type: 'object' };
+const policyFields: FieldDocs = {
+  'params.id': { what: 'an endpoint id or name', hint: 'name the endpoint in the URL' },
+};
+
+export const endpointPolicySchema: RouteSchema = { schema: { params: idParams }, fields: policyFields };
+
+export const addAclRuleSchema: RouteSchema = { schema: { params: idParams, body: anyObject }, fields: policyFields };
+
+export const aclRuleSchema: RouteSchema = {
+  schema: { params: object({ id: str(255), rule: str(64) }, ['id', 'rule']) },
+  fields: { ...policyFields, 'params.rule': { what: 'a rule id', hint: 'see `vsw policy acl ls ENDPOINT`' } },
+};
+
+export const layerSchema: RouteSchema = {
+  schema: {
+    params: object({ id: str(255), layer: str(64) }, ['id', 'layer']),
+    body: object({
+      priority: { type: 'integer', minimum: 0, maximum: 65535 },
+      defaultIn: { type: 'string', enum: ['allow', 'block'] },
+      defaultOut: { type: 'string', enum: ['allow', 'block'] },
+    }),
+  },
+  fields: {
+    ...policyFields,
+    'body.priority': { what: 'a whole number from 0 to 65535', hint: 'pass --priority N' },
+    'body.defaultIn': { what: 'allow or block', hint: 'pass --default-in allow|block' },
+    'body.defaultOut': { what: 'allow or block', hint: 'pass --default-out allow|block' },
+  },
+};
+
+export const layerByNameSchema: RouteSchema = { schema: { params: object({ id: str(255), layer: str(64) }, ['id', 'layer']) }, fields: policyFields };
+
+export const groupSchema: RouteSchema = {
+  schema: { params: object({ id: str(255), layer: str(64), group: str(64) }, ['id', 'layer', 'group']), body: anyObject },
+  fields: policyFields,
+};
+
+export const groupByNameSchema: RouteSchema = {
+  schema: { params: object({ id: str(255), layer: str(64), group: str(64) }, ['id', 'layer', 'group']) },
+  fields: policyFields,
+};
+
+export const qosSchema: RouteSchema = {
+  schema: { params: idParams, body: object({ maxEgress: str(32), burst: str(32) }, ['maxEgress']) },
+  fields: {
+    ...policyFields,
+    'body.maxEgress': { what: 'a rate such as 100mbit', hint: 'pass --max-egress RATE' },
+    'body.burst': { what: 'a size such as 1mb', hint: 'pass --burst SIZE or leave it out' },
+  },
+};
+
+export const spoofGuardSchema: RouteSchema = {
+  schema: {
+    params: idParams,
+    body: object({ enabled: { type: 'boolean' }, allowedIps: { type: 'array', maxItems: 64, items: str(64) } }, ['enabled']),
+  },
+  fields: {
+    ...policyFields,
+    'body.enabled': { what: 'true or false', hint: 'say on or off' },
+    'body.allowedIps': { what: 'a list of IPv4 addresses', hint: 'pass --allow-ip ADDRESS' },
+  },
+};
+
+export const flowsSchema: RouteSchema = {
+  schema: { querystring: object({ endpoint: str(255) }) },
+  fields: { 'querystring.endpoint': { what: 'an endpoint id or name', hint: 'pass --endpoint NAME or leave it out' } },
+};
+
+export const traceSchema: RouteSchema = {
+  schema: {
+    body: object({ endpoint: str(255), direction: { type: 'string', enum: ['in', 'out'] }, packet: str(256) }, ['endpoint', 'direction', 'packet']),
+  },
+  fields: {
+    'body.endpoint': { what: 'an endpoint id or name', hint: 'pass --endpoint NAME' },
+    'body.direction': { what: 'in or out', hint: 'pass --in or --out' },
+    'body.packet': { what: 'a packet such as "tcp 10.0.0.2:1234 > 10.0.0.3:80 syn"', hint: 'quote the packet as one argument' },
+  },
 };
 
 /** The subset of an Ajv error object this module reads. */

@@ -33,19 +33,22 @@ import {
 import { badRequest, conflict, notFound } from './errors.js';
 import { Ipam, IpamError, macForIp, normalizeMac, parseIpOrCidr, subnetsOverlap } from './ipam.js';
 import { Mutex } from './mutex.js';
+import { PolicyService } from './policies.js';
+import { defaultPortPolicy } from '../vfp/policy.js';
 import { Rollback } from './rollback.js';
 import { State, type EndpointRecord, type NetworkRecord } from './state.js';
 
 /** The part of DataPlane the service drives; tests can pass a fake. */
 export type DataPlaneHandle = Pick<
   DataPlane,
-  'maxPorts' | 'addNetwork' | 'removeNetwork' | 'addPort' | 'removePort' | 'portCounters' | 'switchCounters'
+  'maxPorts' | 'addNetwork' | 'removeNetwork' | 'addPort' | 'removePort' | 'portCounters' | 'switchCounters' | 'setPolicy' | 'flows' | 'trace' | 'ruleHits'
 >;
 
 const now = (): string => new Date().toISOString();
 
 export class NetworkService {
   readonly state: State;
+  readonly policies: PolicyService;
   private readonly mutex = new Mutex();
 
   constructor(
@@ -53,6 +56,7 @@ export class NetworkService {
     private readonly logger: Logger,
   ) {
     this.state = new State(dataPlane.maxPorts);
+    this.policies = new PolicyService(this.state, dataPlane, this.mutex, logger);
   }
 
   createNetwork(req: CreateNetworkRequest): Promise<Network> {
@@ -168,7 +172,9 @@ export class NetworkService {
     await configureInterface({ netns: req.netns, ifname, mac, cidr: `${ip}/${prefixLength}`, gateway: net.network.gateway ?? undefined });
     const portId = this.state.portIds.allocate();
     rollback.add(`release port id ${portId}`, () => this.state.portIds.release(portId));
-    await this.dataPlane.addPort({ portId, networkId: net.network.id, fd, name: `${req.netns}/${ifname}` });
+    const policy = defaultPortPolicy(mac, ip);
+    if (req.spoofGuard === false) policy.spoofGuard.enabled = false;
+    await this.dataPlane.addPort({ portId, networkId: net.network.id, fd, name: `${req.netns}/${ifname}`, policy });
 
     const id = this.newEndpointId();
     const endpoint: Endpoint = {
@@ -184,7 +190,7 @@ export class NetworkService {
       created: now(),
       ownedCompartment: this.state.compartments.has(req.netns),
     };
-    this.state.endpoints.set(id, { endpoint, fd, networkId: net.network.id });
+    this.state.endpoints.set(id, { endpoint, fd, networkId: net.network.id, policy });
     this.logger.info({ endpoint: id, endpointName: endpoint.name, network: endpoint.network, netns: endpoint.netns, ifname, ip, mac, portId }, 'endpoint created');
     return endpoint;
   }

@@ -3,6 +3,7 @@
  * with the TAP fds vsw holds, and the compartments (namespaces) vsw created.
  * Lookups and bookkeeping only; the side effects live in service.ts.
  */
+import type { PortPolicy } from '../vfp/policy.js';
 import type { Compartment, Endpoint, Network } from './api-types.js';
 import { notFound } from './errors.js';
 import { IdPool } from './id-pool.js';
@@ -21,6 +22,8 @@ export interface EndpointRecord {
   /** The TAP's fd; closing it removes the (non-persistent) TAP. */
   fd: number;
   networkId: number;
+  /** The VFP policy running on the endpoint's port. */
+  policy: PortPolicy;
 }
 
 export class State {

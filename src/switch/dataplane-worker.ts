@@ -10,6 +10,11 @@ import type { DataPlaneCommand, DataPlaneLog, DataPlaneReply, DataPlaneRequest, 
 import { Switch, type FrameIo } from './switch.js';
 
 const MAC_SWEEP_INTERVAL_MS = 1000;
+/** Flow and connection expiry runs in slices, so a million entries never stall a batch for long. */
+const STATE_SWEEP_INTERVAL_MS = 250;
+const STATE_SWEEP_BUDGET = 32768;
+/** A cached flow idle this long is forgotten; its connection state (if any) lives on in conntrack. */
+const FLOW_IDLE_MS = 30_000;
 
 const data = workerData as DataPlaneWorkerData;
 const port = parentPort!;
@@ -31,14 +36,64 @@ const io: FrameIo = {
   transmit: writeBatch,
 };
 
-sw = new Switch(io, new Float64Array(data.counters), new MacTable(data.macTable), {
-  portStopped(portId, errno) {
-    engine.removePort(portId);
-    log({ log: 'error', msg: 'port stopped receiving after a read error; remove and recreate the endpoint', fields: { portId, errno } });
+const pausedPorts = new Map<number, NodeJS.Timeout>();
+
+function resumePort(portId: number): void {
+  pausedPorts.delete(portId);
+  if (sw.hasPort(portId)) engine.setPaused(portId, false);
+}
+
+const vfpOptions = data.vfp ?? {};
+sw = new Switch(
+  io,
+  new Float64Array(data.counters),
+  new MacTable(data.macTable),
+  {
+    portStopped(portId, errno) {
+      engine.removePort(portId);
+      log({ log: 'error', msg: 'port stopped receiving after a read error; remove and recreate the endpoint', fields: { portId, errno } });
+    },
+    pausePort(portId, ms) {
+      // The egress shaper: stop reading until the port's bucket is out of debt; the TAP queue holds the rest.
+      if (pausedPorts.has(portId) || !engine.setPaused(portId, true)) return;
+      pausedPorts.set(portId, setTimeout(resumePort, Math.max(1, Math.ceil(ms)), portId));
+    },
   },
-});
+  () => performance.now(),
+  {
+    vfp: {
+      maxFlows: vfpOptions.maxFlows,
+      conntrack: vfpOptions.maxConnectionsPerPort !== undefined ? { maxPerPort: vfpOptions.maxConnectionsPerPort } : undefined,
+    },
+  },
+);
 
 const sweepTimer = setInterval(() => sw.macTable.sweep(performance.now()), MAC_SWEEP_INTERVAL_MS);
+
+// Refusals at the connection bound are logged at most once per interval, with the count since the last line.
+let refusedLogged = 0;
+const stateTimer = setInterval(() => {
+  const now = performance.now();
+  sw.vfp.conntrack.sweep(now, STATE_SWEEP_BUDGET);
+  sw.sweepFlows(now, STATE_SWEEP_BUDGET, FLOW_IDLE_MS);
+}, STATE_SWEEP_INTERVAL_MS);
+const limitTimer = setInterval(() => {
+  const { refused } = sw.vfp.conntrack.counters();
+  const full = sw.vfp.stats.flowTableFull;
+  if (refused > refusedLogged) {
+    log({
+      log: 'warn',
+      msg: 'new connections refused at the per-port connection bound; raise --max-connections-per-port or find the port opening them',
+      fields: { refusedSinceLastReport: refused - refusedLogged, refusedTotal: refused },
+    });
+    refusedLogged = refused;
+  }
+  if (full > flowTableFullLogged) {
+    log({ log: 'warn', msg: 'flow table full: new flows run uncached through the slow path; raise --max-flows', fields: { uncachedSinceLastReport: full - flowTableFullLogged } });
+    flowTableFullLogged = full;
+  }
+}, 10_000);
+let flowTableFullLogged = 0;
 
 function execute(command: DataPlaneCommand): unknown {
   switch (command.op) {
@@ -57,19 +112,35 @@ function execute(command: DataPlaneCommand): unknown {
         throw err;
       }
       return undefined;
-    case 'removePort':
+    case 'removePort': {
       // Stop polling first: once this returns, the fd is out of epoll and the caller may close it.
       engine.removePort(command.portId);
+      const timer = pausedPorts.get(command.portId);
+      if (timer) clearTimeout(timer);
+      pausedPorts.delete(command.portId);
       sw.removePort(command.portId);
       return undefined;
+    }
+    case 'setPolicy':
+      sw.setPolicy(command.portId, command.policy);
+      return undefined;
+    case 'flows':
+      return sw.flowEntries(performance.now(), command.portId);
+    case 'trace':
+      return sw.trace(command.portId, command.direction === 'out' ? 0 : 1, command.frame);
+    case 'ruleHits':
+      return sw.ruleHits(command.portId);
     case 'switchCounters': {
-      const result: SwitchCounters = { macTable: sw.macTable.counters(), batches: sw.batches, ports: sw.portCount };
+      const result: SwitchCounters = { macTable: sw.macTable.counters(), batches: sw.batches, ports: sw.portCount, vfp: sw.vfp.counters() };
       return result;
     }
     case 'macEntries':
       return sw.macTable.entries(performance.now());
     case 'stop':
       clearInterval(sweepTimer);
+      clearInterval(stateTimer);
+      clearInterval(limitTimer);
+      for (const timer of pausedPorts.values()) clearTimeout(timer);
       engine.close();
       port.close();
       return undefined;

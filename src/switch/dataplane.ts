@@ -8,15 +8,17 @@ import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import { allocateCounters, readPortCounters, type PortCounters } from './counters.js';
 import type { MacEntry } from './mac-table.js';
-import type { DataPlaneCommand, DataPlaneLog, DataPlaneReply, DataPlaneWorkerData, SwitchCounters } from './messages.js';
+import type { PortPolicy } from '../vfp/policy.js';
+import type { DataPlaneCommand, DataPlaneLog, DataPlaneReply, DataPlaneVfpOptions, DataPlaneWorkerData, SwitchCounters, SwitchFlow, SwitchTrace } from './messages.js';
 
-export type { PortCounters, SwitchCounters, MacEntry };
+export type { PortCounters, SwitchCounters, MacEntry, SwitchFlow, SwitchTrace };
 
 export interface DataPlaneOptions {
   logger: Logger;
   /** Highest port id plus one; sizes the shared counter table. Default 4096. */
   maxPorts?: number;
   macTable?: { maxEntries?: number; agingSeconds?: number };
+  vfp?: DataPlaneVfpOptions;
 }
 
 export interface DataPlanePort {
@@ -25,6 +27,7 @@ export interface DataPlanePort {
   fd: number;
   name: string;
   mtu?: number;
+  policy?: PortPolicy;
 }
 
 export class DataPlane extends EventEmitter {
@@ -46,7 +49,7 @@ export class DataPlane extends EventEmitter {
   static async start(opts: DataPlaneOptions): Promise<DataPlane> {
     const maxPorts = opts.maxPorts ?? 4096;
     const shared = allocateCounters(maxPorts);
-    const workerData: DataPlaneWorkerData = { counters: shared, macTable: opts.macTable ?? {} };
+    const workerData: DataPlaneWorkerData = { counters: shared, macTable: opts.macTable ?? {}, vfp: opts.vfp ?? {} };
     const worker = new Worker(new URL('./dataplane-worker.js', import.meta.url), { workerData, name: 'vsw-dataplane' });
     const logger = opts.logger.child({ component: 'dataplane' });
     const plane = new DataPlane(worker, new Float64Array(shared), maxPorts, logger);
@@ -119,6 +122,23 @@ export class DataPlane extends EventEmitter {
   /** Stops polling and forgets the port; when this resolves the caller may close the fd. */
   removePort(portId: number): Promise<void> {
     return this.request({ op: 'removePort', portId });
+  }
+
+  /** Replaces a port's policy at once; the data plane re-evaluates cached flows on their next frame. */
+  setPolicy(portId: number, policy: PortPolicy): Promise<void> {
+    return this.request({ op: 'setPolicy', portId, policy });
+  }
+
+  flows(portId?: number): Promise<SwitchFlow[]> {
+    return this.request<SwitchFlow[]>({ op: 'flows', portId });
+  }
+
+  trace(portId: number, direction: 'in' | 'out', frame: Uint8Array): Promise<SwitchTrace> {
+    return this.request<SwitchTrace>({ op: 'trace', portId, direction, frame });
+  }
+
+  ruleHits(portId: number): Promise<Record<string, number>> {
+    return this.request<Record<string, number>>({ op: 'ruleHits', portId });
   }
 
   portCounters(portId: number): PortCounters {

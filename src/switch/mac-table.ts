@@ -53,6 +53,13 @@ export class MacTable {
   private readonly port: Int32Array;
   private readonly seen: Float64Array;
   private count = 0;
+  /**
+   * Bumped whenever a learned location changes or goes away (move, age-out,
+   * eviction, flush). Cached forwarding decisions record it and are re-made
+   * when it differs; learning a new MAC needs no bump, as nothing cached a
+   * decision for a MAC it did not know (frames to it were flooded, uncached).
+   */
+  epoch = 0;
   private learnedCount = 0;
   private movedCount = 0;
   private agedCount = 0;
@@ -127,6 +134,7 @@ export class MacTable {
       if (this.port[found] !== portId) {
         this.port[found] = portId;
         this.movedCount++;
+        this.epoch = (this.epoch + 1) >>> 0;
       }
       this.seen[found] = nowMs;
       return;
@@ -162,6 +170,7 @@ export class MacTable {
 
   /** Backward-shift deletion: pull later members of the probe chain into the hole. */
   private removeAt(hole: number): void {
+    this.epoch = (this.epoch + 1) >>> 0;
     this.state[hole] = EMPTY;
     this.count--;
     let i = (hole + 1) & this.mask;

@@ -1,11 +1,18 @@
 /** The declarative messages between the control plane (DataPlane) and the data-plane worker. */
+import type { VfpCounters } from '../vfp/vfp.js';
+import type { PortPolicy } from '../vfp/policy.js';
 import type { MacEntry, MacTableCounters } from './mac-table.js';
+import type { SwitchFlow, SwitchTrace } from './switch.js';
 
 export type DataPlaneCommand =
   | { op: 'addNetwork'; networkId: number; name: string }
   | { op: 'removeNetwork'; networkId: number }
-  | { op: 'addPort'; portId: number; networkId: number; fd: number; name: string; mtu?: number }
+  | { op: 'addPort'; portId: number; networkId: number; fd: number; name: string; mtu?: number; policy?: PortPolicy }
   | { op: 'removePort'; portId: number }
+  | { op: 'setPolicy'; portId: number; policy: PortPolicy }
+  | { op: 'flows'; portId?: number }
+  | { op: 'trace'; portId: number; direction: 'in' | 'out'; frame: Uint8Array }
+  | { op: 'ruleHits'; portId: number }
   | { op: 'switchCounters' }
   | { op: 'macEntries' }
   | { op: 'stop' };
@@ -27,11 +34,20 @@ export interface SwitchCounters {
   macTable: MacTableCounters;
   batches: number;
   ports: number;
+  vfp: VfpCounters;
 }
 
-export type { MacEntry };
+export type { MacEntry, SwitchFlow, SwitchTrace, VfpCounters };
 
 export interface DataPlaneWorkerData {
   counters: SharedArrayBuffer;
   macTable: { maxEntries?: number; agingSeconds?: number };
+  vfp: DataPlaneVfpOptions;
+}
+
+export interface DataPlaneVfpOptions {
+  /** Unified flow table entries. */
+  maxFlows?: number;
+  /** Connections per port. */
+  maxConnectionsPerPort?: number;
 }

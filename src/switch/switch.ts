@@ -1,21 +1,42 @@
 /**
  * The switch of one data-plane thread: networks (broadcast domains), ports, a
- * MAC table, and the batch forwarding loop.
+ * MAC table, the VFP policy of every port, and the batch forwarding loop.
  *
  * receive() runs once per batch that the native engine drained from a port.
- * Per frame it validates the headers in place, learns the source MAC, picks the
- * egress (learned port, or flood within the network) and queues an (offset,
- * length) descriptor on that port; after the batch, each egress port gets one
- * native writeBatch. Frames never move: they are written out of the rx buffer
- * they landed in, vnet header and all, so TSO super-frames and partial
- * checksums pass between TAPs untouched.
+ * Per frame:
+ *   validate the headers in place (src/packet/validate.ts)
+ *   extract the flow key (src/vfp/key.ts)
+ *   unicast IP: look the key up in the unified flow table; a valid hit applies
+ *     the cached decision (transposition, meter, egress or drop) and is done
+ *   otherwise the slow path: spoof guard and the ingress port's layers
+ *     (outbound), the forwarding decision on the rewritten key, the egress
+ *     port's layers (inbound), connection tracking at both ends, and, for a
+ *     unicast IP frame with a known egress, one flow-table entry
+ *   queue an (offset, length) descriptor on each egress port
+ * After the batch each egress port gets one native writeBatch, and a port with
+ * an egress cap is paused until its token bucket is out of debt.
+ *
+ * Frames never move: they are written out of the rx buffer they landed in,
+ * vnet header and all, so TSO super-frames and partial checksums pass between
+ * TAPs untouched (rewrites patch them in place, checksums incrementally).
+ *
+ * Broadcast, multicast and unknown-unicast frames are never cached: a flood
+ * reaches every port of the network, each with its own inbound policy, and
+ * the frame is one buffer, so rewrites on a flood apply at the ingress only.
  *
  * Nothing here allocates per frame. Ports and networks are objects, but they
  * are created by the control plane, not per packet.
  */
-import { FRAME_OK, DropReason } from '../packet/drop-reasons.js';
+import { DropReason, FRAME_OK } from '../packet/drop-reasons.js';
 import { classifyFrame } from '../packet/validate.js';
-import { DROP_BASE, RX_BYTES, RX_FRAMES, TX_BYTES, TX_FRAMES, COUNTER_COLUMNS, resetPortCounters } from './counters.js';
+import { DIR_IN, DIR_OUT } from '../vfp/compile.js';
+import { CT_RESTART } from '../vfp/conntrack.js';
+import { NO_PORT } from '../vfp/flow-table.js';
+import { extractKey, KEY_WORDS, KeyWord, Meta, META_WORDS } from '../vfp/key.js';
+import { Decision, Rewrite, spoofCheck, Verdict, type TraceStep } from '../vfp/pipeline.js';
+import type { PortPolicy } from '../vfp/policy.js';
+import { PendingConnections, Vfp, type VfpOptions } from '../vfp/vfp.js';
+import { COUNTER_COLUMNS, DROP_BASE, resetPortCounters, RX_BYTES, RX_FRAMES, TX_BYTES, TX_FRAMES } from './counters.js';
 import { MacTable } from './mac-table.js';
 
 /** Where frames come from and go to: the native engine in production, synthetic buffers in unit tests. */
@@ -32,6 +53,8 @@ export interface FrameIo {
 
 export interface SwitchEvents {
   portStopped(portId: number, errno: number): void;
+  /** The port is over its egress cap: stop reading it for `ms` milliseconds. */
+  pausePort?(portId: number, ms: number): void;
 }
 
 export interface PortConfig {
@@ -41,9 +64,18 @@ export interface PortConfig {
   name: string;
   /** IP MTU of the device; frames that are not GSO super-frames may be this plus Ethernet and one VLAN tag. */
   mtu?: number;
+  /** The port's VFP policy; absent means no layers and no spoof guard (a plain switch port). */
+  policy?: PortPolicy;
 }
 
 const ETH_AND_VLAN_OVERHEAD = 18;
+
+/** No layers, no spoof guard, no cap: a port of a plain learning switch. */
+export const OPEN_POLICY: PortPolicy = {
+  layers: [],
+  spoofGuard: { enabled: false, mac: '00:00:00:00:00:00', ips: [] },
+  qos: null,
+};
 
 class SwitchNetwork {
   readonly ports: SwitchPort[] = [];
@@ -58,6 +90,8 @@ class SwitchPort {
   readonly txLengths: Uint32Array;
   txCount = 0;
   txBytes = 0;
+  /** The last frame queued here, so a flood never queues one frame twice on a port. */
+  lastQueuedOffset = -1;
   constructor(
     readonly id: number,
     readonly network: SwitchNetwork,
@@ -66,10 +100,13 @@ class SwitchPort {
     readonly maxFrame: number,
     batchSize: number,
   ) {
-    // A flood queues each frame of a batch on a port at most once, so one batch's worth suffices.
     this.txOffsets = new Uint32Array(batchSize);
     this.txLengths = new Uint32Array(batchSize);
   }
+}
+
+export interface SwitchOptions {
+  vfp?: Partial<VfpOptions>;
 }
 
 export class Switch {
@@ -78,6 +115,15 @@ export class Switch {
   private readonly pending: SwitchPort[] = [];
   private pendingCount = 0;
   private batchCount = 0;
+  readonly vfp: Vfp;
+
+  // Per-frame scratch, reused: nothing on the frame path allocates.
+  private readonly key = new Uint32Array(KEY_WORDS);
+  private readonly origKey = new Uint32Array(KEY_WORDS);
+  private readonly sideKey = new Uint32Array(KEY_WORDS);
+  private readonly meta = new Int32Array(META_WORDS);
+  private readonly decision = new Decision();
+  private readonly conns: PendingConnections;
 
   constructor(
     private readonly io: FrameIo,
@@ -85,7 +131,12 @@ export class Switch {
     readonly macTable: MacTable,
     private readonly events: SwitchEvents,
     private readonly clock: () => number = () => performance.now(),
-  ) {}
+    opts: SwitchOptions = {},
+  ) {
+    const maxPorts = counters.length / COUNTER_COLUMNS;
+    this.vfp = new Vfp({ maxPorts, ...opts.vfp });
+    this.conns = new PendingConnections(maxPorts + 1);
+  }
 
   get batches(): number {
     return this.batchCount;
@@ -120,6 +171,7 @@ export class Switch {
     if (!net) throw new Error(`network id ${cfg.networkId} does not exist`);
     if (!Number.isInteger(cfg.portId) || cfg.portId < 0 || cfg.portId >= this.maxPorts) throw new RangeError(`port id ${cfg.portId} must be an integer below ${this.maxPorts}`);
     if (this.ports[cfg.portId]) throw new Error(`port id ${cfg.portId} exists already`);
+    this.vfp.setPolicy(cfg.portId, cfg.policy ?? OPEN_POLICY);
     const maxFrame = (cfg.mtu ?? 1500) + ETH_AND_VLAN_OVERHEAD;
     const port = new SwitchPort(cfg.portId, net, cfg.fd, cfg.name, maxFrame, this.io.batchSize);
     resetPortCounters(this.counters, cfg.portId);
@@ -134,10 +186,17 @@ export class Switch {
     list.splice(list.indexOf(port), 1);
     this.ports[portId] = undefined;
     this.macTable.flushPort(portId);
+    this.vfp.removePort(portId);
   }
 
   hasPort(portId: number): boolean {
     return this.ports[portId] !== undefined;
+  }
+
+  /** Replaces a port's policy at once; cached flows through it are re-evaluated on their next frame. */
+  setPolicy(portId: number, policy: PortPolicy): void {
+    if (!this.ports[portId]) throw new Error(`port id ${portId} does not exist`);
+    this.vfp.setPolicy(portId, policy);
   }
 
   /** One batch drained from `portId`: slots 0..count-1 of the io buffer. A negative count is -errno: the port stopped. */
@@ -156,56 +215,287 @@ export class Switch {
     const vnet = io.vnetHdrLen;
     const counters = this.counters;
     const row = portId * COUNTER_COLUMNS;
-    const network = ingress.network;
-    const networkId = network.id;
-    const macTable = this.macTable;
     const now = this.clock();
+    const key = this.key;
+    const meta = this.meta;
+    const flows = this.vfp.flows;
+    let batchBytes = 0;
 
     for (let slot = 0; slot < count; slot++) {
       const off = slot * slotSize + io.headroom;
       const len = lengths[slot];
       counters[row + RX_FRAMES]++;
       counters[row + RX_BYTES] += len;
-      const verdict = classifyFrame(buf, off, len, vnet > 0 ? off - vnet : -1, ingress.maxFrame);
+      batchBytes += len;
+      const vnetOff = vnet > 0 ? off - vnet : -1;
+      const verdict = classifyFrame(buf, off, len, vnetOff, ingress.maxFrame);
       if (verdict !== FRAME_OK) {
         counters[row + DROP_BASE + verdict]++;
         continue;
       }
-      const srcHi = (buf[off + 6] << 8) | buf[off + 7];
-      const srcLo = ((buf[off + 8] << 24) | (buf[off + 9] << 16) | (buf[off + 10] << 8) | buf[off + 11]) >>> 0;
-      macTable.learn(networkId, srcHi, srcLo, portId, now);
-
-      if ((buf[off] & 1) !== 0) {
-        this.flood(ingress, off, len, row);
-        continue;
-      }
-      const dstHi = (buf[off] << 8) | buf[off + 1];
-      const dstLo = ((buf[off + 2] << 24) | (buf[off + 3] << 16) | (buf[off + 4] << 8) | buf[off + 5]) >>> 0;
-      const egressId = macTable.lookup(networkId, dstHi, dstLo, now);
-      if (egressId < 0) {
-        this.flood(ingress, off, len, row);
-      } else if (egressId === portId) {
-        counters[row + DROP_BASE + DropReason.sameSegment]++;
+      extractKey(buf, off, len, key, meta);
+      if (meta[Meta.IP_VERSION] !== 0 && (buf[off] & 1) === 0) {
+        const hash = flows.hash(portId, key);
+        const e = flows.lookup(portId, key, hash);
+        if (e >= 0 && this.cachedValid(e, portId, now) && this.fastPath(e, ingress, off, len, vnetOff, now)) continue;
+        this.slowPath(ingress, off, len, vnetOff, hash, e, now);
       } else {
-        const egress = this.ports[egressId];
-        if (egress !== undefined) this.enqueue(egress, off, len);
-        else this.flood(ingress, off, len, row);
+        this.slowPath(ingress, off, len, vnetOff, 0, -1, now);
       }
     }
     this.flush();
+
+    const qos = this.vfp.qos;
+    if (qos.isConfigured(portId)) {
+      const waitMs = qos.debit(portId, batchBytes, now);
+      if (waitMs > 0 && this.events.pausePort) this.events.pausePort(portId, waitMs);
+    }
   }
 
-  private flood(ingress: SwitchPort, off: number, len: number, ingressRow: number): void {
-    const ports = ingress.network.ports;
-    let queued = 0;
-    for (let i = 0; i < ports.length; i++) {
-      const p = ports[i];
-      if (p !== ingress) {
-        this.enqueue(p, off, len);
-        queued++;
+  /** Is the cached decision of entry e still what the slow path would say? */
+  private cachedValid(e: number, portId: number, now: number): boolean {
+    const vfp = this.vfp;
+    const flows = vfp.flows;
+    const gen = vfp.generation;
+    if (flows.genIngress[e] !== gen[portId] || flows.macEpoch[e] !== this.macTable.epoch) return false;
+    const peer = flows.peerPort[e];
+    if (peer >= 0 && flows.genEgress[e] !== gen[peer]) return false;
+    const ct = vfp.conntrack;
+    const a = flows.ctOut[e];
+    if (a >= 0 && (ct.serial(a) !== flows.ctOutSerial[e] || !ct.alive(a, now))) return false;
+    const b = flows.ctIn[e];
+    if (b >= 0 && (ct.serial(b) !== flows.ctInSerial[e] || !ct.alive(b, now))) return false;
+    return true;
+  }
+
+  /** Applies cached entry e to the frame. False when the frame must take the slow path after all (a TCP restart). */
+  private fastPath(e: number, ingress: SwitchPort, off: number, len: number, vnetOff: number, now: number): boolean {
+    const vfp = this.vfp;
+    const flows = vfp.flows;
+    const egressId = flows.egress[e];
+    flows.packets[e]++;
+    flows.bytes[e] += len;
+    flows.lastSeen[e] = now;
+    if (egressId === NO_PORT) {
+      this.counters[flows.dropPort[e] * COUNTER_COLUMNS + DROP_BASE + flows.dropReason[e]]++;
+      return true;
+    }
+    const tcpFlags = this.meta[Meta.TCP_FLAGS];
+    const ct = vfp.conntrack;
+    const a = flows.ctOut[e];
+    if (a >= 0 && ct.update(a, DIR_OUT, tcpFlags, now) === CT_RESTART) return false;
+    const b = flows.ctIn[e];
+    if (b >= 0 && ct.update(b, DIR_IN, tcpFlags, now) === CT_RESTART) return false;
+    const meter = flows.meterBucket[e];
+    if (meter >= 0 && !vfp.meters.tryConsume(meter, len, now)) {
+      this.counters[ingress.id * COUNTER_COLUMNS + DROP_BASE + DropReason.meter]++;
+      return true;
+    }
+    const key = this.key;
+    this.macTable.learn(ingress.network.id, key[KeyWord.SRC_MAC_HI], key[KeyWord.SRC_MAC_LO], ingress.id, now);
+    const t = flows.transposition[e];
+    if (t >= 0) vfp.transpositions.apply(t, this.io.buffer, off, vnetOff, this.meta);
+    const egress = this.ports[egressId];
+    if (egress !== undefined) this.enqueue(egress, off, len);
+    return true;
+  }
+
+  /**
+   * Everything the flow table does not answer. `e` is the stale entry of this
+   * flow (or -1), reused when the result can be cached.
+   */
+  private slowPath(ingress: SwitchPort, off: number, len: number, vnetOff: number, hash: number, e: number, now: number): void {
+    const vfp = this.vfp;
+    const buf = this.io.buffer;
+    const key = this.key;
+    const meta = this.meta;
+    const d = this.decision;
+    const conns = this.conns;
+    const portId = ingress.id;
+    const isIp = meta[Meta.IP_VERSION] !== 0;
+    const cacheable = isIp && (buf[off] & 1) === 0;
+    vfp.stats.slowPathRuns++;
+    const orig = this.origKey;
+    for (let w = 0; w < KEY_WORDS; w++) orig[w] = key[w];
+    d.reset();
+    conns.count = 0;
+    const stateful = isIp ? conns : null;
+
+    const ingressPolicy = vfp.policies[portId]!;
+    const spoofed = spoofCheck(ingressPolicy, buf, off, key, meta);
+    if (spoofed !== 0) {
+      this.drop(e, hash, cacheable, portId, portId, -1, spoofed, now);
+      return;
+    }
+    const ctOut = vfp.evaluateSide(ingressPolicy, portId, DIR_OUT, key, meta, now, d, stateful, null);
+    if (d.verdict === Verdict.BLOCK) {
+      this.drop(e, hash, cacheable, portId, portId, -1, d.dropReason, now);
+      return;
+    }
+    const networkId = ingress.network.id;
+    this.macTable.learn(networkId, orig[KeyWord.SRC_MAC_HI], orig[KeyWord.SRC_MAC_LO], portId, now);
+
+    const dstHi = key[KeyWord.DST_MAC_HI];
+    const dstLo = key[KeyWord.DST_MAC_LO];
+    const multicast = (dstHi & 0x0100) !== 0;
+    const egressId = multicast ? -1 : this.macTable.lookup(networkId, dstHi, dstLo, now);
+    const egress = egressId >= 0 ? this.ports[egressId] : undefined;
+    if (egress === undefined) {
+      this.flood(ingress, off, len, vnetOff, now);
+      return;
+    }
+    if (egressId === portId) {
+      this.counters[portId * COUNTER_COLUMNS + DROP_BASE + DropReason.sameSegment]++;
+      return;
+    }
+    const ctIn = vfp.evaluateSide(vfp.policies[egressId]!, egressId, DIR_IN, key, meta, now, d, stateful, null);
+    if (d.verdict === Verdict.BLOCK) {
+      this.drop(e, hash, cacheable, portId, egressId, egressId, d.dropReason, now);
+      return;
+    }
+    if (!this.commitConnections(now)) return;
+    const meter = d.meterBucket;
+    const meterRefused = meter >= 0 && !vfp.meters.tryConsume(meter, len, now);
+    if (meterRefused) this.counters[portId * COUNTER_COLUMNS + DROP_BASE + DropReason.meter]++;
+
+    const transpositions = vfp.transpositions;
+    let t = -1;
+    if (d.rwFlags !== 0) {
+      t = cacheable ? transpositions.compile(d, orig) : -1;
+      if (t < 0) {
+        // Not cached (a flood, or the slab is full): this frame is rewritten, the next one comes back here.
+        transpositions.compileAt(transpositions.scratch, d, orig);
+        if (!meterRefused) transpositions.apply(transpositions.scratch, buf, off, vnetOff, meta);
+      } else if (!meterRefused) {
+        transpositions.apply(t, buf, off, vnetOff, meta);
       }
     }
-    if (queued === 0) this.counters[ingressRow + DROP_BASE + DropReason.noEgress]++;
+    if (cacheable && (d.rwFlags === 0 || t >= 0)) {
+      const entry = this.entryFor(e, portId, hash, now);
+      if (entry >= 0) {
+        const flows = vfp.flows;
+        const a = ctOut >= 0 ? ctOut : this.createdSlot(portId, DIR_OUT);
+        const b = ctIn >= 0 ? ctIn : this.createdSlot(egressId, DIR_IN);
+        flows.egress[entry] = egressId;
+        flows.peerPort[entry] = egressId;
+        flows.genEgress[entry] = vfp.generation[egressId];
+        flows.ctOut[entry] = a;
+        flows.ctOutSerial[entry] = a >= 0 ? vfp.conntrack.serial(a) : 0;
+        flows.ctIn[entry] = b;
+        flows.ctInSerial[entry] = b >= 0 ? vfp.conntrack.serial(b) : 0;
+        flows.transposition[entry] = t;
+        flows.meterBucket[entry] = meter;
+        flows.packets[entry] = 1;
+        flows.bytes[entry] = len;
+      } else {
+        transpositions.release(t);
+      }
+    }
+    if (!meterRefused) this.enqueue(egress, off, len);
+  }
+
+  private createdSlot(portId: number, dir: number): number {
+    const conns = this.conns;
+    for (let i = 0; i < conns.count; i++) if (conns.ports[i] === portId && conns.dirs[i] === dir) return conns.slots[i];
+    return -1;
+  }
+
+  private commitConnections(now: number): boolean {
+    const refusedAt = this.vfp.commit(this.conns, this.meta[Meta.TCP_FLAGS], now);
+    if (refusedAt < 0) return true;
+    this.counters[refusedAt * COUNTER_COLUMNS + DROP_BASE + DropReason.connLimit]++;
+    return false;
+  }
+
+  /** A flow-table entry for this frame's flow: the stale one, or a new one; -1 when the table is full. */
+  private entryFor(e: number, portId: number, hash: number, now: number): number {
+    const vfp = this.vfp;
+    const flows = vfp.flows;
+    if (e >= 0) {
+      vfp.transpositions.release(flows.transposition[e]);
+      vfp.stats.flowsRevalidated++;
+    } else {
+      e = flows.insert(portId, this.origKey, hash, now);
+      if (e < 0) {
+        vfp.stats.flowTableFull++;
+        return -1;
+      }
+      vfp.stats.flowsCreated++;
+    }
+    flows.genIngress[e] = vfp.generation[portId];
+    flows.macEpoch[e] = this.macTable.epoch;
+    flows.dropReason[e] = 0;
+    flows.dropPort[e] = -1;
+    flows.transposition[e] = -1;
+    flows.meterBucket[e] = -1;
+    flows.ctOut[e] = -1;
+    flows.ctIn[e] = -1;
+    return e;
+  }
+
+  /** Counts a policy drop on `dropPort` and, for a unicast IP flow, caches it. */
+  private drop(e: number, hash: number, cacheable: boolean, ingressId: number, dropPort: number, peer: number, reason: number, now: number): void {
+    this.counters[dropPort * COUNTER_COLUMNS + DROP_BASE + reason]++;
+    if (!cacheable) return;
+    const entry = this.entryFor(e, ingressId, hash, now);
+    if (entry < 0) return;
+    const flows = this.vfp.flows;
+    flows.egress[entry] = NO_PORT;
+    flows.dropReason[entry] = reason;
+    flows.dropPort[entry] = dropPort;
+    flows.peerPort[entry] = peer;
+    flows.genEgress[entry] = peer >= 0 ? this.vfp.generation[peer] : 0;
+    flows.packets[entry] = 1;
+    flows.bytes[entry] = 0;
+  }
+
+  /**
+   * Broadcast, multicast and unknown unicast: every other port of the network
+   * whose inbound policy allows the frame. The ingress side has been evaluated
+   * already; its rewrites are applied once, to the one buffer all ports share.
+   */
+  private flood(ingress: SwitchPort, off: number, len: number, vnetOff: number, now: number): void {
+    const vfp = this.vfp;
+    const d = this.decision;
+    const key = this.key;
+    const side = this.sideKey;
+    const meta = this.meta;
+    const isIp = meta[Meta.IP_VERSION] !== 0;
+    const stateful = isIp ? this.conns : null;
+    const ingressRw = d.rwFlags;
+    if (ingressRw !== 0) {
+      vfp.transpositions.compileAt(vfp.transpositions.scratch, d, this.origKey);
+    }
+    const ingressMeter = d.meterBucket;
+    const ports = ingress.network.ports;
+    let allowed = 0;
+    for (let i = 0; i < ports.length; i++) {
+      const p = ports[i];
+      p.lastQueuedOffset = -1;
+      if (p === ingress) continue;
+      for (let w = 0; w < KEY_WORDS; w++) side[w] = key[w];
+      vfp.evaluateSide(vfp.policies[p.id]!, p.id, DIR_IN, side, meta, now, d, stateful, null);
+      if (d.verdict === Verdict.BLOCK) {
+        this.counters[p.id * COUNTER_COLUMNS + DROP_BASE + d.dropReason]++;
+        continue;
+      }
+      p.lastQueuedOffset = off;
+      allowed++;
+    }
+    if (allowed === 0) {
+      if (ports.length <= 1) this.counters[ingress.id * COUNTER_COLUMNS + DROP_BASE + DropReason.noEgress]++;
+      return;
+    }
+    if (stateful !== null && !this.commitConnections(now)) return;
+    if (ingressMeter >= 0 && !vfp.meters.tryConsume(ingressMeter, len, now)) {
+      this.counters[ingress.id * COUNTER_COLUMNS + DROP_BASE + DropReason.meter]++;
+      return;
+    }
+    if (ingressRw !== 0) vfp.transpositions.apply(vfp.transpositions.scratch, this.io.buffer, off, vnetOff, meta);
+    for (let i = 0; i < ports.length; i++) {
+      const p = ports[i];
+      if (p.lastQueuedOffset === off) this.enqueue(p, off, len);
+    }
   }
 
   private enqueue(port: SwitchPort, off: number, len: number): void {
@@ -239,4 +529,148 @@ export class Switch {
     }
     this.pendingCount = 0;
   }
+
+  /** Flows matched per rule id of a port's policy. */
+  ruleHits(portId: number): Record<string, number> {
+    const hits: Record<string, number> = {};
+    for (const layer of this.vfp.policies[portId]?.layers ?? []) {
+      for (const group of layer.groups) for (const rule of group.rules) hits[rule.id] = (hits[rule.id] ?? 0) + rule.hits;
+    }
+    return hits;
+  }
+
+  /**
+   * Explains what the slow path would do with `frame` entering at `portId`
+   * (dir OUT: the container sends it; IN: it is delivered to the container),
+   * without sending it or creating state.
+   */
+  trace(portId: number, dir: number, frame: Uint8Array): SwitchTrace {
+    const port = this.ports[portId];
+    const policy = this.vfp.policies[portId];
+    if (!port || !policy) throw new Error(`port id ${portId} does not exist`);
+    const key = new Uint32Array(KEY_WORDS);
+    const meta = new Int32Array(META_WORDS);
+    const verdict = classifyFrame(frame, 0, frame.length, -1, 65535);
+    if (verdict !== FRAME_OK) return { steps: [{ action: 'block', detail: 'malformed frame' }], verdict: 'block', reason: verdict, egressPort: null, rewrite: null };
+    extractKey(frame, 0, frame.length, key, meta);
+    const orig = key.slice();
+    const steps: TraceStep[] = [];
+    const d = new Decision();
+    d.reset();
+    const side = (id: number, direction: number): boolean => {
+      const mark = steps.length;
+      this.vfp.evaluateSide(this.vfp.policies[id]!, id, direction, key, meta, this.clock(), d, null, steps);
+      for (let i = mark; i < steps.length; i++) {
+        steps[i].port = this.ports[id]?.name;
+        steps[i].direction = direction === DIR_OUT ? 'out' : 'in';
+      }
+      return d.verdict === Verdict.ALLOW;
+    };
+    const result = (verdict: 'allow' | 'block', reason: number, egressPort: number | 'flood' | null): SwitchTrace => ({
+      steps,
+      verdict,
+      reason,
+      egressPort,
+      rewrite: d.rwFlags !== 0 ? describeRewrite(d, orig) : null,
+    });
+    if (dir === DIR_IN) {
+      if (!side(portId, DIR_IN)) return result('block', d.dropReason, null);
+      return result('allow', 0, portId);
+    }
+    const spoofed = spoofCheck(policy, frame, 0, key, meta);
+    if (spoofed !== 0) {
+      steps.push({ port: port.name, direction: 'out', action: 'block', detail: "spoof guard: the source is not the endpoint's own" });
+      return result('block', spoofed, null);
+    }
+    if (!side(portId, DIR_OUT)) return result('block', d.dropReason, null);
+    const dstHi = key[KeyWord.DST_MAC_HI];
+    const egressId = (dstHi & 0x0100) !== 0 ? -1 : this.macTable.lookup(port.network.id, dstHi, key[KeyWord.DST_MAC_LO], this.clock());
+    if (egressId < 0 || !this.ports[egressId]) {
+      steps.push({ action: 'flood', detail: 'destination MAC not learned (or group address): every other port of the network, each through its inbound layers' });
+      return result('allow', 0, 'flood');
+    }
+    if (egressId === portId) return result('block', DropReason.sameSegment, null);
+    steps.push({ action: 'forward', detail: `destination MAC learned on ${this.ports[egressId]!.name}` });
+    if (!side(egressId, DIR_IN)) return result('block', d.dropReason, null);
+    return result('allow', 0, egressId);
+  }
+
+  /** Expires cached flows that are idle or whose connections are gone; a cache, so dropping an entry costs one slow path. */
+  sweepFlows(now: number, budget: number, idleMs: number): number {
+    const vfp = this.vfp;
+    const flows = vfp.flows;
+    const ct = vfp.conntrack;
+    const removed = flows.sweep(
+      budget,
+      (e) => {
+        if (now - flows.lastSeen[e] > idleMs) return true;
+        const a = flows.ctOut[e];
+        if (a >= 0 && (ct.serial(a) !== flows.ctOutSerial[e] || !ct.alive(a, now))) return true;
+        const b = flows.ctIn[e];
+        return b >= 0 && (ct.serial(b) !== flows.ctInSerial[e] || !ct.alive(b, now));
+      },
+      (e) => vfp.transpositions.release(flows.transposition[e]),
+    );
+    vfp.stats.flowsExpired += removed;
+    return removed;
+  }
+
+  /** The cached flows, optionally only those entering or leaving through one port (control path). */
+  flowEntries(now: number, portId?: number): SwitchFlow[] {
+    const flows = this.vfp.flows;
+    const key = new Uint32Array(KEY_WORDS);
+    const out: SwitchFlow[] = [];
+    for (const e of flows.liveEntries()) {
+      const ingress = flows.ingressPort(e);
+      const egress = flows.egress[e];
+      if (portId !== undefined && ingress !== portId && egress !== portId && flows.dropPort[e] !== portId) continue;
+      out.push({
+        ingressPort: ingress,
+        egressPort: egress === NO_PORT ? null : egress,
+        dropReason: egress === NO_PORT ? flows.dropReason[e] : 0,
+        key: Array.from(flows.keyOf(e, key)),
+        packets: flows.packets[e],
+        bytes: flows.bytes[e],
+        ageSeconds: Math.round((now - flows.created[e]) / 100) / 10,
+        idleSeconds: Math.round((now - flows.lastSeen[e]) / 100) / 10,
+        rewrite: flows.transposition[e] >= 0,
+      });
+    }
+    return out;
+  }
+}
+
+export interface SwitchTrace {
+  steps: TraceStep[];
+  verdict: 'allow' | 'block';
+  reason: number;
+  egressPort: number | 'flood' | null;
+  rewrite: Record<string, string | number> | null;
+}
+
+export interface SwitchFlow {
+  ingressPort: number;
+  egressPort: number | null;
+  dropReason: number;
+  /** The flow key words (src/vfp/key.ts). */
+  key: number[];
+  packets: number;
+  bytes: number;
+  ageSeconds: number;
+  idleSeconds: number;
+  rewrite: boolean;
+}
+
+function describeRewrite(d: Decision, orig: Uint32Array): Record<string, string | number> {
+  const mac = (hi: number, lo: number) =>
+    [hi >>> 8, hi & 0xff, lo >>> 24, (lo >>> 16) & 0xff, (lo >>> 8) & 0xff, lo & 0xff].map((b) => b.toString(16).padStart(2, '0')).join(':');
+  const ip = (v: number) => [v >>> 24, (v >>> 16) & 0xff, (v >>> 8) & 0xff, v & 0xff].join('.');
+  const out: Record<string, string | number> = {};
+  if (d.rwFlags & Rewrite.SRC_MAC) out.srcMac = mac(d.srcMacHi, d.srcMacLo);
+  if (d.rwFlags & Rewrite.DST_MAC) out.dstMac = mac(d.dstMacHi, d.dstMacLo);
+  if (d.rwFlags & Rewrite.SRC_IP) out.srcIp = `${ip(orig[KeyWord.SRC_IP])} -> ${ip(d.srcIp)}`;
+  if (d.rwFlags & Rewrite.DST_IP) out.dstIp = `${ip(orig[KeyWord.DST_IP])} -> ${ip(d.dstIp)}`;
+  if (d.rwFlags & Rewrite.SRC_PORT) out.srcPort = d.srcPort;
+  if (d.rwFlags & Rewrite.DST_PORT) out.dstPort = d.dstPort;
+  return out;
 }

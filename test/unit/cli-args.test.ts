@@ -72,9 +72,28 @@ test('formatDrops lists only the reasons that happened, after the total', (t) =>
   t.is(formatDrops({ runt: 1, txFailed: 2, badArp: 0 }), '3 (runt=1, txFailed=2)');
 });
 
-test('formatSwitchStats puts entries over the limit first', (t) => {
-  const out = formatSwitchStats({ macTable: { entries: 3, maxEntries: 8192, learned: 5, moved: 1 }, batches: 7, ports: 2 });
-  t.is(out, 'MAC table: entries 3/8192, learned 5, moved 1\nswitch: ports 2, batches 7');
+const vfp = {
+  flows: 4,
+  flowCapacity: 1024,
+  flowsCreated: 6,
+  flowsRevalidated: 1,
+  flowsExpired: 2,
+  flowTableFull: 0,
+  slowPathRuns: 9,
+  connections: { created: 3, expired: 1, refused: 5, restarted: 0, live: 2 },
+};
+
+test('formatSwitchStats puts entries over the limit first, then flows and connections', (t) => {
+  const out = formatSwitchStats({ macTable: { entries: 3, maxEntries: 8192, learned: 5, moved: 1 }, batches: 7, ports: 2, vfp });
+  t.is(
+    out,
+    [
+      'MAC table: entries 3/8192, learned 5, moved 1',
+      'switch: ports 2, batches 7',
+      'flows: 4/1024 cached, created 6, re-evaluated 1, expired 2, slow path 9, uncached 0',
+      'connections: 2 live, created 3, expired 1, refused 5',
+    ].join('\n'),
+  );
 });
 
 test('formatStats prints the port table, a blank line, then the switch counters', (t) => {
@@ -82,7 +101,7 @@ test('formatStats prints the port table, a blank line, then the switch counters'
     ports: [
       { endpoint: 'abc', network: 'n', netns: 'c1', ifname: 'eth0', rxFrames: 1, rxBytes: 60, txFrames: 2, txBytes: 120, drops: { noEgress: 1 }, dropsTotal: 1 },
     ],
-    switch: { macTable: { entries: 1, maxEntries: 10 }, batches: 1, ports: 1 },
+    switch: { macTable: { entries: 1, maxEntries: 10 }, batches: 1, ports: 1, vfp },
   };
   const lines = formatStats(stats).split('\n');
   t.is(lines[0], 'ENDPOINT  NETWORK  NETNS/IF  RX-FRAMES  RX-BYTES  TX-FRAMES  TX-BYTES  DROPS');

@@ -7,6 +7,7 @@ import { constants } from 'node:os';
 import { Command, Option } from 'commander';
 import pino, { type Logger } from 'pino';
 import pretty from 'pino-pretty';
+import { CliError } from '../errors.js';
 import { leafSocketOption, socketOf } from './common.js';
 
 interface DaemonCommandOptions {
@@ -14,6 +15,8 @@ interface DaemonCommandOptions {
   defaultSubnet: string;
   logLevel: string;
   pretty?: boolean;
+  maxFlows: string;
+  maxConnectionsPerPort: string;
 }
 
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
@@ -27,6 +30,8 @@ export function daemonCommand(): Command {
     .option('--default-subnet <cidr>', 'subnet of the default network', '10.88.0.0/24')
     .addOption(new Option('--log-level <level>', 'least severe log level written').choices(LOG_LEVELS).default('info'))
     .option('--pretty', 'human-readable, colored logs instead of JSON lines')
+    .option('--max-flows <n>', 'entries of the unified flow table (cached flows)', '1048576')
+    .option('--max-connections-per-port <n>', 'tracked connections per endpoint; new ones beyond it are dropped and counted', '500000')
     .addHelpText('after', '\nExample:\n  sudo -E vsw daemon --default-network --pretty')
     .action(async (opts: DaemonCommandOptions, command: Command) => {
       await runDaemon(socketOf(command), opts);
@@ -34,18 +39,27 @@ export function daemonCommand(): Command {
 }
 
 async function runDaemon(socketPath: string, opts: DaemonCommandOptions): Promise<void> {
+  const maxFlows = positiveInt(opts.maxFlows, '--max-flows', 16);
+  const maxConnectionsPerPort = positiveInt(opts.maxConnectionsPerPort, '--max-connections-per-port', 1);
   const logger = makeLogger(opts.logLevel, opts.pretty ?? false);
   const { Daemon } = await import('../../service/daemon.js');
   const daemon = await Daemon.start({
     socketPath,
     logger,
     defaultNetwork: opts.defaultNetwork ? { name: 'default', subnet: opts.defaultSubnet } : undefined,
+    dataPlane: { maxFlows, maxConnectionsPerPort },
     onFatal: (err, d) => {
       logger.fatal({ err }, 'the data plane died: stopping');
       void d.stop().finally(() => process.exit(1));
     },
   });
   stopOnSignals(() => daemon.stop(), logger);
+}
+
+function positiveInt(text: string, flag: string, min: number): number {
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || n < min || n > 1 << 26) throw new CliError(`${flag} ${text} is not usable: give a whole number from ${min} to ${1 << 26}.`);
+  return n;
 }
 
 /** First signal: a clean stop, then exit 0. A second one while stopping: exit at once. */

@@ -19,6 +19,7 @@ export function endpointCommand(): Command {
     .option('--mac <mac>', 'MAC address for the interface (default: derived from the IP)')
     .option('--ifname <name>', 'interface name inside the namespace (default: the first free ethN)')
     .option('--name <name>', 'endpoint name (default: NETNS-IFNAME)')
+    .option('--no-spoof-guard', 'let the endpoint send from any MAC and IP (default: only its own)')
     .addOption(leafSocketOption())
     .addHelpText('after', '\nExample:\n  sudo ip netns add c1\n  vsw endpoint create --network default --netns c1 --ip 10.88.0.10')
     .action(async (opts: CreateOptions, command: Command) => {
@@ -68,5 +69,6 @@ function createRequest(opts: CreateOptions): CreateEndpointRequest {
   for (const key of ['ip', 'mac', 'ifname', 'name'] as const) {
     if (opts[key] !== undefined) body[key] = opts[key];
   }
+  if (opts.spoofGuard === false) body.spoofGuard = false;
   return body;
 }

@@ -22,6 +22,7 @@ interface RunOptions {
   name?: string;
   ip?: string;
   mac?: string;
+  spoofGuard?: boolean;
 }
 
 export function runCommand(): Command {
@@ -31,6 +32,7 @@ export function runCommand(): Command {
     .option('--name <name>', 'compartment name (default: vsw- and 8 random hex digits)')
     .option('--ip <address>', 'address of the compartment, e.g. 10.88.0.5 (default: the next free one)')
     .option('--mac <mac>', 'MAC address of the compartment (default: derived from the IP)')
+    .option('--no-spoof-guard', 'let the compartment send from any MAC and IP (default: only its own)')
     .addOption(leafSocketOption())
     .argument('<command...>', 'the command to run and its arguments')
     // Everything from the command on belongs to it: `vsw run --network n ping -c 1 x` needs no `--`.
@@ -62,6 +64,7 @@ function endpointRequest(opts: RunOptions, netns: string): CreateEndpointRequest
   const body: CreateEndpointRequest = { network: opts.network, netns };
   if (opts.ip !== undefined) body.ip = opts.ip;
   if (opts.mac !== undefined) body.mac = opts.mac;
+  if (opts.spoofGuard === false) body.spoofGuard = false;
   return body;
 }
 

@@ -1,0 +1,317 @@
+/**
+ * Endpoint policies: ACL rules, layers, groups, QoS caps and the spoof guard.
+ * Each change builds the endpoint's whole new PortPolicy, validates it,
+ * hands it to the data plane, and only then records it: a refused change
+ * (4xx) or a data-plane failure leaves the policy that was running in place.
+ */
+import type { Logger } from 'pino';
+import { EtherType } from '../packet/ethernet.js';
+import { DROP_REASON_NAMES } from '../packet/drop-reasons.js';
+import type { SwitchFlow } from '../switch/dataplane.js';
+import { KeyWord } from '../vfp/key.js';
+import {
+  DEFAULT_GROUP,
+  DEFAULT_LAYER,
+  PolicyError,
+  validateLayer,
+  validateQos,
+  validateRule,
+  type GroupSpec,
+  type LayerSpec,
+  type PortPolicy,
+  type RuleSpec,
+} from '../vfp/policy.js';
+import { formatRate } from '../vfp/rate.js';
+import { buildTraceFrame, formatTracePacket, parseTracePacket } from '../vfp/trace-packet.js';
+import type {
+  AclRule,
+  AddAclRuleRequest,
+  EndpointPolicy,
+  FlowEntry,
+  FlowsResponse,
+  PutGroupRequest,
+  PutLayerRequest,
+  QosPolicy,
+  SpoofGuardPolicy,
+  TraceRequest,
+  TraceResponse,
+} from './api-types.js';
+import { ApiError, badRequest, notFound } from './errors.js';
+import type { Mutex } from './mutex.js';
+import type { DataPlaneHandle } from './service.js';
+import type { EndpointRecord, State } from './state.js';
+
+/** A sentence from the policy model is the whole 400 answer. */
+function refuse(err: unknown): never {
+  if (err instanceof PolicyError) throw badRequest(err.message);
+  throw err;
+}
+
+export class PolicyService {
+  private nextRuleId = 1;
+
+  constructor(
+    private readonly state: State,
+    private readonly dataPlane: DataPlaneHandle,
+    private readonly mutex: Mutex,
+    private readonly logger: Logger,
+  ) {}
+
+  /** Applies `change` to a copy of the endpoint's policy; installs and records it only if all is well. */
+  private update<T>(idOrName: string, change: (policy: PortPolicy, record: EndpointRecord) => T): Promise<T> {
+    return this.mutex.run(async () => {
+      const record = this.state.requireEndpoint(idOrName);
+      const next = structuredClone(record.policy);
+      let result: T;
+      try {
+        result = change(next, record);
+        next.layers = next.layers.map(validateLayer);
+      } catch (err) {
+        refuse(err);
+      }
+      try {
+        await this.dataPlane.setPolicy(record.endpoint.portId, next);
+      } catch (err) {
+        // The data plane compiles what we validated; a refusal here (e.g. meters exhausted) is still the caller's to fix.
+        throw badRequest(`the data plane refused the policy: ${(err as Error).message.replace(/\.$/, '')}.`);
+      }
+      record.policy = next;
+      this.logger.info({ endpoint: record.endpoint.id, portId: record.endpoint.portId }, 'policy updated');
+      return result;
+    });
+  }
+
+  policyOf(idOrName: string): EndpointPolicy {
+    const record = this.state.requireEndpoint(idOrName);
+    return {
+      endpoint: record.endpoint.id,
+      layers: record.policy.layers,
+      spoofGuard: {
+        enabled: record.policy.spoofGuard.enabled,
+        allowedIps: record.policy.spoofGuard.ips.filter((ip) => ip !== record.endpoint.ip),
+      },
+      qos: qosView(record.policy),
+    };
+  }
+
+  addAclRule(idOrName: string, req: AddAclRuleRequest): Promise<AclRule> {
+    return this.update(idOrName, (policy, record) => {
+      if (typeof req !== 'object' || req === null) throw new PolicyError('the rule must be a JSON object.');
+      const { layer: layerName = DEFAULT_LAYER, group: groupName = DEFAULT_GROUP, ...spec } = req;
+      const id = spec.id ?? `r${this.nextRuleId++}`;
+      if (findRule(policy, id)) throw new PolicyError(`rule id ${id} exists already on this endpoint: pick another id or leave it out.`);
+      const rule = validateRule({ ...spec, id } as RuleSpec);
+      const layer = layerNamed(policy, layerName, true);
+      let group = layer.groups.find((g) => g.name === groupName);
+      if (!group) {
+        group = { name: groupName, priority: 100, rules: [] };
+        layer.groups.push(group);
+      }
+      group.rules.push(rule);
+      return aclView(record, layer, group, rule, 0);
+    });
+  }
+
+  async listAcl(idOrName: string): Promise<AclRule[]> {
+    const record = this.state.requireEndpoint(idOrName);
+    const hits = await this.dataPlane.ruleHits(record.endpoint.portId);
+    const out: AclRule[] = [];
+    for (const layer of record.policy.layers) {
+      for (const group of layer.groups) for (const rule of group.rules) out.push(aclView(record, layer, group, rule, hits[rule.id!] ?? 0));
+    }
+    return out;
+  }
+
+  removeAclRule(idOrName: string, ruleId: string): Promise<void> {
+    return this.update(idOrName, (policy, record) => {
+      const found = findRule(policy, ruleId);
+      if (!found) throw notFound(`rule ${ruleId} not found on endpoint ${record.endpoint.name}: list rules with \`vsw policy acl ls ${record.endpoint.name}\`.`);
+      found.group.rules.splice(found.group.rules.indexOf(found.rule), 1);
+    });
+  }
+
+  putLayer(idOrName: string, name: string, req: PutLayerRequest): Promise<LayerSpec> {
+    return this.update(idOrName, (policy) => {
+      const layer = layerNamed(policy, name, true);
+      if (req.priority !== undefined) layer.priority = req.priority;
+      if (req.defaultIn !== undefined) layer.defaultIn = req.defaultIn;
+      if (req.defaultOut !== undefined) layer.defaultOut = req.defaultOut;
+      return validateLayer(layer);
+    });
+  }
+
+  removeLayer(idOrName: string, name: string): Promise<void> {
+    return this.update(idOrName, (policy, record) => {
+      const i = policy.layers.findIndex((l) => l.name === name);
+      if (i < 0) throw notFound(`layer ${name} not found on endpoint ${record.endpoint.name}: see \`vsw policy show ${record.endpoint.name}\`.`);
+      policy.layers.splice(i, 1);
+    });
+  }
+
+  putGroup(idOrName: string, layerName: string, groupName: string, req: PutGroupRequest): Promise<GroupSpec> {
+    return this.update(idOrName, (policy) => {
+      if (typeof req !== 'object' || req === null || !Array.isArray(req.rules)) throw new PolicyError('the group needs a "rules" array (it may be empty).');
+      const layer = layerNamed(policy, layerName, true);
+      const rules = req.rules.map((r) => ({ ...r, id: r.id ?? `r${this.nextRuleId++}` }));
+      const group: GroupSpec = { ...req, name: groupName, priority: req.priority ?? 100, rules };
+      const others = policy.layers.flatMap((l) => l.groups.filter((g) => !(l === layer && g.name === groupName)));
+      for (const r of rules) {
+        if (others.some((g) => g.rules.some((o) => o.id === r.id))) throw new PolicyError(`rule id ${r.id} is used in another group of this endpoint: give it another id.`);
+      }
+      const i = layer.groups.findIndex((g) => g.name === groupName);
+      if (i >= 0) layer.groups[i] = group;
+      else layer.groups.push(group);
+      return group;
+    });
+  }
+
+  removeGroup(idOrName: string, layerName: string, groupName: string): Promise<void> {
+    return this.update(idOrName, (policy, record) => {
+      const layer = policy.layers.find((l) => l.name === layerName);
+      const i = layer ? layer.groups.findIndex((g) => g.name === groupName) : -1;
+      if (!layer || i < 0) throw notFound(`group ${groupName} not found in layer ${layerName} of endpoint ${record.endpoint.name}: see \`vsw policy show ${record.endpoint.name}\`.`);
+      layer.groups.splice(i, 1);
+    });
+  }
+
+  setQos(idOrName: string, req: QosPolicy): Promise<QosPolicy> {
+    return this.update(idOrName, (policy) => {
+      policy.qos = validateQos(req.maxEgress, req.burst);
+      return qosView(policy)!;
+    });
+  }
+
+  clearQos(idOrName: string): Promise<void> {
+    return this.update(idOrName, (policy) => {
+      policy.qos = null;
+    });
+  }
+
+  setSpoofGuard(idOrName: string, req: SpoofGuardPolicy): Promise<SpoofGuardPolicy> {
+    return this.update(idOrName, (policy, record) => {
+      const extra = req.allowedIps ?? [];
+      for (const ip of extra) {
+        if (!/^\d{1,3}(\.\d{1,3}){3}$/.test(ip) || ip.split('.').some((o) => Number(o) > 255)) {
+          throw new PolicyError(`allowed address "${ip}" is not an IPv4 address: write four numbers such as 10.88.0.9.`);
+        }
+      }
+      policy.spoofGuard = { enabled: req.enabled, mac: record.endpoint.mac, ips: [record.endpoint.ip, ...extra.filter((ip) => ip !== record.endpoint.ip)] };
+      return { enabled: req.enabled, allowedIps: extra };
+    });
+  }
+
+  async flows(endpoint?: string): Promise<FlowsResponse> {
+    const portFilter = endpoint === undefined ? undefined : this.state.requireEndpoint(endpoint).endpoint.portId;
+    const [entries, counters] = await Promise.all([this.dataPlane.flows(portFilter), this.dataPlane.switchCounters()]);
+    const byPort = new Map<number, string>();
+    for (const { endpoint: ep } of this.state.endpoints.values()) byPort.set(ep.portId, ep.id);
+    return { flows: entries.map((f) => flowView(f, byPort)), stats: counters.vfp };
+  }
+
+  async trace(req: TraceRequest): Promise<TraceResponse> {
+    const record = this.state.requireEndpoint(req.endpoint);
+    if (req.direction !== 'in' && req.direction !== 'out') throw badRequest(`direction "${String(req.direction)}" is not known: pass --in or --out.`);
+    let packet;
+    try {
+      packet = parseTracePacket(req.packet);
+    } catch (err) {
+      refuse(err);
+    }
+    const peers = this.state.endpointsOn(record.endpoint.network);
+    const macOf = (ip: string, fallback: string) => peers.find((r) => r.endpoint.ip === ip)?.endpoint.mac ?? fallback;
+    const self = record.endpoint.mac;
+    const frame =
+      req.direction === 'out'
+        ? buildTraceFrame(packet, self, macOf(packet.dst, 'ff:ff:ff:ff:ff:ff'))
+        : buildTraceFrame(packet, macOf(packet.src, '02:00:00:00:00:01'), self);
+    const result = await this.dataPlane.trace(record.endpoint.portId, req.direction, frame);
+    const names = new Map<string, string>();
+    for (const { endpoint: ep } of this.state.endpoints.values()) names.set(`${ep.netns}/${ep.ifname}`, ep.name);
+    const egress =
+      result.egressPort === null
+        ? null
+        : result.egressPort === 'flood'
+          ? 'flood'
+          : ([...this.state.endpoints.values()].find((r) => r.endpoint.portId === result.egressPort)?.endpoint.id ?? null);
+    return {
+      packet: formatTracePacket(packet),
+      steps: result.steps.map(({ port, ...step }) => ({ ...(port !== undefined ? { endpoint: names.get(port) ?? port } : {}), ...step })),
+      verdict: result.verdict,
+      ...(result.verdict === 'block' ? { dropReason: DROP_REASON_NAMES[result.reason] ?? String(result.reason) } : {}),
+      egress,
+      rewrite: result.rewrite,
+    };
+  }
+}
+
+function layerNamed(policy: PortPolicy, name: string, create: boolean): LayerSpec {
+  let layer = policy.layers.find((l) => l.name === name);
+  if (!layer && create) {
+    const priority = policy.layers.length === 0 ? 100 : Math.min(65535, Math.max(...policy.layers.map((l) => l.priority)) + 100);
+    layer = { name, priority, defaultIn: 'allow', defaultOut: 'allow', groups: [] };
+    policy.layers.push(layer);
+  }
+  if (!layer) throw new ApiError(404, `layer ${name} not found.`);
+  return layer;
+}
+
+function findRule(policy: PortPolicy, id: string): { layer: LayerSpec; group: GroupSpec; rule: RuleSpec } | undefined {
+  for (const layer of policy.layers) {
+    for (const group of layer.groups) {
+      const rule = group.rules.find((r) => r.id === id);
+      if (rule) return { layer, group, rule };
+    }
+  }
+  return undefined;
+}
+
+function aclView(record: EndpointRecord, layer: LayerSpec, group: GroupSpec, rule: RuleSpec, hits: number): AclRule {
+  return { ...rule, id: rule.id!, endpoint: record.endpoint.id, layer: layer.name, group: group.name, hits };
+}
+
+function qosView(policy: PortPolicy): QosPolicy | null {
+  if (!policy.qos) return null;
+  return { maxEgress: formatRate(policy.qos.maxEgressBps), burst: `${policy.qos.burstBytes}b` };
+}
+
+const PROTO_NAMES: Record<number, string> = { 1: 'icmp', 6: 'tcp', 17: 'udp', 58: 'icmpv6' };
+
+function ipOf(key: number[], base: number, v6: boolean): string {
+  if (!v6) {
+    const v = key[base];
+    return [v >>> 24, (v >>> 16) & 0xff, (v >>> 8) & 0xff, v & 0xff].join('.');
+  }
+  const parts: string[] = [];
+  for (let i = 0; i < 4; i++) parts.push((key[base + i] >>> 16).toString(16), (key[base + i] & 0xffff).toString(16));
+  return parts.join(':').replace(/\b(?:0:){2,}/, ':');
+}
+
+function flowView(f: SwitchFlow, byPort: Map<number, string>): FlowEntry {
+  const key = f.key;
+  const v6 = key[KeyWord.ETH_VLAN] >>> 16 === EtherType.IPv6;
+  const protocol = key[KeyWord.PROTO] >>> 24;
+  const src = ipOf(key, KeyWord.SRC_IP, v6);
+  const dst = ipOf(key, KeyWord.DST_IP, v6);
+  const srcPort = key[KeyWord.PORTS] >>> 16;
+  const dstPort = key[KeyWord.PORTS] & 0xffff;
+  const hasPorts = protocol === 6 || protocol === 17;
+  const name = PROTO_NAMES[protocol] ?? `proto ${protocol}`;
+  const flow = hasPorts ? `${name} ${src}:${srcPort} > ${dst}:${dstPort}` : `${name} ${src} > ${dst}`;
+  return {
+    endpoint: byPort.get(f.ingressPort) ?? String(f.ingressPort),
+    egress: f.egressPort === null ? null : (byPort.get(f.egressPort) ?? String(f.egressPort)),
+    action: f.egressPort === null ? 'drop' : 'forward',
+    ...(f.egressPort === null ? { dropReason: DROP_REASON_NAMES[f.dropReason] ?? String(f.dropReason) } : {}),
+    flow,
+    protocol,
+    src,
+    dst,
+    srcPort,
+    dstPort,
+    packets: f.packets,
+    bytes: f.bytes,
+    ageSeconds: f.ageSeconds,
+    idleSeconds: f.idleSeconds,
+    rewrite: f.rewrite ? { cached: 'yes' } : null,
+  };
+}

@@ -1,0 +1,613 @@
+/**
+ * Connection tracking per switch port, as a cloud security group does it: a
+ * connection that policy allowed once carries its return traffic, and TCP
+ * state (SYN, FIN, RST) plus idle timeouts decide when it is gone.
+ *
+ * One table serves every port and the port id is part of the key, so the
+ * bound is global and a port's share is only a counter. A connection is keyed
+ * from the port's point of view (local = the container's side), which makes a
+ * packet and its reply land on the same entry without a second lookup or a
+ * second entry per direction.
+ *
+ * Memory layout, chosen so a million connections cost the garbage collector
+ * nothing and a lookup plus update touch one cache line:
+ *   - a slab of fixed 64-byte records (16 u32 words) in one Uint32Array; a
+ *     slot number is stable for the life of a connection, so the flow table
+ *     can cache (slot, serial) instead of the key;
+ *   - a separate open-addressing index (linear probing, load <= 0.5,
+ *     backward-shift deletion as in src/switch/mac-table.ts) of slot numbers,
+ *     each tagged with high hash bits so a probe that is not ours is rejected
+ *     without reading the record;
+ *   - free slots are chained through their FLAGS word, so the free list costs
+ *     no memory of its own.
+ * That is 64 bytes of record plus 8 bytes of index per connection.
+ *
+ * Timestamps are deciseconds (u32): every timeout is whole seconds, so a tenth
+ * of a second is precision enough and half the size of a Float64.
+ *
+ * The hash is seeded at random per table: remote ports are chosen by whoever
+ * sends the traffic, and a fixed hash would let them build long probe chains.
+ *
+ * TCP is followed by flags only, not sequence numbers: enough to give a
+ * closed connection a short life and a half-open one a bounded life, which is
+ * what a security group needs; it is not a firewall's window tracking.
+ */
+import { formatIpv4Addr, IpProtocol } from '../packet/ipv4.js';
+import { EtherType } from '../packet/ethernet.js';
+import { formatIpv6Addr } from '../packet/ipv6.js';
+import { KeyWord } from './key.js';
+
+export const Dir = { OUT: 0, IN: 1 } as const;
+export type Dir = (typeof Dir)[keyof typeof Dir];
+
+/** 0 means a free slot. TCP states are 1..7 so update() tells TCP apart with one compare. */
+export const CtState = {
+  SYN_SENT: 1,
+  SYN_RECV: 2,
+  ESTABLISHED: 3,
+  FIN_WAIT: 4,
+  CLOSING: 5,
+  TIME_WAIT: 6,
+  CLOSED: 7,
+  UDP_UNREPLIED: 8,
+  UDP_REPLIED: 9,
+  ICMP: 10,
+  OTHER: 11,
+} as const;
+
+const STATE_NAMES: string[] = [];
+for (const [name, value] of Object.entries(CtState)) STATE_NAMES[value] = name;
+
+export function ctStateName(state: number): string {
+  return STATE_NAMES[state] ?? 'NONE';
+}
+
+/** Idle timeouts in seconds. */
+export interface ConntrackTimeouts {
+  tcpEstablished: number;
+  /** Half-open (SYN_SENT, SYN_RECV) and closing (FIN_WAIT, CLOSING). */
+  tcpTransitory: number;
+  tcpTimeWait: number;
+  /** After a RST. */
+  tcpClosed: number;
+  /** UDP once the reply direction has been seen. */
+  udp: number;
+  /** UDP that has only been seen in its first direction (a scan or a lost reply ties up less). */
+  udpUnreplied: number;
+  icmp: number;
+  other: number;
+}
+
+export const DEFAULT_TIMEOUTS: Readonly<ConntrackTimeouts> = Object.freeze({
+  tcpEstablished: 7200,
+  tcpTransitory: 30,
+  tcpTimeWait: 10,
+  tcpClosed: 5,
+  udp: 60,
+  udpUnreplied: 30,
+  icmp: 30,
+  other: 60,
+});
+
+export interface ConntrackOptions {
+  /** Total entries across all ports; default 1_048_576. */
+  capacity?: number;
+  /** Entries one port may hold; default 500_000. */
+  maxPerPort?: number;
+  /** Port ids are below this; default 4096. */
+  maxPorts?: number;
+  timeouts?: Partial<ConntrackTimeouts>;
+}
+
+export interface ConntrackCounters {
+  created: number;
+  expired: number;
+  refused: number;
+  restarted: number;
+  live: number;
+}
+
+export interface ConntrackEntry {
+  portId: number;
+  origin: 'out' | 'in';
+  state: string;
+  protocol: number;
+  local: string;
+  remote: string;
+  localPort: number;
+  remotePort: number;
+  /** ICMP/ICMPv6 echo identifier, present only for echo connections. */
+  echoId?: number;
+  idleSeconds: number;
+}
+
+/** create() at the table's or the port's bound. */
+export const CT_REFUSED = -1;
+/** update(): a new connection reuses a dead tuple; the caller removes the entry and starts over. */
+export const CT_RESTART = -2;
+
+export const TcpFlag = { FIN: 0x01, SYN: 0x02, RST: 0x04, ACK: 0x10 } as const;
+
+// Record layout (u32 words).
+const STRIDE = 16;
+const SHIFT = 4;
+const R_HASH = 0;
+/** portId << 8 | IP protocol */
+const R_PORT_PROTO = 1;
+/** TCP/UDP: local port << 16 | remote port; ICMP echo: ECHO | identifier; else 0 */
+const R_L4 = 2;
+const R_ETHERTYPE = 3;
+const R_LOCAL = 4;
+const R_REMOTE = 8;
+const KEY_FIRST = R_PORT_PROTO;
+const KEY_END = R_REMOTE + 4;
+const R_LAST = 12;
+const R_STATE = 13;
+/** Live: the F_* bits. Free: next free slot + 1 (0 ends the list). */
+const R_FLAGS = 14;
+const R_SERIAL = 15;
+
+/** Set in R_L4 for echo so an echo with identifier 0 is not the addresses-only ICMP connection. */
+const ECHO = 0x10000;
+
+const F_ORIGIN_IN = 1;
+const F_FIN_ORIGIN = 2;
+const F_FIN_REPLY = 4;
+/** The first FIN came from the reply side; the final ACK is expected from that side. */
+const F_FIRST_FIN_REPLY = 8;
+
+/** Slots a full create() looks at for dead entries before it refuses: bounded work per refused packet. */
+const RECLAIM_BUDGET = 64;
+
+const MAX_CAPACITY = 1 << 26;
+
+export class Conntrack {
+  readonly capacity: number;
+  readonly maxPerPort: number;
+  readonly maxPorts: number;
+  readonly timeouts: Readonly<ConntrackTimeouts>;
+  private readonly rec: Uint32Array;
+  private readonly index: Int32Array;
+  private readonly mask: number;
+  private readonly slotBits: number;
+  private readonly slotMask: number;
+  private readonly tagShift: number;
+  private readonly perPort: Uint32Array;
+  /** Idle timeout in deciseconds, by state. */
+  private readonly timeoutDs: Uint32Array;
+  /** The canonical key of the packet at hand, in record layout. */
+  private readonly s = new Uint32Array(STRIDE);
+  private readonly seed: number;
+  private freeHead = -1;
+  private count = 0;
+  private cursor = 0;
+  private createdCount = 0;
+  private expiredCount = 0;
+  private refusedCount = 0;
+  private restartedCount = 0;
+
+  constructor(opts: ConntrackOptions = {}) {
+    this.capacity = opts.capacity ?? 1_048_576;
+    this.maxPerPort = opts.maxPerPort ?? 500_000;
+    this.maxPorts = opts.maxPorts ?? 4096;
+    if (!Number.isInteger(this.capacity) || this.capacity < 1 || this.capacity > MAX_CAPACITY) {
+      throw new RangeError(`capacity must be an integer from 1 to ${MAX_CAPACITY}`);
+    }
+    if (!Number.isInteger(this.maxPerPort) || this.maxPerPort < 1) throw new RangeError('maxPerPort must be a positive integer');
+    if (!Number.isInteger(this.maxPorts) || this.maxPorts < 1 || this.maxPorts > 1 << 24) {
+      throw new RangeError('maxPorts must be an integer from 1 to 16777216');
+    }
+    const t: ConntrackTimeouts = { ...DEFAULT_TIMEOUTS, ...opts.timeouts };
+    for (const [name, v] of Object.entries(t)) {
+      if (!(v > 0) || v > 400_000_000) throw new RangeError(`timeouts.${name} must be a positive number of seconds`);
+    }
+    this.timeouts = Object.freeze(t);
+    const ds = (sec: number) => Math.round(sec * 10);
+    this.timeoutDs = new Uint32Array(16);
+    this.timeoutDs[CtState.SYN_SENT] = ds(t.tcpTransitory);
+    this.timeoutDs[CtState.SYN_RECV] = ds(t.tcpTransitory);
+    this.timeoutDs[CtState.ESTABLISHED] = ds(t.tcpEstablished);
+    this.timeoutDs[CtState.FIN_WAIT] = ds(t.tcpTransitory);
+    this.timeoutDs[CtState.CLOSING] = ds(t.tcpTransitory);
+    this.timeoutDs[CtState.TIME_WAIT] = ds(t.tcpTimeWait);
+    this.timeoutDs[CtState.CLOSED] = ds(t.tcpClosed);
+    this.timeoutDs[CtState.UDP_UNREPLIED] = ds(t.udpUnreplied);
+    this.timeoutDs[CtState.UDP_REPLIED] = ds(t.udp);
+    this.timeoutDs[CtState.ICMP] = ds(t.icmp);
+    this.timeoutDs[CtState.OTHER] = ds(t.other);
+
+    this.rec = new Uint32Array(this.capacity * STRIDE);
+    let bits = 1;
+    while (1 << bits < this.capacity) bits++;
+    this.slotBits = bits;
+    this.slotMask = (1 << bits) - 1;
+    // The index has 2^(bits+1) >= 2 * capacity entries: home uses the low bits+1 hash bits,
+    // the tag the top 31-bits, so the two never overlap and an entry stays non-negative.
+    this.index = new Int32Array(1 << (bits + 1)).fill(-1);
+    this.mask = this.index.length - 1;
+    this.tagShift = bits + 1;
+    this.perPort = new Uint32Array(this.maxPorts);
+    // Chain every slot, lowest first, so a young table fills the slab from the front.
+    for (let i = 0; i < this.capacity; i++) this.rec[(i << SHIFT) + R_FLAGS] = i + 2 <= this.capacity ? i + 2 : 0;
+    this.freeHead = 0;
+    this.seed = (Math.random() * 0x100000000) >>> 0;
+  }
+
+  get size(): number {
+    return this.count;
+  }
+
+  get byteSize(): number {
+    return this.rec.byteLength + this.index.byteLength + this.perPort.byteLength + this.timeoutDs.byteLength + this.s.byteLength;
+  }
+
+  counters(): ConntrackCounters {
+    return {
+      created: this.createdCount,
+      expired: this.expiredCount,
+      refused: this.refusedCount,
+      restarted: this.restartedCount,
+      live: this.count,
+    };
+  }
+
+  countForPort(portId: number): number {
+    return portId >= 0 && portId < this.maxPorts ? this.perPort[portId] : 0;
+  }
+
+  /** The slot of the connection this packet belongs to, or -1. It may be past its timeout: check alive(). */
+  lookup(portId: number, key: Uint32Array, dir: 0 | 1): number {
+    if (portId >>> 0 >= this.maxPorts) return -1;
+    const at = this.find(this.canon(portId, key, dir));
+    return at < 0 ? -1 : this.index[at] & this.slotMask;
+  }
+
+  /**
+   * Creates the connection with this packet as its first (origin) packet. An
+   * entry with the same key is replaced (its serial changes). Returns the slot,
+   * or CT_REFUSED at the table's or the port's bound; live connections are never evicted.
+   */
+  create(portId: number, key: Uint32Array, dir: 0 | 1, tcpFlags: number, now: number): number {
+    if (portId >>> 0 >= this.maxPorts) throw new RangeError(`port id ${portId} is not below maxPorts ${this.maxPorts}`);
+    const h = this.canon(portId, key, dir);
+    const nowDs = toDs(now);
+    const at = this.find(h);
+    if (at >= 0) {
+      const old = this.index[at] & this.slotMask;
+      if (!this.aliveDs(old, nowDs)) this.expiredCount++;
+      this.removeAt(at);
+    }
+    if (this.freeHead < 0 || this.perPort[portId] >= this.maxPerPort) {
+      this.sweepDs(nowDs, RECLAIM_BUDGET);
+      if (this.freeHead < 0 || this.perPort[portId] >= this.maxPerPort) {
+        this.refusedCount++;
+        return CT_REFUSED;
+      }
+    }
+    const slot = this.freeHead;
+    const r = slot << SHIFT;
+    const rec = this.rec;
+    this.freeHead = rec[r + R_FLAGS] - 1;
+    const s = this.s;
+    rec[r + R_HASH] = h;
+    for (let w = KEY_FIRST; w < KEY_END; w++) rec[r + w] = s[w];
+    rec[r + R_LAST] = nowDs;
+    let flags = dir === Dir.IN ? F_ORIGIN_IN : 0;
+    const proto = s[R_PORT_PROTO] & 0xff;
+    let state: number;
+    if (proto === IpProtocol.TCP) {
+      if (tcpFlags & TcpFlag.RST) state = CtState.CLOSED;
+      else if ((tcpFlags & (TcpFlag.SYN | TcpFlag.ACK)) === TcpFlag.SYN) state = CtState.SYN_SENT;
+      else if (tcpFlags & TcpFlag.FIN) {
+        state = CtState.FIN_WAIT;
+        flags |= F_FIN_ORIGIN;
+      } else state = CtState.ESTABLISHED; // picked up mid-stream, e.g. after a restart
+    } else if (proto === IpProtocol.UDP) {
+      state = CtState.UDP_UNREPLIED;
+    } else if (proto === IpProtocol.ICMP || proto === IpProtocol.ICMPv6) {
+      state = CtState.ICMP;
+    } else {
+      state = CtState.OTHER;
+    }
+    rec[r + R_STATE] = state;
+    rec[r + R_FLAGS] = flags;
+
+    let i = h & this.mask;
+    while (this.index[i] !== -1) i = (i + 1) & this.mask;
+    this.index[i] = this.tag(h) | slot;
+    this.perPort[portId]++;
+    this.count++;
+    this.createdCount++;
+    return slot;
+  }
+
+  /**
+   * Per packet of a known connection: follows TCP flags, refreshes the idle
+   * clock, returns the new state, or CT_RESTART when a SYN from the reply side
+   * opens a new connection on a dead tuple (the clock is then left alone).
+   */
+  update(slot: number, dir: 0 | 1, tcpFlags: number, now: number): number {
+    const rec = this.rec;
+    const r = slot << SHIFT;
+    let st = rec[r + R_STATE];
+    if (st === 0) return 0;
+    if (st <= CtState.CLOSED) {
+      st = this.tcp(r, st, dir, tcpFlags);
+      if (st < 0) {
+        this.restartedCount++;
+        return st;
+      }
+      rec[r + R_STATE] = st;
+    } else if (st === CtState.UDP_UNREPLIED && dir !== (rec[r + R_FLAGS] & F_ORIGIN_IN)) {
+      st = CtState.UDP_REPLIED;
+      rec[r + R_STATE] = st;
+    }
+    rec[r + R_LAST] = toDs(now);
+    return st;
+  }
+
+  private tcp(r: number, st: number, dir: number, tcpFlags: number): number {
+    if (tcpFlags & TcpFlag.RST) return CtState.CLOSED;
+    const rec = this.rec;
+    const flags = rec[r + R_FLAGS];
+    const fromOrigin = dir === (flags & F_ORIGIN_IN);
+    const synOnly = (tcpFlags & (TcpFlag.SYN | TcpFlag.ACK)) === TcpFlag.SYN;
+    switch (st) {
+      case CtState.TIME_WAIT:
+      case CtState.CLOSED:
+        if (!synOnly) return st;
+        if (!fromOrigin) return CT_RESTART;
+        rec[r + R_FLAGS] = flags & F_ORIGIN_IN;
+        return CtState.SYN_SENT;
+      case CtState.SYN_SENT:
+        return !fromOrigin && (tcpFlags & (TcpFlag.SYN | TcpFlag.ACK)) === (TcpFlag.SYN | TcpFlag.ACK) ? CtState.SYN_RECV : st;
+      case CtState.SYN_RECV:
+        if (!fromOrigin || (tcpFlags & (TcpFlag.SYN | TcpFlag.ACK)) !== TcpFlag.ACK) return st;
+        return tcpFlags & TcpFlag.FIN ? this.fin(r, flags, fromOrigin) : CtState.ESTABLISHED;
+      case CtState.ESTABLISHED:
+      case CtState.FIN_WAIT:
+        return tcpFlags & TcpFlag.FIN ? this.fin(r, flags, fromOrigin) : st;
+      default: {
+        // CLOSING: both FINs seen; the ACK of the second comes from the side that sent the first.
+        const firstFinFromOrigin = (flags & F_FIRST_FIN_REPLY) === 0;
+        return tcpFlags & TcpFlag.ACK && fromOrigin === firstFinFromOrigin ? CtState.TIME_WAIT : st;
+      }
+    }
+  }
+
+  private fin(r: number, flags: number, fromOrigin: boolean): number {
+    if ((flags & (F_FIN_ORIGIN | F_FIN_REPLY)) === 0 && !fromOrigin) flags |= F_FIRST_FIN_REPLY;
+    flags |= fromOrigin ? F_FIN_ORIGIN : F_FIN_REPLY;
+    this.rec[r + R_FLAGS] = flags;
+    return (flags & (F_FIN_ORIGIN | F_FIN_REPLY)) === (F_FIN_ORIGIN | F_FIN_REPLY) ? CtState.CLOSING : CtState.FIN_WAIT;
+  }
+
+  /** Changes every time the slot is freed, so a holder of (slot, serial) can tell that its connection is gone. */
+  serial(slot: number): number {
+    return this.rec[(slot << SHIFT) + R_SERIAL];
+  }
+
+  /** Is the slot live and not past its idle timeout at `now`? */
+  alive(slot: number, now: number): boolean {
+    return this.aliveDs(slot, toDs(now));
+  }
+
+  private aliveDs(slot: number, nowDs: number): boolean {
+    const r = slot << SHIFT;
+    const st = this.rec[r + R_STATE];
+    return st !== 0 && nowDs - this.rec[r + R_LAST] <= this.timeoutDs[st];
+  }
+
+  /** Direction of the first packet, relative to the port. */
+  origin(slot: number): 0 | 1 {
+    return (this.rec[(slot << SHIFT) + R_FLAGS] & F_ORIGIN_IN) as 0 | 1;
+  }
+
+  state(slot: number): number {
+    return this.rec[(slot << SHIFT) + R_STATE];
+  }
+
+  portOf(slot: number): number {
+    return this.rec[(slot << SHIFT) + R_PORT_PROTO] >>> 8;
+  }
+
+  remove(slot: number): void {
+    if (slot < 0 || slot >= this.capacity || this.rec[(slot << SHIFT) + R_STATE] === 0) return;
+    this.removeAt(this.positionOf(slot));
+  }
+
+  /** Expires idle connections, visiting at most `budget` slots and resuming where the last call stopped. */
+  sweep(now: number, budget: number): number {
+    return this.sweepDs(toDs(now), budget);
+  }
+
+  private sweepDs(nowDs: number, budget: number): number {
+    const rec = this.rec;
+    const n = Math.min(budget, this.capacity);
+    let expired = 0;
+    let slot = this.cursor;
+    for (let k = 0; k < n; k++) {
+      const r = slot << SHIFT;
+      const st = rec[r + R_STATE];
+      if (st !== 0 && nowDs - rec[r + R_LAST] > this.timeoutDs[st]) {
+        this.removeAt(this.positionOf(slot));
+        expired++;
+      }
+      if (++slot === this.capacity) slot = 0;
+    }
+    this.cursor = slot;
+    this.expiredCount += expired;
+    return expired;
+  }
+
+  /** Forgets every connection of a port (the port was removed). */
+  flushPort(portId: number): number {
+    if (portId >>> 0 >= this.maxPorts) return 0;
+    let removed = 0;
+    for (let slot = 0; slot < this.capacity && this.perPort[portId] > 0; slot++) {
+      const r = slot << SHIFT;
+      if (this.rec[r + R_STATE] !== 0 && this.rec[r + R_PORT_PROTO] >>> 8 === portId) {
+        this.removeAt(this.positionOf(slot));
+        removed++;
+      }
+    }
+    return removed;
+  }
+
+  /** A listing for operators and tests; allocates, so never on the data path. */
+  entries(portId?: number, now: number = performance.now()): ConntrackEntry[] {
+    const out: ConntrackEntry[] = [];
+    const nowDs = toDs(now);
+    const rec = this.rec;
+    const bytes = new Uint8Array(16);
+    const addr = (at: number, v6: boolean): string => {
+      if (!v6) return formatIpv4Addr(rec[at]);
+      for (let i = 0; i < 4; i++) {
+        const w = rec[at + i];
+        bytes[i * 4] = w >>> 24;
+        bytes[i * 4 + 1] = w >>> 16;
+        bytes[i * 4 + 2] = w >>> 8;
+        bytes[i * 4 + 3] = w;
+      }
+      return formatIpv6Addr(bytes);
+    };
+    for (let slot = 0; slot < this.capacity; slot++) {
+      const r = slot << SHIFT;
+      const st = rec[r + R_STATE];
+      if (st === 0) continue;
+      const port = rec[r + R_PORT_PROTO] >>> 8;
+      if (portId !== undefined && port !== portId) continue;
+      const protocol = rec[r + R_PORT_PROTO] & 0xff;
+      const l4 = rec[r + R_L4];
+      const v6 = rec[r + R_ETHERTYPE] === EtherType.IPv6;
+      const ports = protocol === IpProtocol.TCP || protocol === IpProtocol.UDP;
+      const e: ConntrackEntry = {
+        portId: port,
+        origin: rec[r + R_FLAGS] & F_ORIGIN_IN ? 'in' : 'out',
+        state: ctStateName(st),
+        protocol,
+        local: addr(r + R_LOCAL, v6),
+        remote: addr(r + R_REMOTE, v6),
+        localPort: ports ? l4 >>> 16 : 0,
+        remotePort: ports ? l4 & 0xffff : 0,
+        idleSeconds: Math.max(0, nowDs - rec[r + R_LAST]) / 10,
+      };
+      if (!ports && l4 & ECHO) e.echoId = l4 & 0xffff;
+      out.push(e);
+    }
+    return out;
+  }
+
+  /** Fills this.s with the canonical key of a packet at `portId` going `dir`; returns its hash. */
+  private canon(portId: number, key: Uint32Array, dir: number): number {
+    const s = this.s;
+    const protoWord = key[KeyWord.PROTO];
+    const proto = protoWord >>> 24;
+    s[R_PORT_PROTO] = ((portId << 8) | proto) >>> 0;
+    s[R_ETHERTYPE] = key[KeyWord.ETH_VLAN] >>> 16;
+    let l4 = 0;
+    if (proto === IpProtocol.TCP || proto === IpProtocol.UDP) {
+      const p = key[KeyWord.PORTS];
+      l4 = dir === Dir.OUT ? p : ((p << 16) | (p >>> 16)) >>> 0;
+    } else if (proto === IpProtocol.ICMP || proto === IpProtocol.ICMPv6) {
+      // The type decides whether this is echo; it is not part of the key, so request and reply pair.
+      const type = (protoWord >>> 16) & 0xff;
+      const echo = proto === IpProtocol.ICMP ? type === 8 || type === 0 : type === 128 || type === 129;
+      if (echo) l4 = ECHO | (protoWord & 0xffff);
+    }
+    s[R_L4] = l4;
+    const local = dir === Dir.OUT ? KeyWord.SRC_IP : KeyWord.DST_IP;
+    const remote = dir === Dir.OUT ? KeyWord.DST_IP : KeyWord.SRC_IP;
+    s[R_LOCAL] = key[local];
+    s[R_LOCAL + 1] = key[local + 1];
+    s[R_LOCAL + 2] = key[local + 2];
+    s[R_LOCAL + 3] = key[local + 3];
+    s[R_REMOTE] = key[remote];
+    s[R_REMOTE + 1] = key[remote + 1];
+    s[R_REMOTE + 2] = key[remote + 2];
+    s[R_REMOTE + 3] = key[remote + 3];
+
+    // murmur3-style mixing over the key words.
+    let h = this.seed;
+    for (let w = KEY_FIRST; w < KEY_END; w++) {
+      let k = Math.imul(s[w], 0xcc9e2d51);
+      k = (k << 15) | (k >>> 17);
+      h ^= Math.imul(k, 0x1b873593);
+      h = (h << 13) | (h >>> 19);
+      h = (Math.imul(h, 5) + 0xe6546b64) | 0;
+    }
+    h ^= h >>> 16;
+    h = Math.imul(h, 0x85ebca6b);
+    h ^= h >>> 13;
+    h = Math.imul(h, 0xc2b2ae35);
+    h ^= h >>> 16;
+    return h >>> 0;
+  }
+
+  private tag(h: number): number {
+    return (h >>> this.tagShift) << this.slotBits;
+  }
+
+  /** Index position of the key in this.s (hash h), or -1. */
+  private find(h: number): number {
+    const index = this.index;
+    const rec = this.rec;
+    const s = this.s;
+    const tag = this.tag(h);
+    const tagMask = ~this.slotMask;
+    let i = h & this.mask;
+    for (;;) {
+      const e = index[i];
+      if (e === -1) return -1;
+      if ((e & tagMask) === tag) {
+        const r = (e & this.slotMask) << SHIFT;
+        if (rec[r + R_HASH] === h) {
+          let w = KEY_FIRST;
+          while (w < KEY_END && rec[r + w] === s[w]) w++;
+          if (w === KEY_END) return i;
+        }
+      }
+      i = (i + 1) & this.mask;
+    }
+  }
+
+  private positionOf(slot: number): number {
+    let i = this.rec[(slot << SHIFT) + R_HASH] & this.mask;
+    while ((this.index[i] & this.slotMask) !== slot || this.index[i] === -1) i = (i + 1) & this.mask;
+    return i;
+  }
+
+  /** Frees the slot at index position `hole` and closes the gap by shifting later chain members back. */
+  private removeAt(hole: number): void {
+    const index = this.index;
+    const rec = this.rec;
+    const slot = index[hole] & this.slotMask;
+    const r = slot << SHIFT;
+    this.perPort[rec[r + R_PORT_PROTO] >>> 8]--;
+    rec[r + R_STATE] = 0;
+    rec[r + R_SERIAL] = (rec[r + R_SERIAL] + 1) >>> 0;
+    rec[r + R_FLAGS] = this.freeHead + 1;
+    this.freeHead = slot;
+    this.count--;
+
+    index[hole] = -1;
+    let i = (hole + 1) & this.mask;
+    for (;;) {
+      const e = index[i];
+      if (e === -1) break;
+      const home = rec[((e & this.slotMask) << SHIFT) + R_HASH] & this.mask;
+      // Move entry i into the hole unless its home lies in (hole, i] cyclically.
+      const between = hole <= i ? home > hole && home <= i : home > hole || home <= i;
+      if (!between) {
+        index[hole] = e;
+        index[i] = -1;
+        hole = i;
+      }
+      i = (i + 1) & this.mask;
+    }
+  }
+}
+
+function toDs(nowMs: number): number {
+  return (nowMs / 100) >>> 0;
+}

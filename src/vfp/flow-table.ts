@@ -1,0 +1,238 @@
+/**
+ * The unified flow table: for each (ingress port, flow key), what the slow
+ * path decided for the whole trip through the switch: the egress port (or a
+ * drop and who dropped it), the header transposition, the meter, and the
+ * connection-tracking entries it leans on at both ends. Later frames of the
+ * flow apply that decision without looking at a single rule.
+ *
+ * An entry stays valid while everything it was derived from is unchanged:
+ * both ports' policy generations, the MAC table's epoch (a move, an age-out or
+ * a flush bumps it) and the serials of its conntrack entries. The switch checks
+ * those on every hit; a mismatch sends the frame through the slow path again,
+ * which overwrites the entry. That is the lazy re-evaluation that lets a new
+ * block rule stop an existing connection on its next frame.
+ *
+ * Layout: a slab of typed arrays indexed by entry number (stable while the
+ * entry lives, so nothing else needs updating when the hash index moves), and
+ * an open-addressing index of entry numbers with backward-shift deletion.
+ * Entries are handed out by a bump pointer plus a free stack, so the pages of
+ * a large, mostly unused table are never touched. About 150 bytes per flow.
+ */
+import { KEY_WORDS } from './key.js';
+
+/** Key words stored per entry: the ingress port, then the flow key. */
+const STORED_WORDS = KEY_WORDS + 1;
+const EMPTY = -1;
+
+export const NO_PORT = -1;
+
+export interface FlowEntryView {
+  ingressPort: number;
+  egressPort: number;
+  dropReason: number;
+  packets: number;
+  bytes: number;
+  ageSeconds: number;
+  idleSeconds: number;
+  transposition: number;
+  meterBucket: number;
+  key: Uint32Array;
+}
+
+export class FlowTable {
+  readonly capacity: number;
+  readonly keys: Uint32Array;
+  readonly hashes: Uint32Array;
+  /** Port to transmit on, or NO_PORT for a cached drop. */
+  readonly egress: Int32Array;
+  /** For a cached drop: the reason, and the port whose counters take it. */
+  readonly dropReason: Uint8Array;
+  readonly dropPort: Int32Array;
+  /** The port on the far side whose policy took part (egress, or the egress that blocked), -1 for none. */
+  readonly peerPort: Int32Array;
+  readonly genIngress: Uint32Array;
+  readonly genEgress: Uint32Array;
+  readonly macEpoch: Uint32Array;
+  /** Conntrack slot at the ingress port (direction out) and its serial; -1 for none. */
+  readonly ctOut: Int32Array;
+  readonly ctOutSerial: Uint32Array;
+  /** Conntrack slot at the egress port (direction in) and its serial; -1 for none. */
+  readonly ctIn: Int32Array;
+  readonly ctInSerial: Uint32Array;
+  readonly transposition: Int32Array;
+  readonly meterBucket: Int32Array;
+  readonly packets: Float64Array;
+  readonly bytes: Float64Array;
+  readonly created: Float64Array;
+  readonly lastSeen: Float64Array;
+
+  private readonly index: Int32Array;
+  private readonly indexMask: number;
+  private readonly free: Int32Array;
+  private freeCount = 0;
+  private bump = 0;
+  private live = 0;
+  private sweepCursor = 0;
+  /** Entries whose key sits in the slab, for the sweeper's scan. */
+  readonly inUse: Uint8Array;
+
+  constructor(capacity = 1 << 20) {
+    if (!Number.isInteger(capacity) || capacity < 16) throw new RangeError(`flow table capacity ${capacity} must be an integer of at least 16`);
+    this.capacity = capacity;
+    let size = 16;
+    while (size < capacity * 2) size *= 2;
+    this.index = new Int32Array(size).fill(EMPTY);
+    this.indexMask = size - 1;
+    this.keys = new Uint32Array(capacity * STORED_WORDS);
+    this.hashes = new Uint32Array(capacity);
+    this.egress = new Int32Array(capacity);
+    this.dropReason = new Uint8Array(capacity);
+    this.dropPort = new Int32Array(capacity);
+    this.peerPort = new Int32Array(capacity);
+    this.genIngress = new Uint32Array(capacity);
+    this.genEgress = new Uint32Array(capacity);
+    this.macEpoch = new Uint32Array(capacity);
+    this.ctOut = new Int32Array(capacity);
+    this.ctOutSerial = new Uint32Array(capacity);
+    this.ctIn = new Int32Array(capacity);
+    this.ctInSerial = new Uint32Array(capacity);
+    this.transposition = new Int32Array(capacity);
+    this.meterBucket = new Int32Array(capacity);
+    this.packets = new Float64Array(capacity);
+    this.bytes = new Float64Array(capacity);
+    this.created = new Float64Array(capacity);
+    this.lastSeen = new Float64Array(capacity);
+    this.inUse = new Uint8Array(capacity);
+    this.free = new Int32Array(capacity);
+  }
+
+  get size(): number {
+    return this.live;
+  }
+
+  /** Bytes of all typed arrays, touched or not. */
+  get byteSize(): number {
+    const perEntry = STORED_WORDS * 4 + 4 + 4 + 1 + 4 + 4 + 4 + 4 + 4 + 4 + 4 + 4 + 4 + 4 + 4 + 8 + 8 + 8 + 8 + 1 + 4;
+    return this.capacity * perEntry + this.index.byteLength;
+  }
+
+  /** Murmur-style mix over the port and the key words; no allocation. */
+  hash(portId: number, key: Uint32Array): number {
+    let h = Math.imul(portId ^ 0x9e3779b9, 0x85ebca6b);
+    for (let w = 0; w < KEY_WORDS; w++) {
+      let k = Math.imul(key[w], 0xcc9e2d51);
+      k = (k << 15) | (k >>> 17);
+      h ^= Math.imul(k, 0x1b873593);
+      h = (h << 13) | (h >>> 19);
+      h = (Math.imul(h, 5) + 0xe6546b64) | 0;
+    }
+    h ^= h >>> 16;
+    h = Math.imul(h, 0x85ebca6b);
+    h ^= h >>> 13;
+    return h >>> 0;
+  }
+
+  private keyEquals(e: number, portId: number, key: Uint32Array): boolean {
+    const keys = this.keys;
+    const o = e * STORED_WORDS;
+    if (keys[o] !== portId) return false;
+    for (let w = 0; w < KEY_WORDS; w++) if (keys[o + 1 + w] !== key[w]) return false;
+    return true;
+  }
+
+  lookup(portId: number, key: Uint32Array, hash: number): number {
+    const index = this.index;
+    const mask = this.indexMask;
+    for (let i = hash & mask; ; i = (i + 1) & mask) {
+      const e = index[i];
+      if (e === EMPTY) return -1;
+      if (this.hashes[e] === hash && this.keyEquals(e, portId, key)) return e;
+    }
+  }
+
+  /** A new entry for a key the caller just failed to look up; -1 when the table is full. Fields are the caller's to fill. */
+  insert(portId: number, key: Uint32Array, hash: number, now: number): number {
+    let e: number;
+    if (this.freeCount > 0) e = this.free[--this.freeCount];
+    else if (this.bump < this.capacity) e = this.bump++;
+    else return -1;
+    const o = e * STORED_WORDS;
+    this.keys[o] = portId;
+    for (let w = 0; w < KEY_WORDS; w++) this.keys[o + 1 + w] = key[w];
+    this.hashes[e] = hash;
+    this.packets[e] = 0;
+    this.bytes[e] = 0;
+    this.created[e] = now;
+    this.lastSeen[e] = now;
+    this.inUse[e] = 1;
+    const index = this.index;
+    const mask = this.indexMask;
+    let i = hash & mask;
+    while (index[i] !== EMPTY) i = (i + 1) & mask;
+    index[i] = e;
+    this.live++;
+    return e;
+  }
+
+  /** Frees the entry; the caller releases what it referenced (transposition). */
+  remove(e: number): void {
+    const index = this.index;
+    const mask = this.indexMask;
+    let i = this.hashes[e] & mask;
+    while (index[i] !== e) {
+      if (index[i] === EMPTY) return;
+      i = (i + 1) & mask;
+    }
+    // Backward-shift: pull later members of the probe run into the hole so lookups need no tombstones.
+    let hole = i;
+    for (let j = (i + 1) & mask; index[j] !== EMPTY; j = (j + 1) & mask) {
+      const home = this.hashes[index[j]] & mask;
+      if (((j - home) & mask) >= ((j - hole) & mask)) {
+        index[hole] = index[j];
+        hole = j;
+      }
+    }
+    index[hole] = EMPTY;
+    this.inUse[e] = 0;
+    this.free[this.freeCount++] = e;
+    this.live--;
+  }
+
+  ingressPort(e: number): number {
+    return this.keys[e * STORED_WORDS];
+  }
+
+  /** Copies entry e's flow key into out. */
+  keyOf(e: number, out: Uint32Array): Uint32Array {
+    const o = e * STORED_WORDS + 1;
+    for (let w = 0; w < KEY_WORDS; w++) out[w] = this.keys[o + w];
+    return out;
+  }
+
+  /**
+   * Visits up to `budget` slab entries from where the last call stopped and
+   * removes those `expired` says are done; returns how many it removed.
+   */
+  sweep(budget: number, expired: (e: number) => boolean, onRemove: (e: number) => void): number {
+    let removed = 0;
+    const end = this.bump;
+    if (end === 0) return 0;
+    for (let n = 0; n < budget && n < end; n++) {
+      if (this.sweepCursor >= end) this.sweepCursor = 0;
+      const e = this.sweepCursor++;
+      if (this.inUse[e] === 1 && expired(e)) {
+        onRemove(e);
+        this.remove(e);
+        removed++;
+      }
+    }
+    return removed;
+  }
+
+  /** Every live entry number (control path: listings, flushes). */
+  liveEntries(): number[] {
+    const out: number[] = [];
+    for (let e = 0; e < this.bump; e++) if (this.inUse[e] === 1) out.push(e);
+    return out;
+  }
+}
