@@ -179,6 +179,8 @@ export class Conntrack {
   private readonly s = new Uint32Array(STRIDE);
   private readonly seed: number;
   private freeHead = -1;
+  /** Slots below this have been handed out at least once. */
+  private bump = 0;
   private count = 0;
   private cursor = 0;
   private createdCount = 0;
@@ -227,9 +229,9 @@ export class Conntrack {
     this.mask = this.index.length - 1;
     this.tagShift = bits + 1;
     this.perPort = new Uint32Array(this.maxPorts);
-    // Chain every slot, lowest first, so a young table fills the slab from the front.
-    for (let i = 0; i < this.capacity; i++) this.rec[(i << SHIFT) + R_FLAGS] = i + 2 <= this.capacity ? i + 2 : 0;
-    this.freeHead = 0;
+    // Slots are handed out by a bump pointer before the free list is used, so the pages of a
+    // large, young table are never written (and never become resident) until they are needed.
+    this.freeHead = -1;
     this.seed = (Math.random() * 0x100000000) >>> 0;
   }
 
@@ -277,17 +279,22 @@ export class Conntrack {
       if (!this.aliveDs(old, nowDs)) this.expiredCount++;
       this.removeAt(at);
     }
-    if (this.freeHead < 0 || this.perPort[portId] >= this.maxPerPort) {
+    if ((this.freeHead < 0 && this.bump >= this.capacity) || this.perPort[portId] >= this.maxPerPort) {
       this.sweepDs(nowDs, RECLAIM_BUDGET);
-      if (this.freeHead < 0 || this.perPort[portId] >= this.maxPerPort) {
+      if ((this.freeHead < 0 && this.bump >= this.capacity) || this.perPort[portId] >= this.maxPerPort) {
         this.refusedCount++;
         return CT_REFUSED;
       }
     }
-    const slot = this.freeHead;
-    const r = slot << SHIFT;
     const rec = this.rec;
-    this.freeHead = rec[r + R_FLAGS] - 1;
+    let slot: number;
+    if (this.freeHead >= 0) {
+      slot = this.freeHead;
+      this.freeHead = rec[(slot << SHIFT) + R_FLAGS] - 1;
+    } else {
+      slot = this.bump++;
+    }
+    const r = slot << SHIFT;
     const s = this.s;
     rec[r + R_HASH] = h;
     for (let w = KEY_FIRST; w < KEY_END; w++) rec[r + w] = s[w];
@@ -423,9 +430,11 @@ export class Conntrack {
 
   private sweepDs(nowDs: number, budget: number): number {
     const rec = this.rec;
-    const n = Math.min(budget, this.capacity);
+    // Only slots the bump pointer has handed out can be live.
+    const end = this.bump;
+    const n = Math.min(budget, end);
     let expired = 0;
-    let slot = this.cursor;
+    let slot = this.cursor < end ? this.cursor : 0;
     for (let k = 0; k < n; k++) {
       const r = slot << SHIFT;
       const st = rec[r + R_STATE];
@@ -433,7 +442,7 @@ export class Conntrack {
         this.removeAt(this.positionOf(slot));
         expired++;
       }
-      if (++slot === this.capacity) slot = 0;
+      if (++slot >= end) slot = 0;
     }
     this.cursor = slot;
     this.expiredCount += expired;
@@ -444,7 +453,7 @@ export class Conntrack {
   flushPort(portId: number): number {
     if (portId >>> 0 >= this.maxPorts) return 0;
     let removed = 0;
-    for (let slot = 0; slot < this.capacity && this.perPort[portId] > 0; slot++) {
+    for (let slot = 0; slot < this.bump && this.perPort[portId] > 0; slot++) {
       const r = slot << SHIFT;
       if (this.rec[r + R_STATE] !== 0 && this.rec[r + R_PORT_PROTO] >>> 8 === portId) {
         this.removeAt(this.positionOf(slot));
@@ -471,7 +480,7 @@ export class Conntrack {
       }
       return formatIpv6Addr(bytes);
     };
-    for (let slot = 0; slot < this.capacity; slot++) {
+    for (let slot = 0; slot < this.bump; slot++) {
       const r = slot << SHIFT;
       const st = rec[r + R_STATE];
       if (st === 0) continue;

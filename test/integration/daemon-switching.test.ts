@@ -8,6 +8,7 @@ import test from 'ava';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { addNetns, inNetns, ping, runPrefix, sh, spawnInNetns } from './helpers/env.js';
 import {
+  api,
   capture,
   createEndpoint,
   portStats,
@@ -191,7 +192,10 @@ test.serial('two networks on one daemon are isolated', async (t) => {
   const entry = (JSON.parse(neigh.stdout || '[]') as { lladdr?: string }[])[0];
   t.is(entry?.lladdr, undefined, `a1 resolved ${FOREIGN_IP}: ${neigh.stdout}`);
   t.true(await ping(nsB[1], b[0].ip), 'network b works on its own');
-  // Positive control: from inside network b (with a route to it) the extra address answers.
+  // Positive control: from inside network b (with a route to it) the extra address answers,
+  // once b1's spoof guard lets it send from that address.
+  const relax = await api(d, 'PUT', `/v1/endpoints/${b[0].id}/spoof-guard`, { enabled: true, allowedIps: [FOREIGN_IP] });
+  t.is(relax.status, 200, JSON.stringify(relax.body));
   const route = await sh('ip', ['-n', nsB[1], 'route', 'add', `${FOREIGN_IP}/32`, 'dev', 'eth0']);
   t.is(route.code, 0, route.stderr);
   t.true(await ping(nsB[1], FOREIGN_IP), 'inside network b the extra address answers');

@@ -61,7 +61,8 @@ async function runInCompartment(client: Client, opts: RunOptions, argv: string[]
 }
 
 function endpointRequest(opts: RunOptions, netns: string): CreateEndpointRequest {
-  const body: CreateEndpointRequest = { network: opts.network, netns };
+  // The endpoint takes the compartment's name, so `vsw run --name web` is followed by `vsw policy ... web`.
+  const body: CreateEndpointRequest = { network: opts.network, netns, name: netns };
   if (opts.ip !== undefined) body.ip = opts.ip;
   if (opts.mac !== undefined) body.mac = opts.mac;
   if (opts.spoofGuard === false) body.spoofGuard = false;
