@@ -55,6 +55,8 @@ import type { NetworkService } from './service.js';
 
 /** Requests are small JSON documents; anything bigger is a mistake. */
 const BODY_LIMIT = 64 * 1024;
+/** About 40,000 rules. */
+const GROUP_BODY_LIMIT = 8 * 1024 * 1024;
 
 export function buildApi(service: NetworkService, logger: Logger, version: string): FastifyInstance {
   const app = Fastify({
@@ -139,7 +141,8 @@ function registerPolicyRoutes(app: FastifyInstance, service: NetworkService): vo
     await policies.removeLayer(request.params.id, request.params.layer);
     return reply.code(204).send();
   });
-  app.put<{ Params: Id & { layer: string; group: string }; Body: PutGroupRequest }>(`${p}/layers/:layer/groups/:group`, route(groupSchema), async (request) =>
+  // A group is how a controller pushes thousands of rules at once: it gets a larger body limit.
+  app.put<{ Params: Id & { layer: string; group: string }; Body: PutGroupRequest }>(`${p}/layers/:layer/groups/:group`, { ...route(groupSchema), bodyLimit: GROUP_BODY_LIMIT }, async (request) =>
     policies.putGroup(request.params.id, request.params.layer, request.params.group, request.body),
   );
   app.delete<{ Params: Id & { layer: string; group: string } }>(`${p}/layers/:layer/groups/:group`, route(groupByNameSchema), async (request, reply) => {
@@ -176,7 +179,7 @@ const FASTIFY_ERRORS: Record<string, string> = {
   FST_ERR_CTP_EMPTY_JSON_BODY: 'the request body is empty: send a JSON object.',
   FST_ERR_CTP_INVALID_JSON_BODY: 'the request body is not valid JSON: send a JSON object.',
   FST_ERR_CTP_INVALID_MEDIA_TYPE: 'the request body has an unsupported content type: send JSON with Content-Type: application/json.',
-  FST_ERR_CTP_BODY_TOO_LARGE: `the request body is larger than ${BODY_LIMIT} bytes: send a smaller JSON object.`,
+  FST_ERR_CTP_BODY_TOO_LARGE: `the request body is too large (${BODY_LIMIT} bytes at most, ${GROUP_BODY_LIMIT} for a policy group): send a smaller JSON object.`,
 };
 
 export interface ClassifiedError {

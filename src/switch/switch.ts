@@ -134,7 +134,7 @@ export class Switch {
     opts: SwitchOptions = {},
   ) {
     const maxPorts = counters.length / COUNTER_COLUMNS;
-    this.vfp = new Vfp({ maxPorts, ...opts.vfp });
+    this.vfp = new Vfp({ maxPorts, clock, ...opts.vfp });
     this.conns = new PendingConnections(maxPorts + 1);
   }
 
@@ -260,6 +260,7 @@ export class Switch {
     if (flows.genIngress[e] !== gen[portId] || flows.macEpoch[e] !== this.macTable.epoch) return false;
     const peer = flows.peerPort[e];
     if (peer >= 0 && flows.genEgress[e] !== gen[peer]) return false;
+    if (flows.egress[e] === NO_PORT) return flows.connectionEpoch[e] === vfp.connectionEpoch[flows.dropPort[e]];
     const ct = vfp.conntrack;
     const a = flows.ctOut[e];
     if (a >= 0 && (ct.serial(a) !== flows.ctOutSerial[e] || !ct.alive(a, now))) return false;
@@ -324,12 +325,12 @@ export class Switch {
     const ingressPolicy = vfp.policies[portId]!;
     const spoofed = spoofCheck(ingressPolicy, buf, off, key, meta);
     if (spoofed !== 0) {
-      this.drop(e, hash, cacheable, portId, portId, -1, spoofed, now);
+      this.drop(e, hash, cacheable, portId, portId, -1, spoofed, len, now);
       return;
     }
     const ctOut = vfp.evaluateSide(ingressPolicy, portId, DIR_OUT, key, meta, now, d, stateful, null);
     if (d.verdict === Verdict.BLOCK) {
-      this.drop(e, hash, cacheable, portId, portId, -1, d.dropReason, now);
+      this.drop(e, hash, cacheable, portId, portId, -1, d.dropReason, len, now);
       return;
     }
     const networkId = ingress.network.id;
@@ -350,7 +351,7 @@ export class Switch {
     }
     const ctIn = vfp.evaluateSide(vfp.policies[egressId]!, egressId, DIR_IN, key, meta, now, d, stateful, null);
     if (d.verdict === Verdict.BLOCK) {
-      this.drop(e, hash, cacheable, portId, egressId, egressId, d.dropReason, now);
+      this.drop(e, hash, cacheable, portId, egressId, egressId, d.dropReason, len, now);
       return;
     }
     if (!this.commitConnections(now)) return;
@@ -434,7 +435,7 @@ export class Switch {
   }
 
   /** Counts a policy drop on `dropPort` and, for a unicast IP flow, caches it. */
-  private drop(e: number, hash: number, cacheable: boolean, ingressId: number, dropPort: number, peer: number, reason: number, now: number): void {
+  private drop(e: number, hash: number, cacheable: boolean, ingressId: number, dropPort: number, peer: number, reason: number, len: number, now: number): void {
     this.counters[dropPort * COUNTER_COLUMNS + DROP_BASE + reason]++;
     if (!cacheable) return;
     const entry = this.entryFor(e, ingressId, hash, now);
@@ -445,8 +446,9 @@ export class Switch {
     flows.dropPort[entry] = dropPort;
     flows.peerPort[entry] = peer;
     flows.genEgress[entry] = peer >= 0 ? this.vfp.generation[peer] : 0;
+    flows.connectionEpoch[entry] = this.vfp.connectionEpoch[dropPort];
     flows.packets[entry] = 1;
-    flows.bytes[entry] = 0;
+    flows.bytes[entry] = len;
   }
 
   /**

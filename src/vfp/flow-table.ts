@@ -48,6 +48,8 @@ export class FlowTable {
   /** For a cached drop: the reason, and the port whose counters take it. */
   readonly dropReason: Uint8Array;
   readonly dropPort: Int32Array;
+  /** For a cached drop: the drop port's connection epoch when it was decided. */
+  readonly connectionEpoch: Uint32Array;
   /** The port on the far side whose policy took part (egress, or the egress that blocked), -1 for none. */
   readonly peerPort: Int32Array;
   readonly genIngress: Uint32Array;
@@ -89,6 +91,7 @@ export class FlowTable {
     this.dropReason = new Uint8Array(capacity);
     this.dropPort = new Int32Array(capacity);
     this.peerPort = new Int32Array(capacity);
+    this.connectionEpoch = new Uint32Array(capacity);
     this.genIngress = new Uint32Array(capacity);
     this.genEgress = new Uint32Array(capacity);
     this.macEpoch = new Uint32Array(capacity);
@@ -112,7 +115,7 @@ export class FlowTable {
 
   /** Bytes of all typed arrays, touched or not. */
   get byteSize(): number {
-    const perEntry = STORED_WORDS * 4 + 4 + 4 + 1 + 4 + 4 + 4 + 4 + 4 + 4 + 4 + 4 + 4 + 4 + 4 + 8 + 8 + 8 + 8 + 1 + 4;
+    const perEntry = STORED_WORDS * 4 + 4 + 4 + 1 + 4 + 4 + 4 + 4 + 4 + 4 + 4 + 4 + 4 + 4 + 4 + 4 + 8 + 8 + 8 + 8 + 1 + 4;
     return this.capacity * perEntry + this.index.byteLength;
   }
 

@@ -172,20 +172,29 @@ export function parseMacWords(text: unknown, what: string): { hi: number; lo: nu
   return { hi: (b[0] << 8) | b[1], lo: ((b[2] << 24) | (b[3] << 16) | (b[4] << 8) | b[5]) >>> 0 };
 }
 
+/**
+ * An address as people write them in policy: dotted-quad IPv4 with no
+ * leading zeros, or IPv6. ipaddr.js alone also takes inet_aton's old forms
+ * ("010.0.0.5" is octal 8.0.0.5, "10.5" is 10.0.0.5), which in a security
+ * rule would be a trap.
+ */
+export function parseStrictIp(text: string): ipaddr.IPv4 | ipaddr.IPv6 | null {
+  if (text.includes(':')) return ipaddr.IPv6.isValid(text) ? ipaddr.IPv6.parse(text) : null;
+  return ipaddr.IPv4.isValidFourPartDecimal(text) ? ipaddr.IPv4.parse(text) : null;
+}
+
 export function parsePrefix(text: unknown, what: string): ParsedPrefix {
   if (typeof text !== 'string' || text.length === 0) throw new PolicyError(`${what} must be an IP prefix such as 10.0.0.0/24 or fd00::/64.`);
-  let addr: ipaddr.IPv4 | ipaddr.IPv6;
-  let length: number;
-  try {
-    if (text.includes('/')) {
-      [addr, length] = ipaddr.parseCIDR(text);
-    } else {
-      addr = ipaddr.parse(text);
-      length = addr.kind() === 'ipv4' ? 32 : 128;
-    }
-  } catch {
+  const slash = text.indexOf('/');
+  const parsed = parseStrictIp(slash < 0 ? text : text.slice(0, slash));
+  const lengthText = slash < 0 ? undefined : text.slice(slash + 1);
+  if (parsed === null || (lengthText !== undefined && !/^\d{1,3}$/.test(lengthText))) {
     throw new PolicyError(`${what} "${text}" is not an IP prefix: write an address with a prefix length such as 10.0.0.0/24 or fd00::/64.`);
   }
+  let addr: ipaddr.IPv4 | ipaddr.IPv6 = parsed;
+  const maxLength = addr.kind() === 'ipv4' ? 32 : 128;
+  let length = lengthText === undefined ? maxLength : Number(lengthText);
+  if (length > maxLength) throw new PolicyError(`${what} "${text}" has a prefix length above ${maxLength}: write /0 to /${maxLength}.`);
   if (addr.kind() === 'ipv6' && (addr as ipaddr.IPv6).isIPv4MappedAddress()) {
     addr = (addr as ipaddr.IPv6).toIPv4Address();
     length = Math.max(0, length - 96);

@@ -9,9 +9,8 @@
  * It becomes a real frame (src/packet/builders.ts), so trace runs the same
  * key extraction and slow path as a frame from a TAP would.
  */
-import ipaddr from 'ipaddr.js';
 import { buildIcmp4Echo, buildIpv4, buildIpv6, buildTcp4, buildTcp6, buildUdp4, buildUdp6 } from '../packet/builders.js';
-import { PolicyError } from './policy.js';
+import { parseStrictIp, PolicyError } from './policy.js';
 
 export interface TracePacket {
   protocol: 'tcp' | 'udp' | 'icmp' | 'icmpv6';
@@ -38,12 +37,13 @@ function endpoint(text: string, needsPort: boolean, what: string): { ip: string;
   } else if ((text.match(/:/g) ?? []).length === 1) {
     [host, port] = text.split(':');
   }
-  if (!ipaddr.isValid(host)) throw new PolicyError(`the ${what} address "${host}" is not an IP address: ${USAGE}.`);
-  const addr = ipaddr.parse(host);
+  const addr = parseStrictIp(host);
+  if (addr === null) throw new PolicyError(`the ${what} address "${host}" is not an IP address: ${USAGE}.`);
   if (needsPort && port === '') throw new PolicyError(`the ${what} "${text}" has no port: ${USAGE}.`);
   if (!needsPort && port !== '') throw new PolicyError(`ICMP has no ports, but the ${what} "${text}" names one: ${USAGE}.`);
+  if (port !== '' && !/^\d{1,5}$/.test(port)) throw new PolicyError(`the ${what} port "${port}" is not a port: write a number from 0 to 65535.`);
   const n = port === '' ? 0 : Number(port);
-  if (!Number.isInteger(n) || n > 65535) throw new PolicyError(`the ${what} port ${port} is out of range: ports go from 0 to 65535.`);
+  if (n > 65535) throw new PolicyError(`the ${what} port ${port} is out of range: ports go from 0 to 65535.`);
   return { ip: addr.toString(), version: addr.kind() === 'ipv4' ? 4 : 6, port: n };
 }
 

@@ -123,15 +123,17 @@ export class Transpositions {
     if (flags & Rewrite.DST_MAC) writeMac(buf, off, data[o + F.DST_MAC_HI], data[o + F.DST_MAC_LO]);
     if (flags & Rewrite.SRC_MAC) writeMac(buf, off + 6, data[o + F.SRC_MAC_HI], data[o + F.SRC_MAC_LO]);
     const l3 = meta[Meta.L3_OFFSET];
-    if (l3 < 0 || meta[Meta.IP_VERSION] !== 4) return;
+    const version = meta[Meta.IP_VERSION];
+    if (l3 < 0 || version === 0) return;
+    // Address rewrites are IPv4 only (the pipeline never flags them for IPv6); port rewrites are both.
     const addrDelta = data[o + F.ADDR_DELTA];
-    if (flags & (Rewrite.SRC_IP | Rewrite.DST_IP)) {
+    if (version === 4 && flags & (Rewrite.SRC_IP | Rewrite.DST_IP)) {
       if (flags & Rewrite.SRC_IP) write32(buf, l3 + 12, data[o + F.SRC_IP]);
       if (flags & Rewrite.DST_IP) write32(buf, l3 + 16, data[o + F.DST_IP]);
       addToChecksum(buf, l3 + 10, addrDelta);
     }
     const l4 = meta[Meta.L4_OFFSET];
-    const proto = buf[l3 + 9];
+    const proto = version === 4 ? buf[l3 + 9] : buf[l3 + 6];
     if (l4 < 0 || (proto !== 6 && proto !== 17)) return;
     if (flags & (Rewrite.SRC_PORT | Rewrite.DST_PORT)) write32(buf, l4, data[o + F.PORTS]);
     const csumAt = l4 + (proto === 6 ? 16 : 6);
@@ -144,7 +146,7 @@ export class Transpositions {
       const s = foldChecksum(((buf[csumAt] << 8) | buf[csumAt + 1]) + addrDelta);
       buf[csumAt] = s >>> 8;
       buf[csumAt + 1] = s & 0xff;
-    } else if (proto === 17 && buf[csumAt] === 0 && buf[csumAt + 1] === 0) {
+    } else if (proto === 17 && version === 4 && buf[csumAt] === 0 && buf[csumAt + 1] === 0) {
       // UDP over IPv4 without a checksum stays without one.
     } else {
       addToChecksum(buf, csumAt, data[o + F.FULL_DELTA]);

@@ -18,12 +18,11 @@
  * - The per-port bound on connections refuses new connections (their frames
  *   are dropped and counted as connLimit); existing ones are untouched.
  */
-import { DropReason } from '../packet/drop-reasons.js';
 import { compilePolicy, DIR_IN, DIR_OUT, type CompiledPolicy, type MeterAllocator } from './compile.js';
 import { Conntrack, CT_REFUSED, CT_RESTART, type ConntrackOptions } from './conntrack.js';
 import { FlowTable } from './flow-table.js';
 import { KeyWord, KEY_WORDS, Meta } from './key.js';
-import { evaluateLayers, Verdict, type Decision, type TraceStep } from './pipeline.js';
+import { Decision, evaluateLayers, Verdict, type TraceStep } from './pipeline.js';
 import type { PortPolicy } from './policy.js';
 import { TokenBuckets } from './token-bucket.js';
 import { Transpositions } from './transposition.js';
@@ -37,6 +36,8 @@ export interface VfpOptions {
   maxTranspositions?: number;
   /** Meter rules across all ports. Default 16,384. */
   maxMeters?: number;
+  /** Milliseconds; the switch's clock, so token buckets and frames agree on time. */
+  clock?: () => number;
 }
 
 export interface VfpCounters {
@@ -87,8 +88,19 @@ export class Vfp {
   readonly stats = { flowsCreated: 0, flowsRevalidated: 0, flowsExpired: 0, flowTableFull: 0, slowPathRuns: 0 };
   private readonly reversed = new Uint32Array(KEY_WORDS);
   private readonly saved = new Uint32Array(KEY_WORDS);
+  /** The origin-direction evaluation of a reply: only its verdict is used, its rewrites are not this frame's. */
+  private readonly originDecision = new Decision();
+  /**
+   * Bumped at a port whenever a connection is created there. A cached drop
+   * records it: the drop was decided with no connection to admit the frame,
+   * and a new connection at that port (opened from the other side) may be one.
+   */
+  readonly connectionEpoch: Uint32Array;
+  private readonly clock: () => number;
 
   constructor(opts: VfpOptions) {
+    this.clock = opts.clock ?? (() => performance.now());
+    this.connectionEpoch = new Uint32Array(opts.maxPorts);
     this.generation = new Uint32Array(opts.maxPorts);
     this.conntrack = new Conntrack({ maxPorts: opts.maxPorts, ...opts.conntrack });
     this.flows = new FlowTable(opts.maxFlows ?? 1 << 20);
@@ -102,7 +114,7 @@ export class Vfp {
     allocate: (rateBps, burstBytes) => {
       const id = this.freeMeters.pop() ?? (this.nextMeter < this.maxMeters ? this.nextMeter++ : -1);
       if (id < 0) throw new Error(`all ${this.maxMeters} meters are in use: remove meter rules before adding more`);
-      this.meters.configure(id, rateBps / 8, burstBytes, performance.now());
+      this.meters.configure(id, rateBps / 8, burstBytes, this.clock());
       return id;
     },
     release: (id) => {
@@ -122,7 +134,7 @@ export class Vfp {
     if (old) for (const m of old.meterBuckets) this.meterAllocator.release(m);
     this.policies[portId] = compiled;
     this.generation[portId] = (this.generation[portId] + 1) >>> 0;
-    if (compiled.qos) this.qos.configure(portId, compiled.qos.rateBps / 8, compiled.qos.burstBytes, performance.now());
+    if (compiled.qos) this.qos.configure(portId, compiled.qos.rateBps / 8, compiled.qos.burstBytes, this.clock());
     else this.qos.clear(portId);
     return compiled;
   }
@@ -181,13 +193,14 @@ export class Vfp {
     if (slot >= 0) {
       if (d.verdict === Verdict.BLOCK && ct.origin(slot) !== dir) {
         const rev = reverseKey(save, this.reversed);
-        const rwFlags = d.rwFlags;
-        d.verdict = Verdict.ALLOW;
-        d.dropReason = 0;
+        const origin = this.originDecision;
+        origin.reset();
         if (trace) trace.push({ action: 'reply', detail: 'reply direction of a tracked connection: evaluating its origin packet' });
-        evaluateLayers(policy, dir ^ 1, rev, isIp, d, trace);
-        d.rwFlags = rwFlags; // rewrites of the origin direction do not apply to this frame
-        if (d.verdict === Verdict.BLOCK) d.dropReason = DropReason.policyBlock;
+        evaluateLayers(policy, dir ^ 1, rev, isIp, origin, trace);
+        if (origin.verdict === Verdict.ALLOW) {
+          d.verdict = Verdict.ALLOW;
+          d.dropReason = 0;
+        }
       }
       return slot;
     }
@@ -211,6 +224,7 @@ export class Vfp {
     for (let i = 0; i < pending.count; i++) {
       const slot = ct.create(pending.ports[i], pending.keys[i], pending.dirs[i] as 0 | 1, tcpFlags, now);
       pending.slots[i] = slot;
+      if (slot !== CT_REFUSED) this.connectionEpoch[pending.ports[i]]++;
       if (slot === CT_REFUSED) {
         for (let j = 0; j < i; j++) ct.remove(pending.slots[j]);
         pending.count = 0;

@@ -151,9 +151,12 @@ export interface Capture {
 /**
  * tcpdump on `ifname` inside `ns`, writing packets to a file as they arrive;
  * resolves once tcpdump is listening, so traffic sent afterwards is captured.
+ * --immediate-mode: otherwise libpcap (TPACKET_V3) holds a partly filled
+ * block, and a stop within a second throws it away, so "captured nothing"
+ * would prove nothing.
  */
 export async function capture(ns: string, ifname: string, filter: string[], file: string): Promise<Capture> {
-  const child = spawnInNetns(ns, 'tcpdump', ['-i', ifname, '-n', '-U', '-w', file, ...filter]);
+  const child = spawnInNetns(ns, 'tcpdump', ['-i', ifname, '-n', '-U', '--immediate-mode', '-w', file, ...filter]);
   let stderr = '';
   const done = new Promise<void>((resolve) => child.on('exit', () => resolve()));
   await new Promise<void>((resolve, reject) => {
@@ -231,4 +234,98 @@ export async function waitNeighboursSettled(namespaces: readonly string[], timeo
     if (Date.now() > deadline) throw new Error(`neighbour entries still resolving after ${timeoutMs} ms: ${busy.join(' ')}`);
     await sleep(250);
   }
+}
+
+/** What api() got back: the HTTP status and the parsed JSON body (undefined when empty). */
+export interface ApiResult<T = unknown> {
+  status: number;
+  body: T;
+}
+
+/**
+ * One REST call to the daemon over its unix socket, for what the CLI cannot
+ * express (exact status codes, malformed bodies). Never throws for a 4xx/5xx.
+ */
+export async function api<T = unknown>(d: DaemonHandle, method: string, path: string, body?: unknown): Promise<ApiResult<T>> {
+  const { request } = await import('node:http');
+  const payload = body === undefined ? undefined : JSON.stringify(body);
+  const headers: Record<string, string | number> =
+    payload === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) };
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath: d.socket, method, path, headers, timeout: 30_000 }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('error', reject);
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        let parsed: unknown;
+        try {
+          parsed = text.length === 0 ? undefined : JSON.parse(text);
+        } catch {
+          parsed = text;
+        }
+        resolve({ status: res.statusCode ?? 0, body: parsed as T });
+      });
+    });
+    req.on('timeout', () => req.destroy(new Error(`${method} ${path}: no answer within 30 s`)));
+    req.on('error', reject);
+    req.end(payload);
+  });
+}
+
+/** A port's drop count for one reason (0 when it never happened), from `vsw stats --json`. */
+export async function dropCount(d: DaemonHandle, endpointId: string, reason: string): Promise<number> {
+  const p = (await portStats(d)).get(endpointId);
+  if (!p) throw new Error(`vsw stats --json has no port for endpoint ${endpointId}`);
+  return p.drops[reason] ?? 0;
+}
+
+/** Lines a child process writes to stdout, collected as they arrive. */
+export interface LineReader {
+  lines: string[];
+  /** Resolves once `count` lines match `re`; rejects after timeoutMs or when the process exits first. */
+  waitFor(re: RegExp, count?: number, timeoutMs?: number): Promise<void>;
+  exited(): boolean;
+  /** stderr so far. */
+  stderr(): string;
+}
+
+export function readLines(child: ChildProcess): LineReader {
+  const lines: string[] = [];
+  let partial = '';
+  let err = '';
+  let done = false;
+  child.stdout?.on('data', (chunk: Buffer) => {
+    partial += chunk.toString();
+    const parts = partial.split('\n');
+    partial = parts.pop() ?? '';
+    lines.push(...parts);
+  });
+  child.stderr?.on('data', (chunk: Buffer) => {
+    err += chunk.toString();
+  });
+  child.on('exit', () => {
+    done = true;
+  });
+  return {
+    lines,
+    exited: () => done,
+    stderr: () => err,
+    async waitFor(re: RegExp, count = 1, timeoutMs = 10_000): Promise<void> {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        if (lines.filter((l) => re.test(l)).length >= count) return;
+        if (done) throw new Error(`the process exited before printing ${count} line(s) matching ${re}: stdout ${lines.join(' | ')} stderr ${err.trim()}`);
+        if (Date.now() > deadline) throw new Error(`no ${count} line(s) matching ${re} within ${timeoutMs} ms: stdout ${lines.slice(-5).join(' | ')} stderr ${err.trim()}`);
+        await sleep(50);
+      }
+    },
+  };
+}
+
+/** Resident set size of a process in KiB, from /proc/PID/status. */
+export function rssKiB(pid: number): number {
+  const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  if (!m) throw new Error(`/proc/${pid}/status has no VmRSS line`);
+  return Number(m[1]);
 }
