@@ -4,6 +4,9 @@
  * must not load fastify, the data plane or the native addon.
  */
 
+import type { Direction, GroupSpec, LayerSpec, RuleAction, RuleMatch, RuleSpec } from '../vfp/policy.js';
+import type { VfpCounters } from '../vfp/vfp.js';
+
 export const API_PREFIX = '/v1';
 export const DEFAULT_SOCKET_PATH = '/run/vsw/vsw.sock';
 
@@ -114,43 +117,12 @@ export interface ErrorBody {
 
 // ---------------------------------------------------------------- VFP policy
 
-export type PolicyDirection = 'in' | 'out' | 'both';
-export type PolicyAction = 'allow' | 'block' | 'count' | 'rewrite' | 'meter';
-
-/** Conditions of a rule or group; every field is optional, absent = any. */
-export interface PolicyMatch {
-  srcMac?: string;
-  dstMac?: string;
-  /** ipv4, ipv6, arp or a number. */
-  etherType?: number | string;
-  /** 0-4095; 0 = untagged only. */
-  vlan?: number;
-  /** IPv4/IPv6 prefix or address. */
-  srcPrefix?: string;
-  dstPrefix?: string;
-  /** tcp, udp, icmp, icmpv6 or 0-255. */
-  protocol?: string | number;
-  /** "80" or "1024-65535"; needs protocol tcp or udp. */
-  srcPorts?: string | number;
-  dstPorts?: string | number;
-  /** Needs protocol icmp or icmpv6. */
-  icmpType?: number;
-}
-
-export interface PolicyRule {
-  /** Assigned by the daemon when absent (r1, r2, ...). */
-  id?: string;
-  /** 0-65535; lower numbers are looked at first. */
-  priority: number;
-  direction?: PolicyDirection;
-  action: PolicyAction;
-  /** Default: true for allow and block, false otherwise. */
-  terminating?: boolean;
-  match?: PolicyMatch;
-  rewrite?: { srcMac?: string; dstMac?: string; srcIp?: string; dstIp?: string; srcPort?: number; dstPort?: number };
-  meter?: { rate: string; burst?: string };
-  description?: string;
-}
+// The policy model is src/vfp/policy.ts; these names are its JSON as the API speaks it.
+// Type-only imports: the CLI loads this file, and they vanish from the compiled JS.
+export type PolicyDirection = Direction;
+export type PolicyAction = RuleAction;
+export type PolicyMatch = RuleMatch;
+export type PolicyRule = RuleSpec;
 
 /** POST /v1/endpoints/:endpoint/acl: one rule into a layer's group (both created as needed). */
 export interface AddAclRuleRequest extends PolicyRule {
@@ -170,27 +142,12 @@ export interface AclRule extends PolicyRule {
   hits: number;
 }
 
-export interface PolicyGroup {
-  name: string;
-  /** Lower first. Default 100. */
-  priority: number;
-  direction?: PolicyDirection;
-  /** The group's own condition. */
-  match?: PolicyMatch;
-  rules: PolicyRule[];
-}
+export type PolicyGroup = GroupSpec;
 
 /** PUT /v1/endpoints/:endpoint/layers/:layer/groups/:group replaces the whole group at once. */
 export type PutGroupRequest = Omit<PolicyGroup, 'name'>;
 
-export interface PolicyLayer {
-  name: string;
-  /** Lower = higher in the stack: first for outbound traffic, last for inbound. */
-  priority: number;
-  defaultIn: 'allow' | 'block';
-  defaultOut: 'allow' | 'block';
-  groups: PolicyGroup[];
-}
+export type PolicyLayer = LayerSpec;
 
 /** PUT /v1/endpoints/:endpoint/layers/:layer creates or updates a layer (its groups stay). */
 export interface PutLayerRequest {
@@ -243,16 +200,7 @@ export interface FlowEntry {
   rewrite: Record<string, string | number> | null;
 }
 
-export interface VfpStats {
-  flows: number;
-  flowCapacity: number;
-  flowsCreated: number;
-  flowsRevalidated: number;
-  flowsExpired: number;
-  flowTableFull: number;
-  slowPathRuns: number;
-  connections: { created: number; expired: number; refused: number; restarted: number; live: number };
-}
+export type VfpStats = VfpCounters;
 
 /** GET /v1/flows[?endpoint=E] */
 export interface FlowsResponse {

@@ -32,6 +32,7 @@
  * closed connection a short life and a half-open one a bounded life, which is
  * what a security group needs; it is not a firewall's window tracking.
  */
+import { hashWords, randomSeed } from './hash.js';
 import { formatIpv4Addr, IpProtocol } from '../packet/ipv4.js';
 import { EtherType } from '../packet/ethernet.js';
 import { formatIpv6Addr } from '../packet/ipv6.js';
@@ -232,7 +233,7 @@ export class Conntrack {
     // Slots are handed out by a bump pointer before the free list is used, so the pages of a
     // large, young table are never written (and never become resident) until they are needed.
     this.freeHead = -1;
-    this.seed = (Math.random() * 0x100000000) >>> 0;
+    this.seed = randomSeed();
   }
 
   get size(): number {
@@ -536,21 +537,7 @@ export class Conntrack {
     s[R_REMOTE + 2] = key[remote + 2];
     s[R_REMOTE + 3] = key[remote + 3];
 
-    // murmur3-style mixing over the key words.
-    let h = this.seed;
-    for (let w = KEY_FIRST; w < KEY_END; w++) {
-      let k = Math.imul(s[w], 0xcc9e2d51);
-      k = (k << 15) | (k >>> 17);
-      h ^= Math.imul(k, 0x1b873593);
-      h = (h << 13) | (h >>> 19);
-      h = (Math.imul(h, 5) + 0xe6546b64) | 0;
-    }
-    h ^= h >>> 16;
-    h = Math.imul(h, 0x85ebca6b);
-    h ^= h >>> 13;
-    h = Math.imul(h, 0xc2b2ae35);
-    h ^= h >>> 16;
-    return h >>> 0;
+    return hashWords(s, KEY_FIRST, KEY_END, this.seed);
   }
 
   private tag(h: number): number {

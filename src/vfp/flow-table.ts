@@ -18,6 +18,7 @@
  * Entries are handed out by a bump pointer plus a free stack, so the pages of
  * a large, mostly unused table are never touched. About 150 bytes per flow.
  */
+import { hashWords, randomSeed } from './hash.js';
 import { KEY_WORDS } from './key.js';
 
 /** Key words stored per entry: the ingress port, then the flow key. */
@@ -68,6 +69,7 @@ export class FlowTable {
   readonly created: Float64Array;
   readonly lastSeen: Float64Array;
 
+  private readonly seed = randomSeed();
   private readonly index: Int32Array;
   private readonly indexMask: number;
   private readonly free: Int32Array;
@@ -119,20 +121,9 @@ export class FlowTable {
     return this.capacity * perEntry + this.index.byteLength;
   }
 
-  /** Murmur-style mix over the port and the key words; no allocation. */
+  /** The hash of (port, key); the port is folded into the seed. No allocation. */
   hash(portId: number, key: Uint32Array): number {
-    let h = Math.imul(portId ^ 0x9e3779b9, 0x85ebca6b);
-    for (let w = 0; w < KEY_WORDS; w++) {
-      let k = Math.imul(key[w], 0xcc9e2d51);
-      k = (k << 15) | (k >>> 17);
-      h ^= Math.imul(k, 0x1b873593);
-      h = (h << 13) | (h >>> 19);
-      h = (Math.imul(h, 5) + 0xe6546b64) | 0;
-    }
-    h ^= h >>> 16;
-    h = Math.imul(h, 0x85ebca6b);
-    h ^= h >>> 13;
-    return h >>> 0;
+    return hashWords(key, 0, KEY_WORDS, this.seed ^ Math.imul(portId + 1, 0x9e3779b9));
   }
 
   private keyEquals(e: number, portId: number, key: Uint32Array): boolean {
