@@ -72,13 +72,23 @@ export class PolicyService {
       try {
         await this.dataPlane.setPolicy(record.endpoint.portId, next);
       } catch (err) {
-        // The data plane compiles what we validated; a refusal here (e.g. meters exhausted) is still the caller's to fix.
-        throw badRequest(`the data plane refused the policy: ${(err as Error).message.replace(/\.$/, '')}.`);
+        const message = (err as Error).message;
+        // A dead data plane is the daemon's failure (500); anything else it refused (meters exhausted) is the caller's to fix.
+        if (/^the data plane (crashed|has stopped)/.test(message)) throw err;
+        throw badRequest(`the data plane refused the policy: ${message.replace(/\.$/, '')}.`);
       }
       record.policy = next;
       this.logger.info({ endpoint: record.endpoint.id, portId: record.endpoint.portId }, 'policy updated');
       return result;
     });
+  }
+
+  /** The next automatic id that no rule of the endpoint (or of `pending`) uses. */
+  private freeRuleId(policy: PortPolicy, pending: readonly RuleSpec[] = []): string {
+    for (;;) {
+      const id = `r${this.nextRuleId++}`;
+      if (!findRule(policy, id) && !pending.some((r) => r.id === id)) return id;
+    }
   }
 
   policyOf(idOrName: string): EndpointPolicy {
@@ -98,7 +108,7 @@ export class PolicyService {
     return this.update(idOrName, (policy, record) => {
       if (typeof req !== 'object' || req === null) throw new PolicyError('the rule must be a JSON object.');
       const { layer: layerName = DEFAULT_LAYER, group: groupName = DEFAULT_GROUP, ...spec } = req;
-      const id = spec.id ?? `r${this.nextRuleId++}`;
+      const id = spec.id ?? this.freeRuleId(policy);
       if (findRule(policy, id)) throw new PolicyError(`rule id ${id} exists already on this endpoint: pick another id or leave it out.`);
       const rule = validateRule({ ...spec, id } as RuleSpec);
       const layer = layerNamed(policy, layerName, true);
@@ -152,7 +162,8 @@ export class PolicyService {
     return this.update(idOrName, (policy) => {
       if (typeof req !== 'object' || req === null || !Array.isArray(req.rules)) throw new PolicyError('the group needs a "rules" array (it may be empty).');
       const layer = layerNamed(policy, layerName, true);
-      const rules = req.rules.map((r) => ({ ...r, id: r.id ?? `r${this.nextRuleId++}` }));
+      const rules: RuleSpec[] = [];
+      for (const r of req.rules) rules.push({ ...r, id: r.id ?? this.freeRuleId(policy, rules) });
       const group: GroupSpec = { ...req, name: groupName, priority: req.priority ?? 100, rules };
       const others = policy.layers.flatMap((l) => l.groups.filter((g) => !(l === layer && g.name === groupName)));
       for (const r of rules) {

@@ -121,9 +121,16 @@ function execute(command: DataPlaneCommand): unknown {
       sw.removePort(command.portId);
       return undefined;
     }
-    case 'setPolicy':
+    case 'setPolicy': {
       sw.setPolicy(command.portId, command.policy);
+      // A new policy starts with a full bucket: a port paused under the old cap reads again now.
+      const timer = pausedPorts.get(command.portId);
+      if (timer) {
+        clearTimeout(timer);
+        resumePort(command.portId);
+      }
       return undefined;
+    }
     case 'flows':
       return sw.flowEntries(performance.now(), command.portId);
     case 'trace':

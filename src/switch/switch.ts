@@ -282,16 +282,20 @@ export class Switch {
       return true;
     }
     const tcpFlags = this.meta[Meta.TCP_FLAGS];
-    const ct = vfp.conntrack;
     const a = flows.ctOut[e];
-    if (a >= 0 && ct.update(a, DIR_OUT, tcpFlags, now) === CT_RESTART) return false;
     const b = flows.ctIn[e];
-    if (b >= 0 && ct.update(b, DIR_IN, tcpFlags, now) === CT_RESTART) return false;
+    // A TCP flow cached without a connection at one end (its first frame was a RST, which starts
+    // none) must not carry a new SYN past connection tracking: that SYN goes the slow way.
+    if ((a < 0 || b < 0) && (tcpFlags & 0x06) === 0x02 && this.key[KeyWord.PROTO] >>> 24 === 6) return false;
+    // The meter first: a frame it drops must not advance connection state.
     const meter = flows.meterBucket[e];
     if (meter >= 0 && !vfp.meters.tryConsume(meter, len, now)) {
       this.counters[ingress.id * COUNTER_COLUMNS + DROP_BASE + DropReason.meter]++;
       return true;
     }
+    const ct = vfp.conntrack;
+    if (a >= 0 && ct.update(a, DIR_OUT, tcpFlags, now) === CT_RESTART) return false;
+    if (b >= 0 && ct.update(b, DIR_IN, tcpFlags, now) === CT_RESTART) return false;
     const key = this.key;
     this.macTable.learn(ingress.network.id, key[KeyWord.SRC_MAC_HI], key[KeyWord.SRC_MAC_LO], ingress.id, now);
     const t = flows.transposition[e];
@@ -325,7 +329,8 @@ export class Switch {
     const ingressPolicy = vfp.policies[portId]!;
     const spoofed = spoofCheck(ingressPolicy, buf, off, key, meta);
     if (spoofed !== 0) {
-      this.drop(e, hash, cacheable, portId, portId, -1, spoofed, len, now);
+      // Not cached: the sender picks spoofed keys at will, and each would take a flow-table entry.
+      this.drop(e, hash, false, portId, portId, -1, spoofed, len, now);
       return;
     }
     const ctOut = vfp.evaluateSide(ingressPolicy, portId, DIR_OUT, key, meta, now, d, stateful, null);
@@ -354,20 +359,23 @@ export class Switch {
       this.drop(e, hash, cacheable, portId, egressId, egressId, d.dropReason, len, now);
       return;
     }
-    if (!this.commitConnections(now)) return;
+    // The meter before connections are created: a policed frame leaves no state behind, and is not cached.
     const meter = d.meterBucket;
-    const meterRefused = meter >= 0 && !vfp.meters.tryConsume(meter, len, now);
-    if (meterRefused) this.counters[portId * COUNTER_COLUMNS + DROP_BASE + DropReason.meter]++;
+    if (meter >= 0 && !vfp.meters.tryConsume(meter, len, now)) {
+      this.counters[portId * COUNTER_COLUMNS + DROP_BASE + DropReason.meter]++;
+      return;
+    }
+    if (!this.commitConnections(now)) return;
 
     const transpositions = vfp.transpositions;
     let t = -1;
     if (d.rwFlags !== 0) {
       t = cacheable ? transpositions.compile(d, orig) : -1;
       if (t < 0) {
-        // Not cached (a flood, or the slab is full): this frame is rewritten, the next one comes back here.
+        // Not cached (not unicast IP, or the slab is full): this frame is rewritten, the next one comes back here.
         transpositions.compileAt(transpositions.scratch, d, orig);
-        if (!meterRefused) transpositions.apply(transpositions.scratch, buf, off, vnetOff, meta);
-      } else if (!meterRefused) {
+        transpositions.apply(transpositions.scratch, buf, off, vnetOff, meta);
+      } else {
         transpositions.apply(t, buf, off, vnetOff, meta);
       }
     }
@@ -392,7 +400,7 @@ export class Switch {
         transpositions.release(t);
       }
     }
-    if (!meterRefused) this.enqueue(egress, off, len);
+    this.enqueue(egress, off, len);
   }
 
   private createdSlot(portId: number, dir: number): number {
@@ -463,7 +471,6 @@ export class Switch {
     const side = this.sideKey;
     const meta = this.meta;
     const isIp = meta[Meta.IP_VERSION] !== 0;
-    const stateful = isIp ? this.conns : null;
     const ingressRw = d.rwFlags;
     if (ingressRw !== 0) {
       vfp.transpositions.compileAt(vfp.transpositions.scratch, d, this.origKey);
@@ -476,7 +483,9 @@ export class Switch {
       p.lastQueuedOffset = -1;
       if (p === ingress) continue;
       for (let w = 0; w < KEY_WORDS; w++) side[w] = key[w];
-      vfp.evaluateSide(vfp.policies[p.id]!, p.id, DIR_IN, side, meta, now, d, stateful, null);
+      // Receivers of a flood start no connection (a broadcast is not one, and one receiver at its
+      // bound must not stop the frame for the others); replies to a tracked connection still pass.
+      vfp.evaluateSide(vfp.policies[p.id]!, p.id, DIR_IN, side, meta, now, d, null, null);
       if (d.verdict === Verdict.BLOCK) {
         this.counters[p.id * COUNTER_COLUMNS + DROP_BASE + d.dropReason]++;
         continue;
@@ -488,11 +497,11 @@ export class Switch {
       if (ports.length <= 1) this.counters[ingress.id * COUNTER_COLUMNS + DROP_BASE + DropReason.noEgress]++;
       return;
     }
-    if (stateful !== null && !this.commitConnections(now)) return;
     if (ingressMeter >= 0 && !vfp.meters.tryConsume(ingressMeter, len, now)) {
       this.counters[ingress.id * COUNTER_COLUMNS + DROP_BASE + DropReason.meter]++;
       return;
     }
+    if (isIp && !this.commitConnections(now)) return;
     if (ingressRw !== 0) vfp.transpositions.apply(vfp.transpositions.scratch, this.io.buffer, off, vnetOff, meta);
     for (let i = 0; i < ports.length; i++) {
       const p = ports[i];

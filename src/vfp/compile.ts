@@ -112,6 +112,16 @@ export interface MeterAllocator {
 
 export function compilePolicy(policy: PortPolicy, meters: MeterAllocator): CompiledPolicy {
   const meterBuckets: number[] = [];
+  try {
+    return compileWith(policy, meters, meterBuckets);
+  } catch (err) {
+    // A policy that fails to compile must not keep the meters it took on the way.
+    for (const m of meterBuckets) meters.release(m);
+    throw err;
+  }
+}
+
+function compileWith(policy: PortPolicy, meters: MeterAllocator, meterBuckets: number[]): CompiledPolicy {
   const layers = [...policy.layers]
     .sort((a, b) => a.priority - b.priority)
     .map((layer): CompiledLayer => {
