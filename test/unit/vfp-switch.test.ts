@@ -474,3 +474,26 @@ test('an IPv6 TCP port rewrite reaches the forwarded frame', (t) => {
   t.is(sent.fd, 101);
   t.is(frameOf(sent).readUInt16BE(14 + 40 + 2), 8080);
 });
+
+test('a SYN on a flow first cached from a RST still starts a connection, so its SYN-ACK gets back in', (t) => {
+  const s = setup({ policies: { 0: acl([], { in: 'block' }) } });
+  s.announce();
+  const rst = s.send(0, tcp(0, 1, 40000, 80, TcpFlags.RST | TcpFlags.ACK));
+  t.deepEqual(fds(rst), [101], 'the RST is allowed out (outbound default allow) and starts no connection');
+  t.is(s.sw.vfp.conntrack.size, 0);
+  s.tick(1000);
+  t.deepEqual(fds(s.send(0, tcp(0, 1, 40000, 80, TcpFlags.SYN))), [101]);
+  t.true(s.sw.vfp.conntrack.size >= 1, 'the SYN took the slow path and created the connection');
+  t.deepEqual(fds(s.send(1, tcp(1, 0, 80, 40000, TcpFlags.SYN | TcpFlags.ACK))), [100], 'the SYN-ACK is a reply at port 0');
+  t.is(s.drop(0, DropReason.policyBlock), 0);
+});
+
+test('a broadcast reaches every port even when one receiver is at its connection bound', (t) => {
+  const s = setup({ vfp: { conntrack: { maxPerPort: 1 } } });
+  s.announce();
+  // Port 1 uses up its one connection.
+  t.deepEqual(fds(s.send(0, udp(0, 1, 40000, 5000))), [101]);
+  const bcast = buildUdp4({ srcMac: macOf(2), dstMac: 'ff:ff:ff:ff:ff:ff', srcIp: ipOf(2), dstIp: '10.0.0.255', srcPort: 40001, dstPort: 5353 });
+  t.deepEqual(fds(s.send(2, bcast)), [100, 101]);
+  t.is(s.drop(1, DropReason.connLimit), 0);
+});
