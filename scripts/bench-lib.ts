@@ -1,14 +1,17 @@
 /**
  * Helpers for scripts/bench.ts: running commands, iperf3 output, /proc
- * sampling, IPv4 prefixes and statistics. Kept apart from the bench itself so
- * the parsing can be read (and checked) without building a topology.
+ * sampling, the daemon's REST API, IPv4 prefixes and statistics; and the
+ * synthetic ACL rules that bench.ts installs and scripts/bench-vfp.ts
+ * compiles. Kept apart from the bench itself so the parsing can be read (and
+ * checked) without building a topology.
  *
  * Nothing here imports the rest of vsw: the bench drives vsw only through its
- * CLI, as a user would, so it measures what users get.
+ * CLI and its API, as a user would, so it measures what users get.
  */
 
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
+import { request as httpRequest } from 'node:http';
 import { promisify } from 'node:util';
 
 const execFileP = promisify(execFile);
@@ -145,6 +148,65 @@ export async function waitFor<T>(what: string, timeoutMs: number, fn: () => Prom
     if (Date.now() > deadline) throw new BenchError(`${what} did not happen within ${(timeoutMs / 1000).toFixed(0)} s.`);
     await sleep(everyMs);
   }
+}
+
+// ---------------------------------------------------------------- the daemon's REST API
+
+export interface ApiResult {
+  status: number;
+  /** Parsed JSON, or undefined for an empty body. */
+  body: unknown;
+}
+
+/**
+ * One HTTP request to the daemon over its unix socket (node:http, as the CLI
+ * does). Resolves with any status; the caller decides what a 4xx means. An
+ * interrupt aborts it, unless it is part of cleanup.
+ */
+export function apiRequest(
+  socketPath: string,
+  method: string,
+  urlPath: string,
+  body?: unknown,
+  opts: { timeoutMs?: number; cleanup?: boolean } = {},
+): Promise<ApiResult> {
+  if (!opts.cleanup && interrupt.signal.aborted) return Promise.reject(new Interrupted());
+  const payload = body === undefined ? undefined : JSON.stringify(body);
+  const headers: Record<string, string | number> =
+    payload === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) };
+  const timeoutMs = opts.timeoutMs ?? 60_000;
+  return new Promise<ApiResult>((resolve, reject) => {
+    const req = httpRequest(
+      { socketPath, method, path: urlPath, headers, timeout: timeoutMs, ...(opts.cleanup ? {} : { signal: interrupt.signal }) },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('error', reject);
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          let parsed: unknown;
+          try {
+            parsed = text ? JSON.parse(text) : undefined;
+          } catch {
+            parsed = text;
+          }
+          resolve({ status: res.statusCode ?? 0, body: parsed });
+        });
+      },
+    );
+    req.on('timeout', () => req.destroy(new BenchError(`${method} ${urlPath}: the daemon did not answer within ${timeoutMs / 1000} s.`)));
+    req.on('error', (err) => {
+      if (!opts.cleanup && interrupt.signal.aborted) reject(new Interrupted());
+      else reject(err instanceof BenchError ? err : new BenchError(`${method} ${urlPath}: ${(err as Error).message}`));
+    });
+    req.end(payload);
+  });
+}
+
+/** The daemon's error sentence from a JSON error body, or the HTTP status. */
+export function apiError(r: ApiResult): string {
+  const msg = (r.body as { error?: unknown } | undefined)?.error;
+  return typeof msg === 'string' ? msg : `HTTP ${r.status}`;
 }
 
 // ---------------------------------------------------------------- statistics
@@ -336,4 +398,82 @@ export function udpResult(doc: Json): UdpResult {
     lostPackets,
     seconds,
   };
+}
+
+// ---------------------------------------------------------------- synthetic ACL rules
+
+/** A rule as the daemon's API and the data plane's PortPolicy take it (plain JSON). */
+export interface BenchRule {
+  priority: number;
+  action: 'block' | 'allow';
+  direction?: 'in' | 'out' | 'both';
+  match: {
+    protocol?: 'tcp' | 'udp';
+    srcPrefix?: string;
+    dstPrefix?: string;
+    srcPorts?: string;
+    dstPorts?: string;
+  };
+}
+
+/** mulberry32: a small seeded PRNG, so every run (and both benches) install the same rules. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * n ACL rules in the shapes real security groups have, none of which matches
+ * traffic between addresses outside 10.200.0.0/15 and 172.16.0.0/12: every
+ * rule names a source or destination inside those blocks, so a benchmark's own
+ * flows are looked up against all of them and match none.
+ *
+ * Per 10 rules:
+ *   4  block tcp to a /32, destination port range of 1 to 2000 ports (10.200.0.0/16)
+ *   2  block tcp to a /32, one destination port (10.201.0.0/16)
+ *   2  block from a /24 source, any protocol (172.16.0.0/13)
+ *   1  block udp from a /24 source to a port range (172.24.0.0/14)
+ *   1  block tcp from a /24 source with source ports 1024-65535 to port 22
+ *      (172.28.0.0/14; both ports ranged: the classifier's worst shape)
+ * Directions are mostly both, one in ten in and one in ten out. Priorities are
+ * distinct (1000 + i). Addresses are distinct up to 10,240 rules.
+ */
+export function benchAclRules(n: number, seed = 1): BenchRule[] {
+  const rnd = seededRandom(seed);
+  const rules: BenchRule[] = [];
+  const k = [0, 0, 0, 0, 0];
+  const host = (second: number, j: number): string => `10.${second}.${(j >>> 8) & 0xff}.${j & 0xff}/32`;
+  // The j-th /24 of a block of `size` /24s starting at 172.<second>.0.0.
+  const net24 = (second: number, size: number, j: number): string => {
+    const m = j % size;
+    return `172.${second + (m >>> 8)}.${m & 0xff}.0/24`;
+  };
+  for (let i = 0; i < n; i++) {
+    const kind = i % 10;
+    const direction: BenchRule['direction'] = kind === 3 ? 'in' : kind === 7 ? 'out' : undefined;
+    const base: Omit<BenchRule, 'match'> = { priority: 1000 + i, action: 'block', ...(direction ? { direction } : {}) };
+    if (kind < 4) {
+      const lo = 1 + Math.floor(rnd() * 60000);
+      const hi = Math.min(65535, lo + Math.floor(rnd() * 2000));
+      rules.push({ ...base, match: { protocol: 'tcp', dstPrefix: host(200, k[0]++), dstPorts: `${lo}-${hi}` } });
+    } else if (kind < 6) {
+      const j = k[1]++;
+      const port = [22, 80, 443, 3306, 5432, 6379, 8080, 9200][j % 8];
+      rules.push({ ...base, match: { protocol: 'tcp', dstPrefix: host(201, j), dstPorts: String(port) } });
+    } else if (kind < 8) {
+      rules.push({ ...base, match: { srcPrefix: net24(16, 2048, k[2]++) } });
+    } else if (kind === 8) {
+      const lo = 1 + Math.floor(rnd() * 60000);
+      rules.push({ ...base, match: { protocol: 'udp', srcPrefix: net24(24, 1024, k[3]++), dstPorts: `${lo}-${lo + Math.floor(rnd() * 500)}` } });
+    } else {
+      rules.push({ ...base, match: { protocol: 'tcp', srcPrefix: net24(28, 1024, k[4]++), srcPorts: '1024-65535', dstPorts: '22' } });
+    }
+  }
+  return rules;
 }

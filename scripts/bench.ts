@@ -9,6 +9,11 @@
  * the vsw/bridge ratios are printed and written to a JSON file. Absolute
  * numbers depend on the machine; the ratio is what to compare across machines.
  *
+ * Two more scenarios run through the daemon's policy API: `policy` (one TCP
+ * stream with 10 and with 10,000 ACL rules on each vsw port, none matching the
+ * stream, against the bridge in the same run) and `qos` (one TCP stream from
+ * an endpoint capped at 100 Mbit/s and at 1 Gbit/s, against the cap).
+ *
  * The daemon's memory is sampled (VmRSS) idle and after the runs, and
  * `--soak N` adds one long TCP run with a sample every 5 s, to show that the
  * data path does not leak per packet.
@@ -31,6 +36,9 @@ import {
   BenchError,
   CpuMeter,
   Interrupted,
+  apiError,
+  apiRequest,
+  benchAclRules,
   cmd,
   exited,
   interrupt,
@@ -58,11 +66,25 @@ const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const CLI = path.join(REPO_ROOT, 'dist/src/cli/main.js');
 const IPERF_PORT = 5201;
 const SOAK_SAMPLE_MS = 5000;
+/** ACL rules per port in the policy scenario: few, then many. */
+const POLICY_RULES = [10, 10_000] as const;
+/** The group the policy scenario installs (and removes) on both endpoints. */
+const POLICY_LAYER = 'acl';
+const POLICY_GROUP = 'bench';
+/** Egress caps of the qos scenario, as the API takes them and in bit/s. */
+const QOS_CAPS: readonly { rate: string; bps: number }[] = [
+  { rate: '100mbit', bps: 100e6 },
+  { rate: '1gbit', bps: 1e9 },
+];
+const TESTS = ['tcp', 'udp', 'policy', 'qos'] as const;
+type Test = (typeof TESTS)[number];
 
 const HELP = `usage: npm run bench -- [options]
 
 Measures vsw against a Linux bridge (veth) on this machine with iperf3:
-one TCP stream and 64-byte UDP at full rate, between two namespaces on each.
+one TCP stream and 64-byte UDP at full rate, between two namespaces on each;
+one TCP stream with 10 and 10,000 ACL rules per vsw port (policy); one TCP
+stream from an endpoint with an egress cap of 100 Mbit/s and 1 Gbit/s (qos).
 Needs root, iperf3, iproute2 and ping, and a built tree (npm run build).
 
 options:
@@ -70,9 +92,12 @@ options:
   --time S        seconds per iperf3 run (default 10)
   --soak S        also one TCP run of S seconds on vsw, sampling the daemon's RSS
                   every 5 s (default 0: off)
-  --only tcp|udp  run one kind of test only
+  --only LIST     run only these tests, comma-separated: tcp, udp, policy, qos
+                  (default: all four)
   --out FILE      where to write the JSON results
                   (default bench-results/bench-<ISO timestamp>.json)
+  --profile DIR   run the daemon under node --cpu-prof, profiles (one per
+                  thread) written to DIR when it exits
   --help          show this text
 `;
 
@@ -82,8 +107,11 @@ interface Options {
   runs: number;
   time: number;
   soak: number;
-  only: 'tcp' | 'udp' | null;
+  /** Tests to run, in the order of TESTS. */
+  tests: Test[];
   out: string;
+  /** Directory for the daemon's --cpu-prof profiles, or null. */
+  profile: string | null;
 }
 
 function intOption(name: string, raw: string | undefined, dflt: number, min: number, max: number): number {
@@ -101,6 +129,7 @@ const OPTION_SPEC = {
   soak: { type: 'string' },
   only: { type: 'string' },
   out: { type: 'string' },
+  profile: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -113,9 +142,14 @@ function parseOptions(argv: string[]): Options | null {
     }
   })();
   if (values.help) return null;
-  const only = values.only ?? null;
-  if (only !== null && only !== 'tcp' && only !== 'udp') {
-    throw new BenchError(`--only takes tcp or udp, not "${only}".`);
+  let tests: Test[] = [...TESTS];
+  if (values.only !== undefined) {
+    const asked = values.only.split(',').map((t) => t.trim()).filter(Boolean);
+    const unknown = asked.filter((t) => !(TESTS as readonly string[]).includes(t));
+    if (asked.length === 0 || unknown.length > 0) {
+      throw new BenchError(`--only takes a comma-separated list of ${TESTS.join(', ')}, not "${values.only}".`);
+    }
+    tests = TESTS.filter((t) => asked.includes(t));
   }
   const soak = intOption('soak', values.soak, 0, 0, 3600);
   if (soak > 0 && soak < 10) throw new BenchError('--soak must be at least 10 seconds (RSS is sampled every 5 s), or 0 for off.');
@@ -124,7 +158,7 @@ function parseOptions(argv: string[]): Options | null {
   const time = intOption('time', values.time, 10, 1, 3600);
   const stamp = new Date().toISOString().replace(/\.\d+Z$/, 'Z').replace(/:/g, '-');
   const out = values.out ? path.resolve(values.out) : path.join(REPO_ROOT, 'bench-results', `bench-${stamp}.json`);
-  return { runs, time, soak, only, out };
+  return { runs, time, soak, tests, out, profile: values.profile ? path.resolve(values.profile) : null };
 }
 
 // ---------------------------------------------------------------- preflight
@@ -232,6 +266,9 @@ interface Side {
   serverIp: string;
   /** MTU of the server's interface, recorded so that results on different setups are not compared blindly. */
   mtu: number | null;
+  /** vsw only: the endpoint ids, for the policy API. */
+  clientEndpoint?: string;
+  serverEndpoint?: string;
 }
 
 /** Setup and measurement commands: an interrupt cuts them short. */
@@ -282,6 +319,8 @@ class VswSide {
   constructor(
     readonly prefix: string,
     readonly workDir: string,
+    /** Node options for the daemon (--cpu-prof ...), before the CLI path. */
+    readonly nodeArgs: string[] = [],
   ) {
     this.socket = path.join(workDir, 'vsw.sock');
     this.logPath = path.join(workDir, 'daemon.log');
@@ -310,7 +349,7 @@ class VswSide {
     });
     const logFd = openSync(this.logPath, 'a');
     try {
-      daemonChild = start(process.execPath, [CLI, 'daemon', '--socket', this.socket], logFd);
+      daemonChild = start(process.execPath, [...this.nodeArgs, CLI, 'daemon', '--socket', this.socket], logFd);
     } finally {
       // The child holds its own copy of the descriptor.
       closeSync(logFd);
@@ -331,7 +370,7 @@ class VswSide {
     });
     await this.cli(['network', 'create', '-d', 'internal', '--subnet', cidr, net]);
 
-    const eps: { ip: string; ifname: string }[] = [];
+    const eps: { id: string; ip: string; ifname: string }[] = [];
     for (const n of [1, 2]) {
       const ns = `${this.prefix}-v${n}`;
       await netnsAdd(ns);
@@ -354,8 +393,95 @@ class VswSide {
       clientIp: eps[0].ip,
       serverIp: eps[1].ip,
       mtu: await ifMtu(`${this.prefix}-v2`, eps[1].ifname),
+      clientEndpoint: eps[0].id,
+      serverEndpoint: eps[1].id,
     };
     return { side, prefix };
+  }
+
+  /** A request to the daemon's REST API; throws a BenchError with the daemon's sentence on anything but 2xx. */
+  async api(method: string, urlPath: string, body?: unknown, what = `${method} ${urlPath}`): Promise<unknown> {
+    const r = await apiRequest(this.socket, method, urlPath, body, { timeoutMs: 120_000 });
+    if (r.status >= 200 && r.status < 300) return r.body;
+    if (!daemonAlive()) throw await this.daemonDied();
+    throw new BenchError(`${what}: the daemon answered ${r.status}: ${apiError(r)}`);
+  }
+
+  /**
+   * Refuses to start a scenario the daemon cannot serve: a daemon without the
+   * policy routes answers 404 "no API route", which would otherwise show up as
+   * a failure in the middle of the runs.
+   */
+  async checkPolicyApi(side: Side): Promise<void> {
+    const r = await apiRequest(this.socket, 'GET', `/v1/endpoints/${side.clientEndpoint}/policy`);
+    if (r.status === 404 && /no API route/i.test(apiError(r))) {
+      throw new BenchError(`this vsw daemon has no policy API (GET /v1/endpoints/:id/policy answered: ${apiError(r)}): build a tree that has it.`);
+    }
+    if (r.status !== 200) throw new BenchError(`GET /v1/endpoints/${side.clientEndpoint}/policy answered ${r.status}: ${apiError(r)}`);
+  }
+
+  /**
+   * Replaces the bench group on both endpoints with n block rules that the
+   * iperf3 traffic does not match (scripts/bench-lib.ts benchAclRules), in
+   * one PUT per endpoint. Returns the seconds each PUT took.
+   */
+  async installRules(side: Side, n: number): Promise<number[]> {
+    const rules = benchAclRules(n);
+    const seconds: number[] = [];
+    for (const ep of [side.clientEndpoint!, side.serverEndpoint!]) {
+      const t0 = performance.now();
+      const group = (await this.api('PUT', `/v1/endpoints/${ep}/layers/${POLICY_LAYER}/groups/${POLICY_GROUP}`, { priority: 100, rules }, `installing ${n} ACL rules on endpoint ${ep}`)) as {
+        rules?: unknown[];
+      };
+      seconds.push((performance.now() - t0) / 1000);
+      if (!Array.isArray(group?.rules) || group.rules.length !== n) {
+        throw new BenchError(`the daemon accepted the ${n}-rule group on endpoint ${ep} but answered with ${Array.isArray(group?.rules) ? group.rules.length : 'no'} rules.`);
+      }
+    }
+    await this.checkRulesActive(side, rules);
+    return seconds;
+  }
+
+  /**
+   * Asks the data plane (POST /v1/trace) what it does with a packet that the
+   * last "tcp to a /32 and port range" rule of the set blocks, from the client
+   * endpoint's own address (so spoof guard passes): a block by the bench group
+   * shows the whole set got there, not only the API's copy of it.
+   */
+  async checkRulesActive(side: Side, rules: ReturnType<typeof benchAclRules>): Promise<void> {
+    const probe = [...rules].reverse().find((r) => r.match.dstPrefix && r.match.dstPorts && r.direction === undefined);
+    if (!probe) return;
+    const dst = probe.match.dstPrefix!.split('/')[0];
+    const port = probe.match.dstPorts!.split('-')[0];
+    const packet = `tcp ${side.clientIp}:40000 > ${dst}:${port} syn`;
+    const t = (await this.api('POST', '/v1/trace', { endpoint: side.clientEndpoint, direction: 'out', packet }, `tracing "${packet}"`)) as {
+      verdict?: string;
+      steps?: { group?: string; action?: string }[];
+    };
+    const byGroup = t?.steps?.some((st) => st.group === POLICY_GROUP && st.action === 'block');
+    if (t?.verdict !== 'block' || !byGroup) {
+      throw new BenchError(`after installing ${rules.length} rules, a trace of "${packet}" (rule priority ${probe.priority}) says ${t?.verdict ?? 'nothing'}, not a block by group ${POLICY_GROUP}: the rules did not reach the data plane.`);
+    }
+  }
+
+  async removeRules(side: Side): Promise<void> {
+    for (const ep of [side.clientEndpoint!, side.serverEndpoint!]) {
+      const r = await apiRequest(this.socket, 'DELETE', `/v1/endpoints/${ep}/layers/${POLICY_LAYER}/groups/${POLICY_GROUP}`, undefined, { cleanup: true });
+      if (r.status >= 300 && r.status !== 404) console.error(`bench: could not remove the bench ACL group from endpoint ${ep}: ${apiError(r)}`);
+    }
+  }
+
+  /** Caps what the client endpoint sends. */
+  async setQos(side: Side, rate: string): Promise<void> {
+    const body = (await this.api('PUT', `/v1/endpoints/${side.clientEndpoint}/qos`, { maxEgress: rate }, `capping endpoint ${side.clientEndpoint} at ${rate}`)) as {
+      maxEgress?: unknown;
+    };
+    if (typeof body?.maxEgress !== 'string') throw new BenchError(`PUT /v1/endpoints/${side.clientEndpoint}/qos answered without maxEgress: ${JSON.stringify(body).slice(0, 120)}`);
+  }
+
+  async clearQos(side: Side): Promise<void> {
+    const r = await apiRequest(this.socket, 'DELETE', `/v1/endpoints/${side.clientEndpoint}/qos`, undefined, { cleanup: true });
+    if (r.status >= 300 && r.status !== 404) console.error(`bench: could not remove the egress cap from endpoint ${side.clientEndpoint}: ${apiError(r)}`);
   }
 
   /** The endpoint by id, or else the one in namespace ns, from `endpoint ls --json`. */
@@ -451,8 +577,16 @@ async function iperf(side: Side, proto: Proto, seconds: number, during?: (done: 
 }
 
 interface RunRecord {
-  test: Proto;
+  test: Test;
   side: Side['name'];
+  /** policy: "10 rules", "10000 rules" (vsw) or "bridge"; qos: the cap, e.g. "100mbit". */
+  variant?: string;
+  /** policy, vsw: ACL rules on each of the two ports during the run. */
+  rules?: number;
+  /** policy, vsw: seconds each endpoint's PUT of the rule group took before the run. */
+  installSeconds?: number[];
+  /** qos: the client endpoint's egress cap in bit/s. */
+  capBps?: number;
   run: number;
   ok: boolean;
   error?: string;
@@ -464,8 +598,9 @@ interface RunRecord {
 
 let clkTck = 100;
 
-async function measure(vsw: VswSide, side: Side, proto: Proto, seconds: number, run: number): Promise<RunRecord> {
-  const rec: RunRecord = { test: proto, side: side.name, run, ok: false };
+async function measure(vsw: VswSide, side: Side, test: Test, seconds: number, run: number, extra: Partial<RunRecord> = {}): Promise<RunRecord> {
+  const proto: Proto = test === 'udp' ? 'udp' : 'tcp';
+  const rec: RunRecord = { test, side: side.name, ...extra, run, ok: false };
   const meter = side.name === 'vsw' ? new CpuMeter(vsw.pid, clkTck) : null;
   try {
     const doc = await iperf(side, proto, seconds, meter ? async () => meter.begin() : undefined);
@@ -478,11 +613,12 @@ async function measure(vsw: VswSide, side: Side, proto: Proto, seconds: number, 
     rec.error = (err as Error).message;
   }
   const what =
-    rec.tcp ? `${(rec.tcp.bitsPerSecond / 1e9).toFixed(2)} Gbit/s, ${rec.tcp.retransmits ?? '?'} retransmits`
+    rec.tcp ? `${fmtBps(rec.tcp.bitsPerSecond)}, ${rec.tcp.retransmits ?? '?'} retransmits`
     : rec.udp ? `${(rec.udp.packetsPerSecond / 1e3).toFixed(0)} kpps received, ${rec.udp.lostPercent.toFixed(1)}% lost`
     : `failed: ${rec.error}`;
   const cpu = typeof rec.daemonCpuPercent === 'number' ? `, daemon CPU ${rec.daemonCpuPercent.toFixed(0)}%` : '';
-  console.error(`bench: ${proto} run ${run} ${side.name}: ${what}${cpu}`);
+  const label = rec.variant && rec.variant !== side.name ? `${side.name} ${rec.variant}` : side.name;
+  console.error(`bench: ${test} run ${run} ${label}: ${what}${cpu}`);
   // A run may fail on its own (an iperf3 hiccup) and the next one be fine; a lost topology fails all the rest.
   if (!rec.ok) await checkIntact(vsw, [side]);
   return rec;
@@ -564,7 +700,87 @@ async function soak(vsw: VswSide, side: Side, seconds: number): Promise<SoakResu
   };
 }
 
+// ---------------------------------------------------------------- policy and qos scenarios
+
+/**
+ * One TCP stream through vsw with POLICY_RULES[i] block rules on each of the
+ * two ports (installed by one PUT of a group per endpoint before each run),
+ * and through the bridge, in the same run. The rules never match the stream,
+ * so every new flow is looked up against all of them, and the established
+ * stream must not look at any: the ratio many/few says whether rule count
+ * costs anything once a flow is cached. (Per-flow setup cost with many rules
+ * is what `npm run bench:vfp` measures, without the kernel.)
+ */
+async function policyScenario(vsw: VswSide, vs: Side, bs: Side, opts: Options): Promise<RunRecord[]> {
+  await vsw.checkPolicyApi(vs);
+  const out: RunRecord[] = [];
+  const legs: (number | null)[] = [...POLICY_RULES, null];
+  try {
+    for (let run = 1; run <= opts.runs; run++) {
+      // Rotate the order, so that over the runs each leg goes first, in the middle and last alike.
+      const k = (run - 1) % legs.length;
+      for (const rules of [...legs.slice(k), ...legs.slice(0, k)]) {
+        if (rules === null) {
+          out.push(await measure(vsw, bs, 'policy', opts.time, run, { variant: 'bridge' }));
+          continue;
+        }
+        const extra: Partial<RunRecord> = { variant: `${rules} rules`, rules };
+        try {
+          extra.installSeconds = await vsw.installRules(vs, rules);
+        } catch (err) {
+          if (err instanceof Interrupted || !daemonAlive()) throw err;
+          const rec: RunRecord = { test: 'policy', side: 'vsw', ...extra, run, ok: false, error: (err as Error).message };
+          console.error(`bench: policy run ${run} vsw ${rules} rules: failed: ${rec.error}`);
+          out.push(rec);
+          continue;
+        }
+        out.push(await measure(vsw, vs, 'policy', opts.time, run, extra));
+      }
+    }
+  } finally {
+    if (daemonAlive()) await vsw.removeRules(vs);
+  }
+  return out;
+}
+
+/**
+ * One TCP stream from the client endpoint while its egress is capped
+ * (PUT /v1/endpoints/:ep/qos): the cap limits what the endpoint sends, and
+ * the iperf3 client sends. Measured is the receiver's rate; the ratio to the
+ * cap should be close to 1.
+ */
+async function qosScenario(vsw: VswSide, vs: Side, opts: Options): Promise<RunRecord[]> {
+  await vsw.checkPolicyApi(vs);
+  const out: RunRecord[] = [];
+  try {
+    for (let run = 1; run <= opts.runs; run++) {
+      const order = run % 2 === 1 ? QOS_CAPS : [...QOS_CAPS].reverse();
+      for (const cap of order) {
+        const extra: Partial<RunRecord> = { variant: cap.rate, capBps: cap.bps };
+        try {
+          await vsw.setQos(vs, cap.rate);
+        } catch (err) {
+          if (err instanceof Interrupted || !daemonAlive()) throw err;
+          const rec: RunRecord = { test: 'qos', side: 'vsw', ...extra, run, ok: false, error: (err as Error).message };
+          console.error(`bench: qos run ${run} vsw ${cap.rate}: failed: ${rec.error}`);
+          out.push(rec);
+          continue;
+        }
+        out.push(await measure(vsw, vs, 'qos', opts.time, run, extra));
+      }
+    }
+  } finally {
+    if (daemonAlive()) await vsw.clearQos(vs);
+  }
+  return out;
+}
+
 // ---------------------------------------------------------------- report
+
+/** Gbit/s with two decimals, or Mbit/s with one below 1 Gbit/s (the qos caps). */
+function fmtBps(bps: number): string {
+  return bps >= 1e9 ? `${(bps / 1e9).toFixed(2)} Gbit/s` : `${(bps / 1e6).toFixed(1)} Mbit/s`;
+}
 
 function fmtMiB(kib: number | null | undefined): string {
   return typeof kib === 'number' ? (kib / 1024).toFixed(1) : '-';
@@ -581,10 +797,10 @@ interface SummaryRow {
 }
 
 function summarize(records: RunRecord[], daemon: Record<string, number | null>, soakResult: SoakResult | null): SummaryRow[] {
-  const pick = (test: Proto, side: Side['name'], f: (r: RunRecord) => number | null | undefined): number | null =>
+  const pick = (test: Test, side: Side['name'], f: (r: RunRecord) => number | null | undefined): number | null =>
     median(records.filter((r) => r.ok && r.test === test && r.side === side).map(f));
   const rows: SummaryRow[] = [];
-  const pair = (scenario: string, unit: string, test: Proto, f: (r: RunRecord) => number | null | undefined, withRatio: boolean, digits: number): void => {
+  const pair = (scenario: string, unit: string, test: Test, f: (r: RunRecord) => number | null | undefined, withRatio: boolean, digits: number): void => {
     if (!records.some((r) => r.test === test)) return;
     const v = pick(test, 'vsw', f);
     const b = pick(test, 'bridge', f);
@@ -593,17 +809,40 @@ function summarize(records: RunRecord[], daemon: Record<string, number | null>, 
   const only = (scenario: string, unit: string, v: number | null, digits: number): void => {
     rows.push({ scenario, unit, vsw: v, bridge: null, ratio: null, digits });
   };
-  pair('TCP 1 stream', 'Gbit/s', 'tcp', (r) => (r.tcp ? r.tcp.bitsPerSecond / 1e9 : null), true, 2);
+  const pickVariant = (test: Test, variant: string, f: (r: RunRecord) => number | null | undefined): number | null =>
+    median(records.filter((r) => r.ok && r.test === test && r.variant === variant).map(f));
+  const gbps = (r: RunRecord): number | null => (r.tcp ? r.tcp.bitsPerSecond / 1e9 : null);
+  pair('TCP 1 stream', 'Gbit/s', 'tcp', gbps, true, 2);
   pair('TCP retransmits', 'per run', 'tcp', (r) => r.tcp?.retransmits, false, 0);
   pair('UDP 64 B received', 'kpps', 'udp', (r) => (r.udp ? r.udp.packetsPerSecond / 1e3 : null), true, 0);
   pair('UDP 64 B sent', 'kpps', 'udp', (r) => (r.udp ? r.udp.sentPacketsPerSecond / 1e3 : null), true, 0);
   pair('UDP 64 B lost', '%', 'udp', (r) => r.udp?.lostPercent, false, 1);
+  if (records.some((r) => r.test === 'policy')) {
+    const bridge = pickVariant('policy', 'bridge', gbps);
+    for (const n of POLICY_RULES) {
+      const v = pickVariant('policy', `${n} rules`, gbps);
+      rows.push({ scenario: `TCP 1 stream, ${n} ACL rules/port`, unit: 'Gbit/s', vsw: v, bridge, ratio: ratio(v, bridge), digits: 2 });
+    }
+    const bridgeRetr = pickVariant('policy', 'bridge', (r) => r.tcp?.retransmits);
+    for (const n of POLICY_RULES) {
+      const v = pickVariant('policy', `${n} rules`, (r) => r.tcp?.retransmits);
+      rows.push({ scenario: `TCP retransmits, ${n} ACL rules/port`, unit: 'per run', vsw: v, bridge: bridgeRetr, ratio: null, digits: 0 });
+    }
+    const n = POLICY_RULES[POLICY_RULES.length - 1];
+    only(`PUT of a ${n}-rule group`, 's per endpoint', median(records.filter((r) => r.rules === n).flatMap((r) => r.installSeconds ?? [])), 2);
+  }
+  for (const cap of records.some((r) => r.test === 'qos') ? QOS_CAPS : []) {
+    only(`TCP 1 stream, egress cap ${cap.rate}`, 'Mbit/s', pickVariant('qos', cap.rate, (r) => (r.tcp ? r.tcp.bitsPerSecond / 1e6 : null)), 1);
+    only(`TCP retransmits, egress cap ${cap.rate}`, 'per run', pickVariant('qos', cap.rate, (r) => r.tcp?.retransmits), 0);
+  }
   if (records.some((r) => r.test === 'tcp')) only('daemon CPU during TCP', '% of a core', pick('tcp', 'vsw', (r) => r.daemonCpuPercent), 0);
   if (records.some((r) => r.test === 'udp')) only('daemon CPU during UDP', '% of a core', pick('udp', 'vsw', (r) => r.daemonCpuPercent), 0);
   const mib = (k: number | null | undefined): number | null => (typeof k === 'number' ? k / 1024 : null);
   only('daemon RSS idle, 2 ports', 'MiB', mib(daemon.rssIdleKiB), 1);
   if (daemon.rssAfterTcpKiB !== undefined) only('daemon RSS after TCP runs', 'MiB', mib(daemon.rssAfterTcpKiB), 1);
   if (daemon.rssAfterUdpKiB !== undefined) only('daemon RSS after UDP runs', 'MiB', mib(daemon.rssAfterUdpKiB), 1);
+  if (daemon.rssAfterPolicyKiB !== undefined) only(`daemon RSS after policy runs (${POLICY_RULES[POLICY_RULES.length - 1]} rules/port)`, 'MiB', mib(daemon.rssAfterPolicyKiB), 1);
+  if (daemon.rssAfterQosKiB !== undefined) only('daemon RSS after qos runs', 'MiB', mib(daemon.rssAfterQosKiB), 1);
   only('daemon peak RSS (VmHWM)', 'MiB', mib(daemon.hwmKiB), 1);
   if (soakResult) {
     const s = soakResult;
@@ -612,6 +851,50 @@ function summarize(records: RunRecord[], daemon: Record<string, number | null>, 
     only('soak RSS max', 'MiB', mib(s.rssMaxKiB), 1);
   }
   return rows;
+}
+
+interface Check {
+  what: string;
+  value: number | null;
+  bar: string;
+  /** null when there is nothing to judge (the runs failed). */
+  met: boolean | null;
+}
+
+/** The ratios the policy and qos scenarios are judged by; reported, never turned into a failure. */
+function checks(records: RunRecord[]): Check[] {
+  const out: Check[] = [];
+  const med = (test: Test, variant: string): number | null =>
+    median(records.filter((r) => r.ok && r.test === test && r.variant === variant).map((r) => r.tcp?.bitsPerSecond));
+  const judge = (what: string, value: number | null, bar: string, ok: (v: number) => boolean): void => {
+    out.push({ what, value, bar, met: value === null ? null : ok(value) });
+  };
+  if (records.some((r) => r.test === 'policy')) {
+    const few = POLICY_RULES[0];
+    const many = POLICY_RULES[POLICY_RULES.length - 1];
+    judge(`policy: vsw TCP with ${many} / with ${few} rules per port`, ratio(med('policy', `${many} rules`), med('policy', `${few} rules`)), '>= 0.9', (v) => v >= 0.9);
+    for (const n of POLICY_RULES) {
+      judge(`policy: vsw TCP with ${n} rules per port / bridge`, ratio(med('policy', `${n} rules`), med('policy', 'bridge')), '>= 0.5', (v) => v >= 0.5);
+    }
+  }
+  if (records.some((r) => r.test === 'qos')) {
+    for (const cap of QOS_CAPS) {
+      const m = med('qos', cap.rate);
+      judge(`qos: TCP measured / egress cap ${cap.rate}`, m === null ? null : m / cap.bps, '0.9 - 1.1', (v) => v >= 0.9 && v <= 1.1);
+    }
+  }
+  return out;
+}
+
+function printChecks(list: Check[]): void {
+  if (list.length === 0) return;
+  const w = Math.max(...list.map((c) => c.what.length));
+  console.log('');
+  console.log('ratios (medians):');
+  for (const c of list) {
+    const verdict = c.met === null ? 'no data' : c.met ? 'within the bar' : 'MISSES the bar';
+    console.log(`  ${c.what.padEnd(w)}  ${c.value === null ? '-'.padStart(5) : c.value.toFixed(2).padStart(5)}  bar ${c.bar.padEnd(8)}  ${verdict}`);
+  }
 }
 
 function printTable(rows: SummaryRow[]): void {
@@ -674,7 +957,8 @@ async function bench(opts: Options): Promise<number> {
   cleanup.add(`remove ${workDir}`, () => rm(workDir, { recursive: true, force: true }));
   await mkdir(workDir, { recursive: true });
 
-  const vsw = new VswSide(prefix, workDir);
+  if (opts.profile) await mkdir(opts.profile, { recursive: true });
+  const vsw = new VswSide(prefix, workDir, opts.profile ? ['--cpu-prof', '--cpu-prof-dir', opts.profile] : []);
   try {
     const machine = await machineInfo();
     const v = await vsw.setup([]);
@@ -688,29 +972,36 @@ async function bench(opts: Options): Promise<number> {
     const daemon: Record<string, number | null> = { rssIdleKiB: await procStatusKiB(vsw.pid, 'VmRSS') };
 
     const records: RunRecord[] = [];
-    const tests: Proto[] = opts.only ? [opts.only] : ['tcp', 'udp'];
-    for (const test of tests) {
+    for (const test of opts.tests) {
       if (opts.runs === 0) break;
-      for (let run = 1; run <= opts.runs; run++) {
-        // Alternate which side goes first so that a slow drift (thermal, a neighbour) does not favour one.
-        const order = run % 2 === 1 ? [v.side, b.side] : [b.side, v.side];
-        for (const side of order) records.push(await measure(vsw, side, test, opts.time, run));
+      if (test === 'policy') {
+        records.push(...(await policyScenario(vsw, v.side, b.side, opts)));
+      } else if (test === 'qos') {
+        records.push(...(await qosScenario(vsw, v.side, opts)));
+      } else {
+        for (let run = 1; run <= opts.runs; run++) {
+          // Alternate which side goes first so that a slow drift (thermal, a neighbour) does not favour one.
+          const order = run % 2 === 1 ? [v.side, b.side] : [b.side, v.side];
+          for (const side of order) records.push(await measure(vsw, side, test, opts.time, run));
+        }
       }
-      daemon[test === 'tcp' ? 'rssAfterTcpKiB' : 'rssAfterUdpKiB'] = await procStatusKiB(vsw.pid, 'VmRSS');
+      daemon[`rssAfter${test[0].toUpperCase()}${test.slice(1)}KiB`] = await procStatusKiB(vsw.pid, 'VmRSS');
     }
     const soakResult = opts.soak > 0 ? await soak(vsw, v.side, opts.soak) : null;
     daemon.hwmKiB = await procStatusKiB(vsw.pid, 'VmHWM');
 
     const summary = summarize(records, daemon, soakResult);
+    const ratios = checks(records);
     const failed = records.filter((r) => !r.ok).length + (soakResult?.error ? 1 : 0);
     const result = {
       bench: 'vsw vs Linux bridge (veth), iperf3',
       timestamp: new Date().toISOString(),
       prefix,
-      options: { runs: opts.runs, time: opts.time, soak: opts.soak, only: opts.only },
+      options: { runs: opts.runs, time: opts.time, soak: opts.soak, tests: opts.tests, policyRules: POLICY_RULES, qosCaps: QOS_CAPS.map((c) => c.rate) },
       machine,
       topology: { vsw: v.side, bridge: b.side },
       summary: summary.map(({ digits: _digits, ...row }) => row),
+      ratios,
       daemon,
       soak: soakResult,
       runs: records,
@@ -719,6 +1010,7 @@ async function bench(opts: Options): Promise<number> {
     console.log('');
     console.log(`vsw bench: ${machine.nproc} cores, kernel ${machine.kernel}, node ${machine.node}, ${opts.runs} run(s) x ${opts.time} s, medians`);
     printTable(summary);
+    printChecks(ratios);
     await mkdir(path.dirname(opts.out), { recursive: true });
     await writeFile(opts.out, JSON.stringify(result, null, 2) + '\n');
     console.log('');

@@ -2,6 +2,7 @@
  * MurmurHash3's 32-bit mix over a run of key words, for the typed-array hash
  * tables of the frame path (flow table, conntrack). Math.imul keeps every step
  * in 32-bit integers, so nothing is allocated and V8 stays on small integers.
+ * The result has 30 bits, more than any table here indexes.
  * Tables pass a random seed: a sender who cannot guess it cannot pick keys
  * that pile up in one probe chain.
  */
@@ -19,7 +20,9 @@ export function hashWords(words: Uint32Array, from: number, to: number, seed: nu
   h ^= h >>> 13;
   h = Math.imul(h, 0xc2b2ae35);
   h ^= h >>> 16;
-  return h >>> 0;
+  // 30 bits: a small integer in V8 (a Smi), so returning it from a call that is not inlined
+  // allocates nothing; a full 32-bit result would be boxed on every new flow.
+  return h & 0x3fffffff;
 }
 
 export function randomSeed(): number {
