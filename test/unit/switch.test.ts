@@ -3,57 +3,12 @@ import { buildArpRequest, buildIcmp4Echo, buildUdp4, filler } from '../../src/pa
 import { emitVnet, VNET_HDR_LEN } from '../../src/packet/vnet.js';
 import { COUNTER_COLUMNS, readPortCounters } from '../../src/switch/counters.js';
 import { MacTable } from '../../src/switch/mac-table.js';
-import { Switch, type FrameIo } from '../../src/switch/switch.js';
+import { Switch } from '../../src/switch/switch.js';
+import { BATCH, HEADROOM, RecordingIo } from './helpers/recording-io.js';
 
-const SLOT = 4096;
-const HEADROOM = 128;
-const BATCH = 64;
 const A = '02:76:0a:00:00:02';
 const B = '02:76:0a:00:00:03';
 const C = '02:76:0a:00:00:04';
-
-interface Sent {
-  fd: number;
-  wire: Buffer; // vnet header + frame, as written to the device
-}
-
-/** Synthetic frame I/O: frames are placed into slots by the test, writes are recorded. */
-class RecordingIo implements FrameIo {
-  readonly buffer = Buffer.alloc(BATCH * SLOT);
-  readonly lengths = new Int32Array(BATCH);
-  readonly slotSize = SLOT;
-  readonly headroom = HEADROOM;
-  readonly vnetHdrLen = VNET_HDR_LEN;
-  readonly batchSize = BATCH;
-  readonly sent: Sent[] = [];
-  readonly refusingFds = new Set<number>();
-  transmitCalls = 0;
-
-  place(slot: number, frame: Uint8Array, length = frame.length): void {
-    const off = slot * SLOT + HEADROOM;
-    this.buffer.fill(0, off - VNET_HDR_LEN, off);
-    this.buffer.set(frame.subarray(0, Math.min(frame.length, SLOT - HEADROOM)), off);
-    this.lengths[slot] = length;
-  }
-
-  transmit(fd: number, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number, vnet: number): number {
-    this.transmitCalls++;
-    let written = 0;
-    for (let i = 0; i < count; i++) {
-      if (this.refusingFds.has(fd)) {
-        lengths[i] = 0;
-        continue;
-      }
-      this.sent.push({ fd, wire: Buffer.from(buf.subarray(offsets[i] - vnet, offsets[i] + lengths[i])) });
-      written++;
-    }
-    return written;
-  }
-
-  take(): Sent[] {
-    return this.sent.splice(0);
-  }
-}
 
 function setup(ports = 3, networks: number[] = [1, 1, 1]) {
   const io = new RecordingIo();

@@ -6,6 +6,7 @@ import {
   type ClassifierRule,
 } from '../../src/vfp/classifier.js';
 import { KEY_WORDS, KeyWord } from '../../src/vfp/key.js';
+import { mulberry32 } from './helpers/random.js';
 
 const TCP = 6;
 const IPV4 = 0x0800;
@@ -186,15 +187,6 @@ test('the constructor rejects malformed rules', (t) => {
 
 // ---- Property test: lookup agrees with linearLookup on random rule sets ----
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let x = Math.imul(a ^ (a >>> 15), 1 | a);
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Candidate masks per word: few, so random rules share tuples and shadow each other. */
 const MASK_CHOICES: number[][] = (() => {

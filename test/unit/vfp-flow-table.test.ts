@@ -1,17 +1,8 @@
 import test from 'ava';
 import { FlowTable } from '../../src/vfp/flow-table.js';
 import { KEY_WORDS } from '../../src/vfp/key.js';
+import { mulberry32 as prng } from './helpers/random.js';
 
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Flow {
   port: number;

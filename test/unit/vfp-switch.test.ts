@@ -6,47 +6,13 @@ import { TcpFlags } from '../../src/packet/tcp.js';
 import { emitVnet, VNET_HDR_LEN, VnetFlags } from '../../src/packet/vnet.js';
 import { COUNTER_COLUMNS, DROP_BASE, readPortCounters } from '../../src/switch/counters.js';
 import { MacTable } from '../../src/switch/mac-table.js';
-import { Switch, type FrameIo } from '../../src/switch/switch.js';
+import { Switch } from '../../src/switch/switch.js';
+import { HEADROOM, RecordingIo, type Sent } from './helpers/recording-io.js';
 import { validateLayer, validateQos, type PortPolicy, type QosSpec, type RuleSpec, type Verdict } from '../../src/vfp/policy.js';
 import type { VfpOptions } from '../../src/vfp/vfp.js';
 
-const SLOT = 4096;
-const HEADROOM = 128;
-const BATCH = 64;
 /** Far ahead of performance.now(), which the VFP uses when it configures meters and caps. */
 const START_MS = 1e7;
-
-interface Sent {
-  fd: number;
-  wire: Buffer; // vnet header + frame, as written to the device
-}
-
-/** Synthetic frame I/O, as in switch.test.ts: the test places frames into slots, writes are recorded. */
-class RecordingIo implements FrameIo {
-  readonly buffer = Buffer.alloc(BATCH * SLOT);
-  readonly lengths = new Int32Array(BATCH);
-  readonly slotSize = SLOT;
-  readonly headroom = HEADROOM;
-  readonly vnetHdrLen = VNET_HDR_LEN;
-  readonly batchSize = BATCH;
-  readonly sent: Sent[] = [];
-
-  place(slot: number, frame: Uint8Array): void {
-    const off = slot * SLOT + HEADROOM;
-    this.buffer.fill(0, off - VNET_HDR_LEN, off);
-    this.buffer.set(frame, off);
-    this.lengths[slot] = frame.length;
-  }
-
-  transmit(fd: number, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number, vnet: number): number {
-    for (let i = 0; i < count; i++) this.sent.push({ fd, wire: Buffer.from(buf.subarray(offsets[i] - vnet, offsets[i] + lengths[i])) });
-    return count;
-  }
-
-  take(): Sent[] {
-    return this.sent.splice(0);
-  }
-}
 
 const macOf = (p: number) => `02:76:0a:00:00:${(p + 2).toString(16).padStart(2, '0')}`;
 const ipOf = (p: number) => `10.0.0.${p + 2}`;

@@ -6,18 +6,8 @@ import { VNET_HDR_LEN, VnetFlags } from '../../src/packet/vnet.js';
 import { extractKey, KEY_WORDS, Meta, META_WORDS } from '../../src/vfp/key.js';
 import { Decision, Rewrite } from '../../src/vfp/pipeline.js';
 import { Transpositions } from '../../src/vfp/transposition.js';
+import { mulberry32 as prng } from './helpers/random.js';
 
-/** mulberry32: small, seeded, good enough to spread addresses and ports. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const u32 = (rnd: () => number) => Math.floor(rnd() * 2 ** 32) >>> 0;
 const u16 = (rnd: () => number) => Math.floor(rnd() * 65536);
