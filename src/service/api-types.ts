@@ -5,6 +5,7 @@
  */
 
 import type { Direction, GroupSpec, LayerSpec, RuleAction, RuleMatch, RuleSpec } from '../vfp/policy.js';
+import type { TraceStep } from '../vfp/pipeline.js';
 import type { VfpCounters } from '../vfp/vfp.js';
 
 export const API_PREFIX = '/v1';
@@ -216,16 +217,11 @@ export interface TraceRequest {
   packet: string;
 }
 
-export interface TraceStepView {
+/** A step of the slow path (src/vfp/pipeline.ts), with the port named by its endpoint. */
+export type TraceStepView = Omit<TraceStep, 'port'> & {
   /** Endpoint the step ran at. */
   endpoint?: string;
-  direction?: 'in' | 'out';
-  layer?: string;
-  group?: string;
-  rule?: string;
-  action: string;
-  detail?: string;
-}
+};
 
 export interface TraceResponse {
   packet: string;

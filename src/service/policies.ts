@@ -8,11 +8,12 @@ import type { Logger } from 'pino';
 import { EtherType } from '../packet/ethernet.js';
 import { DROP_REASON_NAMES } from '../packet/drop-reasons.js';
 import type { SwitchFlow } from '../switch/dataplane.js';
-import { KeyWord } from '../vfp/key.js';
+import { formatKeyAddress, KeyWord } from '../vfp/key.js';
 import {
   DEFAULT_GROUP,
   DEFAULT_LAYER,
   PolicyError,
+  protocolName,
   validateLayer,
   validateQos,
   validateRule,
@@ -285,28 +286,16 @@ function qosView(policy: PortPolicy): QosPolicy | null {
   return { maxEgress: formatRate(policy.qos.maxEgressBps), burst: `${policy.qos.burstBytes}b` };
 }
 
-const PROTO_NAMES: Record<number, string> = { 1: 'icmp', 6: 'tcp', 17: 'udp', 58: 'icmpv6' };
-
-function ipOf(key: number[], base: number, v6: boolean): string {
-  if (!v6) {
-    const v = key[base];
-    return [v >>> 24, (v >>> 16) & 0xff, (v >>> 8) & 0xff, v & 0xff].join('.');
-  }
-  const parts: string[] = [];
-  for (let i = 0; i < 4; i++) parts.push((key[base + i] >>> 16).toString(16), (key[base + i] & 0xffff).toString(16));
-  return parts.join(':').replace(/\b(?:0:){2,}/, ':');
-}
-
 function flowView(f: SwitchFlow, byPort: Map<number, string>): FlowEntry {
   const key = f.key;
   const v6 = key[KeyWord.ETH_VLAN] >>> 16 === EtherType.IPv6;
   const protocol = key[KeyWord.PROTO] >>> 24;
-  const src = ipOf(key, KeyWord.SRC_IP, v6);
-  const dst = ipOf(key, KeyWord.DST_IP, v6);
+  const src = formatKeyAddress(key, KeyWord.SRC_IP, v6);
+  const dst = formatKeyAddress(key, KeyWord.DST_IP, v6);
   const srcPort = key[KeyWord.PORTS] >>> 16;
   const dstPort = key[KeyWord.PORTS] & 0xffff;
   const hasPorts = protocol === 6 || protocol === 17;
-  const name = PROTO_NAMES[protocol] ?? `proto ${protocol}`;
+  const name = protocolName(protocol) ?? `proto ${protocol}`;
   const flow = hasPorts ? `${name} ${src}:${srcPort} > ${dst}:${dstPort}` : `${name} ${src} > ${dst}`;
   return {
     endpoint: byPort.get(f.ingressPort) ?? String(f.ingressPort),

@@ -28,6 +28,8 @@
  * are created by the control plane, not per packet.
  */
 import { DropReason, FRAME_OK } from '../packet/drop-reasons.js';
+import { formatMac, writeMac } from '../packet/ethernet.js';
+import { formatIpv4Addr } from '../packet/ipv4.js';
 import { classifyFrame } from '../packet/validate.js';
 import { DIR_IN, DIR_OUT } from '../vfp/compile.js';
 import { CT_RESTART } from '../vfp/conntrack.js';
@@ -673,9 +675,12 @@ export interface SwitchFlow {
 }
 
 function describeRewrite(d: Decision, orig: Uint32Array): Record<string, string | number> {
-  const mac = (hi: number, lo: number) =>
-    [hi >>> 8, hi & 0xff, lo >>> 24, (lo >>> 16) & 0xff, (lo >>> 8) & 0xff, lo & 0xff].map((b) => b.toString(16).padStart(2, '0')).join(':');
-  const ip = (v: number) => [v >>> 24, (v >>> 16) & 0xff, (v >>> 8) & 0xff, v & 0xff].join('.');
+  const mac = (hi: number, lo: number) => {
+    const b = new Uint8Array(6);
+    writeMac(b, 0, hi, lo);
+    return formatMac(b);
+  };
+  const ip = formatIpv4Addr;
   const out: Record<string, string | number> = {};
   if (d.rwFlags & Rewrite.SRC_MAC) out.srcMac = mac(d.srcMacHi, d.srcMacLo);
   if (d.rwFlags & Rewrite.DST_MAC) out.dstMac = mac(d.dstMacHi, d.dstMacLo);

@@ -33,10 +33,9 @@
  * what a security group needs; it is not a firewall's window tracking.
  */
 import { hashWords, randomSeed } from './hash.js';
-import { formatIpv4Addr, IpProtocol } from '../packet/ipv4.js';
+import { IpProtocol } from '../packet/ipv4.js';
 import { EtherType } from '../packet/ethernet.js';
-import { formatIpv6Addr } from '../packet/ipv6.js';
-import { KeyWord } from './key.js';
+import { formatKeyAddress, KeyWord } from './key.js';
 
 export const Dir = { OUT: 0, IN: 1 } as const;
 export type Dir = (typeof Dir)[keyof typeof Dir];
@@ -469,18 +468,7 @@ export class Conntrack {
     const out: ConntrackEntry[] = [];
     const nowDs = toDs(now);
     const rec = this.rec;
-    const bytes = new Uint8Array(16);
-    const addr = (at: number, v6: boolean): string => {
-      if (!v6) return formatIpv4Addr(rec[at]);
-      for (let i = 0; i < 4; i++) {
-        const w = rec[at + i];
-        bytes[i * 4] = w >>> 24;
-        bytes[i * 4 + 1] = w >>> 16;
-        bytes[i * 4 + 2] = w >>> 8;
-        bytes[i * 4 + 3] = w;
-      }
-      return formatIpv6Addr(bytes);
-    };
+    const addr = (at: number, v6: boolean): string => formatKeyAddress(rec, at, v6);
     for (let slot = 0; slot < this.bump; slot++) {
       const r = slot << SHIFT;
       const st = rec[r + R_STATE];

@@ -27,19 +27,6 @@ const EMPTY = -1;
 
 export const NO_PORT = -1;
 
-export interface FlowEntryView {
-  ingressPort: number;
-  egressPort: number;
-  dropReason: number;
-  packets: number;
-  bytes: number;
-  ageSeconds: number;
-  idleSeconds: number;
-  transposition: number;
-  meterBucket: number;
-  key: Uint32Array;
-}
-
 export class FlowTable {
   readonly capacity: number;
   readonly keys: Uint32Array;

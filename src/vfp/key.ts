@@ -27,7 +27,8 @@
  * what the fast path needs but must not match on: header offsets and TCP flags.
  */
 import { EtherType } from '../packet/ethernet.js';
-import { IpProtocol } from '../packet/ipv4.js';
+import { formatIpv4Addr, IpProtocol } from '../packet/ipv4.js';
+import { formatIpv6Addr } from '../packet/ipv6.js';
 import { innerEtherTypeOffset } from '../packet/vlan.js';
 
 export const KeyWord = {
@@ -164,4 +165,21 @@ export function keySrcPort(key: Uint32Array): number {
 
 export function keyDstPort(key: Uint32Array): number {
   return key[KeyWord.PORTS] & 0xffff;
+}
+
+/**
+ * The address held in words[at...] as people write it: the layout of the key's
+ * SRC_IP/DST_IP (IPv4 in the first word, IPv6 in four). Allocates: listings only.
+ */
+export function formatKeyAddress(words: ArrayLike<number>, at: number, v6: boolean): string {
+  if (!v6) return formatIpv4Addr(words[at]);
+  const bytes = new Uint8Array(16);
+  for (let i = 0; i < 4; i++) {
+    const w = words[at + i];
+    bytes[i * 4] = w >>> 24;
+    bytes[i * 4 + 1] = (w >>> 16) & 0xff;
+    bytes[i * 4 + 2] = (w >>> 8) & 0xff;
+    bytes[i * 4 + 3] = w & 0xff;
+  }
+  return formatIpv6Addr(bytes);
 }

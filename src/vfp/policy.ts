@@ -161,8 +161,9 @@ export interface ParsedRewrite {
 const PROTOCOLS: Record<string, number> = { icmp: 1, tcp: 6, udp: 17, icmpv6: 58 };
 const ETHERTYPES: Record<string, number> = { ipv4: EtherType.IPv4, ipv6: EtherType.IPv6, arp: EtherType.ARP };
 
-export function protocolName(n: number): string {
-  return Object.keys(PROTOCOLS).find((k) => PROTOCOLS[k] === n) ?? String(n);
+/** tcp, udp, icmp or icmpv6; undefined for a protocol without a name here. */
+export function protocolName(n: number): string | undefined {
+  return Object.keys(PROTOCOLS).find((k) => PROTOCOLS[k] === n);
 }
 
 export function parseMacWords(text: unknown, what: string): { hi: number; lo: number } {
@@ -228,9 +229,6 @@ function wordsToBytes(words: readonly number[]): number[] {
   return out;
 }
 
-export function formatPrefix(p: ParsedPrefix): string {
-  return `${ipaddr.fromByteArray(wordsToBytes(p.words)).toString()}/${p.length}`;
-}
 
 export function parsePortRange(value: unknown, what: string): readonly [number, number] {
   const text = typeof value === 'number' ? String(value) : value;

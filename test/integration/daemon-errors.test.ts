@@ -13,12 +13,13 @@ import {
   assertOneSentence,
   CLI,
   createEndpoint,
+  createNetworkWithEndpoints,
+  type DaemonHandle,
+  type EndpointJson,
   linksIn,
   portStats,
   startDaemon,
   teardown,
-  type DaemonHandle,
-  type EndpointJson,
 } from './helpers/daemon.js';
 
 const prefix = runPrefix();
@@ -33,11 +34,7 @@ const e: EndpointJson[] = [];
 
 test.before(async () => {
   d = await startDaemon(prefix);
-  await d.vswOk(['network', 'create', netE, '--subnet', '10.65.0.0/24']);
-  for (const ns of nsE) {
-    await addNetns(ns);
-    e.push(await createEndpoint(d, netE, ns));
-  }
+  e.push(...(await createNetworkWithEndpoints(d, netE, '10.65.0.0/24', nsE)));
   await addNetns(nsSpare);
 });
 

@@ -6,18 +6,18 @@
  */
 import test from 'ava';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { addNetns, inNetns, ping, runPrefix, sh, spawnInNetns } from './helpers/env.js';
+import { inNetns, ping, runPrefix, sh, spawnInNetns } from './helpers/env.js';
 import {
   api,
   capture,
-  createEndpoint,
+  createNetworkWithEndpoints,
+  type DaemonHandle,
+  type EndpointJson,
   portStats,
   startDaemon,
   teardown,
   txFrames,
-  type DaemonHandle,
   waitNeighboursSettled,
-  type EndpointJson,
 } from './helpers/daemon.js';
 
 const prefix = runPrefix();
@@ -35,16 +35,8 @@ const b: EndpointJson[] = [];
 
 test.before(async () => {
   d = await startDaemon(prefix);
-  await d.vswOk(['network', 'create', netA, '--subnet', '10.61.0.0/24']);
-  await d.vswOk(['network', 'create', netB, '-d', 'internal', '--subnet', '10.62.0.0/24']);
-  for (const ns of nsA) {
-    await addNetns(ns);
-    a.push(await createEndpoint(d, netA, ns));
-  }
-  for (const ns of nsB) {
-    await addNetns(ns);
-    b.push(await createEndpoint(d, netB, ns));
-  }
+  a.push(...(await createNetworkWithEndpoints(d, netA, '10.61.0.0/24', nsA)));
+  b.push(...(await createNetworkWithEndpoints(d, netB, '10.62.0.0/24', nsB)));
 });
 
 test.after.always(async () => {

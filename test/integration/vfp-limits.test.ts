@@ -8,18 +8,18 @@
 import test, { type ExecutionContext } from 'ava';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { EndpointPolicy, FlowsResponse } from '../../src/service/api-types.js';
-import { addNetns, inNetns, ping, runPrefix, spawnInNetns } from './helpers/env.js';
+import { inNetns, ping, runPrefix, spawnInNetns } from './helpers/env.js';
 import {
   api,
-  createEndpoint,
+  createNetworkWithEndpoints,
+  type DaemonHandle,
   dropCount,
+  type EndpointJson,
+  type LineReader,
   readLines,
   rssKiB,
   startDaemon,
   teardown,
-  type DaemonHandle,
-  type EndpointJson,
-  type LineReader,
 } from './helpers/daemon.js';
 
 const prefix = runPrefix();
@@ -40,11 +40,7 @@ const ep: EndpointJson[] = [];
 
 test.before(async () => {
   d = await startDaemon(prefix, { extraArgs: ['--max-connections-per-port', String(MAX_CONNECTIONS_PER_PORT)] });
-  await d.vswOk(['network', 'create', netQ, '--subnet', '10.73.0.0/24']);
-  for (const ns of nsQ) {
-    await addNetns(ns);
-    ep.push(await createEndpoint(d, netQ, ns));
-  }
+  ep.push(...(await createNetworkWithEndpoints(d, netQ, '10.73.0.0/24', nsQ)));
 });
 
 test.after.always(async () => {

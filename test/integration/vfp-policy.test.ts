@@ -7,17 +7,17 @@
 import test, { type ExecutionContext } from 'ava';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { AclRule, EndpointPolicy, FlowEntry, FlowsResponse, TraceResponse } from '../../src/service/api-types.js';
-import { addNetns, inNetns, ping, runPrefix, spawnInNetns } from './helpers/env.js';
+import { inNetns, ping, runPrefix, spawnInNetns } from './helpers/env.js';
 import {
   api,
   assertOneSentence,
-  createEndpoint,
+  createNetworkWithEndpoints,
+  type DaemonHandle,
   dropCount,
+  type EndpointJson,
   readLines,
   startDaemon,
   teardown,
-  type DaemonHandle,
-  type EndpointJson,
 } from './helpers/daemon.js';
 
 const prefix = runPrefix();
@@ -30,11 +30,7 @@ const ep: EndpointJson[] = [];
 
 test.before(async () => {
   d = await startDaemon(prefix);
-  await d.vswOk(['network', 'create', netP, '--subnet', '10.71.0.0/24']);
-  for (const ns of nsP) {
-    await addNetns(ns);
-    ep.push(await createEndpoint(d, netP, ns));
-  }
+  ep.push(...(await createNetworkWithEndpoints(d, netP, '10.71.0.0/24', nsP)));
 });
 
 test.after.always(async () => {

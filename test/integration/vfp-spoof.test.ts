@@ -8,19 +8,19 @@ import test, { type ExecutionContext } from 'ava';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { buildArpReply, buildUdp4 } from '../../src/packet/builders.js';
 import type { EndpointPolicy } from '../../src/service/api-types.js';
-import { addNetns, injectFrames, ping, runPrefix, spawnInNetns } from './helpers/env.js';
+import { injectFrames, ping, runPrefix, spawnInNetns } from './helpers/env.js';
 import {
   api,
   capture,
-  createEndpoint,
+  createNetworkWithEndpoints,
+  type DaemonHandle,
+  type EndpointJson,
+  type LineReader,
   portStats,
   readLines,
   startDaemon,
   teardown,
   waitNeighboursSettled,
-  type DaemonHandle,
-  type EndpointJson,
-  type LineReader,
 } from './helpers/daemon.js';
 
 const prefix = runPrefix();
@@ -36,11 +36,7 @@ const ep: EndpointJson[] = [];
 
 test.before(async () => {
   d = await startDaemon(prefix);
-  await d.vswOk(['network', 'create', netS, '--subnet', '10.72.0.0/24']);
-  for (const ns of nsS) {
-    await addNetns(ns);
-    ep.push(await createEndpoint(d, netS, ns));
-  }
+  ep.push(...(await createNetworkWithEndpoints(d, netS, '10.72.0.0/24', nsS)));
 });
 
 test.after.always(async () => {

@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ExecutionContext } from 'ava';
 import type { Endpoint, PortStats, StatsResponse } from '../../../src/service/api-types.js';
-import { removeEverything, sh, spawnInNetns, type CommandResult } from './env.js';
+import { addNetns, removeEverything, sh, spawnInNetns, type CommandResult } from './env.js';
 
 /** The CLI entry, compiled: this file runs from dist/test/integration/helpers/. */
 export const CLI = fileURLToPath(new URL('../../../src/cli/main.js', import.meta.url));
@@ -141,6 +141,17 @@ export async function createEndpoint(d: DaemonHandle, network: string, netns: st
   const id = (await d.vswOk(['endpoint', 'create', '--network', network, '--netns', netns, ...extra])).trim();
   if (!/^[0-9a-f]{12}$/.test(id)) throw new Error(`vsw endpoint create printed ${JSON.stringify(id)}, not an endpoint id`);
   return d.vswJson<EndpointJson>(['endpoint', 'inspect', id]);
+}
+
+/** An internal network on `subnet`, and one endpoint in each of `namespaces` (created here, IPv6 off), in order. */
+export async function createNetworkWithEndpoints(d: DaemonHandle, network: string, subnet: string, namespaces: readonly string[]): Promise<EndpointJson[]> {
+  await d.vswOk(['network', 'create', network, '-d', 'internal', '--subnet', subnet]);
+  const endpoints: EndpointJson[] = [];
+  for (const ns of namespaces) {
+    await addNetns(ns);
+    endpoints.push(await createEndpoint(d, network, ns));
+  }
+  return endpoints;
 }
 
 export interface Capture {
