@@ -4,7 +4,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:os';
-import type { Endpoint, Network, PortStats, StatsResponse, SwitchStats } from '../service/api-types.js';
+import type { Endpoint, NatNetworkState, Network, PortMapping, PortStats, StatsResponse, SwitchStats } from '../service/api-types.js';
+import { CliError } from './errors.js';
 
 /** Columns left-aligned, two spaces apart, like docker's listings; no trailing spaces. */
 export function formatTable(headers: readonly string[], rows: readonly (readonly string[])[]): string {
@@ -78,3 +79,40 @@ export function randomCompartmentName(): string {
   return `vsw-${randomBytes(4).toString('hex')}`;
 }
 
+
+/**
+ * `-p` as docker writes it: HOSTPORT:CONTAINERPORT or IP:HOSTPORT:CONTAINERPORT,
+ * optionally followed by /tcp or /udp (default tcp). Port ranges are checked
+ * by the daemon, which knows what else is published.
+ */
+export function parsePublish(text: string): PortMapping {
+  const m = /^(?:(\d{1,3}(?:\.\d{1,3}){3}):)?(\d+):(\d+)(?:\/(tcp|udp))?$/.exec(text);
+  if (!m) {
+    throw new CliError(`-p ${text} is not a port mapping: write HOSTPORT:CONTAINERPORT, IP:HOSTPORT:CONTAINERPORT, and /udp for UDP (e.g. -p 8080:80 or -p 127.0.0.1:5353:53/udp).`);
+  }
+  const mapping: PortMapping = { protocol: (m[4] as 'tcp' | 'udp' | undefined) ?? 'tcp', hostPort: Number(m[2]), containerPort: Number(m[3]) };
+  if (m[1] !== undefined) mapping.hostIp = m[1];
+  return mapping;
+}
+
+/** commander collector for a repeatable -p. */
+export function collectPublish(text: string, previous: PortMapping[] = []): PortMapping[] {
+  return [...previous, parsePublish(text)];
+}
+
+export function formatPublish(m: PortMapping): string {
+  return `${m.hostIp && m.hostIp !== '0.0.0.0' ? `${m.hostIp}:` : ''}${m.hostPort}->${m.containerPort}/${m.protocol}`;
+}
+
+/** Per nat network: a summary line, its published ports, then the live translations as a table. */
+export function formatNat(states: readonly NatNetworkState[]): string {
+  const out: string[] = [];
+  for (const s of states) {
+    const c = s.counters;
+    out.push(`${s.network}: external ${s.externalIp}, ${c.active} active, ${c.created} created, ${c.expired} expired, ${c.refused} refused (pool ${c.poolSize} ports per protocol)`);
+    for (const p of s.published) out.push(`  published ${p.external}/${p.protocol} -> ${p.target}${p.endpoint ? ` (${p.endpoint})` : ''}`);
+  }
+  const rows = states.flatMap((s) => s.translations.map((t) => [s.network, t.protocol, t.inside, t.external, t.remote, t.endpoint ?? '-', t.state, String(t.idleSeconds)]));
+  out.push('', formatTable(['NETWORK', 'PROTO', 'INSIDE', 'EXTERNAL', 'REMOTE', 'ENDPOINT', 'STATE', 'IDLE'], rows));
+  return out.join('\n');
+}

@@ -9,6 +9,7 @@ import { endpointCommand } from './commands/endpoint.js';
 import { networkCommand } from './commands/network.js';
 import { flowsCommand, policyCommand, traceCommand } from './commands/policy.js';
 import { runCommand } from './commands/run.js';
+import { natCommand } from './commands/nat.js';
 import { statsCommand } from './commands/stats.js';
 import { programSocketOption, reportError } from './commands/common.js';
 import { cliVersion } from './version.js';
@@ -29,6 +30,7 @@ function buildProgram(): Command {
       .addCommand(flowsCommand())
       .addCommand(traceCommand())
       .addCommand(statsCommand())
+      .addCommand(natCommand())
       .addHelpText(
         'after',
         [

@@ -40,6 +40,10 @@ export const DropReason = {
   connLimit: 16,
   /** A meter rule's rate was exceeded (policer). */
   meter: 17,
+  /** NAT: a new flow found every port of the protocol's pool in use. Counted on the container's port. */
+  natPoolExhausted: 18,
+  /** NAT: no translation for it (nothing published there, no live mapping, or a protocol NAT cannot translate). */
+  natNoMapping: 19,
 } as const;
 
 export type DropReasonName = keyof typeof DropReason;

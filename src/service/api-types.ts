@@ -14,7 +14,11 @@ export const DEFAULT_SOCKET_PATH = '/run/vsw/vsw.sock';
 /** Every driver name the API knows; only the ones in IMPLEMENTED_DRIVERS work today. */
 export const NETWORK_DRIVERS = ['internal', 'nat', 'transparent', 'l2bridge', 'l2tunnel', 'overlay'] as const;
 export type NetworkDriver = (typeof NETWORK_DRIVERS)[number];
-export const IMPLEMENTED_DRIVERS: readonly NetworkDriver[] = ['internal'];
+export const IMPLEMENTED_DRIVERS: readonly NetworkDriver[] = ['internal', 'nat'];
+
+/** Where nat networks take their transit /30 from when --transit is not given (the top of RFC 6598 space). */
+export const DEFAULT_TRANSIT_POOL = '100.127.0.0/16';
+export const DEFAULT_NAT_PORTS = '1024-65535';
 
 export interface Network {
   name: string;
@@ -28,6 +32,25 @@ export interface Network {
   created: string;
   /** Ids of the endpoints attached to the network. */
   endpoints?: string[];
+  /** nat networks: the external side. */
+  nat?: NatInfo;
+}
+
+export interface NatInfo {
+  /** The host TAP: the network's one interface in the host namespace. */
+  hostInterface: string;
+  /** The transit subnet between the host and vsw, e.g. 100.127.0.0/30. */
+  transit: string;
+  /** The kernel's address on the host interface. */
+  hostIp: string;
+  /** vsw's address on it: every container's traffic leaves from here. */
+  externalIp: string;
+  /** The external ports handed out to outbound flows, per protocol, e.g. "1024-65535". */
+  ports: string;
+  /** Interfaces (those of the host's default routes) whose traffic from externalIp the kernel masquerades. */
+  masqueradeVia: string[];
+  /** Every change made to the host for this network; all are undone when it is removed. */
+  hostChanges: string[];
 }
 
 export interface CreateNetworkRequest {
@@ -35,6 +58,21 @@ export interface CreateNetworkRequest {
   driver: NetworkDriver;
   subnet: string;
   gateway?: string;
+  /** nat: the transit subnet (prefix /30 or shorter); default: a free /30 from 100.127.0.0/16. */
+  transit?: string;
+  /** nat: vsw's address in the transit subnet; default: its second host address. */
+  externalIp?: string;
+  /** nat: "FIRST-LAST", the external port pool per protocol; default 1024-65535. */
+  natPorts?: string;
+}
+
+/** A port published by an endpoint on a nat network (-p [IP:]HOSTPORT:CONTAINERPORT[/PROTO]). */
+export interface PortMapping {
+  protocol: 'tcp' | 'udp';
+  /** Host address the host-side listener binds; default 0.0.0.0 (all). */
+  hostIp?: string;
+  hostPort: number;
+  containerPort: number;
 }
 
 export interface Endpoint {
@@ -53,6 +91,8 @@ export interface Endpoint {
   created: string;
   /** True when the namespace is a compartment vsw created (vsw run) and removes with the endpoint. */
   ownedCompartment: boolean;
+  /** Published ports (nat networks). */
+  publish?: PortMapping[];
 }
 
 export interface CreateEndpointRequest {
@@ -65,6 +105,39 @@ export interface CreateEndpointRequest {
   name?: string;
   /** Default true: the endpoint may send only from its own MAC and IP. */
   spoofGuard?: boolean;
+  /** Ports to publish on the network's external address and the host (nat networks only). */
+  publish?: PortMapping[];
+}
+
+/** GET /v1/nat[?network=N]: one entry per nat network. */
+export interface NatNetworkState {
+  network: string;
+  externalIp: string;
+  counters: {
+    /** Dynamic translations created since the network was. */
+    created: number;
+    /** Translations freed because their connection ended or idled out. */
+    expired: number;
+    /** New flows dropped because the port pool was exhausted. */
+    refused: number;
+    active: number;
+    poolSize: number;
+  };
+  published: { protocol: 'tcp' | 'udp'; external: string; target: string; endpoint: string | null }[];
+  translations: NatTranslation[];
+}
+
+export interface NatTranslation {
+  protocol: string;
+  /** Container address:port (ICMP: the echo identifier). */
+  inside: string;
+  /** External address:port it is seen as. */
+  external: string;
+  remote: string;
+  endpoint: string | null;
+  /** The connection state the translation lives by. */
+  state: string;
+  idleSeconds: number;
 }
 
 export interface Compartment {

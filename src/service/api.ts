@@ -117,6 +117,7 @@ function registerRoutes(app: FastifyInstance, service: NetworkService, version: 
   });
 
   app.get(`${p}/stats`, async () => service.stats());
+  app.get<{ Querystring: { network?: string } }>(`${p}/nat`, route(listEndpointsSchema), async (request) => service.nat.list(request.query.network));
 
   registerPolicyRoutes(app, service);
 }

@@ -42,6 +42,9 @@ export const createNetworkSchema: RouteSchema = {
         driver: { type: 'string', enum: [...NETWORK_DRIVERS] },
         subnet: str(64),
         gateway: str(64),
+        transit: str(64),
+        externalIp: str(64),
+        natPorts: str(32),
       },
       ['name', 'driver', 'subnet'],
     ),
@@ -51,6 +54,9 @@ export const createNetworkSchema: RouteSchema = {
     'body.driver': { what: 'a driver name', hint: 'pass -d internal' },
     'body.subnet': { what: 'a CIDR string such as 10.88.0.0/24', hint: 'pass --subnet CIDR' },
     'body.gateway': { what: 'an IP address string inside the subnet', hint: 'pass --gateway IP or leave it out' },
+    'body.transit': { what: 'a CIDR string such as 100.127.0.0/30', hint: 'pass --transit CIDR or leave it out' },
+    'body.externalIp': { what: 'an IPv4 address string inside the transit subnet', hint: 'pass --external-ip IP or leave it out' },
+    'body.natPorts': { what: 'a port range string such as 1024-65535', hint: 'pass --nat-ports FIRST-LAST or leave it out' },
   },
 };
 
@@ -65,6 +71,19 @@ export const createEndpointSchema: RouteSchema = {
         ifname: str(64),
         name: str(64, RESOURCE_NAME_PATTERN),
         spoofGuard: { type: 'boolean' },
+        publish: {
+          type: 'array',
+          maxItems: 256,
+          items: object(
+            {
+              protocol: { type: 'string', enum: ['tcp', 'udp'] },
+              hostIp: str(64),
+              hostPort: { type: 'integer' },
+              containerPort: { type: 'integer' },
+            },
+            ['protocol', 'hostPort', 'containerPort'],
+          ),
+        },
       },
       ['network', 'netns'],
     ),
@@ -77,6 +96,7 @@ export const createEndpointSchema: RouteSchema = {
     'body.ifname': { what: 'an interface name of 1 to 15 bytes', hint: 'pass --ifname NAME or leave it out' },
     'body.name': { what: `a string of ${RESOURCE_NAME_RULE}`, hint: 'pass --name NAME or leave it out' },
     'body.spoofGuard': { what: 'true or false', hint: 'pass --no-spoof-guard or leave it out' },
+    'body.publish': { what: 'a list of {protocol, hostPort, containerPort, hostIp?}', hint: 'pass -p HOSTPORT:CONTAINERPORT[/tcp|udp]' },
   },
 };
 

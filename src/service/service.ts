@@ -34,6 +34,7 @@ import { badRequest, conflict, notFound } from './errors.js';
 import { Ipam, IpamError, macForIp, normalizeMac, parseIpOrCidr, subnetsOverlap } from './ipam.js';
 import { Mutex } from './mutex.js';
 import { PolicyService } from './policies.js';
+import { NatService } from './nat.js';
 import { defaultPortPolicy } from '../vfp/policy.js';
 import { Rollback } from './rollback.js';
 import { State, type EndpointRecord, type NetworkRecord } from './state.js';
@@ -41,7 +42,19 @@ import { State, type EndpointRecord, type NetworkRecord } from './state.js';
 /** The part of DataPlane the service drives; tests can pass a fake. */
 export type DataPlaneHandle = Pick<
   DataPlane,
-  'maxPorts' | 'addNetwork' | 'removeNetwork' | 'addPort' | 'removePort' | 'portCounters' | 'switchCounters' | 'setPolicy' | 'flows' | 'trace' | 'ruleHits'
+  | 'maxPorts'
+  | 'addNetwork'
+  | 'removeNetwork'
+  | 'addPort'
+  | 'removePort'
+  | 'portCounters'
+  | 'switchCounters'
+  | 'setPolicy'
+  | 'flows'
+  | 'trace'
+  | 'ruleHits'
+  | 'setPublished'
+  | 'nat'
 >;
 
 const now = (): string => new Date().toISOString();
@@ -49,6 +62,7 @@ const now = (): string => new Date().toISOString();
 export class NetworkService {
   readonly state: State;
   readonly policies: PolicyService;
+  readonly nat: NatService;
   private readonly mutex = new Mutex();
 
   constructor(
@@ -57,6 +71,7 @@ export class NetworkService {
   ) {
     this.state = new State(dataPlane.maxPorts);
     this.policies = new PolicyService(this.state, dataPlane, this.mutex, logger);
+    this.nat = new NatService(this.state, dataPlane, logger);
   }
 
   createNetwork(req: CreateNetworkRequest): Promise<Network> {
@@ -109,26 +124,40 @@ export class NetworkService {
     if (this.state.networks.has(req.name)) {
       throw conflict(`network ${req.name} already exists: pick another name or remove it with \`vsw network rm ${req.name}\`.`);
     }
+    const isNat = req.driver === 'nat';
+    if (!isNat && (req.transit !== undefined || req.externalIp !== undefined || req.natPorts !== undefined)) {
+      throw badRequest(`--transit, --external-ip and --nat-ports belong to nat networks, not ${req.driver} ones: leave them out or pass -d nat.`);
+    }
     const ipam = new Ipam(req.subnet, req.gateway === undefined ? {} : { gateway: req.gateway });
     this.checkNoOverlap(ipam.cidr);
     const id = this.state.networkIds.allocate();
+    const rollback = new Rollback(this.logger);
+    rollback.add(`release network id ${id}`, () => this.state.networkIds.release(id));
     try {
-      await this.dataPlane.addNetwork(id, req.name);
+      // A nat network always has a gateway: the NAT gateway itself, at --gateway or the first host address.
+      const gateway = ipam.gateway ?? (isNat ? ipam.reservedGateway : null);
+      const prepared = isNat ? await this.nat.prepare(req, ipam, id, rollback) : undefined;
+      await this.dataPlane.addNetwork(id, req.name, prepared?.spec);
+      rollback.add(`remove network ${req.name} from the data plane`, () => this.dataPlane.removeNetwork(id));
+      const network: Network = { name: req.name, id, driver: req.driver, subnet: ipam.cidr, gateway, created: now() };
+      const record: NetworkRecord = { network, ipam, nat: prepared?.nat };
+      if (record.nat) await this.nat.attachHostPort(record, rollback);
+      this.state.networks.set(network.name, record);
+      this.logger.info({ network: network.name, networkId: id, driver: network.driver, subnet: network.subnet, gateway: network.gateway, nat: record.nat?.info }, 'network created');
+      return this.state.networkView(record);
     } catch (err) {
-      this.state.networkIds.release(id);
+      await rollback.run();
       throw err;
     }
-    const network: Network = { name: req.name, id, driver: req.driver, subnet: ipam.cidr, gateway: ipam.gateway ?? null, created: now() };
-    const record: NetworkRecord = { network, ipam };
-    this.state.networks.set(network.name, record);
-    this.logger.info({ network: network.name, networkId: id, driver: network.driver, subnet: network.subnet, gateway: network.gateway }, 'network created');
-    return this.state.networkView(record);
   }
 
   private checkNoOverlap(cidr: string): void {
-    for (const { network } of this.state.networks.values()) {
+    for (const { network, nat } of this.state.networks.values()) {
       if (subnetsOverlap(cidr, network.subnet)) {
         throw conflict(`subnet ${cidr} overlaps network ${network.name} (${network.subnet}): pick another --subnet.`);
+      }
+      if (nat && subnetsOverlap(cidr, nat.info.transit)) {
+        throw conflict(`subnet ${cidr} overlaps the transit subnet ${nat.info.transit} of network ${network.name}: pick another --subnet.`);
       }
     }
   }
@@ -139,6 +168,7 @@ export class NetworkService {
     if (names.length > 0) {
       throw conflict(`network ${name} still has endpoints ${names.join(', ')}: remove them first (vsw endpoint rm ${names.join(' ')}).`);
     }
+    await this.nat.tearDown(record);
     await this.dataPlane.removeNetwork(record.network.id);
     this.state.networkIds.release(record.network.id);
     this.state.networks.delete(name);
@@ -162,6 +192,7 @@ export class NetworkService {
 
   /** The steps of an endpoint create; each one registers its undo before the next may fail. */
   private async attach(req: CreateEndpointRequest, net: NetworkRecord, rollback: Rollback): Promise<Endpoint> {
+    const publish = this.nat.checkPublish(net, req.publish);
     const ip = this.takeIp(net, req.ip);
     rollback.add(`release ${ip}`, () => net.ipam.release(ip));
     const mac = this.pickMac(net, req.mac, ip);
@@ -174,7 +205,9 @@ export class NetworkService {
     rollback.add(`release port id ${portId}`, () => this.state.portIds.release(portId));
     const policy = defaultPortPolicy(mac, ip);
     if (req.spoofGuard === false) policy.spoofGuard.enabled = false;
-    await this.dataPlane.addPort({ portId, networkId: net.network.id, fd, name: `${req.netns}/${ifname}`, policy });
+    await this.dataPlane.addPort({ portId, networkId: net.network.id, fd, name: `${req.netns}/${ifname}`, policy, ip, mac });
+    rollback.add(`remove port ${portId} from the data plane`, () => this.dataPlane.removePort(portId));
+    const proxies = await this.nat.startProxies(net, publish, rollback);
 
     const id = this.newEndpointId();
     const endpoint: Endpoint = {
@@ -190,7 +223,12 @@ export class NetworkService {
       created: now(),
       ownedCompartment: this.state.compartments.has(req.netns),
     };
-    this.state.endpoints.set(id, { endpoint, fd, networkId: net.network.id, policy });
+    if (net.nat) endpoint.publish = publish;
+    this.state.endpoints.set(id, { endpoint, fd, networkId: net.network.id, policy, proxies });
+    if (publish.length > 0) {
+      rollback.add(`forget endpoint ${id}`, () => this.state.endpoints.delete(id));
+      await this.nat.syncPublished(net);
+    }
     this.logger.info({ endpoint: id, endpointName: endpoint.name, network: endpoint.network, netns: endpoint.netns, ifname, ip, mac, portId }, 'endpoint created');
     return endpoint;
   }
@@ -272,6 +310,11 @@ export class NetworkService {
   /** Takes an endpoint off the switch and the host; keeps going past failures so nothing stays half-attached. */
   private async detach(record: EndpointRecord): Promise<void> {
     const { endpoint } = record;
+    await this.nat.stopProxies(record);
+    const net = this.state.networks.get(endpoint.network);
+    if (net && endpoint.publish?.length) {
+      await this.nat.syncPublished(net, record).catch((err) => this.logger.warn({ err, endpoint: endpoint.id }, 'data plane could not unpublish the ports'));
+    }
     try {
       await this.dataPlane.removePort(endpoint.portId);
     } catch (err) {
@@ -315,6 +358,8 @@ export class NetworkService {
 
   private async removeEverything(): Promise<void> {
     for (const record of [...this.state.endpoints.values()]) await this.detach(record);
+    // The host changes of nat networks would outlive the daemon; the networks themselves go with the data plane.
+    for (const record of this.state.networks.values()) await this.nat.tearDown(record);
     for (const name of [...this.state.compartments.keys()]) {
       try {
         await deleteNetns(name, { killProcesses: true });

@@ -4,7 +4,8 @@
  * Lookups and bookkeeping only; the side effects live in service.ts.
  */
 import type { PortPolicy } from '../vfp/policy.js';
-import type { Compartment, Endpoint, Network } from './api-types.js';
+import type { Compartment, Endpoint, NatInfo, Network } from './api-types.js';
+import type { PortProxy } from '../nat/proxy.js';
 import { notFound } from './errors.js';
 import { IdPool } from './id-pool.js';
 import type { Ipam } from './ipam.js';
@@ -15,6 +16,18 @@ const MAX_NETWORK_ID = 4095;
 export interface NetworkRecord {
   network: Network;
   ipam: Ipam;
+  /** nat networks: the external side (src/service/nat.ts). */
+  nat?: NatRecord;
+}
+
+export interface NatRecord {
+  info: NatInfo;
+  /** The host TAP's fd; closing it removes the TAP. */
+  fd: number;
+  /** The host TAP's port in the data plane; -1 until attached. */
+  portId: number;
+  /** The nftables table vsw installed, or null when there was no default route to masquerade through. */
+  table: string | null;
 }
 
 export interface EndpointRecord {
@@ -24,6 +37,8 @@ export interface EndpointRecord {
   networkId: number;
   /** The VFP policy running on the endpoint's port. */
   policy: PortPolicy;
+  /** Host-side listeners of its published ports. */
+  proxies?: PortProxy[];
 }
 
 export class State {
@@ -71,7 +86,9 @@ export class State {
 
   /** The network as the API shows it, with the ids of its endpoints. */
   networkView(record: NetworkRecord): Network {
-    return { ...record.network, endpoints: this.endpointsOn(record.network.name).map((r) => r.endpoint.id) };
+    const view: Network = { ...record.network, endpoints: this.endpointsOn(record.network.name).map((r) => r.endpoint.id) };
+    if (record.nat) view.nat = { ...record.nat.info };
+    return view;
   }
 
   listNetworks(): Network[] {

@@ -76,6 +76,7 @@ const stateTimer = setInterval(() => {
   const now = performance.now();
   sw.vfp.conntrack.sweep(now, STATE_SWEEP_BUDGET);
   sw.sweepFlows(now, STATE_SWEEP_BUDGET, FLOW_IDLE_MS);
+  sw.sweepNat(now, STATE_SWEEP_BUDGET);
 }, STATE_SWEEP_INTERVAL_MS);
 const limitTimer = setInterval(() => {
   const { refused } = sw.vfp.conntrack.counters();
@@ -88,18 +89,36 @@ const limitTimer = setInterval(() => {
     });
     refusedLogged = refused;
   }
+  for (const nat of sw.natState(performance.now())) {
+    const refusedNat = nat.counters.refused;
+    const logged = natRefusedLogged.get(nat.networkId) ?? 0;
+    if (refusedNat > logged) {
+      log({
+        log: 'warn',
+        msg: 'NAT port pool exhausted: new flows dropped; widen the network\'s --nat-ports range or find the container opening them',
+        fields: { networkId: nat.networkId, refusedSinceLastReport: refusedNat - logged, refusedTotal: refusedNat, poolSize: nat.counters.poolSize },
+      });
+      natRefusedLogged.set(nat.networkId, refusedNat);
+    }
+  }
   if (full > flowTableFullLogged) {
     log({ log: 'warn', msg: 'flow table full: new flows run uncached through the slow path; raise --max-flows', fields: { uncachedSinceLastReport: full - flowTableFullLogged } });
     flowTableFullLogged = full;
   }
 }, 10_000);
 let flowTableFullLogged = 0;
+const natRefusedLogged = new Map<number, number>();
 
 function execute(command: DataPlaneCommand): unknown {
   switch (command.op) {
     case 'addNetwork':
-      sw.addNetwork(command.networkId, command.name);
+      sw.addNetwork(command.networkId, command.name, command.nat);
       return undefined;
+    case 'setPublished':
+      sw.setPublished(command.networkId, command.published);
+      return undefined;
+    case 'nat':
+      return sw.natState(performance.now(), command.networkId);
     case 'removeNetwork':
       sw.removeNetwork(command.networkId);
       return undefined;

@@ -9,9 +9,9 @@ import type { Logger } from 'pino';
 import { allocateCounters, readPortCounters, type PortCounters } from './counters.js';
 import type { MacEntry } from './mac-table.js';
 import type { PortPolicy } from '../vfp/policy.js';
-import type { DataPlaneCommand, DataPlaneLog, DataPlaneReply, DataPlaneVfpOptions, DataPlaneWorkerData, SwitchCounters, SwitchFlow, SwitchTrace } from './messages.js';
+import type { DataPlaneCommand, DataPlaneLog, DataPlaneReply, DataPlaneVfpOptions, DataPlaneWorkerData, NatGatewaySpec, NatPublishSpec, SwitchCounters, SwitchFlow, SwitchNat, SwitchTrace } from './messages.js';
 
-export type { PortCounters, SwitchCounters, MacEntry, SwitchFlow, SwitchTrace };
+export type { PortCounters, SwitchCounters, MacEntry, SwitchFlow, SwitchNat, SwitchTrace, NatGatewaySpec, NatPublishSpec };
 
 export interface DataPlaneOptions {
   logger: Logger;
@@ -28,6 +28,9 @@ export interface DataPlanePort {
   name: string;
   mtu?: number;
   policy?: PortPolicy;
+  external?: boolean;
+  ip?: string;
+  mac?: string;
 }
 
 export class DataPlane extends EventEmitter {
@@ -106,8 +109,17 @@ export class DataPlane extends EventEmitter {
     });
   }
 
-  addNetwork(networkId: number, name: string): Promise<void> {
-    return this.request({ op: 'addNetwork', networkId, name });
+  /** With `nat`, the network gets a NAT gateway (src/nat/gateway.ts). */
+  addNetwork(networkId: number, name: string, nat?: NatGatewaySpec): Promise<void> {
+    return this.request({ op: 'addNetwork', networkId, name, nat });
+  }
+
+  setPublished(networkId: number, published: NatPublishSpec[]): Promise<void> {
+    return this.request({ op: 'setPublished', networkId, published });
+  }
+
+  nat(networkId?: number): Promise<SwitchNat[]> {
+    return this.request<SwitchNat[]>({ op: 'nat', networkId });
   }
 
   removeNetwork(networkId: number): Promise<void> {

@@ -2,12 +2,15 @@
 import type { VfpCounters } from '../vfp/vfp.js';
 import type { PortPolicy } from '../vfp/policy.js';
 import type { MacEntry, MacTableCounters } from './mac-table.js';
-import type { SwitchFlow, SwitchTrace } from './switch.js';
+import type { SwitchFlow, SwitchNat, SwitchTrace } from './switch.js';
+import type { NatGatewaySpec, NatPublishSpec } from '../nat/gateway.js';
 
 export type DataPlaneCommand =
-  | { op: 'addNetwork'; networkId: number; name: string }
+  | { op: 'addNetwork'; networkId: number; name: string; nat?: NatGatewaySpec }
   | { op: 'removeNetwork'; networkId: number }
-  | { op: 'addPort'; portId: number; networkId: number; fd: number; name: string; mtu?: number; policy?: PortPolicy }
+  | { op: 'addPort'; portId: number; networkId: number; fd: number; name: string; mtu?: number; policy?: PortPolicy; external?: boolean; ip?: string; mac?: string }
+  | { op: 'setPublished'; networkId: number; published: NatPublishSpec[] }
+  | { op: 'nat'; networkId?: number }
   | { op: 'removePort'; portId: number }
   | { op: 'setPolicy'; portId: number; policy: PortPolicy }
   | { op: 'flows'; portId?: number }
@@ -37,7 +40,7 @@ export interface SwitchCounters {
   vfp: VfpCounters;
 }
 
-export type { MacEntry, SwitchFlow, SwitchTrace, VfpCounters };
+export type { MacEntry, SwitchFlow, SwitchNat, SwitchTrace, VfpCounters, NatGatewaySpec, NatPublishSpec };
 
 export interface DataPlaneWorkerData {
   counters: SharedArrayBuffer;

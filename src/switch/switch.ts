@@ -32,7 +32,7 @@ import { formatMac, writeMac } from '../packet/ethernet.js';
 import { formatIpv4Addr } from '../packet/ipv4.js';
 import { classifyFrame } from '../packet/validate.js';
 import { DIR_IN, DIR_OUT } from '../vfp/compile.js';
-import { CT_RESTART } from '../vfp/conntrack.js';
+import { CT_RESTART, ctStateName } from '../vfp/conntrack.js';
 import { NO_PORT } from '../vfp/flow-table.js';
 import { extractKey, KEY_WORDS, KeyWord, Meta, META_WORDS } from '../vfp/key.js';
 import { Decision, Rewrite, spoofCheck, Verdict, type TraceStep } from '../vfp/pipeline.js';
@@ -40,6 +40,7 @@ import type { PortPolicy } from '../vfp/policy.js';
 import { PendingConnections, Vfp, type VfpOptions } from '../vfp/vfp.js';
 import { COUNTER_COLUMNS, DROP_BASE, resetPortCounters, RX_BYTES, RX_FRAMES, TX_BYTES, TX_FRAMES } from './counters.js';
 import { MacTable } from './mac-table.js';
+import { GatewayResult, NatGateway, type NatCounters, type NatGatewaySpec, type NatPublishSpec } from '../nat/gateway.js';
 
 /** Where frames come from and go to: the native engine in production, synthetic buffers in unit tests. */
 export interface FrameIo {
@@ -68,6 +69,11 @@ export interface PortConfig {
   mtu?: number;
   /** The port's VFP policy; absent means no layers and no spoof guard (a plain switch port). */
   policy?: PortPolicy;
+  /** The host TAP of a nat network: everything it receives goes to the network's NAT gateway, and it is never flooded to. */
+  external?: boolean;
+  /** A container's address and MAC on a nat network: the gateway delivers translated frames for `ip` here. */
+  ip?: string;
+  mac?: string;
 }
 
 const ETH_AND_VLAN_OVERHEAD = 18;
@@ -80,10 +86,12 @@ export const OPEN_POLICY: PortPolicy = {
 };
 
 class SwitchNetwork {
+  /** The ports frames are switched and flooded between (a nat network's host TAP is not one). */
   readonly ports: SwitchPort[] = [];
   constructor(
     readonly id: number,
     readonly name: string,
+    readonly gateway: NatGateway | null,
   ) {}
 }
 
@@ -101,6 +109,8 @@ class SwitchPort {
     readonly name: string,
     readonly maxFrame: number,
     batchSize: number,
+    /** The host TAP of a nat network. */
+    readonly external: boolean,
   ) {
     this.txOffsets = new Uint32Array(batchSize);
     this.txLengths = new Uint32Array(batchSize);
@@ -154,10 +164,11 @@ export class Switch {
     return this.counters.length / COUNTER_COLUMNS;
   }
 
-  addNetwork(networkId: number, name: string): void {
+  addNetwork(networkId: number, name: string, nat?: NatGatewaySpec): void {
     if (!Number.isInteger(networkId) || networkId < 0 || networkId > 0xffff) throw new RangeError(`network id ${networkId} must be an integer from 0 to 65535`);
     if (this.networks.has(networkId)) throw new Error(`network id ${networkId} exists already`);
-    this.networks.set(networkId, new SwitchNetwork(networkId, name));
+    const gateway = nat ? new NatGateway(nat, this.vfp.conntrack) : null;
+    this.networks.set(networkId, new SwitchNetwork(networkId, name, gateway));
   }
 
   removeNetwork(networkId: number): void {
@@ -173,19 +184,32 @@ export class Switch {
     if (!net) throw new Error(`network id ${cfg.networkId} does not exist`);
     if (!Number.isInteger(cfg.portId) || cfg.portId < 0 || cfg.portId >= this.maxPorts) throw new RangeError(`port id ${cfg.portId} must be an integer below ${this.maxPorts}`);
     if (this.ports[cfg.portId]) throw new Error(`port id ${cfg.portId} exists already`);
+    const gw = net.gateway;
+    const external = cfg.external === true;
+    if (external && (gw === null || gw.externalPortId >= 0)) throw new Error(`network ${net.name} has no NAT gateway or has its host port already`);
     this.vfp.setPolicy(cfg.portId, cfg.policy ?? OPEN_POLICY);
     const maxFrame = (cfg.mtu ?? 1500) + ETH_AND_VLAN_OVERHEAD;
-    const port = new SwitchPort(cfg.portId, net, cfg.fd, cfg.name, maxFrame, this.io.batchSize);
+    const port = new SwitchPort(cfg.portId, net, cfg.fd, cfg.name, maxFrame, this.io.batchSize, external);
     resetPortCounters(this.counters, cfg.portId);
     this.ports[cfg.portId] = port;
+    if (external) {
+      gw!.externalPortId = cfg.portId;
+      return;
+    }
     net.ports.push(port);
+    if (gw !== null && cfg.ip !== undefined && cfg.mac !== undefined) gw.setNeighbor({ ip: cfg.ip, mac: cfg.mac, portId: cfg.portId });
   }
 
   removePort(portId: number): void {
     const port = this.ports[portId];
     if (!port) return;
     const list = port.network.ports;
-    list.splice(list.indexOf(port), 1);
+    if (!port.external) list.splice(list.indexOf(port), 1);
+    const gw = port.network.gateway;
+    if (gw !== null) {
+      if (port.external) gw.externalPortId = -1;
+      else gw.removeNeighbor(portId);
+    }
     this.ports[portId] = undefined;
     this.macTable.flushPort(portId);
     this.vfp.removePort(portId);
@@ -193,6 +217,48 @@ export class Switch {
 
   hasPort(portId: number): boolean {
     return this.ports[portId] !== undefined;
+  }
+
+  /** Replaces the ports a nat network publishes on its external address; cached flows of the network are re-evaluated. */
+  setPublished(networkId: number, list: NatPublishSpec[]): void {
+    const net = this.networks.get(networkId);
+    if (!net?.gateway) throw new Error(`network id ${networkId} is not a nat network`);
+    net.gateway.setPublished(list);
+    const gen = this.vfp.generation;
+    for (const p of net.ports) gen[p.id] = (gen[p.id] + 1) >>> 0;
+    if (net.gateway.externalPortId >= 0) gen[net.gateway.externalPortId] = (gen[net.gateway.externalPortId] + 1) >>> 0;
+  }
+
+  /** Frees NAT mappings whose connection ended, a slice at a time. */
+  sweepNat(now: number, budget: number): void {
+    for (const net of this.networks.values()) net.gateway?.table.sweep(now, budget);
+  }
+
+  /** Every nat network's translations and counters, optionally of one network (control path). */
+  natState(now: number, networkId?: number): SwitchNat[] {
+    const ct = this.vfp.conntrack;
+    const out: SwitchNat[] = [];
+    for (const net of this.networks.values()) {
+      const gw = net.gateway;
+      if (!gw || (networkId !== undefined && net.id !== networkId)) continue;
+      const ext = formatIpv4Addr(gw.externalIp);
+      out.push({
+        networkId: net.id,
+        externalIp: ext,
+        counters: gw.counters(),
+        published: [...gw.published],
+        translations: gw.table.mappings(now).map((m) => ({
+          protocol: m.protocol,
+          inside: `${formatIpv4Addr(m.insideIp)}:${m.insidePort}`,
+          external: `${ext}:${m.externalPort}`,
+          remote: m.protocol === 'icmp' ? formatIpv4Addr(m.remoteIp) : `${formatIpv4Addr(m.remoteIp)}:${m.remotePort}`,
+          portId: m.portId,
+          state: ctStateName(ct.state(m.ctSlot)),
+          idleSeconds: ct.idleSeconds(m.ctSlot, now),
+        })),
+      });
+    }
+    return out;
   }
 
   /** Replaces a port's policy at once; cached flows through it are re-evaluated on their next frame. */
@@ -299,7 +365,8 @@ export class Switch {
     if (a >= 0 && ct.update(a, DIR_OUT, tcpFlags, now) === CT_RESTART) return false;
     if (b >= 0 && ct.update(b, DIR_IN, tcpFlags, now) === CT_RESTART) return false;
     const key = this.key;
-    this.macTable.learn(ingress.network.id, key[KeyWord.SRC_MAC_HI], key[KeyWord.SRC_MAC_LO], ingress.id, now);
+    // The host's MAC must never be learned into a nat network: containers would reach it around the NAT.
+    if (!ingress.external) this.macTable.learn(ingress.network.id, key[KeyWord.SRC_MAC_HI], key[KeyWord.SRC_MAC_LO], ingress.id, now);
     const t = flows.transposition[e];
     if (t >= 0) vfp.transpositions.apply(t, this.io.buffer, off, vnetOff, this.meta);
     const egress = this.ports[egressId];
@@ -340,8 +407,17 @@ export class Switch {
       this.drop(e, hash, cacheable, portId, portId, -1, d.dropReason, len, now);
       return;
     }
+    const gw = ingress.network.gateway;
+    if (ingress.external) {
+      this.viaGateway(gw!, gw!.fromOutside(buf, off, len, key, meta, d, now), ingress, off, len, vnetOff, hash, e, ctOut, cacheable, now);
+      return;
+    }
     const networkId = ingress.network.id;
     this.macTable.learn(networkId, orig[KeyWord.SRC_MAC_HI], orig[KeyWord.SRC_MAC_LO], portId, now);
+    if (gw !== null && gw.claims(buf, off, key, meta)) {
+      this.viaGateway(gw, gw.fromInside(buf, off, len, key, meta, portId, ctOut, d, now), ingress, off, len, vnetOff, hash, e, ctOut, cacheable, now);
+      return;
+    }
 
     const dstHi = key[KeyWord.DST_MAC_HI];
     const dstLo = key[KeyWord.DST_MAC_LO];
@@ -356,26 +432,68 @@ export class Switch {
       this.counters[portId * COUNTER_COLUMNS + DROP_BASE + DropReason.sameSegment]++;
       return;
     }
-    const ctIn = vfp.evaluateSide(vfp.policies[egressId]!, egressId, DIR_IN, key, meta, now, d, stateful, null);
+    this.toEgress(ingress, egress, off, len, vnetOff, hash, e, ctOut, cacheable, null, now);
+  }
+
+  /** What the NAT gateway decided about a frame (src/nat/gateway.ts), carried out. */
+  private viaGateway(gw: NatGateway, result: number, ingress: SwitchPort, off: number, len: number, vnetOff: number, hash: number, e: number, ctOut: number, cacheable: boolean, now: number): void {
+    if (result === GatewayResult.REPLIED) {
+      this.enqueue(ingress, off, len);
+      return;
+    }
+    const egress = result === GatewayResult.DROP ? undefined : this.ports[gw.egressPort];
+    if (egress === undefined) {
+      gw.abandon();
+      this.counters[ingress.id * COUNTER_COLUMNS + DROP_BASE + (result === GatewayResult.DROP ? gw.dropReason : DropReason.noEgress)]++;
+      return;
+    }
+    // An error translated in place was rewritten already, and is one of a kind: nothing to cache.
+    if (result === GatewayResult.FORWARD_ONCE) this.decision.rwFlags = 0;
+    this.toEgress(ingress, egress, off, len, vnetOff, hash, e, ctOut, cacheable && result === GatewayResult.FORWARD, gw, now);
+  }
+
+  /**
+   * The second half of the slow path, once the egress is known: its inbound
+   * layers, the meter, connections at both ends, the rewrite, and the flow
+   * entry. `gw` is the NAT gateway that translated the frame, whose new
+   * mapping (if it took one) is bound to the connection at the ingress.
+   */
+  private toEgress(ingress: SwitchPort, egress: SwitchPort, off: number, len: number, vnetOff: number, hash: number, e: number, ctOut: number, cacheable: boolean, gw: NatGateway | null, now: number): void {
+    const vfp = this.vfp;
+    const buf = this.io.buffer;
+    const d = this.decision;
+    const meta = this.meta;
+    const portId = ingress.id;
+    const egressId = egress.id;
+    const stateful = meta[Meta.IP_VERSION] !== 0 ? this.conns : null;
+    const ctIn = vfp.evaluateSide(vfp.policies[egressId]!, egressId, DIR_IN, this.key, meta, now, d, stateful, null);
     if (d.verdict === Verdict.BLOCK) {
+      gw?.abandon();
       this.drop(e, hash, cacheable, portId, egressId, egressId, d.dropReason, len, now);
       return;
     }
     // The meter before connections are created: a policed frame leaves no state behind, and is not cached.
     const meter = d.meterBucket;
     if (meter >= 0 && !vfp.meters.tryConsume(meter, len, now)) {
+      gw?.abandon();
       this.counters[portId * COUNTER_COLUMNS + DROP_BASE + DropReason.meter]++;
       return;
     }
-    if (!this.commitConnections(now)) return;
+    if (!this.commitConnections(now)) {
+      gw?.abandon();
+      return;
+    }
+    const a = ctOut >= 0 ? ctOut : this.createdSlot(portId, DIR_OUT);
+    // The connection a NAT mapping lives by is the one at the container's side: here, the ingress.
+    gw?.commit(a);
 
     const transpositions = vfp.transpositions;
     let t = -1;
     if (d.rwFlags !== 0) {
-      t = cacheable ? transpositions.compile(d, orig) : -1;
+      t = cacheable ? transpositions.compile(d, this.origKey) : -1;
       if (t < 0) {
         // Not cached (not unicast IP, or the slab is full): this frame is rewritten, the next one comes back here.
-        transpositions.compileAt(transpositions.scratch, d, orig);
+        transpositions.compileAt(transpositions.scratch, d, this.origKey);
         transpositions.apply(transpositions.scratch, buf, off, vnetOff, meta);
       } else {
         transpositions.apply(t, buf, off, vnetOff, meta);
@@ -385,7 +503,6 @@ export class Switch {
       const entry = this.entryFor(e, portId, hash, now);
       if (entry >= 0) {
         const flows = vfp.flows;
-        const a = ctOut >= 0 ? ctOut : this.createdSlot(portId, DIR_OUT);
         const b = ctIn >= 0 ? ctIn : this.createdSlot(egressId, DIR_IN);
         flows.egress[entry] = egressId;
         flows.peerPort[entry] = egressId;
@@ -659,6 +776,24 @@ export interface SwitchTrace {
   reason: number;
   egressPort: number | 'flood' | null;
   rewrite: Record<string, string | number> | null;
+}
+
+export interface SwitchNat {
+  networkId: number;
+  externalIp: string;
+  counters: NatCounters;
+  published: NatPublishSpec[];
+  translations: {
+    protocol: string;
+    /** Container address:port (ICMP: the echo identifier as the port). */
+    inside: string;
+    external: string;
+    remote: string;
+    portId: number;
+    /** The connection state the mapping lives by. */
+    state: string;
+    idleSeconds: number;
+  }[];
 }
 
 export interface SwitchFlow {

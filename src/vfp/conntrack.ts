@@ -167,6 +167,12 @@ export class Conntrack {
   readonly maxPorts: number;
   readonly timeouts: Readonly<ConntrackTimeouts>;
   private readonly rec: Uint32Array;
+  /**
+   * One word per slot for the layer that builds on a connection (NAT keeps its
+   * mapping there), zeroed when the slot is created. Apart from the 64-byte
+   * record so the record stays one cache line.
+   */
+  private readonly auxWord: Int32Array;
   private readonly index: Int32Array;
   private readonly mask: number;
   private readonly slotBits: number;
@@ -219,6 +225,7 @@ export class Conntrack {
     this.timeoutDs[CtState.OTHER] = ds(t.other);
 
     this.rec = new Uint32Array(this.capacity * STRIDE);
+    this.auxWord = new Int32Array(this.capacity);
     let bits = 1;
     while (1 << bits < this.capacity) bits++;
     this.slotBits = bits;
@@ -240,7 +247,7 @@ export class Conntrack {
   }
 
   get byteSize(): number {
-    return this.rec.byteLength + this.index.byteLength + this.perPort.byteLength + this.timeoutDs.byteLength + this.s.byteLength;
+    return this.rec.byteLength + this.auxWord.byteLength + this.index.byteLength + this.perPort.byteLength + this.timeoutDs.byteLength + this.s.byteLength;
   }
 
   counters(): ConntrackCounters {
@@ -318,6 +325,7 @@ export class Conntrack {
     }
     rec[r + R_STATE] = state;
     rec[r + R_FLAGS] = flags;
+    this.auxWord[slot] = 0;
 
     let i = h & this.mask;
     while (this.index[i] !== -1) i = (i + 1) & this.mask;
@@ -403,6 +411,20 @@ export class Conntrack {
     const r = slot << SHIFT;
     const st = this.rec[r + R_STATE];
     return st !== 0 && nowDs - this.rec[r + R_LAST] <= this.timeoutDs[st];
+  }
+
+  /** Seconds since the connection's last packet (listings). */
+  idleSeconds(slot: number, now: number): number {
+    return Math.max(0, toDs(now) - this.rec[(slot << SHIFT) + R_LAST]) / 10;
+  }
+
+  /** The word a higher layer attached to the connection; 0 until set. */
+  aux(slot: number): number {
+    return this.auxWord[slot];
+  }
+
+  setAux(slot: number, value: number): void {
+    this.auxWord[slot] = value;
   }
 
   /** Direction of the first packet, relative to the port. */

@@ -5,7 +5,8 @@
  * the slow path compiles the flow, and the fast path adds it with one one's
  * complement addition per checksum (RFC 1624), whatever the frame's length.
  *
- * Three checksums move:
+ * Three checksums move (four with ICMP echo, whose identifier NAT rewrites as
+ * its "port"; the ICMP checksum covers no pseudo-header):
  * - the IPv4 header checksum, by the address change;
  * - a complete TCP/UDP checksum, by the address change (pseudo-header) plus the port change;
  * - a partial one (virtio NEEDS_CSUM, which every TSO super-frame has), which
@@ -16,6 +17,7 @@
  * Entries live in a slab of typed arrays; only flows with a rewrite use one.
  */
 import { foldChecksum } from '../packet/checksum.js';
+import { IpProtocol } from '../packet/ipv4.js';
 import { VnetField, VnetFlags } from '../packet/vnet.js';
 import { KeyWord, Meta } from './key.js';
 import { Rewrite, type Decision } from './pipeline.js';
@@ -92,19 +94,28 @@ export class Transpositions {
     data[o + F.DST_MAC_LO] = d.dstMacLo;
     const srcIp = flags & Rewrite.SRC_IP ? d.srcIp : orig[KeyWord.SRC_IP];
     const dstIp = flags & Rewrite.DST_IP ? d.dstIp : orig[KeyWord.DST_IP];
-    const oldPorts = orig[KeyWord.PORTS];
-    const srcPort = flags & Rewrite.SRC_PORT ? d.srcPort : oldPorts >>> 16;
-    const dstPort = flags & Rewrite.DST_PORT ? d.dstPort : oldPorts & 0xffff;
     data[o + F.SRC_IP] = srcIp;
     data[o + F.DST_IP] = dstIp;
-    data[o + F.PORTS] = ((srcPort << 16) | dstPort) >>> 0;
     let addr = 0;
     if (flags & Rewrite.SRC_IP) addr += delta32(orig[KeyWord.SRC_IP], srcIp);
     if (flags & Rewrite.DST_IP) addr += delta32(orig[KeyWord.DST_IP], dstIp);
+    data[o + F.ADDR_DELTA] = foldChecksum(addr);
+    if (orig[KeyWord.PROTO] >>> 24 === IpProtocol.ICMP) {
+      // ICMP echo: the identifier is the one "port" (NAT rewrites it either way), and the ICMP
+      // checksum covers no pseudo-header, so only the identifier moves it.
+      const oldId = orig[KeyWord.PROTO] & 0xffff;
+      const id = flags & Rewrite.SRC_PORT ? d.srcPort : flags & Rewrite.DST_PORT ? d.dstPort : oldId;
+      data[o + F.PORTS] = id;
+      data[o + F.FULL_DELTA] = foldChecksum(delta16(oldId, id));
+      return;
+    }
+    const oldPorts = orig[KeyWord.PORTS];
+    const srcPort = flags & Rewrite.SRC_PORT ? d.srcPort : oldPorts >>> 16;
+    const dstPort = flags & Rewrite.DST_PORT ? d.dstPort : oldPorts & 0xffff;
+    data[o + F.PORTS] = ((srcPort << 16) | dstPort) >>> 0;
     let ports = 0;
     if (flags & Rewrite.SRC_PORT) ports += delta16(oldPorts >>> 16, srcPort);
     if (flags & Rewrite.DST_PORT) ports += delta16(oldPorts & 0xffff, dstPort);
-    data[o + F.ADDR_DELTA] = foldChecksum(addr);
     data[o + F.FULL_DELTA] = foldChecksum(addr + ports);
   }
 
@@ -134,7 +145,17 @@ export class Transpositions {
     }
     const l4 = meta[Meta.L4_OFFSET];
     const proto = version === 4 ? buf[l3 + 9] : buf[l3 + 6];
-    if (l4 < 0 || (proto !== 6 && proto !== 17)) return;
+    if (l4 < 0) return;
+    if (proto === IpProtocol.ICMP && version === 4) {
+      if (flags & (Rewrite.SRC_PORT | Rewrite.DST_PORT)) {
+        const id = data[o + F.PORTS];
+        buf[l4 + 4] = id >>> 8;
+        buf[l4 + 5] = id & 0xff;
+        addToChecksum(buf, l4 + 2, data[o + F.FULL_DELTA]);
+      }
+      return;
+    }
+    if (proto !== 6 && proto !== 17) return;
     if (flags & (Rewrite.SRC_PORT | Rewrite.DST_PORT)) write32(buf, l4, data[o + F.PORTS]);
     const csumAt = l4 + (proto === 6 ? 16 : 6);
     const partial =

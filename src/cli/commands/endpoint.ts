@@ -1,7 +1,7 @@
 import { Command } from 'commander';
 import type { CreateEndpointRequest, Endpoint } from '../../service/api-types.js';
 import { seg } from '../client.js';
-import { formatEndpoints } from '../format.js';
+import { collectPublish, formatEndpoints } from '../format.js';
 import { clientOf, leafSocketOption, printJson, printLine, removeEach } from './common.js';
 
 /** commander's options for `endpoint create` are the request body, field for field. */
@@ -20,6 +20,7 @@ export function endpointCommand(): Command {
     .option('--ifname <name>', 'interface name inside the namespace (default: the first free ethN)')
     .option('--name <name>', 'endpoint name (default: NETNS-IFNAME)')
     .option('--no-spoof-guard', 'let the endpoint send from any MAC and IP (default: only its own)')
+    .option('-p, --publish <mapping>', 'nat networks: publish a port, [IP:]HOSTPORT:CONTAINERPORT[/tcp|udp] (repeatable)', collectPublish)
     .addOption(leafSocketOption())
     .addHelpText('after', '\nExample:\n  sudo ip netns add c1\n  vsw endpoint create --network default --netns c1 --ip 10.88.0.10')
     .action(async (opts: CreateOptions, command: Command) => {
@@ -70,5 +71,6 @@ function createRequest(opts: CreateOptions): CreateEndpointRequest {
     if (opts[key] !== undefined) body[key] = opts[key];
   }
   if (opts.spoofGuard === false) body.spoofGuard = false;
+  if (opts.publish?.length) body.publish = opts.publish;
   return body;
 }

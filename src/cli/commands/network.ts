@@ -8,6 +8,9 @@ interface CreateOptions {
   driver: string;
   subnet: string;
   gateway?: string;
+  transit?: string;
+  externalIp?: string;
+  natPorts?: string;
 }
 
 export function networkCommand(): Command {
@@ -17,14 +20,23 @@ export function networkCommand(): Command {
     .command('create')
     .description('create a network and print its name')
     .argument('<name>', "network name: letters, digits, '_', '.', '-' (at most 64)")
-    .option('-d, --driver <driver>', 'network mode: internal (nat, transparent, l2bridge, l2tunnel, overlay are not implemented yet)', 'internal')
+    .option('-d, --driver <driver>', 'network mode: internal or nat (transparent, l2bridge, l2tunnel, overlay are not implemented yet)', 'internal')
     .requiredOption('--subnet <cidr>', 'IPv4 subnet of the network, e.g. 10.88.0.0/24')
-    .option('--gateway <ip>', 'gateway address inside the subnet; endpoints get a default route via it')
+    .option('--gateway <ip>', 'gateway address inside the subnet; endpoints get a default route via it (nat: default the first address, answered by vsw)')
+    .option('--transit <cidr>', 'nat: subnet between the host and vsw on the host interface (default: a free /30 from 100.127.0.0/16)')
+    .option('--external-ip <ip>', "nat: vsw's address in the transit subnet, the address containers' traffic leaves from (default: its second address)")
+    .option('--nat-ports <first-last>', 'nat: external ports handed out to outbound flows, per protocol (default 1024-65535)')
     .addOption(leafSocketOption())
-    .addHelpText('after', '\nExample:\n  vsw network create -d internal --subnet 10.90.0.0/24 blue')
+    .addHelpText(
+      'after',
+      '\nExamples:\n  vsw network create -d internal --subnet 10.90.0.0/24 blue\n  vsw network create -d nat --subnet 172.18.0.0/24 mynat\n\nA nat network adds one interface to the host (named like the network) and, while it exists,\nturns on net.ipv4.ip_forward and masquerades its external address out of the default route;\n`vsw network inspect NAME` lists every host change, and `vsw network rm` undoes them.',
+    )
     .action(async (name: string, opts: CreateOptions, command: Command) => {
       const body: CreateNetworkRequest = { name, driver: opts.driver as CreateNetworkRequest['driver'], subnet: opts.subnet };
       if (opts.gateway !== undefined) body.gateway = opts.gateway;
+      if (opts.transit !== undefined) body.transit = opts.transit;
+      if (opts.externalIp !== undefined) body.externalIp = opts.externalIp;
+      if (opts.natPorts !== undefined) body.natPorts = opts.natPorts;
       const created = await clientOf(command).post<Network>('/networks', body);
       printLine(created.name);
     });

@@ -8,11 +8,11 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { Command } from 'commander';
-import type { CreateEndpointRequest } from '../../service/api-types.js';
+import type { CreateEndpointRequest, PortMapping } from '../../service/api-types.js';
 import { seg, type Client } from '../client.js';
 import { deleteNetns } from '../../host/netns.js';
 import { CliError, DaemonError, UnreachableError } from '../errors.js';
-import { exitCodeOf, randomCompartmentName } from '../format.js';
+import { collectPublish, exitCodeOf, randomCompartmentName } from '../format.js';
 import { clientOf, leafSocketOption, reportError } from './common.js';
 
 const HANDLED_SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
@@ -23,6 +23,7 @@ interface RunOptions {
   ip?: string;
   mac?: string;
   spoofGuard?: boolean;
+  publish?: PortMapping[];
 }
 
 export function runCommand(): Command {
@@ -33,11 +34,12 @@ export function runCommand(): Command {
     .option('--ip <address>', 'address of the compartment, e.g. 10.88.0.5 (default: the next free one)')
     .option('--mac <mac>', 'MAC address of the compartment (default: derived from the IP)')
     .option('--no-spoof-guard', 'let the compartment send from any MAC and IP (default: only its own)')
+    .option('-p, --publish <mapping>', 'nat networks: publish a port, [IP:]HOSTPORT:CONTAINERPORT[/tcp|udp] (repeatable)', collectPublish)
     .addOption(leafSocketOption())
     .argument('<command...>', 'the command to run and its arguments')
     // Everything from the command on belongs to it: `vsw run --network n ping -c 1 x` needs no `--`.
     .passThroughOptions()
-    .addHelpText('after', '\nExamples:\n  vsw run --network default -- ip addr\n  vsw run --network default --name web --ip 10.88.0.80 -- python3 -m http.server 80')
+    .addHelpText('after', '\nExamples:\n  vsw run --network default -- ip addr\n  vsw run --network default --name web --ip 10.88.0.80 -- python3 -m http.server 80\n  vsw run --network mynat --name web -p 8080:80 -- python3 -m http.server 80')
     .action(async (argv: string[], opts: RunOptions, command: Command) => {
       process.exitCode = await runInCompartment(clientOf(command), opts, argv);
     });
@@ -66,6 +68,7 @@ function endpointRequest(opts: RunOptions, netns: string): CreateEndpointRequest
   if (opts.ip !== undefined) body.ip = opts.ip;
   if (opts.mac !== undefined) body.mac = opts.mac;
   if (opts.spoofGuard === false) body.spoofGuard = false;
+  if (opts.publish?.length) body.publish = opts.publish;
   return body;
 }
 

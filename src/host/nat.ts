@@ -1,0 +1,108 @@
+/**
+ * The host side of a nat network: what the kernel needs so that the
+ * network's external address (vsw's end of the host TAP) reaches beyond the
+ * host, and nothing more.
+ *
+ * Changes made on the host, and undone when the network is removed:
+ * 1. the host TAP (one per nat network) gets the kernel's transit address and
+ *    is brought up; IPv6 is off on it (nothing of vsw's speaks IPv6 there);
+ * 2. net.ipv4.ip_forward is set to 1 if it was 0, and set back to 0 when the
+ *    last nat network that needed it goes;
+ * 3. one nftables table per network, `ip vsw_nat_<ifname>`, with one
+ *    postrouting rule: traffic from the external address that leaves through
+ *    an interface of the host's default route is masqueraded to that
+ *    interface's address (as a home router does). Traffic to other hosts'
+ *    routes (a lab's namespaces, a VPN) keeps the external address, so the
+ *    far side sees who talks, and can route back through this host.
+ * Nothing else (no iptables chains, no policy changes, no other tables).
+ */
+import { readFile, writeFile } from 'node:fs/promises';
+import { HostError } from './errors.js';
+import { ip, ipJson, run } from './exec.js';
+import { validateIfName } from './names.js';
+
+const FORWARDING = '/proc/sys/net/ipv4/ip_forward';
+
+export interface HostPortConfig {
+  ifname: string;
+  /** The kernel's transit address with its prefix, e.g. 100.127.0.1/30. */
+  cidr: string;
+  mac: string;
+}
+
+/** Addresses, MAC and link state of a host TAP vsw opened in the host namespace. */
+export async function configureHostPort(c: HostPortConfig): Promise<void> {
+  validateIfName(c.ifname);
+  await writeFile(`/proc/sys/net/ipv6/conf/${c.ifname}/disable_ipv6`, '1').catch(() => undefined);
+  await ip(['link', 'set', 'dev', c.ifname, 'address', c.mac]);
+  await ip(['address', 'add', c.cidr, 'dev', c.ifname]);
+  await ip(['link', 'set', 'dev', c.ifname, 'up']);
+}
+
+interface IpRoute {
+  dst: string;
+  dev?: string;
+}
+
+/** The interfaces the host's IPv4 default routes leave through. */
+export async function defaultRouteInterfaces(): Promise<string[]> {
+  const routes = await ipJson<IpRoute[]>(['-4', 'route', 'show', 'default']);
+  return [...new Set(routes.map((r) => r.dev).filter((d): d is string => typeof d === 'string'))];
+}
+
+/** Every IPv4 prefix the host routes or holds in its main table, as CIDR text ("default" left out). */
+export async function hostIpv4Prefixes(): Promise<string[]> {
+  const routes = await ipJson<IpRoute[]>(['-4', 'route', 'show']);
+  const out: string[] = [];
+  for (const r of routes) {
+    if (r.dst === 'default') continue;
+    out.push(r.dst.includes('/') ? r.dst : `${r.dst}/32`);
+  }
+  return out;
+}
+
+export async function forwardingEnabled(): Promise<boolean> {
+  return (await readFile(FORWARDING, 'utf8')).trim() === '1';
+}
+
+export async function setForwarding(on: boolean): Promise<void> {
+  try {
+    await writeFile(FORWARDING, on ? '1' : '0');
+  } catch (err) {
+    throw new HostError(`cannot set net.ipv4.ip_forward (${(err as Error).message}): run the daemon as root with a writable /proc/sys.`, { system: true });
+  }
+}
+
+/** The nftables table of one nat network. */
+export function natTableName(ifname: string): string {
+  return `vsw_nat_${ifname.replace(/[^A-Za-z0-9_]/g, '_')}`;
+}
+
+/** Installs the masquerade rule, replacing the table if it exists (one nft transaction). */
+export async function installMasquerade(table: string, externalIp: string, via: string[]): Promise<void> {
+  const rules = via.map((dev) => `add rule ip ${table} postrouting ip saddr ${externalIp} oifname ${JSON.stringify(dev)} masquerade`);
+  const script = [
+    `add table ip ${table}`,
+    `delete table ip ${table}`,
+    `add table ip ${table}`,
+    `add chain ip ${table} postrouting { type nat hook postrouting priority srcnat; policy accept; }`,
+    ...rules,
+  ].join('; ');
+  await nft([script]);
+}
+
+/** Removes the table; a missing one is not an error. */
+export async function removeMasquerade(table: string): Promise<void> {
+  await nft([`add table ip ${table}; delete table ip ${table}`]);
+}
+
+async function nft(args: string[]): Promise<void> {
+  try {
+    await run('nft', args);
+  } catch (err) {
+    if (err instanceof HostError && /"nft" command was not found/.test(err.message)) {
+      throw new HostError('the "nft" command was not found: install nftables (apt-get install nftables) so nat networks can reach beyond the host.', { system: true });
+    }
+    throw err;
+  }
+}

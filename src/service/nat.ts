@@ -1,0 +1,306 @@
+/**
+ * The control-plane half of nat networks: choosing the external addresses,
+ * the host TAP and the host changes it needs (src/host/nat.ts), the ports
+ * endpoints publish with their host-side listeners (src/nat/proxy.ts), and
+ * the view of the translations. The data-plane half is src/nat/gateway.ts.
+ *
+ * Every step registers its undo with the caller's Rollback, so a failed
+ * create leaves the host as it found it.
+ */
+import ipaddr from 'ipaddr.js';
+import type { Logger } from 'pino';
+import { configureHostPort, defaultRouteInterfaces, forwardingEnabled, hostIpv4Prefixes, installMasquerade, natTableName, removeMasquerade, setForwarding } from '../host/nat.js';
+import { linkExists, validateIfName } from '../host/index.js';
+import { closeFd, tapOpen } from '../native/index.js';
+import type { NatGatewaySpec, NatPublishSpec } from '../nat/gateway.js';
+import { PortProxy, ProxyError } from '../nat/proxy.js';
+import { DEFAULT_NAT_PORTS, DEFAULT_TRANSIT_POOL, type CreateNetworkRequest, type NatInfo, type NatNetworkState, type PortMapping } from './api-types.js';
+import { badRequest, conflict } from './errors.js';
+import { intToIp, ipToInt, macForIp, parseSubnet, subnetContains, subnetsOverlap, type Ipam, type Subnet } from './ipam.js';
+import type { Rollback } from './rollback.js';
+import type { DataPlaneHandle } from './service.js';
+import type { EndpointRecord, NatRecord, NetworkRecord, State } from './state.js';
+
+export class NatService {
+  /** Whether vsw turned ip_forward on (and so turns it off with the last nat network). */
+  private forwardingTurnedOn = false;
+
+  constructor(
+    private readonly state: State,
+    private readonly dataPlane: DataPlaneHandle,
+    private readonly logger: Logger,
+  ) {}
+
+  /**
+   * Everything a new nat network needs before the data plane gets it: the
+   * gateway's spec, and the host side. Returns the record to keep; the host
+   * port is attached to the data plane by attachHostPort once the network exists.
+   */
+  async prepare(req: CreateNetworkRequest, ipam: Ipam, networkId: number, rollback: Rollback): Promise<{ spec: NatGatewaySpec; nat: NatRecord }> {
+    const [portFirst, portLast] = parsePortRange(req.natPorts ?? DEFAULT_NAT_PORTS);
+    const { transit, hostIp, externalIp } = await this.pickTransit(req, ipam.cidr);
+    const ifname = await this.pickHostIfName(req.name, networkId);
+    const gatewayIp = ipam.gateway ?? ipam.reservedGateway;
+    const spec: NatGatewaySpec = {
+      subnet: ipam.cidr,
+      gatewayIp,
+      gatewayMac: macForIp(gatewayIp),
+      externalIp,
+      externalMac: macForIp(externalIp),
+      hostMac: macForIp(hostIp),
+      portFirst,
+      portLast,
+    };
+
+    const fd = this.openHostTap(ifname);
+    rollback.add(`close the host TAP ${ifname}`, () => closeFd(fd));
+    const prefix = transit.split('/')[1];
+    await configureHostPort({ ifname, cidr: `${hostIp}/${prefix}`, mac: spec.hostMac });
+    const changes = [`interface ${ifname} (a TAP vsw holds; it disappears with the network) with address ${hostIp}/${prefix}`];
+
+    if (!(await forwardingEnabled())) {
+      await setForwarding(true);
+      this.forwardingTurnedOn = true;
+      rollback.add('restore net.ipv4.ip_forward', () => this.restoreForwarding(req.name));
+      changes.push('net.ipv4.ip_forward=1 (it was 0; set back to 0 when the last nat network is removed)');
+    } else {
+      changes.push(this.forwardingTurnedOn ? 'net.ipv4.ip_forward=1 (set by vsw for the nat networks)' : 'none to net.ipv4.ip_forward: it was 1 already');
+    }
+
+    const table = natTableName(ifname);
+    const masqueradeVia = (await defaultRouteInterfaces()).filter((dev) => !this.isHostTap(dev) && dev !== ifname);
+    if (masqueradeVia.length > 0) {
+      await installMasquerade(table, externalIp, masqueradeVia);
+      rollback.add(`remove nftables table ${table}`, () => removeMasquerade(table));
+      changes.push(`nftables table ip ${table}: masquerade traffic from ${externalIp} leaving through ${masqueradeVia.join(', ')}`);
+    }
+
+    const info: NatInfo = { hostInterface: ifname, transit, hostIp, externalIp, ports: `${portFirst}-${portLast}`, masqueradeVia, hostChanges: changes };
+    return { spec, nat: { info, fd, portId: -1, table: masqueradeVia.length > 0 ? table : null } };
+  }
+
+  /** The host TAP joins the data plane as the gateway's external port. */
+  async attachHostPort(record: NetworkRecord, rollback: Rollback): Promise<void> {
+    const nat = record.nat!;
+    const portId = this.state.portIds.allocate();
+    rollback.add(`release port id ${portId}`, () => this.state.portIds.release(portId));
+    await this.dataPlane.addPort({ portId, networkId: record.network.id, fd: nat.fd, name: `host/${nat.info.hostInterface}`, external: true });
+    nat.portId = portId;
+  }
+
+  /** Undoes prepare and attachHostPort; keeps going past failures so nothing is left behind that could be removed. */
+  async tearDown(record: NetworkRecord): Promise<void> {
+    const nat = record.nat;
+    if (!nat) return;
+    const name = record.network.name;
+    if (nat.portId >= 0) {
+      await this.dataPlane.removePort(nat.portId).catch((err) => this.logger.warn({ err, network: name }, 'data plane could not remove the host port'));
+      this.state.portIds.release(nat.portId);
+      nat.portId = -1;
+    }
+    try {
+      closeFd(nat.fd);
+    } catch (err) {
+      this.logger.warn({ err, network: name }, 'could not close the host TAP');
+    }
+    if (nat.table) await removeMasquerade(nat.table).catch((err) => this.logger.error({ err, network: name, table: nat.table }, 'could not remove the nftables table'));
+    await this.restoreForwarding(name, record);
+  }
+
+  /** Turns ip_forward back off if vsw turned it on and no other nat network remains. */
+  private async restoreForwarding(name: string, leaving?: NetworkRecord): Promise<void> {
+    if (!this.forwardingTurnedOn) return;
+    const others = [...this.state.networks.values()].some((r) => r.nat && r !== leaving && r.network.name !== name);
+    if (others) return;
+    try {
+      await setForwarding(false);
+      this.forwardingTurnedOn = false;
+    } catch (err) {
+      this.logger.error({ err }, 'could not set net.ipv4.ip_forward back to 0');
+    }
+  }
+
+  private isHostTap(dev: string): boolean {
+    return [...this.state.networks.values()].some((r) => r.nat?.info.hostInterface === dev);
+  }
+
+  private async pickTransit(req: CreateNetworkRequest, subnet: string): Promise<{ transit: string; hostIp: string; externalIp: string }> {
+    const taken = [...this.state.networks.values()].flatMap((r) => [r.network.subnet, ...(r.nat ? [r.nat.info.transit] : [])]);
+    taken.push(subnet);
+    const hostPrefixes = await hostIpv4Prefixes();
+    if (req.transit === undefined) {
+      if (req.externalIp !== undefined) throw badRequest('--external-ip needs --transit: give the transit subnet it belongs to as well.');
+      const pool = parseSubnet(DEFAULT_TRANSIT_POOL);
+      for (let net = pool.network; net + 3 <= pool.broadcast; net += 4) {
+        const cidr = `${intToIp(net)}/30`;
+        if (taken.some((t) => subnetsOverlap(t, cidr)) || hostPrefixes.some((h) => overlapsAny(h, cidr))) continue;
+        return { transit: cidr, hostIp: intToIp(net + 1), externalIp: intToIp(net + 2) };
+      }
+      throw conflict(`no free /30 is left in ${DEFAULT_TRANSIT_POOL} for the transit subnet: pass --transit CIDR.`);
+    }
+    let t;
+    try {
+      t = parseSubnet(req.transit);
+    } catch (err) {
+      throw badRequest(`--transit ${req.transit} is not a subnet: write it like 100.127.0.0/30 (${(err as Error).message.replace(/\.$/, '')}).`);
+    }
+    const transit = `${intToIp(t.network)}/${t.prefix}`;
+    const clash = taken.find((x) => subnetsOverlap(x, transit));
+    if (clash) throw conflict(`transit ${transit} overlaps ${clash}, which a vsw network uses: pick another --transit.`);
+    const route = hostPrefixes.find((h) => overlapsAny(h, transit));
+    if (route) throw conflict(`transit ${transit} overlaps the host's route to ${route}: pick another --transit.`);
+    const hostIp = intToIp(t.network + 1);
+    const externalIp = req.externalIp ?? intToIp(t.network + 2);
+    if (!ipaddr.IPv4.isValidFourPartDecimal(externalIp)) throw badRequest(`--external-ip ${externalIp} is not an IPv4 address: write it like ${intToIp(t.network + 2)}.`);
+    const ext = ipToInt(externalIp);
+    if (!subnetContains(t, externalIp) || ext === t.network || ext === t.broadcast || externalIp === hostIp) {
+      throw badRequest(`--external-ip ${externalIp} must be a host address of ${transit} other than the host's ${hostIp}: use for example ${intToIp(t.network + 2)}.`);
+    }
+    return { transit, hostIp, externalIp };
+  }
+
+  /** The network's own name when it can be an interface name nobody uses; otherwise vsw-nat<id>. */
+  private async pickHostIfName(name: string, networkId: number): Promise<string> {
+    try {
+      validateIfName(name);
+      if (!(await linkExists(name))) return name;
+    } catch {
+      // Not a valid interface name: fall through.
+    }
+    const fallback = `vsw-nat${networkId}`;
+    if (await linkExists(fallback)) throw conflict(`interface ${fallback} already exists on the host: remove it or name the network differently.`);
+    return fallback;
+  }
+
+  private openHostTap(ifname: string): number {
+    try {
+      return tapOpen({ name: ifname, exclusive: true });
+    } catch (err) {
+      const message = (err as Error).message.replace(/\.$/, '');
+      if (/\b(EBUSY|EEXIST)\b/.test(message)) throw conflict(`cannot create host interface ${ifname} (${message}): name the network differently.`);
+      throw err;
+    }
+  }
+
+  // --- published ports ---
+
+  /** Checks the mappings of a new endpoint against each other and everything published already. */
+  checkPublish(net: NetworkRecord, list: PortMapping[] | undefined): PortMapping[] {
+    if (!list || list.length === 0) return [];
+    if (!net.nat) throw badRequest(`network ${net.network.name} is a ${net.network.driver} network: publish ports (-p) on a nat network.`);
+    const out: PortMapping[] = [];
+    for (const m of list) {
+      for (const [what, port] of [['host port', m.hostPort], ['container port', m.containerPort]] as const) {
+        if (!Number.isInteger(port) || port < 1 || port > 65535) throw badRequest(`${what} ${port} is out of range: ports are 1 to 65535.`);
+      }
+      const hostIp = m.hostIp ?? '0.0.0.0';
+      if (!ipaddr.IPv4.isValidFourPartDecimal(hostIp)) throw badRequest(`host address ${hostIp} is not an IPv4 address: write it like 127.0.0.1, or leave it out to listen on all.`);
+      const mapping: PortMapping = { protocol: m.protocol, hostIp, hostPort: m.hostPort, containerPort: m.containerPort };
+      const twin = out.find((o) => clashes(o, mapping));
+      if (twin) throw badRequest(`host port ${m.hostPort}/${m.protocol} is published twice in this request: give each mapping its own host port.`);
+      for (const record of this.state.endpoints.values()) {
+        const holder = record.endpoint.publish?.find((o) => clashes(o, mapping));
+        if (holder) {
+          throw conflict(
+            `host port ${m.hostPort}/${m.protocol} is already published by endpoint ${record.endpoint.name} on network ${record.endpoint.network}: pick another host port or remove that endpoint.`,
+          );
+        }
+      }
+      out.push(mapping);
+    }
+    return out;
+  }
+
+  /** Starts the host-side listeners of an endpoint's mappings; each is stopped by the rollback. */
+  async startProxies(net: NetworkRecord, mappings: PortMapping[], rollback: Rollback): Promise<PortProxy[]> {
+    const proxies: PortProxy[] = [];
+    for (const m of mappings) {
+      const spec = { protocol: m.protocol, hostIp: m.hostIp ?? '0.0.0.0', hostPort: m.hostPort, targetIp: net.nat!.info.externalIp, targetPort: m.hostPort };
+      let proxy: PortProxy;
+      try {
+        proxy = await PortProxy.start(spec, this.logger.child({ component: 'proxy', network: net.network.name }));
+      } catch (err) {
+        if (err instanceof ProxyError) throw err.code === 'EADDRINUSE' ? conflict(err.message) : err.code === 'EPROXY' ? err : badRequest(err.message);
+        throw err;
+      }
+      rollback.add(`stop the listener on ${spec.hostIp}:${spec.hostPort}/${spec.protocol}`, () => proxy.stop());
+      proxies.push(proxy);
+    }
+    return proxies;
+  }
+
+  /** Tells the gateway what the network publishes now (after an endpoint came or went). */
+  async syncPublished(net: NetworkRecord, leaving?: EndpointRecord): Promise<void> {
+    if (!net.nat) return;
+    const list: NatPublishSpec[] = [];
+    for (const record of this.state.endpointsOn(net.network.name)) {
+      if (record === leaving) continue;
+      for (const m of record.endpoint.publish ?? []) list.push({ protocol: m.protocol, externalPort: m.hostPort, ip: record.endpoint.ip, port: m.containerPort });
+    }
+    await this.dataPlane.setPublished(net.network.id, list);
+  }
+
+  async stopProxies(record: EndpointRecord): Promise<void> {
+    for (const proxy of record.proxies ?? []) {
+      await proxy.stop().catch((err) => this.logger.warn({ err, endpoint: record.endpoint.id }, 'could not stop a port listener'));
+    }
+    record.proxies = [];
+  }
+
+  // --- listings ---
+
+  async list(network?: string): Promise<NatNetworkState[]> {
+    const net = network === undefined ? undefined : this.state.requireNetwork(network);
+    if (net && !net.nat) throw badRequest(`network ${network} is a ${net.network.driver} network: only nat networks have translations.`);
+    const byPort = new Map<number, string>();
+    for (const r of this.state.endpoints.values()) byPort.set(r.endpoint.portId, r.endpoint.name);
+    const names = new Map<number, string>();
+    for (const r of this.state.networks.values()) names.set(r.network.id, r.network.name);
+    const byIp = (netName: string, ip: string): string | null => this.state.endpointsOn(netName).find((r) => r.endpoint.ip === ip)?.endpoint.name ?? null;
+    const states = await this.dataPlane.nat(net?.network.id);
+    return states.map((s) => {
+      const name = names.get(s.networkId) ?? String(s.networkId);
+      return {
+        network: name,
+        externalIp: s.externalIp,
+        counters: s.counters,
+        published: s.published.map((p) => ({ protocol: p.protocol, external: `${s.externalIp}:${p.externalPort}`, target: `${p.ip}:${p.port}`, endpoint: byIp(name, p.ip) })),
+        translations: s.translations.map(({ portId, ...t }) => ({ ...t, endpoint: byPort.get(portId) ?? null })),
+      };
+    });
+  }
+}
+
+function clashes(a: PortMapping, b: PortMapping): boolean {
+  if (a.protocol !== b.protocol || a.hostPort !== b.hostPort) return false;
+  const ia = a.hostIp ?? '0.0.0.0';
+  const ib = b.hostIp ?? '0.0.0.0';
+  return ia === ib || ia === '0.0.0.0' || ib === '0.0.0.0';
+}
+
+function overlapsAny(prefix: string, cidr: string): boolean {
+  try {
+    return subnetsOverlap(prefixToSubnet(prefix), cidr);
+  } catch {
+    return false;
+  }
+}
+
+/** Host routes can be /31 or /32, which parseSubnet (made for networks) refuses; compare them by hand. */
+function prefixToSubnet(prefix: string): Subnet {
+  const [addr, len] = prefix.split('/');
+  const bits = Number(len);
+  const mask = bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0;
+  const network = (ipToInt(addr) & mask) >>> 0;
+  return { network, broadcast: (network | (~mask >>> 0)) >>> 0, prefix: bits };
+}
+
+function parsePortRange(text: string): [number, number] {
+  const m = /^(\d{1,5})-(\d{1,5})$/.exec(text);
+  const first = m ? Number(m[1]) : NaN;
+  const last = m ? Number(m[2]) : NaN;
+  if (!m || first < 1 || last > 65535 || first > last) {
+    throw badRequest(`--nat-ports ${text} is not a port range: write FIRST-LAST with 1 <= FIRST <= LAST <= 65535, such as ${DEFAULT_NAT_PORTS}.`);
+  }
+  return [first, last];
+}
