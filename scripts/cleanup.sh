@@ -102,6 +102,21 @@ for link in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | sed 's/@.*
   say "deleted link $link"
 done
 
+# 3b. nftables tables of nat networks named with the prefix (vsw_nat_<host interface>), left by a
+#     daemon that was killed before it could remove them. net.ipv4.ip_forward is left as it is:
+#     whether it was on before the run is not known here.
+if command -v nft >/dev/null 2>&1; then
+  table_prefix="vsw_nat_${prefix//[^A-Za-z0-9_]/_}"
+  for table in $(nft list tables ip 2>/dev/null | awk '{print $3}'); do
+    [[ $table == "$table_prefix"* ]] || continue
+    if ((!dry_run)) && ! nft delete table ip "$table" 2>/dev/null; then
+      echo "cleanup.sh: could not delete nftables table ip $table: run \"nft delete table ip $table\" to see why." >&2
+      continue
+    fi
+    say "deleted nftables table ip $table"
+  done
+fi
+
 # 4. Work directories (sockets, state files, logs).
 for path in /tmp/"$prefix"*; do
   [[ -e $path || -L $path ]] || continue
