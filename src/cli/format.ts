@@ -110,6 +110,8 @@ export function formatNat(states: readonly NatNetworkState[]): string {
   for (const s of states) {
     const c = s.counters;
     out.push(`${s.network}: external ${s.externalIp}, ${c.active} active, ${c.created} created, ${c.expired} expired, ${c.refused} refused (pool ${c.poolSize} ports per protocol)`);
+    const h = s.hostPort;
+    out.push(`  host interface ${h.ifname}: rx ${h.rxFrames} frames, tx ${h.txFrames} frames, drops ${formatDrops(h.drops)}`);
     for (const p of s.published) out.push(`  published ${p.external}/${p.protocol} -> ${p.target}${p.endpoint ? ` (${p.endpoint})` : ''}`);
   }
   const rows = states.flatMap((s) => s.translations.map((t) => [s.network, t.protocol, t.inside, t.external, t.remote, t.endpoint ?? '-', t.state, String(t.idleSeconds)]));

@@ -124,6 +124,8 @@ export interface NatNetworkState {
     poolSize: number;
   };
   published: { protocol: 'tcp' | 'udp'; external: string; target: string; endpoint: string | null }[];
+  /** Counters of the host TAP (drops by reason: natNoMapping counts what came from the host with no translation). */
+  hostPort: Omit<PortStats, 'endpoint' | 'network' | 'netns'>;
   translations: NatTranslation[];
 }
 

@@ -260,10 +260,12 @@ export class NatService {
     const states = await this.dataPlane.nat(net?.network.id);
     return states.map((s) => {
       const name = names.get(s.networkId) ?? String(s.networkId);
+      const nat = this.state.networks.get(name)?.nat;
       return {
         network: name,
         externalIp: s.externalIp,
         counters: s.counters,
+        hostPort: { ifname: nat?.info.hostInterface ?? '-', ...this.dataPlane.portCounters(nat?.portId ?? 0) },
         published: s.published.map((p) => ({ protocol: p.protocol, external: `${s.externalIp}:${p.externalPort}`, target: `${p.ip}:${p.port}`, endpoint: byIp(name, p.ip) })),
         translations: s.translations.map(({ portId, ...t }) => ({ ...t, endpoint: byPort.get(portId) ?? null })),
       };

@@ -38,6 +38,7 @@ import type {
   TraceResponse,
 } from './api-types.js';
 import { ApiError, badRequest, notFound } from './errors.js';
+import { macForIp, subnetContains } from './ipam.js';
 import type { Mutex } from './mutex.js';
 import type { DataPlaneHandle } from './service.js';
 import type { EndpointRecord, State } from './state.js';
@@ -217,6 +218,7 @@ export class PolicyService {
     const [entries, counters] = await Promise.all([this.dataPlane.flows(portFilter), this.dataPlane.switchCounters()]);
     const byPort = new Map<number, string>();
     for (const { endpoint: ep } of this.state.endpoints.values()) byPort.set(ep.portId, ep.id);
+    for (const { nat } of this.state.networks.values()) if (nat) byPort.set(nat.portId, `host/${nat.info.hostInterface}`);
     return { flows: entries.map((f) => flowView(f, byPort)), stats: counters.vfp };
   }
 
@@ -230,7 +232,10 @@ export class PolicyService {
       refuse(err);
     }
     const peers = this.state.endpointsOn(record.endpoint.network);
-    const macOf = (ip: string, fallback: string) => peers.find((r) => r.endpoint.ip === ip)?.endpoint.mac ?? fallback;
+    const net = this.state.requireNetwork(record.endpoint.network);
+    // On a nat network, what lies outside the subnet is reached through the gateway's MAC.
+    const outside = (ip: string) => (net.nat && net.network.gateway && ip.includes('.') && !subnetContains(net.ipam.subnet, ip) ? macForIp(net.network.gateway) : undefined);
+    const macOf = (ip: string, fallback: string) => peers.find((r) => r.endpoint.ip === ip)?.endpoint.mac ?? outside(ip) ?? fallback;
     const self = record.endpoint.mac;
     const frame =
       req.direction === 'out'
@@ -244,7 +249,8 @@ export class PolicyService {
         ? null
         : result.egressPort === 'flood'
           ? 'flood'
-          : ([...this.state.endpoints.values()].find((r) => r.endpoint.portId === result.egressPort)?.endpoint.id ?? null);
+          : ([...this.state.endpoints.values()].find((r) => r.endpoint.portId === result.egressPort)?.endpoint.id ??
+            (net.nat?.portId === result.egressPort ? `host/${net.nat.info.hostInterface}` : null));
     return {
       packet: formatTracePacket(packet),
       steps: result.steps.map(({ port, ...step }) => ({ ...(port !== undefined ? { endpoint: names.get(port) ?? port } : {}), ...step })),

@@ -713,6 +713,15 @@ export class Switch {
       return result('block', spoofed, null);
     }
     if (!side(portId, DIR_OUT)) return result('block', d.dropReason, null);
+    const gw = port.network.gateway;
+    if (gw !== null && gw.claims(frame, 0, key, meta)) {
+      // Not run for real: a translation would take a port from the pool.
+      steps.push({
+        action: 'nat',
+        detail: `to the NAT gateway: answered by it (its own address), or translated to ${formatIpv4Addr(gw.externalIp)} (a published port or one from the pool) and sent to the host, or to a container for the external address (hairpin)`,
+      });
+      return result('allow', 0, gw.externalPortId);
+    }
     const dstHi = key[KeyWord.DST_MAC_HI];
     const egressId = (dstHi & 0x0100) !== 0 ? -1 : this.macTable.lookup(port.network.id, dstHi, key[KeyWord.DST_MAC_LO], this.clock());
     if (egressId < 0 || !this.ports[egressId]) {

@@ -170,3 +170,39 @@ test('vsw run without --network is a usage error', (t) => {
   const err = t.throws(() => parseRun(['run', 'true']));
   t.regex(err?.message ?? '', /--network/);
 });
+
+test('parsePublish reads docker-style -p mappings', async (t) => {
+  const { parsePublish, formatPublish } = await import('../../src/cli/format.js');
+  t.deepEqual(parsePublish('8080:80'), { protocol: 'tcp', hostPort: 8080, containerPort: 80 });
+  t.deepEqual(parsePublish('127.0.0.1:5353:53/udp'), { protocol: 'udp', hostIp: '127.0.0.1', hostPort: 5353, containerPort: 53 });
+  t.is(formatPublish(parsePublish('127.0.0.1:5353:53/udp')), '127.0.0.1:5353->53/udp');
+  t.is(formatPublish(parsePublish('8080:80/tcp')), '8080->80/tcp');
+  for (const bad of ['80', 'abc', '8080:80/sctp', ':80', '8080:', '1.2.3:80:80']) {
+    t.throws(() => parsePublish(bad), { message: new RegExp(`^-p ${bad.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} is not a port mapping: write HOSTPORT:CONTAINERPORT`) }, bad);
+  }
+});
+
+test('formatNat prints each network, its host interface and published ports, then the translations', async (t) => {
+  const { formatNat } = await import('../../src/cli/format.js');
+  const text = formatNat([
+    {
+      network: 'mynat',
+      externalIp: '100.127.0.2',
+      counters: { created: 3, expired: 1, refused: 0, active: 2, poolSize: 64512 },
+      hostPort: { ifname: 'mynat', rxFrames: 10, rxBytes: 1000, txFrames: 9, txBytes: 900, drops: { natNoMapping: 1 }, dropsTotal: 1 },
+      published: [{ protocol: 'tcp', external: '100.127.0.2:8080', target: '172.18.0.2:80', endpoint: 'web' }],
+      translations: [{ protocol: 'tcp', inside: '172.18.0.2:40000', external: '100.127.0.2:1024', remote: '198.18.0.2:80', endpoint: 'web', state: 'ESTABLISHED', idleSeconds: 0.5 }],
+    },
+  ]);
+  t.is(
+    text,
+    [
+      'mynat: external 100.127.0.2, 2 active, 3 created, 1 expired, 0 refused (pool 64512 ports per protocol)',
+      '  host interface mynat: rx 10 frames, tx 9 frames, drops 1 (natNoMapping=1)',
+      '  published 100.127.0.2:8080/tcp -> 172.18.0.2:80 (web)',
+      '',
+      'NETWORK  PROTO  INSIDE            EXTERNAL          REMOTE         ENDPOINT  STATE        IDLE',
+      'mynat    tcp    172.18.0.2:40000  100.127.0.2:1024  198.18.0.2:80  web       ESTABLISHED  0.5',
+    ].join('\n'),
+  );
+});
