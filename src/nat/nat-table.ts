@@ -49,7 +49,9 @@ class Pool {
   readonly remoteIp: Uint32Array;
   readonly remotePort: Uint16Array;
   readonly portId: Int32Array;
+  /** Ports not free: published ones included. */
   used = 0;
+  published = 0;
   cursor = 0;
   sweepCursor = 0;
 
@@ -115,6 +117,7 @@ export class NatTable {
     if (pool.ctSlot[i] !== FREE) this.release(protocolIndex, i);
     pool.ctSlot[i] = PUBLISHED;
     pool.used++;
+    pool.published++;
   }
 
   unreserve(protocolIndex: number, port: number): void {
@@ -124,6 +127,7 @@ export class NatTable {
     if (pool.ctSlot[i] !== PUBLISHED) return;
     pool.ctSlot[i] = FREE;
     pool.used--;
+    pool.published--;
   }
 
   private live(pool: Pool, i: number, now: number): boolean {
@@ -253,7 +257,7 @@ export class NatTable {
 
   counters(): NatTableCounters {
     let active = 0;
-    for (const pool of this.pools) for (let i = 0; i < this.size; i++) if (pool.ctSlot[i] >= 0 || pool.ctSlot[i] === PENDING) active++;
+    for (const pool of this.pools) active += pool.used - pool.published;
     return { created: this.createdCount, expired: this.expiredCount, refused: this.refusedCount, active };
   }
 

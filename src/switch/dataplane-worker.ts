@@ -89,7 +89,7 @@ const limitTimer = setInterval(() => {
     });
     refusedLogged = refused;
   }
-  for (const nat of sw.natState(performance.now())) {
+  for (const nat of sw.natCounters()) {
     const refusedNat = nat.counters.refused;
     const logged = natRefusedLogged.get(nat.networkId) ?? 0;
     if (refusedNat > logged) {

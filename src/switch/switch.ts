@@ -234,6 +234,13 @@ export class Switch {
     for (const net of this.networks.values()) net.gateway?.table.sweep(now, budget);
   }
 
+  /** Every nat network's counters, without the translations (cheap enough for a periodic log). */
+  natCounters(): { networkId: number; counters: NatCounters }[] {
+    const out: { networkId: number; counters: NatCounters }[] = [];
+    for (const net of this.networks.values()) if (net.gateway) out.push({ networkId: net.id, counters: net.gateway.counters() });
+    return out;
+  }
+
   /** Every nat network's translations and counters, optionally of one network (control path). */
   natState(now: number, networkId?: number): SwitchNat[] {
     const ct = this.vfp.conntrack;
