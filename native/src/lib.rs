@@ -1,5 +1,5 @@
-//! vsw's native addon. Small and boring on purpose: frame I/O in batches,
-//! checksums, hashing. Policy lives in TypeScript.
+//! vsw's native addon. Small and boring on purpose: frame I/O in batches
+//! (TAP, UDP), checksums, hashing, TCP segmentation. Policy lives in TypeScript.
 //!
 //! Every exported function validates its arguments and throws a JS Error with
 //! one sentence instead of touching memory it was not given.
@@ -8,8 +8,10 @@ mod csum;
 mod hash;
 mod napi;
 mod rx;
+mod segment;
 mod sys;
 mod tap;
+mod udp;
 
 use napi::*;
 use std::os::raw::c_void;
@@ -143,9 +145,10 @@ unsafe extern "C" fn write_batch(env: napi_env, info: napi_callback_info) -> nap
     uint32(env, written)
 }
 
-/// rxCreate(buffer, lengths: Int32Array, slotSize, slotCount, headroom, vnetHdrLen, onBatch) -> engine handle
+/// rxCreate(buffer, lengths: Int32Array, slotSize, slotCount, headroom, vnetHdrLen, onBatch, sources?: Uint32Array) -> engine handle.
+/// `sources` (2 words per slot) is needed only by UDP ports, which report each datagram's sender there.
 unsafe extern "C" fn rx_create(env: napi_env, info: napi_callback_info) -> napi_value {
-    let [buffer, lengths, slot_size, slot_count, headroom, vnet, callback] = args::<7>(env, info);
+    let [buffer, lengths, slot_size, slot_count, headroom, vnet, callback, sources] = args::<8>(env, info);
     let (buf, size) = tri!(env, get_bytes(env, buffer, "buffer"));
     let (lens, n_lens) = tri!(env, get_u32_array(env, lengths, TYPED_INT32, "lengths"));
     let cfg = rx::EngineConfig {
@@ -163,7 +166,17 @@ unsafe extern "C" fn rx_create(env: napi_env, info: napi_callback_info) -> napi_
     if type_of(env, callback) != 7 {
         return throw(env, "onBatch must be a function");
     }
-    let engine = tri!(env, rx::Engine::create(env, buffer, buf, lengths, lens as *mut i32, callback, cfg));
+    let sources = match type_of(env, sources) {
+        NAPI_UNDEFINED | NAPI_NULL => None,
+        _ => {
+            let (data, n) = tri!(env, get_u32_array(env, sources, TYPED_UINT32, "sources"));
+            if n < 2 * cfg.slot_count {
+                return throw(env, "the sources array must hold 2 words per slot");
+            }
+            Some((sources, data))
+        }
+    };
+    let engine = tri!(env, rx::Engine::create(env, buffer, buf, lengths, lens as *mut i32, sources, callback, cfg));
     let mut handle = ptr::null_mut();
     if napi_create_external(env, engine as *mut c_void, Some(rx::finalize_engine), ptr::null_mut(), &mut handle) != NAPI_OK {
         rx::finalize_engine(env, engine as *mut c_void, ptr::null_mut());
@@ -180,13 +193,21 @@ unsafe fn engine_of(env: napi_env, v: napi_value) -> Result<&'static mut rx::Eng
     Ok(&mut *(data as *mut rx::Engine))
 }
 
-/// rxAddPort(engine, portId, fd)
+/// rxAddPort(engine, portId, fd, kind = 0): kind 0 is a TAP (read per frame), 1 a UDP socket (recvmmsg, VXLAN layout).
 unsafe extern "C" fn rx_add_port(env: napi_env, info: napi_callback_info) -> napi_value {
-    let [h, id, fd] = args::<3>(env, info);
+    let [h, id, fd, kind] = args::<4>(env, info);
     let engine = tri!(env, engine_of(env, h));
     let id = tri!(env, get_u32(env, id, "portId"));
     let fd = tri!(env, get_i32(env, fd, "fd"));
-    tri!(env, engine.add_port(id, fd));
+    let kind = match type_of(env, kind) {
+        NAPI_UNDEFINED => rx::PortKind::Tap,
+        _ => match tri!(env, get_u32(env, kind, "kind")) {
+            0 => rx::PortKind::Tap,
+            1 => rx::PortKind::Udp,
+            k => return throw(env, &format!("kind {k} is neither 0 (TAP) nor 1 (UDP)")),
+        },
+    };
+    tri!(env, engine.add_port(id, fd, kind));
     undefined(env)
 }
 
@@ -215,6 +236,99 @@ unsafe extern "C" fn rx_close(env: napi_env, info: napi_callback_info) -> napi_v
     undefined(env)
 }
 
+/// udpOpen(bindAddress, port, netns?) -> fd
+unsafe extern "C" fn udp_open(env: napi_env, info: napi_callback_info) -> napi_value {
+    let [addr, port, netns] = args::<3>(env, info);
+    let addr = tri!(env, get_string(env, addr, "bindAddress"));
+    let bind: std::net::Ipv4Addr = match addr.parse() {
+        Ok(a) => a,
+        Err(_) => return throw(env, &format!("bindAddress {addr:?} is not an IPv4 address")),
+    };
+    let port = tri!(env, get_u32(env, port, "port"));
+    if port > 0xffff {
+        return throw(env, &format!("port {port} is above 65535"));
+    }
+    let netns = tri!(env, optional_string(env, netns, "netns"));
+    let fd = tri!(env, udp::udp_open(&udp::UdpOptions { bind: u32::from(bind), port: port as u16, netns: netns.as_deref() }));
+    int32(env, fd)
+}
+
+/// udpLocalPort(fd) -> the bound port
+unsafe extern "C" fn udp_local_port(env: napi_env, info: napi_callback_info) -> napi_value {
+    let [fd] = args::<1>(env, info);
+    let fd = tri!(env, get_i32(env, fd, "fd"));
+    uint32(env, tri!(env, udp::local_port(fd)) as u32)
+}
+
+/// udpSendBatch(fd, buf, offsets, lengths, count, dstAddrs: Uint32Array, dstPorts: Uint16Array | Uint32Array) -> datagrams sent.
+/// Refused datagrams get lengths[i] = 0, as in writeBatch (see udp::send_batch for which ones).
+unsafe extern "C" fn udp_send_batch(env: napi_env, info: napi_callback_info) -> napi_value {
+    let [fd, buf, offsets, lengths, count, addrs, ports] = args::<7>(env, info);
+    let fd = tri!(env, get_i32(env, fd, "fd"));
+    let d = tri!(env, descriptors(env, buf, offsets, lengths, count));
+    let (addrs, n_addrs) = tri!(env, get_u32_array(env, addrs, TYPED_UINT32, "dstAddrs"));
+    let (kind, data, n_ports) = tri!(env, get_typed_array(env, ports, "dstPorts"));
+    let ports = match kind {
+        TYPED_UINT16 => udp::Ports::U16(data as *const u16),
+        TYPED_UINT32 => udp::Ports::U32(data as *const u32),
+        _ => return throw(env, "dstPorts must be a Uint16Array or a Uint32Array"),
+    };
+    if d.count > n_addrs || d.count > n_ports {
+        return throw(env, &format!("count {} exceeds the destination arrays ({n_addrs} addresses, {n_ports} ports)", d.count));
+    }
+    let batch = udp::SendBatch { buf: d.buf, size: d.size, offsets: d.offsets, lengths: d.lengths, count: d.count, addrs, ports };
+    uint32(env, udp::send_batch(fd, &batch))
+}
+
+/// The frame at buf[offset, +length) with its vnet header in the 10 bytes before it.
+unsafe fn vnet_frame(env: napi_env, buf: napi_value, off: napi_value, len: napi_value) -> Result<(*mut u8, usize), String> {
+    let (data, size) = get_bytes(env, buf, "buffer")?;
+    let off = get_u32(env, off, "frameOffset")? as usize;
+    let len = get_u32(env, len, "frameLength")? as usize;
+    if off < segment::VNET_LEN || off + len > size {
+        return Err(format!("frame {off}+{len} with its vnet header is outside the buffer of {size} bytes"));
+    }
+    Ok((data.add(off), len))
+}
+
+/// segmentTso(buf, frameOffset, frameLength, out, outOffsets, outLengths, maxSegments, outVnetLen) -> segments or a negative code.
+unsafe extern "C" fn segment_tso(env: napi_env, info: napi_callback_info) -> napi_value {
+    let [buf, off, len, out, out_offsets, out_lengths, max, out_vnet] = args::<8>(env, info);
+    let (frame, frame_len) = tri!(env, vnet_frame(env, buf, off, len));
+    let (out_buf, out_size) = tri!(env, get_bytes(env, out, "out"));
+    let (offsets, n_off) = tri!(env, get_u32_array(env, out_offsets, TYPED_UINT32, "outOffsets"));
+    let (lengths, n_len) = tri!(env, get_u32_array(env, out_lengths, TYPED_UINT32, "outLengths"));
+    let max = tri!(env, get_u32(env, max, "maxSegments")) as usize;
+    if max > n_off || max > n_len {
+        return throw(env, &format!("maxSegments {max} exceeds the descriptor arrays ({n_off} offsets, {n_len} lengths)"));
+    }
+    // Segment i's offset is read after length i-1 is written: the two arrays must not alias.
+    let (o_start, l_start) = (offsets as usize, lengths as usize);
+    if o_start < l_start + 4 * max && l_start < o_start + 4 * max {
+        return throw(env, "outOffsets and outLengths must not share memory");
+    }
+    let vnet_len = tri!(env, get_u32(env, out_vnet, "outVnetLen")) as usize;
+    if vnet_len != 0 && vnet_len != segment::VNET_LEN {
+        return throw(env, &format!("outVnetLen must be 0 or {}", segment::VNET_LEN));
+    }
+    let mut o = segment::Output {
+        buf: out_buf,
+        size: out_size,
+        offsets: std::slice::from_raw_parts(offsets, max),
+        lengths: std::slice::from_raw_parts_mut(lengths, max),
+        vnet_len,
+    };
+    int32(env, segment::segment_tso(frame, frame_len, &mut o))
+}
+
+/// completeChecksum(buf, frameOffset, frameLength) -> 1 completed, 0 nothing to do, or a negative code.
+unsafe extern "C" fn complete_checksum(env: napi_env, info: napi_callback_info) -> napi_value {
+    let [buf, off, len] = args::<3>(env, info);
+    let (frame, frame_len) = tri!(env, vnet_frame(env, buf, off, len));
+    let vnet = std::slice::from_raw_parts_mut(frame.sub(segment::VNET_LEN), segment::VNET_LEN);
+    int32(env, segment::complete_checksum(vnet, std::slice::from_raw_parts_mut(frame, frame_len)))
+}
+
 #[no_mangle]
 pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_value) -> napi_value {
     set_fn(env, exports, "tapOpen", tap_open);
@@ -228,6 +342,11 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
     set_fn(env, exports, "rxRemovePort", rx_remove_port);
     set_fn(env, exports, "rxPausePort", rx_pause_port);
     set_fn(env, exports, "rxClose", rx_close);
+    set_fn(env, exports, "udpOpen", udp_open);
+    set_fn(env, exports, "udpLocalPort", udp_local_port);
+    set_fn(env, exports, "udpSendBatch", udp_send_batch);
+    set_fn(env, exports, "segmentTso", segment_tso);
+    set_fn(env, exports, "completeChecksum", complete_checksum);
     let mut v = ptr::null_mut();
     napi_create_uint32(env, tap::VNET_HDR_LEN as u32, &mut v);
     napi_set_named_property(env, exports, b"VNET_HDR_LEN\0".as_ptr() as *const _, v);

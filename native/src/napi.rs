@@ -24,6 +24,7 @@ pub const NAPI_NULL: i32 = 1;
 pub const NAPI_NUMBER: i32 = 3;
 pub const NAPI_STRING: i32 = 4;
 
+pub const TYPED_UINT16: i32 = 4;
 pub const TYPED_INT32: i32 = 5;
 pub const TYPED_UINT32: i32 = 6;
 
@@ -165,6 +166,19 @@ pub unsafe fn get_u32_array(env: napi_env, value: napi_value, kind: i32, what: &
         return Err(format!("{what} must be a {name}"));
     }
     Ok((data as *mut u32, len))
+}
+
+/// Any typed array: (element kind, data, element count), for arguments that accept several kinds.
+pub unsafe fn get_typed_array(env: napi_env, value: napi_value, what: &str) -> Result<(i32, *mut c_void, usize), String> {
+    let mut kind = -1;
+    let mut len = 0usize;
+    let mut data = ptr::null_mut();
+    let mut ab = ptr::null_mut();
+    let mut off = 0usize;
+    if napi_get_typedarray_info(env, value, &mut kind, &mut len, &mut data, &mut ab, &mut off) != NAPI_OK {
+        return Err(format!("{what} must be a typed array"));
+    }
+    Ok((kind, data, len))
 }
 
 pub unsafe fn set_fn(env: napi_env, exports: napi_value, name: &str, cb: napi_callback) {

@@ -9,9 +9,17 @@
 //! Memory: the rx buffer and lengths array belong to JS (kept alive by
 //! references); each port is a heap block whose first bytes are the uv_poll_t,
 //! so the libuv callback finds its port by casting the handle pointer back.
+//!
+//! Two kinds of port share the slots and the callback:
+//! - TAP: read() per frame; the frame lands at `headroom`, its vnet header in the bytes before.
+//! - UDP (the VXLAN underlay): one recvmmsg per event; the datagram lands at `headroom - 8`, so the
+//!   inner frame starts at `headroom` with the VXLAN header before it (see udp.rs). lengths[k] is
+//!   the inner frame length, or -1 for a datagram too short to hold a VXLAN header (or truncated);
+//!   sources[2k], sources[2k+1] are the sender's IPv4 address (host order) and port.
 
 use crate::napi::*;
 use crate::sys::*;
+use crate::udp;
 use std::collections::HashMap;
 use std::os::raw::{c_int, c_void};
 use std::ptr;
@@ -28,12 +36,19 @@ const UV_READABLE: c_int = 1;
 /// sizeof(uv_poll_t) is 160 on x86_64 with node 20's libuv; room to spare costs nothing.
 const UV_POLL_SIZE: usize = 256;
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum PortKind {
+    Tap,
+    Udp,
+}
+
 #[repr(C, align(16))]
 struct Port {
     poll: [u8; UV_POLL_SIZE], // must stay first: libuv hands us this address
     engine: *mut Engine,
     fd: c_int,
     id: u32,
+    kind: PortKind,
     polling: bool,
 }
 
@@ -43,9 +58,14 @@ pub struct Engine {
     receiver: napi_ref,
     buffer_ref: napi_ref,
     lengths_ref: napi_ref,
+    sources_ref: napi_ref,
     async_ctx: napi_async_context,
     buf: *mut u8,
     lengths: *mut i32,
+    /// Two words per slot, or null when the engine was created without them (then no UDP ports).
+    sources: *mut u32,
+    /// recvmmsg scratch, allocated with the first UDP port.
+    udp: Option<udp::Receiver>,
     slot_size: usize,
     slot_count: usize,
     headroom: usize,
@@ -66,13 +86,16 @@ pub struct EngineConfig {
 
 impl Engine {
     /// # Safety
-    /// `buffer`, `lengths` and `callback` must be live JS values of `env`; the sizes were checked by the caller.
+    /// `buffer`, `lengths`, `sources` (when given) and `callback` must be live JS values of `env`;
+    /// the sizes were checked by the caller.
+    #[allow(clippy::too_many_arguments)]
     pub unsafe fn create(
         env: napi_env,
         buffer: napi_value,
         buf: *mut u8,
         lengths: napi_value,
         lengths_ptr: *mut i32,
+        sources: Option<(napi_value, *mut u32)>,
         callback: napi_value,
         cfg: EngineConfig,
     ) -> Result<*mut Engine, String> {
@@ -82,9 +105,12 @@ impl Engine {
             receiver: ptr::null_mut(),
             buffer_ref: ptr::null_mut(),
             lengths_ref: ptr::null_mut(),
+            sources_ref: ptr::null_mut(),
             async_ctx: ptr::null_mut(),
             buf,
             lengths: lengths_ptr,
+            sources: sources.map_or(ptr::null_mut(), |s| s.1),
+            udp: None,
             slot_size: cfg.slot_size,
             slot_count: cfg.slot_count,
             headroom: cfg.headroom,
@@ -103,6 +129,7 @@ impl Engine {
             || napi_create_reference(env, recv, 1, &mut e.receiver) != NAPI_OK
             || napi_create_reference(env, buffer, 1, &mut e.buffer_ref) != NAPI_OK
             || napi_create_reference(env, lengths, 1, &mut e.lengths_ref) != NAPI_OK
+            || sources.map_or(false, |s| napi_create_reference(env, s.0, 1, &mut e.sources_ref) != NAPI_OK)
             || napi_async_init(env, recv, name, &mut e.async_ctx) != NAPI_OK
         {
             e.release_js();
@@ -114,18 +141,27 @@ impl Engine {
         Ok(raw)
     }
 
-    pub unsafe fn add_port(&mut self, id: u32, fd: c_int) -> Result<(), String> {
+    pub unsafe fn add_port(&mut self, id: u32, fd: c_int, kind: PortKind) -> Result<(), String> {
         if self.closed {
             return Err("the receive engine is closed".into());
         }
         if self.ports.contains_key(&id) {
             return Err(format!("port {id} is already polled"));
         }
+        if kind == PortKind::Udp && self.udp.is_none() {
+            if self.sources.is_null() {
+                return Err("a UDP port needs an engine created with a sources array".into());
+            }
+            if self.headroom < udp::VXLAN_LEN {
+                return Err(format!("a UDP port needs a headroom of at least {} bytes", udp::VXLAN_LEN));
+            }
+            self.udp = Some(udp::Receiver::new(self.buf, self.slot_size, self.slot_count, self.headroom));
+        }
         let mut lp = ptr::null_mut();
         if napi_get_uv_event_loop(self.env, &mut lp) != NAPI_OK {
             return Err("no libuv loop for this thread".into());
         }
-        let port = Box::into_raw(Box::new(Port { poll: [0; UV_POLL_SIZE], engine: self, fd, id, polling: false }));
+        let port = Box::into_raw(Box::new(Port { poll: [0; UV_POLL_SIZE], engine: self, fd, id, kind, polling: false }));
         let rc = uv_poll_init(lp, port as *mut c_void, fd);
         if rc != 0 {
             drop(Box::from_raw(port));
@@ -194,7 +230,7 @@ impl Engine {
     }
 
     unsafe fn release_js(&mut self) {
-        for r in [self.callback, self.receiver, self.buffer_ref, self.lengths_ref] {
+        for r in [self.callback, self.receiver, self.buffer_ref, self.lengths_ref, self.sources_ref] {
             if !r.is_null() {
                 napi_delete_reference(self.env, r);
             }
@@ -218,8 +254,27 @@ impl Engine {
     /// pointer: the JS callback may re-enter the addon (remove a port, close the engine),
     /// so no Rust reference to the engine may be alive across it.
     unsafe fn drain(this: *mut Engine, port: *mut Port) {
-        let fd = (*port).fd;
         let id = (*port).id;
+        let (count, failure) = match (*port).kind {
+            PortKind::Tap => Engine::read_tap(this, (*port).fd),
+            PortKind::Udp => Engine::recv_udp(this, (*port).fd),
+        };
+        if count > 0 {
+            Engine::deliver(this, id, count as i32);
+        }
+        if failure != 0 {
+            // Level-triggered readiness would spin on a broken fd; stop and let JS decide.
+            // Compare the pointer: the callback may have removed this port and added another with its id.
+            if (*this).ports.get(&id).copied() == Some(port) {
+                uv_poll_stop(port as *mut c_void);
+                (*port).polling = false;
+            }
+            Engine::deliver(this, id, -failure);
+        }
+    }
+
+    /// Up to slot_count frames, one read() each (a TAP has no vectored batch read): (count, errno or 0).
+    unsafe fn read_tap(this: *mut Engine, fd: c_int) -> (usize, i32) {
         let (buf, lengths) = ((*this).buf, (*this).lengths);
         let (slot_size, slot_count, headroom, vnet_len) = ((*this).slot_size, (*this).slot_count, (*this).headroom, (*this).vnet_len);
         let readable = slot_size - headroom + vnet_len;
@@ -242,17 +297,29 @@ impl Engine {
             *lengths.add(count) = (n as usize).saturating_sub(vnet_len) as i32;
             count += 1;
         }
-        if count > 0 {
-            Engine::deliver(this, id, count as i32);
-        }
-        if failure != 0 {
-            // Level-triggered readiness would spin on a broken fd; stop and let JS decide.
-            // Compare the pointer: the callback may have removed this port and added another with its id.
-            if (*this).ports.get(&id).copied() == Some(port) {
-                uv_poll_stop(port as *mut c_void);
-                (*port).polling = false;
+        (count, failure)
+    }
+
+    /// One recvmmsg for up to slot_count datagrams: (count, errno or 0). Level-triggered readiness
+    /// brings us back on the next loop turn if more are queued.
+    unsafe fn recv_udp(this: *mut Engine, fd: c_int) -> (usize, i32) {
+        let (lengths, sources) = ((*this).lengths, (*this).sources);
+        let rx = match (*this).udp.as_mut() {
+            Some(rx) => rx,
+            None => return (0, 0),
+        };
+        match rx.recv(fd) {
+            Ok(count) => {
+                for k in 0..count {
+                    let (len, addr, port) = rx.datagram(k);
+                    *lengths.add(k) = len;
+                    *sources.add(2 * k) = addr;
+                    *sources.add(2 * k + 1) = port;
+                }
+                (count, 0)
             }
-            Engine::deliver(this, id, -failure);
+            Err(err) if udp::fatal_recv_error(err) => (0, err),
+            Err(_) => (0, 0),
         }
     }
 

@@ -1,7 +1,7 @@
 //! libc calls declared by hand (no libc crate here). x86_64 / aarch64 Linux.
 #![allow(dead_code)]
 
-use std::os::raw::{c_char, c_int, c_ulong, c_void};
+use std::os::raw::{c_char, c_int, c_uint, c_ulong, c_void};
 
 pub const O_RDONLY: c_int = 0;
 pub const O_RDWR: c_int = 2;
@@ -10,7 +10,86 @@ pub const O_CLOEXEC: c_int = 0o2000000;
 pub const CLONE_NEWNET: c_int = 0x4000_0000;
 
 pub const EINTR: i32 = 4;
+pub const EBADF: i32 = 9;
 pub const EAGAIN: i32 = 11;
+pub const ENOMEM: i32 = 12;
+pub const EFAULT: i32 = 14;
+pub const EINVAL: i32 = 22;
+pub const ENOTSOCK: i32 = 88;
+pub const ENOBUFS: i32 = 105;
+
+pub const AF_INET: c_int = 2;
+pub const SOCK_DGRAM: c_int = 2;
+pub const SOCK_NONBLOCK: c_int = 0o4000;
+pub const SOCK_CLOEXEC: c_int = 0o2000000;
+pub const SOL_SOCKET: c_int = 1;
+pub const SO_REUSEADDR: c_int = 2;
+pub const SO_SNDBUF: c_int = 7;
+pub const SO_RCVBUF: c_int = 8;
+pub const SO_SNDBUFFORCE: c_int = 32;
+pub const SO_RCVBUFFORCE: c_int = 33;
+pub const MSG_TRUNC: c_int = 0x20;
+pub const MSG_DONTWAIT: c_int = 0x40;
+
+/// struct sockaddr_in: family in host order, port and address in network order.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SockAddrIn {
+    pub family: u16,
+    pub port_be: u16,
+    pub addr_be: u32,
+    pub zero: [u8; 8],
+}
+
+impl SockAddrIn {
+    /// `addr` and `port` in host order.
+    pub fn new(addr: u32, port: u16) -> SockAddrIn {
+        SockAddrIn { family: AF_INET as u16, port_be: port.to_be(), addr_be: addr.to_be(), zero: [0; 8] }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct IoVec {
+    pub base: *mut c_void,
+    pub len: usize,
+}
+
+/// struct msghdr as glibc lays it out on 64-bit Linux (56 bytes).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct MsgHdr {
+    pub name: *mut c_void,
+    pub namelen: u32,
+    pub iov: *mut IoVec,
+    pub iovlen: usize,
+    pub control: *mut c_void,
+    pub controllen: usize,
+    pub flags: c_int,
+}
+
+/// struct mmsghdr (64 bytes): one message of a sendmmsg/recvmmsg batch; `len` is what the kernel moved.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct MMsgHdr {
+    pub hdr: MsgHdr,
+    pub len: u32,
+}
+
+impl MMsgHdr {
+    pub const EMPTY: MMsgHdr = MMsgHdr {
+        hdr: MsgHdr {
+            name: std::ptr::null_mut(),
+            namelen: 0,
+            iov: std::ptr::null_mut(),
+            iovlen: 0,
+            control: std::ptr::null_mut(),
+            controllen: 0,
+            flags: 0,
+        },
+        len: 0,
+    };
+}
 
 extern "C" {
     pub fn open(path: *const c_char, flags: c_int, ...) -> c_int;
@@ -19,6 +98,12 @@ extern "C" {
     pub fn write(fd: c_int, buf: *const c_void, count: usize) -> isize;
     pub fn ioctl(fd: c_int, request: c_ulong, ...) -> c_int;
     pub fn setns(fd: c_int, nstype: c_int) -> c_int;
+    pub fn socket(domain: c_int, kind: c_int, protocol: c_int) -> c_int;
+    pub fn setsockopt(fd: c_int, level: c_int, name: c_int, value: *const c_void, len: u32) -> c_int;
+    pub fn bind(fd: c_int, addr: *const SockAddrIn, len: u32) -> c_int;
+    pub fn getsockname(fd: c_int, addr: *mut SockAddrIn, len: *mut u32) -> c_int;
+    pub fn sendmmsg(fd: c_int, msgs: *mut MMsgHdr, vlen: c_uint, flags: c_int) -> c_int;
+    pub fn recvmmsg(fd: c_int, msgs: *mut MMsgHdr, vlen: c_uint, flags: c_int, timeout: *mut c_void) -> c_int;
     fn __errno_location() -> *mut c_int;
 }
 
@@ -36,7 +121,8 @@ pub fn describe_errno(code: i32) -> String {
     let name = match code {
         1 => "EPERM", 2 => "ENOENT", 5 => "EIO", 9 => "EBADF", 11 => "EAGAIN", 12 => "ENOMEM",
         13 => "EACCES", 16 => "EBUSY", 17 => "EEXIST", 19 => "ENODEV", 22 => "EINVAL",
-        24 => "EMFILE", 77 => "EBADFD", 95 => "EOPNOTSUPP", 100 => "ENETDOWN",
+        24 => "EMFILE", 77 => "EBADFD", 88 => "ENOTSOCK", 95 => "EOPNOTSUPP", 98 => "EADDRINUSE",
+        99 => "EADDRNOTAVAIL", 100 => "ENETDOWN", 101 => "ENETUNREACH", 105 => "ENOBUFS",
         _ => "",
     };
     if name.is_empty() { format!("{text} (errno {code})") } else { format!("{text} ({name})") }
@@ -45,3 +131,8 @@ pub fn describe_errno(code: i32) -> String {
 pub fn last_error(what: &str) -> String {
     format!("{what}: {}", describe_errno(errno()))
 }
+
+// The kernel reads these layouts; a mismatch would be silent corruption, so fail the build instead.
+const _: () = assert!(std::mem::size_of::<SockAddrIn>() == 16);
+const _: () = assert!(std::mem::size_of::<IoVec>() == 16);
+const _: () = assert!(std::mem::size_of::<MMsgHdr>() == 64);

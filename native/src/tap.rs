@@ -44,7 +44,7 @@ pub struct TapOptions<'a> {
 }
 
 /// Restores the thread's original network namespace when dropped, even on early return.
-struct NamespaceGuard {
+pub struct NamespaceGuard {
     original: c_int,
 }
 
@@ -62,7 +62,7 @@ impl Drop for NamespaceGuard {
     }
 }
 
-fn enter_netns(path: &str) -> Result<NamespaceGuard, String> {
+pub fn enter_netns(path: &str) -> Result<NamespaceGuard, String> {
     let own = CString::new("/proc/thread-self/ns/net").unwrap();
     let target = CString::new(path).map_err(|_| format!("namespace path {path:?} contains a NUL byte"))?;
     unsafe {

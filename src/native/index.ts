@@ -14,11 +14,25 @@ interface NativeAddon {
   internetChecksum(buf: Uint8Array, offset: number, length: number, initial?: number): number;
   flowHashBatch(buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number, out: Uint32Array): void;
   writeBatch(fd: number, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number, vnetHdrLen: number): number;
-  rxCreate(buffer: Uint8Array, lengths: Int32Array, slotSize: number, slotCount: number, headroom: number, vnetHdrLen: number, onBatch: (portId: number, count: number) => void): object;
-  rxAddPort(engine: object, portId: number, fd: number): void;
+  rxCreate(
+    buffer: Uint8Array,
+    lengths: Int32Array,
+    slotSize: number,
+    slotCount: number,
+    headroom: number,
+    vnetHdrLen: number,
+    onBatch: (portId: number, count: number) => void,
+    sources?: Uint32Array,
+  ): object;
+  rxAddPort(engine: object, portId: number, fd: number, kind?: number): void;
   rxRemovePort(engine: object, portId: number): number;
   rxPausePort(engine: object, portId: number, paused: number): number;
   rxClose(engine: object): void;
+  udpOpen(bindAddress: string, port: number, netns: string | undefined): number;
+  udpLocalPort(fd: number): number;
+  udpSendBatch(fd: number, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number, dstAddrs: Uint32Array, dstPorts: Uint16Array | Uint32Array): number;
+  segmentTso(buf: Uint8Array, frameOffset: number, frameLength: number, out: Uint8Array, outOffsets: Uint32Array, outLengths: Uint32Array, maxSegments: number, outVnetLen: number): number;
+  completeChecksum(buf: Uint8Array, frameOffset: number, frameLength: number): number;
 }
 
 // dist/src/native/index.js -> <package>/native/vsw_native.node
@@ -41,6 +55,13 @@ export const RX_HEADROOM = 128;
 export const RX_SLOT_SIZE = 65_536 + 256;
 /** Frames drained per readiness event; measured: more gained nothing, 8 cost 25%. */
 export const RX_BATCH = 64;
+/** The VXLAN header (RFC 7348) that a UDP port's datagrams carry in front of the inner frame. */
+export const RX_UDP_PREFIX = 8;
+/** lengths[slot] of a UDP datagram too short to hold the VXLAN header, or too large for its slot: count it as malformed. */
+export const RX_MALFORMED = -1;
+
+const PORT_KIND_TAP = 0;
+const PORT_KIND_UDP = 1;
 
 export interface TapOpenOptions {
   /** Interface name inside the namespace, at most 15 bytes. */
@@ -86,10 +107,21 @@ export function writeBatch(fd: number, buf: Uint8Array, offsets: Uint32Array, le
  * RX_BATCH frames drained into `buffer` per event, one `onBatch` call per batch.
  * Slot i's frame starts at frameOffset(i); its length is lengths[i]. A negative
  * count passed to onBatch is -errno: that port stopped and should be removed.
+ *
+ * Two kinds of port feed the same slots, one port per batch:
+ * - addPort (a TAP): the frame's virtio_net_hdr is in the VNET_HDR_LEN bytes before frameOffset(i).
+ * - addUdpPort (a VXLAN socket): one recvmmsg per event. The datagram starts at
+ *   frameOffset(i) - RX_UDP_PREFIX, so the VXLAN header is in the 8 bytes before the inner
+ *   frame (there is no vnet header: the 2 bytes before those are stale). lengths[i] is the
+ *   inner frame length (datagram - 8), or RX_MALFORMED. The sender is in `sources`:
+ *   sourceAddress(i) (IPv4 as a host-order u32) and sourcePort(i). The VXLAN header itself is
+ *   not checked here: flags and VNI are policy for src/tunnel.
  */
 export class RxEngine {
   readonly buffer: Buffer;
   readonly lengths: Int32Array;
+  /** Two words per slot for UDP ports: [IPv4 address (host order), port]; untouched by TAP batches. */
+  readonly sources: Uint32Array;
   private readonly handle: object;
   private closed = false;
 
@@ -97,15 +129,32 @@ export class RxEngine {
     // allocUnsafeSlow: a buffer of its own, never a slice of Node's shared pool.
     this.buffer = Buffer.allocUnsafeSlow(RX_BATCH * RX_SLOT_SIZE);
     this.lengths = new Int32Array(RX_BATCH);
-    this.handle = addon.rxCreate(this.buffer, this.lengths, RX_SLOT_SIZE, RX_BATCH, RX_HEADROOM, VNET_HDR_LEN, onBatch);
+    this.sources = new Uint32Array(2 * RX_BATCH);
+    this.handle = addon.rxCreate(this.buffer, this.lengths, RX_SLOT_SIZE, RX_BATCH, RX_HEADROOM, VNET_HDR_LEN, onBatch, this.sources);
   }
 
   frameOffset(slot: number): number {
     return slot * RX_SLOT_SIZE + RX_HEADROOM;
   }
 
+  /** UDP ports: the sender's IPv4 address of slot's datagram, as a host-order u32. */
+  sourceAddress(slot: number): number {
+    return this.sources[2 * slot];
+  }
+
+  /** UDP ports: the sender's UDP port of slot's datagram. */
+  sourcePort(slot: number): number {
+    return this.sources[2 * slot + 1];
+  }
+
+  /** A TAP fd (with IFF_VNET_HDR, as tapOpen makes it). */
   addPort(portId: number, fd: number): void {
-    addon.rxAddPort(this.handle, portId, fd);
+    addon.rxAddPort(this.handle, portId, fd, PORT_KIND_TAP);
+  }
+
+  /** A UDP socket fd (udpOpen) carrying VXLAN: see the class comment for the slot layout. */
+  addUdpPort(portId: number, fd: number): void {
+    addon.rxAddPort(this.handle, portId, fd, PORT_KIND_UDP);
   }
 
   removePort(portId: number): boolean {
@@ -122,4 +171,111 @@ export class RxEngine {
     this.closed = true;
     addon.rxClose(this.handle);
   }
+}
+
+export interface UdpOpenOptions {
+  /** IPv4 address to bind, e.g. '0.0.0.0' or the VTEP's underlay address. */
+  bindAddress: string;
+  /** 4789 for VXLAN; 0 picks a free port (read it back with udpLocalPort). */
+  port: number;
+  /** Path of a network namespace file; the socket is created in it. Absent means the caller's namespace. */
+  netns?: string;
+}
+
+/**
+ * An AF_INET UDP socket for the VXLAN underlay: non-blocking, close-on-exec,
+ * SO_REUSEADDR, 4 MB receive and send buffers where the kernel allows, bound.
+ * Returns its fd; close it with closeFd.
+ */
+export function udpOpen(opts: UdpOpenOptions): number {
+  return addon.udpOpen(opts.bindAddress, opts.port, opts.netns);
+}
+
+/** The port a UDP socket is bound to. */
+export function udpLocalPort(fd: number): number {
+  return addon.udpLocalPort(fd);
+}
+
+/**
+ * Sends `count` datagrams with one sendmmsg per 64: datagram i is
+ * buf[offsets[i], offsets[i] + lengths[i]) (for VXLAN: the 8-byte header the
+ * caller wrote in the headroom, then the inner frame), sent to dstAddrs[i]
+ * (IPv4, host-order u32) port dstPorts[i]. Returns how many the kernel took.
+ *
+ * Like writeBatch, a refused datagram gets lengths[i] = 0: one outside the
+ * buffer or with a port above 65535, one the kernel rejects by itself (no
+ * route, too big, firewall), and, once the socket or device queue is full
+ * (EAGAIN, ENOBUFS), every datagram after it in the batch. Never blocks.
+ */
+export function udpSendBatch(
+  fd: number,
+  buf: Uint8Array,
+  offsets: Uint32Array,
+  lengths: Uint32Array,
+  count: number,
+  dstAddrs: Uint32Array,
+  dstPorts: Uint16Array | Uint32Array,
+): number {
+  return addon.udpSendBatch(fd, buf, offsets, lengths, count, dstAddrs, dstPorts);
+}
+
+/** Negative results of segmentTso and completeChecksum. */
+export const SegmentError = {
+  /** Inconsistent headers: gso_size 0, hdr_len beyond the frame, truncated headers, IP lengths beyond the frame, an IP fragment, GSO type and IP version disagree. */
+  MALFORMED: -1,
+  /** Valid but not handled: GSO NONE or UDP given to segmentTso, a GSO frame given to completeChecksum, IPv6 extension headers, jumbograms. */
+  UNSUPPORTED: -2,
+  /** The frame needs more segments than maxSegments. */
+  TOO_MANY_SEGMENTS: -3,
+  /** An outOffsets entry leaves no room for its segment (and vnet header) inside `out`. */
+  NO_ROOM: -4,
+} as const;
+
+/**
+ * Software TSO: splits the TCPV4/TCPV6 super-frame at buf[frameOffset, +frameLength)
+ * (its virtio_net_hdr in the VNET_HDR_LEN bytes before frameOffset, as in an rx slot)
+ * into complete frames of at most gso_size TCP payload bytes each. Segment i is
+ * written at out[outOffsets[i]] (the caller picks offsets that leave headroom, e.g.
+ * for a VXLAN header) and its length stored in outLengths[i], so the two arrays
+ * are ready descriptors for udpSendBatch or writeBatch.
+ *
+ * outVnetLen 0 writes bare frames; VNET_HDR_LEN also writes a zeroed
+ * virtio_net_hdr (a plain frame, checksums complete) before each segment, for a TAP.
+ *
+ * Each segment gets its IPv4 total length, identification (+1 per segment) and
+ * header checksum, or its IPv6 payload length; its sequence number; FIN and PSH
+ * only on the last segment, CWR only on the first; a complete TCP checksum.
+ * Header lengths come from parsing the frame (Ethernet, up to two VLAN tags,
+ * IPv4 or IPv6 without extension headers, TCP); the kernel's hdr_len may
+ * include payload, so it is only checked to lie within the frame.
+ *
+ * Each output slot must hold the headers plus gso_size bytes. Segments that
+ * overlap each other or the input produce garbage, never a fault.
+ *
+ * Returns the number of segments, or a SegmentError code (nothing written).
+ * Throws only for arguments that are not what the signature says. Allocates nothing.
+ */
+export function segmentTso(
+  buf: Uint8Array,
+  frameOffset: number,
+  frameLength: number,
+  out: Uint8Array,
+  outOffsets: Uint32Array,
+  outLengths: Uint32Array,
+  maxSegments: number,
+  outVnetLen: number,
+): number {
+  return addon.segmentTso(buf, frameOffset, frameLength, out, outOffsets, outLengths, maxSegments, outVnetLen);
+}
+
+/**
+ * Completes, in place, the partial L4 checksum of a frame without GSO whose
+ * virtio_net_hdr (the VNET_HDR_LEN bytes before frameOffset) has NEEDS_CSUM:
+ * sums from csum_start to the end of the frame into the field at csum_start +
+ * csum_offset (which holds the pseudo-header sum), then clears NEEDS_CSUM.
+ * Returns 1 when it completed a checksum, 0 when the flag was not set, or a
+ * SegmentError code (MALFORMED: the field is outside the frame; UNSUPPORTED: a GSO frame).
+ */
+export function completeChecksum(buf: Uint8Array, frameOffset: number, frameLength: number): number {
+  return addon.completeChecksum(buf, frameOffset, frameLength);
 }
