@@ -259,13 +259,16 @@ export class NatGateway {
   /**
    * The frame's connection at the container's port now exists (created or
    * found at `slot`): a mapping taken for it becomes bound to it. A slot of -1
-   * (no connection was started, e.g. a bare RST) gives the port back.
+   * (no connection was started, e.g. a bare RST) gives the port back, and
+   * false says the translation must not be cached: its port is no longer held.
    */
-  commit(slot: number): void {
-    if (this.pendingProtocol < 0) return;
-    if (slot >= 0) this.table.bind(this.pendingProtocol, this.pendingPort, slot);
+  commit(slot: number): boolean {
+    if (this.pendingProtocol < 0) return true;
+    const backed = slot >= 0;
+    if (backed) this.table.bind(this.pendingProtocol, this.pendingPort, slot);
     else this.table.abandon(this.pendingProtocol, this.pendingPort);
     this.pendingProtocol = -1;
+    return backed;
   }
 
   /** The frame was dropped after route: give back what it took. */

@@ -492,7 +492,7 @@ export class Switch {
     }
     const a = ctOut >= 0 ? ctOut : this.createdSlot(portId, DIR_OUT);
     // The connection a NAT mapping lives by is the one at the container's side: here, the ingress.
-    gw?.commit(a);
+    if (gw !== null && !gw.commit(a)) cacheable = false;
 
     const transpositions = vfp.transpositions;
     let t = -1;
