@@ -119,6 +119,8 @@ export class NatGateway {
   dropReason = 0;
   private pendingProtocol = -1;
   private pendingPort = -1;
+  private resolvedIp = 0;
+  private resolvedPort = 0;
   private readonly scratchKey = new Uint32Array(KEY_WORDS);
 
   constructor(
@@ -234,7 +236,7 @@ export class NatGateway {
       this.pendingPort = port;
       external = port;
     }
-    setSource(key, d, pi, this.externalIp, srcPort, external);
+    translate(key, d, pi, true, this.externalIp, srcPort, external);
     return GatewayResult.FORWARD;
   }
 
@@ -280,24 +282,34 @@ export class NatGateway {
   /** Destination external ip:port -> container, by live mapping first, then by published port. */
   private translateInbound(pi: number, key: Uint32Array, d: Decision, now: number): number {
     const dstPort = l4Destination(key, pi);
-    const i = this.table.findByExternal(pi, dstPort, key[KeyWord.SRC_IP], l4Source(key, pi), now);
-    let ip: number;
-    let port: number;
-    if (i >= 0) {
-      ip = this.table.insideIpOf(pi, i);
-      port = this.table.insidePortOf(pi, i);
-    } else {
-      const target = this.publishedIp.get((pi << 16) | dstPort);
-      if (target === undefined || pi === ICMP_INDEX) return this.drop(DropReason.natNoMapping);
-      ip = target;
-      port = this.publishedPort.get((pi << 16) | dstPort)!;
-    }
+    if (!this.resolve(pi, dstPort, key[KeyWord.SRC_IP], l4Source(key, pi), now)) return this.drop(DropReason.natNoMapping);
+    const ip = this.resolvedIp;
+    const port = this.resolvedPort;
     const egress = this.neighborPort.get(ip);
     if (egress === undefined) return this.drop(DropReason.natNoMapping);
     this.egressPort = egress;
     setMacs(key, d, this.gwMacHi, this.gwMacLo, this.neighborMacHi.get(ip)!, this.neighborMacLo.get(ip)!);
-    setDestination(key, d, pi, ip, dstPort, port);
+    translate(key, d, pi, false, ip, dstPort, port);
     return GatewayResult.FORWARD;
+  }
+
+  /**
+   * The container behind external port `port` for a packet from
+   * remoteIp:remotePort: a live mapping first, then a published port (TCP and
+   * UDP). Leaves the answer in resolvedIp and resolvedPort.
+   */
+  private resolve(pi: number, port: number, remoteIp: number, remotePort: number, now: number): boolean {
+    const i = this.table.findByExternal(pi, port, remoteIp, remotePort, now);
+    if (i >= 0) {
+      this.resolvedIp = this.table.insideIpOf(pi, i);
+      this.resolvedPort = this.table.insidePortOf(pi, i);
+      return true;
+    }
+    const target = pi === ICMP_INDEX ? undefined : this.publishedIp.get((pi << 16) | port);
+    if (target === undefined) return false;
+    this.resolvedIp = target;
+    this.resolvedPort = this.publishedPort.get((pi << 16) | port)!;
+    return true;
   }
 
   private drop(reason: number): number {
@@ -361,18 +373,9 @@ export class NatGateway {
     if (isEcho && buf[embL4] !== ICMP_ECHO_REQUEST) return this.drop(DropReason.natNoMapping);
     const externalPort = isEcho ? read16(buf, embL4 + 4) : read16(buf, embL4);
     const remotePort = isEcho ? 0 : read16(buf, embL4 + 2);
-    const i = this.table.findByExternal(pi, externalPort, remoteIp, remotePort, now);
-    let ip: number;
-    let port: number;
-    if (i >= 0) {
-      ip = this.table.insideIpOf(pi, i);
-      port = this.table.insidePortOf(pi, i);
-    } else {
-      const target = isEcho ? undefined : this.publishedIp.get((pi << 16) | externalPort);
-      if (target === undefined) return this.drop(DropReason.natNoMapping);
-      ip = target;
-      port = this.publishedPort.get((pi << 16) | externalPort)!;
-    }
+    if (!this.resolve(pi, externalPort, remoteIp, remotePort, now)) return this.drop(DropReason.natNoMapping);
+    const ip = this.resolvedIp;
+    const port = this.resolvedPort;
     const egress = this.neighborPort.get(ip);
     if (egress === undefined) return this.drop(DropReason.natNoMapping);
 
@@ -455,24 +458,18 @@ function setMacs(key: Uint32Array, d: Decision, srcHi: number, srcLo: number, ds
   d.dstMacLo = key[KeyWord.DST_MAC_LO] = dstLo;
 }
 
-function setSource(key: Uint32Array, d: Decision, pi: number, ip: number, oldPort: number, port: number): void {
-  d.rwFlags |= Rewrite.SRC_IP;
-  d.srcIp = key[KeyWord.SRC_IP] = ip;
+/** Rewrites the flow's source (or destination) address and port: in the key, and as the Decision's rewrite. */
+function translate(key: Uint32Array, d: Decision, pi: number, source: boolean, ip: number, oldPort: number, port: number): void {
+  d.rwFlags |= source ? Rewrite.SRC_IP : Rewrite.DST_IP;
+  if (source) d.srcIp = ip;
+  else d.dstIp = ip;
+  key[source ? KeyWord.SRC_IP : KeyWord.DST_IP] = ip;
   if (port === oldPort) return;
-  d.rwFlags |= Rewrite.SRC_PORT;
-  d.srcPort = port;
+  d.rwFlags |= source ? Rewrite.SRC_PORT : Rewrite.DST_PORT;
+  if (source) d.srcPort = port;
+  else d.dstPort = port;
   if (pi === ICMP_INDEX) key[KeyWord.PROTO] = ((key[KeyWord.PROTO] & 0xffff0000) | port) >>> 0;
-  else key[KeyWord.PORTS] = ((port << 16) | (key[KeyWord.PORTS] & 0xffff)) >>> 0;
-}
-
-function setDestination(key: Uint32Array, d: Decision, pi: number, ip: number, oldPort: number, port: number): void {
-  d.rwFlags |= Rewrite.DST_IP;
-  d.dstIp = key[KeyWord.DST_IP] = ip;
-  if (port === oldPort) return;
-  d.rwFlags |= Rewrite.DST_PORT;
-  d.dstPort = port;
-  if (pi === ICMP_INDEX) key[KeyWord.PROTO] = ((key[KeyWord.PROTO] & 0xffff0000) | port) >>> 0;
-  else key[KeyWord.PORTS] = ((key[KeyWord.PORTS] & 0xffff0000) | port) >>> 0;
+  else key[KeyWord.PORTS] = (source ? (port << 16) | (key[KeyWord.PORTS] & 0xffff) : (key[KeyWord.PORTS] & 0xffff0000) | port) >>> 0;
 }
 
 /** Where the ICMP message ends: the IPv4 total length, or the frame, whichever is shorter. */
