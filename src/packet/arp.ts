@@ -161,3 +161,28 @@ export function formatArp(repr: ArpRepr): string {
   if (repr.operation === ArpOp.Reply) return `ARP reply ${repr.senderIp} is-at ${repr.senderMac} to ${repr.targetIp} (${repr.targetMac})`;
   return `ARP op=${repr.operation} ${repr.senderIp} (${repr.senderMac}) -> ${repr.targetIp} (${repr.targetMac})`;
 }
+
+/**
+ * Rewrites, in place, the ARP request at buf[arpOff] (inside the Ethernet
+ * frame at buf[ethOff]) into the reply the owner of its target address would
+ * send, with `macHi16:macLo32` as that owner's MAC: Ethernet back to the
+ * asker (its source) and from the owner; operation Reply; sender = (owner's
+ * MAC, the requested address); target = the asker's (SHA, SPA). Any VLAN
+ * tags between ethOff and arpOff, and any padding, stay as they were; the
+ * frame keeps its length. Checks nothing (the caller has: a request, Ethernet/
+ * IPv4, 28 bytes at arpOff); allocates nothing.
+ *
+ * The technique of the NAT gateway's answerArp (src/nat/gateway.ts), which
+ * could call this.
+ */
+export function writeArpReply(buf: Uint8Array, ethOff: number, arpOff: number, macHi16: number, macLo32: number): void {
+  const tpa = read32(buf, arpOff + ArpField.TPA);
+  // Ethernet: to the asker, from the owner.
+  buf.copyWithin(ethOff, ethOff + MAC_LEN, ethOff + 2 * MAC_LEN);
+  writeMac(buf, ethOff + MAC_LEN, macHi16, macLo32);
+  write16(buf, arpOff + ArpField.OPER, ArpOp.Reply);
+  // The asker's (SHA, SPA) become (THA, TPA): the 10 bytes move as one block.
+  buf.copyWithin(arpOff + ArpField.THA, arpOff + ArpField.SHA, arpOff + ArpField.SPA + 4);
+  writeMac(buf, arpOff + ArpField.SHA, macHi16, macLo32);
+  write32(buf, arpOff + ArpField.SPA, tpa);
+}

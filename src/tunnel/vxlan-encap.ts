@@ -1,0 +1,136 @@
+/**
+ * VXLAN encapsulation and decapsulation (RFC 7348) over the frame buffers of
+ * the data path: functions of (buffer, offset, length), no allocation, results
+ * as small integers. The header itself is src/packet/vxlan.ts.
+ *
+ * Encapsulation is in place: frames land with headroom (RX_HEADROOM, 128
+ * bytes) and segmentTso writes its segments where the caller says, so the
+ * 8-byte header goes in the bytes just before the inner frame, and the
+ * datagram for udpSendBatch is buf[innerOffset - 8, innerOffset + innerLength).
+ * The outer IPv4/UDP headers are the kernel's (a UDP socket sends it).
+ *
+ * Careful: in a TAP rx slot those 8 bytes are the end of the frame's
+ * virtio_net_hdr. Read it first (segmentTso, completeChecksum: VXLAN carries
+ * no offload metadata, so a super-frame must be segmented and a partial
+ * checksum completed before it leaves), and a frame that is also written to a
+ * TAP in the same batch needs its vnet header back (or a copy) after.
+ *
+ * Decapsulation: an RxEngine UDP port lands each datagram so the inner frame
+ * starts at frameOffset(slot) and the VXLAN header sits in the 8 bytes before
+ * it; lengths[slot] is the inner length or RX_MALFORMED (-1). decapCheck takes
+ * the header's offset and the datagram's length, so the rx slot's
+ * (frameOffset - 8, lengths + 8) go in as they are and a malformed slot
+ * (-1 + 8 = 7 bytes) comes out as SHORT_HEADER. Verdicts other than OK are
+ * drop reasons. Whether the sender is a peer of the VNI's network is the
+ * segment's question (OverlaySegments.admit, NOT_PEER).
+ *
+ * RFC 7348 section 5: the I flag must be set; the other flag bits and the
+ * reserved fields are ignored on receipt (extensions such as GBP use them).
+ * VNI 0 is served by no network here (networks take 1..16777215).
+ */
+import { ETH_HEADER_LEN } from '../packet/ethernet.js';
+import { VNET_HDR_LEN } from '../packet/vnet.js';
+import { VXLAN_HEADER_LEN, VXLAN_MAX_VNI, VxlanField, VxlanFlags, VxlanView } from '../packet/vxlan.js';
+
+/** RFC 7348 section 5: the outer UDP source port "within the dynamic/private port range". */
+export const ENTROPY_PORT_MIN = 49152;
+export const ENTROPY_PORT_MAX = 65535;
+
+export const MIN_VNI = 1;
+export const MAX_VNI = VXLAN_MAX_VNI;
+
+/** Why decapCheck (or OverlaySegments.admit) refused a datagram; 0 is OK. Dense: they index counter rows. */
+export const DecapVerdict = {
+  OK: 0,
+  /** Fewer than 8 bytes of UDP payload (an RX_MALFORMED slot lands here), or a range outside the buffer. */
+  SHORT_HEADER: 1,
+  /** The I flag is clear: the header names no segment, and RFC 7348 receivers discard it. */
+  BAD_FLAGS: 2,
+  /** The inner frame is shorter than an Ethernet header. */
+  TRUNCATED_INNER: 3,
+  /** VNI 0, or one no network on this host serves. */
+  UNKNOWN_VNI: 4,
+  /** The sender is not a peer VTEP of the VNI's network (OverlaySegments.admit). */
+  NOT_PEER: 5,
+} as const;
+export type DecapVerdict = (typeof DecapVerdict)[keyof typeof DecapVerdict];
+
+/** Names indexed by verdict code: counter labels and drop reason names. */
+export const DECAP_VERDICT_NAMES: readonly string[] = ['ok', 'shortHeader', 'badFlags', 'truncatedInner', 'unknownVni', 'notPeer'];
+export const DECAP_VERDICT_COUNT = DECAP_VERDICT_NAMES.length;
+
+/** The VNIs a host serves: a Map or Set keyed by VNI will do, as does OverlaySegments. */
+export interface VniFilter {
+  has(vni: number): boolean;
+}
+
+export function isValidVni(vni: number): boolean {
+  return Number.isInteger(vni) && vni >= MIN_VNI && vni <= MAX_VNI;
+}
+
+/** Throws a RangeError that says what a VNI must be. For configuration, not the data path. */
+export function assertVni(vni: number): void {
+  if (!isValidVni(vni)) throw new RangeError(`a VNI must be an integer from ${MIN_VNI} to ${MAX_VNI}, not ${String(vni)}`);
+}
+
+// One view for the module: reset per call, nothing allocated.
+const header = new VxlanView();
+
+/**
+ * Writes the VXLAN header (I flag, `vni`, reserved bytes zero) in the 8 bytes
+ * before the inner frame at buf[innerOffset]; returns where it starts
+ * (innerOffset - 8), the datagram's offset for udpSendBatch. Returns -1, and
+ * writes nothing, when there is no room before innerOffset or the VNI is not
+ * 1..16777215.
+ */
+export function encapHeader(buf: Uint8Array, innerOffset: number, vni: number): number {
+  const at = innerOffset - VXLAN_HEADER_LEN;
+  if (at < 0 || !isValidVni(vni) || !header.reset(buf, at, VXLAN_HEADER_LEN)) return -1;
+  header.writeHeader(vni);
+  return at;
+}
+
+/** The 24-bit VNI field of the header at buf[off], whatever the flags say. */
+export function readVni(buf: Uint8Array, off: number): number {
+  const i = off + VxlanField.VNI;
+  return (buf[i] << 16) | (buf[i + 1] << 8) | buf[i + 2];
+}
+
+/**
+ * Checks the VXLAN datagram at buf[off, off + len) (header, then inner
+ * frame): returns DecapVerdict.OK or the reason to drop it. Cheap checks come
+ * first, the VNI lookup last. On OK the inner frame is buf[off + 8, off + len)
+ * and readVni(buf, off) its segment.
+ */
+export function decapCheck(buf: Uint8Array, off: number, len: number, vnis: VniFilter): DecapVerdict {
+  if (len < VXLAN_HEADER_LEN || off < 0 || off + len > buf.length) return DecapVerdict.SHORT_HEADER;
+  if ((buf[off + VxlanField.FLAGS] & VxlanFlags.I) === 0) return DecapVerdict.BAD_FLAGS;
+  if (len - VXLAN_HEADER_LEN < ETH_HEADER_LEN) return DecapVerdict.TRUNCATED_INNER;
+  const vni = readVni(buf, off);
+  if (vni === 0 || !vnis.has(vni)) return DecapVerdict.UNKNOWN_VNI;
+  return DecapVerdict.OK;
+}
+
+/**
+ * The outer UDP source port for a flow hash (flowHashBatch's output, or any
+ * well-mixed u32): 49152..65535, so the underlay's ECMP and the receiver's
+ * RSS spread overlay flows as they would the inner ones (RFC 7348 section 5).
+ * The top bits are folded in so a hash that varies only there still spreads.
+ */
+export function entropyPort(hash: number): number {
+  return ENTROPY_PORT_MIN | ((hash ^ (hash >>> 14) ^ (hash >>> 28)) & 0x3fff);
+}
+
+/**
+ * After decapsulation, before writeBatch to a TAP: the 10 bytes before the
+ * inner frame (the VXLAN header and 2 stale bytes) become an all-zero
+ * virtio_net_hdr, a plain frame with complete checksums (the sender had to
+ * complete them: VXLAN carries no offload metadata). False, writing nothing,
+ * when there is no room before innerOffset.
+ */
+export function clearVnetHeader(buf: Uint8Array, innerOffset: number): boolean {
+  const at = innerOffset - VNET_HDR_LEN;
+  if (at < 0 || innerOffset > buf.length) return false;
+  buf.fill(0, at, innerOffset);
+  return true;
+}
