@@ -105,11 +105,17 @@ done
 # 3b. nftables tables of nat networks named with the prefix (vsw_nat_<host interface>), left by a
 #     daemon that was killed before it could remove them. net.ipv4.ip_forward is left as it is:
 #     whether it was on before the run is not known here.
-if command -v nft >/dev/null 2>&1; then
+# nftables' nft from the system's directories: under `npm run`, PATH starts with node_modules/.bin,
+# where a JavaScript tool of the same name answers anything with exit 0.
+nft=
+for candidate in /usr/sbin/nft /sbin/nft /usr/local/sbin/nft /usr/bin/nft; do
+  [[ -x $candidate ]] && { nft=$candidate; break; }
+done
+if [[ -n $nft ]]; then
   table_prefix="vsw_nat_${prefix//[^A-Za-z0-9_]/_}"
-  for table in $(nft list tables ip 2>/dev/null | awk '{print $3}'); do
+  for table in $("$nft" list tables ip 2>/dev/null | awk '{print $3}'); do
     [[ $table == "$table_prefix"* ]] || continue
-    if ((!dry_run)) && ! nft delete table ip "$table" 2>/dev/null; then
+    if ((!dry_run)) && ! "$nft" delete table ip "$table" 2>/dev/null; then
       echo "cleanup.sh: could not delete nftables table ip $table: run \"nft delete table ip $table\" to see why." >&2
       continue
     fi

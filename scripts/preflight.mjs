@@ -12,7 +12,8 @@ const tools = {
 };
 
 function onPath(cmd) {
-  for (const dir of ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin', ...(process.env.PATH ?? '').split(':')]) {
+  // npm puts node_modules/.bin first on PATH, and a JavaScript "nft" lives there: system tools only.
+  for (const dir of ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin', ...(process.env.PATH ?? '').split(':').filter((d) => !d.includes('node_modules'))]) {
     try {
       accessSync(join(dir, cmd), constants.X_OK);
       return true;

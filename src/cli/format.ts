@@ -90,6 +90,9 @@ export function parsePublish(text: string): PortMapping {
   if (!m) {
     throw new CliError(`-p ${text} is not a port mapping: write HOSTPORT:CONTAINERPORT, IP:HOSTPORT:CONTAINERPORT, and /udp for UDP (e.g. -p 8080:80 or -p 127.0.0.1:5353:53/udp).`);
   }
+  for (const port of [m[2], m[3]]) {
+    if (port.length > 5) throw new CliError(`port ${port} in -p ${text} is out of range: ports are 1 to 65535.`);
+  }
   const mapping: PortMapping = { protocol: (m[4] as 'tcp' | 'udp' | undefined) ?? 'tcp', hostPort: Number(m[2]), containerPort: Number(m[3]) };
   if (m[1] !== undefined) mapping.hostIp = m[1];
   return mapping;

@@ -16,6 +16,7 @@
  *    far side sees who talks, and can route back through this host.
  * Nothing else (no iptables chains, no policy changes, no other tables).
  */
+import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { HostError } from './errors.js';
 import { ip, ipJson, run } from './exec.js';
@@ -96,13 +97,29 @@ export async function removeMasquerade(table: string): Promise<void> {
   await nft([`add table ip ${table}; delete table ip ${table}`]);
 }
 
+/**
+ * nftables' own nft, looked up in the system's directories only: under npm,
+ * PATH starts with node_modules/.bin, where a JavaScript tool of the same
+ * name (@vercel/nft, pulled in by the test runner) accepts anything and exits 0.
+ */
+const NFT_PATHS = ['/usr/sbin/nft', '/sbin/nft', '/usr/local/sbin/nft', '/usr/bin/nft', '/bin/nft'];
+
+function nftPath(): string {
+  const found = NFT_PATHS.find((p) => existsSync(p));
+  if (!found) throw new HostError('the "nft" command was not found: install nftables (apt-get install nftables) so nat networks can reach beyond the host.', { system: true });
+  return found;
+}
+
 async function nft(args: string[]): Promise<void> {
+  await run(nftPath(), args);
+}
+
+/** Whether the table exists (after an install, to be sure the rule is really there). */
+export async function masqueradeInstalled(table: string): Promise<boolean> {
   try {
-    await run('nft', args);
-  } catch (err) {
-    if (err instanceof HostError && /"nft" command was not found/.test(err.message)) {
-      throw new HostError('the "nft" command was not found: install nftables (apt-get install nftables) so nat networks can reach beyond the host.', { system: true });
-    }
-    throw err;
+    await run(nftPath(), ['list', 'table', 'ip', table]);
+    return true;
+  } catch {
+    return false;
   }
 }

@@ -9,8 +9,8 @@
  */
 import ipaddr from 'ipaddr.js';
 import type { Logger } from 'pino';
-import { configureHostPort, defaultRouteInterfaces, forwardingEnabled, hostIpv4Prefixes, installMasquerade, natTableName, removeMasquerade, setForwarding } from '../host/nat.js';
-import { linkExists, validateIfName } from '../host/index.js';
+import { configureHostPort, defaultRouteInterfaces, forwardingEnabled, hostIpv4Prefixes, installMasquerade, masqueradeInstalled, natTableName, removeMasquerade, setForwarding } from '../host/nat.js';
+import { HostError, linkExists, validateIfName } from '../host/index.js';
 import { closeFd, tapOpen } from '../native/index.js';
 import type { NatGatewaySpec, NatPublishSpec } from '../nat/gateway.js';
 import { PortProxy, ProxyError } from '../nat/proxy.js';
@@ -72,6 +72,7 @@ export class NatService {
     if (masqueradeVia.length > 0) {
       await installMasquerade(table, externalIp, masqueradeVia);
       rollback.add(`remove nftables table ${table}`, () => removeMasquerade(table));
+      if (!(await masqueradeInstalled(table))) throw new HostError(`nft reported success but table ip ${table} is not there: check the nftables installation (nft list tables).`, { system: true });
       changes.push(`nftables table ip ${table}: masquerade traffic from ${externalIp} leaving through ${masqueradeVia.join(', ')}`);
     }
 
@@ -187,7 +188,7 @@ export class NatService {
   /** Checks the mappings of a new endpoint against each other and everything published already. */
   checkPublish(net: NetworkRecord, list: PortMapping[] | undefined): PortMapping[] {
     if (!list || list.length === 0) return [];
-    if (!net.nat) throw badRequest(`network ${net.network.name} is a ${net.network.driver} network: publish ports (-p) on a nat network.`);
+    if (!net.nat) throw badRequest(`network ${net.network.name} is not a nat network (its driver is ${net.network.driver}): publish ports (-p) on a nat network.`);
     const out: PortMapping[] = [];
     for (const m of list) {
       for (const [what, port] of [['host port', m.hostPort], ['container port', m.containerPort]] as const) {
@@ -251,7 +252,7 @@ export class NatService {
 
   async list(network?: string): Promise<NatNetworkState[]> {
     const net = network === undefined ? undefined : this.state.requireNetwork(network);
-    if (net && !net.nat) throw badRequest(`network ${network} is a ${net.network.driver} network: only nat networks have translations.`);
+    if (net && !net.nat) throw badRequest(`network ${network} is not a nat network (its driver is ${net.network.driver}): only nat networks have translations.`);
     const byPort = new Map<number, string>();
     for (const r of this.state.endpoints.values()) byPort.set(r.endpoint.portId, r.endpoint.name);
     const names = new Map<number, string>();
