@@ -211,7 +211,7 @@ test.serial('a -p that is not a mapping is refused by the CLI, and a malformed p
 });
 
 test.serial('-p on an internal network is refused', async (t) => {
-  await refuseEndpoint(t, '-p on internal', ['--network', netI, '-p', `${PUB + 4}:80`], 400, new RegExp(`network ${netI} is an? internal network: publish ports \\(-p\\) on a nat network`), {
+  await refuseEndpoint(t, '-p on internal', ['--network', netI, '-p', `${PUB + 4}:80`], 400, new RegExp(`network ${netI} is not a nat network \\(its driver is internal\\): publish ports \\(-p\\) on a nat network`), {
     network: netI,
     publish: [{ protocol: 'tcp', hostPort: PUB + 4, containerPort: 80 }],
   });
