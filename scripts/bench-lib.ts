@@ -1,6 +1,7 @@
 /**
- * Helpers for scripts/bench.ts: running commands, iperf3 output, /proc
- * sampling, the daemon's REST API, IPv4 prefixes and statistics; and the
+ * Helpers for scripts/bench.ts and its nat scenario (scripts/bench-nat.ts):
+ * running commands, iperf3 output, /proc sampling, the daemon's REST API,
+ * IPv4 prefixes, statistics and tables; and the
  * synthetic ACL rules that bench.ts installs and scripts/bench-vfp.ts
  * compiles. Kept apart from the bench itself so the parsing can be read (and
  * checked) without building a topology.
@@ -211,6 +212,23 @@ export function apiError(r: ApiResult): string {
 
 // ---------------------------------------------------------------- statistics
 
+/** A ratio or a rate that a scenario is judged by: reported next to its bar, never turned into a failure. */
+export interface Check {
+  what: string;
+  value: number | null;
+  /** The bar as text (">= 0.8"), or null for a figure shown for reference only. */
+  bar: string | null;
+  /** null when there is nothing to judge (the runs failed, or there is no bar). */
+  met: boolean | null;
+  /** Decimals to print the value with (default 2). */
+  digits?: number;
+}
+
+/** A Check of `value` against a bar; met is null when the value is missing. */
+export function judge(what: string, value: number | null, bar: string, ok: (v: number) => boolean, digits?: number): Check {
+  return { what, value, bar, met: value === null ? null : ok(value), ...(digits === undefined ? {} : { digits }) };
+}
+
 /** Median of the finite values; null when there are none (every run failed). */
 export function median(values: readonly (number | null | undefined)[]): number | null {
   const v = values.filter((x): x is number => typeof x === 'number' && Number.isFinite(x)).sort((a, b) => a - b);
@@ -223,6 +241,26 @@ export function median(values: readonly (number | null | undefined)[]): number |
 export function ratio(vsw: number | null, bridge: number | null): number | null {
   if (vsw === null || bridge === null || bridge === 0) return null;
   return vsw / bridge;
+}
+
+/** Lines of a plain-text table: the first `left` columns left-aligned, the others right-aligned. */
+export function formatTable(header: string[], cells: string[][], left = 2): string[] {
+  const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i].length)));
+  const line = (c: string[]): string => c.map((s, i) => (i < left ? s.padEnd(widths[i]) : s.padStart(widths[i]))).join('  ');
+  return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...cells.map(line)];
+}
+
+// ---------------------------------------------------------------- links and namespaces
+
+/** MTU of an interface in a namespace; null if it cannot be read. */
+export async function ifMtu(ns: string, ifname: string): Promise<number | null> {
+  const r = await cmd('ip', ['-n', ns, '-j', 'link', 'show', 'dev', ifname], { allowFail: true });
+  try {
+    const mtu = (JSON.parse(r.stdout) as { mtu?: number }[])[0]?.mtu;
+    return typeof mtu === 'number' ? mtu : null;
+  } catch {
+    return null;
+  }
 }
 
 // ---------------------------------------------------------------- IPv4 prefixes
@@ -262,6 +300,32 @@ export function prefixesOverlap(a: Prefix, b: Prefix): boolean {
   return ((a.base & mask) >>> 0) === ((b.base & mask) >>> 0);
 }
 
+/** The IPv4 prefixes of every route of this host, in all tables ("default" left out). */
+export async function hostRoutePrefixes(): Promise<Prefix[]> {
+  const routes = JSON.parse((await cmd('ip', ['-j', '-4', 'route', 'show', 'table', 'all'])).stdout) as { dst?: string }[];
+  return routes
+    .map((r) => r.dst)
+    .filter((d): d is string => typeof d === 'string' && d !== 'default')
+    .map(parsePrefix)
+    .filter((p): p is Prefix => p !== null && p.len > 0);
+}
+
+/**
+ * Draws candidate prefixes (draw() returns CIDR text) until one overlaps
+ * neither a route of the host nor any of `taken`; after 200 draws, throws a
+ * BenchError with `exhausted`, which should tell the user what to free.
+ */
+export async function pickFreePrefix(draw: () => string, taken: readonly Prefix[], exhausted: string): Promise<{ cidr: string; prefix: Prefix }> {
+  const used = [...(await hostRoutePrefixes()), ...taken];
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const cidr = draw();
+    const prefix = parsePrefix(cidr);
+    if (!prefix) throw new Error(`not a prefix: ${cidr}`);
+    if (!used.some((p) => prefixesOverlap(p, prefix))) return { cidr, prefix };
+  }
+  throw new BenchError(exhausted);
+}
+
 // ---------------------------------------------------------------- /proc
 
 /** A "Vm*" line of /proc/PID/status in KiB (VmRSS, VmHWM); null if the process is gone. */
@@ -276,8 +340,8 @@ export async function procStatusKiB(pid: number, field: string): Promise<number 
   return m ? Number(m[1]) : null;
 }
 
-/** utime + stime of all the process's threads, in clock ticks; null if the process is gone. */
-export async function procCpuTicks(pid: number): Promise<number | null> {
+/** utime and stime of all the process's threads, in clock ticks; null if the process is gone. */
+export async function procCpuTimes(pid: number): Promise<{ utime: number; stime: number } | null> {
   let text: string;
   try {
     text = await readFile(`/proc/${pid}/stat`, 'utf8');
@@ -289,27 +353,38 @@ export async function procCpuTicks(pid: number): Promise<number | null> {
   // rest[0] is field 3 (state), so utime (14) and stime (15) are rest[11] and rest[12].
   const utime = Number(rest[11]);
   const stime = Number(rest[12]);
-  return Number.isFinite(utime) && Number.isFinite(stime) ? utime + stime : null;
+  return Number.isFinite(utime) && Number.isFinite(stime) ? { utime, stime } : null;
+}
+
+/** utime + stime of all the process's threads, in clock ticks; null if the process is gone. */
+export async function procCpuTicks(pid: number): Promise<number | null> {
+  const t = await procCpuTimes(pid);
+  return t ? t.utime + t.stime : null;
 }
 
 /** Measures a process's CPU use over an interval: call begin(), do the work, then end(). */
 export class CpuMeter {
-  private ticks0: number | null = null;
+  private times0: { utime: number; stime: number } | null = null;
   private t0 = 0;
+  /** After end(): CPU seconds in user mode and in the kernel over the interval (a TAP write runs the receiver's stack in the kernel). */
+  userSeconds: number | null = null;
+  systemSeconds: number | null = null;
   constructor(
     private readonly pid: number,
     private readonly clkTck: number,
   ) {}
   async begin(): Promise<void> {
-    this.ticks0 = await procCpuTicks(this.pid);
+    this.times0 = await procCpuTimes(this.pid);
     this.t0 = performance.now();
   }
   /** Percent of one core (a multi-threaded process can exceed 100). */
   async end(): Promise<number | null> {
-    const ticks1 = await procCpuTicks(this.pid);
+    const times1 = await procCpuTimes(this.pid);
     const seconds = (performance.now() - this.t0) / 1000;
-    if (this.ticks0 === null || ticks1 === null || seconds <= 0) return null;
-    return ((ticks1 - this.ticks0) / this.clkTck / seconds) * 100;
+    if (this.times0 === null || times1 === null || seconds <= 0) return null;
+    this.userSeconds = (times1.utime - this.times0.utime) / this.clkTck;
+    this.systemSeconds = (times1.stime - this.times0.stime) / this.clkTck;
+    return ((this.userSeconds + this.systemSeconds) / seconds) * 100;
   }
 }
 

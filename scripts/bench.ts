@@ -14,6 +14,11 @@
  * stream, against the bridge in the same run) and `qos` (one TCP stream from
  * an endpoint capped at 100 Mbit/s and at 1 Gbit/s, against the cap).
  *
+ * The `nat` scenario (scripts/bench-nat.ts) puts a namespace behind a vsw
+ * nat network and measures, to a server in an "outside" namespace the host
+ * routes to, one TCP stream both ways and new TCP connections and UDP flows
+ * per second, next to the same traffic switched by vsw without NAT.
+ *
  * The daemon's memory is sampled (VmRSS) idle and after the runs, and
  * `--soak N` adds one long TCP run with a sample every 5 s, to show that the
  * data path does not leak per packet.
@@ -41,12 +46,14 @@ import {
   benchAclRules,
   cmd,
   exited,
+  formatTable,
+  ifMtu,
   interrupt,
+  judge,
   liveChildren,
   median,
   parseIperfJson,
-  parsePrefix,
-  prefixesOverlap,
+  pickFreePrefix,
   procStatusKiB,
   ratio,
   sleep,
@@ -55,15 +62,38 @@ import {
   tcpResult,
   udpResult,
   waitFor,
+  type Check,
   type CmdOptions,
   type CmdResult,
   type Prefix,
   type TcpResult,
   type UdpResult,
 } from './bench-lib.js';
+import {
+  BLOCK_COLD_MS,
+  CONNRATE_WARMUP,
+  NAT_VARIANTS,
+  connRate,
+  linkDrops,
+  natChecks,
+  natPathHint,
+  natState,
+  natSummary,
+  setupNat,
+  startConnServer,
+  sourcePorts,
+  type ConnProto,
+  type ConnRateResult,
+  type LinkDrops,
+  type NatState,
+  type NatSummaryRow,
+  type NatTopology,
+} from './bench-nat.js';
 
 const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const CLI = path.join(REPO_ROOT, 'dist/src/cli/main.js');
+/** The nat scenario's connection-rate generator and server (scripts/nat-connrate.ts, built with the rest). */
+const CONNRATE = path.join(REPO_ROOT, 'dist/scripts/nat-connrate.js');
 const IPERF_PORT = 5201;
 const SOAK_SAMPLE_MS = 5000;
 /** ACL rules per port in the policy scenario: few, then many. */
@@ -76,7 +106,7 @@ const QOS_CAPS: readonly { rate: string; bps: number }[] = [
   { rate: '100mbit', bps: 100e6 },
   { rate: '1gbit', bps: 1e9 },
 ];
-const TESTS = ['tcp', 'udp', 'policy', 'qos'] as const;
+const TESTS = ['tcp', 'udp', 'policy', 'qos', 'nat'] as const;
 type Test = (typeof TESTS)[number];
 
 const HELP = `usage: npm run bench -- [options]
@@ -84,7 +114,9 @@ const HELP = `usage: npm run bench -- [options]
 Measures vsw against a Linux bridge (veth) on this machine with iperf3:
 one TCP stream and 64-byte UDP at full rate, between two namespaces on each;
 one TCP stream with 10 and 10,000 ACL rules per vsw port (policy); one TCP
-stream from an endpoint with an egress cap of 100 Mbit/s and 1 Gbit/s (qos).
+stream from an endpoint with an egress cap of 100 Mbit/s and 1 Gbit/s (qos);
+through a nat network to an outside namespace against vsw without NAT: one
+TCP stream each way, new TCP connections/s and new UDP flows/s (nat).
 Needs root, iperf3, iproute2 and ping, and a built tree (npm run build).
 
 options:
@@ -92,8 +124,11 @@ options:
   --time S        seconds per iperf3 run (default 10)
   --soak S        also one TCP run of S seconds on vsw, sampling the daemon's RSS
                   every 5 s (default 0: off)
-  --only LIST     run only these tests, comma-separated: tcp, udp, policy, qos
-                  (default: all four)
+  --only LIST     run only these tests, comma-separated: tcp, udp, policy, qos,
+                  nat (default: all five)
+  --conns N       nat: new TCP connections, and new UDP flows, per connection-rate
+                  run (default 20000; each holds a NAT port for a while)
+  --concurrency C nat: exchanges the generator keeps in flight (default 128)
   --out FILE      where to write the JSON results
                   (default bench-results/bench-<ISO timestamp>.json)
   --profile DIR   run the daemon under node --cpu-prof, profiles (one per
@@ -109,6 +144,9 @@ interface Options {
   soak: number;
   /** Tests to run, in the order of TESTS. */
   tests: Test[];
+  /** nat: exchanges per connection-rate run, and how many in flight. */
+  conns: number;
+  concurrency: number;
   out: string;
   /** Directory for the daemon's --cpu-prof profiles, or null. */
   profile: string | null;
@@ -128,6 +166,8 @@ const OPTION_SPEC = {
   time: { type: 'string' },
   soak: { type: 'string' },
   only: { type: 'string' },
+  conns: { type: 'string' },
+  concurrency: { type: 'string' },
   out: { type: 'string' },
   profile: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
@@ -156,9 +196,12 @@ function parseOptions(argv: string[]): Options | null {
   // --runs 0 makes sense only to run the soak alone.
   const runs = intOption('runs', values.runs, 3, soak > 0 ? 0 : 1, 100);
   const time = intOption('time', values.time, 10, 1, 3600);
+  // A NAT pool has 64,512 ports per protocol (1024-65535); a run must fit in it with room to spare.
+  const conns = intOption('conns', values.conns, 20_000, 100, 50_000);
+  const concurrency = intOption('concurrency', values.concurrency, 128, 1, 4096);
   const stamp = new Date().toISOString().replace(/\.\d+Z$/, 'Z').replace(/:/g, '-');
   const out = values.out ? path.resolve(values.out) : path.join(REPO_ROOT, 'bench-results', `bench-${stamp}.json`);
-  return { runs, time, soak, tests, out, profile: values.profile ? path.resolve(values.profile) : null };
+  return { runs, time, soak, tests, conns, concurrency, out, profile: values.profile ? path.resolve(values.profile) : null };
 }
 
 // ---------------------------------------------------------------- preflight
@@ -176,7 +219,7 @@ async function onPath(name: string): Promise<boolean> {
   return false;
 }
 
-async function preflight(): Promise<void> {
+async function preflight(tests: Test[]): Promise<void> {
   if (process.getuid?.() !== 0) {
     throw new BenchError('the bench must run as root (it creates network namespaces and links): run it with `sudo -E npm run bench`.');
   }
@@ -191,6 +234,12 @@ async function preflight(): Promise<void> {
   }
   if (!existsSync(CLI)) {
     throw new BenchError(`the vsw CLI is not built (${path.relative(process.cwd(), CLI) || CLI} is missing): run \`npm run build\` first.`);
+  }
+  if (tests.includes('nat')) {
+    if (!existsSync(CONNRATE)) throw new BenchError(`the connection-rate generator is not built (${CONNRATE} is missing): run \`npm run build:ts\` first.`);
+    for (const [tool, pkg] of [['nft', 'nftables'], ['sysctl', 'procps']]) {
+      if (!(await onPath(tool))) throw new BenchError(`${tool} was not found (the nat scenario needs it): install it with \`apt-get install ${pkg}\`.`);
+    }
   }
 }
 
@@ -257,8 +306,11 @@ async function deleteLink(name: string): Promise<void> {
 
 // ---------------------------------------------------------------- topology
 
+/** vsw: through vsw without NAT; bridge: the Linux bridge; nat: through a vsw nat network; loopback: no switch at all. */
+type SideName = 'vsw' | 'bridge' | 'nat' | 'loopback';
+
 interface Side {
-  name: 'vsw' | 'bridge';
+  name: SideName;
   subnet: string;
   clientNs: string;
   serverNs: string;
@@ -280,31 +332,14 @@ async function netnsAdd(ns: string): Promise<void> {
   await sh('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
 }
 
-async function ifMtu(ns: string, ifname: string): Promise<number | null> {
-  const r = await sh('ip', ['-n', ns, '-j', 'link', 'show', 'dev', ifname], { allowFail: true });
-  try {
-    const mtu = (JSON.parse(r.stdout) as { mtu?: number }[])[0]?.mtu;
-    return typeof mtu === 'number' ? mtu : null;
-  } catch {
-    return null;
-  }
-}
-
 /** Picks 10.X.0.0/24 with X in 100..199 that overlaps no host route and none of `taken`. */
 async function pickSubnet(taken: Prefix[]): Promise<{ cidr: string; prefix: Prefix; x: number }> {
-  const routes = JSON.parse((await sh('ip', ['-j', '-4', 'route', 'show', 'table', 'all'])).stdout) as { dst?: string }[];
-  const used = routes
-    .map((r) => r.dst)
-    .filter((d): d is string => typeof d === 'string' && d !== 'default')
-    .map(parsePrefix)
-    .filter((p): p is Prefix => p !== null && p.len > 0);
-  for (let attempt = 0; attempt < 200; attempt++) {
-    const x = 100 + Math.floor(Math.random() * 100);
-    const cidr = `10.${x}.0.0/24`;
-    const prefix = parsePrefix(cidr)!;
-    if (![...used, ...taken].some((p) => prefixesOverlap(p, prefix))) return { cidr, prefix, x };
-  }
-  throw new BenchError('every 10.100.0.0/24 .. 10.199.0.0/24 overlaps a route of this host: free one of them for the bench.');
+  const { cidr, prefix } = await pickFreePrefix(
+    () => `10.${100 + Math.floor(Math.random() * 100)}.0.0/24`,
+    taken,
+    'every 10.100.0.0/24 .. 10.199.0.0/24 overlaps a route of this host: free one of them for the bench.',
+  );
+  return { cidr, prefix, x: Number(cidr.split('.')[1]) };
 }
 
 function logTail(logPath: string, lines = 20): Promise<string> {
@@ -324,6 +359,11 @@ class VswSide {
   ) {
     this.socket = path.join(workDir, 'vsw.sock');
     this.logPath = path.join(workDir, 'daemon.log');
+  }
+
+  /** The internal network of the vsw side (the nat scenario's path without NAT joins it too). */
+  get network(): string {
+    return `${this.prefix}-net`;
   }
 
   cli(args: string[], opts: CmdOptions = {}): Promise<CmdResult> {
@@ -364,7 +404,7 @@ class VswSide {
   async setup(taken: Prefix[]): Promise<{ side: Side; prefix: Prefix }> {
     await this.startDaemon();
     const { cidr, prefix } = await pickSubnet(taken);
-    const net = `${this.prefix}-net`;
+    const net = this.network;
     cleanup.add(`remove vsw network ${net}`, async () => {
       if (daemonAlive()) await this.cli(['network', 'rm', net], { cleanup: true, allowFail: true });
     });
@@ -374,16 +414,7 @@ class VswSide {
     for (const n of [1, 2]) {
       const ns = `${this.prefix}-v${n}`;
       await netnsAdd(ns);
-      const created = await this.cli(['endpoint', 'create', '--network', net, '--netns', ns]);
-      const id = /\b[0-9a-f]{12}\b/.exec(created.stdout)?.[0];
-      cleanup.add(`remove the vsw endpoint in ${ns}`, async () => {
-        if (!daemonAlive()) return;
-        const eid = id ?? (await this.findEndpoint(ns, true))?.id;
-        if (eid) await this.cli(['endpoint', 'rm', eid], { cleanup: true, allowFail: true });
-      });
-      const ep = await this.findEndpoint(ns, false, id);
-      if (!ep) throw new BenchError(`vsw endpoint ls does not list the endpoint just created in ${ns}.`);
-      eps.push(ep);
+      eps.push(await this.addEndpoint(net, ns));
     }
     const side: Side = {
       name: 'vsw',
@@ -397,6 +428,25 @@ class VswSide {
       serverEndpoint: eps[1].id,
     };
     return { side, prefix };
+  }
+
+  /** `vsw endpoint create --network net --netns ns`, with its removal registered for cleanup. */
+  async addEndpoint(net: string, ns: string): Promise<{ id: string; ip: string; ifname: string }> {
+    const created = await this.cli(['endpoint', 'create', '--network', net, '--netns', ns]);
+    const id = /\b[0-9a-f]{12}\b/.exec(created.stdout)?.[0];
+    cleanup.add(`remove the vsw endpoint in ${ns} on ${net}`, async () => {
+      if (!daemonAlive()) return;
+      const eid = id ?? (await this.findEndpoint(ns, true))?.id;
+      if (eid) await this.cli(['endpoint', 'rm', eid], { cleanup: true, allowFail: true });
+    });
+    const ep = await this.findEndpoint(ns, false, id);
+    if (!ep) throw new BenchError(`vsw endpoint ls does not list the endpoint just created in ${ns}.`);
+    return ep;
+  }
+
+  /** The translation counters of a nat network (GET /v1/nat?network=N). */
+  async natState(network: string): Promise<NatState> {
+    return natState(await this.api('GET', `/v1/nat?network=${encodeURIComponent(network)}`), network);
   }
 
   /** A request to the daemon's REST API; throws a BenchError with the daemon's sentence on anything but 2xx. */
@@ -553,7 +603,14 @@ type Proto = 'tcp' | 'udp';
  * client with -J. A fresh server per test means a test that failed midway
  * cannot leave a server stuck in "busy" for the next one.
  */
-async function iperf(side: Side, proto: Proto, seconds: number, during?: (done: Promise<unknown>) => Promise<void>): Promise<Record<string, unknown>> {
+async function iperf(
+  side: Side,
+  proto: Proto,
+  seconds: number,
+  during?: (done: Promise<unknown>) => Promise<void>,
+  /** Reverse mode (-R): the server sends, the client receives. */
+  reverse = false,
+): Promise<Record<string, unknown>> {
   const server = start('ip', ['netns', 'exec', side.serverNs, 'iperf3', '-s', '-1', '-B', side.serverIp, '-p', String(IPERF_PORT)], 'pipe');
   let serverOut = '';
   server.stdout?.on('data', (d: Buffer) => (serverOut += d.toString()));
@@ -567,6 +624,7 @@ async function iperf(side: Side, proto: Proto, seconds: number, during?: (done: 
     }, 50);
     const args = ['netns', 'exec', side.clientNs, 'iperf3', '-c', side.serverIp, '-p', String(IPERF_PORT), '-t', String(seconds), '-J'];
     if (proto === 'udp') args.push('-u', '-b', '0', '-l', '64');
+    if (reverse) args.push('-R');
     const client = sh('ip', args, { allowFail: true, timeoutMs: (seconds + 30) * 1000 });
     if (during) await during(client);
     const r = await client;
@@ -578,7 +636,7 @@ async function iperf(side: Side, proto: Proto, seconds: number, during?: (done: 
 
 interface RunRecord {
   test: Test;
-  side: Side['name'];
+  side: SideName;
   /** policy: "10 rules", "10000 rules" (vsw) or "bridge"; qos: the cap, e.g. "100mbit". */
   variant?: string;
   /** policy, vsw: ACL rules on each of the two ports during the run. */
@@ -592,8 +650,22 @@ interface RunRecord {
   error?: string;
   tcp?: TcpResult;
   udp?: UdpResult;
-  /** Daemon CPU over the test, percent of one core (vsw side only). */
+  /** Daemon CPU over the test, percent of one core (vsw and nat sides). */
   daemonCpuPercent?: number | null;
+  /** nat: iperf3 -R (the server in the outside namespace sends). */
+  reverse?: boolean;
+  /** nat: a run of the connection-rate generator (scripts/nat-connrate.ts). */
+  connRate?: ConnRateResult;
+  /** nat, connection rate: daemon CPU time per exchange (warmup included), microseconds. */
+  daemonCpuUsPerExchange?: number | null;
+  /** The same, in user mode (JS, N-API) and in the kernel (TAP reads and writes, and the receiving stacks a write runs). */
+  daemonCpuUsPerExchangeSplit?: { user: number; system: number };
+  /** nat, connection rate through the NAT: the gateway's counters over the run (translations created, flows refused). */
+  natDelta?: { created: number; refused: number };
+  /** nat: the daemon's VmRSS right after the run (where it grows, and whether it settles). */
+  daemonRssAfterKiB?: number | null;
+  /** nat, iperf3 through the NAT: the host TAP's kernel drop counters over the run. */
+  hostTapDrops?: LinkDrops | null;
 }
 
 let clkTck = 100;
@@ -601,9 +673,10 @@ let clkTck = 100;
 async function measure(vsw: VswSide, side: Side, test: Test, seconds: number, run: number, extra: Partial<RunRecord> = {}): Promise<RunRecord> {
   const proto: Proto = test === 'udp' ? 'udp' : 'tcp';
   const rec: RunRecord = { test, side: side.name, ...extra, run, ok: false };
-  const meter = side.name === 'vsw' ? new CpuMeter(vsw.pid, clkTck) : null;
+  // Both vsw paths (with and without NAT) run through the daemon; the bridge does not.
+  const meter = side.name === 'vsw' || side.name === 'nat' ? new CpuMeter(vsw.pid, clkTck) : null;
   try {
-    const doc = await iperf(side, proto, seconds, meter ? async () => meter.begin() : undefined);
+    const doc = await iperf(side, proto, seconds, meter ? async () => meter.begin() : undefined, rec.reverse === true);
     if (meter) rec.daemonCpuPercent = await meter.end();
     if (proto === 'tcp') rec.tcp = tcpResult(doc);
     else rec.udp = udpResult(doc);
@@ -620,7 +693,10 @@ async function measure(vsw: VswSide, side: Side, test: Test, seconds: number, ru
   const label = rec.variant && rec.variant !== side.name ? `${side.name} ${rec.variant}` : side.name;
   console.error(`bench: ${test} run ${run} ${label}: ${what}${cpu}`);
   // A run may fail on its own (an iperf3 hiccup) and the next one be fine; a lost topology fails all the rest.
-  if (!rec.ok) await checkIntact(vsw, [side]);
+  if (!rec.ok) {
+    await checkIntact(vsw, [side]);
+    if (side.name === 'nat') rec.error += await natPathHint();
+  }
   return rec;
 }
 
@@ -775,6 +851,165 @@ async function qosScenario(vsw: VswSide, vs: Side, opts: Options): Promise<RunRe
   return out;
 }
 
+// ---------------------------------------------------------------- nat scenario
+
+/** The two paths of the nat scenario as Sides, for measure() and waitReachable(). */
+function natSides(t: NatTopology, internalSubnet: string): { nat: Side; noNat: Side } {
+  return {
+    nat: { name: 'nat', subnet: t.subnet, clientNs: t.containerNs, serverNs: t.outsideNs, clientIp: t.containerIp, serverIp: t.outsideIp, mtu: t.mtu.outsideVeth },
+    noNat: {
+      name: 'vsw',
+      subnet: internalSubnet,
+      clientNs: t.internalClientNs,
+      serverNs: t.outsideNs,
+      clientIp: t.internalClientIp,
+      serverIp: t.outsideInternalIp,
+      mtu: t.mtu.outsideVsw,
+    },
+  };
+}
+
+/**
+ * Waits until the nat network's pool for `proto` has `need` ports that no
+ * live translation holds: a closed TCP connection keeps its port for the
+ * 10 s of TIME_WAIT, a UDP flow for 60 s after its last packet, so back-to-back
+ * runs could otherwise find the pool short and measure refusals.
+ */
+async function waitNatPorts(vsw: VswSide, network: string, proto: ConnProto, need: number): Promise<NatState> {
+  const free = (s: NatState): number => s.counters.poolSize - (s.live[proto] ?? 0);
+  let state = await vsw.natState(network);
+  if (free(state) >= need) return state;
+  console.error(`bench: nat: waiting for ${need} free ${proto} NAT ports (${state.live[proto] ?? 0} of ${state.counters.poolSize} held by recent flows)`);
+  const deadline = Date.now() + 90_000;
+  while (free(state) < need && Date.now() < deadline) {
+    // Not faster: every GET /v1/nat lists every live translation (megabytes of JSON at these counts).
+    await sleep(2000);
+    state = await vsw.natState(network);
+  }
+  return state;
+}
+
+/** When each block of source ports was last used, by side, protocol and block (measureConnRate). */
+const blockUsed = new Map<string, number>();
+
+/**
+ * One run of the connection-rate generator: from the container through the
+ * NAT (side nat), from the reference container through vsw without NAT
+ * (vsw), or inside the outside namespace over loopback (loopback: no switch,
+ * the generator's own ceiling on this machine). Through the NAT, the
+ * gateway's counters are read before and after: every exchange should have
+ * created one translation, and none should have been refused.
+ */
+async function measureConnRate(
+  vsw: VswSide,
+  t: NatTopology,
+  sides: { nat: Side; noNat: Side },
+  side: SideName,
+  proto: ConnProto,
+  run: number,
+  opts: Options,
+): Promise<RunRecord> {
+  const variant = proto === 'tcp' ? NAT_VARIANTS.connTcp : NAT_VARIANTS.connUdp;
+  const rec: RunRecord = { test: 'nat', side, variant, run, ok: false };
+  const leg = side === 'nat' ? { ns: t.containerNs, host: t.outsideIp } : side === 'vsw' ? { ns: t.internalClientNs, host: t.outsideInternalIp } : { ns: t.outsideNs, host: '127.0.0.1' };
+  const exchanges = CONNRATE_WARMUP + opts.conns;
+  const ports = sourcePorts(run, exchanges);
+  try {
+    // Through vsw (with NAT or without), a block of source ports must have gone cold first: see BLOCK_COLD_MS.
+    const key = `${side}/${proto}/${ports.block}`;
+    const rest = (blockUsed.get(key) ?? -Infinity) + BLOCK_COLD_MS - Date.now();
+    if (side !== 'loopback' && rest > 0) {
+      console.error(`bench: nat: waiting ${(rest / 1000).toFixed(0)} s until the ${side} ${proto} source ports of run ${run} have gone cold (their last use was under ${BLOCK_COLD_MS / 1000} s ago)`);
+      await sleep(rest);
+    }
+    const before = side === 'nat' ? await waitNatPorts(vsw, t.network, proto, exchanges) : null;
+    const meter = side === 'loopback' ? null : new CpuMeter(vsw.pid, clkTck);
+    await meter?.begin();
+    let r: ConnRateResult;
+    try {
+      r = await connRate(leg.ns, CONNRATE, { proto, host: leg.host, total: opts.conns, concurrency: opts.concurrency, srcPortFirst: ports.first });
+    } finally {
+      blockUsed.set(key, Date.now());
+    }
+    const cpu = meter ? await meter.end() : null;
+    rec.connRate = r;
+    if (meter) {
+      const n = r.total + r.warmup;
+      rec.daemonCpuPercent = cpu;
+      if (cpu !== null && meter.userSeconds !== null && meter.systemSeconds !== null) {
+        rec.daemonCpuUsPerExchange = ((meter.userSeconds + meter.systemSeconds) * 1e6) / n;
+        rec.daemonCpuUsPerExchangeSplit = { user: (meter.userSeconds * 1e6) / n, system: (meter.systemSeconds * 1e6) / n };
+      }
+    }
+    if (before) {
+      const after = await vsw.natState(t.network);
+      rec.natDelta = { created: after.counters.created - before.counters.created, refused: after.counters.refused - before.counters.refused };
+    }
+    rec.ok = r.ok > 0;
+    if (!rec.ok) rec.error = `no exchange got an answer: ${JSON.stringify(r.errors)}`;
+  } catch (err) {
+    if (err instanceof Interrupted) throw err;
+    rec.error = (err as Error).message;
+  }
+  const r = rec.connRate;
+  const what = r
+    ? `${r.perSecond}/s (${r.ok} answered, ${r.failed} failed${r.failed ? ` ${JSON.stringify(r.errors)}` : ''}` +
+      `${r.latencyMs ? `, p50 ${r.latencyMs.p50.toFixed(1)} ms, p99 ${r.latencyMs.p99.toFixed(1)} ms` : ''})`
+    : `failed: ${rec.error}`;
+  const cpu = typeof rec.daemonCpuUsPerExchange === 'number' ? `, daemon ${rec.daemonCpuUsPerExchange.toFixed(0)} us CPU per exchange` : '';
+  const natNote = rec.natDelta ? `, ${rec.natDelta.created} translations created, ${rec.natDelta.refused} refused` : '';
+  const warm = r && (r.warmupFailed > 0 || r.warmupSeconds > 2) ? `; warmup of ${r.warmup} took ${r.warmupSeconds} s, ${r.warmupFailed} failed ${JSON.stringify(r.warmupErrors)}` : '';
+  console.error(`bench: nat run ${run} ${side} ${variant}: ${what}${cpu}${natNote}${warm}`);
+  if (!rec.ok) {
+    await checkIntact(vsw, [sides.nat, sides.noNat]);
+    if (side === 'nat') rec.error += await natPathHint();
+  }
+  return rec;
+}
+
+/**
+ * Per run, in this order: iperf3 TCP and TCP -R through the NAT and without
+ * it (which path goes first alternates from run to run), then the connection
+ * rate for TCP and for UDP through the NAT, without it, and over loopback.
+ */
+async function natScenario(vsw: VswSide, t: NatTopology, internalSubnet: string, opts: Options): Promise<RunRecord[]> {
+  const sides = natSides(t, internalSubnet);
+  await waitReachable(sides.nat);
+  await waitReachable(sides.noNat);
+  console.error(
+    `bench: nat: ${t.containerIp} -> ${t.outsideIp} through ${t.network} (external ${t.externalIp}), ` +
+      `${t.internalClientIp} -> ${t.outsideInternalIp} without NAT; ${opts.conns} exchanges per connection-rate run, ${opts.concurrency} in flight`,
+  );
+  const server = await startConnServer(t.outsideNs, CONNRATE);
+  const out: RunRecord[] = [];
+  try {
+    for (let run = 1; run <= opts.runs; run++) {
+      const order = run % 2 === 1 ? [sides.nat, sides.noNat] : [sides.noNat, sides.nat];
+      for (const reverse of [false, true]) {
+        for (const side of order) {
+          // Through the NAT, the host TAP's drops say whether the kernel outran vsw's reads (retransmits with -R).
+          const before = side.name === 'nat' ? await linkDrops(t.network) : null;
+          const rec = await measure(vsw, side, 'nat', opts.time, run, { variant: reverse ? NAT_VARIANTS.tcpReverse : NAT_VARIANTS.tcp, reverse });
+          const after = before ? await linkDrops(t.network) : null;
+          if (before && after) rec.hostTapDrops = { txDropped: after.txDropped - before.txDropped, rxDropped: after.rxDropped - before.rxDropped };
+          rec.daemonRssAfterKiB = await procStatusKiB(vsw.pid, 'VmRSS');
+          out.push(rec);
+        }
+      }
+      for (const proto of ['tcp', 'udp'] as const) {
+        for (const side of [...order.map((s) => s.name), 'loopback' as const]) {
+          const rec = await measureConnRate(vsw, t, sides, side, proto, run, opts);
+          rec.daemonRssAfterKiB = await procStatusKiB(vsw.pid, 'VmRSS');
+          out.push(rec);
+        }
+      }
+    }
+  } finally {
+    await stop(server, 1000);
+  }
+  return out;
+}
+
 // ---------------------------------------------------------------- report
 
 /** Gbit/s with two decimals, or Mbit/s with one below 1 Gbit/s (the qos caps). */
@@ -797,7 +1032,7 @@ interface SummaryRow {
 }
 
 function summarize(records: RunRecord[], daemon: Record<string, number | null>, soakResult: SoakResult | null): SummaryRow[] {
-  const pick = (test: Test, side: Side['name'], f: (r: RunRecord) => number | null | undefined): number | null =>
+  const pick = (test: Test, side: SideName, f: (r: RunRecord) => number | null | undefined): number | null =>
     median(records.filter((r) => r.ok && r.test === test && r.side === side).map(f));
   const rows: SummaryRow[] = [];
   const pair = (scenario: string, unit: string, test: Test, f: (r: RunRecord) => number | null | undefined, withRatio: boolean, digits: number): void => {
@@ -843,6 +1078,7 @@ function summarize(records: RunRecord[], daemon: Record<string, number | null>, 
   if (daemon.rssAfterUdpKiB !== undefined) only('daemon RSS after UDP runs', 'MiB', mib(daemon.rssAfterUdpKiB), 1);
   if (daemon.rssAfterPolicyKiB !== undefined) only(`daemon RSS after policy runs (${POLICY_RULES[POLICY_RULES.length - 1]} rules/port)`, 'MiB', mib(daemon.rssAfterPolicyKiB), 1);
   if (daemon.rssAfterQosKiB !== undefined) only('daemon RSS after qos runs', 'MiB', mib(daemon.rssAfterQosKiB), 1);
+  if (daemon.rssAfterNatKiB !== undefined) only('daemon RSS after nat runs', 'MiB', mib(daemon.rssAfterNatKiB), 1);
   only('daemon peak RSS (VmHWM)', 'MiB', mib(daemon.hwmKiB), 1);
   if (soakResult) {
     const s = soakResult;
@@ -853,34 +1089,26 @@ function summarize(records: RunRecord[], daemon: Record<string, number | null>, 
   return rows;
 }
 
-interface Check {
-  what: string;
-  value: number | null;
-  bar: string;
-  /** null when there is nothing to judge (the runs failed). */
-  met: boolean | null;
-}
-
-/** The ratios the policy and qos scenarios are judged by; reported, never turned into a failure. */
+/** The ratios the policy and qos scenarios are judged by (nat: natChecks); reported, never turned into a failure. */
 function checks(records: RunRecord[]): Check[] {
   const out: Check[] = [];
   const med = (test: Test, variant: string): number | null =>
     median(records.filter((r) => r.ok && r.test === test && r.variant === variant).map((r) => r.tcp?.bitsPerSecond));
-  const judge = (what: string, value: number | null, bar: string, ok: (v: number) => boolean): void => {
-    out.push({ what, value, bar, met: value === null ? null : ok(value) });
+  const check = (what: string, value: number | null, bar: string, ok: (v: number) => boolean): void => {
+    out.push(judge(what, value, bar, ok));
   };
   if (records.some((r) => r.test === 'policy')) {
     const few = POLICY_RULES[0];
     const many = POLICY_RULES[POLICY_RULES.length - 1];
-    judge(`policy: vsw TCP with ${many} / with ${few} rules per port`, ratio(med('policy', `${many} rules`), med('policy', `${few} rules`)), '>= 0.9', (v) => v >= 0.9);
+    check(`policy: vsw TCP with ${many} / with ${few} rules per port`, ratio(med('policy', `${many} rules`), med('policy', `${few} rules`)), '>= 0.9', (v) => v >= 0.9);
     for (const n of POLICY_RULES) {
-      judge(`policy: vsw TCP with ${n} rules per port / bridge`, ratio(med('policy', `${n} rules`), med('policy', 'bridge')), '>= 0.5', (v) => v >= 0.5);
+      check(`policy: vsw TCP with ${n} rules per port / bridge`, ratio(med('policy', `${n} rules`), med('policy', 'bridge')), '>= 0.5', (v) => v >= 0.5);
     }
   }
   if (records.some((r) => r.test === 'qos')) {
     for (const cap of QOS_CAPS) {
       const m = med('qos', cap.rate);
-      judge(`qos: TCP measured / egress cap ${cap.rate}`, m === null ? null : m / cap.bps, '0.9 - 1.1', (v) => v >= 0.9 && v <= 1.1);
+      check(`qos: TCP measured / egress cap ${cap.rate}`, m === null ? null : m / cap.bps, '0.9 - 1.1', (v) => v >= 0.9 && v <= 1.1);
     }
   }
   return out;
@@ -889,28 +1117,26 @@ function checks(records: RunRecord[]): Check[] {
 function printChecks(list: Check[]): void {
   if (list.length === 0) return;
   const w = Math.max(...list.map((c) => c.what.length));
+  const values = list.map((c) => (c.value === null ? '-' : c.value.toFixed(c.digits ?? 2)));
+  const vw = Math.max(5, ...values.map((v) => v.length));
   console.log('');
   console.log('ratios (medians):');
-  for (const c of list) {
-    const verdict = c.met === null ? 'no data' : c.met ? 'within the bar' : 'MISSES the bar';
-    console.log(`  ${c.what.padEnd(w)}  ${c.value === null ? '-'.padStart(5) : c.value.toFixed(2).padStart(5)}  bar ${c.bar.padEnd(8)}  ${verdict}`);
-  }
+  list.forEach((c, i) => {
+    const verdict = c.bar === null ? '(for reference)' : c.met === null ? 'no data' : c.met ? 'within the bar' : 'MISSES the bar';
+    console.log(`  ${c.what.padEnd(w)}  ${values[i].padStart(vw)}  ${c.bar === null ? ''.padEnd(12) : `bar ${c.bar.padEnd(8)}`}  ${verdict}`);
+  });
 }
 
+const fmtCell = (v: number | null, digits: number): string => (v === null ? '-' : v.toFixed(digits));
+
 function printTable(rows: SummaryRow[]): void {
-  const header = ['scenario', 'unit', 'vsw', 'bridge', 'vsw/bridge'];
-  const cells = rows.map((r) => [
-    r.scenario,
-    r.unit,
-    r.vsw === null ? '-' : r.vsw.toFixed(r.digits),
-    r.bridge === null ? '-' : r.bridge.toFixed(r.digits),
-    r.ratio === null ? '-' : r.ratio.toFixed(2),
-  ]);
-  const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i].length)));
-  const line = (c: string[]): string => c.map((s, i) => (i < 2 ? s.padEnd(widths[i]) : s.padStart(widths[i]))).join('  ');
-  console.log(line(header));
-  console.log(widths.map((w) => '-'.repeat(w)).join('  '));
-  for (const c of cells) console.log(line(c));
+  const cells = rows.map((r) => [r.scenario, r.unit, fmtCell(r.vsw, r.digits), fmtCell(r.bridge, r.digits), fmtCell(r.ratio, 2)]);
+  for (const line of formatTable(['scenario', 'unit', 'vsw', 'bridge', 'vsw/bridge'], cells)) console.log(line);
+}
+
+function printNatTable(rows: NatSummaryRow[]): void {
+  const cells = rows.map((r) => [r.scenario, r.unit, fmtCell(r.nat, r.digits), fmtCell(r.noNat, r.digits), fmtCell(r.ratio, 2), fmtCell(r.loopback, r.digits)]);
+  for (const line of formatTable(['nat scenario', 'unit', 'through NAT', 'vsw, no NAT', 'NAT/no NAT', 'loopback'], cells)) console.log(line);
 }
 
 async function machineInfo(): Promise<Record<string, unknown>> {
@@ -945,7 +1171,7 @@ async function freshPrefix(): Promise<string> {
 }
 
 async function bench(opts: Options): Promise<number> {
-  await preflight();
+  await preflight(opts.tests);
   const clk = await sh('getconf', ['CLK_TCK'], { allowFail: true });
   clkTck = Number(clk.stdout.trim()) || 100;
 
@@ -962,26 +1188,43 @@ async function bench(opts: Options): Promise<number> {
   try {
     const machine = await machineInfo();
     const v = await vsw.setup([]);
-    const b = await setupBridge(prefix, [v.prefix]);
+    // qos and nat have baselines of their own (the cap; vsw without NAT): the bridge is for the others.
+    const b = opts.tests.some((t) => t === 'tcp' || t === 'udp' || t === 'policy') ? await setupBridge(prefix, [v.prefix]) : null;
     await waitReachable(v.side);
-    await waitReachable(b.side);
-    console.error(`bench: vsw ${v.side.clientIp} -> ${v.side.serverIp} (mtu ${v.side.mtu}), bridge ${b.side.clientIp} -> ${b.side.serverIp} (mtu ${b.side.mtu})`);
+    if (b) await waitReachable(b.side);
+    console.error(`bench: vsw ${v.side.clientIp} -> ${v.side.serverIp} (mtu ${v.side.mtu})${b ? `, bridge ${b.side.clientIp} -> ${b.side.serverIp} (mtu ${b.side.mtu})` : ''}`);
 
     // Idle: two ports, one ping's worth of learning, nothing flowing.
     await sleep(1000);
     const daemon: Record<string, number | null> = { rssIdleKiB: await procStatusKiB(vsw.pid, 'VmRSS') };
 
     const records: RunRecord[] = [];
+    let nat: { topology: NatTopology; state: NatState | null } | null = null;
     for (const test of opts.tests) {
       if (opts.runs === 0) break;
       if (test === 'policy') {
-        records.push(...(await policyScenario(vsw, v.side, b.side, opts)));
+        records.push(...(await policyScenario(vsw, v.side, b!.side, opts)));
       } else if (test === 'qos') {
         records.push(...(await qosScenario(vsw, v.side, opts)));
+      } else if (test === 'nat') {
+        // Built only now, so that the idle RSS above is that of two ports and the other tests run as before.
+        const topology = await setupNat({
+          prefix,
+          onCleanup: (what, fn) => cleanup.add(what, fn),
+          netnsAdd,
+          deleteLink,
+          cli: (args, o) => vsw.cli(args, o),
+          daemonAlive,
+          addEndpoint: (net, ns) => vsw.addEndpoint(net, ns),
+          internalNetwork: vsw.network,
+          taken: [v.prefix, ...(b ? [b.prefix] : [])],
+        });
+        records.push(...(await natScenario(vsw, topology, v.side.subnet, opts)));
+        nat = { topology, state: await vsw.natState(topology.network).catch(() => null) };
       } else {
         for (let run = 1; run <= opts.runs; run++) {
           // Alternate which side goes first so that a slow drift (thermal, a neighbour) does not favour one.
-          const order = run % 2 === 1 ? [v.side, b.side] : [b.side, v.side];
+          const order = run % 2 === 1 ? [v.side, b!.side] : [b!.side, v.side];
           for (const side of order) records.push(await measure(vsw, side, test, opts.time, run));
         }
       }
@@ -991,16 +1234,26 @@ async function bench(opts: Options): Promise<number> {
     daemon.hwmKiB = await procStatusKiB(vsw.pid, 'VmHWM');
 
     const summary = summarize(records, daemon, soakResult);
-    const ratios = checks(records);
+    const natRows = natSummary(records);
+    const ratios = [...checks(records), ...natChecks(records)];
     const failed = records.filter((r) => !r.ok).length + (soakResult?.error ? 1 : 0);
     const result = {
       bench: 'vsw vs Linux bridge (veth), iperf3',
       timestamp: new Date().toISOString(),
       prefix,
-      options: { runs: opts.runs, time: opts.time, soak: opts.soak, tests: opts.tests, policyRules: POLICY_RULES, qosCaps: QOS_CAPS.map((c) => c.rate) },
+      options: {
+        runs: opts.runs,
+        time: opts.time,
+        soak: opts.soak,
+        tests: opts.tests,
+        policyRules: POLICY_RULES,
+        qosCaps: QOS_CAPS.map((c) => c.rate),
+        ...(opts.tests.includes('nat') ? { natConns: opts.conns, natConcurrency: opts.concurrency, natWarmup: CONNRATE_WARMUP } : {}),
+      },
       machine,
-      topology: { vsw: v.side, bridge: b.side },
+      topology: { vsw: v.side, bridge: b?.side ?? null, ...(nat ? { nat: nat.topology } : {}) },
       summary: summary.map(({ digits: _digits, ...row }) => row),
+      ...(nat ? { nat: { summary: natRows.map(({ digits: _digits, ...row }) => row), state: nat.state } } : {}),
       ratios,
       daemon,
       soak: soakResult,
@@ -1010,6 +1263,10 @@ async function bench(opts: Options): Promise<number> {
     console.log('');
     console.log(`vsw bench: ${machine.nproc} cores, kernel ${machine.kernel}, node ${machine.node}, ${opts.runs} run(s) x ${opts.time} s, medians`);
     printTable(summary);
+    if (natRows.length > 0) {
+      console.log('');
+      printNatTable(natRows);
+    }
     printChecks(ratios);
     await mkdir(path.dirname(opts.out), { recursive: true });
     await writeFile(opts.out, JSON.stringify(result, null, 2) + '\n');
