@@ -44,10 +44,10 @@ import {
   removeNatLeftovers,
   startEchoClient,
   startServer,
-  TCP_ECHO_SERVER,
   tcpConnect,
   udpRequest,
 } from './helpers/nat.js';
+import { TCP_ECHO_SERVER } from './helpers/echo.js';
 
 const prefix = runPrefix();
 /** Names of nat networks are also their host interfaces' names: at most 15 characters. */

@@ -19,6 +19,7 @@ import {
   startDaemon,
   teardown,
 } from './helpers/daemon.js';
+import { TCP_ECHO_CLIENT, TCP_ECHO_SERVER } from './helpers/echo.js';
 
 const prefix = runPrefix();
 const netP = `${prefix}-p`;
@@ -172,64 +173,15 @@ test.serial('an outbound-only endpoint reaches others and gets its replies, but 
   t.true(await ping(nsP[1], a.ip), 'ping b -> a once inbound is allowed again');
 });
 
-const ECHO_SERVER = `
-import socket, sys, threading
-def serve(c):
-    while True:
-        data = c.recv(4096)
-        if not data:
-            break
-        c.sendall(data)
-srv = socket.socket()
-srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind(("0.0.0.0", int(sys.argv[1])))
-srv.listen(8)
-print("listening", flush=True)
-while True:
-    c, _ = srv.accept()
-    threading.Thread(target=serve, args=(c,), daemon=True).start()
-`;
-
-/** Sends a numbered line every 100 ms and prints "echo N" for each line that comes back; "eof"/"error ..." if the connection ends. */
-const ECHO_CLIENT = `
-import select, socket, sys, time
-s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
-s.setblocking(False)
-print("connected", flush=True)
-seq, buf, next_send = 0, b"", 0.0
-try:
-    while True:
-        now = time.monotonic()
-        if now >= next_send:
-            try:
-                s.send(b"%d\\n" % seq)
-                seq += 1
-            except BlockingIOError:
-                pass
-            next_send = now + 0.1
-        r, _, _ = select.select([s], [], [], 0.05)
-        if r:
-            data = s.recv(4096)
-            if not data:
-                print("eof", flush=True)
-                break
-            buf += data
-            while b"\\n" in buf:
-                line, buf = buf.split(b"\\n", 1)
-                print("echo " + line.decode(), flush=True)
-except OSError as e:
-    print("error " + str(e), flush=True)
-`;
-
 test.serial('a block rule added under a live TCP connection stops it at its next packet', async (t) => {
   const [, b] = ep;
   t.teardown(() => resetPolicy(b.id));
-  const server = spawnInNetns(nsP[1], 'python3', ['-c', ECHO_SERVER, '7000']);
+  const server = spawnInNetns(nsP[1], 'python3', ['-c', TCP_ECHO_SERVER, '7000']);
   t.teardown(() => {
     server.kill('SIGKILL');
   });
   await readLines(server).waitFor(/^listening$/);
-  const client = spawnInNetns(nsP[0], 'python3', ['-c', ECHO_CLIENT, b.ip, '7000']);
+  const client = spawnInNetns(nsP[0], 'python3', ['-c', TCP_ECHO_CLIENT, b.ip, '7000']);
   t.teardown(() => {
     client.kill('SIGKILL');
   });
