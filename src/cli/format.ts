@@ -23,9 +23,15 @@ export function formatNetworks(networks: readonly Network[]): string {
   return formatTable(['NAME', 'DRIVER', 'SUBNET', 'GATEWAY', 'ENDPOINTS'], rows);
 }
 
+/** One row per endpoint; a PORTS column (published ports, as docker ps shows them) when any endpoint publishes. */
 export function formatEndpoints(endpoints: readonly Endpoint[]): string {
-  const rows = endpoints.map((e) => [e.id, e.name, e.network, e.netns, e.ifname, `${e.ip}/${e.prefixLength}`, e.mac]);
-  return formatTable(['ID', 'NAME', 'NETWORK', 'NETNS', 'IFNAME', 'IP', 'MAC'], rows);
+  const withPorts = endpoints.some((e) => e.publish?.length);
+  const rows = endpoints.map((e) => {
+    const row = [e.id, e.name, e.network, e.netns, e.ifname, `${e.ip}/${e.prefixLength}`, e.mac];
+    if (withPorts) row.push(e.publish?.map(formatPublish).join(', ') || '-');
+    return row;
+  });
+  return formatTable(['ID', 'NAME', 'NETWORK', 'NETNS', 'IFNAME', 'IP', 'MAC', ...(withPorts ? ['PORTS'] : [])], rows);
 }
 
 /** "0", or the total followed by the reasons that happened: "3 (runt=1, txFailed=2)". */

@@ -31,7 +31,6 @@ export function natProtocolIndex(protocol: number): number {
 }
 
 export const NAT_PROTOCOL_NAMES = ['tcp', 'udp', 'icmp'] as const;
-export const NAT_PROTOCOL_NUMBERS = [IpProtocol.TCP, IpProtocol.UDP, IpProtocol.ICMP] as const;
 
 const FREE = -1;
 const PUBLISHED = -2;
@@ -167,10 +166,6 @@ export class NatTable {
 
   insidePortOf(protocolIndex: number, i: number): number {
     return this.pools[protocolIndex].insidePort[i];
-  }
-
-  portIdOf(protocolIndex: number, i: number): number {
-    return this.pools[protocolIndex].portId[i];
   }
 
   /**

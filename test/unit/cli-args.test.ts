@@ -66,6 +66,24 @@ test('formatEndpoints writes the address with its prefix', (t) => {
   );
 });
 
+test('formatEndpoints adds a PORTS column when an endpoint publishes ports', (t) => {
+  const base = { network: 'mynat', ifname: 'eth0', prefixLength: 24, created: '', ownedCompartment: true };
+  const web: Endpoint = { ...base, id: 'aaaaaaaaaaaa', name: 'web', netns: 'web', mac: '02:76:ac:12:00:02', ip: '172.18.0.2', portId: 1 };
+  web.publish = [
+    { protocol: 'tcp', hostIp: '0.0.0.0', hostPort: 8080, containerPort: 80 },
+    { protocol: 'udp', hostIp: '127.0.0.1', hostPort: 5353, containerPort: 53 },
+  ];
+  const db: Endpoint = { ...base, id: 'bbbbbbbbbbbb', name: 'db', netns: 'db', mac: '02:76:ac:12:00:03', ip: '172.18.0.3', portId: 2, publish: [] };
+  t.is(
+    formatEndpoints([web, db]),
+    [
+      'ID            NAME  NETWORK  NETNS  IFNAME  IP             MAC                PORTS',
+      'aaaaaaaaaaaa  web   mynat    web    eth0    172.18.0.2/24  02:76:ac:12:00:02  8080->80/tcp, 127.0.0.1:5353->53/udp',
+      'bbbbbbbbbbbb  db    mynat    db     eth0    172.18.0.3/24  02:76:ac:12:00:03  -',
+    ].join('\n'),
+  );
+});
+
 test('formatDrops lists only the reasons that happened, after the total', (t) => {
   t.is(formatDrops({}), '0');
   t.is(formatDrops({ runt: 0 }), '0');
