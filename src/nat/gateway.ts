@@ -31,7 +31,7 @@ import { read16, read32, write16, write32 } from '../packet/bytes.js';
 import { DropReason } from '../packet/drop-reasons.js';
 import { EtherType, macHi16, macLo32, mustParseMac, writeMac } from '../packet/ethernet.js';
 import { IpProtocol, mustParseIpv4Addr } from '../packet/ipv4.js';
-import { ArpField, ArpOp } from '../packet/arp.js';
+import { ArpField, ArpOp, writeArpReply } from '../packet/arp.js';
 import type { Conntrack } from '../vfp/conntrack.js';
 import { KeyWord, KEY_WORDS, Meta } from '../vfp/key.js';
 import { Rewrite, type Decision } from '../vfp/pipeline.js';
@@ -327,13 +327,7 @@ export class NatGateway {
   private answerArp(buf: Uint8Array, off: number, meta: Int32Array, ip: number, macHi: number, macLo: number): number {
     const arp = off + meta[Meta.ETHERTYPE_AT] + 2;
     if (read16(buf, arp + ArpField.OPER) !== ArpOp.Request || read32(buf, arp + ArpField.TPA) !== ip) return this.drop(DropReason.natNoMapping);
-    // Ethernet: back to the asker, from us.
-    buf.copyWithin(off, off + 6, off + 12);
-    writeMac(buf, off + 6, macHi, macLo);
-    write16(buf, arp + ArpField.OPER, ArpOp.Reply);
-    buf.copyWithin(arp + ArpField.THA, arp + ArpField.SHA, arp + ArpField.SPA + 4);
-    writeMac(buf, arp + ArpField.SHA, macHi, macLo);
-    write32(buf, arp + ArpField.SPA, ip);
+    writeArpReply(buf, off, arp, macHi, macLo);
     return GatewayResult.REPLIED;
   }
 

@@ -170,10 +170,8 @@ export function formatArp(repr: ArpRepr): string {
  * MAC, the requested address); target = the asker's (SHA, SPA). Any VLAN
  * tags between ethOff and arpOff, and any padding, stay as they were; the
  * frame keeps its length. Checks nothing (the caller has: a request, Ethernet/
- * IPv4, 28 bytes at arpOff); allocates nothing.
- *
- * The technique of the NAT gateway's answerArp (src/nat/gateway.ts), which
- * could call this.
+ * IPv4, 28 bytes at arpOff); allocates nothing. Used by the NAT gateway and
+ * by overlay ARP suppression.
  */
 export function writeArpReply(buf: Uint8Array, ethOff: number, arpOff: number, macHi16: number, macLo32: number): void {
   const tpa = read32(buf, arpOff + ArpField.TPA);
