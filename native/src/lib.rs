@@ -5,6 +5,7 @@
 //! one sentence instead of touching memory it was not given.
 
 mod csum;
+mod gro;
 mod hash;
 mod napi;
 mod rx;
@@ -146,7 +147,7 @@ unsafe extern "C" fn write_batch(env: napi_env, info: napi_callback_info) -> nap
 }
 
 /// rxCreate(buffer, lengths: Int32Array, slotSize, slotCount, headroom, vnetHdrLen, onBatch, sources?: Uint32Array) -> engine handle.
-/// `sources` (2 words per slot) is needed only by UDP ports, which report each datagram's sender there.
+/// `sources` (4 words per slot) is needed only by UDP ports, which report each datagram's sender there.
 unsafe extern "C" fn rx_create(env: napi_env, info: napi_callback_info) -> napi_value {
     let [buffer, lengths, slot_size, slot_count, headroom, vnet, callback, sources] = args::<8>(env, info);
     let (buf, size) = tri!(env, get_bytes(env, buffer, "buffer"));
@@ -170,8 +171,8 @@ unsafe extern "C" fn rx_create(env: napi_env, info: napi_callback_info) -> napi_
         NAPI_UNDEFINED | NAPI_NULL => None,
         _ => {
             let (data, n) = tri!(env, get_u32_array(env, sources, TYPED_UINT32, "sources"));
-            if n < 2 * cfg.slot_count {
-                return throw(env, "the sources array must hold 2 words per slot");
+            if n < rx::SOURCE_WORDS * cfg.slot_count {
+                return throw(env, "the sources array must hold 4 words per slot");
             }
             Some((sources, data))
         }
@@ -238,7 +239,7 @@ unsafe extern "C" fn rx_close(env: napi_env, info: napi_callback_info) -> napi_v
 
 /// udpOpen(bindAddress, port, netns?) -> fd
 unsafe extern "C" fn udp_open(env: napi_env, info: napi_callback_info) -> napi_value {
-    let [addr, port, netns] = args::<3>(env, info);
+    let [addr, port, netns, gro] = args::<4>(env, info);
     let addr = tri!(env, get_string(env, addr, "bindAddress"));
     let bind: std::net::Ipv4Addr = match addr.parse() {
         Ok(a) => a,
@@ -249,7 +250,11 @@ unsafe extern "C" fn udp_open(env: napi_env, info: napi_callback_info) -> napi_v
         return throw(env, &format!("port {port} is above 65535"));
     }
     let netns = tri!(env, optional_string(env, netns, "netns"));
-    let fd = tri!(env, udp::udp_open(&udp::UdpOptions { bind: u32::from(bind), port: port as u16, netns: netns.as_deref() }));
+    let gro = match type_of(env, gro) {
+        NAPI_UNDEFINED | NAPI_NULL => false,
+        _ => get_bool(env, gro),
+    };
+    let fd = tri!(env, udp::udp_open(&udp::UdpOptions { bind: u32::from(bind), port: port as u16, netns: netns.as_deref(), gro }));
     int32(env, fd)
 }
 
@@ -263,7 +268,7 @@ unsafe extern "C" fn udp_local_port(env: napi_env, info: napi_callback_info) -> 
 /// udpSendBatch(fd, buf, offsets, lengths, count, dstAddrs: Uint32Array, dstPorts: Uint16Array | Uint32Array) -> datagrams sent.
 /// Refused datagrams get lengths[i] = 0, as in writeBatch (see udp::send_batch for which ones).
 unsafe extern "C" fn udp_send_batch(env: napi_env, info: napi_callback_info) -> napi_value {
-    let [fd, buf, offsets, lengths, count, addrs, ports] = args::<7>(env, info);
+    let [fd, buf, offsets, lengths, count, addrs, ports, segment_sizes] = args::<8>(env, info);
     let fd = tri!(env, get_i32(env, fd, "fd"));
     let d = tri!(env, descriptors(env, buf, offsets, lengths, count));
     let (addrs, n_addrs) = tri!(env, get_u32_array(env, addrs, TYPED_UINT32, "dstAddrs"));
@@ -276,7 +281,21 @@ unsafe extern "C" fn udp_send_batch(env: napi_env, info: napi_callback_info) -> 
     if d.count > n_addrs || d.count > n_ports {
         return throw(env, &format!("count {} exceeds the destination arrays ({n_addrs} addresses, {n_ports} ports)", d.count));
     }
-    let batch = udp::SendBatch { buf: d.buf, size: d.size, offsets: d.offsets, lengths: d.lengths, count: d.count, addrs, ports };
+    let segment_sizes = match type_of(env, segment_sizes) {
+        NAPI_UNDEFINED | NAPI_NULL => None,
+        _ => {
+            let (kind, data, n) = tri!(env, get_typed_array(env, segment_sizes, "segmentSizes"));
+            if n < d.count {
+                return throw(env, &format!("count {} exceeds the segmentSizes array ({n})", d.count));
+            }
+            match kind {
+                TYPED_UINT16 => Some(udp::Ports::U16(data as *const u16)),
+                TYPED_UINT32 => Some(udp::Ports::U32(data as *const u32)),
+                _ => return throw(env, "segmentSizes must be a Uint16Array or a Uint32Array"),
+            }
+        }
+    };
+    let batch = udp::SendBatch { buf: d.buf, size: d.size, offsets: d.offsets, lengths: d.lengths, count: d.count, addrs, ports, segment_sizes };
     uint32(env, udp::send_batch(fd, &batch))
 }
 
@@ -329,6 +348,25 @@ unsafe extern "C" fn complete_checksum(env: napi_env, info: napi_callback_info) 
     int32(env, segment::complete_checksum(vnet, std::slice::from_raw_parts_mut(frame, frame_len)))
 }
 
+/// vxlanGro(buf, blobOffset, blobLength, segmentSize, outOffset, outLimit, frameOffsets, frameLengths, headerOffsets, maxFrames)
+/// -> frames or a negative code. Argument values that make no sense are gro::MALFORMED, not a throw.
+unsafe extern "C" fn vxlan_gro(env: napi_env, info: napi_callback_info) -> napi_value {
+    let [buf, blob_off, blob_len, seg, out_off, out_limit, offsets, lengths, headers, max] = args::<10>(env, info);
+    let (data, size) = tri!(env, get_bytes(env, buf, "buffer"));
+    let req = gro::Request {
+        blob_offset: tri!(env, get_u32(env, blob_off, "blobOffset")) as usize,
+        blob_length: tri!(env, get_u32(env, blob_len, "blobLength")) as usize,
+        segment_size: tri!(env, get_u32(env, seg, "segmentSize")) as usize,
+        out_offset: tri!(env, get_u32(env, out_off, "outOffset")) as usize,
+        out_limit: tri!(env, get_u32(env, out_limit, "outLimit")) as usize,
+    };
+    let offsets = tri!(env, get_u32_array(env, offsets, TYPED_UINT32, "frameOffsets"));
+    let lengths = tri!(env, get_u32_array(env, lengths, TYPED_UINT32, "frameLengths"));
+    let headers = tri!(env, get_u32_array(env, headers, TYPED_UINT32, "headerOffsets"));
+    let max = tri!(env, get_u32(env, max, "maxFrames")) as usize;
+    int32(env, gro::vxlan_gro(data, size, &req, offsets, lengths, headers, max))
+}
+
 #[no_mangle]
 pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_value) -> napi_value {
     set_fn(env, exports, "tapOpen", tap_open);
@@ -347,6 +385,7 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
     set_fn(env, exports, "udpSendBatch", udp_send_batch);
     set_fn(env, exports, "segmentTso", segment_tso);
     set_fn(env, exports, "completeChecksum", complete_checksum);
+    set_fn(env, exports, "vxlanGro", vxlan_gro);
     let mut v = ptr::null_mut();
     napi_create_uint32(env, tap::VNET_HDR_LEN as u32, &mut v);
     napi_set_named_property(env, exports, b"VNET_HDR_LEN\0".as_ptr() as *const _, v);

@@ -15,7 +15,11 @@
 //! - UDP (the VXLAN underlay): one recvmmsg per event; the datagram lands at `headroom - 8`, so the
 //!   inner frame starts at `headroom` with the VXLAN header before it (see udp.rs). lengths[k] is
 //!   the inner frame length, or -1 for a datagram too short to hold a VXLAN header (or truncated);
-//!   sources[2k], sources[2k+1] are the sender's IPv4 address (host order) and port.
+//!   sources[4k], sources[4k+1] are the sender's IPv4 address (host order) and port, sources[4k+2]
+//!   the size of the datagrams the message coalesced (UDP_GRO), 0 for a single one.
+
+/// Words per slot in the sources array: address, port, coalesced datagram size, spare.
+pub const SOURCE_WORDS: usize = 4;
 
 use crate::napi::*;
 use crate::sys::*;
@@ -311,10 +315,11 @@ impl Engine {
         match rx.recv(fd) {
             Ok(count) => {
                 for k in 0..count {
-                    let (len, addr, port) = rx.datagram(k);
+                    let (len, addr, port, segment) = rx.datagram(k);
                     *lengths.add(k) = len;
-                    *sources.add(2 * k) = addr;
-                    *sources.add(2 * k + 1) = port;
+                    *sources.add(SOURCE_WORDS * k) = addr;
+                    *sources.add(SOURCE_WORDS * k + 1) = port;
+                    *sources.add(SOURCE_WORDS * k + 2) = segment;
                 }
                 (count, 0)
             }

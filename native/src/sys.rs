@@ -23,11 +23,15 @@ pub const SOCK_DGRAM: c_int = 2;
 pub const SOCK_NONBLOCK: c_int = 0o4000;
 pub const SOCK_CLOEXEC: c_int = 0o2000000;
 pub const SOL_SOCKET: c_int = 1;
-pub const SO_REUSEADDR: c_int = 2;
 pub const SO_SNDBUF: c_int = 7;
 pub const SO_RCVBUF: c_int = 8;
 pub const SO_SNDBUFFORCE: c_int = 32;
 pub const SO_RCVBUFFORCE: c_int = 33;
+pub const SOL_UDP: c_int = 17;
+/// setsockopt/cmsg: the datagram size of a UDP GSO send (linux/udp.h).
+pub const UDP_SEGMENT: c_int = 103;
+/// setsockopt: receive coalesced datagrams; cmsg: their size.
+pub const UDP_GRO: c_int = 104;
 pub const MSG_TRUNC: c_int = 0x20;
 pub const MSG_DONTWAIT: c_int = 0x40;
 

@@ -19,13 +19,31 @@ const SEND_CHUNK: usize = 64;
 /// Socket buffers absorb bursts while JS is busy with the previous batch; the kernel default (208 KB) holds ~140 full datagrams.
 const SOCKET_BUFFER: c_int = 4 << 20;
 
+/// struct cmsghdr on x86_64/aarch64 (len is a size_t), then the data at offset 16.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CmsgHdr {
+    len: usize,
+    level: c_int,
+    kind: c_int,
+}
+const CMSG_DATA: usize = std::mem::size_of::<CmsgHdr>();
+/// CMSG_SPACE(sizeof(u16)) for UDP_SEGMENT: header plus the value, rounded to 8.
+const SEGMENT_CMSG_SPACE: usize = CMSG_DATA + 8;
+/// Room for the kernel's UDP_GRO cmsg (an int) and anything else it might add.
+const RECV_CMSG_SPACE: usize = 64;
+
 pub struct UdpOptions<'a> {
     pub bind: u32,
     pub port: u16,
+    /// Ask for coalesced datagrams (UDP_GRO): one message may then hold many, all of one size but the last.
+    pub gro: bool,
     pub netns: Option<&'a str>,
 }
 
-/// An AF_INET datagram socket, non-blocking, SO_REUSEADDR, bound; created inside `netns` when given
+/// An AF_INET datagram socket, non-blocking, bound; created inside `netns` when given
+/// (no SO_REUSEADDR: a second owner of the VXLAN port, such as a kernel vxlan device or another
+/// daemon, must be an EADDRINUSE, not a silent split of the traffic)
 /// (a socket belongs to the namespace it was created in, so only the creating thread switches).
 pub fn udp_open(opts: &UdpOptions) -> Result<c_int, String> {
     let _guard = match opts.netns {
@@ -37,18 +55,20 @@ pub fn udp_open(opts: &UdpOptions) -> Result<c_int, String> {
         if fd < 0 {
             return Err(last_error("socket(AF_INET, SOCK_DGRAM)"));
         }
-        let one: c_int = 1;
-        if setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one as *const c_int as *const c_void, 4) != 0 {
-            let e = last_error("SO_REUSEADDR");
-            close(fd);
-            return Err(e);
-        }
         // The *FORCE variants pass net.core.[rw]mem_max when we are root; otherwise the plain
         // ones get what the sysctl allows. A smaller buffer only costs drops under bursts.
         for (force, plain) in [(SO_RCVBUFFORCE, SO_RCVBUF), (SO_SNDBUFFORCE, SO_SNDBUF)] {
             let size = &SOCKET_BUFFER as *const c_int as *const c_void;
             if setsockopt(fd, SOL_SOCKET, force, size, 4) != 0 {
                 setsockopt(fd, SOL_SOCKET, plain, size, 4);
+            }
+        }
+        if opts.gro {
+            let one: c_int = 1;
+            if setsockopt(fd, SOL_UDP, UDP_GRO, &one as *const c_int as *const c_void, 4) != 0 {
+                let e = last_error("UDP_GRO");
+                close(fd);
+                return Err(e);
             }
         }
         let addr = SockAddrIn::new(opts.bind, opts.port);
@@ -90,6 +110,9 @@ pub struct SendBatch {
     pub count: usize,
     pub addrs: *const u32,
     pub ports: Ports,
+    /// UDP GSO: a nonzero entry makes that message a run of datagrams of this size (the last may be
+    /// shorter) that the kernel cuts up, so the whole run costs one trip through the stack.
+    pub segment_sizes: Option<Ports>,
 }
 
 /// Sends each datagram buf[offsets[i], +lengths[i]) to addrs[i]:ports[i]; returns how many the kernel took.
@@ -104,6 +127,7 @@ pub unsafe fn send_batch(fd: c_int, b: &SendBatch) -> u32 {
     let mut iov = [IoVec { base: ptr::null_mut(), len: 0 }; SEND_CHUNK];
     let mut names = [SockAddrIn::new(0, 0); SEND_CHUNK];
     let mut index = [0usize; SEND_CHUNK];
+    let mut control = [[0u8; SEGMENT_CMSG_SPACE]; SEND_CHUNK];
     let mut sent = 0u32;
     let mut i = 0usize;
     while i < b.count {
@@ -123,6 +147,21 @@ pub unsafe fn send_batch(fd: c_int, b: &SendBatch) -> u32 {
                 msgs[n].hdr.namelen = std::mem::size_of::<SockAddrIn>() as u32;
                 msgs[n].hdr.iov = &mut iov[n];
                 msgs[n].hdr.iovlen = 1;
+                let segment = match b.segment_sizes {
+                    Some(Ports::U16(p)) => *p.add(i) as usize,
+                    Some(Ports::U32(p)) => *p.add(i) as usize,
+                    None => 0,
+                };
+                if segment > 0 && segment < len && segment <= 0xffff {
+                    let c = control[n].as_mut_ptr();
+                    ptr::write_unaligned(c as *mut CmsgHdr, CmsgHdr { len: CMSG_DATA + 2, level: SOL_UDP, kind: UDP_SEGMENT });
+                    ptr::write_unaligned(c.add(CMSG_DATA) as *mut u16, segment as u16);
+                    msgs[n].hdr.control = c as *mut c_void;
+                    msgs[n].hdr.controllen = SEGMENT_CMSG_SPACE;
+                } else {
+                    msgs[n].hdr.control = ptr::null_mut();
+                    msgs[n].hdr.controllen = 0;
+                }
                 index[n] = i;
                 n += 1;
             } else {
@@ -167,6 +206,7 @@ pub struct Receiver {
     msgs: Vec<MMsgHdr>,
     iov: Vec<IoVec>,
     names: Vec<SockAddrIn>,
+    control: Vec<[u8; RECV_CMSG_SPACE]>,
 }
 
 impl Receiver {
@@ -176,6 +216,7 @@ impl Receiver {
             msgs: vec![MMsgHdr::EMPTY; slot_count],
             iov: Vec::with_capacity(slot_count),
             names: vec![SockAddrIn::new(0, 0); slot_count],
+            control: vec![[0u8; RECV_CMSG_SPACE]; slot_count],
         };
         for k in 0..slot_count {
             let at = buf.add(k * slot_size + headroom - VXLAN_LEN);
@@ -186,6 +227,7 @@ impl Receiver {
             r.msgs[k].hdr.iov = r.iov.as_mut_ptr().add(k);
             r.msgs[k].hdr.iovlen = 1;
             r.msgs[k].hdr.name = r.names.as_mut_ptr().add(k) as *mut c_void;
+            r.msgs[k].hdr.control = r.control.as_mut_ptr().add(k) as *mut c_void;
         }
         r
     }
@@ -194,6 +236,7 @@ impl Receiver {
     pub unsafe fn recv(&mut self, fd: c_int) -> Result<usize, i32> {
         for m in self.msgs.iter_mut() {
             m.hdr.namelen = std::mem::size_of::<SockAddrIn>() as u32;
+            m.hdr.controllen = RECV_CMSG_SPACE;
             m.hdr.flags = 0;
         }
         loop {
@@ -209,18 +252,40 @@ impl Receiver {
         }
     }
 
-    /// Datagram k of the last batch: (inner frame length or -1, source IPv4 in host order, source port).
-    /// -1 marks a datagram shorter than the VXLAN header, or one larger than its slot (truncated).
-    pub fn datagram(&self, k: usize) -> (i32, u32, u32) {
+    /// Message k of the last batch: (inner frame length or -1, source IPv4 in host order, source
+    /// port, coalesced datagram size or 0). -1 marks a message shorter than the VXLAN header, or one
+    /// larger than its slot (truncated). With UDP_GRO a message may hold several datagrams of the
+    /// given size (the last may be shorter); the "inner length" is then the message length - 8.
+    pub fn datagram(&self, k: usize) -> (i32, u32, u32, u32) {
         let m = &self.msgs[k];
         let len = m.len as usize;
         let inner = if len < VXLAN_LEN || m.hdr.flags & MSG_TRUNC != 0 { -1 } else { (len - VXLAN_LEN) as i32 };
+        let segment = unsafe { self.gro_size(k) };
         let name = &self.names[k];
         if m.hdr.namelen as usize >= std::mem::size_of::<SockAddrIn>() && name.family == AF_INET as u16 {
-            (inner, u32::from_be(name.addr_be), u16::from_be(name.port_be) as u32)
+            (inner, u32::from_be(name.addr_be), u16::from_be(name.port_be) as u32, segment)
         } else {
-            (inner, 0, 0)
+            (inner, 0, 0, segment)
         }
+    }
+
+    /// The UDP_GRO cmsg of message k: the size of the datagrams it coalesced, or 0.
+    unsafe fn gro_size(&self, k: usize) -> u32 {
+        let m = &self.msgs[k];
+        let total = m.hdr.controllen.min(RECV_CMSG_SPACE);
+        let base = self.control[k].as_ptr();
+        let mut at = 0usize;
+        while at + CMSG_DATA <= total {
+            let h: CmsgHdr = ptr::read_unaligned(base.add(at) as *const CmsgHdr);
+            if h.len < CMSG_DATA || at + h.len > total {
+                break;
+            }
+            if h.level == SOL_UDP && h.kind == UDP_GRO && h.len >= CMSG_DATA + 4 {
+                return ptr::read_unaligned(base.add(at + CMSG_DATA) as *const c_int).max(0) as u32;
+            }
+            at += (h.len + 7) & !7;
+        }
+        0
     }
 }
 

@@ -4,7 +4,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:os';
-import type { Endpoint, NatNetworkState, Network, PortMapping, PortStats, StatsResponse, SwitchStats } from '../service/api-types.js';
+import type { Endpoint, NatNetworkState, Network, OverlayNetworkState, PortMapping, PortStats, StatsResponse, SwitchStats } from '../service/api-types.js';
 import { CliError } from './errors.js';
 
 /** Columns left-aligned, two spaces apart, like docker's listings; no trailing spaces. */
@@ -125,5 +125,30 @@ export function formatNat(states: readonly NatNetworkState[]): string {
   }
   const rows = states.flatMap((s) => s.translations.map((t) => [s.network, t.protocol, t.inside, t.external, t.remote, t.endpoint ?? '-', t.state, String(t.idleSeconds)]));
   out.push('', formatTable(['NETWORK', 'PROTO', 'INSIDE', 'EXTERNAL', 'REMOTE', 'ENDPOINT', 'STATE', 'IDLE'], rows));
+  return out.join('\n');
+}
+
+/** A whole-number option (--vni 4096): the daemon checks the range, the CLI only that it is a number. */
+export function parseWholeNumber(text: string, option: string): number {
+  if (!/^\d{1,10}$/.test(text)) throw new CliError(`${option} ${text} is not a whole number: write digits only, such as ${option} 4096.`);
+  return Number(text);
+}
+
+/** commander collector for a repeatable option. */
+export function collectValues(text: string, previous: string[] = []): string[] {
+  return [...previous, text];
+}
+
+export function formatOverlay(states: readonly OverlayNetworkState[]): string {
+  const out: string[] = [];
+  for (const s of states) {
+    const t = s.counters.tunnel;
+    const u = s.counters.underlay;
+    out.push(`${s.network}: VNI ${s.vni}, VTEP ${s.vtep}:${s.vxlanPort}, MTU ${s.mtu}, peers ${s.peers.join(', ') || '(none)'}`);
+    out.push(`  tunnel: ${t.framesOut} frames out (${t.segmented} super-frames cut into ${t.segments} segments, ${t.flooded} flooded as ${t.replicated} datagrams), ${t.framesIn} frames in, ARP answered locally ${t.arpSuppressed}, too big ${t.tooBig}, not from a peer ${t.notPeer}`);
+    out.push(`  underlay socket: ${u.datagramsOut} datagrams out (${u.sendFailed} refused), ${u.datagramsIn} in, drops ${formatDrops(u.drops)}`);
+  }
+  const rows = states.flatMap((s) => s.vteps.map((e) => [s.network, e.mac, e.vtep, e.kind, e.ageSeconds === null ? '-' : String(e.ageSeconds), s.arp.filter((a) => a.mac === e.mac).map((a) => a.ip).join(',') || '-']));
+  out.push('', formatTable(['NETWORK', 'MAC', 'VTEP', 'KIND', 'AGE', 'IP'], rows));
   return out.join('\n');
 }

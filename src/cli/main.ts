@@ -10,6 +10,7 @@ import { networkCommand } from './commands/network.js';
 import { flowsCommand, policyCommand, traceCommand } from './commands/policy.js';
 import { runCommand } from './commands/run.js';
 import { natCommand } from './commands/nat.js';
+import { overlayCommand } from './commands/overlay.js';
 import { statsCommand } from './commands/stats.js';
 import { programSocketOption, reportError } from './commands/common.js';
 import { cliVersion } from './version.js';
@@ -31,6 +32,7 @@ function buildProgram(): Command {
       .addCommand(traceCommand())
       .addCommand(statsCommand())
       .addCommand(natCommand())
+      .addCommand(overlayCommand())
       .addHelpText(
         'after',
         [

@@ -7,3 +7,5 @@ export { validateIfName, IFNAME_MAX_BYTES, listLinks, linkExists, pickFreeIfName
 export { configureInterface, addressInUse } from './endpoint.js';
 export type { InterfaceConfig } from './endpoint.js';
 export { hasNetAdmin, requireNetAdmin } from './privileges.js';
+export { hostIpv4Addresses, interfaceOfAddress, routeSource } from './underlay.js';
+export type { UnderlayInterface } from './underlay.js';

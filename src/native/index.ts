@@ -28,9 +28,18 @@ interface NativeAddon {
   rxRemovePort(engine: object, portId: number): number;
   rxPausePort(engine: object, portId: number, paused: number): number;
   rxClose(engine: object): void;
-  udpOpen(bindAddress: string, port: number, netns: string | undefined): number;
+  udpOpen(bindAddress: string, port: number, netns: string | undefined, gro?: boolean): number;
   udpLocalPort(fd: number): number;
-  udpSendBatch(fd: number, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number, dstAddrs: Uint32Array, dstPorts: Uint16Array | Uint32Array): number;
+  udpSendBatch(
+    fd: number,
+    buf: Uint8Array,
+    offsets: Uint32Array,
+    lengths: Uint32Array,
+    count: number,
+    dstAddrs: Uint32Array,
+    dstPorts: Uint16Array | Uint32Array,
+    segmentSizes?: Uint16Array | Uint32Array,
+  ): number;
   segmentTso(buf: Uint8Array, frameOffset: number, frameLength: number, out: Uint8Array, outOffsets: Uint32Array, outLengths: Uint32Array, maxSegments: number, outVnetLen: number): number;
   completeChecksum(buf: Uint8Array, frameOffset: number, frameLength: number): number;
 }
@@ -59,6 +68,8 @@ export const RX_BATCH = 64;
 export const RX_UDP_PREFIX = 8;
 /** lengths[slot] of a UDP datagram too short to hold the VXLAN header, or too large for its slot: count it as malformed. */
 export const RX_MALFORMED = -1;
+/** Words per slot in RxEngine.sources: sender address, sender port, coalesced datagram size, spare. */
+export const SOURCE_WORDS = 4;
 
 const PORT_KIND_TAP = 0;
 const PORT_KIND_UDP = 1;
@@ -120,16 +131,19 @@ export function writeBatch(fd: number, buf: Uint8Array, offsets: Uint32Array, le
 export class RxEngine {
   readonly buffer: Buffer;
   readonly lengths: Int32Array;
-  /** Two words per slot for UDP ports: [IPv4 address (host order), port]; untouched by TAP batches. */
+  /** SOURCE_WORDS per slot for UDP ports: [IPv4 address (host order), port, coalesced datagram size, 0]; untouched by TAP batches. */
   readonly sources: Uint32Array;
   private readonly handle: object;
   private closed = false;
 
-  constructor(onBatch: (portId: number, count: number) => void) {
+  /** Where the bytes after the rx slots start: `txBytes` of them, for the caller's own frames (the tunnel's segments). */
+  readonly txOffset = RX_BATCH * RX_SLOT_SIZE;
+
+  constructor(onBatch: (portId: number, count: number) => void, txBytes = 0) {
     // allocUnsafeSlow: a buffer of its own, never a slice of Node's shared pool.
-    this.buffer = Buffer.allocUnsafeSlow(RX_BATCH * RX_SLOT_SIZE);
+    this.buffer = Buffer.allocUnsafeSlow(RX_BATCH * RX_SLOT_SIZE + txBytes);
     this.lengths = new Int32Array(RX_BATCH);
-    this.sources = new Uint32Array(2 * RX_BATCH);
+    this.sources = new Uint32Array(SOURCE_WORDS * RX_BATCH);
     this.handle = addon.rxCreate(this.buffer, this.lengths, RX_SLOT_SIZE, RX_BATCH, RX_HEADROOM, VNET_HDR_LEN, onBatch, this.sources);
   }
 
@@ -139,12 +153,22 @@ export class RxEngine {
 
   /** UDP ports: the sender's IPv4 address of slot's datagram, as a host-order u32. */
   sourceAddress(slot: number): number {
-    return this.sources[2 * slot];
+    return this.sources[SOURCE_WORDS * slot];
   }
 
   /** UDP ports: the sender's UDP port of slot's datagram. */
   sourcePort(slot: number): number {
-    return this.sources[2 * slot + 1];
+    return this.sources[SOURCE_WORDS * slot + 1];
+  }
+
+  /**
+   * UDP ports on a socket opened with `gro`: when the kernel coalesced several datagrams of one
+   * flow into the slot, their size (each is that long but the last, which may be shorter); 0 for a
+   * single datagram. The slot then holds them back to back from frameOffset - 8, each with its own
+   * VXLAN header, and lengths[slot] is the total minus 8 (see vxlanGro).
+   */
+  coalescedSize(slot: number): number {
+    return this.sources[SOURCE_WORDS * slot + 2];
   }
 
   /** A TAP fd (with IFF_VNET_HDR, as tapOpen makes it). */
@@ -180,15 +204,18 @@ export interface UdpOpenOptions {
   port: number;
   /** Path of a network namespace file; the socket is created in it. Absent means the caller's namespace. */
   netns?: string;
+  /** UDP_GRO: let the kernel hand over runs of datagrams of one flow as one message (see RxEngine.coalescedSize). */
+  gro?: boolean;
 }
 
 /**
  * An AF_INET UDP socket for the VXLAN underlay: non-blocking, close-on-exec,
- * SO_REUSEADDR, 4 MB receive and send buffers where the kernel allows, bound.
+ * 4 MB receive and send buffers where the kernel allows, bound. No SO_REUSEADDR:
+ * a port someone else holds (a kernel vxlan device, another daemon) is an EADDRINUSE.
  * Returns its fd; close it with closeFd.
  */
 export function udpOpen(opts: UdpOpenOptions): number {
-  return addon.udpOpen(opts.bindAddress, opts.port, opts.netns);
+  return addon.udpOpen(opts.bindAddress, opts.port, opts.netns, opts.gro ?? false);
 }
 
 /** The port a UDP socket is bound to. */
@@ -206,6 +233,11 @@ export function udpLocalPort(fd: number): number {
  * buffer or with a port above 65535, one the kernel rejects by itself (no
  * route, too big, firewall), and, once the socket or device queue is full
  * (EAGAIN, ENOBUFS), every datagram after it in the batch. Never blocks.
+ *
+ * UDP GSO: with `segmentSizes`, a descriptor whose entry is nonzero and smaller than its length
+ * is a run of datagrams of that size (the last may be shorter) laid out back to back; the kernel
+ * cuts it up (UDP_SEGMENT), so the run crosses the stack, and any veth or bridge on the way, as
+ * one packet. The return value and refusals then count runs, not datagrams.
  */
 export function udpSendBatch(
   fd: number,
@@ -215,8 +247,9 @@ export function udpSendBatch(
   count: number,
   dstAddrs: Uint32Array,
   dstPorts: Uint16Array | Uint32Array,
+  segmentSizes?: Uint16Array | Uint32Array,
 ): number {
-  return addon.udpSendBatch(fd, buf, offsets, lengths, count, dstAddrs, dstPorts);
+  return addon.udpSendBatch(fd, buf, offsets, lengths, count, dstAddrs, dstPorts, segmentSizes);
 }
 
 /** Negative results of segmentTso and completeChecksum. */
@@ -278,4 +311,79 @@ export function segmentTso(
  */
 export function completeChecksum(buf: Uint8Array, frameOffset: number, frameLength: number): number {
   return addon.completeChecksum(buf, frameOffset, frameLength);
+}
+
+/** Negative results of vxlanGro. */
+export const GroError = {
+  /** Arguments that make no sense: segmentSize 0, a range outside the buffer, the blob and output region overlapping, maxFrames beyond an array, arrays sharing memory with each other or with the blob or output. */
+  MALFORMED: -1,
+  /** The output region or maxFrames cannot hold the result (the output is then garbage). */
+  NO_ROOM: -4,
+} as const;
+
+/** headerOffsets[i] of a datagram shorter than the VXLAN header (its frameLengths[i] and frameOffsets[i] are 0): count it as malformed. */
+export const GRO_SHORT_DATAGRAM = 0xffff_ffff;
+
+// Declared here rather than in NativeAddon so that this block stays self-contained.
+const groAddon = addon as NativeAddon & {
+  vxlanGro(
+    buf: Uint8Array,
+    blobOffset: number,
+    blobLength: number,
+    segmentSize: number,
+    outOffset: number,
+    outLimit: number,
+    frameOffsets: Uint32Array,
+    frameLengths: Uint32Array,
+    headerOffsets: Uint32Array,
+    maxFrames: number,
+  ): number;
+};
+
+/**
+ * Software GRO for a VXLAN socket with UDP_GRO: one received "GRO blob" at
+ * buf[blobOffset, +blobLength) holds datagrams back to back, each segmentSize
+ * bytes but the last (1..segmentSize); each is a VXLAN header and an inner
+ * Ethernet frame. Runs of consecutive IPv4/TCP segments of one inner flow
+ * (same VXLAN header, MACs, addresses, ports, ack, window, options; ACK or
+ * ACK|PSH; in-order sequence numbers; MSS-sized but the last; valid IP and TCP
+ * checksums, each verified) are merged back into one TSO super-frame with a
+ * virtio_net_hdr (NEEDS_CSUM, TCPV4, gso_size = the first segment's payload,
+ * the TCP checksum field holding the pseudo-header sum), so the TAP takes one
+ * write and the container's stack one receive instead of one per segment.
+ * Everything else (other protocols, a corrupt or out-of-order segment, a
+ * single segment) comes out unchanged behind an all-zero vnet header.
+ *
+ * Output frames are packed into buf[outOffset, outLimit), each behind its
+ * VNET_HDR_LEN-byte vnet header; that region must not overlap the blob. For
+ * each output frame i < the returned count, the caller:
+ * - checks the VXLAN header at headerOffsets[i] (flags, VNI, which peer sent
+ *   the blob): it is the header of the first datagram the frame was made of,
+ *   still intact in the blob, and all others in the frame had the same bytes;
+ *   GRO_SHORT_DATAGRAM there means a datagram too short for a VXLAN header
+ *   (frameLengths[i] is 0): count it and skip it;
+ * - switches buf[frameOffsets[i], +frameLengths[i]) as a frame read from a
+ *   TAP: its vnet header is in the VNET_HDR_LEN bytes before frameOffsets[i],
+ *   so writeBatch(fd, buf, ..., VNET_HDR_LEN) to a TAP passes the super-frame
+ *   on as is, and segmentTso/completeChecksum handle it for other egresses.
+ * Every datagram of the blob is in exactly one output frame, in order.
+ *
+ * Enough room, always: maxFrames >= the datagram count ceil(blobLength /
+ * segmentSize) (1 for an empty blob) and outLimit - outOffset >= blobLength +
+ * 2 * that count. Returns the number of frames, or a GroError code. Throws
+ * only for arguments of the wrong type. Allocates nothing.
+ */
+export function vxlanGro(
+  buf: Uint8Array,
+  blobOffset: number,
+  blobLength: number,
+  segmentSize: number,
+  outOffset: number,
+  outLimit: number,
+  frameOffsets: Uint32Array,
+  frameLengths: Uint32Array,
+  headerOffsets: Uint32Array,
+  maxFrames: number,
+): number {
+  return groAddon.vxlanGro(buf, blobOffset, blobLength, segmentSize, outOffset, outLimit, frameOffsets, frameLengths, headerOffsets, maxFrames);
 }

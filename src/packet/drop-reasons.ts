@@ -44,7 +44,24 @@ export const DropReason = {
   natPoolExhausted: 18,
   /** NAT: no translation for it (nothing published there, no live mapping, or a protocol NAT cannot translate). */
   natNoMapping: 19,
+  /** VXLAN: a datagram shorter than the 8-byte header. Counted on the underlay socket's port, as the next four. */
+  vxlanShortHeader: 20,
+  /** VXLAN: the I flag is clear (RFC 7348: discard). */
+  vxlanBadFlags: 21,
+  /** VXLAN: the inner frame is shorter than an Ethernet header. */
+  vxlanTruncated: 22,
+  /** VXLAN: VNI 0, or one no overlay network on this socket serves. */
+  vxlanUnknownVni: 23,
+  /** VXLAN: the sender is not a peer VTEP of the VNI's network. */
+  vxlanNotPeer: 24,
+  /** Overlay: a frame larger than the network's MTU headed into the tunnel (an ICMP fragmentation-needed went back when it had DF). */
+  tunnelTooBig: 25,
+  /** Overlay: a TSO super-frame the addon could not segment, or no room to encapsulate. Counted on the network's tunnel port. */
+  tunnelEncapFailed: 26,
 } as const;
+
+/** DropReason of a VXLAN decap verdict v (src/tunnel/vxlan-encap.ts DecapVerdict 1..5). */
+export const VXLAN_DROP_BASE = DropReason.vxlanShortHeader - 1;
 
 export type DropReasonName = keyof typeof DropReason;
 

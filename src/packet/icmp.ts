@@ -192,3 +192,65 @@ export function formatIcmp(repr: IcmpRepr): string {
       return `ICMPv4 time exceeded code=${repr.code} len=${repr.data.length}`;
   }
 }
+
+/** What writeFragNeededInPlace leaves of the quoted datagram: its IP header and 8 bytes (RFC 792). */
+const QUOTED_PAYLOAD = 8;
+
+/**
+ * Turns the untagged Ethernet/IPv4 frame at buf[off, off + len) into the ICMP
+ * "fragmentation needed" (RFC 1191, next-hop `mtu`) that answers it, in
+ * place: MACs swapped, from its destination address to its source, quoting
+ * its IP header and first 8 payload bytes. What a tunnel entrance does for a
+ * frame with DF set that the tunnel cannot carry. Returns the new frame's
+ * length, or -1 (nothing written) when the frame is not such an IPv4 frame,
+ * has no DF, or is itself an ICMP error or a non-first fragment (RFC 1122:
+ * never answer those with an error).
+ * Allocates nothing.
+ */
+export function writeFragNeededInPlace(buf: Uint8Array, off: number, len: number, mtu: number): number {
+  const ip = off + 14;
+  if (len < 14 + 20 || read16(buf, off + 12) !== 0x0800 || buf[ip] >>> 4 !== 4) return -1;
+  const ihl = (buf[ip] & 15) * 4;
+  if (ihl < 20 || len < 14 + ihl) return -1;
+  const flagsFrag = read16(buf, ip + 6);
+  if ((flagsFrag & 0x4000) === 0 || (flagsFrag & 0x1fff) !== 0) return -1;
+  const protocol = buf[ip + 9];
+  if (protocol === 1 && len >= 14 + ihl + 1) {
+    const t = buf[ip + ihl];
+    if (t !== IcmpType.EchoRequest && t !== IcmpType.EchoReply) return -1;
+  }
+  const quoted = Math.min(ihl + QUOTED_PAYLOAD, len - 14);
+  // The quote moves 28 bytes down (a new IPv4 and ICMP header go before it); copyWithin handles the overlap.
+  const replyIp = ip;
+  const icmp = replyIp + 20;
+  buf.copyWithin(icmp + ICMP_HEADER_LEN, ip, ip + quoted);
+  const q = icmp + ICMP_HEADER_LEN;
+  // MACs swapped.
+  for (let i = 0; i < 6; i++) {
+    const t = buf[off + i];
+    buf[off + i] = buf[off + 6 + i];
+    buf[off + 6 + i] = t;
+  }
+  const icmpLen = ICMP_HEADER_LEN + quoted;
+  buf[replyIp] = 0x45;
+  buf[replyIp + 1] = 0xc0; // DSCP CS6, as routers send control messages
+  write16(buf, replyIp + 2, 20 + icmpLen);
+  write16(buf, replyIp + 4, 0);
+  write16(buf, replyIp + 6, 0x4000);
+  buf[replyIp + 8] = 64;
+  buf[replyIp + 9] = 1;
+  write16(buf, replyIp + 10, 0);
+  // Source: the quoted datagram's destination; destination: its source.
+  for (let i = 0; i < 4; i++) {
+    buf[replyIp + 12 + i] = buf[q + 16 + i];
+    buf[replyIp + 16 + i] = buf[q + 12 + i];
+  }
+  write16(buf, replyIp + 10, internetChecksum(buf, replyIp, 20));
+  buf[icmp] = IcmpType.DestUnreachable;
+  buf[icmp + 1] = UnreachableCode.FragNeeded;
+  write16(buf, icmp + 2, 0);
+  write16(buf, icmp + 4, 0);
+  write16(buf, icmp + 6, mtu);
+  write16(buf, icmp + 2, internetChecksum(buf, icmp, icmpLen));
+  return 14 + 20 + icmpLen;
+}

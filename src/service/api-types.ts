@@ -14,7 +14,9 @@ export const DEFAULT_SOCKET_PATH = '/run/vsw/vsw.sock';
 /** Every driver name the API knows; only the ones in IMPLEMENTED_DRIVERS work today. */
 export const NETWORK_DRIVERS = ['internal', 'nat', 'transparent', 'l2bridge', 'l2tunnel', 'overlay'] as const;
 export type NetworkDriver = (typeof NETWORK_DRIVERS)[number];
-export const IMPLEMENTED_DRIVERS: readonly NetworkDriver[] = ['internal', 'nat'];
+export const IMPLEMENTED_DRIVERS: readonly NetworkDriver[] = ['internal', 'nat', 'overlay'];
+/** RFC 7348's port for VXLAN. */
+export const DEFAULT_VXLAN_PORT = 4789;
 
 /** Where nat networks take their transit /30 from when --transit is not given (the top of RFC 6598 space). */
 export const DEFAULT_TRANSIT_POOL = '100.127.0.0/16';
@@ -34,6 +36,25 @@ export interface Network {
   endpoints?: string[];
   /** nat networks: the external side. */
   nat?: NatInfo;
+  /** overlay networks: the tunnel. */
+  overlay?: OverlayInfo;
+}
+
+export interface OverlayInfo {
+  vni: number;
+  /** This host's underlay address, where the tunnel starts and ends. */
+  vtep: string;
+  /** The underlay interface holding the VTEP address, and its MTU. */
+  underlayInterface: string;
+  underlayMtu: number;
+  /** UDP port of VXLAN, here and at the peers. */
+  vxlanPort: number;
+  /** The other hosts' VTEPs. */
+  peers: string[];
+  /** IP MTU of the network's endpoints: the underlay's minus 50 bytes of encapsulation unless set lower. */
+  mtu: number;
+  /** The addresses this host hands out (FIRST-LAST): its share of the subnet, so that hosts never hand out the same one. */
+  ipRange: string;
 }
 
 export interface NatInfo {
@@ -64,6 +85,51 @@ export interface CreateNetworkRequest {
   externalIp?: string;
   /** nat: "FIRST-LAST", the external port pool per protocol; default 1024-65535. */
   natPorts?: string;
+  /** overlay: the VXLAN network identifier, 1..16777215. */
+  vni?: number;
+  /** overlay: this host's underlay address; default the source address of the route to the first peer. */
+  vtep?: string;
+  /** overlay: the other hosts' VTEPs. */
+  peers?: string[];
+  /** overlay: the UDP port of VXLAN; default 4789. */
+  vxlanPort?: number;
+  /** overlay: the endpoints' MTU; default the underlay's minus 50. */
+  mtu?: number;
+  /** overlay: the part of the subnet this host hands out, as CIDR or FIRST-LAST; default a share by the VTEP's place among all VTEPs. */
+  ipRange?: string;
+}
+
+/** A remote endpoint behind a peer VTEP, pushed by an operator or a controller: POST /v1/networks/NAME/remotes. */
+export interface RemoteEndpointRequest {
+  mac: string;
+  ip?: string;
+  vtep: string;
+}
+
+export interface PutPeersRequest {
+  peers: string[];
+}
+
+/** GET /v1/overlay: one overlay network's tunnel, tables and counters. */
+export interface OverlayNetworkState {
+  network: string;
+  vni: number;
+  vtep: string;
+  vxlanPort: number;
+  mtu: number;
+  peers: string[];
+  /** The remote endpoints pushed through the API. */
+  remotes: RemoteEndpointRequest[];
+  /** MAC -> VTEP: static (pushed) and learned (from decapsulated frames) entries. */
+  vteps: { mac: string; vtep: string; kind: 'static' | 'learned'; ageSeconds: number | null }[];
+  /** IP -> MAC entries ARP suppression answers from. */
+  arp: { ip: string; mac: string; kind: 'static' | 'learned'; ageSeconds: number | null }[];
+  counters: {
+    /** Frames into the tunnel (super-frames once), their segments, floods to every peer, datagrams written per peer, ARP answered locally. */
+    tunnel: { framesIn: number; framesOut: number; segmented: number; segments: number; flooded: number; replicated: number; arpSuppressed: number; arpUnknown: number; tooBig: number; encapFailed: number; notPeer: number };
+    /** The underlay socket, shared by the networks on the same VTEP and port: datagrams sent and received, and drops by reason. */
+    underlay: { datagramsIn: number; datagramsOut: number; sendFailed: number; drops: Record<string, number> };
+  };
 }
 
 /** A port published by an endpoint on a nat network (-p [IP:]HOSTPORT:CONTAINERPORT[/PROTO]). */

@@ -23,7 +23,9 @@ import {
   type ErrorBody,
   type PutGroupRequest,
   type PutLayerRequest,
+  type PutPeersRequest,
   type QosPolicy,
+  type RemoteEndpointRequest,
   type SpoofGuardPolicy,
   type TraceRequest,
 } from './api-types.js';
@@ -49,6 +51,9 @@ import {
   endpointByIdSchema,
   listEndpointsSchema,
   networkByNameSchema,
+  addRemoteSchema,
+  putPeersSchema,
+  remoteByMacSchema,
   type RouteSchema,
 } from './schemas.js';
 import type { NetworkService } from './service.js';
@@ -118,6 +123,17 @@ function registerRoutes(app: FastifyInstance, service: NetworkService, version: 
 
   app.get(`${p}/stats`, async () => service.stats());
   app.get<{ Querystring: { network?: string } }>(`${p}/nat`, route(listEndpointsSchema), async (request) => service.nat.list(request.query.network));
+  app.get<{ Querystring: { network?: string } }>(`${p}/overlay`, route(listEndpointsSchema), async (request) => service.overlay.list(request.query.network));
+  app.put<{ Params: { name: string }; Body: PutPeersRequest }>(`${p}/networks/:name/peers`, route(putPeersSchema), async (request) =>
+    service.setOverlayPeers(request.params.name, request.body.peers),
+  );
+  app.post<{ Params: { name: string }; Body: RemoteEndpointRequest }>(`${p}/networks/:name/remotes`, route(addRemoteSchema), async (request, reply) =>
+    reply.code(201).send(await service.addOverlayRemote(request.params.name, request.body)),
+  );
+  app.delete<{ Params: { name: string; mac: string } }>(`${p}/networks/:name/remotes/:mac`, route(remoteByMacSchema), async (request, reply) => {
+    await service.removeOverlayRemote(request.params.name, request.params.mac);
+    return reply.code(204).send();
+  });
 
   registerPolicyRoutes(app, service);
 }

@@ -146,10 +146,15 @@ export class Ipam {
   private readonly total: number;
   private readonly gatewayIndex: number;
   private usedCount = 0;
-  /** Every index below this one is taken; allocate() starts its search here. */
+  /** Every index below this one (and at or above rangeFirst) is taken; allocate() starts its search here. */
   private cursor = 1;
+  /** allocate() hands out only indexes in [rangeFirst, rangeLast]; reserve() takes any host address. */
+  private readonly rangeFirst: number;
+  private readonly rangeLast: number;
+  /** The allocation range as text, when it is not the whole subnet. */
+  readonly range?: string;
 
-  constructor(subnet: string, opts: { gateway?: string } = {}) {
+  constructor(subnet: string, opts: { gateway?: string; range?: { first: string; last: string } } = {}) {
     this.subnet = parseSubnet(subnet);
     this.cidr = formatSubnet(this.subnet);
     this.total = this.subnet.broadcast - this.subnet.network + 1;
@@ -178,6 +183,19 @@ export class Ipam {
     // Bits past the end of the subnet in the last word (only for subnets smaller than 32 addresses).
     for (let i = this.total; i < this.bits.length * 32; i++) this.mark(i);
     this.size = this.total - 3;
+    this.rangeFirst = 1;
+    this.rangeLast = this.total - 2;
+    if (opts.range !== undefined) {
+      const first = this.indexOf(parseIpv4(opts.range.first, 'range start'));
+      const last = this.indexOf(parseIpv4(opts.range.last, 'range end'));
+      if (first < 1 || last < 1 || first > this.total - 2 || last > this.total - 2 || first > last) {
+        throw new IpamError(`address range ${opts.range.first}-${opts.range.last} is not a range of host addresses inside ${this.cidr}: pick one inside it, such as ${intToIp(this.subnet.network + 2)}-${intToIp(this.subnet.broadcast - 1)}.`);
+      }
+      this.rangeFirst = first;
+      this.rangeLast = last;
+      this.cursor = first;
+      this.range = `${opts.range.first}-${opts.range.last}`;
+    }
   }
 
   /** Addresses currently handed out by allocate() or reserve(). */
@@ -198,12 +216,18 @@ export class Ipam {
       if (freeBits === 0) continue;
       const lowest = (freeBits & -freeBits) >>> 0;
       const idx = w * 32 + (31 - Math.clz32(lowest));
+      if (idx > this.rangeLast) break;
       this.mark(idx);
       this.usedCount++;
       this.cursor = idx + 1;
       return intToIp(this.subnet.network + idx);
     }
-    this.cursor = words * 32;
+    this.cursor = this.rangeLast + 1;
+    if (this.range !== undefined) {
+      throw new IpamError(
+        `network ${this.cidr} has no free addresses left in this host's range ${this.range}: remove endpoints that are no longer needed, pass --ip, or create the network with a wider --ip-range.`,
+      );
+    }
     throw new IpamError(
       `network ${this.cidr} has no free addresses left (all ${this.size} are in use): remove endpoints that are no longer needed or create a network with a larger subnet.`,
     );
@@ -233,7 +257,7 @@ export class Ipam {
     if (!this.isAssignable(idx) || !this.isMarked(idx)) return;
     this.bits[idx >>> 5] &= ~(1 << (idx & 31));
     this.usedCount--;
-    if (idx < this.cursor) this.cursor = idx;
+    if (idx < this.cursor && idx >= this.rangeFirst) this.cursor = idx;
   }
 
   /** Whether the address is handed out (by allocate or reserve); the gateway address is not counted. */

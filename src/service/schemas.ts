@@ -45,6 +45,12 @@ export const createNetworkSchema: RouteSchema = {
         transit: str(64),
         externalIp: str(64),
         natPorts: str(32),
+        vni: { type: 'integer' },
+        vtep: str(64),
+        peers: { type: 'array', maxItems: 1024, items: str(64) },
+        vxlanPort: { type: 'integer' },
+        mtu: { type: 'integer' },
+        ipRange: str(64),
       },
       ['name', 'driver', 'subnet'],
     ),
@@ -57,6 +63,38 @@ export const createNetworkSchema: RouteSchema = {
     'body.transit': { what: 'a CIDR string such as 100.127.0.0/30', hint: 'pass --transit CIDR or leave it out' },
     'body.externalIp': { what: 'an IPv4 address string inside the transit subnet', hint: 'pass --external-ip IP or leave it out' },
     'body.natPorts': { what: 'a port range string such as 1024-65535', hint: 'pass --nat-ports FIRST-LAST or leave it out' },
+    'body.vni': { what: 'a whole number from 1 to 16777215', hint: 'pass --vni N' },
+    'body.vtep': { what: 'an IPv4 address string of this host', hint: 'pass --vtep ADDRESS or leave it out' },
+    'body.peers': { what: 'a list of at most 1024 IPv4 address strings', hint: 'pass --peer ADDRESS once per peer host' },
+    'body.vxlanPort': { what: 'a UDP port number', hint: 'pass --vxlan-port PORT or leave it out for 4789' },
+    'body.mtu': { what: 'a whole number of bytes', hint: 'pass --mtu N or leave it out' },
+    'body.ipRange': { what: 'a subnet or FIRST-LAST range string inside the subnet', hint: 'pass --ip-range CIDR or leave it out' },
+  },
+};
+
+export const putPeersSchema: RouteSchema = {
+  schema: { params: nameParams, body: object({ peers: { type: 'array', maxItems: 1024, items: str(64) } }, ['peers']) },
+  fields: {
+    'params.name': { what: 'a network name', hint: 'name the network in the URL' },
+    'body.peers': { what: 'a list of at most 1024 IPv4 address strings', hint: 'send {"peers": ["192.168.56.12"]}' },
+  },
+};
+
+export const addRemoteSchema: RouteSchema = {
+  schema: { params: nameParams, body: object({ mac: str(32), ip: str(64), vtep: str(64) }, ['mac', 'vtep']) },
+  fields: {
+    'params.name': { what: 'a network name', hint: 'name the network in the URL' },
+    'body.mac': { what: 'a MAC address string such as 02:76:0a:0a:00:82', hint: 'pass --mac MAC' },
+    'body.ip': { what: 'an IPv4 address string inside the network', hint: 'pass --ip ADDRESS or leave it out' },
+    'body.vtep': { what: "an IPv4 address string of a peer's VTEP", hint: 'pass --vtep ADDRESS' },
+  },
+};
+
+export const remoteByMacSchema: RouteSchema = {
+  schema: { params: object({ name: str(255), mac: str(32) }, ['name', 'mac']) },
+  fields: {
+    'params.name': { what: 'a network name', hint: 'name the network in the URL' },
+    'params.mac': { what: 'a MAC address', hint: 'name the remote endpoint by MAC in the URL' },
   },
 };
 

@@ -28,6 +28,7 @@ import {
   type CreateNetworkRequest,
   type Endpoint,
   type Network,
+  type RemoteEndpointRequest,
   type StatsResponse,
 } from './api-types.js';
 import { badRequest, conflict, notFound } from './errors.js';
@@ -35,6 +36,7 @@ import { Ipam, IpamError, macForIp, normalizeMac, parseIpOrCidr, subnetsOverlap 
 import { Mutex } from './mutex.js';
 import { PolicyService } from './policies.js';
 import { NatService } from './nat.js';
+import { OverlayService, type OverlayPlan } from './overlay.js';
 import { defaultPortPolicy } from '../vfp/policy.js';
 import { Rollback } from './rollback.js';
 import { State, type EndpointRecord, type NetworkRecord } from './state.js';
@@ -55,6 +57,12 @@ export type DataPlaneHandle = Pick<
   | 'ruleHits'
   | 'setPublished'
   | 'nat'
+  | 'addUplink'
+  | 'removeUplink'
+  | 'setPeers'
+  | 'addRemote'
+  | 'removeRemote'
+  | 'overlay'
 >;
 
 const now = (): string => new Date().toISOString();
@@ -63,6 +71,7 @@ export class NetworkService {
   readonly state: State;
   readonly policies: PolicyService;
   readonly nat: NatService;
+  readonly overlay: OverlayService;
   private readonly mutex = new Mutex();
 
   constructor(
@@ -72,6 +81,20 @@ export class NetworkService {
     this.state = new State(dataPlane.maxPorts);
     this.policies = new PolicyService(this.state, dataPlane, this.mutex, logger);
     this.nat = new NatService(this.state, dataPlane, logger);
+    this.overlay = new OverlayService(this.state, dataPlane, logger);
+  }
+
+  /** Overlay mutations run under the service's mutex like every other one. */
+  setOverlayPeers(name: string, peers: string[]): Promise<{ added: string[]; removed: string[] }> {
+    return this.mutex.run(() => this.overlay.setPeers(name, peers));
+  }
+
+  addOverlayRemote(name: string, req: RemoteEndpointRequest): Promise<RemoteEndpointRequest> {
+    return this.mutex.run(() => this.overlay.addRemote(name, req));
+  }
+
+  removeOverlayRemote(name: string, mac: string): Promise<void> {
+    return this.mutex.run(() => this.overlay.removeRemote(name, mac));
   }
 
   createNetwork(req: CreateNetworkRequest): Promise<Network> {
@@ -125,11 +148,18 @@ export class NetworkService {
       throw conflict(`network ${req.name} already exists: pick another name or remove it with \`vsw network rm ${req.name}\`.`);
     }
     const isNat = req.driver === 'nat';
+    const isOverlay = req.driver === 'overlay';
     if (!isNat && (req.transit !== undefined || req.externalIp !== undefined || req.natPorts !== undefined)) {
       throw badRequest(`--transit, --external-ip and --nat-ports belong to nat networks, not ${req.driver} ones: leave them out or pass -d nat.`);
     }
-    const ipam = new Ipam(req.subnet, req.gateway === undefined ? {} : { gateway: req.gateway });
-    this.checkNoOverlap(ipam.cidr);
+    if (!isOverlay && [req.vni, req.vtep, req.peers, req.vxlanPort, req.mtu, req.ipRange].some((v) => v !== undefined)) {
+      throw badRequest(`--vni, --vtep, --peer, --vxlan-port, --mtu and --ip-range belong to overlay networks, not ${req.driver} ones: leave them out or pass -d overlay.`);
+    }
+    // The subnet first: the overlay's checks need it well-formed, and the IPAM needs the overlay's share of it.
+    const subnetCidr = new Ipam(req.subnet).cidr;
+    this.checkNoOverlap(subnetCidr);
+    const plan: OverlayPlan | undefined = isOverlay ? await this.overlay.plan({ ...req, subnet: subnetCidr }) : undefined;
+    const ipam = new Ipam(req.subnet, { ...(req.gateway === undefined ? {} : { gateway: req.gateway }), ...(plan ? { range: plan.range } : {}) });
     const id = this.state.networkIds.allocate();
     const rollback = new Rollback(this.logger);
     rollback.add(`release network id ${id}`, () => this.state.networkIds.release(id));
@@ -137,13 +167,15 @@ export class NetworkService {
       // A nat network always has a gateway: the NAT gateway itself, at --gateway or the first host address.
       const gateway = ipam.gateway ?? (isNat ? ipam.reservedGateway : null);
       const prepared = isNat ? await this.nat.prepare(req, ipam, id, rollback) : undefined;
-      await this.dataPlane.addNetwork(id, req.name, prepared?.spec);
+      const tunnel = plan ? await this.overlay.attach(plan, rollback) : undefined;
+      await this.dataPlane.addNetwork(id, req.name, prepared?.spec, tunnel?.spec);
       rollback.add(`remove network ${req.name} from the data plane`, () => this.dataPlane.removeNetwork(id));
       const network: Network = { name: req.name, id, driver: req.driver, subnet: ipam.cidr, gateway, created: now() };
       const record: NetworkRecord = { network, ipam, nat: prepared?.nat };
+      if (plan && tunnel) record.overlay = { info: plan.info, tunnelPortId: tunnel.tunnelPortId, uplinkKey: tunnel.uplinkKey, remotes: new Map() };
       if (record.nat) await this.nat.attachHostPort(record, rollback);
       this.state.networks.set(network.name, record);
-      this.logger.info({ network: network.name, networkId: id, driver: network.driver, subnet: network.subnet, gateway: network.gateway, nat: record.nat?.info }, 'network created');
+      this.logger.info({ network: network.name, networkId: id, driver: network.driver, subnet: network.subnet, gateway: network.gateway, nat: record.nat?.info, overlay: record.overlay?.info }, 'network created');
       return this.state.networkView(record);
     } catch (err) {
       await rollback.run();
@@ -170,6 +202,7 @@ export class NetworkService {
     }
     await this.nat.tearDown(record);
     await this.dataPlane.removeNetwork(record.network.id);
+    await this.overlay.tearDown(record);
     this.state.networkIds.release(record.network.id);
     this.state.networks.delete(name);
     this.logger.info({ network: name, networkId: record.network.id }, 'network removed');
@@ -200,12 +233,14 @@ export class NetworkService {
     const fd = this.openTap(ifname, req.netns);
     rollback.add(`close the TAP ${req.netns}/${ifname}`, () => closeFd(fd));
     const prefixLength = net.ipam.subnet.prefix;
-    await configureInterface({ netns: req.netns, ifname, mac, cidr: `${ip}/${prefixLength}`, gateway: net.network.gateway ?? undefined });
+    const mtu = net.overlay?.info.mtu;
+    await configureInterface({ netns: req.netns, ifname, mac, cidr: `${ip}/${prefixLength}`, gateway: net.network.gateway ?? undefined, mtu });
     const portId = this.state.portIds.allocate();
     rollback.add(`release port id ${portId}`, () => this.state.portIds.release(portId));
     const policy = defaultPortPolicy(mac, ip);
     if (req.spoofGuard === false) policy.spoofGuard.enabled = false;
-    await this.dataPlane.addPort({ portId, networkId: net.network.id, fd, name: `${req.netns}/${ifname}`, policy, ip, mac });
+    // An overlay port takes frames up to 1500 whatever its MTU: one larger than the tunnel's is answered with ICMP frag-needed, not dropped unseen.
+    await this.dataPlane.addPort({ portId, networkId: net.network.id, fd, name: `${req.netns}/${ifname}`, policy, ip, mac, mtu: mtu === undefined ? undefined : Math.max(1500, mtu) });
     rollback.add(`remove port ${portId} from the data plane`, () => this.dataPlane.removePort(portId));
     const proxies = await this.nat.startProxies(net, publish, rollback);
 

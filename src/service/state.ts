@@ -4,7 +4,7 @@
  * Lookups and bookkeeping only; the side effects live in service.ts.
  */
 import type { PortPolicy } from '../vfp/policy.js';
-import type { Compartment, Endpoint, NatInfo, Network } from './api-types.js';
+import type { Compartment, Endpoint, NatInfo, Network, OverlayInfo, RemoteEndpointRequest } from './api-types.js';
 import type { PortProxy } from '../nat/proxy.js';
 import { notFound } from './errors.js';
 import { IdPool } from './id-pool.js';
@@ -18,6 +18,18 @@ export interface NetworkRecord {
   ipam: Ipam;
   /** nat networks: the external side (src/service/nat.ts). */
   nat?: NatRecord;
+  /** overlay networks: the tunnel (src/service/overlay.ts). */
+  overlay?: OverlayRecord;
+}
+
+export interface OverlayRecord {
+  info: OverlayInfo;
+  /** The data plane's tunnel port of the network. */
+  tunnelPortId: number;
+  /** The underlay socket set it rides on, shared by key VTEP:PORT. */
+  uplinkKey: string;
+  /** Remote endpoints pushed through the API, by MAC. */
+  remotes: Map<string, RemoteEndpointRequest>;
 }
 
 export interface NatRecord {
@@ -88,6 +100,7 @@ export class State {
   networkView(record: NetworkRecord): Network {
     const view: Network = { ...record.network, endpoints: this.endpointsOn(record.network.name).map((r) => r.endpoint.id) };
     if (record.nat) view.nat = { ...record.nat.info };
+    if (record.overlay) view.overlay = { ...record.overlay.info, peers: [...record.overlay.info.peers] };
     return view;
   }
 

@@ -4,9 +4,9 @@
  * and takes declarative commands from the control plane by message.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { RX_BATCH, RX_HEADROOM, RX_SLOT_SIZE, RxEngine, VNET_HDR_LEN, writeBatch } from '../native/index.js';
+import { completeChecksum, RX_BATCH, RX_HEADROOM, RX_SLOT_SIZE, RxEngine, segmentTso, udpSendBatch, VNET_HDR_LEN, vxlanGro, writeBatch } from '../native/index.js';
 import { MacTable } from './mac-table.js';
-import type { DataPlaneCommand, DataPlaneLog, DataPlaneReply, DataPlaneRequest, DataPlaneWorkerData, SwitchCounters } from './messages.js';
+import type { DataPlaneCommand, DataPlaneLog, DataPlaneReply, DataPlaneRequest, DataPlaneWorkerData, OverlayDataPlaneState, SwitchCounters } from './messages.js';
 import { Switch, type FrameIo } from './switch.js';
 
 const MAC_SWEEP_INTERVAL_MS = 1000;
@@ -23,8 +23,15 @@ function log(entry: DataPlaneLog): void {
   port.postMessage(entry);
 }
 
+/**
+ * The tunnel's arena after the rx slots. Sending, a batch of 64 super-frames cut into 1450-byte
+ * segments needs about 4.5 MiB (a full arena is sent early); receiving, 64 coalesced slots of
+ * 64 KiB become at most 4.3 MiB of frames.
+ */
+const TUNNEL_ARENA_BYTES = 6 << 20;
+
 let sw: Switch;
-const engine = new RxEngine((portId, count) => sw.receive(portId, count));
+const engine = new RxEngine((portId, count) => sw.receive(portId, count), TUNNEL_ARENA_BYTES);
 
 const io: FrameIo = {
   buffer: engine.buffer,
@@ -34,6 +41,8 @@ const io: FrameIo = {
   vnetHdrLen: VNET_HDR_LEN,
   batchSize: RX_BATCH,
   transmit: writeBatch,
+  sources: engine.sources,
+  tunnel: { sendUdp: udpSendBatch, segmentTso, completeChecksum, vxlanGro, txOffset: engine.txOffset, txSize: TUNNEL_ARENA_BYTES },
 };
 
 const pausedPorts = new Map<number, NodeJS.Timeout>();
@@ -68,7 +77,11 @@ sw = new Switch(
   },
 );
 
-const sweepTimer = setInterval(() => sw.macTable.sweep(performance.now()), MAC_SWEEP_INTERVAL_MS);
+const sweepTimer = setInterval(() => {
+  const now = performance.now();
+  sw.macTable.sweep(now);
+  sw.sweepOverlay(now);
+}, MAC_SWEEP_INTERVAL_MS);
 
 // Refusals at the connection bound are logged at most once per interval, with the count since the last line.
 let refusedLogged = 0;
@@ -112,8 +125,33 @@ const natRefusedLogged = new Map<number, number>();
 function execute(command: DataPlaneCommand): unknown {
   switch (command.op) {
     case 'addNetwork':
-      sw.addNetwork(command.networkId, command.name, command.nat);
+      sw.addNetwork(command.networkId, command.name, command.nat, command.overlay);
       return undefined;
+    case 'addUplink': {
+      const { op: _op, ...cfg } = command;
+      sw.addUplink(cfg);
+      try {
+        engine.addUdpPort(cfg.uplinkId, cfg.fds[0]);
+      } catch (err) {
+        sw.removeUplink(cfg.uplinkId);
+        throw err;
+      }
+      return undefined;
+    }
+    case 'removeUplink':
+      sw.removeUplink(command.uplinkId);
+      engine.removePort(command.uplinkId);
+      return undefined;
+    case 'setPeers':
+      return sw.setPeers(command.networkId, command.peers);
+    case 'addRemote':
+      return sw.addRemote(command.networkId, command.remote);
+    case 'removeRemote':
+      return sw.removeRemote(command.networkId, command.remote);
+    case 'overlay': {
+      const result: OverlayDataPlaneState = { networks: sw.overlayState(performance.now(), command.networkId), decap: sw.decapCounters() };
+      return result;
+    }
     case 'setPublished':
       sw.setPublished(command.networkId, command.published);
       return undefined;

@@ -9,9 +9,25 @@ import type { Logger } from 'pino';
 import { allocateCounters, readPortCounters, type PortCounters } from './counters.js';
 import type { MacEntry } from './mac-table.js';
 import type { PortPolicy } from '../vfp/policy.js';
-import type { DataPlaneCommand, DataPlaneLog, DataPlaneReply, DataPlaneVfpOptions, DataPlaneWorkerData, NatGatewaySpec, NatPublishSpec, SwitchCounters, SwitchFlow, SwitchNat, SwitchTrace } from './messages.js';
+import type {
+  DataPlaneCommand,
+  DataPlaneLog,
+  DataPlaneReply,
+  DataPlaneVfpOptions,
+  DataPlaneWorkerData,
+  NatGatewaySpec,
+  NatPublishSpec,
+  OverlayDataPlaneState,
+  OverlayNetworkSpec,
+  RemoteEndpoint,
+  SwitchCounters,
+  SwitchFlow,
+  SwitchNat,
+  SwitchTrace,
+  UplinkConfig,
+} from './messages.js';
 
-export type { PortCounters, SwitchCounters, MacEntry, SwitchFlow, SwitchNat, SwitchTrace, NatGatewaySpec, NatPublishSpec };
+export type { PortCounters, SwitchCounters, MacEntry, SwitchFlow, SwitchNat, SwitchTrace, NatGatewaySpec, NatPublishSpec, OverlayDataPlaneState, OverlayNetworkSpec, RemoteEndpoint, UplinkConfig };
 
 export interface DataPlaneOptions {
   logger: Logger;
@@ -109,9 +125,35 @@ export class DataPlane extends EventEmitter {
     });
   }
 
-  /** With `nat`, the network gets a NAT gateway (src/nat/gateway.ts). */
-  addNetwork(networkId: number, name: string, nat?: NatGatewaySpec): Promise<void> {
-    return this.request({ op: 'addNetwork', networkId, name, nat });
+  /** With `nat`, the network gets a NAT gateway (src/nat/gateway.ts); with `overlay`, a tunnel port on an uplink (src/tunnel). */
+  addNetwork(networkId: number, name: string, nat?: NatGatewaySpec, overlay?: OverlayNetworkSpec): Promise<void> {
+    return this.request({ op: 'addNetwork', networkId, name, nat, overlay });
+  }
+
+  /** Starts receiving VXLAN on the uplink's first socket; the fds stay the caller's to close, after removeUplink. */
+  addUplink(uplink: UplinkConfig): Promise<void> {
+    return this.request({ op: 'addUplink', ...uplink });
+  }
+
+  removeUplink(uplinkId: number): Promise<void> {
+    return this.request({ op: 'removeUplink', uplinkId });
+  }
+
+  setPeers(networkId: number, peers: string[]): Promise<{ added: string[]; removed: string[] }> {
+    return this.request({ op: 'setPeers', networkId, peers });
+  }
+
+  /** False when the VTEP or ARP table is at its static bound. */
+  addRemote(networkId: number, remote: RemoteEndpoint): Promise<boolean> {
+    return this.request({ op: 'addRemote', networkId, remote });
+  }
+
+  removeRemote(networkId: number, remote: { mac: string; ip?: string }): Promise<boolean> {
+    return this.request({ op: 'removeRemote', networkId, remote });
+  }
+
+  overlay(networkId?: number): Promise<OverlayDataPlaneState> {
+    return this.request<OverlayDataPlaneState>({ op: 'overlay', networkId });
   }
 
   setPublished(networkId: number, published: NatPublishSpec[]): Promise<void> {

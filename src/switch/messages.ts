@@ -2,11 +2,18 @@
 import type { VfpCounters } from '../vfp/vfp.js';
 import type { PortPolicy } from '../vfp/policy.js';
 import type { MacEntry, MacTableCounters } from './mac-table.js';
-import type { SwitchFlow, SwitchNat, SwitchTrace } from './switch.js';
+import type { OverlayNetworkSpec, SwitchFlow, SwitchNat, SwitchOverlay, SwitchTrace, UplinkConfig } from './switch.js';
+import type { RemoteEndpoint } from '../tunnel/overlay-segment.js';
 import type { NatGatewaySpec, NatPublishSpec } from '../nat/gateway.js';
 
 export type DataPlaneCommand =
-  | { op: 'addNetwork'; networkId: number; name: string; nat?: NatGatewaySpec }
+  | { op: 'addNetwork'; networkId: number; name: string; nat?: NatGatewaySpec; overlay?: OverlayNetworkSpec }
+  | ({ op: 'addUplink' } & UplinkConfig)
+  | { op: 'removeUplink'; uplinkId: number }
+  | { op: 'setPeers'; networkId: number; peers: string[] }
+  | { op: 'addRemote'; networkId: number; remote: RemoteEndpoint }
+  | { op: 'removeRemote'; networkId: number; remote: { mac: string; ip?: string } }
+  | { op: 'overlay'; networkId?: number }
   | { op: 'removeNetwork'; networkId: number }
   | { op: 'addPort'; portId: number; networkId: number; fd: number; name: string; mtu?: number; policy?: PortPolicy; external?: boolean; ip?: string; mac?: string }
   | { op: 'setPublished'; networkId: number; published: NatPublishSpec[] }
@@ -40,7 +47,13 @@ export interface SwitchCounters {
   vfp: VfpCounters;
 }
 
-export type { MacEntry, SwitchFlow, SwitchNat, SwitchTrace, VfpCounters, NatGatewaySpec, NatPublishSpec };
+export type { MacEntry, SwitchFlow, SwitchNat, SwitchTrace, VfpCounters, NatGatewaySpec, NatPublishSpec, OverlayNetworkSpec, SwitchOverlay, UplinkConfig, RemoteEndpoint };
+
+/** The overlay state of the data plane: each overlay network, and datagrams by decapsulation verdict host-wide. */
+export interface OverlayDataPlaneState {
+  networks: SwitchOverlay[];
+  decap: Record<string, number>;
+}
 
 export interface DataPlaneWorkerData {
   counters: SharedArrayBuffer;

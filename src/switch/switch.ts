@@ -41,6 +41,14 @@ import { PendingConnections, Vfp, type VfpOptions } from '../vfp/vfp.js';
 import { COUNTER_COLUMNS, DROP_BASE, resetPortCounters, RX_BYTES, RX_FRAMES, TX_BYTES, TX_FRAMES } from './counters.js';
 import { MacTable } from './mac-table.js';
 import { GatewayResult, NatGateway, type NatCounters, type NatGatewaySpec, type NatPublishSpec } from '../nat/gateway.js';
+import { writeFragNeededInPlace } from '../packet/icmp.js';
+import { VXLAN_DROP_BASE } from '../packet/drop-reasons.js';
+import { ArpVerdict } from '../tunnel/arp-suppression.js';
+import { OverlaySegments, type OverlaySegment, type RemoteEndpoint, type OverlaySegmentCounters } from '../tunnel/overlay-segment.js';
+import { DecapVerdict, clearVnetHeader } from '../tunnel/vxlan-encap.js';
+import { EgressResult, TunnelTx, UplinkStat, VxlanEgress, VxlanUplink, type TunnelIo, type VxlanEgressCounters } from '../tunnel/vxlan-egress.js';
+import type { VtepEntry } from '../tunnel/vtep-table.js';
+import type { ArpSuppressionEntry } from '../tunnel/arp-suppression.js';
 
 /** Where frames come from and go to: the native engine in production, synthetic buffers in unit tests. */
 export interface FrameIo {
@@ -52,6 +60,35 @@ export interface FrameIo {
   readonly batchSize: number;
   /** Writes count frames; sets lengths[i] to 0 for each frame the device refused; returns how many were accepted. */
   transmit(fd: number, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number, vnetHdrLen: number): number;
+  /** Overlay networks: the batched UDP, segmentation and the segment arena (src/tunnel/vxlan-egress.ts). */
+  readonly tunnel?: TunnelIo;
+  /** Overlay networks: SOURCE_WORDS per slot, the sender's IPv4 address and port of a datagram an uplink received, and the size of the datagrams the kernel coalesced into it (0: one). */
+  readonly sources?: Uint32Array;
+}
+
+/** An underlay address and its UDP sockets (the first one receives), shared by the overlay networks that name it. */
+export interface UplinkConfig {
+  /** A port id of its own: the receive engine knows the socket by it, and its counters row counts datagrams. */
+  uplinkId: number;
+  /** The VTEP address, host-order u32. */
+  vtep: number;
+  fds: number[];
+  /** The peers' VXLAN port. */
+  dstPort: number;
+}
+
+/** What makes a network an overlay network. */
+export interface OverlayNetworkSpec {
+  vni: number;
+  uplinkId: number;
+  /** The port id of the network's tunnel port, the one through which frames go to and come from peers. */
+  tunnelPortId: number;
+  /** Peer VTEPs, dotted quads. */
+  peers: string[];
+  /** IP MTU inside the tunnel. */
+  mtu: number;
+  /** Learn remote IP -> MAC from ARP replies and announcements decapsulated from peers. */
+  learnArp: boolean;
 }
 
 export interface SwitchEvents {
@@ -77,6 +114,12 @@ export interface PortConfig {
 }
 
 const ETH_AND_VLAN_OVERHEAD = 18;
+/** Words per slot of FrameIo.sources (RxEngine's layout): address, port, coalesced datagram size, spare. */
+const SOURCE_WORDS = 4;
+/** Frames vxlanGro may make of one coalesced slot: every datagram alone at worst (64 KiB of 1-byte payloads is not a real case; 1024 is plenty). */
+const GRO_MAX_FRAMES = 1024;
+/** vxlanGro's header offset for a datagram shorter than a VXLAN header. */
+const GRO_SHORT = 0xffffffff;
 
 /** No layers, no spoof guard, no cap: a port of a plain learning switch. */
 export const OPEN_POLICY: PortPolicy = {
@@ -86,12 +129,15 @@ export const OPEN_POLICY: PortPolicy = {
 };
 
 class SwitchNetwork {
-  /** The ports frames are switched and flooded between (a nat network's host TAP is not one). */
+  /** The ports frames are switched and flooded between (a nat network's host TAP is not one; an overlay's tunnel port is). */
   readonly ports: SwitchPort[] = [];
+  /** Overlay networks: the tunnel port. */
+  tunnelPort: SwitchPort | null = null;
   constructor(
     readonly id: number,
     readonly name: string,
     readonly gateway: NatGateway | null,
+    readonly segment: OverlaySegment | null,
   ) {}
 }
 
@@ -111,6 +157,8 @@ class SwitchPort {
     batchSize: number,
     /** The host TAP of a nat network. */
     readonly external: boolean,
+    /** The tunnel port of an overlay network: frames queued here become VXLAN datagrams. */
+    readonly egress: VxlanEgress | null = null,
   ) {
     this.txOffsets = new Uint32Array(batchSize);
     this.txLengths = new Uint32Array(batchSize);
@@ -126,6 +174,9 @@ export class Switch {
   private readonly ports: (SwitchPort | undefined)[] = [];
   private readonly pending: SwitchPort[] = [];
   private pendingCount = 0;
+  private readonly pendingTunnels: SwitchPort[] = [];
+  private pendingTunnelCount = 0;
+  private batchNow = 0;
   private batchCount = 0;
   readonly vfp: Vfp;
 
@@ -136,6 +187,21 @@ export class Switch {
   private readonly meta = new Int32Array(META_WORDS);
   private readonly decision = new Decision();
   private readonly conns: PendingConnections;
+  /** The flow hash of the frame being switched (0 when it has none): the tunnel picks the outer source port by it. */
+  private frameHash = 0;
+  /** The port the frame being switched came in on, and whether it is being flooded (an answer in place would spoil the copies). */
+  private frameIngress: SwitchPort | null = null;
+  private flooding = false;
+
+  /** The overlay state of the host: segments by VNI, the VTEP and ARP suppression tables. */
+  readonly segments = new OverlaySegments();
+  private readonly uplinks: (VxlanUplink | undefined)[] = [];
+  private readonly overlayByVni = new Map<number, SwitchNetwork>();
+  private readonly tunnelTx: TunnelTx | null;
+  // vxlanGro's output descriptors, reused.
+  private readonly groOffsets = new Uint32Array(GRO_MAX_FRAMES);
+  private readonly groLengths = new Uint32Array(GRO_MAX_FRAMES);
+  private readonly groHeaders = new Uint32Array(GRO_MAX_FRAMES);
 
   constructor(
     private readonly io: FrameIo,
@@ -148,6 +214,7 @@ export class Switch {
     const maxPorts = counters.length / COUNTER_COLUMNS;
     this.vfp = new Vfp({ maxPorts, clock, ...opts.vfp });
     this.conns = new PendingConnections(maxPorts + 1);
+    this.tunnelTx = io.tunnel ? new TunnelTx(io.tunnel, io.buffer) : null;
   }
 
   get batches(): number {
@@ -164,19 +231,123 @@ export class Switch {
     return this.counters.length / COUNTER_COLUMNS;
   }
 
-  addNetwork(networkId: number, name: string, nat?: NatGatewaySpec): void {
+  addNetwork(networkId: number, name: string, nat?: NatGatewaySpec, overlay?: OverlayNetworkSpec): void {
     if (!Number.isInteger(networkId) || networkId < 0 || networkId > 0xffff) throw new RangeError(`network id ${networkId} must be an integer from 0 to 65535`);
     if (this.networks.has(networkId)) throw new Error(`network id ${networkId} exists already`);
-    const gateway = nat ? new NatGateway(nat, this.vfp.conntrack) : null;
-    this.networks.set(networkId, new SwitchNetwork(networkId, name, gateway));
+    if (overlay === undefined) {
+      const gateway = nat ? new NatGateway(nat, this.vfp.conntrack) : null;
+      this.networks.set(networkId, new SwitchNetwork(networkId, name, gateway, null));
+      return;
+    }
+    const uplink = this.uplinks[overlay.uplinkId];
+    if (!uplink || !this.tunnelTx) throw new Error(`uplink ${overlay.uplinkId} does not exist`);
+    const id = overlay.tunnelPortId;
+    if (!Number.isInteger(id) || id < 0 || id >= this.maxPorts || this.ports[id] || this.uplinks[id]) throw new RangeError(`tunnel port id ${id} is taken or out of range`);
+    const segment = this.segments.add(overlay.vni, { peers: overlay.peers, learnArp: overlay.learnArp });
+    const net = new SwitchNetwork(networkId, name, null, segment);
+    const egress = new VxlanEgress(segment, uplink, overlay.mtu, this.io.batchSize);
+    const tunnel = new SwitchPort(id, net, -1, `vxlan${overlay.vni}`, overlay.mtu + ETH_AND_VLAN_OVERHEAD, this.io.batchSize, false, egress);
+    this.vfp.setPolicy(id, OPEN_POLICY);
+    resetPortCounters(this.counters, id);
+    this.ports[id] = tunnel;
+    net.ports.push(tunnel);
+    net.tunnelPort = tunnel;
+    this.networks.set(networkId, net);
+    this.overlayByVni.set(overlay.vni, net);
   }
 
   removeNetwork(networkId: number): void {
     const net = this.networks.get(networkId);
     if (!net) return;
-    if (net.ports.length > 0) throw new Error(`network ${net.name} still has ${net.ports.length} ports`);
+    const local = net.ports.length - (net.tunnelPort ? 1 : 0);
+    if (local > 0) throw new Error(`network ${net.name} still has ${local} ports`);
+    if (net.tunnelPort) {
+      const id = net.tunnelPort.id;
+      this.ports[id] = undefined;
+      this.macTable.flushPort(id);
+      this.vfp.removePort(id);
+      this.segments.remove(net.segment!.vni);
+      this.overlayByVni.delete(net.segment!.vni);
+    }
     this.macTable.flushNetwork(networkId);
     this.networks.delete(networkId);
+  }
+
+  /** An underlay socket set (src/tunnel/vxlan-egress.ts VxlanUplink); the caller polls its first fd as a UDP port with id uplinkId. */
+  addUplink(cfg: UplinkConfig): void {
+    const id = cfg.uplinkId;
+    if (!this.tunnelTx) throw new Error('this switch has no tunnel I/O');
+    if (!Number.isInteger(id) || id < 0 || id >= this.maxPorts || this.ports[id] || this.uplinks[id]) throw new RangeError(`uplink id ${id} is taken or out of range`);
+    const uplink = new VxlanUplink(id, cfg.vtep >>> 0, cfg.fds, cfg.dstPort);
+    this.uplinks[id] = uplink;
+    this.tunnelTx.uplinks.push(uplink);
+    resetPortCounters(this.counters, id);
+  }
+
+  removeUplink(uplinkId: number): void {
+    const uplink = this.uplinks[uplinkId];
+    if (!uplink) return;
+    for (const net of this.overlayByVni.values()) {
+      if (net.tunnelPort!.egress!.uplink === uplink) throw new Error(`uplink ${uplinkId} still carries network ${net.name}`);
+    }
+    this.uplinks[uplinkId] = undefined;
+    const list = this.tunnelTx!.uplinks;
+    list.splice(list.indexOf(uplink), 1);
+  }
+
+  private overlayNetwork(networkId: number): SwitchNetwork & { segment: OverlaySegment } {
+    const net = this.networks.get(networkId);
+    if (!net?.segment) throw new Error(`network id ${networkId} is not an overlay network`);
+    return net as SwitchNetwork & { segment: OverlaySegment };
+  }
+
+  /** Replaces an overlay network's peers; returns who came and went. Entries behind a departed peer go with it. */
+  setPeers(networkId: number, peers: string[]): { added: string[]; removed: string[] } {
+    return this.overlayNetwork(networkId).segment.setPeers(peers);
+  }
+
+  /** A remote endpoint's static MAC (and IP) -> VTEP entries; false when a table is at its static bound. */
+  addRemote(networkId: number, remote: RemoteEndpoint): boolean {
+    return this.overlayNetwork(networkId).segment.addEndpoint(remote);
+  }
+
+  removeRemote(networkId: number, remote: { mac: string; ip?: string }): boolean {
+    return this.overlayNetwork(networkId).segment.removeEndpoint(remote);
+  }
+
+  /** Ages out learned VTEP and ARP entries. */
+  sweepOverlay(now: number): number {
+    return this.segments.sweep(now);
+  }
+
+  /** Every overlay network's peers, tables and counters, optionally of one network (control path). */
+  overlayState(now: number, networkId?: number): SwitchOverlay[] {
+    const out: SwitchOverlay[] = [];
+    for (const net of this.overlayByVni.values()) {
+      if (networkId !== undefined && net.id !== networkId) continue;
+      const seg = net.segment!;
+      const egress = net.tunnelPort!.egress!;
+      const uplink = egress.uplink;
+      out.push({
+        networkId: net.id,
+        vni: seg.vni,
+        tunnelPortId: net.tunnelPort!.id,
+        uplinkId: uplink.id,
+        mtu: egress.mtu,
+        peers: Array.from(seg.peers, (v) => formatIpv4Addr(v)),
+        segment: seg.counters(),
+        egress: egress.counters(),
+        uplink: { datagramsSent: uplink.stats[UplinkStat.DATAGRAMS], bytesSent: uplink.stats[UplinkStat.BYTES], sendFailed: uplink.stats[UplinkStat.FAILED], sends: uplink.stats[UplinkStat.SENDS] },
+        vteps: seg.vteps.entries(now, seg.vni),
+        arp: seg.arp.entries(now, seg.vni),
+      });
+    }
+    return out;
+  }
+
+  /** Datagrams by decapsulation verdict, host-wide. */
+  decapCounters(): Record<string, number> {
+    return this.segments.counters().decap;
   }
 
   addPort(cfg: PortConfig): void {
@@ -276,6 +447,11 @@ export class Switch {
 
   /** One batch drained from `portId`: slots 0..count-1 of the io buffer. A negative count is -errno: the port stopped. */
   receive(portId: number, count: number): void {
+    const uplink = this.uplinks[portId];
+    if (uplink !== undefined) {
+      this.receiveTunnel(uplink, count);
+      return;
+    }
     const ingress = this.ports[portId];
     if (ingress === undefined) return;
     if (count < 0) {
@@ -284,16 +460,12 @@ export class Switch {
     }
     this.batchCount++;
     const io = this.io;
-    const buf = io.buffer;
     const lengths = io.lengths;
     const slotSize = io.slotSize;
-    const vnet = io.vnetHdrLen;
     const counters = this.counters;
     const row = portId * COUNTER_COLUMNS;
     const now = this.clock();
-    const key = this.key;
-    const meta = this.meta;
-    const flows = this.vfp.flows;
+    this.batchNow = now;
     let batchBytes = 0;
 
     for (let slot = 0; slot < count; slot++) {
@@ -302,21 +474,7 @@ export class Switch {
       counters[row + RX_FRAMES]++;
       counters[row + RX_BYTES] += len;
       batchBytes += len;
-      const vnetOff = vnet > 0 ? off - vnet : -1;
-      const verdict = classifyFrame(buf, off, len, vnetOff, ingress.maxFrame);
-      if (verdict !== FRAME_OK) {
-        counters[row + DROP_BASE + verdict]++;
-        continue;
-      }
-      extractKey(buf, off, len, key, meta);
-      if (meta[Meta.IP_VERSION] !== 0 && (buf[off] & 1) === 0) {
-        const hash = flows.hash(portId, key);
-        const e = flows.lookup(portId, key, hash);
-        if (e >= 0 && this.cachedValid(e, portId, now) && this.fastPath(e, ingress, off, len, vnetOff, now)) continue;
-        this.slowPath(ingress, off, len, vnetOff, hash, e, now);
-      } else {
-        this.slowPath(ingress, off, len, vnetOff, 0, -1, now);
-      }
+      this.switchFrame(ingress, off, len, now);
     }
     this.flush();
 
@@ -325,6 +483,121 @@ export class Switch {
       const waitMs = qos.debit(portId, batchBytes, now);
       if (waitMs > 0 && this.events.pausePort) this.events.pausePort(portId, waitMs);
     }
+  }
+
+  /** One frame that entered at `ingress` (a TAP, or an overlay's tunnel port after decapsulation), its vnet header before it. */
+  private switchFrame(ingress: SwitchPort, off: number, len: number, now: number): void {
+    const buf = this.io.buffer;
+    const vnet = this.io.vnetHdrLen;
+    const vnetOff = vnet > 0 ? off - vnet : -1;
+    const verdict = classifyFrame(buf, off, len, vnetOff, ingress.maxFrame);
+    if (verdict !== FRAME_OK) {
+      this.counters[ingress.id * COUNTER_COLUMNS + DROP_BASE + verdict]++;
+      return;
+    }
+    const key = this.key;
+    extractKey(buf, off, len, key, this.meta);
+    this.frameIngress = ingress;
+    if (this.meta[Meta.IP_VERSION] !== 0 && (buf[off] & 1) === 0) {
+      const flows = this.vfp.flows;
+      const portId = ingress.id;
+      const hash = flows.hash(portId, key);
+      this.frameHash = hash;
+      const e = flows.lookup(portId, key, hash);
+      if (e >= 0 && this.cachedValid(e, portId, now) && this.fastPath(e, ingress, off, len, vnetOff, now)) return;
+      this.slowPath(ingress, off, len, vnetOff, hash, e, now);
+    } else {
+      this.frameHash = 0;
+      this.slowPath(ingress, off, len, vnetOff, 0, -1, now);
+    }
+  }
+
+  /**
+   * A batch of VXLAN datagrams from an uplink socket: each inner frame is at
+   * its slot's frame offset, the VXLAN header in the 8 bytes before it. Admitted
+   * (sound header, a served VNI, from a peer of it), its source learned, it
+   * enters its network through the tunnel port; everything else is counted on
+   * the uplink's row by reason and dropped.
+   */
+  private receiveTunnel(uplink: VxlanUplink, count: number): void {
+    if (count < 0) {
+      this.events.portStopped(uplink.id, -count);
+      return;
+    }
+    this.batchCount++;
+    const io = this.io;
+    const lengths = io.lengths;
+    const sources = io.sources!;
+    const counters = this.counters;
+    const row = uplink.id * COUNTER_COLUMNS;
+    const now = this.clock();
+    this.batchNow = now;
+    let arena = io.tunnel!.txOffset;
+    const arenaEnd = arena + io.tunnel!.txSize;
+    for (let slot = 0; slot < count; slot++) {
+      const off = slot * io.slotSize + io.headroom;
+      const len = lengths[slot];
+      const src = sources[SOURCE_WORDS * slot] | 0;
+      const size = sources[SOURCE_WORDS * slot + 2];
+      if (size === 0 || len + 8 <= size) {
+        counters[row + RX_FRAMES]++;
+        if (len > 0) counters[row + RX_BYTES] += len + 8;
+        this.decap(uplink, off - 8, off, len, src, true, now);
+        continue;
+      }
+      // The kernel coalesced a run of datagrams into the slot (UDP GRO): merged back into TCP
+      // super-frames where they are consecutive segments, each written to the tunnel arena.
+      const n = io.tunnel!.vxlanGro(io.buffer, off - 8, len + 8, size, arena, arenaEnd, this.groOffsets, this.groLengths, this.groHeaders, GRO_MAX_FRAMES);
+      counters[row + RX_FRAMES] += Math.ceil((len + 8) / size);
+      counters[row + RX_BYTES] += len + 8;
+      if (n < 0) {
+        counters[row + DROP_BASE + DropReason.tunnelEncapFailed]++;
+        continue;
+      }
+      for (let i = 0; i < n; i++) {
+        const header = this.groHeaders[i];
+        const frame = this.groOffsets[i];
+        const frameLen = this.groLengths[i];
+        if (frame + frameLen > arena) arena = frame + frameLen;
+        if (header === GRO_SHORT) {
+          counters[row + DROP_BASE + VXLAN_DROP_BASE + DecapVerdict.SHORT_HEADER]++;
+          continue;
+        }
+        this.decap(uplink, header, frame, frameLen, src, false, now);
+      }
+      arena = (arena + 64) & ~7;
+    }
+    this.flush();
+  }
+
+  /**
+   * One inner frame from an uplink: its VXLAN header at buf[header], the frame at buf[frame]
+   * (right after the header, or elsewhere after GRO). Admitted (sound header, a served VNI, from
+   * a peer of it), its source learned, it enters its network through the tunnel port; anything
+   * else is counted on the uplink's row by reason and dropped.
+   */
+  private decap(uplink: VxlanUplink, header: number, frame: number, len: number, src: number, clearVnet: boolean, now: number): void {
+    const buf = this.io.buffer;
+    const counters = this.counters;
+    const verdict = this.segments.admit(buf, header, len + 8, src);
+    if (verdict !== DecapVerdict.OK) {
+      counters[uplink.id * COUNTER_COLUMNS + DROP_BASE + VXLAN_DROP_BASE + verdict]++;
+      return;
+    }
+    const seg = this.segments.matched!;
+    const tunnel = this.overlayByVni.get(seg.vni)!.tunnelPort!;
+    if (tunnel.egress!.uplink !== uplink) {
+      // Served here, but on another underlay address.
+      counters[uplink.id * COUNTER_COLUMNS + DROP_BASE + VXLAN_DROP_BASE + DecapVerdict.UNKNOWN_VNI]++;
+      return;
+    }
+    seg.learnSource(buf, frame, src, now);
+    if (seg.learnArp && buf[frame + 12] === 0x08 && buf[frame + 13] === 0x06) seg.learnFromArp(buf, frame, len, frame + 14, now);
+    if (clearVnet) clearVnetHeader(buf, frame);
+    const trow = tunnel.id * COUNTER_COLUMNS;
+    counters[trow + RX_FRAMES]++;
+    counters[trow + RX_BYTES] += len;
+    this.switchFrame(tunnel, frame, len, now);
   }
 
   /** Is the cached decision of entry e still what the slow path would say? */
@@ -421,6 +694,15 @@ export class Switch {
     }
     const networkId = ingress.network.id;
     this.macTable.learn(networkId, orig[KeyWord.SRC_MAC_HI], orig[KeyWord.SRC_MAC_LO], portId, now);
+    const seg = ingress.network.segment;
+    if (seg !== null && !isIp && ingress.egress === null) {
+      // ARP suppression: a local container asking for a remote address vsw knows is answered here, not flooded to every peer.
+      const et = off + meta[Meta.ETHERTYPE_AT];
+      if (buf[et] === 0x08 && buf[et + 1] === 0x06 && seg.suppressArp(buf, off, len, et + 2, now) === ArpVerdict.REPLIED) {
+        this.enqueue(ingress, off, len);
+        return;
+      }
+    }
     if (gw !== null && gw.claims(buf, off, key, meta)) {
       this.viaGateway(gw, gw.fromInside(buf, off, len, key, meta, portId, ctOut, d, now), ingress, off, len, vnetOff, hash, e, ctOut, cacheable, now);
       return;
@@ -603,6 +885,7 @@ export class Switch {
     }
     const ingressMeter = d.meterBucket;
     const ports = ingress.network.ports;
+    this.flooding = true;
     let allowed = 0;
     for (let i = 0; i < ports.length; i++) {
       const p = ports[i];
@@ -620,27 +903,62 @@ export class Switch {
       allowed++;
     }
     if (allowed === 0) {
+      this.flooding = false;
       if (ports.length <= 1) this.counters[ingress.id * COUNTER_COLUMNS + DROP_BASE + DropReason.noEgress]++;
       return;
     }
     if (ingressMeter >= 0 && !vfp.meters.tryConsume(ingressMeter, len, now)) {
+      this.flooding = false;
       this.counters[ingress.id * COUNTER_COLUMNS + DROP_BASE + DropReason.meter]++;
       return;
     }
-    if (isIp && !this.commitConnections(now)) return;
+    if (isIp && !this.commitConnections(now)) {
+      this.flooding = false;
+      return;
+    }
     if (ingressRw !== 0) vfp.transpositions.apply(vfp.transpositions.scratch, this.io.buffer, off, vnetOff, meta);
     for (let i = 0; i < ports.length; i++) {
       const p = ports[i];
       if (p.lastQueuedOffset === off) this.enqueue(p, off, len);
     }
+    this.flooding = false;
   }
 
   private enqueue(port: SwitchPort, off: number, len: number): void {
+    const egress = port.egress;
+    if (egress !== null) {
+      const was = egress.pending;
+      if (egress.enqueue(this.io.buffer, off, len, this.frameHash) === EgressResult.TOO_BIG) {
+        this.tooBig(port, off, len);
+        return;
+      }
+      if (was === 0) this.pendingTunnels[this.pendingTunnelCount++] = port;
+      port.txBytes += len;
+      return;
+    }
     if (port.txCount === 0) this.pending[this.pendingCount++] = port;
     port.txOffsets[port.txCount] = off;
     port.txLengths[port.txCount] = len;
     port.txCount++;
     port.txBytes += len;
+  }
+
+  /**
+   * A frame too large for the tunnel, without GSO: dropped and counted; when
+   * it has DF and is not being flooded (the answer is written over it), an
+   * ICMP fragmentation-needed goes back to its sender, from its destination,
+   * as a router at the tunnel entrance would send it.
+   */
+  private tooBig(tunnel: SwitchPort, off: number, len: number): void {
+    this.counters[tunnel.id * COUNTER_COLUMNS + DROP_BASE + DropReason.tunnelTooBig]++;
+    const ingress = this.frameIngress;
+    if (this.flooding || ingress === null || ingress.egress !== null) return;
+    const buf = this.io.buffer;
+    const n = writeFragNeededInPlace(buf, off, len, tunnel.egress!.mtu);
+    if (n < 0) return;
+    const vnet = this.io.vnetHdrLen;
+    if (vnet > 0) buf.fill(0, off - vnet, off);
+    this.enqueue(ingress, off, n);
   }
 
   private flush(): void {
@@ -665,6 +983,35 @@ export class Switch {
       port.txBytes = 0;
     }
     this.pendingCount = 0;
+    if (this.pendingTunnelCount > 0) this.flushTunnels();
+  }
+
+  /** After the TAPs (whose frames may share bytes with these): encapsulate, then one send per uplink socket. */
+  private flushTunnels(): void {
+    const counters = this.counters;
+    const tx = this.tunnelTx!;
+    const buf = this.io.buffer;
+    for (let i = 0; i < this.pendingTunnelCount; i++) {
+      const port = this.pendingTunnels[i];
+      const egress = port.egress!;
+      const frames = egress.pending;
+      const failed = egress.encapsulate(buf, tx, this.batchNow);
+      const row = port.id * COUNTER_COLUMNS;
+      counters[row + TX_FRAMES] += frames - failed;
+      counters[row + TX_BYTES] += port.txBytes;
+      counters[row + DROP_BASE + DropReason.tunnelEncapFailed] += failed;
+      port.txBytes = 0;
+    }
+    this.pendingTunnelCount = 0;
+    tx.sendAll();
+    const uplinks = tx.uplinks;
+    for (let i = 0; i < uplinks.length; i++) {
+      const u = uplinks[i];
+      const row = u.id * COUNTER_COLUMNS;
+      counters[row + TX_FRAMES] = u.stats[UplinkStat.DATAGRAMS];
+      counters[row + TX_BYTES] = u.stats[UplinkStat.BYTES];
+      counters[row + DROP_BASE + DropReason.txFailed] = u.stats[UplinkStat.FAILED];
+    }
   }
 
   /** Flows matched per rule id of a port's policy. */
@@ -810,6 +1157,20 @@ export interface SwitchNat {
     state: string;
     idleSeconds: number;
   }[];
+}
+
+export interface SwitchOverlay {
+  networkId: number;
+  vni: number;
+  tunnelPortId: number;
+  uplinkId: number;
+  mtu: number;
+  peers: string[];
+  segment: OverlaySegmentCounters;
+  egress: VxlanEgressCounters;
+  uplink: { datagramsSent: number; bytesSent: number; sendFailed: number; sends: number };
+  vteps: VtepEntry[];
+  arp: ArpSuppressionEntry[];
 }
 
 export interface SwitchFlow {

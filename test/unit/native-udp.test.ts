@@ -153,12 +153,12 @@ test('udp calls check their arguments', (t) => {
   t.throws(() => udpLocalPort(-1), { message: /getsockname/ });
 });
 
-test('SO_REUSEADDR lets a restarted daemon rebind its port; a failed bind names the address', (t) => {
+test('a port already bound is refused (no SO_REUSEADDR: a second VXLAN owner must not split the traffic); a failed bind names the address', (t) => {
   const a = udpOpen({ bindAddress: '127.0.0.1', port: 0 });
-  t.teardown(() => closeFd(a));
   const port = udpLocalPort(a);
-  // With SO_REUSEADDR on both, Linux lets a second UDP socket bind the same address and port.
-  const b = udpOpen({ bindAddress: '127.0.0.1', port });
-  closeFd(b);
+  t.throws(() => udpOpen({ bindAddress: '127.0.0.1', port }), { message: new RegExp(`bind 127\\.0\\.0\\.1:${port}: .*EADDRINUSE`) });
+  // Once closed, the port is free again at once (UDP has no TIME_WAIT): a restarted daemon rebinds it.
+  closeFd(a);
+  closeFd(udpOpen({ bindAddress: '127.0.0.1', port }));
   t.throws(() => udpOpen({ bindAddress: '192.0.2.1', port: 0 }), { message: /bind 192\.0\.2\.1:0: .*EADDRNOTAVAIL/ });
 });

@@ -1,7 +1,7 @@
 import { Command } from 'commander';
 import type { CreateNetworkRequest, Network } from '../../service/api-types.js';
 import { seg } from '../client.js';
-import { formatNetworks } from '../format.js';
+import { collectValues, formatNetworks, parseWholeNumber } from '../format.js';
 import { clientOf, leafSocketOption, printJson, printLine, removeEach } from './common.js';
 
 interface CreateOptions {
@@ -11,6 +11,12 @@ interface CreateOptions {
   transit?: string;
   externalIp?: string;
   natPorts?: string;
+  vni?: number;
+  vtep?: string;
+  peer?: string[];
+  vxlanPort?: number;
+  mtu?: number;
+  ipRange?: string;
 }
 
 export function networkCommand(): Command {
@@ -20,16 +26,22 @@ export function networkCommand(): Command {
     .command('create')
     .description('create a network and print its name')
     .argument('<name>', "network name: letters, digits, '_', '.', '-' (at most 64)")
-    .option('-d, --driver <driver>', 'network mode: internal or nat (transparent, l2bridge, l2tunnel, overlay are not implemented yet)', 'internal')
+    .option('-d, --driver <driver>', 'network mode: internal, nat or overlay (transparent, l2bridge, l2tunnel are not implemented yet)', 'internal')
     .requiredOption('--subnet <cidr>', 'IPv4 subnet of the network, e.g. 10.88.0.0/24')
     .option('--gateway <ip>', 'gateway address inside the subnet; endpoints get a default route via it (nat: default the first address, answered by vsw)')
     .option('--transit <cidr>', 'nat: subnet between the host and vsw on the host interface (default: a free /30 from 100.127.0.0/16)')
     .option('--external-ip <ip>', "nat: vsw's address in the transit subnet, the address containers' traffic leaves from (default: its second address)")
     .option('--nat-ports <first-last>', 'nat: external ports handed out to outbound flows, per protocol (default 1024-65535)')
+    .option('--vni <n>', 'overlay: VXLAN network identifier, 1 to 16777215, the same on every host of the network', (v) => parseWholeNumber(v, '--vni'))
+    .option('--vtep <ip>', "overlay: this host's underlay address (default: the one the host uses to reach the first peer)")
+    .option('--peer <ip>', "overlay: another host's VTEP address (repeatable)", collectValues)
+    .option('--vxlan-port <port>', 'overlay: UDP port of VXLAN on every host (default 4789)', (v) => parseWholeNumber(v, '--vxlan-port'))
+    .option('--mtu <bytes>', "overlay: the endpoints' MTU (default: the underlay interface's MTU minus 50)", (v) => parseWholeNumber(v, '--mtu'))
+    .option('--ip-range <cidr>', "overlay: the addresses this host hands out, a subnet or FIRST-LAST (default: this host's share of the subnet by its VTEP's place among all VTEPs)")
     .addOption(leafSocketOption())
     .addHelpText(
       'after',
-      '\nExamples:\n  vsw network create -d internal --subnet 10.90.0.0/24 blue\n  vsw network create -d nat --subnet 172.18.0.0/24 mynat\n\nA nat network adds one interface to the host (named like the network) and, while it exists,\nturns on net.ipv4.ip_forward and masquerades its external address out of the default route;\n`vsw network inspect NAME` lists every host change, and `vsw network rm` undoes them.',
+      '\nExamples:\n  vsw network create -d internal --subnet 10.90.0.0/24 blue\n  vsw network create -d nat --subnet 172.18.0.0/24 mynat\n  vsw network create -d overlay --subnet 10.10.0.0/24 --vni 4096 --vtep 192.168.56.11 --peer 192.168.56.12 blue\n\nAn overlay network stretches one subnet across hosts with VXLAN: create it on every host\nwith the same --subnet and --vni, each with its own --vtep and the others as --peer.\n\nA nat network adds one interface to the host (named like the network) and, while it exists,\nturns on net.ipv4.ip_forward and masquerades its external address out of the default route;\n`vsw network inspect NAME` lists every host change, and `vsw network rm` undoes them.',
     )
     .action(async (name: string, opts: CreateOptions, command: Command) => {
       const body: CreateNetworkRequest = { name, driver: opts.driver as CreateNetworkRequest['driver'], subnet: opts.subnet };
@@ -37,6 +49,12 @@ export function networkCommand(): Command {
       if (opts.transit !== undefined) body.transit = opts.transit;
       if (opts.externalIp !== undefined) body.externalIp = opts.externalIp;
       if (opts.natPorts !== undefined) body.natPorts = opts.natPorts;
+      if (opts.vni !== undefined) body.vni = opts.vni;
+      if (opts.vtep !== undefined) body.vtep = opts.vtep;
+      if (opts.peer !== undefined) body.peers = opts.peer;
+      if (opts.vxlanPort !== undefined) body.vxlanPort = opts.vxlanPort;
+      if (opts.mtu !== undefined) body.mtu = opts.mtu;
+      if (opts.ipRange !== undefined) body.ipRange = opts.ipRange;
       const created = await clientOf(command).post<Network>('/networks', body);
       printLine(created.name);
     });

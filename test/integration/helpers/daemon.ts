@@ -48,15 +48,20 @@ export function runCli(args: string[], opts: { timeoutMs?: number } = {}): Promi
   return sh('node', [CLI, ...args], { timeoutMs: opts.timeoutMs ?? 60_000 });
 }
 
-export async function startDaemon(prefix: string, opts: { extraArgs?: string[] } = {}): Promise<DaemonHandle> {
-  const dir = `/tmp/${prefix}`;
+/**
+ * Starts `vsw daemon` on its own socket under /tmp/PREFIX (or /tmp/PREFIX/NAME with `name`, for
+ * several daemons in one test); with `netns` it runs inside that namespace, as a lab "host".
+ */
+export async function startDaemon(prefix: string, opts: { extraArgs?: string[]; netns?: string; name?: string } = {}): Promise<DaemonHandle> {
+  const dir = opts.name === undefined ? `/tmp/${prefix}` : `/tmp/${prefix}/${opts.name}`;
   mkdirSync(dir, { recursive: true });
   const socket = `${dir}/vsw.sock`;
   const logPath = `${dir}/daemon.log`;
   const logFd = openSync(logPath, 'a');
-  const child = spawn('node', [CLI, 'daemon', '--socket', socket, '--log-level', 'debug', ...(opts.extraArgs ?? [])], {
-    stdio: ['ignore', logFd, logFd],
-  });
+  const daemonArgv = ['node', CLI, 'daemon', '--socket', socket, '--log-level', 'debug', ...(opts.extraArgs ?? [])];
+  // ip netns exec execs the daemon in place, so the child's pid is the daemon's and signals reach it.
+  const argv = opts.netns === undefined ? daemonArgv : ['ip', 'netns', 'exec', opts.netns, ...daemonArgv];
+  const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', logFd, logFd] });
   closeSync(logFd);
   let exitCode: number | undefined;
   const exitedP = new Promise<number>((resolve) => {
