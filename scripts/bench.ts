@@ -19,6 +19,12 @@
  * routes to, one TCP stream both ways and new TCP connections and UDP flows
  * per second, next to the same traffic switched by vsw without NAT.
  *
+ * The `overlay` scenario (scripts/bench-overlay.ts) builds a two-host lab
+ * (scripts/lab-lib.ts: host namespaces on an underlay bridge, one vsw daemon
+ * each, a VXLAN overlay network) and, on the same underlay, the kernel's own
+ * VXLAN; iperf3 TCP one and four streams and UDP 64-byte across the hosts,
+ * vsw and kernel alternating, judged by vsw/kernel >= 0.25 for one stream.
+ *
  * The daemon's memory is sampled (VmRSS) idle and after the runs, and
  * `--soak N` adds one long TCP run with a sample every 5 s, to show that the
  * data path does not leak per packet.
@@ -89,6 +95,7 @@ import {
   type NatSummaryRow,
   type NatTopology,
 } from './bench-nat.js';
+import { overlayChecks, overlayDaemonRss, overlayScenario, overlaySummary, overlayTable, overlayTopologyJson, setupOverlay } from './bench-overlay.js';
 
 const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const CLI = path.join(REPO_ROOT, 'dist/src/cli/main.js');
@@ -106,7 +113,7 @@ const QOS_CAPS: readonly { rate: string; bps: number }[] = [
   { rate: '100mbit', bps: 100e6 },
   { rate: '1gbit', bps: 1e9 },
 ];
-const TESTS = ['tcp', 'udp', 'policy', 'qos', 'nat'] as const;
+const TESTS = ['tcp', 'udp', 'policy', 'qos', 'nat', 'overlay'] as const;
 type Test = (typeof TESTS)[number];
 
 const HELP = `usage: npm run bench -- [options]
@@ -116,8 +123,12 @@ one TCP stream and 64-byte UDP at full rate, between two namespaces on each;
 one TCP stream with 10 and 10,000 ACL rules per vsw port (policy); one TCP
 stream from an endpoint with an egress cap of 100 Mbit/s and 1 Gbit/s (qos);
 through a nat network to an outside namespace against vsw without NAT: one
-TCP stream each way, new TCP connections/s and new UDP flows/s (nat).
-Needs root, iperf3, iproute2 and ping, and a built tree (npm run build).
+TCP stream each way, new TCP connections/s and new UDP flows/s (nat);
+across two lab hosts (namespaces on an underlay bridge, one vsw daemon
+each) through a vsw VXLAN overlay against the kernel's VXLAN: TCP 1 and 4
+streams, UDP 64-byte (overlay).
+Needs root, iperf3, iproute2 and ping (nat also nft, overlay ethtool), and a
+built tree (npm run build).
 
 options:
   --runs N        runs of each test on each side (default 3); medians are reported
@@ -125,7 +136,7 @@ options:
   --soak S        also one TCP run of S seconds on vsw, sampling the daemon's RSS
                   every 5 s (default 0: off)
   --only LIST     run only these tests, comma-separated: tcp, udp, policy, qos,
-                  nat (default: all five)
+                  nat, overlay (default: all six)
   --conns N       nat: new TCP connections, and new UDP flows, per connection-rate
                   run (default 20000; each holds a NAT port for a while)
   --concurrency C nat: exchanges the generator keeps in flight (default 128)
@@ -241,6 +252,11 @@ async function preflight(tests: Test[]): Promise<void> {
       if (!(await onPath(tool))) throw new BenchError(`${tool} was not found (the nat scenario needs it): install it with \`apt-get install ${pkg}\`.`);
     }
   }
+  if (tests.includes('overlay')) {
+    for (const [tool, pkg] of [['bridge', 'iproute2'], ['ethtool', 'ethtool']]) {
+      if (!(await onPath(tool))) throw new BenchError(`${tool} was not found (the overlay scenario needs it for the kernel VXLAN baseline): install it with \`apt-get install ${pkg}\`.`);
+    }
+  }
 }
 
 // ---------------------------------------------------------------- cleanup
@@ -306,8 +322,11 @@ async function deleteLink(name: string): Promise<void> {
 
 // ---------------------------------------------------------------- topology
 
-/** vsw: through vsw without NAT; bridge: the Linux bridge; nat: through a vsw nat network; loopback: no switch at all. */
-type SideName = 'vsw' | 'bridge' | 'nat' | 'loopback';
+/**
+ * vsw: through vsw without NAT (overlay: through the lab's vsw VXLAN); bridge: the Linux bridge;
+ * nat: through a vsw nat network; loopback: no switch at all; kernel: the kernel's VXLAN (overlay).
+ */
+type SideName = 'vsw' | 'bridge' | 'nat' | 'loopback' | 'kernel';
 
 interface Side {
   name: SideName;
@@ -650,8 +669,12 @@ interface RunRecord {
   error?: string;
   tcp?: TcpResult;
   udp?: UdpResult;
-  /** Daemon CPU over the test, percent of one core (vsw and nat sides). */
+  /** Daemon CPU over the test, percent of one core (vsw and nat sides; overlay: both lab daemons summed). */
   daemonCpuPercent?: number | null;
+  /** overlay, vsw: each lab daemon's CPU over the test (h1 sends, h2 receives). */
+  daemonCpuByHost?: (number | null)[];
+  /** overlay, TCP: parallel streams (-P). */
+  streams?: number;
   /** nat: iperf3 -R (the server in the outside namespace sends). */
   reverse?: boolean;
   /** nat: a run of the connection-rate generator (scripts/nat-connrate.ts). */
@@ -1200,6 +1223,7 @@ async function bench(opts: Options): Promise<number> {
 
     const records: RunRecord[] = [];
     let nat: { topology: NatTopology; state: NatState | null } | null = null;
+    let overlay: { topology: Record<string, unknown>; daemonRssAfterKiB: Record<string, number | null> } | null = null;
     for (const test of opts.tests) {
       if (opts.runs === 0) break;
       if (test === 'policy') {
@@ -1221,6 +1245,21 @@ async function bench(opts: Options): Promise<number> {
         });
         records.push(...(await natScenario(vsw, topology, v.side.subnet, opts)));
         nat = { topology, state: await vsw.natState(topology.network).catch(() => null) };
+      } else if (test === 'overlay') {
+        // Lab daemons of its own (scripts/lab-lib.ts), beside the bench's; a setup that fails (a tree
+        // without overlay networks) is one failed record, so the scenarios measured before still get written.
+        const h = { prefix, onCleanup: (what: string, fn: () => Promise<void>) => cleanup.add(what, fn), clkTck, runs: opts.runs, time: opts.time };
+        let topology: Awaited<ReturnType<typeof setupOverlay>>;
+        try {
+          topology = await setupOverlay(h);
+        } catch (err) {
+          if (err instanceof Interrupted) throw err;
+          console.error(`bench: overlay: setup failed: ${(err as Error).message}`);
+          records.push({ test: 'overlay', side: 'vsw', variant: 'setup', run: 0, ok: false, error: (err as Error).message });
+          continue;
+        }
+        records.push(...(await overlayScenario(h, topology)));
+        overlay = { topology: overlayTopologyJson(topology), daemonRssAfterKiB: await overlayDaemonRss(topology) };
       } else {
         for (let run = 1; run <= opts.runs; run++) {
           // Alternate which side goes first so that a slow drift (thermal, a neighbour) does not favour one.
@@ -1235,7 +1274,8 @@ async function bench(opts: Options): Promise<number> {
 
     const summary = summarize(records, daemon, soakResult);
     const natRows = natSummary(records);
-    const ratios = [...checks(records), ...natChecks(records)];
+    const overlayRows = overlaySummary(records);
+    const ratios = [...checks(records), ...natChecks(records), ...overlayChecks(records)];
     const failed = records.filter((r) => !r.ok).length + (soakResult?.error ? 1 : 0);
     const result = {
       bench: 'vsw vs Linux bridge (veth), iperf3',
@@ -1251,9 +1291,10 @@ async function bench(opts: Options): Promise<number> {
         ...(opts.tests.includes('nat') ? { natConns: opts.conns, natConcurrency: opts.concurrency, natWarmup: CONNRATE_WARMUP } : {}),
       },
       machine,
-      topology: { vsw: v.side, bridge: b?.side ?? null, ...(nat ? { nat: nat.topology } : {}) },
+      topology: { vsw: v.side, bridge: b?.side ?? null, ...(nat ? { nat: nat.topology } : {}), ...(overlay ? { overlay: overlay.topology } : {}) },
       summary: summary.map(({ digits: _digits, ...row }) => row),
       ...(nat ? { nat: { summary: natRows.map(({ digits: _digits, ...row }) => row), state: nat.state } } : {}),
+      ...(overlayRows.length ? { overlay: { summary: overlayRows.map(({ digits: _digits, ...row }) => row), daemonRssAfterKiB: overlay?.daemonRssAfterKiB ?? null } } : {}),
       ratios,
       daemon,
       soak: soakResult,
@@ -1266,6 +1307,10 @@ async function bench(opts: Options): Promise<number> {
     if (natRows.length > 0) {
       console.log('');
       printNatTable(natRows);
+    }
+    if (overlayRows.length > 0) {
+      console.log('');
+      for (const line of overlayTable(overlayRows)) console.log(line);
     }
     printChecks(ratios);
     await mkdir(path.dirname(opts.out), { recursive: true });

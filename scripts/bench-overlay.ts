@@ -1,0 +1,358 @@
+/**
+ * The `overlay` scenario of `npm run bench` (scripts/bench.ts runs it): vsw's
+ * VXLAN overlay between two hosts against the kernel's own VXLAN on the same
+ * underlay, in the same run.
+ *
+ * Topology (P is the bench's per-run prefix vswtXXXX; the lab takes P + "o"
+ * so that its namespaces never match the bench's own P-* names):
+ *
+ *                       Po-ul: Linux bridge br0, the underlay (MTU 1500)
+ *          ____________/     |          |      \____________
+ *   Po-h1 192.168.56.11   Po-h2 .12   Po-k1 .101         Po-k2 .102
+ *   vsw daemon            vsw daemon  kernel vxlan0      kernel vxlan0
+ *   overlay blue,         (same)      VNI 4096, 4789,    (same)
+ *   VNI 4096, UDP 4789                nolearning, bridge
+ *     |                     |           |                  |
+ *   Po-h1-c1 --------->  Po-h2-c1     Po-k1-c1 -------->  Po-k2-c1
+ *   (TAP, vsw's MTU)     iperf3 -s    (veth, MTU 1450)    iperf3 -s
+ *
+ * The vsw side is exactly what `scripts/lab up --hosts 2 --containers 1`
+ * builds (scripts/lab-lib.ts labUp): one vsw daemon per host namespace, each
+ * encapsulating into UDP on the host's eth0. The kernel side
+ * (kernelVxlanUp) hangs two more "hosts" off the same underlay bridge: a
+ * vxlan0 with one all-zeros FDB entry for the peer, a Linux bridge, and a
+ * veth to the container, MTU underlay - 50. Both paths cross two host
+ * namespaces and the underlay bridge; they differ only in who does the
+ * switching and the encapsulation.
+ *
+ * Measured per run, vsw and kernel alternating (which goes first flips from
+ * run to run, so a slow drift does not favour one side): iperf3 TCP one
+ * stream, TCP four streams (-P 4), and UDP 64-byte datagrams at full rate
+ * (received packets per second). The bar: vsw's single TCP stream reaches
+ * at least 0.25 of the kernel's (OVERLAY_BAR); the other ratios are reported
+ * for reference.
+ *
+ * Why the kernel is so far ahead on TCP: between namespaces there is no
+ * wire, and the kernel never segments. A 64 KB TSO super-frame leaves the
+ * container, crosses the bridge, is encapsulated by vxlan0 as one GSO
+ * packet, and crosses the underlay veth and bridge whole (the underlay
+ * veth's average tx packet is about 49 KB during a TCP run). vsw receives
+ * the same super-frame from its TAP but cuts it into MTU-sized segments
+ * and sends one datagram each. As a reference, each run also measures the
+ * kernel's single stream with tunnel segmentation offload off on its
+ * underlay veths (`ethtool -K eth0 tx-udp_tnl-segmentation off`), so that
+ * the kernel puts MTU-sized datagrams on the underlay too, as with a NIC
+ * that cannot segment VXLAN.
+ *
+ * The CPU time of both lab daemons over each vsw run is
+ * recorded (percent of one core, per host and summed): on this two-core
+ * machine the iperf3 client and server, the two daemons and the kernel's
+ * softirq work share the cores, so CPU, not the wire, is the limit on both
+ * sides.
+ */
+import { existsSync } from 'node:fs';
+
+import {
+  BenchError,
+  CpuMeter,
+  Interrupted,
+  cmd,
+  formatTable,
+  judge,
+  median,
+  procStatusKiB,
+  ratio,
+  waitFor,
+  type Check,
+  type CmdOptions,
+  type TcpResult,
+  type UdpResult,
+} from './bench-lib.js';
+import {
+  LAB_DEFAULTS,
+  kernelVxlanUp,
+  labDown,
+  labUp,
+  pingOnce,
+  processAlive,
+  runIperf,
+  type KernelVxlanTopology,
+  type LabDescription,
+} from './lab-lib.js';
+
+/** vsw's single TCP stream must reach at least this fraction of the kernel's. */
+export const OVERLAY_BAR = 0.25;
+/** Streams of the multi-stream TCP variant. */
+export const OVERLAY_STREAMS = 4;
+export const OVERLAY_UDP_LEN = 64;
+export const OVERLAY_VARIANTS = {
+  tcp: 'tcp',
+  /** Kernel side only: TCP 1 stream with the underlay's tunnel segmentation offload off (see the header). */
+  tcpSegmented: 'tcp, underlay segments',
+  tcpMulti: `tcp -P ${OVERLAY_STREAMS}`,
+  udp: `udp ${OVERLAY_UDP_LEN} B`,
+} as const;
+/** The offloads of the kernel hosts' underlay veth that let a VXLAN super-frame cross it unsegmented. */
+const TUNNEL_OFFLOADS = ['tx-udp_tnl-segmentation', 'tx-udp_tnl-csum-segmentation'];
+type Variant = (typeof OVERLAY_VARIANTS)[keyof typeof OVERLAY_VARIANTS];
+
+/** What bench.ts lends the scenario. */
+export interface OverlayHarness {
+  /** The bench's per-run prefix (vswtXXXX); the lab is built under prefix + "o". */
+  prefix: string;
+  /** Registers an undo step; steps run last-registered first, also after a failure or an interrupt. */
+  onCleanup(what: string, fn: () => Promise<void>): void;
+  /** Clock ticks per second, for the CPU meters. */
+  clkTck: number;
+  runs: number;
+  time: number;
+}
+
+/** One direction of traffic: client container to server container. */
+export interface OverlayPath {
+  side: 'vsw' | 'kernel';
+  clientNs: string;
+  serverNs: string;
+  clientIp: string;
+  serverIp: string;
+  /** MTU of the client's and the server's interface: the two sides are compared at these. */
+  mtu: { client: number | null; server: number | null };
+}
+
+export interface OverlayTopology {
+  lab: LabDescription;
+  kernel: KernelVxlanTopology;
+  vsw: OverlayPath;
+  kernelPath: OverlayPath;
+  /** The lab daemons, host by host. */
+  daemons: { host: string; pid: number }[];
+}
+
+/** A run, shaped like bench.ts's RunRecord (test "overlay", side vsw or kernel). */
+export interface OverlayRunRecord {
+  test: 'overlay';
+  side: 'vsw' | 'kernel';
+  variant: Variant;
+  run: number;
+  ok: boolean;
+  error?: string;
+  tcp?: TcpResult;
+  udp?: UdpResult;
+  /** TCP streams (-P). */
+  streams?: number;
+  /** vsw runs: the lab daemons' CPU over the run, summed, percent of one core. */
+  daemonCpuPercent?: number | null;
+  /** The same per host (h1 sends, h2 receives). */
+  daemonCpuByHost?: (number | null)[];
+}
+
+/**
+ * Builds the lab (2 hosts, 1 container each) and the kernel VXLAN beside it;
+ * the removal of both is registered before anything is built.
+ */
+export async function setupOverlay(h: OverlayHarness): Promise<OverlayTopology> {
+  const labPrefix = `${h.prefix}o`;
+  h.onCleanup(`remove the overlay lab ${labPrefix}`, async () => {
+    await labDown(labPrefix);
+  });
+  const lab = await labUp({ ...LAB_DEFAULTS, prefix: labPrefix, hosts: 2, containers: 1, logLevel: 'warn' }, (line) => console.error(`bench: overlay: ${line}`));
+  const kernel = await kernelVxlanUp(lab, { hosts: 2 });
+  const [a, b] = [lab.hosts[0].containers[0], lab.hosts[1].containers[0]];
+  const [ka, kb] = kernel.hosts;
+  const daemons = lab.hosts.map((x) => ({ host: x.name, pid: x.pid! }));
+  return {
+    lab,
+    kernel,
+    vsw: { side: 'vsw', clientNs: a.netns, serverNs: b.netns, clientIp: a.ip, serverIp: b.ip, mtu: { client: a.mtu, server: b.mtu } },
+    kernelPath: { side: 'kernel', clientNs: ka.containerNs, serverNs: kb.containerNs, clientIp: ka.containerIp, serverIp: kb.containerIp, mtu: { client: ka.mtu, server: kb.mtu } },
+    daemons,
+  };
+}
+
+/** A few pings until the path answers: ARP resolved (or suppressed), MACs and VTEPs learned. */
+async function waitPath(p: OverlayPath): Promise<void> {
+  await waitFor(`a ping from ${p.clientNs} to ${p.serverIp} (${p.side} VXLAN)`, 20_000, async () => ((await pingOnce(p.clientNs, p.serverIp, 1)) !== null ? true : undefined), 200);
+}
+
+/** Stops the scenario when its topology is gone: every later run would fail too. */
+function checkIntact(t: OverlayTopology): void {
+  for (const d of t.daemons) {
+    if (!processAlive(d.pid)) throw new BenchError(`the vsw daemon of lab host ${d.host} (pid ${d.pid}) exited during the overlay runs; its log: ${t.lab.hosts.find((x) => x.name === d.host)?.log}.`);
+  }
+  for (const p of [t.vsw, t.kernelPath]) {
+    for (const ns of [p.clientNs, p.serverNs]) {
+      if (!existsSync(`/run/netns/${ns}`)) throw new BenchError(`network namespace ${ns} disappeared while the bench ran: something else removed it (another vswt cleanup?).`);
+    }
+  }
+}
+
+function fmtRate(r: OverlayRunRecord): string {
+  if (r.tcp) return `${(r.tcp.bitsPerSecond / 1e9).toFixed(2)} Gbit/s, ${r.tcp.retransmits ?? '?'} retransmits`;
+  if (r.udp) return `${(r.udp.packetsPerSecond / 1e3).toFixed(0)} kpps received, ${(r.udp.sentPacketsPerSecond / 1e3).toFixed(0)} kpps sent, ${r.udp.lostPercent.toFixed(1)}% lost`;
+  return `failed: ${r.error}`;
+}
+
+/** Turns the tunnel segmentation offloads of the kernel hosts' underlay veths off or on. */
+async function tunnelOffloads(t: OverlayTopology, on: boolean, opts: CmdOptions = {}): Promise<void> {
+  for (const k of t.kernel.hosts) {
+    await cmd('ip', ['netns', 'exec', k.netns, 'ethtool', '-K', 'eth0', ...TUNNEL_OFFLOADS.flatMap((f) => [f, on ? 'on' : 'off'])], opts);
+  }
+}
+
+async function measure(h: OverlayHarness, t: OverlayTopology, p: OverlayPath, variant: Variant, run: number): Promise<OverlayRunRecord> {
+  const udp = variant === OVERLAY_VARIANTS.udp;
+  const segmented = variant === OVERLAY_VARIANTS.tcpSegmented;
+  const streams = variant === OVERLAY_VARIANTS.tcpMulti ? OVERLAY_STREAMS : 1;
+  const rec: OverlayRunRecord = { test: 'overlay', side: p.side, variant, run, ok: false, ...(udp ? {} : { streams }) };
+  const meters = p.side === 'vsw' ? t.daemons.map((d) => new CpuMeter(d.pid, h.clkTck)) : [];
+  try {
+    if (segmented) await tunnelOffloads(t, false);
+    const out = await runIperf({
+      clientNs: p.clientNs,
+      serverNs: p.serverNs,
+      serverIp: p.serverIp,
+      seconds: h.time,
+      parallel: streams,
+      udp,
+      len: OVERLAY_UDP_LEN,
+      during: async () => {
+        for (const m of meters) await m.begin();
+      },
+    });
+    if (meters.length) {
+      rec.daemonCpuByHost = [];
+      for (const m of meters) rec.daemonCpuByHost.push(await m.end());
+      const known = rec.daemonCpuByHost.filter((v): v is number => v !== null);
+      rec.daemonCpuPercent = known.length === meters.length ? known.reduce((x, y) => x + y, 0) : null;
+    }
+    rec.tcp = out.tcp;
+    rec.udp = out.udp;
+    rec.ok = true;
+  } catch (err) {
+    if (err instanceof Interrupted) throw err;
+    rec.error = (err as Error).message;
+  } finally {
+    if (segmented) await tunnelOffloads(t, true, { cleanup: true, allowFail: true });
+  }
+  const cpu = rec.daemonCpuByHost ? `, daemons CPU ${rec.daemonCpuByHost.map((c) => (c === null ? '?' : `${c.toFixed(0)}%`)).join(' + ')}` : '';
+  console.error(`bench: overlay run ${run} ${p.side} ${variant}: ${fmtRate(rec)}${cpu}`);
+  if (!rec.ok) checkIntact(t);
+  return rec;
+}
+
+/** Per run: TCP 1 stream, TCP -P 4, UDP 64 B; each on both sides, alternating which goes first. */
+export async function overlayScenario(h: OverlayHarness, t: OverlayTopology): Promise<OverlayRunRecord[]> {
+  await waitPath(t.vsw);
+  await waitPath(t.kernelPath);
+  const m = (x: { client: number | null; server: number | null }): string => `mtu ${x.client ?? '?'}/${x.server ?? '?'}`;
+  console.error(
+    `bench: overlay: vsw ${t.vsw.clientIp} -> ${t.vsw.serverIp} (${m(t.vsw.mtu)}), kernel ${t.kernelPath.clientIp} -> ${t.kernelPath.serverIp} (${m(t.kernelPath.mtu)}), ` +
+      `VNI ${t.lab.network.vni}, underlay MTU ${t.lab.underlay.mtu}`,
+  );
+  const out: OverlayRunRecord[] = [];
+  for (let run = 1; run <= h.runs; run++) {
+    const order = run % 2 === 1 ? [t.vsw, t.kernelPath] : [t.kernelPath, t.vsw];
+    for (const variant of Object.values(OVERLAY_VARIANTS)) {
+      if (variant === OVERLAY_VARIANTS.tcpSegmented) out.push(await measure(h, t, t.kernelPath, variant, run));
+      else for (const p of order) out.push(await measure(h, t, p, variant, run));
+    }
+  }
+  return out;
+}
+
+/** The lab daemons' resident memory now, host by host, in KiB. */
+export async function overlayDaemonRss(t: OverlayTopology): Promise<Record<string, number | null>> {
+  const out: Record<string, number | null> = {};
+  for (const d of t.daemons) out[d.host] = await procStatusKiB(d.pid, 'VmRSS');
+  return out;
+}
+
+// ---------------------------------------------------------------- summary
+
+export interface OverlaySummaryRow {
+  scenario: string;
+  unit: string;
+  vsw: number | null;
+  kernel: number | null;
+  /** vsw / kernel, for rates. */
+  ratio: number | null;
+  digits: number;
+}
+
+/** What the summary reads of a run record (bench.ts's RunRecord has these fields). */
+export interface OverlayRunLike {
+  test: string;
+  side: string;
+  variant?: string;
+  ok: boolean;
+  tcp?: { bitsPerSecond: number; retransmits: number | null };
+  udp?: { packetsPerSecond: number; sentPacketsPerSecond: number; lostPercent: number };
+  daemonCpuPercent?: number | null;
+  daemonCpuByHost?: (number | null)[];
+}
+
+export function overlaySummary(records: readonly OverlayRunLike[]): OverlaySummaryRow[] {
+  const recs = records.filter((r) => r.test === 'overlay');
+  if (recs.length === 0) return [];
+  const pick = (variant: string, side: string, f: (r: OverlayRunLike) => number | null | undefined): number | null =>
+    median(recs.filter((r) => r.ok && r.variant === variant && r.side === side).map(f));
+  const rows: OverlaySummaryRow[] = [];
+  const row = (scenario: string, unit: string, variant: string, f: (r: OverlayRunLike) => number | null | undefined, digits: number, withRatio: boolean): void => {
+    const v = pick(variant, 'vsw', f);
+    const k = pick(variant, 'kernel', f);
+    rows.push({ scenario, unit, vsw: v, kernel: k, ratio: withRatio ? ratio(v, k) : null, digits });
+  };
+  const vswOnly = (scenario: string, unit: string, variant: string, f: (r: OverlayRunLike) => number | null | undefined, digits: number): void => {
+    rows.push({ scenario, unit, vsw: pick(variant, 'vsw', f), kernel: null, ratio: null, digits });
+  };
+  const V = OVERLAY_VARIANTS;
+  const gbps = (r: OverlayRunLike): number | null => (r.tcp ? r.tcp.bitsPerSecond / 1e9 : null);
+  row('TCP 1 stream', 'Gbit/s', V.tcp, gbps, 2, true);
+  row('TCP 1 stream retransmits', 'per run', V.tcp, (r) => r.tcp?.retransmits, 0, false);
+  // The same vsw runs against the kernel putting MTU-sized datagrams on the underlay.
+  const seg = pick(V.tcpSegmented, 'kernel', gbps);
+  const vswTcp = pick(V.tcp, 'vsw', gbps);
+  rows.push({ scenario: 'TCP 1 stream, kernel segments on the underlay', unit: 'Gbit/s', vsw: vswTcp, kernel: seg, ratio: ratio(vswTcp, seg), digits: 2 });
+  row(`TCP ${OVERLAY_STREAMS} streams`, 'Gbit/s', V.tcpMulti, gbps, 2, true);
+  row(`TCP ${OVERLAY_STREAMS} streams retransmits`, 'per run', V.tcpMulti, (r) => r.tcp?.retransmits, 0, false);
+  row(`UDP ${OVERLAY_UDP_LEN} B received`, 'kpps', V.udp, (r) => (r.udp ? r.udp.packetsPerSecond / 1e3 : null), 0, true);
+  row(`UDP ${OVERLAY_UDP_LEN} B sent`, 'kpps', V.udp, (r) => (r.udp ? r.udp.sentPacketsPerSecond / 1e3 : null), 0, true);
+  row(`UDP ${OVERLAY_UDP_LEN} B lost`, '%', V.udp, (r) => r.udp?.lostPercent, 1, false);
+  for (const [variant, what] of [[V.tcp, 'TCP 1 stream'], [V.tcpMulti, `TCP ${OVERLAY_STREAMS} streams`], [V.udp, `UDP ${OVERLAY_UDP_LEN} B`]] as const) {
+    vswOnly(`daemons CPU during ${what}, h1 + h2`, '% of a core', variant, (r) => r.daemonCpuPercent, 0);
+    vswOnly(`  sender's daemon (h1)`, '% of a core', variant, (r) => r.daemonCpuByHost?.[0], 0);
+    vswOnly(`  receiver's daemon (h2)`, '% of a core', variant, (r) => r.daemonCpuByHost?.[1], 0);
+  }
+  return rows;
+}
+
+/** The bar (TCP 1 stream, vsw / kernel >= 0.25) and the other ratios for reference. */
+export function overlayChecks(records: readonly OverlayRunLike[]): Check[] {
+  const rows = overlaySummary(records);
+  if (rows.length === 0) return [];
+  const get = (scenario: string): OverlaySummaryRow | undefined => rows.find((r) => r.scenario === scenario);
+  return [
+    judge('overlay: vsw VXLAN TCP 1 stream / kernel VXLAN', get('TCP 1 stream')?.ratio ?? null, `>= ${OVERLAY_BAR}`, (v) => v >= OVERLAY_BAR),
+    { what: 'overlay: vsw VXLAN TCP 1 stream / kernel VXLAN segmenting on the underlay', value: get('TCP 1 stream, kernel segments on the underlay')?.ratio ?? null, bar: null, met: null },
+    { what: `overlay: vsw VXLAN TCP ${OVERLAY_STREAMS} streams / kernel VXLAN`, value: get(`TCP ${OVERLAY_STREAMS} streams`)?.ratio ?? null, bar: null, met: null },
+    { what: `overlay: vsw VXLAN UDP ${OVERLAY_UDP_LEN} B received pps / kernel VXLAN`, value: get(`UDP ${OVERLAY_UDP_LEN} B received`)?.ratio ?? null, bar: null, met: null },
+  ];
+}
+
+export function overlayTable(rows: readonly OverlaySummaryRow[]): string[] {
+  const cell = (v: number | null, d: number): string => (v === null ? '-' : v.toFixed(d));
+  const cells = rows.map((r) => [r.scenario, r.unit, cell(r.vsw, r.digits), cell(r.kernel, r.digits), cell(r.ratio, 2)]);
+  return formatTable(['overlay scenario', 'unit', 'vsw VXLAN', 'kernel VXLAN', 'vsw/kernel'], cells);
+}
+
+/** The topology as the JSON result records it. */
+export function overlayTopologyJson(t: OverlayTopology): Record<string, unknown> {
+  return {
+    labPrefix: t.lab.prefix,
+    underlay: t.lab.underlay,
+    network: t.lab.network,
+    vsw: t.vsw,
+    kernel: { ...t.kernelPath, vni: t.kernel.vni, subnet: t.kernel.subnet, hosts: t.kernel.hosts },
+    daemons: t.daemons,
+  };
+}

@@ -1,0 +1,772 @@
+/**
+ * A multi-host vsw lab on one machine: what `scripts/lab` (scripts/lab.ts)
+ * builds and removes, and what the overlay scenario of `npm run bench`
+ * (scripts/bench-overlay.ts) builds on.
+ *
+ * Topology (P is the prefix, `vswlab` by default; tests and the bench use
+ * vswtXXXX so that scripts/cleanup.sh finds their leftovers):
+ *
+ *   P-ul: the underlay, a namespace holding bridge br0 (192.168.56.0/24 is
+ *   only ever configured inside the lab's namespaces: the real host is not
+ *   touched)
+ *        br0
+ *       /   \          (one veth per host: h1, h2, ... enslaved to br0)
+ *   P-h1     P-h2      "hosts": eth0 192.168.56.11/24, .12/24, ...
+ *   vsw daemon         one daemon per host, run inside its namespace with
+ *   in P-h1            `ip netns exec`, socket /run/vsw-lab/P-hI.sock,
+ *     |                log /run/vsw-lab/P-hI.log; overlay network "blue"
+ *   P-h1-c1, P-h1-c2   (VNI 4096, 10.10.0.0/24, VTEP = the host's eth0,
+ *                      peers = the other hosts); containers are namespaces
+ *                      attached with `vsw endpoint create --name cJ`
+ *
+ * What was built is recorded in /run/vsw-lab/P.json (the LabDescription
+ * below), written as the build goes, so `down` finds the daemons even after
+ * an `up` that was killed half-way. `down` also works without it: it stops
+ * every process inside a P-* namespace and deletes all P-* namespaces.
+ *
+ * For the bench there is a second topology on the same underlay, the
+ * kernel's own VXLAN (kernelVxlanUp): namespaces P-k1, P-k2 with eth0
+ * 192.168.56.101, .102, a kernel vxlan0 (same VNI, UDP 4789, nolearning,
+ * an all-zeros FDB entry per peer), a Linux bridge, and a veth to a
+ * container namespace P-kI-c1 (10.11.0.0/24, MTU underlay - 50).
+ *
+ * The lab drives vsw only through its CLI, as a user would. Commands go
+ * through scripts/bench-lib.ts (cmd, start, waitFor, iperf3 -J parsing), so
+ * an interrupt (SIGINT) cuts them short the same way it does in the bench.
+ */
+import { spawn } from 'node:child_process';
+import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
+import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import {
+  BenchError,
+  Interrupted,
+  cmd,
+  exited,
+  ifMtu,
+  parseIperfJson,
+  parsePrefix,
+  prefixesOverlap,
+  sleep,
+  start,
+  stop,
+  tcpResult,
+  udpResult,
+  waitFor,
+  type CmdOptions,
+  type CmdResult,
+  type TcpResult,
+  type UdpResult,
+} from './bench-lib.js';
+
+/** The checkout: this file runs from dist/scripts/. */
+export const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
+export const CLI = path.join(REPO_ROOT, 'dist/src/cli/main.js');
+/** Sockets, logs and the state file of every lab on this machine. */
+export const LAB_DIR = '/run/vsw-lab';
+export const UNDERLAY_SUBNET = '192.168.56.0/24';
+export const UNDERLAY_BRIDGE = 'br0';
+/** Host i (1-based) of the lab: 192.168.56.(10+i). */
+export const underlayIp = (i: number): string => `192.168.56.${10 + i}`;
+/** Host i of the kernel VXLAN baseline: 192.168.56.(100+i). */
+export const kernelUnderlayIp = (i: number): string => `192.168.56.${100 + i}`;
+export const VXLAN_PORT = 4789;
+/** Outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14). */
+export const VXLAN_OVERHEAD = 50;
+export const IPERF_PORT = 5201;
+
+export const LIMITS = {
+  hosts: { min: 2, max: 8 },
+  containers: { min: 1, max: 16 },
+  vni: { min: 1, max: 16_777_215 },
+  underlayMtu: { min: 1280, max: 9000 },
+} as const;
+
+export type LabDriver = 'overlay' | 'internal';
+
+export interface LabOptions {
+  prefix: string;
+  hosts: number;
+  containers: number;
+  subnet: string;
+  vni: number;
+  network: string;
+  underlayMtu: number;
+  /** overlay (the point of the lab); internal: one separate network per host, for trying the lab without overlay support. */
+  driver: LabDriver;
+  /** Daemon log level. */
+  logLevel: string;
+}
+
+export const LAB_DEFAULTS: LabOptions = {
+  prefix: 'vswlab',
+  hosts: 2,
+  containers: 2,
+  subnet: '10.10.0.0/24',
+  vni: 4096,
+  network: 'blue',
+  underlayMtu: 1500,
+  driver: 'overlay',
+  logLevel: 'info',
+};
+
+export interface LabContainer {
+  /** "h1-c1": host and container, what `scripts/lab iperf --from/--to` take. */
+  id: string;
+  /** "c1": the endpoint's name on its host's daemon. */
+  name: string;
+  host: string;
+  netns: string;
+  /** The vsw endpoint id (12 hex). */
+  endpoint: string;
+  ip: string;
+  prefixLength: number;
+  mac: string;
+  ifname: string;
+  mtu: number | null;
+}
+
+export interface LabHost {
+  /** "h1". */
+  name: string;
+  index: number;
+  netns: string;
+  underlayIp: string;
+  socket: string;
+  log: string;
+  /** The daemon's pid (node, after `ip netns exec` has exec'd it); null before it started. */
+  pid: number | null;
+  containers: LabContainer[];
+}
+
+export interface LabDescription {
+  prefix: string;
+  created: string;
+  /** The state file this description is stored in. */
+  stateFile: string;
+  cli: string;
+  underlay: { netns: string; bridge: string; subnet: string; mtu: number };
+  network: { name: string; driver: LabDriver; subnet: string; vni: number | null };
+  hosts: LabHost[];
+  /** False while `up` is still building (a state file left by a killed `up`). */
+  complete: boolean;
+}
+
+// ---------------------------------------------------------------- validation
+
+const PREFIX_RE = /^[A-Za-z][A-Za-z0-9]{0,11}$/;
+const NETWORK_RE = /^[A-Za-z0-9_.-]{1,64}$/;
+
+/** A whole number option in [min, max]; throws one sentence naming the option otherwise. */
+export function intOption(name: string, raw: string | number | undefined, dflt: number, min: number, max: number): number {
+  if (raw === undefined) return dflt;
+  const n = typeof raw === 'number' ? raw : /^\s*\d+\s*$/.test(raw) ? Number(raw) : NaN;
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw new BenchError(`${name} takes a whole number from ${min} to ${max}, not "${raw}".`);
+  }
+  return n;
+}
+
+export function checkPrefix(prefix: string): string {
+  if (!PREFIX_RE.test(prefix)) {
+    throw new BenchError(`--prefix takes 1 to 12 letters and digits starting with a letter (the lab's namespaces are PREFIX-ul, PREFIX-h1, ...), not "${prefix}".`);
+  }
+  return prefix;
+}
+
+/** Checks every option; throws one sentence about the first that is wrong. */
+export function checkLabOptions(o: LabOptions): LabOptions {
+  checkPrefix(o.prefix);
+  intOption('--hosts', o.hosts, 0, LIMITS.hosts.min, LIMITS.hosts.max);
+  intOption('--containers', o.containers, 0, LIMITS.containers.min, LIMITS.containers.max);
+  intOption('--vni', o.vni, 0, LIMITS.vni.min, LIMITS.vni.max);
+  intOption('--underlay-mtu', o.underlayMtu, 0, LIMITS.underlayMtu.min, LIMITS.underlayMtu.max);
+  const subnet = /^\d+\.\d+\.\d+\.\d+\/\d+$/.test(o.subnet) ? parsePrefix(o.subnet) : null;
+  if (!subnet || subnet.len < 8 || subnet.len > 28) {
+    throw new BenchError(`--subnet takes an IPv4 subnet from /8 to /28, e.g. 10.10.0.0/24, not "${o.subnet}".`);
+  }
+  if (prefixesOverlap(subnet, parsePrefix(UNDERLAY_SUBNET)!)) {
+    throw new BenchError(`--subnet ${o.subnet} overlaps the lab's underlay ${UNDERLAY_SUBNET}: pick another subnet.`);
+  }
+  if (!NETWORK_RE.test(o.network)) {
+    throw new BenchError(`--network-name takes 1 to 64 letters, digits, '_', '.' or '-', not "${o.network}".`);
+  }
+  if (o.driver !== 'overlay' && o.driver !== 'internal') {
+    throw new BenchError(`--driver takes overlay or internal, not "${o.driver as string}".`);
+  }
+  return o;
+}
+
+// ---------------------------------------------------------------- names and state
+
+export const stateFile = (prefix: string): string => path.join(LAB_DIR, `${prefix}.json`);
+export const hostNetns = (prefix: string, i: number): string => `${prefix}-h${i}`;
+export const containerNetns = (prefix: string, i: number, j: number): string => `${prefix}-h${i}-c${j}`;
+export const underlayNetns = (prefix: string): string => `${prefix}-ul`;
+
+async function saveState(desc: LabDescription): Promise<void> {
+  await mkdir(LAB_DIR, { recursive: true });
+  const tmp = `${desc.stateFile}.tmp`;
+  await writeFile(tmp, JSON.stringify(desc, null, 2) + '\n');
+  await rename(tmp, desc.stateFile);
+}
+
+/** The recorded lab with this prefix, or null when there is no state file. */
+export async function readLab(prefix: string): Promise<LabDescription | null> {
+  let text: string;
+  try {
+    text = await readFile(stateFile(prefix), 'utf8');
+  } catch {
+    return null;
+  }
+  try {
+    const desc = JSON.parse(text) as LabDescription;
+    if (!Array.isArray(desc.hosts)) throw new Error('no hosts');
+    return desc;
+  } catch {
+    throw new BenchError(`${stateFile(prefix)} is not a lab description: remove the lab with \`scripts/lab down --prefix ${prefix}\`.`);
+  }
+}
+
+/** A lab that `iperf` and `status` can use: recorded and completely built. */
+export async function requireLab(prefix: string): Promise<LabDescription> {
+  const desc = await readLab(prefix);
+  if (!desc) throw new BenchError(`there is no lab with prefix ${prefix} (no ${stateFile(prefix)}): build one with \`scripts/lab up${prefix === LAB_DEFAULTS.prefix ? '' : ` --prefix ${prefix}`}\`.`);
+  if (!desc.complete) throw new BenchError(`the lab with prefix ${prefix} was not completely built: remove it with \`scripts/lab down --prefix ${prefix}\` and build it again.`);
+  return desc;
+}
+
+/** Namespaces named PREFIX-*, as the kernel lists them now. */
+export async function labNamespaces(prefix: string): Promise<string[]> {
+  const r = await cmd('ip', ['netns', 'list'], { cleanup: true });
+  return r.stdout
+    .split('\n')
+    .map((l) => l.split(' ')[0])
+    .filter((n) => n.startsWith(`${prefix}-`));
+}
+
+// ---------------------------------------------------------------- processes
+
+/** Alive and not a zombie. */
+export function processAlive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return !/^\d+ \(.*\) Z/s.test(stat);
+  } catch {
+    return false;
+  }
+}
+
+function cmdline(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
+  } catch {
+    return '';
+  }
+}
+
+/** SIGTERM, then SIGKILL to whatever is left after graceMs; resolves when all are gone (or 2 s after the SIGKILL). */
+async function terminate(pids: number[], graceMs: number): Promise<{ killed: number[] }> {
+  const signal = (pid: number, sig: NodeJS.Signals): void => {
+    try {
+      process.kill(pid, sig);
+    } catch {
+      // already gone
+    }
+  };
+  pids.forEach((p) => signal(p, 'SIGTERM'));
+  const waitGone = async (ms: number): Promise<number[]> => {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const left = pids.filter(processAlive);
+      if (left.length === 0 || Date.now() > deadline) return left;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+  const left = await waitGone(graceMs);
+  left.forEach((p) => signal(p, 'SIGKILL'));
+  if (left.length) await waitGone(2000);
+  return { killed: left };
+}
+
+function logTail(file: string, lines = 15): string {
+  try {
+    return readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+  } catch {
+    return '';
+  }
+}
+
+// ---------------------------------------------------------------- commands
+
+const sh = (file: string, args: string[], opts: CmdOptions = {}): Promise<CmdResult> => cmd(file, args, opts);
+
+/** The vsw CLI against one host's daemon; throws the CLI's own sentence, prefixed with the host. */
+export async function vsw(host: Pick<LabHost, 'name' | 'socket'>, args: string[], opts: CmdOptions = {}): Promise<CmdResult> {
+  const r = await cmd(process.execPath, [CLI, '--socket', host.socket, ...args], { timeoutMs: 60_000, ...opts, allowFail: true });
+  if (r.code !== 0 && !opts.allowFail) {
+    const why = r.stderr.trim().replace(/^vsw: /, '') || r.stdout.trim() || `exit status ${r.code}`;
+    throw new BenchError(`${host.name}: \`vsw ${args.join(' ')}\` failed: ${why}`);
+  }
+  return r;
+}
+
+/** Whether the machine has what the lab needs; throws one sentence otherwise. */
+export async function labPreflight(tools: [string, string][] = []): Promise<void> {
+  if (process.getuid?.() !== 0) {
+    throw new BenchError('the lab must run as root (it creates network namespaces and starts vsw daemons): run it with sudo -E.');
+  }
+  if (!existsSync(CLI)) throw new BenchError(`the vsw CLI is not built (${CLI} is missing): run \`npm run build\` first.`);
+  for (const [tool, pkg] of [['ip', 'iproute2'] as [string, string], ...tools]) {
+    const r = await cmd('sh', ['-c', `command -v ${tool}`], { allowFail: true });
+    if (r.code !== 0) throw new BenchError(`${tool} was not found: install it with \`apt-get install ${pkg}\`.`);
+  }
+}
+
+async function netnsAdd(ns: string): Promise<void> {
+  await sh('ip', ['netns', 'add', ns]);
+  await sh('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
+}
+
+/**
+ * A veth from the underlay bridge to eth0 in namespace ns, with address ip/24
+ * and the underlay MTU. `port` is the bridge end's name in the underlay
+ * namespace (h1, k1, ...).
+ */
+async function underlayLink(prefix: string, port: string, ns: string, ip: string, mtu: number): Promise<void> {
+  const ul = underlayNetns(prefix);
+  await sh('ip', ['-n', ul, 'link', 'add', port, 'mtu', String(mtu), 'type', 'veth', 'peer', 'name', 'eth0', 'mtu', String(mtu), 'netns', ns]);
+  await sh('ip', ['-n', ul, 'link', 'set', port, 'master', UNDERLAY_BRIDGE, 'up']);
+  await sh('ip', ['-n', ns, 'addr', 'add', `${ip}/24`, 'dev', 'eth0']);
+  await sh('ip', ['-n', ns, 'link', 'set', 'eth0', 'up']);
+}
+
+// ---------------------------------------------------------------- up
+
+export type Progress = (line: string) => void;
+
+/** Whether anything of a lab with this prefix exists: its state file or any PREFIX-* namespace. */
+async function existingLab(prefix: string): Promise<string | null> {
+  if (existsSync(stateFile(prefix))) return stateFile(prefix);
+  const ns = await labNamespaces(prefix);
+  return ns.length ? `namespace${ns.length > 1 ? 's' : ''} ${ns.slice(0, 3).join(', ')}${ns.length > 3 ? ', ...' : ''}` : null;
+}
+
+/**
+ * Builds the lab and returns what was built (also written to the state file).
+ * Refuses when a lab with the prefix exists; removes what it built when any
+ * step fails (or an interrupt arrives) and rethrows.
+ */
+export async function labUp(opts: LabOptions, progress: Progress = () => undefined): Promise<LabDescription> {
+  const o = checkLabOptions(opts);
+  await labPreflight();
+  const found = await existingLab(o.prefix);
+  if (found) {
+    throw new BenchError(`a lab with prefix ${o.prefix} exists already (${found}): remove it with \`scripts/lab down --prefix ${o.prefix}\` or pick another --prefix.`);
+  }
+  const desc: LabDescription = {
+    prefix: o.prefix,
+    created: new Date().toISOString(),
+    stateFile: stateFile(o.prefix),
+    cli: CLI,
+    underlay: { netns: underlayNetns(o.prefix), bridge: UNDERLAY_BRIDGE, subnet: UNDERLAY_SUBNET, mtu: o.underlayMtu },
+    network: { name: o.network, driver: o.driver, subnet: o.subnet, vni: o.driver === 'overlay' ? o.vni : null },
+    hosts: [],
+    complete: false,
+  };
+  try {
+    await build(desc, o, progress);
+    return desc;
+  } catch (err) {
+    // The daemons' logs go with the lab: what explains the failure is kept in the message.
+    const notes: string[] = [];
+    for (const h of desc.hosts.filter((x) => x.pid !== null && !processAlive(x.pid))) {
+      const tail = logTail(h.log);
+      if (tail && !(err as Error).message.includes(tail)) notes.push(`the end of ${h.name}'s daemon log (${h.log}):\n${tail}`);
+    }
+    progress('up failed: removing what was built');
+    try {
+      await labDown(o.prefix, progress);
+    } catch (downErr) {
+      notes.push(`removing the half-built lab failed too: ${(downErr as Error).message}`);
+    }
+    if (notes.length && err instanceof BenchError && !(err instanceof Interrupted)) throw new BenchError([err.message, ...notes].join('\n'));
+    throw err;
+  }
+}
+
+async function build(desc: LabDescription, o: LabOptions, progress: Progress): Promise<void> {
+  const p = o.prefix;
+  // The state file first: a `down` after a killed `up` then knows there is something to remove.
+  await saveState(desc);
+
+  progress(`underlay: namespace ${desc.underlay.netns}, bridge ${UNDERLAY_BRIDGE}, ${UNDERLAY_SUBNET}, MTU ${o.underlayMtu}`);
+  await netnsAdd(desc.underlay.netns);
+  await sh('ip', ['-n', desc.underlay.netns, 'link', 'add', UNDERLAY_BRIDGE, 'mtu', String(o.underlayMtu), 'type', 'bridge']);
+  await sh('ip', ['-n', desc.underlay.netns, 'link', 'set', UNDERLAY_BRIDGE, 'up']);
+
+  for (let i = 1; i <= o.hosts; i++) {
+    const host: LabHost = {
+      name: `h${i}`,
+      index: i,
+      netns: hostNetns(p, i),
+      underlayIp: underlayIp(i),
+      socket: path.join(LAB_DIR, `${p}-h${i}.sock`),
+      log: path.join(LAB_DIR, `${p}-h${i}.log`),
+      pid: null,
+      containers: [],
+    };
+    desc.hosts.push(host);
+    await netnsAdd(host.netns);
+    await underlayLink(p, host.name, host.netns, host.underlayIp, o.underlayMtu);
+  }
+  await saveState(desc);
+
+  progress(`daemons: starting ${o.hosts} (one per host namespace)`);
+  for (const host of desc.hosts) {
+    startLabDaemon(host, o.logLevel);
+    await saveState(desc);
+  }
+  await Promise.all(desc.hosts.map((h) => waitDaemon(h)));
+
+  progress(`network: ${o.driver} ${o.network} ${o.subnet}${o.driver === 'overlay' ? `, VNI ${o.vni}` : ''} on every host`);
+  for (const host of desc.hosts) {
+    const args = ['network', 'create', '-d', o.driver, '--subnet', o.subnet];
+    if (o.driver === 'overlay') {
+      args.push('--vni', String(o.vni), '--vtep', host.underlayIp);
+      for (const peer of desc.hosts) if (peer !== host) args.push('--peer', peer.underlayIp);
+    }
+    await vsw(host, [...args, o.network]);
+  }
+
+  progress(`containers: ${o.containers} per host`);
+  for (const host of desc.hosts) {
+    for (let j = 1; j <= o.containers; j++) {
+      const ns = containerNetns(p, host.index, j);
+      await netnsAdd(ns);
+      await vsw(host, ['endpoint', 'create', '--network', o.network, '--netns', ns, '--name', `c${j}`]);
+    }
+    host.containers = await listContainers(host, o.network);
+    await saveState(desc);
+  }
+  if (o.driver === 'overlay') checkDistinctAddresses(desc);
+  desc.complete = true;
+  await saveState(desc);
+}
+
+/** `ip netns exec P-hI node CLI daemon ...`, detached: the daemon outlives `scripts/lab up`. */
+function startLabDaemon(host: LabHost, logLevel: string): void {
+  const fd = openSync(host.log, 'a');
+  try {
+    const child = spawn('ip', ['netns', 'exec', host.netns, process.execPath, CLI, 'daemon', '--socket', host.socket, '--log-level', logLevel], {
+      stdio: ['ignore', fd, fd],
+      detached: true,
+    });
+    child.on('error', () => undefined);
+    child.unref();
+    // `ip netns exec` execs the command: the pid is the daemon's own.
+    host.pid = child.pid ?? null;
+  } finally {
+    closeSync(fd);
+  }
+  if (host.pid === null) throw new BenchError(`${host.name}: could not start the vsw daemon (ip netns exec ${host.netns} ...).`);
+}
+
+async function waitDaemon(host: LabHost): Promise<void> {
+  await waitFor(`${host.name}: the vsw daemon answering on ${host.socket}`, 20_000, async () => {
+    if (host.pid === null || !processAlive(host.pid)) {
+      const tail = logTail(host.log);
+      throw new BenchError(`${host.name}: the vsw daemon exited at start${tail ? `; the end of its log (${host.log}):\n${tail}` : '.'}`);
+    }
+    const r = await vsw(host, ['network', 'ls'], { allowFail: true, timeoutMs: 5000 });
+    return r.code === 0 ? true : undefined;
+  }, 200);
+}
+
+/** The host's endpoints on the network, from `vsw endpoint ls --json`, as lab containers (in namespace order). */
+async function listContainers(host: LabHost, network: string): Promise<LabContainer[]> {
+  const r = await vsw(host, ['endpoint', 'ls', '--json']);
+  let list: unknown;
+  try {
+    list = JSON.parse(r.stdout);
+  } catch {
+    throw new BenchError(`${host.name}: vsw endpoint ls --json printed something that is not JSON: ${r.stdout.slice(0, 120)}`);
+  }
+  const eps = (Array.isArray(list) ? list : []) as Record<string, unknown>[];
+  const out: LabContainer[] = [];
+  for (const ep of eps) {
+    if (ep.network !== network || typeof ep.netns !== 'string' || !ep.netns.startsWith(`${host.netns}-c`)) continue;
+    const ip = String(ep.ip ?? '').split('/')[0];
+    const ifname = typeof ep.ifname === 'string' ? ep.ifname : 'eth0';
+    out.push({
+      id: `${host.name}-${ep.netns.slice(host.netns.length + 1)}`,
+      name: String(ep.name),
+      host: host.name,
+      netns: ep.netns,
+      endpoint: String(ep.id),
+      ip,
+      prefixLength: typeof ep.prefixLength === 'number' ? ep.prefixLength : Number(String(ep.ip ?? '').split('/')[1] ?? 24),
+      mac: String(ep.mac ?? ''),
+      ifname,
+      mtu: await ifMtu(ep.netns, ifname),
+    });
+  }
+  const num = (c: LabContainer): number => Number(c.id.split('-c')[1]);
+  return out.sort((a, b) => num(a) - num(b));
+}
+
+/** On one overlay segment every address must be unique across hosts: each daemon hands out its own slice. */
+function checkDistinctAddresses(desc: LabDescription): void {
+  const seen = new Map<string, string>();
+  for (const c of desc.hosts.flatMap((h) => h.containers)) {
+    const other = seen.get(c.ip);
+    if (other) {
+      throw new BenchError(`${other} and ${c.id} both got ${c.ip} on overlay network ${desc.network.name}: the daemons did not hand out addresses from separate slices of ${desc.network.subnet}.`);
+    }
+    seen.set(c.ip, c.id);
+  }
+}
+
+// ---------------------------------------------------------------- down
+
+export interface DownReport {
+  /** Daemons that exited on SIGTERM, and processes that needed SIGKILL. */
+  stopped: number;
+  killed: number;
+  namespaces: string[];
+  files: string[];
+}
+
+/**
+ * Removes the lab with this prefix: stops its daemons (SIGTERM, SIGKILL after
+ * 5 s) and every other process in its namespaces, deletes every PREFIX-*
+ * namespace, the state file, sockets and logs. Nothing there is no error.
+ */
+export async function labDown(prefix: string, progress: Progress = () => undefined): Promise<DownReport> {
+  checkPrefix(prefix);
+  let desc: LabDescription | null = null;
+  try {
+    desc = await readLab(prefix);
+  } catch {
+    // an unreadable state file: remove by name below
+  }
+  const namespaces = await labNamespaces(prefix);
+  // A recorded pid counts only while it is still that daemon (pids are reused).
+  const daemons = (desc?.hosts ?? []).map((h) => h.pid).filter((pid): pid is number => pid !== null && processAlive(pid) && cmdline(pid).includes(`${prefix}-h`));
+  const inside = new Set<number>(daemons);
+  for (const ns of namespaces) {
+    const r = await cmd('ip', ['netns', 'pids', ns], { cleanup: true, allowFail: true });
+    for (const pid of r.stdout.split(/\s+/).filter(Boolean)) inside.add(Number(pid));
+  }
+  inside.delete(process.pid);
+  const pids = [...inside].filter(processAlive);
+  let killed = 0;
+  if (pids.length) {
+    progress(`stopping ${pids.length} process${pids.length > 1 ? 'es' : ''} (${daemons.length} vsw daemon${daemons.length === 1 ? '' : 's'})`);
+    killed = (await terminate(pids, 5000)).killed.length;
+  }
+  // Containers first, then hosts, then the underlay: the order links were made in, reversed.
+  const rank = (ns: string): number => (ns.endsWith('-ul') ? 2 : /-c\d+$/.test(ns) ? 0 : 1);
+  const ordered = [...namespaces].sort((a, b) => rank(a) - rank(b));
+  const failed: string[] = [];
+  for (const ns of ordered) {
+    const r = await cmd('ip', ['netns', 'delete', ns], { cleanup: true, allowFail: true, timeoutMs: 15_000 });
+    if (r.code !== 0 && existsSync(`/run/netns/${ns}`)) failed.push(`${ns} (${r.stderr.trim() || `exit status ${r.code}`})`);
+  }
+  const files: string[] = [];
+  const entries = await readdir(LAB_DIR).catch(() => [] as string[]);
+  for (const f of entries) {
+    if (f === `${prefix}.json` || f === `${prefix}.json.tmp` || f.startsWith(`${prefix}-`)) {
+      await rm(path.join(LAB_DIR, f), { force: true });
+      files.push(path.join(LAB_DIR, f));
+    }
+  }
+  if (failed.length) throw new BenchError(`could not delete namespace${failed.length > 1 ? 's' : ''} ${failed.join(', ')}: run \`ip netns delete NAME\` to see why.`);
+  return { stopped: pids.length - killed, killed, namespaces: ordered, files };
+}
+
+// ---------------------------------------------------------------- iperf3
+
+export interface IperfArgs {
+  clientNs: string;
+  serverNs: string;
+  serverIp: string;
+  seconds: number;
+  /** Parallel streams (-P). */
+  parallel?: number;
+  udp?: boolean;
+  /** UDP datagram payload (-l); default 64 with --udp. */
+  len?: number;
+  /** Called once the client has started, with its completion: the bench measures CPU in between. */
+  during?: (done: Promise<unknown>) => Promise<void>;
+}
+
+export interface IperfOutcome {
+  tcp?: TcpResult;
+  udp?: UdpResult;
+  /** iperf3's -J document. */
+  doc: Record<string, unknown>;
+}
+
+/**
+ * One iperf3 test: a one-shot server (-1) bound to serverIp in serverNs, the
+ * client with -J in clientNs; TCP (with -P) or UDP at full rate (-b 0).
+ */
+export async function runIperf(a: IperfArgs): Promise<IperfOutcome> {
+  const server = start('ip', ['netns', 'exec', a.serverNs, 'iperf3', '-s', '-1', '-B', a.serverIp, '-p', String(IPERF_PORT)], 'pipe');
+  let serverOut = '';
+  server.stdout?.on('data', (d: Buffer) => (serverOut += d.toString()));
+  server.stderr?.on('data', (d: Buffer) => (serverOut += d.toString()));
+  try {
+    // The listening socket, not the "listening" line: iperf3 block-buffers stdout into a pipe.
+    await waitFor(`the iperf3 server in ${a.serverNs} listening`, 10_000, async () => {
+      if (server.exitCode !== null) throw new BenchError(`the iperf3 server in ${a.serverNs} exited: ${serverOut.trim()}`);
+      const r = await sh('ip', ['netns', 'exec', a.serverNs, 'ss', '-Hltn', `sport = :${IPERF_PORT}`], { allowFail: true });
+      return r.stdout.trim() ? true : undefined;
+    }, 50);
+    const args = ['netns', 'exec', a.clientNs, 'iperf3', '-c', a.serverIp, '-p', String(IPERF_PORT), '-t', String(a.seconds), '-J'];
+    if ((a.parallel ?? 1) > 1) args.push('-P', String(a.parallel));
+    if (a.udp) args.push('-u', '-b', '0', '-l', String(a.len ?? 64));
+    const client = sh('ip', args, { allowFail: true, timeoutMs: (a.seconds + 30) * 1000 });
+    if (a.during) await a.during(client);
+    const r = await client;
+    const doc = parseIperfJson(r.stdout);
+    return a.udp ? { udp: udpResult(doc), doc } : { tcp: tcpResult(doc), doc };
+  } finally {
+    if (!(await exited(server, 3000))) await stop(server, 1000);
+  }
+}
+
+/** A container of the lab by its id (h1-c1). */
+export function findContainer(desc: LabDescription, id: string): LabContainer {
+  const c = desc.hosts.flatMap((h) => h.containers).find((x) => x.id === id);
+  if (!c) {
+    const ids = desc.hosts.flatMap((h) => h.containers.map((x) => x.id));
+    throw new BenchError(`the lab has no container ${id}: pick one of ${ids.join(', ')}.`);
+  }
+  return c;
+}
+
+/** A ping from one namespace; the round trip in ms, or null if no answer came. */
+export async function pingOnce(ns: string, ip: string, tries = 3): Promise<number | null> {
+  for (let k = 0; k < tries; k++) {
+    const r = await sh('ip', ['netns', 'exec', ns, 'ping', '-c', '1', '-W', '1', ip], { allowFail: true, timeoutMs: 5000 });
+    const m = /time=([\d.]+) ms/.exec(r.stdout);
+    if (r.code === 0 && m) return Number(m[1]);
+    await sleep(200);
+  }
+  return null;
+}
+
+// ---------------------------------------------------------------- status
+
+export interface HostStatus {
+  host: string;
+  daemon: 'running' | 'not running';
+  answers: boolean;
+  netns: boolean;
+  containers: { id: string; netns: boolean }[];
+}
+
+/** Whether each daemon runs and answers, and each namespace exists. */
+export async function labStatus(desc: LabDescription): Promise<HostStatus[]> {
+  const out: HostStatus[] = [];
+  for (const h of desc.hosts) {
+    const running = h.pid !== null && processAlive(h.pid) && cmdline(h.pid).includes(h.socket);
+    const answers = running && (await vsw(h, ['network', 'ls'], { allowFail: true, timeoutMs: 5000 })).code === 0;
+    out.push({
+      host: h.name,
+      daemon: running ? 'running' : 'not running',
+      answers,
+      netns: existsSync(`/run/netns/${h.netns}`),
+      containers: h.containers.map((c) => ({ id: c.id, netns: existsSync(`/run/netns/${c.netns}`) })),
+    });
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- the kernel's VXLAN, for the bench
+
+export interface KernelVxlanHost {
+  name: string;
+  netns: string;
+  underlayIp: string;
+  containerNs: string;
+  containerIp: string;
+  mtu: number | null;
+}
+
+export interface KernelVxlanTopology {
+  vni: number;
+  subnet: string;
+  hosts: KernelVxlanHost[];
+}
+
+export const kernelNetns = (prefix: string, i: number): string => `${prefix}-k${i}`;
+
+/**
+ * The kernel's answer to the lab's overlay, on the lab's underlay: per host i
+ * a namespace P-kI (eth0 192.168.56.(100+i) on the same br0), a vxlan0 (VNI,
+ * UDP 4789, nolearning, one all-zeros FDB entry per peer so that broadcast
+ * and unknown unicast reach every peer), a Linux bridge br0 with vxlan0 and
+ * a veth whose other end is eth0 in the container namespace P-kI-c1
+ * (10.11.0.(i+1) by default, MTU underlay - 50, as on the vsw side).
+ * kernelVxlanDown (or labDown) removes it.
+ */
+export async function kernelVxlanUp(lab: LabDescription, opts: { hosts?: number; vni?: number; subnet?: string } = {}): Promise<KernelVxlanTopology> {
+  const n = opts.hosts ?? 2;
+  const vni = opts.vni ?? lab.network.vni ?? LAB_DEFAULTS.vni;
+  const subnet = opts.subnet ?? '10.11.0.0/24';
+  const base = parsePrefix(subnet);
+  if (!base || base.len > 28) throw new BenchError(`the kernel VXLAN subnet must be an IPv4 subnet up to /28, not "${subnet}".`);
+  const innerMtu = lab.underlay.mtu - VXLAN_OVERHEAD;
+  const [len] = [subnet.split('/')[1]];
+  const addr = (k: number): string => {
+    const v = (base.base + k) >>> 0;
+    return [v >>> 24, (v >>> 16) & 255, (v >>> 8) & 255, v & 255].join('.');
+  };
+  const hosts: KernelVxlanHost[] = [];
+  for (let i = 1; i <= n; i++) {
+    const ns = kernelNetns(lab.prefix, i);
+    hosts.push({ name: `k${i}`, netns: ns, underlayIp: kernelUnderlayIp(i), containerNs: `${ns}-c1`, containerIp: addr(i + 1), mtu: null });
+  }
+  for (const h of hosts) {
+    await netnsAdd(h.netns);
+    await underlayLink(lab.prefix, h.name, h.netns, h.underlayIp, lab.underlay.mtu);
+    const vx = ['-n', h.netns, 'link', 'add', 'vxlan0', 'mtu', String(innerMtu), 'type', 'vxlan', 'id', String(vni), 'dstport', String(VXLAN_PORT), 'local', h.underlayIp, 'dev', 'eth0', 'nolearning'];
+    const r = await sh('ip', vx, { allowFail: true });
+    if (r.code !== 0) {
+      throw new BenchError(`the kernel refused a VXLAN device (ip ${vx.join(' ')}: ${r.stderr.trim() || `exit status ${r.code}`}): load its module with \`modprobe vxlan\`.`);
+    }
+    for (const peer of hosts) {
+      if (peer !== h) await sh('bridge', ['-n', h.netns, 'fdb', 'append', '00:00:00:00:00:00', 'dev', 'vxlan0', 'dst', peer.underlayIp]);
+    }
+    await sh('ip', ['-n', h.netns, 'link', 'add', 'br0', 'type', 'bridge']);
+    await sh('ip', ['-n', h.netns, 'link', 'set', 'vxlan0', 'master', 'br0', 'up']);
+    await netnsAdd(h.containerNs);
+    await sh('ip', ['-n', h.netns, 'link', 'add', 'veth0', 'mtu', String(innerMtu), 'type', 'veth', 'peer', 'name', 'eth0', 'mtu', String(innerMtu), 'netns', h.containerNs]);
+    await sh('ip', ['-n', h.netns, 'link', 'set', 'veth0', 'master', 'br0', 'up']);
+    await sh('ip', ['-n', h.netns, 'link', 'set', 'br0', 'up']);
+    await sh('ip', ['-n', h.containerNs, 'addr', 'add', `${h.containerIp}/${len}`, 'dev', 'eth0']);
+    await sh('ip', ['-n', h.containerNs, 'link', 'set', 'eth0', 'up']);
+    h.mtu = await ifMtu(h.containerNs, 'eth0');
+  }
+  return { vni, subnet, hosts };
+}
+
+/** Removes the kernel VXLAN baseline (every PREFIX-k* namespace and what runs in it). */
+export async function kernelVxlanDown(prefix: string): Promise<void> {
+  const namespaces = (await labNamespaces(prefix)).filter((ns) => /^-k\d+(-c\d+)?$/.test(ns.slice(prefix.length)));
+  const pids: number[] = [];
+  for (const ns of namespaces) {
+    const r = await cmd('ip', ['netns', 'pids', ns], { cleanup: true, allowFail: true });
+    pids.push(...r.stdout.split(/\s+/).filter(Boolean).map(Number));
+  }
+  if (pids.length) await terminate(pids, 1000);
+  // Containers first; the underlay's k1, k2 ports go with their peers.
+  for (const ns of namespaces.sort((a, b) => b.length - a.length)) {
+    await cmd('ip', ['netns', 'delete', ns], { cleanup: true, allowFail: true, timeoutMs: 15_000 });
+  }
+}

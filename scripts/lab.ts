@@ -1,0 +1,282 @@
+/**
+ * `scripts/lab`: a multi-host vsw lab on one machine (docs/LAB.md).
+ *
+ *   scripts/lab up [--hosts N] [--containers M]   build it: hosts are namespaces on an underlay bridge,
+ *                                                  one vsw daemon each, an overlay network, containers
+ *   scripts/lab iperf [--from h1-c1] [--to h2-c1]  iperf3 between two containers
+ *   scripts/lab status                             what runs, what answers
+ *   scripts/lab down                               remove everything
+ *
+ * The work is in scripts/lab-lib.ts, which the bench's overlay scenario
+ * shares; this file is options, output and exit codes. Every failure is one
+ * sentence on stderr and a non-zero exit.
+ */
+import { Command, Option } from 'commander';
+import path from 'node:path';
+
+import { BenchError, Interrupted, interrupt, liveChildren } from './bench-lib.js';
+import {
+  CLI,
+  LAB_DEFAULTS,
+  LIMITS,
+  checkPrefix,
+  findContainer,
+  intOption,
+  labDown,
+  labPreflight,
+  labStatus,
+  labUp,
+  pingOnce,
+  readLab,
+  requireLab,
+  runIperf,
+  type LabDescription,
+  type LabDriver,
+} from './lab-lib.js';
+
+const progress = (line: string): void => {
+  process.stderr.write(`lab: ${line}\n`);
+};
+
+/** The CLI as a user types it from here: relative to the working directory when that is shorter. */
+function cliPath(): string {
+  const rel = path.relative(process.cwd(), CLI);
+  return rel.length < CLI.length && !rel.startsWith('..') ? rel : CLI;
+}
+
+const labCmd = (sub: string, prefix: string): string => `scripts/lab ${sub}${prefix === LAB_DEFAULTS.prefix ? '' : ` --prefix ${prefix}`}`;
+
+function fmtBps(bps: number): string {
+  return bps >= 1e9 ? `${(bps / 1e9).toFixed(2)} Gbit/s` : `${(bps / 1e6).toFixed(1)} Mbit/s`;
+}
+
+// ---------------------------------------------------------------- up
+
+function summary(desc: LabDescription, check: string | null): string {
+  const vswCmd = `node ${cliPath()}`;
+  const lines: string[] = [];
+  const n = desc.network;
+  lines.push(`lab ${desc.prefix}: ${desc.hosts.length} hosts, ${n.driver} network ${n.name} ${n.subnet}${n.vni !== null ? ` VNI ${n.vni}` : ''}`);
+  lines.push(`underlay: bridge ${desc.underlay.bridge} in namespace ${desc.underlay.netns}, ${desc.underlay.subnet}, MTU ${desc.underlay.mtu}`);
+  lines.push('');
+  for (const h of desc.hosts) {
+    lines.push(`${h.name}  namespace ${h.netns}  eth0 ${h.underlayIp}  daemon pid ${h.pid}`);
+    lines.push(`    socket ${h.socket}  log ${h.log}`);
+    for (const c of h.containers) {
+      lines.push(`    ${c.id.padEnd(7)} namespace ${c.netns}  ${c.ifname} ${c.ip}/${c.prefixLength}  mtu ${c.mtu ?? '?'}  endpoint ${c.endpoint}`);
+    }
+  }
+  if (check) lines.push('', check);
+  const [h1, h2] = desc.hosts;
+  const a = h1.containers[0];
+  const b = h2.containers[0];
+  const cmds: [string, string][] = [];
+  if (a && b) cmds.push([`ip netns exec ${a.netns} ping -c 3 ${b.ip}`, `${a.id} -> ${b.id}, across hosts`]);
+  cmds.push([`${vswCmd} --socket ${h1.socket} ${n.driver === 'overlay' ? 'overlay ls' : 'network ls'}`, `host ${h1.name}'s daemon`]);
+  cmds.push([`${vswCmd} --socket ${h1.socket} endpoint ls`, '']);
+  cmds.push([`ip netns exec ${h1.netns} tcpdump -ni eth0 udp port 4789`, `the underlay as host ${h1.name} sees it`]);
+  cmds.push([labCmd('iperf', desc.prefix), `iperf3 ${a?.id ?? 'h1-c1'} -> ${b?.id ?? 'h2-c1'}`]);
+  cmds.push([labCmd('status', desc.prefix), '']);
+  cmds.push([labCmd('down', desc.prefix), 'remove everything']);
+  const w = Math.max(...cmds.map(([c]) => c.length));
+  lines.push('', 'try:', ...cmds.map(([c, why]) => (why ? `  ${c.padEnd(w)}  # ${why}` : `  ${c}`)));
+  return lines.join('\n');
+}
+
+interface UpFlags {
+  prefix: string;
+  hosts?: string;
+  containers?: string;
+  subnet: string;
+  vni?: string;
+  networkName: string;
+  underlayMtu?: string;
+  driver: string;
+  logLevel: string;
+  json?: boolean;
+}
+
+async function up(f: UpFlags): Promise<void> {
+  const opts = {
+    prefix: checkPrefix(f.prefix),
+    hosts: intOption('--hosts', f.hosts, LAB_DEFAULTS.hosts, LIMITS.hosts.min, LIMITS.hosts.max),
+    containers: intOption('--containers', f.containers, LAB_DEFAULTS.containers, LIMITS.containers.min, LIMITS.containers.max),
+    subnet: f.subnet,
+    vni: intOption('--vni', f.vni, LAB_DEFAULTS.vni, LIMITS.vni.min, LIMITS.vni.max),
+    network: f.networkName,
+    underlayMtu: intOption('--underlay-mtu', f.underlayMtu, LAB_DEFAULTS.underlayMtu, LIMITS.underlayMtu.min, LIMITS.underlayMtu.max),
+    driver: f.driver as LabDriver,
+    logLevel: f.logLevel,
+  };
+  const desc = await labUp(opts, progress);
+  // One ping across hosts: the lab works, or the summary says it does not (and the lab stays, to look at).
+  let check: string | null = null;
+  const [a, b] = [desc.hosts[0].containers[0], desc.hosts[1].containers[0]];
+  if (opts.driver === 'overlay' && a && b) {
+    const rtt = await pingOnce(a.netns, b.ip, 5);
+    check = rtt !== null ? `check: ${a.id} -> ${b.id} ping answered in ${rtt} ms` : `check: ${a.id} -> ${b.id} ping got NO answer: look at the daemons' logs`;
+  }
+  process.stdout.write(f.json ? JSON.stringify(desc, null, 2) + '\n' : summary(desc, check) + '\n');
+}
+
+// ---------------------------------------------------------------- down, status
+
+async function down(f: { prefix: string }): Promise<void> {
+  checkPrefix(f.prefix);
+  await labPreflight();
+  const r = await labDown(f.prefix, progress);
+  if (r.namespaces.length === 0 && r.files.length === 0 && r.stopped + r.killed === 0) {
+    process.stdout.write(`nothing to remove for prefix ${f.prefix}\n`);
+    return;
+  }
+  const procs = r.stopped + r.killed;
+  process.stdout.write(
+    `removed lab ${f.prefix}: ${procs} process${procs === 1 ? '' : 'es'} stopped${r.killed ? ` (${r.killed} with SIGKILL)` : ''}, ` +
+      `${r.namespaces.length} namespace${r.namespaces.length === 1 ? '' : 's'} deleted, ${r.files.length} file${r.files.length === 1 ? '' : 's'} removed\n`,
+  );
+}
+
+async function status(f: { prefix: string; json?: boolean }): Promise<void> {
+  checkPrefix(f.prefix);
+  const desc = await readLab(f.prefix);
+  if (!desc) {
+    if (f.json) process.stdout.write('null\n');
+    else process.stdout.write(`no lab with prefix ${f.prefix}\n`);
+    return;
+  }
+  await labPreflight();
+  const hosts = await labStatus(desc);
+  if (f.json) {
+    process.stdout.write(JSON.stringify({ lab: desc, status: hosts }, null, 2) + '\n');
+    return;
+  }
+  const lines = [`lab ${desc.prefix}${desc.complete ? '' : ' (NOT completely built: remove it with down)'}: ${desc.network.driver} network ${desc.network.name} ${desc.network.subnet}, built ${desc.created}`];
+  for (const h of hosts) {
+    const host = desc.hosts.find((x) => x.name === h.host)!;
+    const daemon = h.daemon === 'running' ? (h.answers ? 'daemon answers' : 'daemon runs but does NOT answer') : 'daemon NOT running';
+    lines.push(`${h.host}  ${host.underlayIp}  ${daemon}  ${host.socket}${h.netns ? '' : '  namespace MISSING'}`);
+    for (const c of h.containers) {
+      const cont = host.containers.find((x) => x.id === c.id)!;
+      lines.push(`    ${c.id.padEnd(7)} ${cont.ip}${c.netns ? '' : '  namespace MISSING'}`);
+    }
+  }
+  process.stdout.write(lines.join('\n') + '\n');
+  const bad = hosts.some((h) => !h.answers || !h.netns || h.containers.some((c) => !c.netns));
+  if (bad) process.exitCode = 1;
+}
+
+// ---------------------------------------------------------------- iperf
+
+interface IperfFlags {
+  prefix: string;
+  from: string;
+  to: string;
+  time?: string;
+  parallel?: string;
+  udp?: boolean;
+  len?: string;
+  json?: boolean;
+}
+
+async function iperf(f: IperfFlags): Promise<void> {
+  checkPrefix(f.prefix);
+  const seconds = intOption('--time', f.time, 5, 1, 3600);
+  const parallel = intOption('-P', f.parallel, 1, 1, 128);
+  if (f.len !== undefined && !f.udp) throw new BenchError('--len sets the UDP datagram size: add --udp.');
+  const len = intOption('--len', f.len, 64, 16, 65_000);
+  await labPreflight([['iperf3', 'iperf3'], ['ss', 'iproute2']]);
+  const desc = await requireLab(f.prefix);
+  const from = findContainer(desc, f.from);
+  const to = findContainer(desc, f.to);
+  if (from === to) throw new BenchError(`--from and --to are both ${from.id}: pick two containers.`);
+  const out = await runIperf({ clientNs: from.netns, serverNs: to.netns, serverIp: to.ip, seconds, parallel, udp: f.udp, len });
+  if (f.json) {
+    process.stdout.write(JSON.stringify({ from: from.id, to: to.id, tcp: out.tcp, udp: out.udp }, null, 2) + '\n');
+    return;
+  }
+  const head = `${from.id} ${from.ip} -> ${to.id} ${to.ip}`;
+  if (out.tcp) {
+    const streams = `${parallel} stream${parallel > 1 ? 's' : ''}`;
+    process.stdout.write(`${head}: TCP, ${streams}, ${seconds} s: ${fmtBps(out.tcp.bitsPerSecond)} received, ${out.tcp.retransmits ?? '?'} retransmits\n`);
+  } else if (out.udp) {
+    const u = out.udp;
+    const bps = u.packetsPerSecond * len * 8;
+    process.stdout.write(
+      `${head}: UDP ${len} B, ${seconds} s: ${(u.packetsPerSecond / 1e3).toFixed(0)} kpps received (${fmtBps(bps)} of payload), ` +
+        `${(u.sentPacketsPerSecond / 1e3).toFixed(0)} kpps sent, ${u.lostPercent.toFixed(1)}% lost\n`,
+    );
+  }
+}
+
+// ---------------------------------------------------------------- main
+
+const prefixOption = (): Option => new Option('--prefix <name>', 'names of everything in the lab start with it').default(LAB_DEFAULTS.prefix);
+
+function program(): Command {
+  const p = new Command('scripts/lab')
+    .description('a multi-host vsw lab on one machine: hosts are network namespaces joined by an underlay bridge, each runs a vsw daemon (docs/LAB.md)')
+    .showHelpAfterError('(add --help for usage)');
+
+  p.command('up')
+    .description('build the lab: an underlay bridge, N host namespaces each running a vsw daemon, one overlay network on every host, containers')
+    .option('--hosts <n>', `hosts, ${LIMITS.hosts.min} to ${LIMITS.hosts.max} (default ${LAB_DEFAULTS.hosts})`)
+    .option('--containers <m>', `containers per host, ${LIMITS.containers.min} to ${LIMITS.containers.max} (default ${LAB_DEFAULTS.containers})`)
+    .addOption(prefixOption())
+    .option('--subnet <cidr>', 'subnet of the overlay network', LAB_DEFAULTS.subnet)
+    .option('--vni <n>', `VXLAN network identifier (default ${LAB_DEFAULTS.vni})`)
+    .option('--network-name <name>', 'name of the overlay network on every daemon', LAB_DEFAULTS.network)
+    .option('--underlay-mtu <n>', `MTU of the underlay's links and bridge (default ${LAB_DEFAULTS.underlayMtu})`)
+    .addOption(new Option('--driver <driver>', 'network driver (internal: a separate network per host, for trying the lab without overlay)').default(LAB_DEFAULTS.driver).hideHelp())
+    .addOption(new Option('--log-level <level>', 'log level of the daemons').default(LAB_DEFAULTS.logLevel).hideHelp())
+    .option('--json', 'print the lab description (as stored in /run/vsw-lab/PREFIX.json) instead of the summary')
+    .addHelpText('after', '\nExample:\n  scripts/lab up --hosts 3 --containers 1\n')
+    .action(up);
+
+  p.command('down')
+    .description('stop the lab\'s daemons (SIGTERM, SIGKILL after 5 s), delete its namespaces and state; nothing to remove is not an error')
+    .addOption(prefixOption())
+    .action(down);
+
+  p.command('iperf')
+    .description('iperf3 from one container to another (server in --to, client in --from), and print the rate')
+    .addOption(prefixOption())
+    .option('--from <container>', 'client container, HOST-CONTAINER', 'h1-c1')
+    .option('--to <container>', 'server container, HOST-CONTAINER', 'h2-c1')
+    .option('-t, --time <s>', 'seconds (default 5)')
+    .option('-P, --parallel <n>', 'parallel TCP streams (default 1)')
+    .option('-u, --udp', 'UDP at full rate instead of TCP')
+    .option('-l, --len <bytes>', 'UDP datagram size (default 64)')
+    .option('--json', 'print the parsed result as JSON')
+    .addHelpText('after', '\nExamples:\n  scripts/lab iperf\n  scripts/lab iperf --from h1-c2 --to h2-c1 -P 4 --time 10\n  scripts/lab iperf --udp --len 64\n')
+    .action(iperf);
+
+  p.command('status')
+    .description('whether each daemon runs and answers and each namespace exists (exit 1 if not)')
+    .addOption(prefixOption())
+    .option('--json', 'print the lab description and status as JSON')
+    .action(status);
+
+  return p;
+}
+
+process.on('SIGINT', () => interrupt.abort());
+process.on('SIGTERM', () => interrupt.abort());
+process.on('exit', () => {
+  // iperf3 servers a failed run left; never the daemons (they are detached and not tracked).
+  for (const c of liveChildren) c.kill('SIGKILL');
+});
+
+try {
+  await program().parseAsync(process.argv);
+} catch (err) {
+  if (err instanceof Interrupted) {
+    process.stderr.write('lab: interrupted.\n');
+    process.exitCode = 130;
+  } else if (err instanceof BenchError) {
+    process.stderr.write(`lab: ${err.message}\n`);
+    process.exitCode = 1;
+  } else {
+    process.stderr.write(`lab: ${(err as Error)?.stack ?? String(err)}\n`);
+    process.exitCode = 1;
+  }
+}
