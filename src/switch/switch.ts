@@ -354,7 +354,7 @@ export class Switch {
     const net = this.networks.get(cfg.networkId);
     if (!net) throw new Error(`network id ${cfg.networkId} does not exist`);
     if (!Number.isInteger(cfg.portId) || cfg.portId < 0 || cfg.portId >= this.maxPorts) throw new RangeError(`port id ${cfg.portId} must be an integer below ${this.maxPorts}`);
-    if (this.ports[cfg.portId]) throw new Error(`port id ${cfg.portId} exists already`);
+    if (this.ports[cfg.portId] || this.uplinks[cfg.portId]) throw new Error(`port id ${cfg.portId} exists already`);
     const gw = net.gateway;
     const external = cfg.external === true;
     if (external && (gw === null || gw.externalPortId >= 0)) throw new Error(`network ${net.name} has no NAT gateway or has its host port already`);
@@ -588,6 +588,7 @@ export class Switch {
     const tunnel = this.overlayByVni.get(seg.vni)!.tunnelPort!;
     if (tunnel.egress!.uplink !== uplink) {
       // Served here, but on another underlay address.
+      this.segments.overrule(DecapVerdict.UNKNOWN_VNI);
       counters[uplink.id * COUNTER_COLUMNS + DROP_BASE + VXLAN_DROP_BASE + DecapVerdict.UNKNOWN_VNI]++;
       return;
     }
@@ -933,7 +934,6 @@ export class Switch {
         return;
       }
       if (was === 0) this.pendingTunnels[this.pendingTunnelCount++] = port;
-      port.txBytes += len;
       return;
     }
     if (port.txCount === 0) this.pending[this.pendingCount++] = port;
@@ -994,13 +994,11 @@ export class Switch {
     for (let i = 0; i < this.pendingTunnelCount; i++) {
       const port = this.pendingTunnels[i];
       const egress = port.egress!;
-      const frames = egress.pending;
-      const failed = egress.encapsulate(buf, tx, this.batchNow);
+      const queued = egress.encapsulate(buf, tx, this.batchNow);
       const row = port.id * COUNTER_COLUMNS;
-      counters[row + TX_FRAMES] += frames - failed;
-      counters[row + TX_BYTES] += port.txBytes;
-      counters[row + DROP_BASE + DropReason.tunnelEncapFailed] += failed;
-      port.txBytes = 0;
+      counters[row + TX_FRAMES] += queued;
+      counters[row + TX_BYTES] += egress.lastBytes;
+      counters[row + DROP_BASE + DropReason.tunnelEncapFailed] += egress.lastFailed;
     }
     this.pendingTunnelCount = 0;
     tx.sendAll();

@@ -379,6 +379,12 @@ export class OverlaySegments implements VniFilter {
     return v;
   }
 
+  /** The caller refused a datagram admit() passed (a VNI served here, but on another socket): count it under `verdict` instead of ok. */
+  overrule(verdict: DecapVerdict): void {
+    this.verdicts[DecapVerdict.OK]--;
+    this.verdicts[verdict]++;
+  }
+
   /** Ages out both tables; about once a second. Returns the entries forgotten. */
   sweep(nowMs: number): number {
     return this.vteps.sweep(nowMs) + this.arp.sweep(nowMs);

@@ -203,7 +203,7 @@ export class TunnelTx {
 }
 
 export interface VxlanEgressCounters {
-  /** Frames taken into the tunnel (super-frames count once). */
+  /** Frames sent into the tunnel (super-frames count once). */
   frames: number;
   /** Super-frames segmented, and the segments they became. */
   segmented: number;
@@ -230,6 +230,9 @@ export class VxlanEgress {
   private floodedCount = 0;
   private tooBigCount = 0;
   private encapFailedCount = 0;
+  /** Of the last encapsulate(): frames that failed, and the bytes of those queued. */
+  lastFailed = 0;
+  lastBytes = 0;
 
   constructor(
     readonly segment: OverlaySegment,
@@ -279,18 +282,20 @@ export class VxlanEgress {
 
   /**
    * Encapsulates the queued frames into their uplink's socket queues (the
-   * arena's owner sends them). Returns how many frames failed (counted here too).
+   * arena's owner sends them). Returns how many frames were queued; lastFailed
+   * and lastBytes tell the rest (a flood on a network without peers is neither).
    */
   encapsulate(buf: Uint8Array, tx: TunnelTx, nowMs: number): number {
     const uplink = this.uplink;
     const seg = this.segment;
     const peers = seg.peerCount;
     let failed = 0;
+    let queued = 0;
+    let bytes = 0;
     for (let i = 0; i < this.count; i++) {
       const off = this.offsets[i];
       const len = this.lengths[i];
       const s = uplink.socketOf(this.hashes[i]);
-      this.framesCount++;
       // The destination VTEP, or 0 for every peer.
       let vtep = 0;
       const hi = macHi16(buf, off);
@@ -313,6 +318,8 @@ export class VxlanEgress {
         }
         const at = encapHeader(buf, off, this.vni);
         this.add(s, vtep, at, len + VXLAN_HEADER_LEN, 0);
+        queued++;
+        bytes += len;
         continue;
       }
       const n = this.segmentInto(buf, off, len, tx, s, copies);
@@ -323,10 +330,15 @@ export class VxlanEgress {
       this.segmentedCount++;
       this.segmentsCount += n;
       this.queueSegments(s, vtep, n, buf);
+      queued++;
+      bytes += len;
     }
     this.count = 0;
     this.encapFailedCount += failed;
-    return failed;
+    this.framesCount += queued;
+    this.lastFailed = failed;
+    this.lastBytes = bytes;
+    return queued;
   }
 
   private add(s: number, vtep: number, at: number, length: number, segmentSize: number): void {
@@ -371,7 +383,8 @@ export class VxlanEgress {
       buf[vh + VnetField.GSO_SIZE] = gsoSize & 0xff;
       buf[vh + VnetField.GSO_SIZE + 1] = gsoSize >>> 8;
     }
-    const n = Math.ceil((len - headers) / gsoSize);
+    // A super-frame without payload (the kernel should not make one) is still one segment.
+    const n = Math.max(1, Math.ceil((len - headers) / gsoSize));
     if (n > MAX_SEGMENTS) return -1;
     if (!this.uplink.hasRoom(s, n * copies)) tx.sendAll();
     if (!this.uplink.hasRoom(s, n * copies)) return -1;
