@@ -187,8 +187,8 @@ export class OverlayService {
         mtu: overlay.info.mtu,
         peers: s.peers,
         remotes: [...overlay.remotes.values()],
-        vteps: s.vteps.map((e) => ({ mac: e.mac, vtep: e.vtep, kind: e.kind, ageSeconds: e.ageSeconds })),
-        arp: s.arp.map((e) => ({ ip: e.ip, mac: e.mac, kind: e.kind, ageSeconds: e.ageSeconds })),
+        vteps: s.vteps.map((e) => ({ mac: e.mac, vtep: e.vtep, kind: e.kind, ageSeconds: tenths(e.ageSeconds) })),
+        arp: s.arp.map((e) => ({ ip: e.ip, mac: e.mac, kind: e.kind, ageSeconds: tenths(e.ageSeconds) })),
         counters: {
           tunnel: {
             framesIn: tunnel.rxFrames,
@@ -266,6 +266,10 @@ export class OverlayService {
     this.state.portIds.release(uplink.uplinkId);
     this.logger.info({ uplink: key }, 'underlay sockets closed');
   }
+}
+
+function tenths(seconds: number | null): number | null {
+  return seconds === null ? null : Math.round(seconds * 10) / 10;
 }
 
 function checkVtepAddress(text: string, what: string): string {
