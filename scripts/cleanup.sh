@@ -123,8 +123,9 @@ if [[ -n $nft ]]; then
   done
 fi
 
-# 4. Work directories (sockets, state files, logs).
-for path in /tmp/"$prefix"*; do
+# 4. Work directories (sockets, state files, logs), and what a killed `scripts/lab up --prefix vswt...`
+#    (the lab test, the bench's overlay scenario) left in /run/vsw-lab.
+for path in /tmp/"$prefix"* /run/vsw-lab/"$prefix"*; do
   [[ -e $path || -L $path ]] || continue
   kind=file
   [[ -d $path && ! -L $path ]] && kind=directory
