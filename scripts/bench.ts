@@ -51,14 +51,12 @@ import {
   apiRequest,
   benchAclRules,
   cmd,
-  exited,
   formatTable,
   ifMtu,
   interrupt,
   judge,
   liveChildren,
   median,
-  parseIperfJson,
   pickFreePrefix,
   procStatusKiB,
   ratio,
@@ -96,12 +94,12 @@ import {
   type NatTopology,
 } from './bench-nat.js';
 import { overlayChecks, overlayDaemonRss, overlayScenario, overlaySummary, overlayTable, overlayTopologyJson, setupOverlay } from './bench-overlay.js';
+import { runIperf } from './lab-lib.js';
 
 const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const CLI = path.join(REPO_ROOT, 'dist/src/cli/main.js');
 /** The nat scenario's connection-rate generator and server (scripts/nat-connrate.ts, built with the rest). */
 const CONNRATE = path.join(REPO_ROOT, 'dist/scripts/nat-connrate.js');
-const IPERF_PORT = 5201;
 const SOAK_SAMPLE_MS = 5000;
 /** ACL rules per port in the policy scenario: few, then many. */
 const POLICY_RULES = [10, 10_000] as const;
@@ -630,27 +628,8 @@ async function iperf(
   /** Reverse mode (-R): the server sends, the client receives. */
   reverse = false,
 ): Promise<Record<string, unknown>> {
-  const server = start('ip', ['netns', 'exec', side.serverNs, 'iperf3', '-s', '-1', '-B', side.serverIp, '-p', String(IPERF_PORT)], 'pipe');
-  let serverOut = '';
-  server.stdout?.on('data', (d: Buffer) => (serverOut += d.toString()));
-  server.stderr?.on('data', (d: Buffer) => (serverOut += d.toString()));
-  try {
-    // Polling the listening socket, not the server's "listening" line: iperf3 block-buffers stdout into a pipe.
-    await waitFor(`the iperf3 server in ${side.serverNs} listening`, 10_000, async () => {
-      if (server.exitCode !== null) throw new BenchError(`the iperf3 server in ${side.serverNs} exited: ${serverOut.trim()}`);
-      const r = await sh('ip', ['netns', 'exec', side.serverNs, 'ss', '-Hltn', `sport = :${IPERF_PORT}`], { allowFail: true });
-      return r.stdout.trim() ? true : undefined;
-    }, 50);
-    const args = ['netns', 'exec', side.clientNs, 'iperf3', '-c', side.serverIp, '-p', String(IPERF_PORT), '-t', String(seconds), '-J'];
-    if (proto === 'udp') args.push('-u', '-b', '0', '-l', '64');
-    if (reverse) args.push('-R');
-    const client = sh('ip', args, { allowFail: true, timeoutMs: (seconds + 30) * 1000 });
-    if (during) await during(client);
-    const r = await client;
-    return parseIperfJson(r.stdout);
-  } finally {
-    if (!(await exited(server, 3000))) await stop(server, 1000);
-  }
+  const { doc } = await runIperf({ clientNs: side.clientNs, serverNs: side.serverNs, serverIp: side.serverIp, seconds, udp: proto === 'udp', len: 64, during, reverse });
+  return doc;
 }
 
 interface RunRecord {

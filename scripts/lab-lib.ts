@@ -601,6 +601,8 @@ export interface IperfArgs {
   len?: number;
   /** Called once the client has started, with its completion: the bench measures CPU in between. */
   during?: (done: Promise<unknown>) => Promise<void>;
+  /** Reverse mode (-R): the server sends, the client receives. */
+  reverse?: boolean;
 }
 
 export interface IperfOutcome {
@@ -629,6 +631,7 @@ export async function runIperf(a: IperfArgs): Promise<IperfOutcome> {
     const args = ['netns', 'exec', a.clientNs, 'iperf3', '-c', a.serverIp, '-p', String(IPERF_PORT), '-t', String(a.seconds), '-J'];
     if ((a.parallel ?? 1) > 1) args.push('-P', String(a.parallel));
     if (a.udp) args.push('-u', '-b', '0', '-l', String(a.len ?? 64));
+    if (a.reverse) args.push('-R');
     const client = sh('ip', args, { allowFail: true, timeoutMs: (a.seconds + 30) * 1000 });
     if (a.during) await a.during(client);
     const r = await client;

@@ -42,6 +42,18 @@ interface NativeAddon {
   ): number;
   segmentTso(buf: Uint8Array, frameOffset: number, frameLength: number, out: Uint8Array, outOffsets: Uint32Array, outLengths: Uint32Array, maxSegments: number, outVnetLen: number): number;
   completeChecksum(buf: Uint8Array, frameOffset: number, frameLength: number): number;
+  vxlanGro(
+    buf: Uint8Array,
+    blobOffset: number,
+    blobLength: number,
+    segmentSize: number,
+    outOffset: number,
+    outLimit: number,
+    frameOffsets: Uint32Array,
+    frameLengths: Uint32Array,
+    headerOffsets: Uint32Array,
+    maxFrames: number,
+  ): number;
 }
 
 // dist/src/native/index.js -> <package>/native/vsw_native.node
@@ -324,22 +336,6 @@ export const GroError = {
 /** headerOffsets[i] of a datagram shorter than the VXLAN header (its frameLengths[i] and frameOffsets[i] are 0): count it as malformed. */
 export const GRO_SHORT_DATAGRAM = 0xffff_ffff;
 
-// Declared here rather than in NativeAddon so that this block stays self-contained.
-const groAddon = addon as NativeAddon & {
-  vxlanGro(
-    buf: Uint8Array,
-    blobOffset: number,
-    blobLength: number,
-    segmentSize: number,
-    outOffset: number,
-    outLimit: number,
-    frameOffsets: Uint32Array,
-    frameLengths: Uint32Array,
-    headerOffsets: Uint32Array,
-    maxFrames: number,
-  ): number;
-};
-
 /**
  * Software GRO for a VXLAN socket with UDP_GRO: one received "GRO blob" at
  * buf[blobOffset, +blobLength) holds datagrams back to back, each segmentSize
@@ -385,5 +381,5 @@ export function vxlanGro(
   headerOffsets: Uint32Array,
   maxFrames: number,
 ): number {
-  return groAddon.vxlanGro(buf, blobOffset, blobLength, segmentSize, outOffset, outLimit, frameOffsets, frameLengths, headerOffsets, maxFrames);
+  return addon.vxlanGro(buf, blobOffset, blobLength, segmentSize, outOffset, outLimit, frameOffsets, frameLengths, headerOffsets, maxFrames);
 }

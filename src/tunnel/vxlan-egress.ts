@@ -39,31 +39,24 @@
  *
  * Nothing allocates per frame.
  */
+import type { completeChecksum, segmentTso, udpSendBatch, vxlanGro } from '../native/index.js';
 import { macHi16, macLo32 } from '../packet/ethernet.js';
 import { GsoType, VNET_HDR_LEN, VnetField, VnetFlags } from '../packet/vnet.js';
 import { VXLAN_HEADER_LEN } from '../packet/vxlan.js';
 import type { OverlaySegment } from './overlay-segment.js';
 import { encapHeader } from './vxlan-encap.js';
 
-/** What the switch gives the tunnel: the addon's batched UDP, segmentation and checksum, and the arena's place in the buffer. */
+/**
+ * What the switch gives the tunnel: the addon's batched UDP (udpSendBatch, with
+ * UDP GSO segment sizes), segmentation, checksum completion and receive GRO
+ * (type-only: this module never loads the addon, so unit tests may pass fakes),
+ * and the arena's place in the buffer.
+ */
 export interface TunnelIo {
-  /** udpSendBatch: a nonzero segmentSizes[i] below lengths[i] makes descriptor i a run of datagrams of that size, cut by the kernel (UDP GSO). */
-  sendUdp(fd: number, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number, addrs: Uint32Array, ports: Uint16Array, segmentSizes: Uint16Array): number;
-  segmentTso(buf: Uint8Array, frameOffset: number, frameLength: number, out: Uint8Array, outOffsets: Uint32Array, outLengths: Uint32Array, maxSegments: number, outVnetLen: number): number;
-  completeChecksum(buf: Uint8Array, frameOffset: number, frameLength: number): number;
-  /** Receive side: a coalesced slot (UDP GRO) back into frames, merging consecutive TCP segments; see src/native vxlanGro. */
-  vxlanGro(
-    buf: Uint8Array,
-    blobOffset: number,
-    blobLength: number,
-    segmentSize: number,
-    outOffset: number,
-    outLimit: number,
-    frameOffsets: Uint32Array,
-    frameLengths: Uint32Array,
-    headerOffsets: Uint32Array,
-    maxFrames: number,
-  ): number;
+  sendUdp: typeof udpSendBatch;
+  segmentTso: typeof segmentTso;
+  completeChecksum: typeof completeChecksum;
+  vxlanGro: typeof vxlanGro;
   /**
    * The arena: buffer bytes [txOffset, txOffset + txSize) that no rx slot uses. A batch from an
    * uplink uses it for the frames GRO makes (they never go back into a tunnel); a batch from a TAP

@@ -106,7 +106,7 @@ class OverlayIo implements FrameIo {
             bytes: Buffer.from(buf.subarray(offsets[i], offsets[i] + lengths[i])),
             addr: addrs[i],
             port: ports[i],
-            segmentSize: segmentSizes[i],
+            segmentSize: segmentSizes?.[i] ?? 0,
           });
         }
         return count;
