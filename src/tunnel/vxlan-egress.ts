@@ -40,7 +40,8 @@
  * Nothing allocates per frame.
  */
 import type { completeChecksum, segmentTso, udpSendBatch, vxlanGro } from '../native/index.js';
-import { macHi16, macLo32 } from '../packet/ethernet.js';
+import { ETH_HEADER_LEN, macHi16, macLo32 } from '../packet/ethernet.js';
+import { innerEtherTypeOffset } from '../packet/vlan.js';
 import { GsoType, VNET_HDR_LEN, VnetField, VnetFlags } from '../packet/vnet.js';
 import { VXLAN_HEADER_LEN } from '../packet/vxlan.js';
 import type { OverlaySegment } from './overlay-segment.js';
@@ -394,15 +395,10 @@ export class VxlanEgress {
   }
 }
 
-/** Ethernet header plus VLAN tags of the frame at buf[off]. */
+/** Ethernet header plus VLAN tags of the frame at buf[off] (it passed classifyFrame, so the tags parse). */
 function l2Length(buf: Uint8Array, off: number, len: number): number {
-  let l2 = 14;
-  while (l2 + 4 <= len) {
-    const t = (buf[off + l2 - 2] << 8) | buf[off + l2 - 1];
-    if (t !== 0x8100 && t !== 0x88a8) break;
-    l2 += 4;
-  }
-  return l2;
+  const at = innerEtherTypeOffset(buf, off, len);
+  return at < 0 ? ETH_HEADER_LEN : at + 2;
 }
 
 /** Ethernet, VLAN tags, IPv4/IPv6 and TCP headers of a TCP frame; -1 when it is not one. */
