@@ -400,13 +400,15 @@ class VswSide {
   }
 
   async startDaemon(): Promise<void> {
-    cleanup.add('stop the vsw daemon', async () => {
-      // SIGTERM first: the daemon closes its TAPs and removes its socket on the way out.
+    const stateDir = path.join(this.workDir, 'state');
+    cleanup.add('stop the vsw daemon and remove what it made', async () => {
+      // A stopped daemon leaves its TAPs for the next one; `vsw system reset` removes them.
       if (daemonChild) await stop(daemonChild, 5000);
+      await undo(process.execPath, [CLI, '--socket', this.socket, 'system', 'reset', '--state-dir', stateDir], { timeoutMs: 30_000 });
     });
     const logFd = openSync(this.logPath, 'a');
     try {
-      daemonChild = start(process.execPath, [...this.nodeArgs, CLI, 'daemon', '--socket', this.socket], logFd);
+      daemonChild = start(process.execPath, [...this.nodeArgs, CLI, 'daemon', '--socket', this.socket, '--state-dir', stateDir], logFd);
     } finally {
       // The child holds its own copy of the descriptor.
       closeSync(logFd);

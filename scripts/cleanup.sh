@@ -74,6 +74,28 @@ for dir in /proc/[0-9]*; do
 done
 ((${#strays[@]})) && terminate "${strays[@]}"
 
+# 1b. What stopped daemons of a run left in place on purpose (a stop keeps TAPs, compartments, host
+#     TAPs, nftables tables and ip_forward for the next daemon): `vsw system reset` for each state
+#     directory, run in the network namespace the state was saved in (host interfaces, tables and
+#     ip_forward are that namespace's). A state whose namespace is gone went with it (step 2 removes
+#     the rest by name).
+cli="$(cd "$(dirname "$0")/.." && pwd)/dist/src/cli/main.js"
+if [[ -f $cli ]] && command -v node >/dev/null 2>&1; then
+  for state in /tmp/"$prefix"*/state /tmp/"$prefix"*/*/state /run/vsw-lab/"$prefix"*.state; do
+    [[ -f $state/state.json ]] || continue
+    saved_ns=$(sed -n 's/.*"netns":"net:\[\([0-9]*\)\]".*/\1/p' "$state/state.json")
+    runner=()
+    if [[ -n $saved_ns && $saved_ns != "$(stat -L -c %i /proc/self/ns/net)" ]]; then
+      for ns in $(ip netns list 2>/dev/null | awk '{print $1}'); do
+        [[ $(stat -L -c %i "/run/netns/$ns" 2>/dev/null) == "$saved_ns" ]] && runner=(ip netns exec "$ns") && break
+      done
+      ((${#runner[@]})) || continue
+    fi
+    if ((dry_run)); then say "would run vsw system reset --state-dir $state ${runner[*]:+(in ${runner[3]})}"; continue; fi
+    while IFS= read -r line; do say "$line (vsw system reset --state-dir $state)"; done < <("${runner[@]}" node "$cli" system reset --state-dir "$state" 2>&1)
+  done
+fi
+
 # 2. Namespaces: kill what still runs inside, or the namespace outlives its name.
 for ns in $(ip netns list 2>/dev/null | awk '{print $1}'); do
   [[ $ns == "$prefix"* ]] || continue

@@ -136,6 +136,8 @@ export interface LabHost {
   underlayIp: string;
   socket: string;
   log: string;
+  /** The daemon's --state-dir; everything it names lives in the lab's namespaces and goes with them. */
+  stateDir: string;
   /** The daemon's pid (node, after `ip netns exec` has exec'd it); null before it started. */
   pid: number | null;
   containers: LabContainer[];
@@ -415,6 +417,7 @@ async function build(desc: LabDescription, o: LabOptions, progress: Progress): P
       underlayIp: underlayIp(i),
       socket: path.join(LAB_DIR, `${p}-h${i}.sock`),
       log: path.join(LAB_DIR, `${p}-h${i}.log`),
+      stateDir: path.join(LAB_DIR, `${p}-h${i}.state`),
       pid: null,
       containers: [],
     };
@@ -460,7 +463,7 @@ async function build(desc: LabDescription, o: LabOptions, progress: Progress): P
 function startLabDaemon(host: LabHost, logLevel: string): void {
   const fd = openSync(host.log, 'a');
   try {
-    const child = spawn('ip', ['netns', 'exec', host.netns, process.execPath, CLI, 'daemon', '--socket', host.socket, '--log-level', logLevel], {
+    const child = spawn('ip', ['netns', 'exec', host.netns, process.execPath, CLI, 'daemon', '--socket', host.socket, '--state-dir', host.stateDir, '--log-level', logLevel], {
       stdio: ['ignore', fd, fd],
       detached: true,
     });
@@ -579,7 +582,7 @@ export async function labDown(prefix: string, progress: Progress = () => undefin
   const entries = await readdir(LAB_DIR).catch(() => [] as string[]);
   for (const f of entries) {
     if (f === `${prefix}.json` || f === `${prefix}.json.tmp` || f.startsWith(`${prefix}-`)) {
-      await rm(path.join(LAB_DIR, f), { force: true });
+      await rm(path.join(LAB_DIR, f), { force: true, recursive: true });
       files.push(path.join(LAB_DIR, f));
     }
   }

@@ -7,6 +7,7 @@
 mod csum;
 mod gro;
 mod hash;
+mod lock;
 mod napi;
 mod rx;
 mod segment;
@@ -51,6 +52,57 @@ unsafe extern "C" fn tap_set_persist(env: napi_env, info: napi_callback_info) ->
     let fd = tri!(env, get_i32(env, fd, "fd"));
     tri!(env, tap::tap_set_persist(fd, get_bool(env, persist)));
     undefined(env)
+}
+
+/// tapLinkInfo(name, netnsPath?) -> { mac, up, mtu, ipv4 } or null when the interface does not exist
+unsafe extern "C" fn tap_link_info(env: napi_env, info: napi_callback_info) -> napi_value {
+    let [name, netns] = args::<2>(env, info);
+    let name = tri!(env, get_string(env, name, "name"));
+    let netns = tri!(env, optional_string(env, netns, "netns"));
+    let found = tri!(env, tap::link_info(&name, netns.as_deref()));
+    let mut out = ptr::null_mut();
+    let link = match found {
+        Some(link) => link,
+        None => {
+            napi_get_null(env, &mut out);
+            return out;
+        }
+    };
+    napi_create_object(env, &mut out);
+    let m = link.mac;
+    let mac = format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5]);
+    set_property(env, out, b"mac\0", string(env, &mac));
+    let mut up = ptr::null_mut();
+    napi_get_boolean(env, link.up, &mut up);
+    set_property(env, out, b"up\0", up);
+    set_property(env, out, b"mtu\0", uint32(env, link.mtu));
+    let ipv4 = match link.ipv4 {
+        Some(a) => string(env, &std::net::Ipv4Addr::from(a).to_string()),
+        None => {
+            let mut null = ptr::null_mut();
+            napi_get_null(env, &mut null);
+            null
+        }
+    };
+    set_property(env, out, b"ipv4\0", ipv4);
+    out
+}
+
+unsafe fn string(env: napi_env, text: &str) -> napi_value {
+    let mut v = ptr::null_mut();
+    napi_create_string_utf8(env, text.as_ptr() as *const _, text.len(), &mut v);
+    v
+}
+
+unsafe fn set_property(env: napi_env, object: napi_value, name: &[u8], value: napi_value) {
+    napi_set_named_property(env, object, name.as_ptr() as *const _, value);
+}
+
+/// lockFile(path) -> fd holding an exclusive flock on the file (created 0600 if missing)
+unsafe extern "C" fn lock_file(env: napi_env, info: napi_callback_info) -> napi_value {
+    let [path] = args::<1>(env, info);
+    let path = tri!(env, get_string(env, path, "path"));
+    int32(env, tri!(env, lock::lock_file(&path)))
 }
 
 /// closeFd(fd)
@@ -372,6 +424,8 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
     set_fn(env, exports, "tapOpen", tap_open);
     set_fn(env, exports, "tapSetPersist", tap_set_persist);
     set_fn(env, exports, "closeFd", close_fd);
+    set_fn(env, exports, "tapLinkInfo", tap_link_info);
+    set_fn(env, exports, "lockFile", lock_file);
     set_fn(env, exports, "internetChecksum", internet_checksum);
     set_fn(env, exports, "flowHashBatch", flow_hash_batch);
     set_fn(env, exports, "writeBatch", write_batch);

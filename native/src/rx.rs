@@ -363,7 +363,19 @@ unsafe extern "C" fn on_readable(handle: *mut c_void, status: c_int, _events: c_
     if status < 0 {
         uv_poll_stop(handle);
         (*port).polling = false;
-        Engine::deliver(engine, (*port).id, status);
+        // libuv reports POLLERR as UV_EBADF whatever the cause; a TAP's read() says what it is
+        // (EBADFD: the device was deleted under the fd), and that is what the port stopped for.
+        let mut code = status;
+        if let PortKind::Tap = (*port).kind {
+            let mut probe = [0u8; 64];
+            if read((*port).fd, probe.as_mut_ptr() as *mut c_void, probe.len()) < 0 {
+                let err = errno();
+                if err != EAGAIN && err != EINTR {
+                    code = -err;
+                }
+            }
+        }
+        Engine::deliver(engine, (*port).id, code);
         return;
     }
     Engine::drain(engine, port);

@@ -7,16 +7,19 @@ pub const O_RDONLY: c_int = 0;
 pub const O_RDWR: c_int = 2;
 pub const O_NONBLOCK: c_int = 0o4000;
 pub const O_CLOEXEC: c_int = 0o2000000;
+pub const O_CREAT: c_int = 0o100;
 pub const CLONE_NEWNET: c_int = 0x4000_0000;
 
 pub const EINTR: i32 = 4;
 pub const EBADF: i32 = 9;
 pub const EAGAIN: i32 = 11;
 pub const ENOMEM: i32 = 12;
+pub const ENODEV: i32 = 19;
 pub const EFAULT: i32 = 14;
 pub const EINVAL: i32 = 22;
 pub const ENOTSOCK: i32 = 88;
 pub const ENOBUFS: i32 = 105;
+pub const EADDRNOTAVAIL: i32 = 99;
 
 pub const AF_INET: c_int = 2;
 pub const SOCK_DGRAM: c_int = 2;
@@ -102,6 +105,7 @@ extern "C" {
     pub fn write(fd: c_int, buf: *const c_void, count: usize) -> isize;
     pub fn ioctl(fd: c_int, request: c_ulong, ...) -> c_int;
     pub fn setns(fd: c_int, nstype: c_int) -> c_int;
+    pub fn flock(fd: c_int, operation: c_int) -> c_int;
     pub fn socket(domain: c_int, kind: c_int, protocol: c_int) -> c_int;
     pub fn setsockopt(fd: c_int, level: c_int, name: c_int, value: *const c_void, len: u32) -> c_int;
     pub fn bind(fd: c_int, addr: *const SockAddrIn, len: u32) -> c_int;

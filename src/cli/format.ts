@@ -29,9 +29,10 @@ export function formatEndpoints(endpoints: readonly Endpoint[]): string {
   const rows = endpoints.map((e) => {
     const row = [e.id, e.name, e.network, e.netns, e.ifname, `${e.ip}/${e.prefixLength}`, e.mac];
     if (withPorts) row.push(e.publish?.map(formatPublish).join(', ') || '-');
+    row.push(e.state === 'down' ? `down: ${e.stateReason ?? 'no reason given'}` : 'up');
     return row;
   });
-  return formatTable(['ID', 'NAME', 'NETWORK', 'NETNS', 'IFNAME', 'IP', 'MAC', ...(withPorts ? ['PORTS'] : [])], rows);
+  return formatTable(['ID', 'NAME', 'NETWORK', 'NETNS', 'IFNAME', 'IP', 'MAC', ...(withPorts ? ['PORTS'] : []), 'STATE'], rows);
 }
 
 /** "0", or the total followed by the reasons that happened: "3 (runt=1, txFailed=2)". */
@@ -123,7 +124,7 @@ export function formatNat(states: readonly NatNetworkState[]): string {
     out.push(`  host interface ${h.ifname}: rx ${h.rxFrames} frames, tx ${h.txFrames} frames, drops ${formatDrops(h.drops)}`);
     for (const p of s.published) out.push(`  published ${p.external}/${p.protocol} -> ${p.target}${p.endpoint ? ` (${p.endpoint})` : ''}`);
   }
-  const rows = states.flatMap((s) => s.translations.map((t) => [s.network, t.protocol, t.inside, t.external, t.remote, t.endpoint ?? '-', t.state, String(t.idleSeconds)]));
+  const rows = states.flatMap((s) => (s.translations ?? []).map((t) => [s.network, t.protocol, t.inside, t.external, t.remote, t.endpoint ?? '-', t.state, String(t.idleSeconds)]));
   out.push('', formatTable(['NETWORK', 'PROTO', 'INSIDE', 'EXTERNAL', 'REMOTE', 'ENDPOINT', 'STATE', 'IDLE'], rows));
   return out.join('\n');
 }

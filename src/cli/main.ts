@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
  * `vsw`: the command line of the vsw virtual switch. Every command but
- * `daemon` talks HTTP to the daemon over its unix socket.
+ * `daemon` and `system reset` talks HTTP to the daemon over its unix socket.
  */
 import { Command } from 'commander';
 import { daemonCommand } from './commands/daemon.js';
@@ -12,6 +12,7 @@ import { runCommand } from './commands/run.js';
 import { natCommand } from './commands/nat.js';
 import { overlayCommand } from './commands/overlay.js';
 import { statsCommand } from './commands/stats.js';
+import { systemCommand } from './commands/system.js';
 import { programSocketOption, reportError } from './commands/common.js';
 import { cliVersion } from './version.js';
 
@@ -33,6 +34,7 @@ function buildProgram(): Command {
       .addCommand(statsCommand())
       .addCommand(natCommand())
       .addCommand(overlayCommand())
+      .addCommand(systemCommand())
       .addHelpText(
         'after',
         [

@@ -36,7 +36,8 @@ export async function configureHostPort(c: HostPortConfig): Promise<void> {
   validateIfName(c.ifname);
   await writeFile(`/proc/sys/net/ipv6/conf/${c.ifname}/disable_ipv6`, '1').catch(() => undefined);
   await ip(['link', 'set', 'dev', c.ifname, 'address', c.mac]);
-  await ip(['address', 'add', c.cidr, 'dev', c.ifname]);
+  // replace, not add: a restarted daemon re-runs this on a TAP that may still have its address.
+  await ip(['address', 'replace', c.cidr, 'dev', c.ifname]);
   await ip(['link', 'set', 'dev', c.ifname, 'up']);
 }
 

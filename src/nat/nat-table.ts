@@ -32,6 +32,9 @@ export function natProtocolIndex(protocol: number): number {
 
 export const NAT_PROTOCOL_NAMES = ['tcp', 'udp', 'icmp'] as const;
 
+/** Words of one mapping in exportMappings(). */
+export const NAT_EXPORT_WORDS = 8;
+
 const FREE = -1;
 const PUBLISHED = -2;
 /** Taken by a frame still in the slow path; bound or freed before that frame is done. */
@@ -248,6 +251,56 @@ export class NatTable {
     }
     this.expiredCount += expired;
     return expired;
+  }
+
+  /**
+   * Live dynamic mappings as NAT_EXPORT_WORDS words each, for a restarting
+   * daemon: protocol index, external port, inside and remote address and
+   * port, the container's port id, and the index of its connection in the
+   * conntrack export (`exportIndexOf(slot)`, -1 leaves the mapping out).
+   */
+  exportMappings(now: number, exportIndexOf: (ctSlot: number) => number): Uint32Array {
+    const out: number[] = [];
+    for (let p = 0; p < 3; p++) {
+      const pool = this.pools[p];
+      for (let i = 0; i < this.size; i++) {
+        if (!this.live(pool, i, now)) continue;
+        const index = exportIndexOf(pool.ctSlot[i]);
+        if (index < 0) continue;
+        out.push(p, this.first + i, pool.insideIp[i], pool.insidePort[i], pool.remoteIp[i], pool.remotePort[i], pool.portId[i], index);
+      }
+    }
+    return Uint32Array.from(out);
+  }
+
+  /**
+   * Binds exported mappings again, each to the connection its export index
+   * now lives in (`slots`, from Conntrack.importLive). A mapping whose
+   * connection was not restored, or whose port is outside this pool or taken,
+   * is left out. Returns how many were restored.
+   */
+  importMappings(records: Uint32Array, slots: Int32Array): number {
+    let restored = 0;
+    for (let o = 0; o + NAT_EXPORT_WORDS <= records.length; o += NAT_EXPORT_WORDS) {
+      const p = records[o];
+      const i = records[o + 1] - this.first;
+      const index = records[o + 7];
+      if (p > 2 || i < 0 || i >= this.size || index >= slots.length) continue;
+      const slot = slots[index];
+      const pool = this.pools[p];
+      if (slot < 0 || pool.ctSlot[i] !== FREE) continue;
+      pool.insideIp[i] = records[o + 2];
+      pool.insidePort[i] = records[o + 3];
+      pool.remoteIp[i] = records[o + 4];
+      pool.remotePort[i] = records[o + 5];
+      pool.portId[i] = records[o + 6];
+      pool.ctSlot[i] = slot;
+      pool.ctSerial[i] = this.ct.serial(slot);
+      this.ct.setAux(slot, ((p << 16) | i) + 1);
+      pool.used++;
+      restored++;
+    }
+    return restored;
   }
 
   counters(): NatTableCounters {

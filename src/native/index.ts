@@ -11,6 +11,8 @@ interface NativeAddon {
   tapOpen(name: string, netns: string | undefined, exclusive: boolean, persist: boolean): number;
   tapSetPersist(fd: number, persist: boolean): void;
   closeFd(fd: number): void;
+  tapLinkInfo(name: string, netns: string | undefined): LinkInfo | null;
+  lockFile(path: string): number;
   internetChecksum(buf: Uint8Array, offset: number, length: number, initial?: number): number;
   flowHashBatch(buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number, out: Uint32Array): void;
   writeBatch(fd: number, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number, vnetHdrLen: number): number;
@@ -108,6 +110,31 @@ export function tapSetPersist(fd: number, persist: boolean): void {
 
 export function closeFd(fd: number): void {
   addon.closeFd(fd);
+}
+
+/** What an interface looks like from inside its namespace (read with ioctls, no ip(8) process). */
+export interface LinkInfo {
+  /** aa:bb:cc:dd:ee:ff, lower case. */
+  mac: string;
+  /** IFF_UP: administratively up. */
+  up: boolean;
+  mtu: number;
+  /** The primary IPv4 address, or null when it has none. */
+  ipv4: string | null;
+}
+
+/** The interface `name` in the namespace at `netns` (a path such as /run/netns/NAME), or null when it does not exist. */
+export function tapLinkInfo(name: string, netns?: string): LinkInfo | null {
+  return addon.tapLinkInfo(name, netns);
+}
+
+/**
+ * Opens `path` (created with mode 0600 if missing) and takes an exclusive
+ * flock on it; returns the fd, which holds the lock until it is closed or the
+ * process ends in any way. A lock held elsewhere throws a message naming EWOULDBLOCK.
+ */
+export function lockFile(path: string): number {
+  return addon.lockFile(path);
 }
 
 /** RFC 1071 checksum of buf[offset, offset+length) plus `initial` (an unfolded partial sum): the value for the header field. */

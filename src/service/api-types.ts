@@ -10,6 +10,10 @@ import type { VfpCounters } from '../vfp/vfp.js';
 
 export const API_PREFIX = '/v1';
 export const DEFAULT_SOCKET_PATH = '/run/vsw/vsw.sock';
+/** Where the daemon keeps its desired state (state.json), the connections it hands to its successor, and its lock. */
+export const DEFAULT_STATE_DIR = '/var/lib/vsw';
+/** `vsw daemon --metrics` with no address: Prometheus metrics on loopback only. */
+export const DEFAULT_METRICS_ADDRESS = '127.0.0.1:9483';
 
 /** Every driver name the API knows; only the ones in IMPLEMENTED_DRIVERS work today. */
 export const NETWORK_DRIVERS = ['internal', 'nat', 'transparent', 'l2bridge', 'l2tunnel', 'overlay'] as const;
@@ -72,6 +76,8 @@ export interface NatInfo {
   masqueradeVia: string[];
   /** Every change made to the host for this network; all are undone when it is removed. */
   hostChanges: string[];
+  /** Only while the host interface is down (it vanished, or read() failed): why. vsw keeps trying to bring it back. */
+  hostInterfaceDown?: string;
 }
 
 export interface CreateNetworkRequest {
@@ -159,6 +165,10 @@ export interface Endpoint {
   ownedCompartment: boolean;
   /** Published ports (nat networks). */
   publish?: PortMapping[];
+  /** Whether the switch is moving its frames ('down': its TAP vanished or read() failed; vsw keeps trying to bring it back). Not saved: it is what the daemon sees now. */
+  state?: 'up' | 'down';
+  /** Why it is down, one sentence. */
+  stateReason?: string;
 }
 
 export interface CreateEndpointRequest {
@@ -191,8 +201,9 @@ export interface NatNetworkState {
   };
   published: { protocol: 'tcp' | 'udp'; external: string; target: string; endpoint: string | null }[];
   /** Counters of the host TAP (drops by reason: natNoMapping counts what came from the host with no translation). */
-  hostPort: Omit<PortStats, 'endpoint' | 'network' | 'netns'>;
-  translations: NatTranslation[];
+  hostPort: Omit<PortStats, 'endpoint' | 'name' | 'network' | 'netns'>;
+  /** Absent with ?counters=only. */
+  translations?: NatTranslation[];
 }
 
 export interface NatTranslation {
@@ -224,6 +235,8 @@ export interface VersionResponse {
 export interface PortStats {
   /** Endpoint id. */
   endpoint: string;
+  /** Endpoint name. */
+  name: string;
   network: string;
   netns: string;
   ifname: string;

@@ -51,11 +51,13 @@ import {
   endpointByIdSchema,
   listEndpointsSchema,
   networkByNameSchema,
+  listNatSchema,
   addRemoteSchema,
   putPeersSchema,
   remoteByMacSchema,
   type RouteSchema,
 } from './schemas.js';
+import type { Metrics } from './metrics.js';
 import type { NetworkService } from './service.js';
 
 /** Requests are small JSON documents; anything bigger is a mistake. */
@@ -63,7 +65,7 @@ const BODY_LIMIT = 64 * 1024;
 /** About 40,000 rules. */
 const GROUP_BODY_LIMIT = 8 * 1024 * 1024;
 
-export function buildApi(service: NetworkService, logger: Logger, version: string): FastifyInstance {
+export function buildApi(service: NetworkService, logger: Logger, version: string, metrics?: Metrics): FastifyInstance {
   const app = Fastify({
     // pino's Logger is wider than FastifyBaseLogger; the cast keeps the instance's type the default one.
     loggerInstance: logger.child({ component: 'api' }) as FastifyBaseLogger,
@@ -74,6 +76,13 @@ export function buildApi(service: NetworkService, logger: Logger, version: strin
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
   });
   app.setErrorHandler(handleError);
+  if (metrics) {
+    app.addHook('onResponse', async (request, reply) => {
+      // The route's pattern, not the URL: /v1/endpoints/:id is one series, not one per endpoint.
+      const route = request.routeOptions.url ?? 'unknown';
+      metrics.apiLatency.observe({ method: request.method, route, status: String(reply.statusCode) }, reply.elapsedTime / 1000);
+    });
+  }
   app.setNotFoundHandler((request, reply) => {
     void reply.code(404).send(errorBody(`no API route ${request.method} ${request.url}: check that the vsw CLI and daemon are the same version.`));
   });
@@ -106,7 +115,7 @@ function registerRoutes(app: FastifyInstance, service: NetworkService, version: 
     reply.code(201).send(await service.createEndpoint(request.body)),
   );
   app.get<{ Params: { id: string } }>(`${p}/endpoints/:id`, route(endpointByIdSchema), async (request) =>
-    service.state.requireEndpoint(request.params.id).endpoint,
+    service.state.endpointView(service.state.requireEndpoint(request.params.id)),
   );
   app.delete<{ Params: { id: string } }>(`${p}/endpoints/:id`, route(endpointByIdSchema), async (request, reply) => {
     await service.deleteEndpoint(request.params.id);
@@ -122,7 +131,9 @@ function registerRoutes(app: FastifyInstance, service: NetworkService, version: 
   });
 
   app.get(`${p}/stats`, async () => service.stats());
-  app.get<{ Querystring: { network?: string } }>(`${p}/nat`, route(listEndpointsSchema), async (request) => service.nat.list(request.query.network));
+  app.get<{ Querystring: { network?: string; counters?: 'only' } }>(`${p}/nat`, route(listNatSchema), async (request) =>
+    service.nat.list(request.query.network, request.query.counters === 'only'),
+  );
   app.get<{ Querystring: { network?: string } }>(`${p}/overlay`, route(listEndpointsSchema), async (request) => service.overlay.list(request.query.network));
   app.put<{ Params: { name: string }; Body: PutPeersRequest }>(`${p}/networks/:name/peers`, route(putPeersSchema), async (request) =>
     service.setOverlayPeers(request.params.name, request.body.peers),

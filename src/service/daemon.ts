@@ -1,36 +1,57 @@
 /**
  * `vsw daemon`: the data plane, the network service and the REST API on a
- * unix socket, started and stopped as one. stop() leaves nothing behind: no
- * TAP, no namespace vsw created, no process inside one, no socket file.
+ * unix socket, started and stopped as one, over a state directory.
+ *
+ * Start: lock the state directory, claim the socket, read the saved state
+ * and rebuild everything it describes (src/service/restore.ts), then answer.
+ * Stop (SIGTERM/SIGINT): stop answering, save the connections in flight,
+ * and exit, leaving every TAP, compartment, host TAP, nftables table and
+ * address in place for the next daemon; `vsw system reset` is what removes
+ * them (src/service/reset.ts).
  */
-import { chmod, lstat, mkdir, unlink } from 'node:fs/promises';
-import { request as httpRequest } from 'node:http';
-import { dirname } from 'node:path';
+import { chmod } from 'node:fs/promises';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { requireNetAdmin } from '../host/index.js';
 import { DataPlane } from '../switch/dataplane.js';
+import { CT_EXPORT_WORDS } from '../vfp/conntrack.js';
 import type { DataPlaneVfpOptions } from '../switch/messages.js';
-import { API_PREFIX } from './api-types.js';
 import { buildApi } from './api.js';
+import { PortHealth } from './health.js';
+import { Metrics, type MetricsAddress } from './metrics.js';
+import { checkSaved } from './restore.js';
 import { NetworkService } from './service.js';
+import { claimSocketPath, unlinkIfPresent } from './socket.js';
+import { StateStore } from './state-file.js';
 import { packageVersion } from './version.js';
 
 export interface DaemonOptions {
   socketPath: string;
+  /** Where the state lives (state.json, runtime.bin, lock). */
+  stateDir: string;
   logger: Logger;
-  /** Create this internal network at start, so `vsw run --network NAME` works right away. */
+  /** Create this internal network at start (unless the saved state has it), so `vsw run --network NAME` works right away. */
   defaultNetwork?: { name: string; subnet: string };
   /** Sizes of the data plane's flow and connection tables. */
   dataPlane?: DataPlaneVfpOptions;
+  /** Serve Prometheus metrics here. */
+  metrics?: MetricsAddress;
   /** Called when the data plane dies under the daemon; the default stops the daemon. */
   onFatal?: (err: Error, daemon: Daemon) => void;
 }
 
 const SOCKET_MODE = 0o660;
-const SOCKET_DIR_MODE = 0o755;
-/** How long a daemon already on the socket gets to answer before the socket counts as stale. */
-const PROBE_TIMEOUT_MS = 1000;
+
+/** What a start opened, so a failed start can close exactly that and nothing on the host. */
+interface Parts {
+  store: StateStore;
+  dataPlane?: DataPlane;
+  service?: NetworkService;
+  server?: FastifyInstance;
+  health?: PortHealth;
+  metrics?: Metrics;
+  socketPath?: string;
+}
 
 export class Daemon {
   private stopping?: Promise<void>;
@@ -39,32 +60,52 @@ export class Daemon {
     readonly socketPath: string,
     readonly version: string,
     readonly service: NetworkService,
-    private readonly server: FastifyInstance,
-    private readonly dataPlane: DataPlane,
+    private readonly parts: Required<Omit<Parts, 'metrics'>> & Pick<Parts, 'metrics'>,
     private readonly logger: Logger,
   ) {}
 
   static async start(opts: DaemonOptions): Promise<Daemon> {
     requireNetAdmin('vsw daemon');
     const { socketPath, logger } = opts;
-    await claimSocketPath(socketPath);
-    const version = packageVersion();
-    const dataPlane = await DataPlane.start({ logger, vfp: opts.dataPlane });
-    const service = new NetworkService(dataPlane, logger);
-    const server = buildApi(service, logger, version);
-    const daemon = new Daemon(socketPath, version, service, server, dataPlane, logger);
-    // Listen for a crash before anything else can await: one during start-up must not go unnoticed.
-    dataPlane.on('crash', (err: Error) => (opts.onFatal ?? ((_err, d) => void d.stop()))(err, daemon));
+    const started = performance.now();
+    const parts: Parts = { store: await StateStore.open(opts.stateDir) };
     try {
+      await claimSocketPath(socketPath);
+      const saved = await parts.store.load();
+      const version = packageVersion();
+      const dataPlane = (parts.dataPlane = await DataPlane.start({ logger, vfp: opts.dataPlane }));
+      // The whole file is checked before anything on the host is touched.
+      const ipams = saved ? checkSaved(saved, parts.store.statePath, dataPlane.maxPorts) : undefined;
+      const service = (parts.service = new NetworkService(dataPlane, logger, { save: (state) => parts.store.save(state) }));
+      if (opts.metrics) {
+        const metrics = (parts.metrics = new Metrics(service, logger));
+        parts.store.onWrite((seconds, bytes) => metrics.observeStateWrite(seconds, bytes));
+      }
+      const server = (parts.server = buildApi(service, logger, version, parts.metrics));
+      const daemon = new Daemon(socketPath, version, service, parts as Daemon['parts'], logger);
+      // Listen for a crash before anything else can await: one during start-up must not go unnoticed.
+      dataPlane.on('crash', (err: Error) => (opts.onFatal ?? ((_err, d) => void d.stop()))(err, daemon));
+      if (saved && ipams) {
+        const runtime = await parts.store.takeRuntime(saved.generation, (reason) => logger.warn({ reason }, 'the connections saved by the last stop were not restored'));
+        const report = await service.restore(saved, ipams, runtime);
+        logger.info({ ...report, stateFile: parts.store.statePath, ms: Math.round(performance.now() - started) }, 'state restored');
+      } else {
+        await service.commit();
+        logger.info({ stateFile: parts.store.statePath }, 'no saved state: starting empty');
+      }
+      if (opts.defaultNetwork) await daemon.ensureDefaultNetwork(opts.defaultNetwork);
       await server.listen({ path: socketPath });
+      parts.socketPath = socketPath;
       await chmod(socketPath, SOCKET_MODE);
-      logger.info({ socket: socketPath, version }, 'listening');
-      if (opts.defaultNetwork) await daemon.createDefaultNetwork(opts.defaultNetwork);
+      parts.health = new PortHealth(service, dataPlane, logger);
+      parts.health.start();
+      if (opts.metrics) await parts.metrics!.listen(opts.metrics);
+      logger.info({ socket: socketPath, version, stateDir: opts.stateDir, endpoints: service.state.endpoints.size, ms: Math.round(performance.now() - started) }, 'listening');
+      return daemon;
     } catch (err) {
-      await daemon.stop();
+      await abandon(parts, logger);
       throw err;
     }
-    return daemon;
   }
 
   /** Idempotent: a second call waits for the first. */
@@ -74,12 +115,25 @@ export class Daemon {
   }
 
   private async teardown(): Promise<void> {
+    const { server, health, metrics, dataPlane, service, store } = this.parts;
     this.logger.info('stopping');
-    await this.step('close the API server', () => this.server.close());
-    await this.step('remove endpoints and compartments', () => this.service.shutdown());
-    await this.step('stop the data plane', () => this.dataPlane.stop());
+    await this.step('close the API server', () => server.close());
+    await this.step('stop the health check', () => health.stop());
+    if (metrics) await this.step('close the metrics server', () => metrics.close());
+    await this.step('save the connections in flight', async () => {
+      const snapshot = await dataPlane.snapshot();
+      const bytes = await store.saveRuntime(snapshot, service.state.generation);
+      this.logger.info({ connections: snapshot.conntrack.length / CT_EXPORT_WORDS, bytes, file: store.runtimePath }, 'connections saved for the next daemon');
+    });
+    await this.step('let go of the ports', () => service.release());
+    await this.step('stop the data plane', () => dataPlane.stop());
     await this.step('remove the socket', () => unlinkIfPresent(this.socketPath));
-    this.logger.info('stopped');
+    await this.step('release the state directory', async () => store.close());
+    const { endpoints, networks, compartments } = service.state;
+    this.logger.info(
+      { endpoints: endpoints.size, networks: networks.size, compartments: compartments.size },
+      'stopped: endpoints, compartments and host changes stay in place for the next daemon (vsw system reset removes them)',
+    );
   }
 
   /** Runs one teardown step; a failure is logged and the next steps still run. */
@@ -91,7 +145,14 @@ export class Daemon {
     }
   }
 
-  private async createDefaultNetwork(def: { name: string; subnet: string }): Promise<void> {
+  private async ensureDefaultNetwork(def: { name: string; subnet: string }): Promise<void> {
+    const existing = this.service.state.networks.get(def.name);
+    if (existing) {
+      if (existing.network.subnet !== def.subnet) {
+        this.logger.warn({ network: def.name, subnet: existing.network.subnet, requested: def.subnet }, `network ${def.name} exists already with another subnet: kept as it is`);
+      }
+      return;
+    }
     await this.service.createNetwork({ name: def.name, driver: 'internal', subnet: def.subnet });
     this.logger.info(
       { next: [`vsw run --network ${def.name} -- ip addr`, `vsw network ls`, `vsw endpoint ls`, `vsw stats`] },
@@ -100,36 +161,20 @@ export class Daemon {
   }
 }
 
-/**
- * Makes `path` free for a new socket: creates its directory, refuses when a
- * daemon answers there, and removes a stale socket left by one that died.
- */
-async function claimSocketPath(path: string): Promise<void> {
-  await mkdir(dirname(path), { recursive: true, mode: SOCKET_DIR_MODE });
-  const stat = await lstat(path).catch((err: NodeJS.ErrnoException) => {
-    if (err.code === 'ENOENT') return undefined;
-    throw err;
-  });
-  if (!stat) return;
-  if (!stat.isSocket()) throw new Error(`${path} exists and is not a socket: remove it or pass --socket.`);
-  if (await daemonAnswers(path)) throw new Error(`another vsw daemon is already serving ${path}: stop it first or pass --socket.`);
-  await unlink(path);
-}
-
-function daemonAnswers(socketPath: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const req = httpRequest({ socketPath, path: `${API_PREFIX}/version`, method: 'GET', timeout: PROBE_TIMEOUT_MS }, (res) => {
-      res.resume();
-      resolve(res.statusCode === 200);
-    });
-    req.on('timeout', () => req.destroy());
-    req.on('error', () => resolve(false));
-    req.end();
-  });
-}
-
-async function unlinkIfPresent(path: string): Promise<void> {
-  await unlink(path).catch((err: NodeJS.ErrnoException) => {
-    if (err.code !== 'ENOENT') throw err;
-  });
+/** A start that failed: closes what it opened, touches nothing on the host (the next start takes over from there). */
+async function abandon(parts: Parts, logger: Logger): Promise<void> {
+  const quietly = async (what: string, action: () => Promise<unknown>): Promise<void> => {
+    try {
+      await action();
+    } catch (err) {
+      logger.error({ err }, `could not ${what}`);
+    }
+  };
+  if (parts.health) await quietly('stop the health check', () => parts.health!.stop());
+  if (parts.metrics) await quietly('close the metrics server', () => parts.metrics!.close());
+  if (parts.server) await quietly('close the API server', () => parts.server!.close());
+  if (parts.socketPath) await quietly('remove the socket', () => unlinkIfPresent(parts.socketPath!));
+  if (parts.dataPlane) await quietly('stop the data plane', () => parts.dataPlane!.stop());
+  if (parts.service) await quietly('let go of the ports', () => parts.service!.release());
+  parts.store.close();
 }

@@ -23,6 +23,13 @@ export class IdPool {
     throw conflict(`no free ${this.what} id is left (all ${this.last - this.first + 1} are in use): remove some first.`);
   }
 
+  /** Takes one particular id (restoring saved state, where ids must stay what they were). */
+  take(id: number): void {
+    if (!Number.isInteger(id) || id < this.first || id > this.last) throw new RangeError(`${this.what} id ${id} is outside ${this.first}-${this.last}`);
+    if (this.used.has(id)) throw new RangeError(`${this.what} id ${id} is used twice`);
+    this.used.add(id);
+  }
+
   release(id: number): void {
     this.used.delete(id);
   }

@@ -153,6 +153,8 @@ export class Ipam {
   private readonly rangeLast: number;
   /** The allocation range as text, when it is not the whole subnet. */
   readonly range?: string;
+  /** The allocation range as given, for saving. */
+  readonly rangeBounds?: { first: string; last: string };
 
   constructor(subnet: string, opts: { gateway?: string; range?: { first: string; last: string } } = {}) {
     this.subnet = parseSubnet(subnet);
@@ -195,6 +197,7 @@ export class Ipam {
       this.rangeLast = last;
       this.cursor = first;
       this.range = `${opts.range.first}-${opts.range.last}`;
+      this.rangeBounds = { first: opts.range.first, last: opts.range.last };
     }
   }
 

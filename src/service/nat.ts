@@ -11,7 +11,7 @@ import ipaddr from 'ipaddr.js';
 import type { Logger } from 'pino';
 import { configureHostPort, defaultRouteInterfaces, forwardingEnabled, hostIpv4Prefixes, installMasquerade, masqueradeInstalled, natTableName, removeMasquerade, setForwarding } from '../host/nat.js';
 import { HostError, linkExists, validateIfName } from '../host/index.js';
-import { closeFd, tapOpen } from '../native/index.js';
+import { closeFd, tapLinkInfo, tapSetPersist } from '../native/index.js';
 import type { NatGatewaySpec, NatPublishSpec } from '../nat/gateway.js';
 import { PortProxy, ProxyError } from '../nat/proxy.js';
 import { DEFAULT_NAT_PORTS, DEFAULT_TRANSIT_POOL, type CreateNetworkRequest, type NatInfo, type NatNetworkState, type PortMapping } from './api-types.js';
@@ -20,15 +20,15 @@ import { intToIp, ipToInt, macForIp, parseSubnet, subnetContains, subnetsOverlap
 import type { Rollback } from './rollback.js';
 import type { DataPlaneHandle } from './service.js';
 import type { EndpointRecord, NatRecord, NetworkRecord, State } from './state.js';
+import { driftOf, openTap, releaseTap, removePersistentTap } from './taps.js';
 
 export class NatService {
-  /** Whether vsw turned ip_forward on (and so turns it off with the last nat network). */
-  private forwardingTurnedOn = false;
-
   constructor(
     private readonly state: State,
     private readonly dataPlane: DataPlaneHandle,
     private readonly logger: Logger,
+    /** Saves the state: host changes that outlive the daemon are recorded (state.host) before they are made. */
+    private readonly commit: () => Promise<void> = async () => undefined,
   ) {}
 
   /**
@@ -52,39 +52,42 @@ export class NatService {
       portLast,
     };
 
-    const fd = this.openHostTap(ifname);
+    // Not persistent until the network is saved (service.ts): a crash before that takes the TAP with it.
+    const fd = openTap(ifname, undefined, true);
     rollback.add(`close the host TAP ${ifname}`, () => closeFd(fd));
     const prefix = transit.split('/')[1];
     await configureHostPort({ ifname, cidr: `${hostIp}/${prefix}`, mac: spec.hostMac });
     const changes = [`interface ${ifname} (a TAP vsw holds; it disappears with the network) with address ${hostIp}/${prefix}`];
 
     if (!(await forwardingEnabled())) {
-      await setForwarding(true);
-      this.forwardingTurnedOn = true;
+      this.state.host.forwardingSetByVsw = true;
+      await this.commit();
       rollback.add('restore net.ipv4.ip_forward', () => this.restoreForwarding(req.name));
+      await setForwarding(true);
       changes.push('net.ipv4.ip_forward=1 (it was 0; set back to 0 when the last nat network is removed)');
     } else {
-      changes.push(this.forwardingTurnedOn ? 'net.ipv4.ip_forward=1 (set by vsw for the nat networks)' : 'none to net.ipv4.ip_forward: it was 1 already');
+      changes.push(this.state.host.forwardingSetByVsw ? 'net.ipv4.ip_forward=1 (set by vsw for the nat networks)' : 'none to net.ipv4.ip_forward: it was 1 already');
     }
 
     const table = natTableName(ifname);
     const masqueradeVia = (await defaultRouteInterfaces()).filter((dev) => !this.isHostTap(dev) && dev !== ifname);
     if (masqueradeVia.length > 0) {
+      await this.own(table);
+      rollback.add(`remove nftables table ${table}`, () => this.removeTable(table));
       await installMasquerade(table, externalIp, masqueradeVia);
-      rollback.add(`remove nftables table ${table}`, () => removeMasquerade(table));
       if (!(await masqueradeInstalled(table))) throw new HostError(`nft reported success but table ip ${table} is not there: check the nftables installation (nft list tables).`, { system: true });
       changes.push(`nftables table ip ${table}: masquerade traffic from ${externalIp} leaving through ${masqueradeVia.join(', ')}`);
     }
 
     const info: NatInfo = { hostInterface: ifname, transit, hostIp, externalIp, ports: `${portFirst}-${portLast}`, masqueradeVia, hostChanges: changes };
-    return { spec, nat: { info, fd, portId: -1, table: masqueradeVia.length > 0 ? table : null } };
+    return { spec, nat: { info, fd, portId: -1, table: masqueradeVia.length > 0 ? table : null, down: null } };
   }
 
-  /** The host TAP joins the data plane as the gateway's external port. */
-  async attachHostPort(record: NetworkRecord, rollback: Rollback): Promise<void> {
+  /** The host TAP joins the data plane as the gateway's external port (on restore, with the port id it had). */
+  async attachHostPort(record: NetworkRecord, rollback?: Rollback): Promise<void> {
     const nat = record.nat!;
-    const portId = this.state.portIds.allocate();
-    rollback.add(`release port id ${portId}`, () => this.state.portIds.release(portId));
+    const portId = nat.portId >= 0 ? nat.portId : this.state.portIds.allocate();
+    if (nat.portId < 0) rollback?.add(`release port id ${portId}`, () => this.state.portIds.release(portId));
     await this.dataPlane.addPort({ portId, networkId: record.network.id, fd: nat.fd, name: `host/${nat.info.hostInterface}`, external: true });
     nat.portId = portId;
   }
@@ -100,25 +103,131 @@ export class NatService {
       nat.portId = -1;
     }
     try {
-      closeFd(nat.fd);
+      if (nat.fd >= 0) releaseTap(nat.fd);
+      else removePersistentTap(nat.info.hostInterface, undefined);
+      nat.fd = -1;
     } catch (err) {
-      this.logger.warn({ err, network: name }, 'could not close the host TAP');
+      this.logger.warn({ err, network: name }, 'could not remove the host TAP');
     }
-    if (nat.table) await removeMasquerade(nat.table).catch((err) => this.logger.error({ err, network: name, table: nat.table }, 'could not remove the nftables table'));
+    if (nat.table) await this.removeTable(nat.table).catch((err) => this.logger.error({ err, network: name, table: nat.table }, 'could not remove the nftables table'));
     await this.restoreForwarding(name, record);
   }
 
   /** Turns ip_forward back off if vsw turned it on and no other nat network remains. */
-  private async restoreForwarding(name: string, leaving?: NetworkRecord): Promise<void> {
-    if (!this.forwardingTurnedOn) return;
+  async restoreForwarding(name: string, leaving?: NetworkRecord): Promise<void> {
+    if (!this.state.host.forwardingSetByVsw) return;
     const others = [...this.state.networks.values()].some((r) => r.nat && r !== leaving && r.network.name !== name);
     if (others) return;
     try {
       await setForwarding(false);
-      this.forwardingTurnedOn = false;
+      this.state.host.forwardingSetByVsw = false;
     } catch (err) {
       this.logger.error({ err }, 'could not set net.ipv4.ip_forward back to 0');
     }
+  }
+
+  /** Records a table as vsw's before it is installed, so a restart after a crash can remove it. */
+  private async own(table: string): Promise<void> {
+    if (this.state.host.nftTables.includes(table)) return;
+    this.state.host.nftTables.push(table);
+    await this.commit();
+  }
+
+  /** Removes a table vsw installed and forgets it (saved with the next commit). */
+  async removeTable(table: string): Promise<void> {
+    await removeMasquerade(table);
+    this.state.host.nftTables = this.state.host.nftTables.filter((t) => t !== table);
+  }
+
+  /**
+   * A saved nat network on a new daemon: the host TAP attached again (or
+   * recreated and configured when it is gone), the masquerade table and
+   * ip_forward checked and put back. Returns the gateway spec for the data
+   * plane; the host port is attached by attachHostPort, after the restored
+   * connections are in.
+   */
+  async restore(record: NetworkRecord): Promise<NatGatewaySpec> {
+    const nat = record.nat!;
+    const { info } = nat;
+    const name = record.network.name;
+    this.state.portIds.take(nat.portId);
+    await this.attachHostTap(record);
+    if (!(await forwardingEnabled())) {
+      // Someone turned it off while vsw was down (or it never was vsw's): the network needs it.
+      this.state.host.forwardingSetByVsw = true;
+      await setForwarding(true);
+      this.logger.warn({ network: name }, 'net.ipv4.ip_forward was 0: set to 1 again for the nat networks');
+    }
+    if (nat.table) {
+      if (!this.state.host.nftTables.includes(nat.table)) this.state.host.nftTables.push(nat.table);
+      if (!(await masqueradeInstalled(nat.table))) {
+        await installMasquerade(nat.table, info.externalIp, info.masqueradeVia);
+        this.logger.warn({ network: name, table: nat.table }, 'nftables table was gone: installed again');
+      }
+    }
+    const [portFirst, portLast] = parsePortRange(info.ports);
+    const gatewayIp = record.network.gateway ?? record.ipam.reservedGateway;
+    return {
+      subnet: record.network.subnet,
+      gatewayIp,
+      gatewayMac: macForIp(gatewayIp),
+      externalIp: info.externalIp,
+      externalMac: macForIp(info.externalIp),
+      hostMac: macForIp(info.hostIp),
+      portFirst,
+      portLast,
+    };
+  }
+
+  /** The saved network's host TAP: the one there (set right if it drifted), or a new one configured as saved; persistent. */
+  private async attachHostTap(record: NetworkRecord): Promise<void> {
+    const nat = record.nat!;
+    const { info } = nat;
+    const hostMac = macForIp(info.hostIp);
+    const link = tapLinkInfo(info.hostInterface);
+    const fd = openTap(info.hostInterface, undefined, link === null);
+    try {
+      tapSetPersist(fd, true);
+      if (link === null || driftOf(link, { mac: hostMac, ip: info.hostIp }).length > 0) {
+        await configureHostPort({ ifname: info.hostInterface, cidr: `${info.hostIp}/${info.transit.split('/')[1]}`, mac: hostMac });
+        this.logger.warn({ network: record.network.name, ifname: info.hostInterface }, link === null ? 'host TAP was gone: recreated' : 'host TAP had changed: set right again');
+      }
+    } catch (err) {
+      closeFd(fd);
+      throw err;
+    }
+    nat.fd = fd;
+  }
+
+  /** The host TAP stopped receiving (it vanished, or read() failed): out of the switch until bringUpHostPort. */
+  async takeDownHostPort(record: NetworkRecord, reason: string): Promise<void> {
+    const nat = record.nat!;
+    nat.down = reason;
+    await this.dataPlane.removePort(nat.portId).catch((err) => this.logger.warn({ err, network: record.network.name }, 'data plane could not remove the host port'));
+    if (nat.fd >= 0) {
+      try {
+        closeFd(nat.fd);
+      } catch (err) {
+        this.logger.warn({ err, network: record.network.name }, 'could not close the host TAP');
+      }
+      nat.fd = -1;
+    }
+    this.logger.warn({ network: record.network.name, ifname: nat.info.hostInterface, reason }, 'nat network host interface is down; vsw keeps trying to bring it back');
+  }
+
+  /** Attaches the host TAP again, with the port id it had; throws (and stays down) when it cannot yet. */
+  async bringUpHostPort(record: NetworkRecord): Promise<void> {
+    const nat = record.nat!;
+    await this.attachHostTap(record);
+    try {
+      await this.attachHostPort(record);
+    } catch (err) {
+      closeFd(nat.fd);
+      nat.fd = -1;
+      throw err;
+    }
+    nat.down = null;
+    this.logger.info({ network: record.network.name, ifname: nat.info.hostInterface }, 'nat network host interface is up again');
   }
 
   private isHostTap(dev: string): boolean {
@@ -171,16 +280,6 @@ export class NatService {
     const fallback = `vsw-nat${networkId}`;
     if (await linkExists(fallback)) throw conflict(`interface ${fallback} already exists on the host: remove it or name the network differently.`);
     return fallback;
-  }
-
-  private openHostTap(ifname: string): number {
-    try {
-      return tapOpen({ name: ifname, exclusive: true });
-    } catch (err) {
-      const message = (err as Error).message.replace(/\.$/, '');
-      if (/\b(EBUSY|EEXIST)\b/.test(message)) throw conflict(`cannot create host interface ${ifname} (${message}): name the network differently.`);
-      throw err;
-    }
   }
 
   // --- published ports ---
@@ -250,7 +349,8 @@ export class NatService {
 
   // --- listings ---
 
-  async list(network?: string): Promise<NatNetworkState[]> {
+  /** With countersOnly, no translation is listed (nor copied out of the data plane): cheap at any table size. */
+  async list(network?: string, countersOnly = false): Promise<NatNetworkState[]> {
     const net = network === undefined ? undefined : this.state.requireNetwork(network);
     if (net && !net.nat) throw badRequest(`network ${network} is not a nat network (its driver is ${net.network.driver}): only nat networks have translations.`);
     const byPort = new Map<number, string>();
@@ -258,7 +358,7 @@ export class NatService {
     const names = new Map<number, string>();
     for (const r of this.state.networks.values()) names.set(r.network.id, r.network.name);
     const byIp = (netName: string, ip: string): string | null => this.state.endpointsOn(netName).find((r) => r.endpoint.ip === ip)?.endpoint.name ?? null;
-    const states = await this.dataPlane.nat(net?.network.id);
+    const states = await this.dataPlane.nat(net?.network.id, countersOnly);
     return states.map((s) => {
       const name = names.get(s.networkId) ?? String(s.networkId);
       const nat = this.state.networks.get(name)?.nat;
@@ -268,7 +368,7 @@ export class NatService {
         counters: s.counters,
         hostPort: { ifname: nat?.info.hostInterface ?? '-', ...this.dataPlane.portCounters(nat?.portId ?? 0) },
         published: s.published.map((p) => ({ protocol: p.protocol, external: `${s.externalIp}:${p.externalPort}`, target: `${p.ip}:${p.port}`, endpoint: byIp(name, p.ip) })),
-        translations: s.translations.map(({ portId, ...t }) => ({ ...t, endpoint: byPort.get(portId) ?? null })),
+        ...(countersOnly ? {} : { translations: s.translations.map(({ portId, ...t }) => ({ ...t, endpoint: byPort.get(portId) ?? null })) }),
       };
     });
   }

@@ -24,6 +24,7 @@ import { isUnicastVtep } from '../tunnel/vtep-table.js';
 import { DEFAULT_VXLAN_PORT, type CreateNetworkRequest, type OverlayInfo, type OverlayNetworkState, type RemoteEndpointRequest } from './api-types.js';
 import { badRequest, conflict, notFound } from './errors.js';
 import { intToIp, ipToInt, normalizeMac, parseSubnet, subnetContains } from './ipam.js';
+import type { IdPool } from './id-pool.js';
 import type { Rollback } from './rollback.js';
 import type { DataPlaneHandle } from './service.js';
 import type { NetworkRecord, State } from './state.js';
@@ -88,23 +89,45 @@ export class OverlayService {
     return { info, range };
   }
 
-  /** The network's tunnel port and its uplink (opened, or shared with the networks on the same VTEP and port). */
-  async attach(plan: OverlayPlan, rollback: Rollback): Promise<{ spec: OverlayNetworkSpec; tunnelPortId: number; uplinkKey: string }> {
+  /**
+   * The network's tunnel port and its uplink (opened, or shared with the
+   * networks on the same VTEP and port). A restored network passes the port
+   * ids it had (`saved`), so connections saved at its ports still match.
+   */
+  async attach(
+    plan: OverlayPlan,
+    rollback: Rollback,
+    saved?: { tunnelPortId: number; uplinkId: number },
+  ): Promise<{ spec: OverlayNetworkSpec; tunnelPortId: number; uplinkKey: string; uplinkId: number }> {
     const { info } = plan;
     const key = `${info.vtep}:${info.vxlanPort}`;
     let uplink = this.uplinks.get(key);
     if (uplink === undefined) {
-      uplink = await this.openUplink(info.vtep, info.vxlanPort, rollback);
+      uplink = await this.openUplink(info.vtep, info.vxlanPort, rollback, saved?.uplinkId);
       this.uplinks.set(key, uplink);
       rollback.add(`forget uplink ${key}`, () => void this.uplinks.delete(key));
     }
     uplink.refs++;
     const held = uplink;
     rollback.add(`release uplink ${key}`, () => void held.refs--);
-    const tunnelPortId = this.state.portIds.allocate();
+    const tunnelPortId = takeOrAllocate(this.state.portIds, saved?.tunnelPortId);
     rollback.add(`release port id ${tunnelPortId}`, () => this.state.portIds.release(tunnelPortId));
     const spec: OverlayNetworkSpec = { vni: info.vni, uplinkId: uplink.uplinkId, tunnelPortId, peers: info.peers, mtu: info.mtu, learnArp: true };
-    return { spec, tunnelPortId, uplinkKey: key };
+    return { spec, tunnelPortId, uplinkKey: key, uplinkId: uplink.uplinkId };
+  }
+
+  /** A clean stop: the underlay sockets are closed (the data plane stopped receiving from them already). */
+  async closeAll(): Promise<void> {
+    for (const [key, uplink] of this.uplinks) {
+      for (const fd of uplink.fds) {
+        try {
+          closeFd(fd);
+        } catch (err) {
+          this.logger.warn({ err, uplink: key }, 'could not close an underlay socket');
+        }
+      }
+    }
+    this.uplinks.clear();
   }
 
   /** After the data plane dropped the network: its tunnel port id, and the uplink when no other network rides on it. */
@@ -223,7 +246,7 @@ export class OverlayService {
     return src;
   }
 
-  private async openUplink(vtep: string, port: number, rollback: Rollback): Promise<Uplink> {
+  private async openUplink(vtep: string, port: number, rollback: Rollback, savedId?: number): Promise<Uplink> {
     const fds: number[] = [];
     const closeAll = () => {
       for (const fd of fds) closeFd(fd);
@@ -242,7 +265,7 @@ export class OverlayService {
       throw err;
     }
     rollback.add(`close the sockets of ${vtep}:${port}`, closeAll);
-    const uplinkId = this.state.portIds.allocate();
+    const uplinkId = takeOrAllocate(this.state.portIds, savedId);
     rollback.add(`release port id ${uplinkId}`, () => this.state.portIds.release(uplinkId));
     await this.dataPlane.addUplink({ uplinkId, vtep: mustParseIpv4Addr(vtep), fds, dstPort: port });
     rollback.add(`remove uplink ${uplinkId} from the data plane`, () => this.dataPlane.removeUplink(uplinkId));
@@ -266,6 +289,13 @@ export class OverlayService {
     this.state.portIds.release(uplink.uplinkId);
     this.logger.info({ uplink: key }, 'underlay sockets closed');
   }
+}
+
+/** The saved id when there is one (a restore), else the lowest free one. */
+function takeOrAllocate(pool: IdPool, saved: number | undefined): number {
+  if (saved === undefined) return pool.allocate();
+  pool.take(saved);
+  return saved;
 }
 
 function tenths(seconds: number | null): number | null {

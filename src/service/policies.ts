@@ -57,6 +57,7 @@ export class PolicyService {
     private readonly dataPlane: DataPlaneHandle,
     private readonly mutex: Mutex,
     private readonly logger: Logger,
+    private readonly commit: () => Promise<void> = async () => undefined,
   ) {}
 
   /** Applies `change` to a copy of the endpoint's policy; installs and records it only if all is well. */
@@ -72,14 +73,24 @@ export class PolicyService {
         refuse(err);
       }
       try {
-        await this.dataPlane.setPolicy(record.endpoint.portId, next);
+        // A port that is down gets its policy when it comes back (src/service/health.ts).
+        if (record.down === null) await this.dataPlane.setPolicy(record.endpoint.portId, next);
       } catch (err) {
         const message = (err as Error).message;
         // A dead data plane is the daemon's failure (500); anything else it refused (meters exhausted) is the caller's to fix.
         if (/^the data plane (crashed|has stopped)/.test(message)) throw err;
         throw badRequest(`the data plane refused the policy: ${message.replace(/\.$/, '')}.`);
       }
+      const previous = record.policy;
       record.policy = next;
+      try {
+        await this.commit();
+      } catch (err) {
+        // Not saved, so not kept: the policy that was running (and is on disk) runs again.
+        record.policy = previous;
+        if (record.down === null) await this.dataPlane.setPolicy(record.endpoint.portId, previous).catch((e: unknown) => this.logger.error({ err: e, endpoint: record.endpoint.id }, 'could not put the previous policy back'));
+        throw err;
+      }
       this.logger.info({ endpoint: record.endpoint.id, portId: record.endpoint.portId }, 'policy updated');
       return result;
     });

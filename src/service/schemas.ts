@@ -165,6 +165,14 @@ export const listEndpointsSchema: RouteSchema = {
   fields: { 'querystring.network': { what: 'a network name', hint: 'pass --network NAME or leave it out' } },
 };
 
+export const listNatSchema: RouteSchema = {
+  schema: { querystring: object({ network: str(64), counters: { type: 'string', enum: ['only'] } }) },
+  fields: {
+    'querystring.network': { what: 'a network name', hint: 'pass --network NAME or leave it out' },
+    'querystring.counters': { what: '"only"', hint: 'pass counters=only to leave the translations out, or leave it out' },
+  },
+};
+
 /**
  * Policy bodies are checked field by field in src/vfp/policy.ts, whose
  * sentences know what a prefix or a port range must look like; the schema

@@ -4,6 +4,16 @@
  * State. Every mutation runs under one mutex: a mutation awaits host commands
  * midway, and two interleaved ones could otherwise pick the same address,
  * interface name or port id.
+ *
+ * Every mutation ends with commit(): the state is on disk before the API
+ * answers. The order of host changes and saves is chosen so that a crash at
+ * any point leaves nothing vsw cannot find again (docs/STATE.md):
+ * - what dies with the daemon (TAPs until persistent, sockets, listeners) is
+ *   made first and saved after;
+ * - what outlives it (a compartment, an nftables table, ip_forward) is
+ *   recorded first and made after, so a restart can remove it if unwanted;
+ * - removals are done first and saved after, so a crash in between leaves a
+ *   record that the restart brings back or cleans up, never a stray object.
  */
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
@@ -18,7 +28,7 @@ import {
   validateIfName,
   validateNetnsName,
 } from '../host/index.js';
-import { closeFd, tapOpen } from '../native/index.js';
+import { closeFd, tapSetPersist } from '../native/index.js';
 import type { DataPlane } from '../switch/dataplane.js';
 import {
   IMPLEMENTED_DRIVERS,
@@ -31,7 +41,7 @@ import {
   type RemoteEndpointRequest,
   type StatsResponse,
 } from './api-types.js';
-import { badRequest, conflict, notFound } from './errors.js';
+import { ApiError, badRequest, conflict, notFound } from './errors.js';
 import { Ipam, IpamError, macForIp, normalizeMac, parseIpOrCidr, subnetsOverlap } from './ipam.js';
 import { Mutex } from './mutex.js';
 import { PolicyService } from './policies.js';
@@ -40,6 +50,10 @@ import { OverlayService, type OverlayPlan } from './overlay.js';
 import { defaultPortPolicy } from '../vfp/policy.js';
 import { Rollback } from './rollback.js';
 import { State, type EndpointRecord, type NetworkRecord } from './state.js';
+import type { RuntimeState, SavedState } from './state-file.js';
+import { attachEndpointTap, openTap, releaseTap, removePersistentTap } from './taps.js';
+import { restoreState, type RestoreReport } from './restore.js';
+import { endpointInterface, endpointPort } from './endpoint-config.js';
 
 /** The part of DataPlane the service drives; tests can pass a fake. */
 export type DataPlaneHandle = Pick<
@@ -63,7 +77,13 @@ export type DataPlaneHandle = Pick<
   | 'addRemote'
   | 'removeRemote'
   | 'overlay'
+  | 'importState'
 >;
+
+export interface NetworkServiceOptions {
+  /** Writes the state durably (src/service/state-file.ts); absent, nothing is saved. */
+  save?: (state: SavedState) => Promise<void>;
+}
 
 const now = (): string => new Date().toISOString();
 
@@ -72,29 +92,60 @@ export class NetworkService {
   readonly policies: PolicyService;
   readonly nat: NatService;
   readonly overlay: OverlayService;
-  private readonly mutex = new Mutex();
+  readonly mutex = new Mutex();
+  private readonly save?: (state: SavedState) => Promise<void>;
 
   constructor(
     private readonly dataPlane: DataPlaneHandle,
     private readonly logger: Logger,
+    opts: NetworkServiceOptions = {},
   ) {
+    this.save = opts.save;
     this.state = new State(dataPlane.maxPorts);
-    this.policies = new PolicyService(this.state, dataPlane, this.mutex, logger);
-    this.nat = new NatService(this.state, dataPlane, logger);
+    const commit = (): Promise<void> => this.commit();
+    this.policies = new PolicyService(this.state, dataPlane, this.mutex, logger, commit);
+    this.nat = new NatService(this.state, dataPlane, logger, commit);
     this.overlay = new OverlayService(this.state, dataPlane, logger);
   }
 
-  /** Overlay mutations run under the service's mutex like every other one. */
+  /**
+   * Writes the state as it is now and resolves once it is on disk. A failure
+   * is a 500 saying so; the caller undoes what it can (creates) or leaves the
+   * change to be saved with the next one (removals, which are done already).
+   */
+  async commit(): Promise<void> {
+    if (!this.save) return;
+    const saved = this.state.toSaved();
+    try {
+      await this.save(saved);
+    } catch (err) {
+      throw new ApiError(500, `the daemon could not save its state (${(err as Error).message.replace(/\.$/, '')}): the change was not kept; free space or fix permissions in the state directory and retry.`);
+    }
+    this.state.generation = saved.generation;
+  }
+
+  /** Overlay mutations run under the service's mutex like every other one, and are saved before they are answered. */
   setOverlayPeers(name: string, peers: string[]): Promise<{ added: string[]; removed: string[] }> {
-    return this.mutex.run(() => this.overlay.setPeers(name, peers));
+    return this.mutex.run(async () => {
+      const result = await this.overlay.setPeers(name, peers);
+      await this.commit();
+      return result;
+    });
   }
 
   addOverlayRemote(name: string, req: RemoteEndpointRequest): Promise<RemoteEndpointRequest> {
-    return this.mutex.run(() => this.overlay.addRemote(name, req));
+    return this.mutex.run(async () => {
+      const remote = await this.overlay.addRemote(name, req);
+      await this.commit();
+      return remote;
+    });
   }
 
   removeOverlayRemote(name: string, mac: string): Promise<void> {
-    return this.mutex.run(() => this.overlay.removeRemote(name, mac));
+    return this.mutex.run(async () => {
+      await this.overlay.removeRemote(name, mac);
+      await this.commit();
+    });
   }
 
   createNetwork(req: CreateNetworkRequest): Promise<Network> {
@@ -102,7 +153,10 @@ export class NetworkService {
   }
 
   deleteNetwork(name: string): Promise<void> {
-    return this.mutex.run(() => this.removeNetwork(name));
+    return this.mutex.run(async () => {
+      await this.removeNetwork(name);
+      await this.commit();
+    });
   }
 
   createEndpoint(req: CreateEndpointRequest): Promise<Endpoint> {
@@ -110,7 +164,10 @@ export class NetworkService {
   }
 
   deleteEndpoint(idOrName: string): Promise<void> {
-    return this.mutex.run(() => this.detach(this.state.requireEndpoint(idOrName)));
+    return this.mutex.run(async () => {
+      await this.detach(this.state.requireEndpoint(idOrName));
+      await this.commit();
+    });
   }
 
   createCompartment(req: CreateCompartmentRequest): Promise<Compartment> {
@@ -118,17 +175,119 @@ export class NetworkService {
   }
 
   deleteCompartment(name: string): Promise<void> {
-    return this.mutex.run(() => this.removeCompartment(name));
+    return this.mutex.run(async () => {
+      await this.removeCompartment(name);
+      await this.commit();
+    });
   }
 
-  /** Removes every endpoint and owned compartment; networks go with the data plane. */
-  shutdown(): Promise<void> {
-    return this.mutex.run(() => this.removeEverything());
+  /**
+   * A clean stop: lets go of what dies with the daemon (listeners, sockets,
+   * fds) and leaves on the host what outlives it (persistent TAPs,
+   * compartments, host TAPs, nftables tables, ip_forward), for the next
+   * daemon to take over. The data plane must have stopped receiving.
+   */
+  release(): Promise<void> {
+    return this.mutex.run(async () => {
+      for (const record of this.state.endpoints.values()) {
+        await this.nat.stopProxies(record);
+        if (record.fd >= 0) closeQuietly(record.fd, this.logger);
+      }
+      for (const record of this.state.networks.values()) if (record.nat) closeQuietly(record.nat.fd, this.logger);
+      await this.overlay.closeAll();
+    });
+  }
+
+  /** A daemon start: the saved state rebuilt on the host and in the data plane (restore.ts), then saved as found. */
+  restore(saved: SavedState, ipams: Map<string, Ipam>, runtime: RuntimeState | null): Promise<RestoreReport> {
+    return this.mutex.run(async () => {
+      const report = await restoreState({ state: this.state, dataPlane: this.dataPlane, nat: this.nat, overlay: this.overlay, logger: this.logger }, saved, ipams, runtime);
+      await this.commit();
+      return report;
+    });
+  }
+
+  /**
+   * The data plane stopped receiving on a port (its TAP vanished, or read()
+   * failed): the endpoint, or the nat network's host TAP, is down with the
+   * reason until checkHealth brings it back.
+   */
+  portDown(portId: number, reason: string): Promise<void> {
+    return this.mutex.run(async () => {
+      const record = [...this.state.endpoints.values()].find((r) => r.endpoint.portId === portId);
+      if (record && record.down === null) {
+        record.down = reason;
+        await this.dataPlane.removePort(portId).catch((err) => this.logger.warn({ err, portId }, 'data plane could not remove the port'));
+        if (record.fd >= 0) closeQuietly(record.fd, this.logger);
+        record.fd = -1;
+        this.logger.warn({ endpoint: record.endpoint.id, endpointName: record.endpoint.name, reason }, 'endpoint is down; vsw keeps trying to bring it back');
+        return;
+      }
+      const net = [...this.state.networks.values()].find((r) => r.nat?.portId === portId);
+      if (net?.nat && net.nat.down === null) await this.nat.takeDownHostPort(net, reason);
+    });
+  }
+
+  /**
+   * The periodic look at the host (src/service/health.ts): endpoints and
+   * compartments whose namespace is gone are removed (their container
+   * exited), and what is down is brought back when it can be.
+   */
+  checkHealth(): Promise<void> {
+    return this.mutex.run(async () => {
+      let changed = false;
+      for (const record of [...this.state.endpoints.values()]) {
+        const { endpoint } = record;
+        if (await netnsExists(endpoint.netns)) {
+          if (record.down !== null) await this.bringUp(record);
+          continue;
+        }
+        this.logger.info({ endpoint: endpoint.id, endpointName: endpoint.name, netns: endpoint.netns }, 'endpoint removed: its network namespace is gone (its container exited)');
+        await this.detach(record);
+        changed = true;
+      }
+      for (const name of [...this.state.compartments.keys()]) {
+        if (await netnsExists(name)) continue;
+        this.state.compartments.delete(name);
+        this.logger.info({ compartment: name }, 'compartment removed: its network namespace is gone');
+        changed = true;
+      }
+      for (const net of this.state.networks.values()) {
+        if (!net.nat || net.nat.down === null) continue;
+        await this.nat.bringUpHostPort(net).catch((err) => this.logger.debug({ err, network: net.network.name }, 'nat network host interface is still down'));
+      }
+      if (changed) await this.commit();
+    });
+  }
+
+  /** A down endpoint attached again: its TAP (found, set right, or recreated) and its port, with the policy it has now. */
+  private async bringUp(record: EndpointRecord): Promise<void> {
+    const net = this.state.networks.get(record.endpoint.network)!;
+    let tap;
+    try {
+      tap = await attachEndpointTap({ ...endpointInterface(record.endpoint, net), ip: record.endpoint.ip });
+    } catch (err) {
+      record.down = `its TAP could not be attached again: ${(err as Error).message.replace(/\.$/, '')}`;
+      this.logger.debug({ err, endpoint: record.endpoint.id }, 'endpoint is still down');
+      return;
+    }
+    try {
+      await this.dataPlane.addPort(endpointPort({ ...record, fd: tap.fd }, net));
+    } catch (err) {
+      closeQuietly(tap.fd, this.logger);
+      record.down = `the data plane refused its port: ${(err as Error).message.replace(/\.$/, '')}`;
+      this.logger.debug({ err, endpoint: record.endpoint.id }, 'endpoint is still down');
+      return;
+    }
+    record.fd = tap.fd;
+    record.down = null;
+    this.logger.info({ endpoint: record.endpoint.id, endpointName: record.endpoint.name, tap: tap.how }, 'endpoint is up again');
   }
 
   async stats(): Promise<StatsResponse> {
     const ports = [...this.state.endpoints.values()].map(({ endpoint }) => ({
       endpoint: endpoint.id,
+      name: endpoint.name,
       network: endpoint.network,
       netns: endpoint.netns,
       ifname: endpoint.ifname,
@@ -172,9 +331,13 @@ export class NetworkService {
       rollback.add(`remove network ${req.name} from the data plane`, () => this.dataPlane.removeNetwork(id));
       const network: Network = { name: req.name, id, driver: req.driver, subnet: ipam.cidr, gateway, created: now() };
       const record: NetworkRecord = { network, ipam, nat: prepared?.nat };
-      if (plan && tunnel) record.overlay = { info: plan.info, tunnelPortId: tunnel.tunnelPortId, uplinkKey: tunnel.uplinkKey, remotes: new Map() };
+      if (plan && tunnel) record.overlay = { info: plan.info, tunnelPortId: tunnel.tunnelPortId, uplinkKey: tunnel.uplinkKey, uplinkId: tunnel.uplinkId, remotes: new Map() };
       if (record.nat) await this.nat.attachHostPort(record, rollback);
       this.state.networks.set(network.name, record);
+      rollback.add(`forget network ${network.name}`, () => this.state.networks.delete(network.name));
+      await this.commit();
+      // Saved: from now on the host TAP outlives the daemon, and the next one finds it by name.
+      if (record.nat) persistQuietly(record.nat.fd, `host TAP ${record.nat.info.hostInterface}`, this.logger);
       this.logger.info({ network: network.name, networkId: id, driver: network.driver, subnet: network.subnet, gateway: network.gateway, nat: record.nat?.info, overlay: record.overlay?.info }, 'network created');
       return this.state.networkView(record);
     } catch (err) {
@@ -230,20 +393,15 @@ export class NetworkService {
     rollback.add(`release ${ip}`, () => net.ipam.release(ip));
     const mac = this.pickMac(net, req.mac, ip);
     const ifname = await this.pickIfName(req.netns, req.ifname);
-    const fd = this.openTap(ifname, req.netns);
+    // Not persistent until the endpoint is saved: a crash before that takes the TAP with it.
+    const fd = openTap(ifname, netnsPath(req.netns), true);
     rollback.add(`close the TAP ${req.netns}/${ifname}`, () => closeFd(fd));
     const prefixLength = net.ipam.subnet.prefix;
-    const mtu = net.overlay?.info.mtu;
-    await configureInterface({ netns: req.netns, ifname, mac, cidr: `${ip}/${prefixLength}`, gateway: net.network.gateway ?? undefined, mtu });
+    await configureInterface(endpointInterface({ netns: req.netns, ifname, mac, ip, prefixLength }, net));
     const portId = this.state.portIds.allocate();
     rollback.add(`release port id ${portId}`, () => this.state.portIds.release(portId));
     const policy = defaultPortPolicy(mac, ip);
     if (req.spoofGuard === false) policy.spoofGuard.enabled = false;
-    // An overlay port takes frames up to 1500 whatever its MTU: one larger than the tunnel's is answered with ICMP frag-needed, not dropped unseen.
-    await this.dataPlane.addPort({ portId, networkId: net.network.id, fd, name: `${req.netns}/${ifname}`, policy, ip, mac, mtu: mtu === undefined ? undefined : Math.max(1500, mtu) });
-    rollback.add(`remove port ${portId} from the data plane`, () => this.dataPlane.removePort(portId));
-    const proxies = await this.nat.startProxies(net, publish, rollback);
-
     const id = this.newEndpointId();
     const endpoint: Endpoint = {
       id,
@@ -259,13 +417,18 @@ export class NetworkService {
       ownedCompartment: this.state.compartments.has(req.netns),
     };
     if (net.nat) endpoint.publish = publish;
-    this.state.endpoints.set(id, { endpoint, fd, networkId: net.network.id, policy, proxies });
-    if (publish.length > 0) {
-      rollback.add(`forget endpoint ${id}`, () => this.state.endpoints.delete(id));
-      await this.nat.syncPublished(net);
-    }
+    await this.dataPlane.addPort(endpointPort({ endpoint, fd, policy }, net));
+    rollback.add(`remove port ${portId} from the data plane`, () => this.dataPlane.removePort(portId));
+    const proxies = await this.nat.startProxies(net, publish, rollback);
+    const record: EndpointRecord = { endpoint, fd, networkId: net.network.id, policy, proxies, down: null };
+    if (publish.length > 0) rollback.add('unpublish the ports again', () => this.nat.syncPublished(net));
+    this.state.endpoints.set(id, record);
+    rollback.add(`forget endpoint ${id}`, () => this.state.endpoints.delete(id));
+    if (publish.length > 0) await this.nat.syncPublished(net);
+    await this.commit();
+    persistQuietly(fd, `TAP ${req.netns}/${ifname}`, this.logger);
     this.logger.info({ endpoint: id, endpointName: endpoint.name, network: endpoint.network, netns: endpoint.netns, ifname, ip, mac, portId }, 'endpoint created');
-    return endpoint;
+    return this.state.endpointView(record);
   }
 
   private async requireNetns(netns: string): Promise<void> {
@@ -319,17 +482,6 @@ export class NetworkService {
     return requested;
   }
 
-  private openTap(ifname: string, netns: string): number {
-    try {
-      return tapOpen({ name: ifname, netns: netnsPath(netns), exclusive: true });
-    } catch (err) {
-      const message = (err as Error).message.replace(/\.$/, '');
-      // EBUSY/EEXIST: an interface of that name appeared since pickIfName looked.
-      if (/\b(EBUSY|EEXIST)\b/.test(message)) throw conflict(`cannot create TAP ${ifname} in network namespace ${netns} (${message}): pass another --ifname.`);
-      throw err;
-    }
-  }
-
   private newEndpointId(): string {
     let id: string;
     do id = randomBytes(6).toString('hex');
@@ -356,10 +508,16 @@ export class NetworkService {
       // The data plane is gone or never knew the port: either way nothing polls the fd any more.
       this.logger.warn({ err, endpoint: endpoint.id, portId: endpoint.portId }, 'data plane could not remove the port');
     }
-    try {
-      closeFd(record.fd);
-    } catch (err) {
-      this.logger.warn({ err, endpoint: endpoint.id }, 'could not close the TAP fd');
+    if (record.fd >= 0) {
+      try {
+        releaseTap(record.fd);
+      } catch (err) {
+        this.logger.warn({ err, endpoint: endpoint.id }, 'could not release the TAP');
+      }
+      record.fd = -1;
+    } else {
+      // Down: vsw holds no fd, but the TAP may be there (persistent); it must not outlive its endpoint.
+      await removeStrayTap(endpoint.netns, endpoint.ifname, this.logger);
     }
     this.state.networks.get(endpoint.network)?.ipam.release(endpoint.ip);
     this.state.portIds.release(endpoint.portId);
@@ -374,9 +532,17 @@ export class NetworkService {
     if (this.state.compartments.has(name) || (await netnsExists(name))) {
       throw conflict(`network namespace ${name} already exists: pick another name or remove it with \`ip netns delete ${name}\`.`);
     }
-    await createNetns(name);
+    // Recorded before it exists: a namespace outlives the daemon, and a restart must know it is vsw's to remove.
     const compartment: Compartment = { name, created: now() };
     this.state.compartments.set(name, compartment);
+    try {
+      await this.commit();
+      await createNetns(name);
+    } catch (err) {
+      this.state.compartments.delete(name);
+      await this.commit().catch((e: unknown) => this.logger.error({ err: e, compartment: name }, 'could not save the state after a failed compartment create'));
+      throw err;
+    }
     this.logger.info({ compartment: name }, 'compartment created');
     return compartment;
   }
@@ -391,23 +557,36 @@ export class NetworkService {
     this.logger.info({ compartment: name }, 'compartment removed');
   }
 
-  private async removeEverything(): Promise<void> {
-    for (const record of [...this.state.endpoints.values()]) await this.detach(record);
-    // The host changes of nat networks would outlive the daemon; the networks themselves go with the data plane.
-    for (const record of this.state.networks.values()) await this.nat.tearDown(record);
-    for (const name of [...this.state.compartments.keys()]) {
-      try {
-        await deleteNetns(name, { killProcesses: true });
-        this.state.compartments.delete(name);
-        this.logger.info({ compartment: name }, 'compartment removed');
-      } catch (err) {
-        this.logger.error({ err, compartment: name }, 'could not remove the compartment');
-      }
-    }
-  }
 }
 
 function describe(record: EndpointRecord): string {
   const { id, name } = record.endpoint;
   return name === id ? id : `${name} (${id})`;
+}
+
+function closeQuietly(fd: number, logger: Logger): void {
+  try {
+    closeFd(fd);
+  } catch (err) {
+    logger.warn({ err, fd }, 'could not close a file descriptor');
+  }
+}
+
+/** The object is saved: it may outlive the daemon now. A failure leaves it working until the daemon stops, and is logged. */
+function persistQuietly(fd: number, what: string, logger: Logger): void {
+  try {
+    tapSetPersist(fd, true);
+  } catch (err) {
+    logger.error({ err }, `could not make ${what} persistent: it will vanish when the daemon stops, and the next start recreates it`);
+  }
+}
+
+/** The persistent TAP of an endpoint that is down (vsw holds no fd of it), removed if it is there. */
+async function removeStrayTap(netns: string, ifname: string, logger: Logger): Promise<void> {
+  if (!(await netnsExists(netns))) return;
+  try {
+    removePersistentTap(ifname, netnsPath(netns));
+  } catch (err) {
+    logger.warn({ err, netns, ifname }, 'could not remove the TAP of an endpoint that was down');
+  }
 }

@@ -1,7 +1,8 @@
 /**
  * The daemon's desired state, in memory: networks with their IPAM, endpoints
  * with the TAP fds vsw holds, and the compartments (namespaces) vsw created.
- * Lookups and bookkeeping only; the side effects live in service.ts.
+ * Lookups and bookkeeping only; the side effects live in service.ts, and
+ * toSaved() is what goes to disk (src/service/state-file.ts).
  */
 import type { PortPolicy } from '../vfp/policy.js';
 import type { Compartment, Endpoint, NatInfo, Network, OverlayInfo, RemoteEndpointRequest } from './api-types.js';
@@ -9,6 +10,7 @@ import type { PortProxy } from '../nat/proxy.js';
 import { notFound } from './errors.js';
 import { IdPool } from './id-pool.js';
 import type { Ipam } from './ipam.js';
+import { currentNetns, STATE_VERSION, type HostLedger, type SavedState } from './state-file.js';
 
 /** Ids start at 1 for networks and ports: 0 never names a live object in the data plane's tables. */
 const MAX_NETWORK_ID = 4095;
@@ -30,6 +32,8 @@ export interface OverlayRecord {
   uplinkKey: string;
   /** Remote endpoints pushed through the API, by MAC. */
   remotes: Map<string, RemoteEndpointRequest>;
+  /** The port id of the underlay sockets it rides on (shared by the networks on the same VTEP and port). */
+  uplinkId: number;
 }
 
 export interface NatRecord {
@@ -40,12 +44,16 @@ export interface NatRecord {
   portId: number;
   /** The nftables table vsw installed, or null when there was no default route to masquerade through. */
   table: string | null;
+  /** Why the host TAP is not attached (it vanished, or read() failed), or null when it is. */
+  down: string | null;
 }
 
 export interface EndpointRecord {
   endpoint: Endpoint;
-  /** The TAP's fd; closing it removes the (non-persistent) TAP. */
+  /** The TAP's fd, or -1 while the endpoint is down. The TAP is persistent once the endpoint is saved. */
   fd: number;
+  /** Why the switch is not moving the endpoint's frames, or null when it is. */
+  down: string | null;
   networkId: number;
   /** The VFP policy running on the endpoint's port. */
   policy: PortPolicy;
@@ -59,6 +67,10 @@ export class State {
   readonly compartments = new Map<string, Compartment>();
   readonly networkIds = new IdPool(1, MAX_NETWORK_ID, 'network');
   readonly portIds: IdPool;
+  /** Host changes vsw owns beyond the networks (written to disk before they are made). */
+  host: HostLedger = { forwardingSetByVsw: false, nftTables: [] };
+  /** Of the last state written or read: one more with every write. */
+  generation = 0;
 
   constructor(maxPorts: number) {
     this.portIds = new IdPool(1, maxPorts - 1, 'port');
@@ -99,7 +111,7 @@ export class State {
   /** The network as the API shows it, with the ids of its endpoints. */
   networkView(record: NetworkRecord): Network {
     const view: Network = { ...record.network, endpoints: this.endpointsOn(record.network.name).map((r) => r.endpoint.id) };
-    if (record.nat) view.nat = { ...record.nat.info };
+    if (record.nat) view.nat = { ...record.nat.info, ...(record.nat.down === null ? {} : { hostInterfaceDown: record.nat.down }) };
     if (record.overlay) view.overlay = { ...record.overlay.info, peers: [...record.overlay.info.peers] };
     return view;
   }
@@ -110,6 +122,33 @@ export class State {
 
   listEndpoints(network?: string): Endpoint[] {
     const records = network === undefined ? [...this.endpoints.values()] : this.endpointsOn(network);
-    return records.map((r) => r.endpoint);
+    return records.map((r) => this.endpointView(r));
+  }
+
+  /** The endpoint as the API shows it: what is saved, and whether it is up now. */
+  endpointView(record: EndpointRecord): Endpoint {
+    return { ...record.endpoint, state: record.down === null ? 'up' : 'down', ...(record.down === null ? {} : { stateReason: record.down }) };
+  }
+
+  /** The next state to write: everything desired, nothing the daemon only sees now (fds, proxies, status). */
+  toSaved(): SavedState {
+    return {
+      version: STATE_VERSION,
+      generation: this.generation + 1,
+      written: new Date().toISOString(),
+      networks: [...this.networks.values()].map(({ network, ipam, nat, overlay }) => ({
+        network: { name: network.name, id: network.id, driver: network.driver, subnet: network.subnet, gateway: network.gateway, created: network.created },
+        ipam: {
+          ...(ipam.gateway === undefined ? {} : { gateway: ipam.gateway }),
+          ...(ipam.rangeBounds === undefined ? {} : { range: ipam.rangeBounds }),
+          allocated: ipam.allocated(),
+        },
+        ...(nat ? { nat: { info: nat.info, portId: nat.portId, table: nat.table } } : {}),
+        ...(overlay ? { overlay: { info: overlay.info, tunnelPortId: overlay.tunnelPortId, uplinkId: overlay.uplinkId, remotes: [...overlay.remotes.values()] } } : {}),
+      })),
+      endpoints: [...this.endpoints.values()].map(({ endpoint, policy }) => ({ endpoint, policy })),
+      compartments: [...this.compartments.values()],
+      host: { forwardingSetByVsw: this.host.forwardingSetByVsw, nftTables: [...this.host.nftTables], netns: currentNetns() },
+    };
   }
 }

@@ -6,7 +6,8 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { completeChecksum, RX_BATCH, RX_HEADROOM, RX_SLOT_SIZE, RxEngine, segmentTso, udpSendBatch, VNET_HDR_LEN, vxlanGro, writeBatch } from '../native/index.js';
 import { MacTable } from './mac-table.js';
-import type { DataPlaneCommand, DataPlaneLog, DataPlaneReply, DataPlaneRequest, DataPlaneWorkerData, OverlayDataPlaneState, SwitchCounters } from './messages.js';
+import type { DataPlaneCommand, DataPlaneEvent, DataPlaneLog, DataPlaneReply, DataPlaneRequest, DataPlaneWorkerData, OverlayDataPlaneState, SwitchCounters } from './messages.js';
+import { exportSwitchState, importSwitchState } from './snapshot.js';
 import { Switch, type FrameIo } from './switch.js';
 
 const MAC_SWEEP_INTERVAL_MS = 1000;
@@ -15,6 +16,15 @@ const STATE_SWEEP_INTERVAL_MS = 250;
 const STATE_SWEEP_BUDGET = 32768;
 /** A cached flow idle this long is forgotten; its connection state (if any) lives on in conntrack. */
 const FLOW_IDLE_MS = 30_000;
+
+/**
+ * The data plane's clock starts a day in: connection ages restored from a
+ * snapshot (src/switch/snapshot.ts) are subtracted from it, and every idle
+ * timeout (two hours at most) must fit below it. Only differences of this
+ * clock mean anything, so the offset changes nothing else.
+ */
+const CLOCK_ORIGIN_MS = 86_400_000;
+const clock = (): number => performance.now() + CLOCK_ORIGIN_MS;
 
 const data = workerData as DataPlaneWorkerData;
 const port = parentPort!;
@@ -60,7 +70,8 @@ sw = new Switch(
   {
     portStopped(portId, errno) {
       engine.removePort(portId);
-      log({ log: 'error', msg: 'port stopped receiving after a read error; remove and recreate the endpoint', fields: { portId, errno } });
+      const event: DataPlaneEvent = { event: 'portDown', portId, errno };
+      port.postMessage(event);
     },
     pausePort(portId, ms) {
       // The egress shaper: stop reading until the port's bucket is out of debt; the TAP queue holds the rest.
@@ -68,7 +79,7 @@ sw = new Switch(
       pausedPorts.set(portId, setTimeout(resumePort, Math.max(1, Math.ceil(ms)), portId));
     },
   },
-  () => performance.now(),
+  clock,
   {
     vfp: {
       maxFlows: vfpOptions.maxFlows,
@@ -78,7 +89,7 @@ sw = new Switch(
 );
 
 const sweepTimer = setInterval(() => {
-  const now = performance.now();
+  const now = clock();
   sw.macTable.sweep(now);
   sw.sweepOverlay(now);
 }, MAC_SWEEP_INTERVAL_MS);
@@ -86,7 +97,7 @@ const sweepTimer = setInterval(() => {
 // Refusals at the connection bound are logged at most once per interval, with the count since the last line.
 let refusedLogged = 0;
 const stateTimer = setInterval(() => {
-  const now = performance.now();
+  const now = clock();
   sw.vfp.conntrack.sweep(now, STATE_SWEEP_BUDGET);
   sw.sweepFlows(now, STATE_SWEEP_BUDGET, FLOW_IDLE_MS);
   sw.sweepNat(now, STATE_SWEEP_BUDGET);
@@ -149,14 +160,14 @@ function execute(command: DataPlaneCommand): unknown {
     case 'removeRemote':
       return sw.removeRemote(command.networkId, command.remote);
     case 'overlay': {
-      const result: OverlayDataPlaneState = { networks: sw.overlayState(performance.now(), command.networkId), decap: sw.decapCounters() };
+      const result: OverlayDataPlaneState = { networks: sw.overlayState(clock(), command.networkId), decap: sw.decapCounters() };
       return result;
     }
     case 'setPublished':
       sw.setPublished(command.networkId, command.published);
       return undefined;
     case 'nat':
-      return sw.natState(performance.now(), command.networkId);
+      return sw.natState(clock(), command.networkId, command.countersOnly);
     case 'removeNetwork':
       sw.removeNetwork(command.networkId);
       return undefined;
@@ -189,7 +200,7 @@ function execute(command: DataPlaneCommand): unknown {
       return undefined;
     }
     case 'flows':
-      return sw.flowEntries(performance.now(), command.portId);
+      return sw.flowEntries(clock(), command.portId);
     case 'trace':
       return sw.trace(command.portId, command.direction === 'out' ? 0 : 1, command.frame);
     case 'ruleHits':
@@ -199,7 +210,14 @@ function execute(command: DataPlaneCommand): unknown {
       return result;
     }
     case 'macEntries':
-      return sw.macTable.entries(performance.now());
+      return sw.macTable.entries(clock());
+    case 'snapshot': {
+      // Nothing may change the tables after they are read: every port stops receiving first, for good.
+      for (const id of sw.receivingPortIds()) engine.removePort(id);
+      return exportSwitchState(sw, clock());
+    }
+    case 'importState':
+      return importSwitchState(sw, command.snapshot, clock(), command.downtimeMs, command.portIds);
     case 'stop':
       clearInterval(sweepTimer);
       clearInterval(stateTimer);

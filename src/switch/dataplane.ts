@@ -11,6 +11,7 @@ import type { MacEntry } from './mac-table.js';
 import type { PortPolicy } from '../vfp/policy.js';
 import type {
   DataPlaneCommand,
+  DataPlaneEvent,
   DataPlaneLog,
   DataPlaneReply,
   DataPlaneVfpOptions,
@@ -20,13 +21,16 @@ import type {
   OverlayDataPlaneState,
   OverlayNetworkSpec,
   RemoteEndpoint,
+  SnapshotImport,
   SwitchCounters,
   SwitchFlow,
   SwitchNat,
+  SwitchSnapshot,
   SwitchTrace,
   UplinkConfig,
 } from './messages.js';
 
+export type { SnapshotImport, SwitchSnapshot };
 export type { PortCounters, SwitchCounters, MacEntry, SwitchFlow, SwitchNat, SwitchTrace, NatGatewaySpec, NatPublishSpec, OverlayDataPlaneState, OverlayNetworkSpec, RemoteEndpoint, UplinkConfig };
 
 export interface DataPlaneOptions {
@@ -85,9 +89,13 @@ export class DataPlane extends EventEmitter {
   }
 
   private attach(): void {
-    this.worker.on('message', (msg: DataPlaneReply | DataPlaneLog) => {
+    this.worker.on('message', (msg: DataPlaneReply | DataPlaneLog | DataPlaneEvent) => {
       if ('log' in msg) {
         this.logger[msg.log](msg.fields ?? {}, msg.msg);
+        return;
+      }
+      if ('event' in msg) {
+        this.emit(msg.event, msg.portId, msg.errno);
         return;
       }
       const waiter = this.waiting.get(msg.id);
@@ -160,8 +168,22 @@ export class DataPlane extends EventEmitter {
     return this.request({ op: 'setPublished', networkId, published });
   }
 
-  nat(networkId?: number): Promise<SwitchNat[]> {
-    return this.request<SwitchNat[]>({ op: 'nat', networkId });
+  /** With countersOnly, every network's translations list is empty: a large table is not copied to answer for its counters. */
+  nat(networkId?: number, countersOnly = false): Promise<SwitchNat[]> {
+    return this.request<SwitchNat[]>({ op: 'nat', networkId, countersOnly });
+  }
+
+  /**
+   * Stops receiving on every port, for good, and returns the connections and
+   * NAT translations: what a stopping daemon saves for its successor.
+   */
+  snapshot(): Promise<SwitchSnapshot> {
+    return this.request<SwitchSnapshot>({ op: 'snapshot' });
+  }
+
+  /** Restores a predecessor's snapshot; call it after the networks exist and before the ports in `portIds` are added. */
+  importState(snapshot: SwitchSnapshot, downtimeMs: number, portIds: number[]): Promise<SnapshotImport> {
+    return this.request<SnapshotImport>({ op: 'importState', snapshot, downtimeMs, portIds });
   }
 
   removeNetwork(networkId: number): Promise<void> {

@@ -5,6 +5,7 @@ import type { MacEntry, MacTableCounters } from './mac-table.js';
 import type { OverlayNetworkSpec, SwitchFlow, SwitchNat, SwitchOverlay, SwitchTrace, UplinkConfig } from './switch.js';
 import type { RemoteEndpoint } from '../tunnel/overlay-segment.js';
 import type { NatGatewaySpec, NatPublishSpec } from '../nat/gateway.js';
+import type { SnapshotImport, SwitchSnapshot } from './snapshot.js';
 
 export type DataPlaneCommand =
   | { op: 'addNetwork'; networkId: number; name: string; nat?: NatGatewaySpec; overlay?: OverlayNetworkSpec }
@@ -17,7 +18,7 @@ export type DataPlaneCommand =
   | { op: 'removeNetwork'; networkId: number }
   | { op: 'addPort'; portId: number; networkId: number; fd: number; name: string; mtu?: number; policy?: PortPolicy; external?: boolean; ip?: string; mac?: string }
   | { op: 'setPublished'; networkId: number; published: NatPublishSpec[] }
-  | { op: 'nat'; networkId?: number }
+  | { op: 'nat'; networkId?: number; countersOnly?: boolean }
   | { op: 'removePort'; portId: number }
   | { op: 'setPolicy'; portId: number; policy: PortPolicy }
   | { op: 'flows'; portId?: number }
@@ -25,6 +26,8 @@ export type DataPlaneCommand =
   | { op: 'ruleHits'; portId: number }
   | { op: 'switchCounters' }
   | { op: 'macEntries' }
+  | { op: 'snapshot' }
+  | { op: 'importState'; snapshot: SwitchSnapshot; downtimeMs: number; portIds: number[] }
   | { op: 'stop' };
 
 export interface DataPlaneRequest {
@@ -33,6 +36,13 @@ export interface DataPlaneRequest {
 }
 
 export type DataPlaneReply = { id: number; ok: true; result?: unknown } | { id: number; ok: false; error: string };
+
+/** Something the data plane noticed on its own: a port that stopped receiving (its TAP is gone, or read() failed). */
+export interface DataPlaneEvent {
+  event: 'portDown';
+  portId: number;
+  errno: number;
+}
 
 export interface DataPlaneLog {
   log: 'debug' | 'info' | 'warn' | 'error';
@@ -47,6 +57,7 @@ export interface SwitchCounters {
   vfp: VfpCounters;
 }
 
+export type { SnapshotImport, SwitchSnapshot };
 export type { MacEntry, SwitchFlow, SwitchNat, SwitchTrace, VfpCounters, NatGatewaySpec, NatPublishSpec, OverlayNetworkSpec, SwitchOverlay, UplinkConfig, RemoteEndpoint };
 
 /** The overlay state of the data plane: each overlay network, and datagrams by decapsulation verdict host-wide. */

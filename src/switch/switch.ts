@@ -400,6 +400,21 @@ export class Switch {
     if (net.gateway.externalPortId >= 0) gen[net.gateway.externalPortId] = (gen[net.gateway.externalPortId] + 1) >>> 0;
   }
 
+  /** The NAT gateways of the nat networks, by network id (control path: snapshots of the translations). */
+  natGateways(): { networkId: number; gateway: NatGateway }[] {
+    const out: { networkId: number; gateway: NatGateway }[] = [];
+    for (const net of this.networks.values()) if (net.gateway) out.push({ networkId: net.id, gateway: net.gateway });
+    return out;
+  }
+
+  /** Ids of the TAP ports (endpoints, host TAPs) and the uplinks being received from. */
+  receivingPortIds(): number[] {
+    const ids: number[] = [];
+    for (const p of this.ports) if (p !== undefined && p.egress === null) ids.push(p.id);
+    for (const u of this.uplinks) if (u !== undefined) ids.push(u.id);
+    return ids;
+  }
+
   /** Frees NAT mappings whose connection ended, a slice at a time. */
   sweepNat(now: number, budget: number): void {
     for (const net of this.networks.values()) net.gateway?.table.sweep(now, budget);
@@ -413,7 +428,7 @@ export class Switch {
   }
 
   /** Every nat network's translations and counters, optionally of one network (control path). */
-  natState(now: number, networkId?: number): SwitchNat[] {
+  natState(now: number, networkId?: number, countersOnly = false): SwitchNat[] {
     const ct = this.vfp.conntrack;
     const out: SwitchNat[] = [];
     for (const net of this.networks.values()) {
@@ -425,7 +440,7 @@ export class Switch {
         externalIp: ext,
         counters: gw.counters(),
         published: [...gw.published],
-        translations: gw.table.mappings(now).map((m) => ({
+        translations: (countersOnly ? [] : gw.table.mappings(now)).map((m) => ({
           protocol: m.protocol,
           inside: `${formatIpv4Addr(m.insideIp)}:${m.insidePort}`,
           external: `${ext}:${m.externalPort}`,

@@ -105,6 +105,8 @@ export interface ConntrackCounters {
   refused: number;
   restarted: number;
   live: number;
+  /** Entries the table holds at most, across all ports. */
+  capacity: number;
 }
 
 export interface ConntrackEntry {
@@ -146,6 +148,13 @@ const R_STATE = 13;
 /** Live: the F_* bits. Free: next free slot + 1 (0 ends the list). */
 const R_FLAGS = 14;
 const R_SERIAL = 15;
+
+/** Words of one connection in exportLive(): the key words (R_PORT_PROTO..R_REMOTE+3), then these. */
+export const CT_EXPORT_WORDS = 15;
+const X_STATE = KEY_END - KEY_FIRST;
+const X_FLAGS = X_STATE + 1;
+const X_AGE = X_STATE + 2;
+const X_AUX = X_STATE + 3;
 
 /** Set in R_L4 for echo so an echo with identifier 0 is not the addresses-only ICMP connection. */
 const ECHO = 0x10000;
@@ -257,6 +266,7 @@ export class Conntrack {
       refused: this.refusedCount,
       restarted: this.restartedCount,
       live: this.count,
+      capacity: this.capacity,
     };
   }
 
@@ -293,21 +303,12 @@ export class Conntrack {
         return CT_REFUSED;
       }
     }
+    const slot = this.place(h, portId);
     const rec = this.rec;
-    let slot: number;
-    if (this.freeHead >= 0) {
-      slot = this.freeHead;
-      this.freeHead = rec[(slot << SHIFT) + R_FLAGS] - 1;
-    } else {
-      slot = this.bump++;
-    }
     const r = slot << SHIFT;
-    const s = this.s;
-    rec[r + R_HASH] = h;
-    for (let w = KEY_FIRST; w < KEY_END; w++) rec[r + w] = s[w];
     rec[r + R_LAST] = nowDs;
     let flags = dir === Dir.IN ? F_ORIGIN_IN : 0;
-    const proto = s[R_PORT_PROTO] & 0xff;
+    const proto = this.s[R_PORT_PROTO] & 0xff;
     let state: number;
     if (proto === IpProtocol.TCP) {
       if (tcpFlags & TcpFlag.RST) state = CtState.CLOSED;
@@ -325,15 +326,97 @@ export class Conntrack {
     }
     rec[r + R_STATE] = state;
     rec[r + R_FLAGS] = flags;
-    this.auxWord[slot] = 0;
+    this.createdCount++;
+    return slot;
+  }
 
+  /**
+   * Takes a free slot for the key in this.s (hash h) and indexes it; the
+   * caller writes its clock, state and flags. The table must have room.
+   */
+  private place(h: number, portId: number): number {
+    const rec = this.rec;
+    let slot: number;
+    if (this.freeHead >= 0) {
+      slot = this.freeHead;
+      this.freeHead = rec[(slot << SHIFT) + R_FLAGS] - 1;
+    } else {
+      slot = this.bump++;
+    }
+    const r = slot << SHIFT;
+    const s = this.s;
+    rec[r + R_HASH] = h;
+    for (let w = KEY_FIRST; w < KEY_END; w++) rec[r + w] = s[w];
+    this.auxWord[slot] = 0;
     let i = h & this.mask;
     while (this.index[i] !== -1) i = (i + 1) & this.mask;
     this.index[i] = this.tag(h) | slot;
     this.perPort[portId]++;
     this.count++;
-    this.createdCount++;
     return slot;
+  }
+
+  /**
+   * Every live connection as CT_EXPORT_WORDS words: the key (port, protocol,
+   * ports, EtherType, addresses), state, flags, age in deciseconds and the
+   * aux word. What a restarting daemon hands to its successor; the hash seed
+   * and slot numbers are this table's own and are not part of it.
+   */
+  exportLive(now: number): { records: Uint32Array; slots: Int32Array } {
+    const nowDs = toDs(now);
+    const rec = this.rec;
+    let live = 0;
+    for (let slot = 0; slot < this.bump; slot++) if (this.aliveDs(slot, nowDs)) live++;
+    const records = new Uint32Array(live * CT_EXPORT_WORDS);
+    const slots = new Int32Array(live);
+    let n = 0;
+    for (let slot = 0; slot < this.bump && n < live; slot++) {
+      if (!this.aliveDs(slot, nowDs)) continue;
+      const r = slot << SHIFT;
+      const o = n * CT_EXPORT_WORDS;
+      for (let w = KEY_FIRST; w < KEY_END; w++) records[o + w - KEY_FIRST] = rec[r + w];
+      records[o + X_STATE] = rec[r + R_STATE];
+      records[o + X_FLAGS] = rec[r + R_FLAGS];
+      records[o + X_AGE] = nowDs - rec[r + R_LAST];
+      records[o + X_AUX] = this.auxWord[slot];
+      slots[n++] = slot;
+    }
+    return { records, slots };
+  }
+
+  /**
+   * Re-creates exported connections (exportLive of another table, possibly of
+   * another process) aged by `downtime` milliseconds more. Returns each
+   * record's new slot, or -1 for one left out: its port not accepted, dead by
+   * now, a key already present, or no room (the bounds hold as for create()).
+   */
+  importLive(records: Uint32Array, now: number, downtimeMs: number, acceptPort: (portId: number) => boolean): Int32Array {
+    const count = Math.floor(records.length / CT_EXPORT_WORDS);
+    const slots = new Int32Array(count).fill(-1);
+    const nowDs = toDs(now);
+    const extraDs = Math.max(0, Math.round(downtimeMs / 100));
+    const s = this.s;
+    for (let n = 0; n < count; n++) {
+      const o = n * CT_EXPORT_WORDS;
+      const state = records[o + X_STATE];
+      const portId = records[o] >>> 8;
+      if (state === 0 || state > CtState.OTHER || portId >= this.maxPorts || !acceptPort(portId)) continue;
+      const age = records[o + X_AGE] + extraDs;
+      if (age > this.timeoutDs[state]) continue;
+      for (let w = KEY_FIRST; w < KEY_END; w++) s[w] = records[o + w - KEY_FIRST];
+      const h = hashWords(s, KEY_FIRST, KEY_END, this.seed);
+      if (this.find(h) >= 0) continue;
+      if ((this.freeHead < 0 && this.bump >= this.capacity) || this.perPort[portId] >= this.maxPerPort) continue;
+      const slot = this.place(h, portId);
+      const r = slot << SHIFT;
+      // A young process's clock may be younger than the connection: it then counts as new from the start of the clock.
+      this.rec[r + R_LAST] = nowDs > age ? nowDs - age : 0;
+      this.rec[r + R_STATE] = state;
+      this.rec[r + R_FLAGS] = records[o + X_FLAGS];
+      this.auxWord[slot] = records[o + X_AUX];
+      slots[n] = slot;
+    }
+    return slots;
   }
 
   /**

@@ -1,8 +1,8 @@
 /**
  * The life of vsw objects through the CLI of a real daemon: IPAM order,
  * `vsw run` compartments, removal of endpoints and networks, and a SIGTERM
- * that leaves nothing behind. Subnets 10.63.0.0/24 (network l) and
- * 10.64.0.0/24 (network m).
+ * that leaves the containers their interfaces until `vsw system reset`.
+ * Subnets 10.63.0.0/24 (network l) and 10.64.0.0/24 (network m).
  */
 import test from 'ava';
 import { existsSync } from 'node:fs';
@@ -12,6 +12,7 @@ import {
   linksIn,
   processAlive,
   startDaemon,
+  systemReset,
   teardown,
   assertOneSentence,
   type DaemonHandle,
@@ -116,7 +117,7 @@ test.serial('vsw network rm refuses a network with endpoints, naming them, and r
   t.deepEqual(await linksIn(nsM), ['lo']);
 });
 
-test.serial('SIGTERM stops the daemon with exit 0 and leaves nothing behind', async (t) => {
+test.serial('SIGTERM stops the daemon with exit 0 and leaves the containers their interfaces; vsw system reset removes them', async (t) => {
   for (const ns of nsL) t.true((await linksIn(ns)).includes('eth0'), `${ns} has its TAP before the stop`);
   t.true(existsSync(d.socket));
   const started = Date.now();
@@ -124,12 +125,21 @@ test.serial('SIGTERM stops the daemon with exit 0 and leaves nothing behind', as
   const took = Date.now() - started;
   t.is(code, 0, d.log().split('\n').slice(-10).join('\n'));
   t.true(took < 5000, `the stop took ${took} ms`);
-  for (const ns of nsL) t.deepEqual(await linksIn(ns), ['lo'], `${ns} after the stop`);
-  t.deepEqual((await namespacesWithPrefix(prefix)).sort(), [...created].sort(), 'only the namespaces the test made remain');
+  for (const [i, ep] of l.entries()) {
+    const addr = await sh('ip', ['-n', nsL[i], '-4', '-o', 'addr', 'show', 'dev', ep.ifname]);
+    t.true(addr.stdout.includes(` ${ep.ip}/24 `), `${nsL[i]} keeps ${ep.ifname} with ${ep.ip} after the stop: ${addr.stdout}`);
+  }
   t.false(existsSync(d.socket), 'the socket file is gone');
   t.false(processAlive(d.pid), `daemon process ${d.pid} is still alive`);
   const pgrep = await sh('pgrep', ['-f', `daemon --socket ${d.socket}`]);
   t.is(pgrep.stdout.trim(), '', 'no process names the socket');
   const after = await d.vsw(['network', 'ls']);
   assertOneSentence(t, after, 'network ls without a daemon');
+
+  const reset = await systemReset(d);
+  t.is(reset.code, 0, reset.stderr);
+  for (const [i, ep] of l.entries()) t.true(reset.stdout.includes(`removed TAP ${ep.ifname} in network namespace ${nsL[i]}`), reset.stdout);
+  for (const ns of nsL) t.deepEqual(await linksIn(ns), ['lo'], `${ns} after the reset`);
+  t.deepEqual((await namespacesWithPrefix(prefix)).sort(), [...created].sort(), 'the reset removed no namespace vsw did not create');
+  t.false(existsSync(`${d.stateDir}/state.json`), 'the saved state is gone');
 });

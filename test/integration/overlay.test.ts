@@ -6,10 +6,9 @@
  * crafted VXLAN datagrams, and the daemons' counters (`vsw overlay ls`).
  */
 import test from 'ava';
-import { rmSync } from 'node:fs';
 import type { OverlayNetworkState } from '../../src/service/api-types.js';
-import { addNetns, inNetns, must, ping, removeEverything, runPrefix } from './helpers/env.js';
-import { assertOneSentence, capture, createEndpoint, type DaemonHandle, type EndpointJson } from './helpers/daemon.js';
+import { addNetns, inNetns, must, ping, runPrefix } from './helpers/env.js';
+import { assertOneSentence, capture, createEndpoint, teardown, type DaemonHandle, type EndpointJson } from './helpers/daemon.js';
 import { addKernelVxlan, addUnderlay, iperf, sendUdp, startHostDaemon, tsharkFields, type KernelVxlanHost, type UnderlayHost } from './helpers/overlay.js';
 
 const prefix = runPrefix();
@@ -54,9 +53,7 @@ test.before(async () => {
 });
 
 test.after.always(async () => {
-  for (const d of [daemonA, daemonB]) if (d && !d.exited()) await d.stop('SIGTERM').catch(() => undefined);
-  await removeEverything(prefix);
-  rmSync(`/tmp/${prefix}`, { recursive: true, force: true });
+  await teardown(prefix, daemonA, daemonB);
 });
 
 test.serial('each host hands out its own share of the subnet, and endpoints get the overlay MTU', async (t) => {

@@ -56,14 +56,34 @@ test('formatEndpoints writes the address with its prefix', (t) => {
     portId: 1,
     created: '',
     ownedCompartment: false,
+    state: 'up',
   };
   t.is(
     formatEndpoints([endpoint]),
     [
-      'ID            NAME     NETWORK  NETNS  IFNAME  IP            MAC',
-      '0123456789ab  c1-eth0  default  c1     eth0    10.88.0.2/24  02:76:0a:58:00:02',
+      'ID            NAME     NETWORK  NETNS  IFNAME  IP            MAC                STATE',
+      '0123456789ab  c1-eth0  default  c1     eth0    10.88.0.2/24  02:76:0a:58:00:02  up',
     ].join('\n'),
   );
+});
+
+test('formatEndpoints says why an endpoint is down', (t) => {
+  const endpoint: Endpoint = {
+    id: '0123456789ab',
+    name: 'c1',
+    network: 'default',
+    netns: 'c1',
+    ifname: 'eth0',
+    mac: '02:76:0a:58:00:02',
+    ip: '10.88.0.2',
+    prefixLength: 24,
+    portId: 1,
+    created: '',
+    ownedCompartment: true,
+    state: 'down',
+    stateReason: 'its TAP was deleted (read: EBADFD)',
+  };
+  t.is(formatEndpoints([endpoint]).split('\n')[1].split(/ {2,}/).pop(), 'down: its TAP was deleted (read: EBADFD)');
 });
 
 test('formatEndpoints adds a PORTS column when an endpoint publishes ports', (t) => {
@@ -77,9 +97,9 @@ test('formatEndpoints adds a PORTS column when an endpoint publishes ports', (t)
   t.is(
     formatEndpoints([web, db]),
     [
-      'ID            NAME  NETWORK  NETNS  IFNAME  IP             MAC                PORTS',
-      'aaaaaaaaaaaa  web   mynat    web    eth0    172.18.0.2/24  02:76:ac:12:00:02  8080->80/tcp, 127.0.0.1:5353->53/udp',
-      'bbbbbbbbbbbb  db    mynat    db     eth0    172.18.0.3/24  02:76:ac:12:00:03  -',
+      'ID            NAME  NETWORK  NETNS  IFNAME  IP             MAC                PORTS                                 STATE',
+      'aaaaaaaaaaaa  web   mynat    web    eth0    172.18.0.2/24  02:76:ac:12:00:02  8080->80/tcp, 127.0.0.1:5353->53/udp  up',
+      'bbbbbbbbbbbb  db    mynat    db     eth0    172.18.0.3/24  02:76:ac:12:00:03  -                                     up',
     ].join('\n'),
   );
 });
@@ -98,7 +118,7 @@ const vfp = {
   flowsExpired: 2,
   flowTableFull: 0,
   slowPathRuns: 9,
-  connections: { created: 3, expired: 1, refused: 5, restarted: 0, live: 2 },
+  connections: { created: 3, expired: 1, refused: 5, restarted: 0, live: 2, capacity: 1048576 },
 };
 
 test('formatSwitchStats puts entries over the limit first, then flows and connections', (t) => {
@@ -117,7 +137,7 @@ test('formatSwitchStats puts entries over the limit first, then flows and connec
 test('formatStats prints the port table, a blank line, then the switch counters', (t) => {
   const stats: StatsResponse = {
     ports: [
-      { endpoint: 'abc', network: 'n', netns: 'c1', ifname: 'eth0', rxFrames: 1, rxBytes: 60, txFrames: 2, txBytes: 120, drops: { noEgress: 1 }, dropsTotal: 1 },
+      { endpoint: 'abc', name: 'c1-eth0', network: 'n', netns: 'c1', ifname: 'eth0', rxFrames: 1, rxBytes: 60, txFrames: 2, txBytes: 120, drops: { noEgress: 1 }, dropsTotal: 1 },
     ],
     switch: { macTable: { entries: 1, maxEntries: 10 }, batches: 1, ports: 1, vfp },
   };

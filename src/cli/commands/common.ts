@@ -1,5 +1,5 @@
 import { Option, type Command } from 'commander';
-import { DEFAULT_SOCKET_PATH } from '../../service/api-types.js';
+import { DEFAULT_SOCKET_PATH, DEFAULT_STATE_DIR } from '../../service/api-types.js';
 import { Client } from '../client.js';
 import { UnreachableError } from '../errors.js';
 
@@ -14,6 +14,11 @@ export function programSocketOption(): Option {
 
 export function leafSocketOption(): Option {
   return new Option('--socket <path>', `unix socket of the vsw daemon (env VSW_SOCKET, default ${DEFAULT_SOCKET_PATH})`);
+}
+
+/** --state-dir of `vsw daemon` and `vsw system reset`. */
+export function stateDirOption(): Option {
+  return new Option('--state-dir <dir>', 'directory of the saved state (state.json) and the daemon\'s lock').env('VSW_STATE_DIR').default(DEFAULT_STATE_DIR);
 }
 
 /** The nearest --socket given, from the command up to the program. */

@@ -7,10 +7,13 @@ import { constants } from 'node:os';
 import { Command, Option } from 'commander';
 import pino, { type Logger } from 'pino';
 import pretty from 'pino-pretty';
+import { DEFAULT_METRICS_ADDRESS, DEFAULT_STATE_DIR } from '../../service/api-types.js';
 import { CliError } from '../errors.js';
-import { leafSocketOption, socketOf } from './common.js';
+import { leafSocketOption, socketOf, stateDirOption } from './common.js';
 
 interface DaemonCommandOptions {
+  stateDir: string;
+  metrics?: string | true;
   defaultNetwork?: boolean;
   defaultSubnet: string;
   logLevel: string;
@@ -26,13 +29,28 @@ export function daemonCommand(): Command {
   return new Command('daemon')
     .description('run the vsw daemon in the foreground: the switch, and the API on a unix socket (needs root)')
     .addOption(leafSocketOption())
-    .option('--default-network', 'create the internal network "default" at start')
+    .addOption(stateDirOption())
+    .option('--metrics [address]', `serve Prometheus metrics at http://ADDRESS/metrics (PORT or HOST:PORT; alone: ${DEFAULT_METRICS_ADDRESS})`)
+    .option('--default-network', 'create the internal network "default" at start, unless the saved state has it')
     .option('--default-subnet <cidr>', 'subnet of the default network', '10.88.0.0/24')
     .addOption(new Option('--log-level <level>', 'least severe log level written').choices(LOG_LEVELS).default('info'))
     .option('--pretty', 'human-readable, colored logs instead of JSON lines')
     .option('--max-flows <n>', 'entries of the unified flow table (cached flows)', '1048576')
     .option('--max-connections-per-port <n>', 'tracked connections per endpoint; new ones beyond it are dropped and counted', '500000')
-    .addHelpText('after', '\nExample:\n  sudo -E vsw daemon --default-network --pretty')
+    .addHelpText(
+      'after',
+      [
+        '',
+        `State: networks, endpoints, policies and compartments are saved in ${DEFAULT_STATE_DIR}/state.json (or --state-dir)`,
+        'before the API answers, and come back when the daemon starts again. SIGTERM/SIGINT stop the daemon',
+        'and leave every TAP, compartment and host change in place (containers keep their interfaces);',
+        '`vsw system reset` removes them. docs/STATE.md has the details.',
+        '',
+        'Examples:',
+        '  sudo -E vsw daemon --default-network --pretty',
+        '  sudo -E vsw daemon --state-dir /tmp/vsw-test --socket /tmp/vsw-test.sock --metrics 127.0.0.1:9483',
+      ].join('\n'),
+    )
     .action(async (opts: DaemonCommandOptions, command: Command) => {
       await runDaemon(socketOf(command), opts);
     });
@@ -43,8 +61,16 @@ async function runDaemon(socketPath: string, opts: DaemonCommandOptions): Promis
   const maxConnectionsPerPort = positiveInt(opts.maxConnectionsPerPort, '--max-connections-per-port', 1);
   const logger = makeLogger(opts.logLevel, opts.pretty ?? false);
   const { Daemon } = await import('../../service/daemon.js');
+  const { parseMetricsAddress } = await import('../../service/metrics.js');
+  let metrics;
+  if (opts.metrics !== undefined) {
+    metrics = parseMetricsAddress(opts.metrics === true ? DEFAULT_METRICS_ADDRESS : opts.metrics);
+    if (typeof metrics === 'string') throw new CliError(metrics);
+  }
   const daemon = await Daemon.start({
     socketPath,
+    stateDir: opts.stateDir,
+    metrics,
     logger,
     defaultNetwork: opts.defaultNetwork ? { name: 'default', subnet: opts.defaultSubnet } : undefined,
     dataPlane: { maxFlows, maxConnectionsPerPort },
@@ -67,7 +93,7 @@ function stopOnSignals(stop: () => Promise<void>, logger: Logger): void {
   let stopping = false;
   const onSignal = (signal: NodeJS.Signals): void => {
     if (stopping) {
-      logger.warn({ signal }, 'second signal while stopping: exiting now, some TAPs or namespaces may remain (npm run cleanup)');
+      logger.warn({ signal }, 'second signal while stopping: exiting now; the connections in flight may not be saved');
       process.exit(128 + (constants.signals[signal] ?? 0));
     }
     stopping = true;

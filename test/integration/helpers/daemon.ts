@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ExecutionContext } from 'ava';
 import type { Endpoint, PortStats, StatsResponse } from '../../../src/service/api-types.js';
+import type { SavedState } from '../../../src/service/state-file.js';
 import { addNetns, removeEverything, sh, spawnInNetns, type CommandResult } from './env.js';
 
 /** The CLI entry, compiled: this file runs from dist/test/integration/helpers/. */
@@ -24,6 +25,12 @@ export interface DaemonHandle {
   prefix: string;
   socket: string;
   dir: string;
+  /** --state-dir: state.json, runtime.bin, lock. */
+  stateDir: string;
+  /** The namespace the daemon runs in (a lab "host"), if not the test's own. */
+  netns?: string;
+  /** How to start this daemon again on the same socket and state (restart tests). */
+  options: DaemonOptions;
   pid: number;
   process: ChildProcess;
   /** Runs `node dist/src/cli/main.js --socket SOCKET ...args`; never throws for a non-zero exit. */
@@ -48,17 +55,29 @@ export function runCli(args: string[], opts: { timeoutMs?: number } = {}): Promi
   return sh('node', [CLI, ...args], { timeoutMs: opts.timeoutMs ?? 60_000 });
 }
 
+export interface DaemonOptions {
+  extraArgs?: string[];
+  /** Run inside this namespace, as a lab "host". */
+  netns?: string;
+  /** For several daemons in one test: /tmp/PREFIX/NAME instead of /tmp/PREFIX. */
+  name?: string;
+  /** Resolve once the process runs, without waiting for the API (the caller polls what it measures). */
+  noWait?: boolean;
+}
+
 /**
- * Starts `vsw daemon` on its own socket under /tmp/PREFIX (or /tmp/PREFIX/NAME with `name`, for
- * several daemons in one test); with `netns` it runs inside that namespace, as a lab "host".
+ * Starts `vsw daemon` on its own socket and state directory under /tmp/PREFIX (or /tmp/PREFIX/NAME
+ * with `name`, for several daemons in one test); with `netns` it runs inside that namespace, as a
+ * lab "host". The same options start it again on the same socket and state (a restart).
  */
-export async function startDaemon(prefix: string, opts: { extraArgs?: string[]; netns?: string; name?: string } = {}): Promise<DaemonHandle> {
+export async function startDaemon(prefix: string, opts: DaemonOptions = {}): Promise<DaemonHandle> {
   const dir = opts.name === undefined ? `/tmp/${prefix}` : `/tmp/${prefix}/${opts.name}`;
   mkdirSync(dir, { recursive: true });
   const socket = `${dir}/vsw.sock`;
+  const stateDir = `${dir}/state`;
   const logPath = `${dir}/daemon.log`;
   const logFd = openSync(logPath, 'a');
-  const daemonArgv = ['node', CLI, 'daemon', '--socket', socket, '--log-level', 'debug', ...(opts.extraArgs ?? [])];
+  const daemonArgv = ['node', CLI, 'daemon', '--socket', socket, '--state-dir', stateDir, '--log-level', 'debug', ...(opts.extraArgs ?? [])];
   // ip netns exec execs the daemon in place, so the child's pid is the daemon's and signals reach it.
   const argv = opts.netns === undefined ? daemonArgv : ['ip', 'netns', 'exec', opts.netns, ...daemonArgv];
   const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', logFd, logFd] });
@@ -81,6 +100,9 @@ export async function startDaemon(prefix: string, opts: { extraArgs?: string[]; 
     prefix,
     socket,
     dir,
+    stateDir,
+    netns: opts.netns,
+    options: opts,
     pid: child.pid ?? -1,
     process: child,
     vsw,
@@ -99,6 +121,7 @@ export async function startDaemon(prefix: string, opts: { extraArgs?: string[]; 
     },
   };
 
+  if (opts.noWait) return handle;
   const deadline = Date.now() + READY_TIMEOUT_MS;
   for (;;) {
     if (exitCode !== undefined) throw new Error(`the daemon exited with ${exitCode} before it was ready:\n${log()}`);
@@ -117,11 +140,86 @@ function signalNumber(signal: NodeJS.Signals | null): number {
   return signal === null ? 0 : (constants.signals[signal] ?? 0);
 }
 
-/** What every test file's test.after.always does: stop the daemon (SIGKILL after 5 s), remove the prefix's leftovers. */
-export async function teardown(prefix: string, daemon: DaemonHandle | undefined): Promise<void> {
-  if (daemon && !daemon.exited()) await daemon.stop('SIGTERM').catch(() => undefined);
-  await removeEverything(prefix);
-  rmSync(`/tmp/${prefix}`, { recursive: true, force: true });
+/** The same daemon again (same socket, state directory and options), once the previous process has exited. */
+export function restartDaemon(d: DaemonHandle, opts: Pick<DaemonOptions, 'noWait' | 'extraArgs'> = {}): Promise<DaemonHandle> {
+  if (!d.exited()) throw new Error(`restartDaemon: daemon ${d.pid} is still running; stop it first`);
+  return startDaemon(d.prefix, { ...d.options, ...opts });
+}
+
+/** `vsw system reset` for this daemon's state (in its namespace, where its host changes are). */
+export function systemReset(d: DaemonHandle): Promise<CommandResult> {
+  const argv = ['node', CLI, '--socket', d.socket, 'system', 'reset', '--state-dir', d.stateDir];
+  return d.netns === undefined ? sh(argv[0], argv.slice(1)) : sh('ip', ['netns', 'exec', d.netns, ...argv]);
+}
+
+/** What a saved state names on the host: what `vsw system reset` must remove. */
+export interface SavedObjects {
+  /** Endpoint TAPs in namespaces vsw did not create: [netns, ifname]. */
+  taps: [string, string][];
+  compartments: string[];
+  hostInterfaces: string[];
+  nftTables: string[];
+}
+
+export function savedObjects(d: DaemonHandle): SavedObjects {
+  const path = `${d.stateDir}/state.json`;
+  const empty: SavedObjects = { taps: [], compartments: [], hostInterfaces: [], nftTables: [] };
+  if (!existsSync(path)) return empty;
+  const saved = JSON.parse(readFileSync(path, 'utf8')) as SavedState;
+  const compartments = saved.compartments.map((c) => c.name);
+  return {
+    taps: saved.endpoints.filter((e) => !compartments.includes(e.endpoint.netns)).map((e) => [e.endpoint.netns, e.endpoint.ifname]),
+    compartments,
+    hostInterfaces: saved.networks.flatMap((n) => (n.nat ? [n.nat.info.hostInterface] : [])),
+    nftTables: [...new Set([...saved.host.nftTables, ...saved.networks.flatMap((n) => (n.nat?.table ? [n.nat.table] : []))])],
+  };
+}
+
+/** Which of `objects` are still on the host (in `netns`, the daemon's namespace, for host interfaces and tables). */
+export async function leftovers(objects: SavedObjects, netns?: string): Promise<string[]> {
+  const left: string[] = [];
+  const namespaces = new Set((await sh('ip', ['netns', 'list'])).stdout.split('\n').map((l) => l.split(' ')[0]));
+  for (const [ns, ifname] of objects.taps) {
+    if (namespaces.has(ns) && (await linksIn(ns)).includes(ifname)) left.push(`TAP ${ns}/${ifname}`);
+  }
+  for (const ns of objects.compartments) if (namespaces.has(ns)) left.push(`compartment ${ns}`);
+  const hostLinks = netns === undefined ? (JSON.parse((await sh('ip', ['-j', 'link', 'show'])).stdout) as { ifname: string }[]).map((l) => l.ifname) : await linksIn(netns);
+  for (const ifname of objects.hostInterfaces) if (hostLinks.includes(ifname)) left.push(`host interface ${ifname}`);
+  const nftArgs = ['list', 'tables', 'ip'];
+  const tables = netns === undefined ? await sh(NFT, nftArgs) : await sh('ip', ['netns', 'exec', netns, NFT, ...nftArgs]);
+  for (const table of objects.nftTables) if (tables.stdout.includes(`table ip ${table}\n`)) left.push(`nftables table ${table}`);
+  return left;
+}
+
+/** nftables' own nft (npm's PATH has a JavaScript one that answers anything with exit 0). */
+const NFT = '/usr/sbin/nft';
+
+/**
+ * What every test file's test.after.always does: stop the daemon with SIGTERM (it must exit 0),
+ * run `vsw system reset` (it must succeed and leave nothing of what the state named), and only
+ * then remove the prefix's leftovers. A failure is thrown after the cleanup, so it is reported
+ * and the machine is still clean for the next file.
+ */
+export async function teardown(prefix: string, ...daemons: (DaemonHandle | undefined)[]): Promise<void> {
+  const problems: string[] = [];
+  try {
+    for (const d of daemons) {
+      if (!d) continue;
+      if (!d.exited()) {
+        const code = await d.stop('SIGTERM').catch((err: Error) => err.message);
+        if (code !== 0) problems.push(`daemon ${d.pid}: SIGTERM gave ${String(code)}:\n${d.log().split('\n').slice(-5).join('\n')}`);
+      }
+      const objects = savedObjects(d);
+      const reset = await systemReset(d);
+      if (reset.code !== 0) problems.push(`vsw system reset for ${d.stateDir} exited ${reset.code}: ${reset.stderr.trim()}`);
+      const left = await leftovers(objects, d.netns);
+      if (left.length > 0) problems.push(`vsw system reset left ${left.join(', ')}`);
+    }
+  } finally {
+    await removeEverything(prefix);
+    rmSync(`/tmp/${prefix}`, { recursive: true, force: true });
+  }
+  if (problems.length > 0) throw new Error(`teardown of ${prefix}: ${problems.join('; ')}`);
 }
 
 /** What `vsw ... --json` prints is the API's own JSON: the test reads it with the API's types. */

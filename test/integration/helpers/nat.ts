@@ -10,7 +10,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import type { ExecutionContext } from 'ava';
-import type { NatNetworkState } from '../../../src/service/api-types.js';
+import type { NatNetworkState, NatTranslation } from '../../../src/service/api-types.js';
 import { addNetns, inNetns, sh, spawnInNetns, type CommandResult } from './env.js';
 import { readLines, type DaemonHandle, type LineReader } from './daemon.js';
 import { TCP_ECHO_CLIENT } from './echo.js';
@@ -153,11 +153,13 @@ export async function removeNatLeftovers(prefix: string, forwardBefore: string |
 }
 
 /** `vsw nat ls --network NAME --json`: that network's state. */
-export async function natState(d: DaemonHandle, network: string): Promise<NatNetworkState> {
+export async function natState(d: DaemonHandle, network: string): Promise<NatNetworkState & { translations: NatTranslation[] }> {
   const states = await d.vswJson<NatNetworkState[]>(['nat', 'ls', '--network', network, '--json']);
   const s = states.find((x) => x.network === network);
   if (!s) throw new Error(`vsw nat ls --network ${network} --json has no entry for it: ${JSON.stringify(states)}`);
-  return s;
+  const { translations } = s;
+  if (!translations) throw new Error(`vsw nat ls --network ${network} --json lists no translations field: ${JSON.stringify(s)}`);
+  return { ...s, translations };
 }
 
 // --------------------------------------------------------------- python

@@ -1,0 +1,94 @@
+/**
+ * `vsw system reset`: removes everything vsw made on the host, as the saved
+ * state records it, and then the state itself. For people who want a stop to
+ * leave nothing behind (a stop no longer does: containers keep their
+ * interfaces across restarts), and for tests, which assert it.
+ *
+ * What goes: every endpoint's TAP (in namespaces vsw did not create as well),
+ * every compartment vsw created with the processes inside, every nat
+ * network's host TAP and nftables table (also tables only the ledger names,
+ * left by a crash mid-create), ip_forward when vsw turned it on, state.json,
+ * runtime.bin and the lock, and a stale socket. Namespaces vsw did not create
+ * stay, as do interfaces that are not TAPs.
+ *
+ * It takes the state directory's lock, so it refuses to run beside a daemon
+ * (stop that first: a running daemon would recreate what this removes).
+ */
+import { lstat, readdir, rm, rmdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { deleteNetns, netnsExists, netnsPath } from '../host/index.js';
+import { removeMasquerade, setForwarding } from '../host/nat.js';
+import { daemonAnswers } from './socket.js';
+import { currentNetns, LOCK_FILE, StateFileError, StateStore } from './state-file.js';
+import { removePersistentTap } from './taps.js';
+
+export interface ResetReport {
+  /** What was done, one line each ("removed ..."). */
+  removed: string[];
+  /** What could not be removed, one sentence each (the rest went on). */
+  problems: string[];
+}
+
+export async function resetHost(stateDir: string, socketPath?: string): Promise<ResetReport> {
+  const store = await StateStore.open(stateDir, '`vsw system reset`');
+  const report: ResetReport = { removed: [], problems: [] };
+  const attempt = async (what: string, action: () => Promise<boolean | void>, done = `removed ${what}`): Promise<void> => {
+    try {
+      if ((await action()) !== false) report.removed.push(done);
+    } catch (err) {
+      report.problems.push(`could not remove ${what}: ${(err as Error).message.replace(/\.$/, '')}.`);
+    }
+  };
+  try {
+    const saved = await store.load();
+    const here = currentNetns();
+    if (saved?.host.netns !== undefined && saved.host.netns !== here) {
+      throw new StateFileError(
+        `the state in ${stateDir} belongs to a daemon in network namespace ${saved.host.netns}, and this runs in ${here}: run \`vsw system reset\` in that namespace (ip netns exec NAME vsw system reset ...), where its host interfaces, tables and ip_forward are.`,
+      );
+    }
+    if (saved) {
+      const compartments = new Set(saved.compartments.map((c) => c.name));
+      for (const { endpoint } of saved.endpoints) {
+        // A compartment's TAP goes with its namespace below.
+        if (compartments.has(endpoint.netns)) continue;
+        await attempt(`TAP ${endpoint.ifname} in network namespace ${endpoint.netns} (endpoint ${endpoint.name})`, async () =>
+          (await netnsExists(endpoint.netns)) && removePersistentTap(endpoint.ifname, netnsPath(endpoint.netns)),
+        );
+      }
+      for (const name of compartments) {
+        await attempt(`network namespace ${name} (a compartment vsw created) and the processes in it`, async () => {
+          if (!(await netnsExists(name))) return false;
+          await deleteNetns(name, { killProcesses: true });
+        });
+      }
+      const tables = new Set(saved.host.nftTables);
+      for (const { network, nat } of saved.networks) {
+        if (!nat) continue;
+        if (nat.table) tables.add(nat.table);
+        await attempt(`host interface ${nat.info.hostInterface} (nat network ${network.name})`, async () => removePersistentTap(nat.info.hostInterface, undefined));
+      }
+      for (const table of tables) await attempt(`nftables table ip ${table}`, () => removeMasquerade(table));
+      if (saved.host.forwardingSetByVsw) {
+        await attempt('the net.ipv4.ip_forward=1 vsw had set', () => setForwarding(false), 'set net.ipv4.ip_forward back to 0 (vsw had turned it on for its nat networks)');
+      }
+    }
+    await attempt(`the saved state in ${stateDir}`, async () => {
+      if (!saved) return false;
+      await store.removeFiles();
+    });
+    if (socketPath !== undefined) {
+      await attempt(`the stale socket ${socketPath}`, async () => {
+        const stat = await lstat(socketPath).catch(() => undefined);
+        if (!stat?.isSocket() || (await daemonAnswers(socketPath))) return false;
+        await rm(socketPath);
+      });
+    }
+  } finally {
+    await rm(join(stateDir, LOCK_FILE), { force: true });
+    store.close();
+  }
+  // The directory too, when nothing else is in it (it may be shared, or hold files someone put there).
+  if ((await readdir(stateDir).catch(() => ['?'])).length === 0) await rmdir(stateDir).catch(() => undefined);
+  return report;
+}
