@@ -8,7 +8,7 @@ const purpose = process.argv[2] ?? 'test';
 const tools = {
   ip: 'iproute2',
   ...(purpose === 'test' || purpose === 'bench' ? { iperf3: 'iperf3', ping: 'iputils-ping' } : {}),
-  ...(purpose === 'test' ? { nc: 'netcat-openbsd', python3: 'python3', tcpdump: 'tcpdump', ethtool: 'ethtool', nft: 'nftables', tshark: 'tshark', vagrant: 'vagrant' } : {}),
+  ...(purpose === 'test' ? { nc: 'netcat-openbsd', python3: 'python3', tcpdump: 'tcpdump', ethtool: 'ethtool', nft: 'nftables', tshark: 'tshark', vagrant: 'vagrant', prometheus: 'prometheus' } : {}),
 };
 
 function onPath(cmd) {

@@ -2,8 +2,8 @@
 # Creates the vsw lab's overlay network on the local daemon once the daemon
 # answers, and does nothing if the network exists. Installed as
 # /usr/local/libexec/vsw-lab-network by scripts/vagrant/services.sh and run by
-# vsw.service after every daemon start (ExecStartPost): the daemon keeps no
-# state across restarts yet, so a restarted daemon gets its network back.
+# vsw.service after every daemon start (ExecStartPost): the first start
+# creates the network; later starts find it in the daemon's saved state.
 # Settings come from /etc/vsw/lab.env (or VSW_LAB_ENV); messages go to stderr,
 # which is the journal under systemd (journalctl -u vsw).
 set -euo pipefail

@@ -155,8 +155,16 @@ export class Metrics {
     this.stateBytes.set(bytes);
   }
 
-  /** The text a scrape gets: one read of the data plane, then every metric from it. */
-  async render(): Promise<string> {
+  /** The text a scrape gets: one read of the data plane, then every metric from it. Scrapes take turns (they share `current`). */
+  render(): Promise<string> {
+    const turn = this.rendering.then(() => this.renderNow());
+    this.rendering = turn.catch(() => undefined);
+    return turn;
+  }
+
+  private rendering: Promise<unknown> = Promise.resolve();
+
+  private async renderNow(): Promise<string> {
     const service = this.service;
     const [stats, nat, overlay] = await Promise.all([service.stats(), service.nat.list(undefined, true), service.overlay.list()]);
     const hostPorts = [...service.state.networks.values()].flatMap((r) =>
