@@ -1,4 +1,4 @@
-import { access, readdir } from 'node:fs/promises';
+import { access, readdir, stat } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { HostError } from './errors.js';
 import { ip } from './exec.js';
@@ -24,6 +24,23 @@ export async function netnsExists(name: string): Promise<boolean> {
   try {
     await access(path);
     return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Whether a namespace is really there under its name: the file is a mount of
+ * a namespace (nsfs), not only the empty file a mount point leaves behind. A
+ * namespace created in another mount namespace (a daemon run with `ip netns
+ * exec` has a private one) leaves such a file here once that mount namespace
+ * is gone, and nothing can enter it by name any more.
+ */
+export async function netnsMounted(name: string): Promise<boolean> {
+  const path = netnsPath(name);
+  try {
+    const [file, nsfs] = await Promise.all([stat(path), stat('/proc/self/ns/net')]);
+    return file.dev === nsfs.dev;
   } catch {
     return false;
   }

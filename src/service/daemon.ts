@@ -94,12 +94,13 @@ export class Daemon {
         logger.info({ stateFile: parts.store.statePath }, 'no saved state: starting empty');
       }
       if (opts.defaultNetwork) await daemon.ensureDefaultNetwork(opts.defaultNetwork);
+      // Metrics first: a port that is taken stops the start before the API ever answers.
+      if (opts.metrics) await parts.metrics!.listen(opts.metrics);
       await server.listen({ path: socketPath });
       parts.socketPath = socketPath;
       await chmod(socketPath, SOCKET_MODE);
       parts.health = new PortHealth(service, dataPlane, logger);
       parts.health.start();
-      if (opts.metrics) await parts.metrics!.listen(opts.metrics);
       logger.info({ socket: socketPath, version, stateDir: opts.stateDir, endpoints: service.state.endpoints.size, ms: Math.round(performance.now() - started) }, 'listening');
       return daemon;
     } catch (err) {

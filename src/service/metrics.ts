@@ -192,15 +192,21 @@ export class Metrics {
         },
       );
     });
+    const where = `${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port}`;
     await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(address.port, address.host, () => {
-        server.off('error', reject);
-        resolve();
+      server.once('error', (err: NodeJS.ErrnoException) => {
+        const why =
+          err.code === 'EADDRINUSE'
+            ? `${where} is taken by another program: pass --metrics with another port`
+            : err.code === 'EADDRNOTAVAIL'
+              ? `${address.host} is not an address of this host: pass --metrics with one of its addresses, or just a port for 127.0.0.1`
+              : `${err.message}: pass --metrics with another address`;
+        reject(new Error(`cannot serve metrics on ${where} (${err.code ?? 'error'}); ${why}.`));
       });
+      server.listen(address.port, address.host, () => resolve());
     });
     this.server = server;
-    this.logger.info({ metrics: `http://${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port}/metrics` }, 'serving Prometheus metrics');
+    this.logger.info({ metrics: `http://${where}/metrics` }, 'serving Prometheus metrics');
   }
 
   async close(): Promise<void> {

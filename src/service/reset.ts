@@ -16,7 +16,7 @@
  */
 import { lstat, readdir, rm, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { deleteNetns, netnsExists, netnsPath } from '../host/index.js';
+import { deleteNetns, netnsExists, netnsMounted, netnsPath } from '../host/index.js';
 import { removeMasquerade, setForwarding } from '../host/nat.js';
 import { daemonAnswers } from './socket.js';
 import { currentNetns, LOCK_FILE, StateFileError, StateStore } from './state-file.js';
@@ -53,13 +53,14 @@ export async function resetHost(stateDir: string, socketPath?: string): Promise<
         // A compartment's TAP goes with its namespace below.
         if (compartments.has(endpoint.netns)) continue;
         await attempt(`TAP ${endpoint.ifname} in network namespace ${endpoint.netns} (endpoint ${endpoint.name})`, async () =>
-          (await netnsExists(endpoint.netns)) && removePersistentTap(endpoint.ifname, netnsPath(endpoint.netns)),
+          (await netnsMounted(endpoint.netns)) && removePersistentTap(endpoint.ifname, netnsPath(endpoint.netns)),
         );
       }
       for (const name of compartments) {
         await attempt(`network namespace ${name} (a compartment vsw created) and the processes in it`, async () => {
           if (!(await netnsExists(name))) return false;
-          await deleteNetns(name, { killProcesses: true });
+          // A name whose namespace is gone (only the mount point's file is left) is removed all the same.
+          await deleteNetns(name, { killProcesses: await netnsMounted(name) });
         });
       }
       const tables = new Set(saved.host.nftTables);

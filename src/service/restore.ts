@@ -18,7 +18,7 @@
  * is taken) stops the start with one sentence, leaving the host as it was.
  */
 import type { Logger } from 'pino';
-import { netnsExists } from '../host/index.js';
+import { netnsMounted } from '../host/index.js';
 import type { SnapshotImport } from '../switch/snapshot.js';
 import { validateLayer, PolicyError } from '../vfp/policy.js';
 import { Ipam, IpamError } from './ipam.js';
@@ -118,7 +118,7 @@ export async function restoreState(ctx: RestoreContext, saved: SavedState, ipams
   }
 
   for (const c of saved.compartments) {
-    if (await netnsExists(c.name)) {
+    if (await netnsMounted(c.name)) {
       state.compartments.set(c.name, { ...c });
       report.compartments.kept++;
     } else {
@@ -129,7 +129,7 @@ export async function restoreState(ctx: RestoreContext, saved: SavedState, ipams
 
   for (const { endpoint, policy } of saved.endpoints) {
     const net = state.networks.get(endpoint.network)!;
-    if (!(await netnsExists(endpoint.netns))) {
+    if (!(await netnsMounted(endpoint.netns))) {
       net.ipam.release(endpoint.ip);
       logger.info({ endpoint: endpoint.id, endpointName: endpoint.name, netns: endpoint.netns, ip: endpoint.ip }, 'endpoint removed: its network namespace is gone (its container exited)');
       report.endpoints.removed++;

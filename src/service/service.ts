@@ -23,6 +23,7 @@ import {
   deleteNetns,
   linkExists,
   netnsExists,
+  netnsMounted,
   netnsPath,
   pickFreeIfName,
   validateIfName,
@@ -238,7 +239,7 @@ export class NetworkService {
       let changed = false;
       for (const record of [...this.state.endpoints.values()]) {
         const { endpoint } = record;
-        if (await netnsExists(endpoint.netns)) {
+        if (await netnsMounted(endpoint.netns)) {
           if (record.down !== null) await this.bringUp(record);
           continue;
         }
@@ -247,7 +248,7 @@ export class NetworkService {
         changed = true;
       }
       for (const name of [...this.state.compartments.keys()]) {
-        if (await netnsExists(name)) continue;
+        if (await netnsMounted(name)) continue;
         this.state.compartments.delete(name);
         this.logger.info({ compartment: name }, 'compartment removed: its network namespace is gone');
         changed = true;
@@ -433,7 +434,7 @@ export class NetworkService {
 
   private async requireNetns(netns: string): Promise<void> {
     validateNetnsName(netns);
-    if (!(await netnsExists(netns))) {
+    if (!(await netnsMounted(netns))) {
       throw badRequest(`network namespace ${netns} does not exist: create it with \`ip netns add ${netns}\` or use \`vsw run\`.`);
     }
   }
@@ -583,7 +584,7 @@ function persistQuietly(fd: number, what: string, logger: Logger): void {
 
 /** The persistent TAP of an endpoint that is down (vsw holds no fd of it), removed if it is there. */
 async function removeStrayTap(netns: string, ifname: string, logger: Logger): Promise<void> {
-  if (!(await netnsExists(netns))) return;
+  if (!(await netnsMounted(netns))) return;
   try {
     removePersistentTap(ifname, netnsPath(netns));
   } catch (err) {

@@ -22,7 +22,7 @@
  * of what vsw made on the host.
  */
 import { readlinkSync, writeSync } from 'node:fs';
-import { mkdir, open, readFile, rm } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import writeFileAtomic from 'write-file-atomic';
 import { closeFd, lockFile } from '../native/index.js';
@@ -37,6 +37,8 @@ const RUNTIME_VERSION = 1;
 export const STATE_FILE = 'state.json';
 export const RUNTIME_FILE = 'runtime.bin';
 export const LOCK_FILE = 'lock';
+/** write-file-atomic names its temporary file after the target, a dot and a number. */
+const TEMPORARY = /^(state\.json|runtime\.bin)\.\d+$/;
 
 export interface SavedNetwork {
   network: Omit<Network, 'endpoints'>;
@@ -145,7 +147,20 @@ export class StateStore {
     }
     // The holder's pid, for the refusal above; the lock itself is the flock, not this text.
     writeSync(fd, `${process.pid}\n`, 0);
-    return new StateStore(dir, fd);
+    const store = new StateStore(dir, fd);
+    await store.removeTemporaries();
+    return store;
+  }
+
+  /**
+   * write-file-atomic's temporary files (state.json.<n>) that a holder killed
+   * mid-write left behind: it removes its own only on signals it can catch.
+   * With the lock held no one else is writing, so every one of them is stale.
+   */
+  private async removeTemporaries(): Promise<void> {
+    for (const name of await readdir(this.dir)) {
+      if (TEMPORARY.test(name)) await rm(join(this.dir, name), { force: true });
+    }
   }
 
   /** The saved state, or null when there is none yet (a first start). */
@@ -252,6 +267,7 @@ export class StateStore {
   async removeFiles(): Promise<void> {
     await rm(this.statePath, { force: true });
     await rm(this.runtimePath, { force: true });
+    await this.removeTemporaries();
     await fsyncDir(this.dir);
   }
 }

@@ -113,7 +113,8 @@ export async function startDaemon(prefix: string, opts: DaemonOptions = {}): Pro
     async stop(signal: NodeJS.Signals = 'SIGTERM', timeoutMs = STOP_GRACE_MS): Promise<number> {
       if (exitCode !== undefined) return exitCode;
       child.kill(signal);
-      const code = await Promise.race([exitedP, sleep(timeoutMs).then(() => undefined)]);
+      // Unreferenced: a daemon that exits at once must not keep the test process waiting for the timer.
+      const code = await Promise.race([exitedP, sleep(timeoutMs, undefined, { ref: false }).then(() => undefined)]);
       if (code !== undefined) return code;
       child.kill('SIGKILL');
       await exitedP;
