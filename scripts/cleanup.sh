@@ -91,7 +91,7 @@ if [[ -f $cli ]] && command -v node >/dev/null 2>&1; then
       done
       ((${#runner[@]})) || continue
     fi
-    if ((dry_run)); then say "would run vsw system reset --state-dir $state ${runner[*]:+(in ${runner[3]})}"; continue; fi
+    if ((dry_run)); then say "would run vsw system reset --state-dir $state ${runner[*]:+(in ${runner[2]})}"; continue; fi
     while IFS= read -r line; do say "$line (vsw system reset --state-dir $state)"; done < <("${runner[@]}" node "$cli" system reset --state-dir "$state" 2>&1)
   done
 fi

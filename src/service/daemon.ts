@@ -82,11 +82,13 @@ export class Daemon {
         parts.store.onWrite((seconds, bytes) => metrics.observeStateWrite(seconds, bytes));
       }
       const server = (parts.server = buildApi(service, logger, version, parts.metrics));
+      parts.health = new PortHealth(service, dataPlane, logger);
       const daemon = new Daemon(socketPath, version, service, parts as Daemon['parts'], logger);
       // Listen for a crash before anything else can await: one during start-up must not go unnoticed.
       dataPlane.on('crash', (err: Error) => (opts.onFatal ?? ((_err, d) => void d.stop()))(err, daemon));
+      // Taken (and so deleted) at every start: a snapshot is good for the start right after its stop, or never.
+      const runtime = await parts.store.takeRuntime(saved, (reason) => logger.warn({ reason }, 'the connections saved by the last stop were not restored'));
       if (saved && ipams) {
-        const runtime = await parts.store.takeRuntime(saved.generation, (reason) => logger.warn({ reason }, 'the connections saved by the last stop were not restored'));
         const report = await service.restore(saved, ipams, runtime);
         logger.info({ ...report, stateFile: parts.store.statePath, ms: Math.round(performance.now() - started) }, 'state restored');
       } else {
@@ -99,7 +101,6 @@ export class Daemon {
       await server.listen({ path: socketPath });
       parts.socketPath = socketPath;
       await chmod(socketPath, SOCKET_MODE);
-      parts.health = new PortHealth(service, dataPlane, logger);
       parts.health.start();
       logger.info({ socket: socketPath, version, stateDir: opts.stateDir, endpoints: service.state.endpoints.size, ms: Math.round(performance.now() - started) }, 'listening');
       return daemon;
@@ -123,7 +124,7 @@ export class Daemon {
     if (metrics) await this.step('close the metrics server', () => metrics.close());
     await this.step('save the connections in flight', async () => {
       const snapshot = await dataPlane.snapshot();
-      const bytes = await store.saveRuntime(snapshot, service.state.generation);
+      const bytes = await store.saveRuntime(snapshot, service.state.id, service.state.generation);
       this.logger.info({ connections: snapshot.conntrack.length / CT_EXPORT_WORDS, bytes, file: store.runtimePath }, 'connections saved for the next daemon');
     });
     await this.step('let go of the ports', () => service.release());

@@ -26,19 +26,26 @@ export function readFailure(errno: number): string {
 export class PortHealth {
   private timer?: NodeJS.Timeout;
   private running?: Promise<void>;
-  private readonly onPortDown = (portId: number, errno: number): void => {
-    this.service.portDown(portId, readFailure(errno)).catch((err: unknown) => this.logger.error({ err, portId }, 'could not take a stopped port down'));
+  private readonly onPortDown = (portId: number, errno: number, fd: number): void => {
+    this.service.portDown(portId, fd, errno).catch((err: unknown) => this.logger.error({ err, portId }, 'could not take a stopped port down'));
   };
 
+  /**
+   * Listens to the data plane from now on, before the restore adds the first
+   * port: a port that stops during the start is handled once the restore
+   * releases the service's mutex, not lost.
+   */
   constructor(
     private readonly service: NetworkService,
     private readonly dataPlane: DataPlane,
     private readonly logger: Logger,
     private readonly intervalMs = CHECK_INTERVAL_MS,
-  ) {}
-
-  start(): void {
+  ) {
     this.dataPlane.on('portDown', this.onPortDown);
+  }
+
+  /** Starts the periodic check. */
+  start(): void {
     this.timer = setInterval(() => {
       // One check at a time: a slow one (recreating TAPs) is not stacked on.
       this.running ??= this.service

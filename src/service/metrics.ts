@@ -166,7 +166,7 @@ export class Metrics {
 
   private async renderNow(): Promise<string> {
     const service = this.service;
-    const [stats, nat, overlay] = await Promise.all([service.stats(), service.nat.list(undefined, true), service.overlay.list()]);
+    const [stats, nat, overlay] = await Promise.all([service.stats(), service.nat.list(undefined, true), service.overlay.list(undefined, true)]);
     const hostPorts = [...service.state.networks.values()].flatMap((r) =>
       r.nat ? [{ port: `host/${r.nat.info.hostInterface}`, network: r.network.name, portId: r.nat.portId, up: r.nat.down === null }] : [],
     );

@@ -60,8 +60,7 @@ export class NatService {
     const changes = [`interface ${ifname} (a TAP vsw holds; it disappears with the network) with address ${hostIp}/${prefix}`];
 
     if (!(await forwardingEnabled())) {
-      this.state.host.forwardingSetByVsw = true;
-      await this.commit();
+      await this.recordForwarding();
       rollback.add('restore net.ipv4.ip_forward', () => this.restoreForwarding(req.name));
       await setForwarding(true);
       changes.push('net.ipv4.ip_forward=1 (it was 0; set back to 0 when the last nat network is removed)');
@@ -89,6 +88,8 @@ export class NatService {
     const portId = nat.portId >= 0 ? nat.portId : this.state.portIds.allocate();
     if (nat.portId < 0) rollback?.add(`release port id ${portId}`, () => this.state.portIds.release(portId));
     await this.dataPlane.addPort({ portId, networkId: record.network.id, fd: nat.fd, name: `host/${nat.info.hostInterface}`, external: true });
+    // Before the fd is closed by an earlier undo: nothing may poll it then.
+    rollback?.add(`remove the host port ${portId} from the data plane`, () => this.dataPlane.removePort(portId));
     nat.portId = portId;
   }
 
@@ -130,7 +131,24 @@ export class NatService {
   private async own(table: string): Promise<void> {
     if (this.state.host.nftTables.includes(table)) return;
     this.state.host.nftTables.push(table);
-    await this.commit();
+    try {
+      await this.commit();
+    } catch (err) {
+      this.state.host.nftTables = this.state.host.nftTables.filter((t) => t !== table);
+      throw err;
+    }
+  }
+
+  /** Records that vsw turns ip_forward on, before it does, so that a restart or a reset after a crash turns it off again. */
+  private async recordForwarding(): Promise<void> {
+    if (this.state.host.forwardingSetByVsw) return;
+    this.state.host.forwardingSetByVsw = true;
+    try {
+      await this.commit();
+    } catch (err) {
+      this.state.host.forwardingSetByVsw = false;
+      throw err;
+    }
   }
 
   /** Removes a table vsw installed and forgets it (saved with the next commit). */
@@ -154,7 +172,7 @@ export class NatService {
     await this.attachHostTap(record);
     if (!(await forwardingEnabled())) {
       // Someone turned it off while vsw was down (or it never was vsw's): the network needs it.
-      this.state.host.forwardingSetByVsw = true;
+      await this.recordForwarding();
       await setForwarding(true);
       this.logger.warn({ network: name }, 'net.ipv4.ip_forward was 0: set to 1 again for the nat networks');
     }

@@ -141,6 +141,31 @@ export class OverlayService {
     await this.closeUplink(uplink, overlay.uplinkKey);
   }
 
+  /** The peers and remote endpoints of a network as they are now, for putBack(). */
+  snapshot(name: string): { peers: string[]; remotes: RemoteEndpointRequest[] } {
+    const overlay = this.requireOverlay(name).overlay!;
+    return { peers: [...overlay.info.peers], remotes: [...overlay.remotes.values()] };
+  }
+
+  /** Makes the network's peers and remote endpoints what `before` says again, in the data plane and here. */
+  async putBack(name: string, before: { peers: string[]; remotes: RemoteEndpointRequest[] }): Promise<void> {
+    const record = this.requireOverlay(name);
+    const overlay = record.overlay!;
+    await this.dataPlane.setPeers(record.network.id, before.peers);
+    overlay.info.peers = [...before.peers];
+    const wanted = new Map(before.remotes.map((r) => [r.mac, r]));
+    for (const [mac, remote] of [...overlay.remotes]) {
+      if (wanted.get(mac) === remote) continue;
+      await this.dataPlane.removeRemote(record.network.id, { mac, ip: remote.ip });
+      overlay.remotes.delete(mac);
+    }
+    for (const [mac, remote] of wanted) {
+      if (overlay.remotes.get(mac) === remote) continue;
+      await this.dataPlane.addRemote(record.network.id, remote);
+      overlay.remotes.set(mac, remote);
+    }
+  }
+
   async setPeers(name: string, peers: string[]): Promise<{ added: string[]; removed: string[] }> {
     const record = this.requireOverlay(name);
     const overlay = record.overlay!;
@@ -190,11 +215,11 @@ export class OverlayService {
     this.logger.info({ network: name, mac }, 'remote endpoint removed');
   }
 
-  /** GET /v1/overlay: every overlay network, or one. */
-  async list(network?: string): Promise<OverlayNetworkState[]> {
+  /** GET /v1/overlay: every overlay network, or one; with countersOnly, without the VTEP and ARP tables (metrics). */
+  async list(network?: string, countersOnly = false): Promise<OverlayNetworkState[]> {
     const records = network === undefined ? [...this.state.networks.values()].filter((r) => r.overlay) : [this.requireOverlay(network)];
     if (records.length === 0) return [];
-    const dp = await this.dataPlane.overlay();
+    const dp = await this.dataPlane.overlay(undefined, countersOnly);
     const out: OverlayNetworkState[] = [];
     for (const record of records) {
       const overlay = record.overlay!;

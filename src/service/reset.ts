@@ -50,8 +50,7 @@ export async function resetHost(stateDir: string, socketPath?: string): Promise<
     if (saved) {
       const compartments = new Set(saved.compartments.map((c) => c.name));
       for (const { endpoint } of saved.endpoints) {
-        // A compartment's TAP goes with its namespace below.
-        if (compartments.has(endpoint.netns)) continue;
+        // Compartments' TAPs too: a namespace kept alive by something else would keep a persistent TAP.
         await attempt(`TAP ${endpoint.ifname} in network namespace ${endpoint.netns} (endpoint ${endpoint.name})`, async () =>
           (await netnsMounted(endpoint.netns)) && removePersistentTap(endpoint.ifname, netnsPath(endpoint.netns)),
         );
@@ -75,8 +74,9 @@ export async function resetHost(stateDir: string, socketPath?: string): Promise<
       }
     }
     await attempt(`the saved state in ${stateDir}`, async () => {
-      if (!saved) return false;
+      // A runtime snapshot or a temporary file without a state goes too; only a state is worth a line.
       await store.removeFiles();
+      return saved !== null;
     });
     if (socketPath !== undefined) {
       await attempt(`the stale socket ${socketPath}`, async () => {

@@ -19,6 +19,7 @@
  */
 import type { Logger } from 'pino';
 import { netnsMounted } from '../host/index.js';
+import { closeFd } from '../native/index.js';
 import type { SnapshotImport } from '../switch/snapshot.js';
 import { validateLayer, PolicyError } from '../vfp/policy.js';
 import { Ipam, IpamError } from './ipam.js';
@@ -104,6 +105,7 @@ export async function restoreState(ctx: RestoreContext, saved: SavedState, ipams
     tablesRemoved: [],
   };
   state.generation = saved.generation;
+  state.id = saved.id;
   state.host = { forwardingSetByVsw: saved.host.forwardingSetByVsw, nftTables: [...saved.host.nftTables] };
   const here = currentNetns();
   if (saved.host.netns !== undefined && saved.host.netns !== here) {
@@ -156,16 +158,34 @@ export async function restoreState(ctx: RestoreContext, saved: SavedState, ipams
       if (r.nat) portIds.push(r.nat.portId);
       if (r.overlay) portIds.push(r.overlay.tunnelPortId);
     }
-    report.connections = await dataPlane.importState(runtime.snapshot, runtime.downtimeMs, portIds);
+    try {
+      report.connections = await dataPlane.importState(runtime.snapshot, runtime.downtimeMs, portIds);
+    } catch (err) {
+      // Connections are a bonus on top of the state: without them, new flows start afresh.
+      logger.error({ err }, 'the connections saved by the last stop could not be restored');
+    }
   }
 
-  for (const record of state.networks.values()) if (record.nat) await ctx.nat.attachHostPort(record);
+  // The published ports are reserved in the pools before any frame can take one of them for a new flow.
+  for (const record of state.networks.values()) await ctx.nat.syncPublished(record);
+  for (const record of state.networks.values()) {
+    if (!record.nat) continue;
+    try {
+      await ctx.nat.attachHostPort(record);
+    } catch (err) {
+      // Down, not fatal: the health check attaches it again (with the same port id).
+      await ctx.nat.takeDownHostPort(record, `the data plane refused the host port: ${(err as Error).message.replace(/\.$/, '')}`);
+    }
+  }
   for (const record of state.endpoints.values()) {
     if (record.fd < 0) continue;
     const net = state.networks.get(record.endpoint.network)!;
     try {
       await dataPlane.addPort(endpointPort(record, net));
     } catch (err) {
+      // The fd goes: vsw must not hold the TAP it will try to attach again.
+      closeFd(record.fd);
+      record.fd = -1;
       record.down = `the data plane refused its port: ${(err as Error).message.replace(/\.$/, '')}`;
       logger.error({ err, endpoint: record.endpoint.id }, 'endpoint is down: the data plane refused its port');
     }
@@ -182,7 +202,6 @@ export async function restoreState(ctx: RestoreContext, saved: SavedState, ipams
       logger.error({ err, endpoint: record.endpoint.id }, 'a published port has no host listener: its host port is taken by another program');
     }
   }
-  for (const record of state.networks.values()) await ctx.nat.syncPublished(record);
 
   const wanted = new Set([...state.networks.values()].flatMap((r) => (r.nat?.table ? [r.nat.table] : [])));
   for (const table of [...state.host.nftTables]) {

@@ -55,6 +55,7 @@ import type { RuntimeState, SavedState } from './state-file.js';
 import { attachEndpointTap, openTap, releaseTap, removePersistentTap } from './taps.js';
 import { restoreState, type RestoreReport } from './restore.js';
 import { endpointInterface, endpointPort } from './endpoint-config.js';
+import { readFailure } from './health.js';
 
 /** The part of DataPlane the service drives; tests can pass a fake. */
 export type DataPlaneHandle = Pick<
@@ -79,6 +80,7 @@ export type DataPlaneHandle = Pick<
   | 'removeRemote'
   | 'overlay'
   | 'importState'
+  | 'announce'
 >;
 
 export interface NetworkServiceOptions {
@@ -114,13 +116,19 @@ export class NetworkService {
    * is a 500 saying so; the caller undoes what it can (creates) or leaves the
    * change to be saved with the next one (removals, which are done already).
    */
-  async commit(): Promise<void> {
+  async commit(after: 'undone' | 'done' = 'undone'): Promise<void> {
     if (!this.save) return;
     const saved = this.state.toSaved();
     try {
       await this.save(saved);
     } catch (err) {
-      throw new ApiError(500, `the daemon could not save its state (${(err as Error).message.replace(/\.$/, '')}): the change was not kept; free space or fix permissions in the state directory and retry.`);
+      const reason = (err as Error).message.replace(/\.$/, '');
+      throw new ApiError(
+        500,
+        after === 'undone'
+          ? `the daemon could not save its state (${reason}): the change was not kept; free space or fix permissions in the state directory and retry.`
+          : `the daemon could not save its state (${reason}): the removal is done but not saved, so a restart before the next saved change would bring it back; free space or fix permissions in the state directory.`,
+      );
     }
     this.state.generation = saved.generation;
   }
@@ -128,16 +136,18 @@ export class NetworkService {
   /** Overlay mutations run under the service's mutex like every other one, and are saved before they are answered. */
   setOverlayPeers(name: string, peers: string[]): Promise<{ added: string[]; removed: string[] }> {
     return this.mutex.run(async () => {
+      const before = this.overlay.snapshot(name);
       const result = await this.overlay.setPeers(name, peers);
-      await this.commit();
+      await this.commitOr(() => this.overlay.putBack(name, before));
       return result;
     });
   }
 
   addOverlayRemote(name: string, req: RemoteEndpointRequest): Promise<RemoteEndpointRequest> {
     return this.mutex.run(async () => {
+      const before = this.overlay.snapshot(name);
       const remote = await this.overlay.addRemote(name, req);
-      await this.commit();
+      await this.commitOr(() => this.overlay.putBack(name, before));
       return remote;
     });
   }
@@ -145,8 +155,18 @@ export class NetworkService {
   removeOverlayRemote(name: string, mac: string): Promise<void> {
     return this.mutex.run(async () => {
       await this.overlay.removeRemote(name, mac);
-      await this.commit();
+      await this.commit('done');
     });
+  }
+
+  /** commit(), and when the save fails, `undo` (logged if it fails too) before the 500 goes out. */
+  private async commitOr(undo: () => Promise<void>): Promise<void> {
+    try {
+      await this.commit();
+    } catch (err) {
+      await undo().catch((e: unknown) => this.logger.error({ err: e }, 'could not undo a change that could not be saved'));
+      throw err;
+    }
   }
 
   createNetwork(req: CreateNetworkRequest): Promise<Network> {
@@ -156,7 +176,7 @@ export class NetworkService {
   deleteNetwork(name: string): Promise<void> {
     return this.mutex.run(async () => {
       await this.removeNetwork(name);
-      await this.commit();
+      await this.commit('done');
     });
   }
 
@@ -167,7 +187,7 @@ export class NetworkService {
   deleteEndpoint(idOrName: string): Promise<void> {
     return this.mutex.run(async () => {
       await this.detach(this.state.requireEndpoint(idOrName));
-      await this.commit();
+      await this.commit('done');
     });
   }
 
@@ -178,7 +198,7 @@ export class NetworkService {
   deleteCompartment(name: string): Promise<void> {
     return this.mutex.run(async () => {
       await this.removeCompartment(name);
-      await this.commit();
+      await this.commit('done');
     });
   }
 
@@ -194,7 +214,7 @@ export class NetworkService {
         await this.nat.stopProxies(record);
         if (record.fd >= 0) closeQuietly(record.fd, this.logger);
       }
-      for (const record of this.state.networks.values()) if (record.nat) closeQuietly(record.nat.fd, this.logger);
+      for (const record of this.state.networks.values()) if (record.nat && record.nat.fd >= 0) closeQuietly(record.nat.fd, this.logger);
       await this.overlay.closeAll();
     });
   }
@@ -203,9 +223,17 @@ export class NetworkService {
   restore(saved: SavedState, ipams: Map<string, Ipam>, runtime: RuntimeState | null): Promise<RestoreReport> {
     return this.mutex.run(async () => {
       const report = await restoreState({ state: this.state, dataPlane: this.dataPlane, nat: this.nat, overlay: this.overlay, logger: this.logger }, saved, ipams, runtime);
+      this.announce([...this.state.endpoints.values()].filter((r) => r.down === null));
       await this.commit();
       return report;
     });
+  }
+
+  /** Endpoints whose TAP was away tell their networks they are back (gratuitous ARP); not awaited: nothing waits on it. */
+  private announce(records: EndpointRecord[]): void {
+    if (records.length === 0) return;
+    const endpoints = records.map((r) => ({ portId: r.endpoint.portId, ip: r.endpoint.ip, mac: r.endpoint.mac }));
+    this.dataPlane.announce(endpoints).catch((err: unknown) => this.logger.warn({ err }, 'could not announce the endpoints that came back'));
   }
 
   /**
@@ -213,9 +241,11 @@ export class NetworkService {
    * failed): the endpoint, or the nat network's host TAP, is down with the
    * reason until checkHealth brings it back.
    */
-  portDown(portId: number, reason: string): Promise<void> {
+  portDown(portId: number, fd: number, errno: number): Promise<void> {
+    const reason = readFailure(errno);
     return this.mutex.run(async () => {
-      const record = [...this.state.endpoints.values()].find((r) => r.endpoint.portId === portId);
+      // The fd too: the port may have been removed and its id given to another since the event was sent.
+      const record = [...this.state.endpoints.values()].find((r) => r.endpoint.portId === portId && r.fd === fd);
       if (record && record.down === null) {
         record.down = reason;
         await this.dataPlane.removePort(portId).catch((err) => this.logger.warn({ err, portId }, 'data plane could not remove the port'));
@@ -224,8 +254,16 @@ export class NetworkService {
         this.logger.warn({ endpoint: record.endpoint.id, endpointName: record.endpoint.name, reason }, 'endpoint is down; vsw keeps trying to bring it back');
         return;
       }
-      const net = [...this.state.networks.values()].find((r) => r.nat?.portId === portId);
-      if (net?.nat && net.nat.down === null) await this.nat.takeDownHostPort(net, reason);
+      const net = [...this.state.networks.values()].find((r) => r.nat?.portId === portId && r.nat.fd === fd);
+      if (net?.nat && net.nat.down === null) {
+        await this.nat.takeDownHostPort(net, reason);
+        return;
+      }
+      const overlay = [...this.state.networks.values()].find((r) => r.overlay?.uplinkId === portId);
+      if (overlay && !record) {
+        // The underlay socket of an overlay: nothing to reattach from here; the daemon's restart opens it anew.
+        this.logger.error({ uplinkId: portId, vtep: overlay.overlay!.info.vtep, errno }, 'an overlay underlay socket stopped receiving: restart the daemon to open it again');
+      }
     });
   }
 
@@ -257,7 +295,7 @@ export class NetworkService {
         if (!net.nat || net.nat.down === null) continue;
         await this.nat.bringUpHostPort(net).catch((err) => this.logger.debug({ err, network: net.network.name }, 'nat network host interface is still down'));
       }
-      if (changed) await this.commit();
+      if (changed) await this.commit('done');
     });
   }
 
@@ -282,6 +320,7 @@ export class NetworkService {
     }
     record.fd = tap.fd;
     record.down = null;
+    this.announce([record]);
     this.logger.info({ endpoint: record.endpoint.id, endpointName: record.endpoint.name, tap: tap.how }, 'endpoint is up again');
   }
 

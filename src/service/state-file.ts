@@ -21,7 +21,7 @@
  * the file. It is never overwritten or discarded: it may be the only record
  * of what vsw made on the host.
  */
-import { readlinkSync, writeSync } from 'node:fs';
+import { ftruncateSync, readlinkSync, writeSync } from 'node:fs';
 import { mkdir, open, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import writeFileAtomic from 'write-file-atomic';
@@ -78,6 +78,8 @@ export function currentNetns(): string {
 
 export interface SavedState {
   version: typeof STATE_VERSION;
+  /** Random, made with the first write and kept: the runtime snapshot names the state it belongs to by this and the generation. */
+  id: string;
   /** One more with every write; the runtime snapshot names the generation it was taken at. */
   generation: number;
   /** ISO 8601 time of the write. */
@@ -146,6 +148,7 @@ export class StateStore {
       throw new StateFileError(`cannot lock ${lockPath} (${message.replace(/\.$/, '')}): check the permissions of ${dir}.`);
     }
     // The holder's pid, for the refusal above; the lock itself is the flock, not this text.
+    ftruncateSync(fd, 0);
     writeSync(fd, `${process.pid}\n`, 0);
     const store = new StateStore(dir, fd);
     await store.removeTemporaries();
@@ -192,9 +195,10 @@ export class StateStore {
   }
 
   /** The connections and translations of a clean stop, tied to the state generation they belong to. */
-  async saveRuntime(snapshot: SwitchSnapshot, generation: number): Promise<number> {
+  async saveRuntime(snapshot: SwitchSnapshot, stateId: string, generation: number): Promise<number> {
     const header = {
       version: RUNTIME_VERSION,
+      stateId,
       generation,
       savedAt: Date.now(),
       conntrack: snapshot.conntrack.length,
@@ -209,13 +213,14 @@ export class StateStore {
   }
 
   /**
-   * The runtime snapshot left by the last clean stop, if it belongs to state
-   * generation `generation`; it is deleted either way, so it is used at most
-   * once (a later crash must not bring back connections from before it).
-   * A snapshot that does not fit is reported through `discarded`, never fatal:
+   * The runtime snapshot left by the last clean stop, if it belongs to this
+   * state (`stateId`) at generation `generation`; it is deleted either way, so
+   * it is used at most once (a later crash must not bring back connections
+   * from before it). Call it at every start, with no state too (null). A
+   * snapshot that does not fit is reported through `discarded`, never fatal:
    * connections are a bonus on top of the state.
    */
-  async takeRuntime(generation: number, discarded: (reason: string) => void): Promise<RuntimeState | null> {
+  async takeRuntime(state: { id: string; generation: number } | null, discarded: (reason: string) => void): Promise<RuntimeState | null> {
     let data: Buffer;
     try {
       data = await readFile(this.runtimePath);
@@ -228,15 +233,18 @@ export class StateStore {
     }
     try {
       const nl = data.indexOf(10);
+      if (state === null) throw new Error('there is no saved state it could belong to');
       const header = JSON.parse(data.subarray(0, nl).toString('utf8')) as {
         version: number;
+        stateId: string;
         generation: number;
         savedAt: number;
         conntrack: number;
         nat: { networkId: number; words: number }[];
       };
       if (header.version !== RUNTIME_VERSION) throw new Error(`format version ${header.version}, not ${RUNTIME_VERSION}`);
-      if (header.generation !== generation) throw new Error(`it was saved at state generation ${header.generation}, the state is at ${generation}`);
+      if (header.stateId !== state.id) throw new Error(`it belongs to another state (${header.stateId}, this one is ${state.id})`);
+      if (header.generation !== state.generation) throw new Error(`it was saved at state generation ${header.generation}, the state is at ${state.generation}`);
       let at = nl + 1;
       const take = (words: number): Uint32Array => {
         const bytes = words * 4;
@@ -314,6 +322,7 @@ export function parseState(text: string, path: string): SavedState {
 /** What is wrong with the structure of a version-1 state, or undefined. Values are checked again where they are used. */
 function shapeProblem(s: Record<string, unknown>): string | undefined {
   if (!Number.isInteger(s.generation)) return 'its "generation" is not a whole number';
+  if (typeof s.id !== 'string' || s.id.length === 0) return 'it has no "id"';
   for (const key of ['networks', 'endpoints', 'compartments'] as const) {
     if (!Array.isArray(s[key])) return `its "${key}" is not a list`;
   }

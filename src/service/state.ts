@@ -4,6 +4,7 @@
  * Lookups and bookkeeping only; the side effects live in service.ts, and
  * toSaved() is what goes to disk (src/service/state-file.ts).
  */
+import { randomBytes } from 'node:crypto';
 import type { PortPolicy } from '../vfp/policy.js';
 import type { Compartment, Endpoint, NatInfo, Network, OverlayInfo, RemoteEndpointRequest } from './api-types.js';
 import type { PortProxy } from '../nat/proxy.js';
@@ -71,6 +72,8 @@ export class State {
   host: HostLedger = { forwardingSetByVsw: false, nftTables: [] };
   /** Of the last state written or read: one more with every write. */
   generation = 0;
+  /** The state's identity, kept across writes and restarts (a new one only for a new state). */
+  id = randomBytes(8).toString('hex');
 
   constructor(maxPorts: number) {
     this.portIds = new IdPool(1, maxPorts - 1, 'port');
@@ -134,6 +137,7 @@ export class State {
   toSaved(): SavedState {
     return {
       version: STATE_VERSION,
+      id: this.id,
       generation: this.generation + 1,
       written: new Date().toISOString(),
       networks: [...this.networks.values()].map(({ network, ipam, nat, overlay }) => ({

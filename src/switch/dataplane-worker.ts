@@ -5,6 +5,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { completeChecksum, RX_BATCH, RX_HEADROOM, RX_SLOT_SIZE, RxEngine, segmentTso, udpSendBatch, VNET_HDR_LEN, vxlanGro, writeBatch } from '../native/index.js';
+import { buildArpRequest } from '../packet/builders.js';
 import { MacTable } from './mac-table.js';
 import type { DataPlaneCommand, DataPlaneEvent, DataPlaneLog, DataPlaneReply, DataPlaneRequest, DataPlaneWorkerData, OverlayDataPlaneState, SwitchCounters } from './messages.js';
 import { exportSwitchState, importSwitchState } from './snapshot.js';
@@ -70,7 +71,7 @@ sw = new Switch(
   {
     portStopped(portId, errno) {
       engine.removePort(portId);
-      const event: DataPlaneEvent = { event: 'portDown', portId, errno };
+      const event: DataPlaneEvent = { event: 'portDown', portId, errno, fd: sw.portFd(portId) };
       port.postMessage(event);
     },
     pausePort(portId, ms) {
@@ -133,6 +134,24 @@ const limitTimer = setInterval(() => {
 let flowTableFullLogged = 0;
 const natRefusedLogged = new Map<number, number>();
 
+/** Gratuitous ARPs per loop turn: a thousand endpoints are announced without holding up forwarding for long. */
+const ANNOUNCE_CHUNK = 32;
+
+/**
+ * A gratuitous ARP from each endpoint into its network, a chunk per loop turn.
+ * A container whose TAP lost its carrier (the daemon was away) has flushed its
+ * neighbours and retries an unanswered ARP only once a second; hearing the
+ * peer announce itself, its kernel updates the waiting entry and sends at once.
+ */
+function announce(endpoints: { portId: number; ip: string; mac: string }[], from = 0): void {
+  const end = Math.min(endpoints.length, from + ANNOUNCE_CHUNK);
+  for (let i = from; i < end; i++) {
+    const e = endpoints[i];
+    sw.inject(e.portId, buildArpRequest({ srcMac: e.mac, srcIp: e.ip, targetIp: e.ip }));
+  }
+  if (end < endpoints.length) setImmediate(announce, endpoints, end);
+}
+
 function execute(command: DataPlaneCommand): unknown {
   switch (command.op) {
     case 'addNetwork':
@@ -160,7 +179,7 @@ function execute(command: DataPlaneCommand): unknown {
     case 'removeRemote':
       return sw.removeRemote(command.networkId, command.remote);
     case 'overlay': {
-      const result: OverlayDataPlaneState = { networks: sw.overlayState(clock(), command.networkId), decap: sw.decapCounters() };
+      const result: OverlayDataPlaneState = { networks: sw.overlayState(clock(), command.networkId, command.countersOnly), decap: sw.decapCounters() };
       return result;
     }
     case 'setPublished':
@@ -218,6 +237,9 @@ function execute(command: DataPlaneCommand): unknown {
     }
     case 'importState':
       return importSwitchState(sw, command.snapshot, clock(), command.downtimeMs, command.portIds);
+    case 'announce':
+      announce(command.endpoints);
+      return undefined;
     case 'stop':
       clearInterval(sweepTimer);
       clearInterval(stateTimer);

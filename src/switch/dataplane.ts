@@ -95,7 +95,7 @@ export class DataPlane extends EventEmitter {
         return;
       }
       if ('event' in msg) {
-        this.emit(msg.event, msg.portId, msg.errno);
+        this.emit(msg.event, msg.portId, msg.errno, msg.fd);
         return;
       }
       const waiter = this.waiting.get(msg.id);
@@ -160,8 +160,8 @@ export class DataPlane extends EventEmitter {
     return this.request({ op: 'removeRemote', networkId, remote });
   }
 
-  overlay(networkId?: number): Promise<OverlayDataPlaneState> {
-    return this.request<OverlayDataPlaneState>({ op: 'overlay', networkId });
+  overlay(networkId?: number, countersOnly = false): Promise<OverlayDataPlaneState> {
+    return this.request<OverlayDataPlaneState>({ op: 'overlay', networkId, countersOnly });
   }
 
   setPublished(networkId: number, published: NatPublishSpec[]): Promise<void> {
@@ -179,6 +179,11 @@ export class DataPlane extends EventEmitter {
    */
   snapshot(): Promise<SwitchSnapshot> {
     return this.request<SwitchSnapshot>({ op: 'snapshot' });
+  }
+
+  /** A gratuitous ARP from each endpoint into its network, paced by the worker (see the worker's announce()). */
+  announce(endpoints: { portId: number; ip: string; mac: string }[]): Promise<void> {
+    return this.request({ op: 'announce', endpoints });
   }
 
   /** Restores a predecessor's snapshot; call it after the networks exist and before the ports in `portIds` are added. */

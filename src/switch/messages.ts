@@ -14,7 +14,7 @@ export type DataPlaneCommand =
   | { op: 'setPeers'; networkId: number; peers: string[] }
   | { op: 'addRemote'; networkId: number; remote: RemoteEndpoint }
   | { op: 'removeRemote'; networkId: number; remote: { mac: string; ip?: string } }
-  | { op: 'overlay'; networkId?: number }
+  | { op: 'overlay'; networkId?: number; countersOnly?: boolean }
   | { op: 'removeNetwork'; networkId: number }
   | { op: 'addPort'; portId: number; networkId: number; fd: number; name: string; mtu?: number; policy?: PortPolicy; external?: boolean; ip?: string; mac?: string }
   | { op: 'setPublished'; networkId: number; published: NatPublishSpec[] }
@@ -27,6 +27,7 @@ export type DataPlaneCommand =
   | { op: 'switchCounters' }
   | { op: 'macEntries' }
   | { op: 'snapshot' }
+  | { op: 'announce'; endpoints: { portId: number; ip: string; mac: string }[] }
   | { op: 'importState'; snapshot: SwitchSnapshot; downtimeMs: number; portIds: number[] }
   | { op: 'stop' };
 
@@ -42,6 +43,8 @@ export interface DataPlaneEvent {
   event: 'portDown';
   portId: number;
   errno: number;
+  /** The fd the port read: port ids are reused, so the receiver checks it still means the same port. */
+  fd: number;
 }
 
 export interface DataPlaneLog {

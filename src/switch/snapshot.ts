@@ -7,7 +7,7 @@
  *
  * The snapshot is plain typed arrays (Conntrack.exportLive and
  * NatTable.exportMappings layouts), so it crosses from the worker by
- * transfer and goes to disk as it is (src/service/runtime-file.ts). Flow-table
+ * transfer and goes to disk as it is (runtime.bin, src/service/state-file.ts). Flow-table
  * entries are not part of it: they are a cache, refilled by the first frame
  * of each flow from the restored connections and translations.
  */

@@ -321,7 +321,8 @@ export class Switch {
   }
 
   /** Every overlay network's peers, tables and counters, optionally of one network (control path). */
-  overlayState(now: number, networkId?: number): SwitchOverlay[] {
+  /** With countersOnly the VTEP and ARP tables are left empty (metrics: nothing per learned entry on this thread). */
+  overlayState(now: number, networkId?: number, countersOnly = false): SwitchOverlay[] {
     const out: SwitchOverlay[] = [];
     for (const net of this.overlayByVni.values()) {
       if (networkId !== undefined && net.id !== networkId) continue;
@@ -338,8 +339,8 @@ export class Switch {
         segment: seg.counters(),
         egress: egress.counters(),
         uplink: { datagramsSent: uplink.stats[UplinkStat.DATAGRAMS], bytesSent: uplink.stats[UplinkStat.BYTES], sendFailed: uplink.stats[UplinkStat.FAILED], sends: uplink.stats[UplinkStat.SENDS] },
-        vteps: seg.vteps.entries(now, seg.vni),
-        arp: seg.arp.entries(now, seg.vni),
+        vteps: countersOnly ? [] : seg.vteps.entries(now, seg.vni),
+        arp: countersOnly ? [] : seg.arp.entries(now, seg.vni),
       });
     }
     return out;
@@ -388,6 +389,30 @@ export class Switch {
 
   hasPort(portId: number): boolean {
     return this.ports[portId] !== undefined;
+  }
+
+  /**
+   * Switches `frame` as if the port had sent it, without counting it as
+   * received: the control plane's gratuitous ARP for an endpoint that came
+   * back. Uses the first rx slot, which no batch holds between callbacks.
+   */
+  inject(portId: number, frame: Uint8Array): boolean {
+    const ingress = this.ports[portId];
+    const io = this.io;
+    if (ingress === undefined || ingress.external || frame.length > io.slotSize - io.headroom) return false;
+    const off = io.headroom;
+    io.buffer.fill(0, off - io.vnetHdrLen, off);
+    io.buffer.set(frame, off);
+    const now = this.clock();
+    this.batchNow = now;
+    this.switchFrame(ingress, off, frame.length, now);
+    this.flush();
+    return true;
+  }
+
+  /** The fd a port (or uplink) reads, or -1: names the port unambiguously in events, as ids are reused. */
+  portFd(portId: number): number {
+    return this.ports[portId]?.fd ?? this.uplinks[portId]?.fds[0] ?? -1;
   }
 
   /** Replaces the ports a nat network publishes on its external address; cached flows of the network are re-evaluated. */

@@ -1,8 +1,9 @@
 /**
  * Crash consistency: the daemon is killed with SIGKILL at random instants
  * while the test drives a loop of REST calls that create and remove
- * endpoints and compartments. An operation counts as acknowledged only once
- * its answer arrived. After each kill, and again after the restart:
+ * endpoints, compartments and nat networks (each with a host TAP and an
+ * nftables table, and ip_forward). An operation counts as acknowledged only
+ * once its answer arrived. After each kill, and again after the restart:
  * - state.json is whole (valid JSON, format version 1, a generation that
  *   never goes back) and names exactly the acknowledged objects, possibly
  *   with the one operation that was in flight applied;
@@ -10,6 +11,8 @@
  *   IP, MAC and interface), and the host agrees: an endpoint that is listed
  *   has its TAP with its address and MAC, one that is not has none; a
  *   compartment is saved exactly when its namespace exists;
+ * - a nat network that is listed has its host TAP and its nftables table,
+ *   and no table of the run is left that no listed network owns;
  * - the state directory holds no temporary file of an interrupted write.
  * A separate test leaves such a temporary file the way a kill during a write
  * does, and asks the next start to clear it.
@@ -19,7 +22,7 @@
  * helper processes it started (ip) are known, and the restart waits until
  * they have finished: a killed daemon's `ip netns add` still completing
  * after the new daemon looked is a race of the test's making, not the one
- * under test. Subnet 10.83.0.0/24 (network a).
+ * under test. Subnet 10.83.0.0/24 (network a), 10.84.N.0/24 (nat networks).
  */
 import test from 'ava';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -60,13 +63,43 @@ type Op =
   | { kind: 'create endpoint'; netns: string }
   | { kind: 'remove endpoint'; id: string }
   | { kind: 'create compartment'; name: string }
-  | { kind: 'remove compartment'; name: string };
+  | { kind: 'remove compartment'; name: string }
+  | { kind: 'create nat network'; name: string }
+  | { kind: 'remove nat network'; name: string };
 
 const describeOp = (op: Op): string => `${op.kind} ${'netns' in op ? op.netns : 'id' in op ? op.id : op.name}`;
+let natSeq = 0;
 
 interface Model {
   endpoints: Map<string, Endpoint>;
   compartments: Set<string>;
+  natNetworks: Set<string>;
+}
+
+const MAX_NAT_NETWORKS = 2;
+/** nft from the system's directories (npm's PATH has a JavaScript one that answers anything). */
+const NFT = '/usr/sbin/nft';
+const tableOf = (network: string): string => `vsw_nat_${network.replace(/[^A-Za-z0-9_]/g, '_')}`;
+
+/** The run's nftables tables on the host now. */
+async function runTables(): Promise<string[]> {
+  const out = (await sh(NFT, ['list', 'tables', 'ip'])).stdout;
+  return out.split('\n').map((l) => l.replace(/^table ip /, '').trim()).filter((name) => name.startsWith(tableOf(prefix)));
+}
+
+/** Listed nat networks against the acknowledged ones (give or take the one in flight), and the host against the list. */
+async function natProblems(model: Model, inflight: Op | undefined, listed: string[]): Promise<string[]> {
+  const problems: string[] = [];
+  const changing = inflight?.kind === 'create nat network' || inflight?.kind === 'remove nat network' ? inflight.name : undefined;
+  for (const n of model.natNetworks) if (!listed.includes(n) && n !== changing) problems.push(`acknowledged nat network ${n} is gone`);
+  for (const n of listed) if (!model.natNetworks.has(n) && n !== changing) problems.push(`nat network ${n} was never acknowledged`);
+  const links = (JSON.parse((await sh('ip', ['-j', 'link', 'show'])).stdout) as { ifname: string }[]).map((l) => l.ifname);
+  for (const n of listed) if (!links.includes(n)) problems.push(`nat network ${n} is listed but its host interface is gone`);
+  for (const l of links) if (l.startsWith(`${prefix}-n`) && !listed.includes(l)) problems.push(`host interface ${l} belongs to no listed nat network`);
+  const tables = sorted(await runTables());
+  const wanted = sorted(listed.map(tableOf));
+  if (!isDeepStrictEqual(tables, wanted)) problems.push(`nftables tables ${tables.join(' ') || 'none'}, expected ${wanted.join(' ') || 'none'} (those of the listed nat networks)`);
+  return problems;
 }
 
 /** Polls the API until it answers; resolves to the time it took. */
@@ -148,12 +181,13 @@ function againstModel(model: Model, inflight: Op | undefined, ids: string[], ext
   return problems;
 }
 
-test.serial(`${KILLS} kills at random instants during endpoint and compartment churn leave the acknowledged state, at most plus the operation in flight, on disk, in the API and on the host`, async (t) => {
+test.serial(`${KILLS} kills at random instants during endpoint, compartment and nat network churn leave the acknowledged state, at most plus the operation in flight, on disk, in the API and on the host`, async (t) => {
   t.timeout(5 * 60_000);
   t.log(`seed ${seed} (VSW_CRASH_SEED=${seed} repeats this run)`);
   const rand = mulberry32(seed);
   const pick = <T>(xs: T[]): T => xs[Math.floor(rand() * xs.length)];
-  const model: Model = { endpoints: new Map(), compartments: new Set() };
+  const model: Model = { endpoints: new Map(), compartments: new Set(), natNetworks: new Set() };
+  const forwardBefore = readFileSync('/proc/sys/net/ipv4/ip_forward', 'utf8').trim();
   let seq = 0;
   let lastGeneration = readSaved(d!).generation;
   const stats = { acked: 0, inflightApplied: 0, inflightNotApplied: 0, betweenOps: 0, orphans: 0, tempAfterKill: 0, recreated: 0, readyMs: [] as number[] };
@@ -169,6 +203,8 @@ test.serial(`${KILLS} kills at random instants during endpoint and compartment c
       [eps.length > 0 ? 4 : 0, () => ({ kind: 'remove endpoint', id: pick(eps).id })],
       [model.compartments.size < MAX_COMPARTMENTS ? 2 : 0, () => ({ kind: 'create compartment', name: `${prefix}-c${++seq}` })],
       [model.compartments.size > 0 ? 2 : 0, () => ({ kind: 'remove compartment', name: pick([...model.compartments]) })],
+      [model.natNetworks.size < MAX_NAT_NETWORKS ? 1 : 0, () => ({ kind: 'create nat network', name: `${prefix}-n${++natSeq}` })],
+      [model.natNetworks.size > 0 ? 1 : 0, () => ({ kind: 'remove nat network', name: pick([...model.natNetworks]) })],
     ];
     let x = rand() * choices.reduce((s, [w]) => s + w, 0);
     for (const [w, make] of choices) if ((x -= w) < 0) return make();
@@ -185,7 +221,9 @@ test.serial(`${KILLS} kills at random instants during endpoint and compartment c
         if (op.kind === 'create endpoint') r = await api<Endpoint>(h, 'POST', '/v1/endpoints', { network: netA, netns: op.netns });
         else if (op.kind === 'remove endpoint') r = await api(h, 'DELETE', `/v1/endpoints/${op.id}`);
         else if (op.kind === 'create compartment') r = await api(h, 'POST', '/v1/compartments', { name: op.name });
-        else r = await api(h, 'DELETE', `/v1/compartments/${op.name}`);
+        else if (op.kind === 'remove compartment') r = await api(h, 'DELETE', `/v1/compartments/${op.name}`);
+        else if (op.kind === 'create nat network') r = await api(h, 'POST', '/v1/networks', { name: op.name, driver: 'nat', subnet: `10.84.${natSeq % 250}.0/24` });
+        else r = await api(h, 'DELETE', `/v1/networks/${op.name}`);
       } catch {
         // No answer: the daemon died under this request. Whether it took effect is what the test finds out.
         return op;
@@ -195,6 +233,8 @@ test.serial(`${KILLS} kills at random instants during endpoint and compartment c
       if (op.kind === 'create endpoint') model.endpoints.set((r.body as Endpoint).id, r.body as Endpoint);
       else if (op.kind === 'remove endpoint') model.endpoints.delete(op.id);
       else if (op.kind === 'create compartment') model.compartments.add(op.name);
+      else if (op.kind === 'create nat network') model.natNetworks.add(op.name);
+      else if (op.kind === 'remove nat network') model.natNetworks.delete(op.name);
       else {
         model.compartments.delete(op.name);
         for (const e of [...model.endpoints.values()]) if (e.netns === op.name) model.endpoints.delete(e.id);
@@ -242,6 +282,11 @@ test.serial(`${KILLS} kills at random instants during endpoint and compartment c
       if (acked && !isDeepStrictEqual({ ...e.endpoint, state: 'up' }, acked)) onDisk.push(`saved endpoint ${e.endpoint.id} is ${JSON.stringify(e.endpoint)}, acknowledged as ${JSON.stringify(acked)}`);
     }
     if (saved.generation < lastGeneration) onDisk.push(`generation ${saved.generation} after ${lastGeneration}: an older state came back`);
+    const savedNat = saved.networks.filter((n) => n.nat).map((n) => n.network.name);
+    const changing = inflight?.kind === 'create nat network' || inflight?.kind === 'remove nat network' ? inflight.name : undefined;
+    for (const n of model.natNetworks) if (!savedNat.includes(n) && n !== changing) onDisk.push(`acknowledged nat network ${n} is not saved`);
+    // Every table on the host is in the ledger (recorded before it was installed), so a restart can find it.
+    for (const table of await runTables()) if (!saved.host.nftTables.includes(table)) onDisk.push(`nftables table ${table} is on the host but not in the saved ledger`);
     t.deepEqual(onDisk, [], `${where}: state.json against the acknowledged operations`);
 
     d = await restartDaemon(h, { noWait: true });
@@ -294,16 +339,23 @@ test.serial(`${KILLS} kills at random instants during endpoint and compartment c
     if (keptFromKill.length > 0) strayFiles.push(`kill ${k} (in flight: ${inflight ? describeOp(inflight) : 'nothing'}) left ${keptFromKill.join(' ')}, still there after the restart`);
     if (appeared.length > 0) strayFiles.push(`the restart after kill ${k} left ${appeared.join(' ')}`);
     if (after.generation <= saved.generation) problems.push(`generation ${after.generation} after the restart, ${saved.generation} before`);
+    const networks = await api<{ name: string; driver: string }[]>(d, 'GET', '/v1/networks');
+    const listedNat = networks.body.filter((n) => n.driver === 'nat').map((n) => n.name);
+    problems.push(...(await natProblems(model, inflight, listedNat)));
+    const forward = readFileSync('/proc/sys/net/ipv4/ip_forward', 'utf8').trim();
+    if (listedNat.length > 0 && forward !== '1') problems.push(`ip_forward is ${forward} with nat networks ${listedNat.join(' ')}`);
+    if (listedNat.length === 0 && forwardBefore === '0' && forward !== '0') problems.push(`ip_forward is ${forward} with no nat network, and was 0 before the test`);
     t.deepEqual(problems, [], `${where}: after the restart`);
     if (problems.length > 0 || onDisk.length > 0) break;
 
     // The operation in flight is settled now: the model takes what the restart found.
-    const before = model.endpoints.size + model.compartments.size;
+    const before = model.endpoints.size + model.compartments.size + model.natNetworks.size;
     for (const id of [...model.endpoints.keys()]) if (!eps.some((e) => e.id === id)) model.endpoints.delete(id);
     for (const e of eps) model.endpoints.set(e.id, e);
     model.compartments = new Set(compartments);
+    model.natNetworks = new Set(listedNat);
     if (inflight) {
-      if (model.endpoints.size + model.compartments.size !== before) stats.inflightApplied++;
+      if (model.endpoints.size + model.compartments.size + model.natNetworks.size !== before) stats.inflightApplied++;
       else stats.inflightNotApplied++;
     }
     const restored = d

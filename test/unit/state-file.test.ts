@@ -19,6 +19,7 @@ function tempDir(t: { teardown(fn: () => void): void }): string {
 function state(generation: number): SavedState {
   return {
     version: STATE_VERSION,
+    id: 'a1b2c3d4e5f60718',
     generation,
     written: new Date(0).toISOString(),
     networks: [{ network: { name: 'n', id: 1, driver: 'internal', subnet: '10.9.0.0/24', gateway: null, created: '' }, ipam: { allocated: ['10.9.0.2'] } }],
@@ -87,35 +88,43 @@ test('parseState takes what save writes', (t) => {
   t.deepEqual(parseState(JSON.stringify(state(5)), '/x/state.json'), state(5));
 });
 
-test('the runtime snapshot comes back once, only at the generation it was taken at', async (t) => {
+test('the runtime snapshot comes back once, only for the state and generation it was taken at', async (t) => {
   const dir = tempDir(t);
   const store = await StateStore.open(dir);
   t.teardown(() => store.close());
   const snapshot = { conntrack: Uint32Array.from({ length: 30 }, (_, i) => i * 7), nat: [{ networkId: 3, mappings: Uint32Array.from([1, 2, 3, 4, 5, 6, 7, 0]) }] };
-  await store.saveRuntime(snapshot, 4);
+  const at = { id: 'a1b2c3d4e5f60718', generation: 4 };
+  await store.saveRuntime(snapshot, at.id, at.generation);
   const discarded: string[] = [];
-  const got = await store.takeRuntime(4, (r) => discarded.push(r));
+  const got = await store.takeRuntime(at, (r) => discarded.push(r));
   t.deepEqual(discarded, []);
   t.deepEqual(got?.snapshot, snapshot);
   t.true(got!.downtimeMs >= 0 && got!.downtimeMs < 60_000);
   t.false(existsSync(store.runtimePath), 'used once: deleted on reading');
-  t.is(await store.takeRuntime(4, (r) => discarded.push(r)), null);
+  t.is(await store.takeRuntime(at, (r) => discarded.push(r)), null);
 
-  await store.saveRuntime(snapshot, 4);
-  t.is(await store.takeRuntime(5, (r) => discarded.push(r)), null, 'a later state (a change after the stop, or a crash) does not take it');
-  t.regex(discarded[0], /saved at state generation 4, the state is at 5/);
-  t.false(existsSync(store.runtimePath));
+  const refusedAt: [{ id: string; generation: number } | null, RegExp][] = [
+    [{ ...at, generation: 5 }, /saved at state generation 4, the state is at 5/],
+    [{ ...at, id: 'ffffffffffffffff' }, /belongs to another state/],
+    [null, /no saved state it could belong to/],
+  ];
+  for (const [state, why] of refusedAt) {
+    await store.saveRuntime(snapshot, at.id, at.generation);
+    t.is(await store.takeRuntime(state, (r) => discarded.push(r)), null, String(why));
+    t.regex(discarded.pop() ?? '', why);
+    t.false(existsSync(store.runtimePath), 'deleted all the same');
+  }
 
-  writeFileSync(store.runtimePath, '{"version":1,"generation":4,"savedAt":0,"conntrack":30,"nat":[]}\n\u0001\u0002');
-  t.is(await store.takeRuntime(4, (r) => discarded.push(r)), null);
-  t.regex(discarded[1], /truncated/);
+  writeFileSync(store.runtimePath, '{"version":1,"stateId":"a1b2c3d4e5f60718","generation":4,"savedAt":0,"conntrack":30,"nat":[]}\n\u0001\u0002');
+  t.is(await store.takeRuntime(at, (r) => discarded.push(r)), null);
+  t.regex(discarded.pop() ?? '', /truncated/);
 });
 
 test('removeFiles leaves only the lock; the directory is not refused afterwards', async (t) => {
   const dir = tempDir(t);
   const store = await StateStore.open(dir);
   await store.save(state(1));
-  await store.saveRuntime({ conntrack: new Uint32Array(0), nat: [] }, 1);
+  await store.saveRuntime({ conntrack: new Uint32Array(0), nat: [] }, 'a1b2c3d4e5f60718', 1);
   await store.removeFiles();
   t.deepEqual(readdirSync(dir), ['lock']);
   store.close();

@@ -216,6 +216,9 @@ export async function teardown(prefix: string, ...daemons: (DaemonHandle | undef
       const left = await leftovers(objects, d.netns);
       if (left.length > 0) problems.push(`vsw system reset left ${left.join(', ')}`);
     }
+    // A table no state names (leaked by a crash between install and save) would pass the check above.
+    const stray = (await sh(NFT, ['list', 'tables', 'ip'])).stdout.split('\n').filter((l) => l.startsWith(`table ip vsw_nat_${prefix.replace(/[^A-Za-z0-9_]/g, '_')}`));
+    if (stray.length > 0) problems.push(`nftables tables of this run remain after the reset: ${stray.join(', ')}`);
   } finally {
     await removeEverything(prefix);
     rmSync(`/tmp/${prefix}`, { recursive: true, force: true });
