@@ -410,6 +410,12 @@ export class Switch {
     return true;
   }
 
+  /** How many ports a broadcast from this port reaches (its network's, itself excluded). */
+  floodSize(portId: number): number {
+    const port = this.ports[portId];
+    return port === undefined ? 0 : Math.max(1, port.network.ports.length - 1);
+  }
+
   /** The fd a port (or uplink) reads, or -1: names the port unambiguously in events, as ids are reused. */
   portFd(portId: number): number {
     return this.ports[portId]?.fd ?? this.uplinks[portId]?.fds[0] ?? -1;

@@ -6,11 +6,11 @@
  * happened; and what should not come back does not.
  */
 import test from 'ava';
-import { buildTcp4, buildUdp4, filler } from '../../src/packet/builders.js';
+import { buildArpRequest, buildTcp4, buildUdp4, filler } from '../../src/packet/builders.js';
 import { DropReason } from '../../src/packet/drop-reasons.js';
 import { TcpFlags } from '../../src/packet/tcp.js';
 import { VNET_HDR_LEN } from '../../src/packet/vnet.js';
-import { COUNTER_COLUMNS, DROP_BASE } from '../../src/switch/counters.js';
+import { COUNTER_COLUMNS, DROP_BASE, RX_FRAMES } from '../../src/switch/counters.js';
 import { MacTable } from '../../src/switch/mac-table.js';
 import { exportSwitchState, importSwitchState, type SwitchSnapshot } from '../../src/switch/snapshot.js';
 import { Switch } from '../../src/switch/switch.js';
@@ -59,6 +59,7 @@ function makeSwitch(clock: { now: number }, attach = true) {
       return io.take();
     },
     drops: (port: number, reason: number) => counters[port * COUNTER_COLUMNS + DROP_BASE + reason],
+    rxFrames: (port: number) => counters[port * COUNTER_COLUMNS + RX_FRAMES],
   };
 }
 
@@ -139,6 +140,22 @@ test('connections that timed out while the daemon was down, and ports that are g
   const r2 = importSwitchState(c.sw, snapshot, clock.now, 0, [1, HOST_PORT]);
   t.is(r2.translations, 0);
   t.is(r2.connections, 2, 'the host port\'s entries stay');
+});
+
+test('an injected gratuitous ARP is switched as the port\'s own frame: flooded to its network, learned, not counted as received', (t) => {
+  const clock = { now: START_MS };
+  const env = makeSwitch(clock);
+  const io = (env.sw as unknown as { io: RecordingIo }).io;
+  const garp = buildArpRequest({ srcMac: macOf(0), srcIp: ipOf(0), targetIp: ipOf(0) });
+  t.true(env.sw.inject(0, garp));
+  const sent = io.take();
+  t.deepEqual(sent.map((x) => x.fd), [101], 'to the other container, never to the host TAP');
+  t.deepEqual([...frame(sent[0])], [...garp]);
+  t.is(env.sw.floodSize(0), 1);
+  t.is(env.rxFrames(0), 0, 'the container did not send it');
+  t.is(env.sw.macTable.lookup(1, 0x0276, 0xac1a0002, clock.now), 0, 'the MAC table learned the port');
+  t.false(env.sw.inject(HOST_PORT, garp), 'not from the host TAP');
+  t.false(env.sw.inject(7, garp), 'not from a port that does not exist');
 });
 
 /** A flow key as src/vfp/key.ts lays it out, for the conntrack table alone. */
