@@ -14,6 +14,8 @@ export interface InterfaceConfig {
   /** Default route via this address; it must lie inside `cidr`. */
   gateway?: string;
   mtu?: number;
+  /** Remove the interface's other IPv4 addresses first (a repair: someone changed it). */
+  flushAddresses?: boolean;
 }
 
 const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i;
@@ -78,6 +80,7 @@ export async function configureInterface(c: InterfaceConfig): Promise<void> {
   if (c.mtu !== undefined) await ip(['link', 'set', ...dev, 'mtu', String(c.mtu)], c.netns);
   await ip(['link', 'set', ...dev, 'up'], c.netns);
   await ip(['link', 'set', 'dev', 'lo', 'up'], c.netns);
+  if (c.flushAddresses) await ip(['-4', 'address', 'flush', ...dev], c.netns);
   await ip(['address', 'replace', c.cidr, ...dev], c.netns);
   // The route needs the link up and the address in place: the kernel checks
   // the gateway against the connected routes the address creates.

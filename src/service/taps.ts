@@ -41,8 +41,10 @@ export async function attachEndpointTap(c: InterfaceConfig & { ip: string }): Pr
       await configureInterface(c);
       return { fd, how: 'recreated' };
     }
-    if (driftOf(link, c).length === 0) return { fd, how: 'adopted' };
-    await configureInterface(c);
+    const drift = driftOf(link, c);
+    if (drift.length === 0) return { fd, how: 'adopted' };
+    // An address that is not the saved one goes: the interface is vsw's, and its address is the endpoint's.
+    await configureInterface({ ...c, flushAddresses: drift.some((d) => d.startsWith('address')) });
     return { fd, how: 'repaired' };
   } catch (err) {
     closeFd(fd);
