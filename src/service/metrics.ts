@@ -38,34 +38,38 @@ interface Scrape {
   hostPorts: { port: string; network: string; portId: number; up: boolean }[];
 }
 
-/** A Prometheus counter whose value is kept elsewhere: set from the scrape, never incremented here. */
-function mirroredCounter(registry: Registry, name: string, help: string, labelNames: string[], values: (s: Scrape) => [Record<string, string>, number][], scrape: () => Scrape | undefined): void {
-  new Counter({
-    name,
-    help,
-    labelNames,
-    registers: [registry],
-    collect() {
-      const s = scrape();
-      this.reset();
-      if (s) for (const [labels, value] of values(s)) this.inc(labels, value);
-    },
-  });
+type MirrorArgs = [registry: Registry, name: string, help: string, labelNames: string[], values: (s: Scrape) => [Record<string, string>, number][], scrape: () => Scrape | undefined];
+
+/**
+ * A Prometheus counter or gauge whose values are kept elsewhere (the data
+ * plane): set from the current scrape, never incremented here.
+ */
+function mirrored(kind: 'counter' | 'gauge', ...[registry, name, help, labelNames, values, scrape]: MirrorArgs): void {
+  const fill = (metric: { reset(): void }, put: (labels: Record<string, string>, value: number) => void): void => {
+    const s = scrape();
+    metric.reset();
+    if (s) for (const [labels, value] of values(s)) put(labels, value);
+  };
+  const config = { name, help, labelNames, registers: [registry] };
+  if (kind === 'counter') {
+    new Counter({
+      ...config,
+      collect() {
+        fill(this, (labels, value) => this.inc(labels, value));
+      },
+    });
+  } else {
+    new Gauge({
+      ...config,
+      collect() {
+        fill(this, (labels, value) => this.set(labels, value));
+      },
+    });
+  }
 }
 
-function mirroredGauge(registry: Registry, name: string, help: string, labelNames: string[], values: (s: Scrape) => [Record<string, string>, number][], scrape: () => Scrape | undefined): void {
-  new Gauge({
-    name,
-    help,
-    labelNames,
-    registers: [registry],
-    collect() {
-      const s = scrape();
-      this.reset();
-      if (s) for (const [labels, value] of values(s)) this.set(labels, value);
-    },
-  });
-}
+const mirroredCounter = (...args: MirrorArgs): void => mirrored('counter', ...args);
+const mirroredGauge = (...args: MirrorArgs): void => mirrored('gauge', ...args);
 
 export class Metrics {
   readonly registry = new Registry();

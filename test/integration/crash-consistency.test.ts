@@ -32,7 +32,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Endpoint } from '../../src/service/api-types.js';
 import type { SavedState } from '../../src/service/state-file.js';
 import { addNetns, namespacesWithPrefix, runPrefix, sh } from './helpers/env.js';
-import { api, type DaemonHandle, processAlive, restartDaemon, startDaemon, teardown } from './helpers/daemon.js';
+import { api, type DaemonHandle, processAlive, restartDaemon, startDaemon, teardown, waitAnswering } from './helpers/daemon.js';
 import { mulberry32 } from '../unit/helpers/random.js';
 
 const prefix = runPrefix();
@@ -100,25 +100,6 @@ async function natProblems(model: Model, inflight: Op | undefined, listed: strin
   const wanted = sorted(listed.map(tableOf));
   if (!isDeepStrictEqual(tables, wanted)) problems.push(`nftables tables ${tables.join(' ') || 'none'}, expected ${wanted.join(' ') || 'none'} (those of the listed nat networks)`);
   return problems;
-}
-
-/** Polls the API until it answers; resolves to the time it took. */
-async function waitReady(h: DaemonHandle, timeoutMs = 10_000): Promise<number> {
-  const started = Date.now();
-  let last = '';
-  for (;;) {
-    if (h.exited()) throw new Error(`the daemon exited before it answered:\n${h.log().split('\n').slice(-8).join('\n')}`);
-    try {
-      const r = await api(h, 'GET', '/v1/version');
-      if (r.status === 200) return Date.now() - started;
-      last = `status ${r.status}`;
-    } catch (err) {
-      // Not listening yet: that is what is being waited for.
-      last = (err as Error).message;
-    }
-    if (Date.now() - started > timeoutMs) throw new Error(`the daemon did not answer within ${timeoutMs} ms (last: ${last})`);
-    await sleep(20);
-  }
 }
 
 /**
@@ -290,7 +271,7 @@ test.serial(`${KILLS} kills at random instants during endpoint, compartment and 
     t.deepEqual(onDisk, [], `${where}: state.json against the acknowledged operations`);
 
     d = await restartDaemon(h, { noWait: true });
-    stats.readyMs.push(await waitReady(d));
+    stats.readyMs.push(await waitAnswering(d));
 
     // What the new daemon lists.
     const listed = await api<Endpoint[]>(d, 'GET', '/v1/endpoints');
@@ -386,7 +367,7 @@ test.serial('a temporary file left by a write the kill interrupted is removed by
   writeFileSync(temp, JSON.stringify({ ...before, generation: before.generation + 1 }).slice(0, 100));
   await killHard(h);
   d = await restartDaemon(h, { noWait: true });
-  await waitReady(d);
+  await waitAnswering(d);
   const after = readSaved(d);
   t.is(after.generation, before.generation + 1, 'the restart saved the state it read (the whole one), once');
   t.false(existsSync(temp), `${temp} is still there after the restart`);

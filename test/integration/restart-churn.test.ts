@@ -24,11 +24,10 @@ import test from 'ava';
 import { readdirSync, readFileSync } from 'node:fs';
 import { randomInt } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Endpoint, Network, PortMapping } from '../../src/service/api-types.js';
 import type { SavedState } from '../../src/service/state-file.js';
 import { addNetns, linksWithPrefix, namespacesWithPrefix, runPrefix, sh } from './helpers/env.js';
-import { api, type DaemonHandle, restartDaemon, startDaemon, teardown } from './helpers/daemon.js';
+import { api, type DaemonHandle, restartDaemon, startDaemon, teardown, waitAnswering } from './helpers/daemon.js';
 import { hostPortBase, httpGet, nftIpTables, PEER_HTTP_SERVER, readIpForward, removeNatLeftovers, startServer } from './helpers/nat.js';
 import { mulberry32 } from '../unit/helpers/random.js';
 
@@ -80,25 +79,6 @@ async function apiOk<T>(method: string, path: string, body?: unknown): Promise<T
   const want = method === 'POST' ? 201 : method === 'DELETE' ? 204 : 200;
   if (r.status !== want) throw new Error(`${method} ${path} ${body === undefined ? '' : JSON.stringify(body)}: ${r.status} ${JSON.stringify(r.body)}`);
   return r.body;
-}
-
-/** Polls the API until it answers; resolves to the time from the call. */
-async function waitReady(h: DaemonHandle, timeoutMs = 10_000): Promise<number> {
-  const started = Date.now();
-  let last = '';
-  for (;;) {
-    if (h.exited()) throw new Error(`the daemon exited before it answered:\n${h.log().split('\n').slice(-8).join('\n')}`);
-    try {
-      const r = await api(h, 'GET', '/v1/version');
-      if (r.status === 200) return Date.now() - started;
-      last = `status ${r.status}`;
-    } catch (err) {
-      // Not listening yet (ENOENT/ECONNREFUSED): that is what is being waited for.
-      last = (err as Error).message;
-    }
-    if (Date.now() - started > timeoutMs) throw new Error(`the daemon did not answer within ${timeoutMs} ms (last: ${last})`);
-    await sleep(20);
-  }
 }
 
 const tableOf = (hostInterface: string): string => `vsw_nat_${hostInterface.replace(/[^A-Za-z0-9_]/g, '_')}`;
@@ -294,7 +274,7 @@ test.serial(`${RESTARTS} restarts with endpoints, compartments, a published port
       break;
     }
     d = await restartDaemon(h, { noWait: true });
-    const readyMs = await waitReady(d);
+    const readyMs = await waitAnswering(d);
     times.push({ signal, stopMs, readyMs });
     const problems = await check(model, d, server.child.pid!);
     if (problems.length === 0 && (r % 5 === 0 || r === RESTARTS) && [...model.endpoints.values()].some((e) => e.netns === pubNs)) {

@@ -147,6 +147,25 @@ export function restartDaemon(d: DaemonHandle, opts: Pick<DaemonOptions, 'noWait
   return startDaemon(d.prefix, { ...d.options, ...opts });
 }
 
+/** Polls the API until the daemon answers (restart tests start it with noWait); resolves to the time it took. */
+export async function waitAnswering(h: DaemonHandle, timeoutMs = 10_000): Promise<number> {
+  const started = Date.now();
+  let last = '';
+  for (;;) {
+    if (h.exited()) throw new Error(`the daemon exited before it answered:\n${h.log().split('\n').slice(-8).join('\n')}`);
+    try {
+      const r = await api(h, 'GET', '/v1/version');
+      if (r.status === 200) return Date.now() - started;
+      last = `status ${r.status}`;
+    } catch (err) {
+      // Not listening yet (ENOENT, ECONNREFUSED): that is what is being waited for.
+      last = (err as Error).message;
+    }
+    if (Date.now() - started > timeoutMs) throw new Error(`the daemon did not answer within ${timeoutMs} ms (last: ${last})`);
+    await sleep(20);
+  }
+}
+
 /** `vsw system reset` for this daemon's state (in its namespace, where its host changes are). */
 export function systemReset(d: DaemonHandle): Promise<CommandResult> {
   const argv = ['node', CLI, '--socket', d.socket, 'system', 'reset', '--state-dir', d.stateDir];
