@@ -95,7 +95,7 @@ export class NetworkService {
   readonly policies: PolicyService;
   readonly nat: NatService;
   readonly overlay: OverlayService;
-  readonly mutex = new Mutex();
+  private readonly mutex = new Mutex();
   private readonly save?: (state: SavedState) => Promise<void>;
 
   constructor(
