@@ -11,7 +11,7 @@ import ipaddr from 'ipaddr.js';
 import type { Logger } from 'pino';
 import { configureHostPort, defaultRouteInterfaces, forwardingEnabled, hostIpv4Prefixes, installMasquerade, masqueradeInstalled, natTableName, removeMasquerade, setForwarding } from '../host/nat.js';
 import { HostError, linkExists, validateIfName } from '../host/index.js';
-import { closeFd, tapLinkInfo, tapSetPersist } from '../native/index.js';
+import { closeFd } from '../native/index.js';
 import type { NatGatewaySpec, NatPublishSpec } from '../nat/gateway.js';
 import { PortProxy, ProxyError } from '../nat/proxy.js';
 import { DEFAULT_NAT_PORTS, DEFAULT_TRANSIT_POOL, type CreateNetworkRequest, type NatInfo, type NatNetworkState, type PortMapping } from './api-types.js';
@@ -20,7 +20,7 @@ import { intToIp, ipToInt, macForIp, parseSubnet, subnetContains, subnetsOverlap
 import type { Rollback } from './rollback.js';
 import type { DataPlaneHandle } from './service.js';
 import type { EndpointRecord, NatRecord, NetworkRecord, State } from './state.js';
-import { driftOf, openTap, releaseTap, removePersistentTap } from './taps.js';
+import { attachTap, openTap, releaseTap, removePersistentTap } from './taps.js';
 
 export class NatService {
   constructor(
@@ -202,19 +202,11 @@ export class NatService {
     const nat = record.nat!;
     const { info } = nat;
     const hostMac = macForIp(info.hostIp);
-    const link = tapLinkInfo(info.hostInterface);
-    const fd = openTap(info.hostInterface, undefined, link === null);
-    try {
-      tapSetPersist(fd, true);
-      if (link === null || driftOf(link, { mac: hostMac, ip: info.hostIp }).length > 0) {
-        await configureHostPort({ ifname: info.hostInterface, cidr: `${info.hostIp}/${info.transit.split('/')[1]}`, mac: hostMac });
-        this.logger.warn({ network: record.network.name, ifname: info.hostInterface }, link === null ? 'host TAP was gone: recreated' : 'host TAP had changed: set right again');
-      }
-    } catch (err) {
-      closeFd(fd);
-      throw err;
-    }
-    nat.fd = fd;
+    const tap = await attachTap(info.hostInterface, undefined, { mac: hostMac, ip: info.hostIp }, () =>
+      configureHostPort({ ifname: info.hostInterface, cidr: `${info.hostIp}/${info.transit.split('/')[1]}`, mac: hostMac }),
+    );
+    if (tap.how !== 'adopted') this.logger.warn({ network: record.network.name, ifname: info.hostInterface }, tap.how === 'recreated' ? 'host TAP was gone: recreated' : 'host TAP had changed: set right again');
+    nat.fd = tap.fd;
   }
 
   /** The host TAP stopped receiving (it vanished, or read() failed): out of the switch until bringUpHostPort. */

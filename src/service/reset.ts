@@ -16,11 +16,11 @@
  */
 import { lstat, readdir, rm, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { deleteNetns, netnsExists, netnsMounted, netnsPath } from '../host/index.js';
+import { deleteNetns, netnsExists, netnsMounted } from '../host/index.js';
 import { removeMasquerade, setForwarding } from '../host/nat.js';
 import { daemonAnswers } from './socket.js';
 import { currentNetns, LOCK_FILE, StateFileError, StateStore } from './state-file.js';
-import { removePersistentTap } from './taps.js';
+import { removeEndpointTap, removePersistentTap } from './taps.js';
 
 export interface ResetReport {
   /** What was done, one line each ("removed ..."). */
@@ -52,7 +52,7 @@ export async function resetHost(stateDir: string, socketPath?: string): Promise<
       for (const { endpoint } of saved.endpoints) {
         // Compartments' TAPs too: a namespace kept alive by something else would keep a persistent TAP.
         await attempt(`TAP ${endpoint.ifname} in network namespace ${endpoint.netns} (endpoint ${endpoint.name})`, async () =>
-          (await netnsMounted(endpoint.netns)) && removePersistentTap(endpoint.ifname, netnsPath(endpoint.netns)),
+          removeEndpointTap(endpoint.netns, endpoint.ifname),
         );
       }
       for (const name of compartments) {

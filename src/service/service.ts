@@ -52,7 +52,7 @@ import { defaultPortPolicy } from '../vfp/policy.js';
 import { Rollback } from './rollback.js';
 import { State, type EndpointRecord, type NetworkRecord } from './state.js';
 import type { RuntimeState, SavedState } from './state-file.js';
-import { attachEndpointTap, openTap, releaseTap, removePersistentTap } from './taps.js';
+import { attachEndpointTap, openTap, releaseTap, removeEndpointTap } from './taps.js';
 import { restoreState, type RestoreReport } from './restore.js';
 import { endpointInterface, endpointPort } from './endpoint-config.js';
 import { readFailure } from './health.js';
@@ -557,7 +557,7 @@ export class NetworkService {
       record.fd = -1;
     } else {
       // Down: vsw holds no fd, but the TAP may be there (persistent); it must not outlive its endpoint.
-      await removeStrayTap(endpoint.netns, endpoint.ifname, this.logger);
+      await removeEndpointTap(endpoint.netns, endpoint.ifname).catch((err: unknown) => this.logger.warn({ err, endpoint: endpoint.id }, 'could not remove the TAP of an endpoint that was down'));
     }
     this.state.networks.get(endpoint.network)?.ipam.release(endpoint.ip);
     this.state.portIds.release(endpoint.portId);
@@ -618,15 +618,5 @@ function persistQuietly(fd: number, what: string, logger: Logger): void {
     tapSetPersist(fd, true);
   } catch (err) {
     logger.error({ err }, `could not make ${what} persistent: it will vanish when the daemon stops, and the next start recreates it`);
-  }
-}
-
-/** The persistent TAP of an endpoint that is down (vsw holds no fd of it), removed if it is there. */
-async function removeStrayTap(netns: string, ifname: string, logger: Logger): Promise<void> {
-  if (!(await netnsMounted(netns))) return;
-  try {
-    removePersistentTap(ifname, netnsPath(netns));
-  } catch (err) {
-    logger.warn({ err, netns, ifname }, 'could not remove the TAP of an endpoint that was down');
   }
 }

@@ -6,7 +6,7 @@
  * next daemon re-attaches to it by name. Until then it is not persistent, so
  * a crash between creating it and saving it cannot strand it.
  */
-import { configureInterface, netnsPath, type InterfaceConfig } from '../host/index.js';
+import { configureInterface, netnsMounted, netnsPath, type InterfaceConfig } from '../host/index.js';
 import { closeFd, tapLinkInfo, tapOpen, tapSetPersist, type LinkInfo } from '../native/index.js';
 import { conflict } from './errors.js';
 
@@ -17,7 +17,7 @@ export interface AttachedTap {
 }
 
 /** Where the interface in its namespace differs from what is saved (empty when it matches). */
-export function driftOf(link: LinkInfo, want: { mac: string; ip?: string; mtu?: number }): string[] {
+function driftOf(link: LinkInfo, want: { mac: string; ip?: string; mtu?: number }): string[] {
   const drift: string[] = [];
   if (link.mac !== want.mac) drift.push(`MAC ${link.mac} instead of ${want.mac}`);
   if (!link.up) drift.push('down');
@@ -27,29 +27,39 @@ export function driftOf(link: LinkInfo, want: { mac: string; ip?: string; mtu?: 
 }
 
 /**
- * The endpoint's TAP after a restart or when it vanished: the existing one if
- * it is there (set right again if someone changed it), otherwise a new one
- * configured as saved. Persistent either way.
+ * A saved TAP on a new daemon, or one that vanished: the existing one if it is
+ * there (set right with `configure` if it drifted from `want`), otherwise a new
+ * one configured as saved. Persistent either way. `configure` gets the drift,
+ * or null for a new TAP.
  */
-export async function attachEndpointTap(c: InterfaceConfig & { ip: string }): Promise<AttachedTap> {
-  const ns = netnsPath(c.netns);
-  const link = tapLinkInfo(c.ifname, ns);
-  const fd = openTap(c.ifname, ns, link === null);
+export async function attachTap(
+  ifname: string,
+  ns: string | undefined,
+  want: { mac: string; ip?: string; mtu?: number },
+  configure: (drift: string[] | null) => Promise<void>,
+): Promise<AttachedTap> {
+  const link = tapLinkInfo(ifname, ns);
+  const fd = openTap(ifname, ns, link === null);
   try {
     tapSetPersist(fd, true);
     if (link === null) {
-      await configureInterface(c);
+      await configure(null);
       return { fd, how: 'recreated' };
     }
-    const drift = driftOf(link, c);
+    const drift = driftOf(link, want);
     if (drift.length === 0) return { fd, how: 'adopted' };
-    // An address that is not the saved one goes: the interface is vsw's, and its address is the endpoint's.
-    await configureInterface({ ...c, flushAddresses: drift.some((d) => d.startsWith('address')) });
+    await configure(drift);
     return { fd, how: 'repaired' };
   } catch (err) {
     closeFd(fd);
     throw err;
   }
+}
+
+/** An endpoint's TAP, attached as attachTap does, in the endpoint's namespace. */
+export function attachEndpointTap(c: InterfaceConfig & { ip: string }): Promise<AttachedTap> {
+  // An address that is not the saved one goes: the interface is vsw's, and its address is the endpoint's.
+  return attachTap(c.ifname, netnsPath(c.netns), c, (drift) => configureInterface({ ...c, flushAddresses: drift?.some((d) => d.startsWith('address')) ?? false }));
 }
 
 /** A TAP vsw made, in the namespace at `ns` (a path; absent: the host's). `create` false attaches to an existing one. */
@@ -73,6 +83,11 @@ export function releaseTap(fd: number): void {
   } finally {
     closeFd(fd);
   }
+}
+
+/** An endpoint's persistent TAP that vsw holds no fd of, removed; false when its namespace or the TAP is gone. */
+export async function removeEndpointTap(netns: string, ifname: string): Promise<boolean> {
+  return (await netnsMounted(netns)) && removePersistentTap(ifname, netnsPath(netns));
 }
 
 /**
