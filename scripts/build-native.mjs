@@ -2,35 +2,15 @@
 // Builds native/ with cargo and installs it as native/vsw_native.node.
 // Runs from `npm ci`/`npm install` (postinstall), also as root under `sudo -E`,
 // where PATH no longer holds the user's ~/.cargo/bin: so we look there too.
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
+import { findCargo } from './requirements.mjs';
 import { copyFileSync, existsSync, renameSync, statSync } from 'node:fs';
-import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const nativeDir = join(root, 'native');
 const output = join(nativeDir, 'vsw_native.node');
-
-function userHome(user) {
-  try {
-    return execFileSync('getent', ['passwd', user], { encoding: 'utf8' }).split(':')[5];
-  } catch {
-    return undefined;
-  }
-}
-
-function findCargo() {
-  const candidates = [process.env.CARGO];
-  for (const dir of (process.env.PATH ?? '').split(':')) if (dir) candidates.push(join(dir, 'cargo'));
-  if (process.env.CARGO_HOME) candidates.push(join(process.env.CARGO_HOME, 'bin', 'cargo'));
-  candidates.push(join(homedir(), '.cargo', 'bin', 'cargo'));
-  const sudoHome = process.env.SUDO_USER ? userHome(process.env.SUDO_USER) : undefined;
-  if (sudoHome) candidates.push(join(sudoHome, '.cargo', 'bin', 'cargo'));
-  candidates.push('/usr/local/cargo/bin/cargo', '/usr/bin/cargo');
-  for (const c of candidates) if (c && existsSync(c)) return { cargo: c, sudoHome };
-  return { cargo: undefined, sudoHome };
-}
 
 const { cargo, sudoHome } = findCargo();
 if (!cargo) {

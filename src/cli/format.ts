@@ -88,19 +88,25 @@ export function randomCompartmentName(): string {
 
 
 /**
- * `-p` as docker writes it: HOSTPORT:CONTAINERPORT or IP:HOSTPORT:CONTAINERPORT,
- * optionally followed by /tcp or /udp (default tcp). Port ranges are checked
- * by the daemon, which knows what else is published.
+ * `-p` as docker writes it: HOSTPORT:CONTAINERPORT, IP:HOSTPORT:CONTAINERPORT,
+ * or with the host port left out (CONTAINERPORT, IP::CONTAINERPORT) for one the
+ * daemon picks from the ephemeral range; optionally followed by /tcp or /udp
+ * (default tcp). Port ranges are checked by the daemon, which knows what else
+ * is published.
  */
 export function parsePublish(text: string): PortMapping {
-  const m = /^(?:(\d{1,3}(?:\.\d{1,3}){3}):)?(\d+):(\d+)(?:\/(tcp|udp))?$/.exec(text);
-  if (!m) {
-    throw new CliError(`-p ${text} is not a port mapping: write HOSTPORT:CONTAINERPORT, IP:HOSTPORT:CONTAINERPORT, and /udp for UDP (e.g. -p 8080:80 or -p 127.0.0.1:5353:53/udp).`);
+  const m = /^(?:(?:(\d{1,3}(?:\.\d{1,3}){3}):)?(\d*):)?(\d+)(?:\/(tcp|udp))?$/.exec(text);
+  if (!m || (m[1] !== undefined && m[2] === undefined)) {
+    throw new CliError(
+      `-p ${text} is not a port mapping: write HOSTPORT:CONTAINERPORT, IP:HOSTPORT:CONTAINERPORT, CONTAINERPORT or IP::CONTAINERPORT for a host port vsw picks, and /udp for UDP (e.g. -p 8080:80, -p 80 or -p 127.0.0.1:5353:53/udp).`,
+    );
   }
-  for (const port of [m[2], m[3]]) {
+  const hostText = m[2] ?? '';
+  for (const port of [hostText, m[3]]) {
     if (port.length > 5) throw new CliError(`port ${port} in -p ${text} is out of range: ports are 1 to 65535.`);
   }
-  const mapping: PortMapping = { protocol: (m[4] as 'tcp' | 'udp' | undefined) ?? 'tcp', hostPort: Number(m[2]), containerPort: Number(m[3]) };
+  if (hostText === '0') throw new CliError(`host port 0 in -p ${text} is out of range: leave the host port out (-p ${m[3]}) to have vsw pick one.`);
+  const mapping: PortMapping = { protocol: (m[4] as 'tcp' | 'udp' | undefined) ?? 'tcp', hostPort: hostText === '' ? 0 : Number(hostText), containerPort: Number(m[3]) };
   if (m[1] !== undefined) mapping.hostIp = m[1];
   return mapping;
 }

@@ -13,6 +13,7 @@ import { natCommand } from './commands/nat.js';
 import { overlayCommand } from './commands/overlay.js';
 import { statsCommand } from './commands/stats.js';
 import { systemCommand } from './commands/system.js';
+import { cniCommand } from './commands/cni.js';
 import { programSocketOption, reportError } from './commands/common.js';
 import { cliVersion } from './version.js';
 
@@ -35,6 +36,7 @@ function buildProgram(): Command {
       .addCommand(natCommand())
       .addCommand(overlayCommand())
       .addCommand(systemCommand())
+      .addCommand(cniCommand())
       .addHelpText(
         'after',
         [

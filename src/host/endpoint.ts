@@ -1,7 +1,7 @@
 import ipaddr from 'ipaddr.js';
 import { HostError } from './errors.js';
 import { ip, ipJson } from './exec.js';
-import { validateIfName, validateNetnsName } from './names.js';
+import { validateIfName, validateNetnsRef } from './names.js';
 import { linkExists } from './link.js';
 import { netnsExists } from './netns.js';
 
@@ -35,7 +35,7 @@ function parseIp(text: string, what: string): ipaddr.IPv4 | ipaddr.IPv6 {
 }
 
 function checkConfig(c: InterfaceConfig): { family: 4 | 6 } {
-  validateNetnsName(c.netns);
+  validateNetnsRef(c.netns);
   validateIfName(c.ifname);
   if (typeof c.mac !== 'string' || !MAC.test(c.mac)) {
     throw new HostError(`${JSON.stringify(String(c.mac))} is not a MAC address: write six hex bytes separated by colons, such as 02:76:0a:32:00:05.`);
@@ -87,6 +87,18 @@ export async function configureInterface(c: InterfaceConfig): Promise<void> {
   if (c.gateway !== undefined) {
     await ip([family === 6 ? '-6' : '-4', 'route', 'replace', 'default', 'via', c.gateway, ...dev], c.netns);
   }
+}
+
+/**
+ * The part of configureInterface a runtime leaves to vsw when it configures
+ * the interface itself after moving it into its container (docker): MAC and
+ * MTU, link left as it is, no address or route.
+ */
+export async function prepareInterface(c: Pick<InterfaceConfig, 'netns' | 'ifname' | 'mac' | 'mtu'>): Promise<void> {
+  validateNetnsRef(c.netns);
+  validateIfName(c.ifname);
+  await ip(['link', 'set', 'dev', c.ifname, 'address', c.mac.toLowerCase()], c.netns);
+  if (c.mtu !== undefined) await ip(['link', 'set', 'dev', c.ifname, 'mtu', String(c.mtu)], c.netns);
 }
 
 interface IpAddrLink {

@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { HostError } from './errors.js';
-import { validateNetnsName } from './names.js';
+import { isNetnsPath, validateNetnsRef } from './names.js';
 
 export interface RunOptions {
   /** Kill the command after this many milliseconds (default 30 s): a hung ip(8) must not hang the daemon. */
@@ -84,7 +84,8 @@ function where(netns: string | undefined): string {
 }
 
 function ipCmd(netns: string | undefined, rest: string): string {
-  return netns === undefined ? `ip ${rest}` : `ip -n ${netns} ${rest}`;
+  if (netns === undefined) return `ip ${rest}`;
+  return isNetnsPath(netns) ? `nsenter --net=${netns} ip ${rest}` : `ip -n ${netns} ${rest}`;
 }
 
 /** The value following `key` in an ip(8) argument list, e.g. argAfter(['dev','eth0'],'dev') = 'eth0'. */
@@ -102,6 +103,9 @@ export function explainIpFailure(args: readonly string[], netns: string | undefi
   const [object, verb] = args.filter((a) => !a.startsWith('-'));
   let m: RegExpMatchArray | null;
 
+  if (/^nsenter: (cannot open|reassociate to namespace)/m.test(text) && netns !== undefined) {
+    return `network namespace ${netns} cannot be entered (${firstLine(text).replace(/^nsenter: /, '')}): check that the path is a network namespace that still exists.`;
+  }
   if ((m = text.match(/Cannot open network namespace "([^"]+)": No such file or directory/))) {
     return `network namespace "${m[1]}" does not exist: create it first or check the name with "ip netns list".`;
   }
@@ -171,16 +175,18 @@ export function explainIpFailure(args: readonly string[], netns: string | undefi
  * Failures become HostErrors with a sentence from explainIpFailure.
  */
 export async function ip(args: readonly string[], netns?: string, opts: RunOptions = {}): Promise<string> {
-  if (netns !== undefined) validateNetnsName(netns);
-  const full = netns === undefined ? [...args] : ['-n', netns, ...args];
-  const raw = await execRaw('ip', full, opts);
+  if (netns !== undefined) validateNetnsRef(netns);
+  // ip -n takes only names under /run/netns; a namespace known by path (CNI_NETNS, a docker sandbox) is entered with nsenter.
+  const [file, full] =
+    netns === undefined ? ['ip', [...args]] : isNetnsPath(netns) ? ['nsenter', [`--net=${netns}`, 'ip', ...args]] : ['ip', ['-n', netns, ...args]];
+  const raw = await execRaw(file, full, opts);
   if (raw.ok) return raw.stdout;
-  const command = formatCommand('ip', full);
+  const command = formatCommand(file, full);
   const stderr = raw.stderr.trim();
-  const explained = notStartedMessage('ip', raw, command) === undefined ? explainIpFailure(args, netns, stderr) : undefined;
+  const explained = notStartedMessage(file, raw, command) === undefined ? explainIpFailure(args, netns, stderr) : undefined;
   const message =
     explained ??
-    notStartedMessage('ip', raw, command) ??
+    notStartedMessage(file, raw, command) ??
     `"${command}" failed${stderr ? `: ${firstLine(stderr)}` : ` with exit code ${String(raw.code)}`}; run it by hand to see the details.`;
   throw new HostError(message, { command, stderr, system: explained === undefined });
 }

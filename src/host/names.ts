@@ -17,6 +17,25 @@ export function validateNetnsName(name: string): void {
   }
 }
 
+/** How a namespace is named to vsw: a name under /run/netns, or the absolute path of any nsfs file (CNI_NETNS, docker's sandbox key). */
+export function isNetnsPath(ref: string): boolean {
+  return ref.startsWith('/');
+}
+
+const NETNS_PATH_MAX = 4095;
+
+/** A name (validateNetnsName) or an absolute path without '..' segments, whitespace or control characters. */
+export function validateNetnsRef(ref: string): void {
+  if (typeof ref !== 'string' || !isNetnsPath(ref)) {
+    validateNetnsName(ref);
+    return;
+  }
+  // The path is handed to setns() and to nsenter(1) as one argument: nothing in it may be read as something else.
+  if (ref.length > NETNS_PATH_MAX || /[\s\0-\x1f]/u.test(ref) || ref.split('/').includes('..')) {
+    throw new HostError(`network namespace path ${JSON.stringify(ref)} is invalid: give an absolute path without '..', whitespace or control characters, such as /run/netns/NAME or /proc/PID/ns/net.`);
+  }
+}
+
 export function validateIfName(name: string): void {
   if (typeof name !== 'string' || name.length === 0) {
     throw new HostError('interface name is empty: give a name of 1 to 15 bytes, such as eth0.');

@@ -2,9 +2,9 @@ import { access, readdir, stat } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { HostError } from './errors.js';
 import { ip } from './exec.js';
-import { validateNetnsName } from './names.js';
+import { isNetnsPath, validateNetnsName, validateNetnsRef } from './names.js';
 
-export { validateNetnsName } from './names.js';
+export { isNetnsPath, validateNetnsName, validateNetnsRef } from './names.js';
 
 const NETNS_DIR = '/run/netns';
 
@@ -14,9 +14,27 @@ const TERM_GRACE_MS = 1000;
 const KILL_WAIT_MS = 2000;
 const POLL_MS = 50;
 
-export function netnsPath(name: string): string {
-  validateNetnsName(name);
-  return `${NETNS_DIR}/${name}`;
+/** The file of a namespace named by name (under /run/netns) or by path. */
+export function netnsPath(ref: string): string {
+  validateNetnsRef(ref);
+  return isNetnsPath(ref) ? ref : `${NETNS_DIR}/${ref}`;
+}
+
+/**
+ * The shortest reference to a namespace: a path into /run/netns (podman's and
+ * containerd's CNI_NETNS) becomes the name `ip netns` knows it by.
+ */
+export function canonicalNetns(ref: string): string {
+  const m = /^(?:\/var)?\/run\/netns\/([^/]+)$/.exec(ref);
+  if (m) {
+    try {
+      validateNetnsName(m[1]);
+      return m[1];
+    } catch {
+      return ref;
+    }
+  }
+  return ref;
 }
 
 export async function netnsExists(name: string): Promise<boolean> {

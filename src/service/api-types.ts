@@ -12,6 +12,8 @@ export const API_PREFIX = '/v1';
 export const DEFAULT_SOCKET_PATH = '/run/vsw/vsw.sock';
 /** Where the daemon keeps its desired state (state.json), the connections it hands to its successor, and its lock. */
 export const DEFAULT_STATE_DIR = '/var/lib/vsw';
+/** `vsw daemon --docker` with no socket: where dockerd looks for the network driver named vsw. */
+export const DEFAULT_DOCKER_SOCKET = '/run/docker/plugins/vsw.sock';
 /** `vsw daemon --metrics` with no address: Prometheus metrics on loopback only. */
 export const DEFAULT_METRICS_ADDRESS = '127.0.0.1:9483';
 
@@ -38,6 +40,8 @@ export interface Network {
   created: string;
   /** Ids of the endpoints attached to the network. */
   endpoints?: string[];
+  /** Who made it, when not a person: "docker:NETWORKID" for a network created through the docker driver. */
+  owner?: string;
   /** nat networks: the external side. */
   nat?: NatInfo;
   /** overlay networks: the tunnel. */
@@ -103,6 +107,8 @@ export interface CreateNetworkRequest {
   mtu?: number;
   /** overlay: the part of the subnet this host hands out, as CIDR or FIRST-LAST; default a share by the VTEP's place among all VTEPs. */
   ipRange?: string;
+  /** Who asks (a runtime's driver), e.g. "docker:NETWORKID"; unique among networks. */
+  owner?: string;
 }
 
 /** A remote endpoint behind a peer VTEP, pushed by an operator or a controller: POST /v1/networks/NAME/remotes. */
@@ -143,6 +149,7 @@ export interface PortMapping {
   protocol: 'tcp' | 'udp';
   /** Host address the host-side listener binds; default 0.0.0.0 (all). */
   hostIp?: string;
+  /** 0 in a request: vsw picks a free port from the host's ephemeral range (ip_local_port_range); the answer carries the one chosen. */
   hostPort: number;
   containerPort: number;
 }
@@ -153,7 +160,7 @@ export interface Endpoint {
   name: string;
   /** Network name. */
   network: string;
-  /** Network namespace name (under /run/netns). */
+  /** Network namespace: a name under /run/netns, or the path of one (CNI_NETNS, a docker sandbox). */
   netns: string;
   ifname: string;
   mac: string;
@@ -165,6 +172,13 @@ export interface Endpoint {
   ownedCompartment: boolean;
   /** Published ports (nat networks). */
   publish?: PortMapping[];
+  /** Who made it, when a runtime did: "cni:CONTAINERID/IFNAME" or "docker:ENDPOINTID"; unique, so a runtime's repeated request finds it. */
+  owner?: string;
+  /**
+   * True while the TAP waits in the daemon's namespace for its runtime (docker) to move it into the
+   * container and configure it there: vsw sets only its MAC and MTU.
+   */
+  unplaced?: boolean;
   /** Whether the switch is moving its frames ('down': its TAP vanished or read() failed; vsw keeps trying to bring it back). Not saved: it is what the daemon sees now. */
   state?: 'up' | 'down';
   /** Why it is down, one sentence. */
@@ -183,6 +197,16 @@ export interface CreateEndpointRequest {
   spoofGuard?: boolean;
   /** Ports to publish on the network's external address and the host (nat networks only). */
   publish?: PortMapping[];
+  /**
+   * A runtime's key for the endpoint (see Endpoint.owner). A second request with the same owner,
+   * network and namespace gets the endpoint made by the first (200 instead of 201).
+   */
+  owner?: string;
+  /**
+   * Default true. false: vsw makes the TAP with its MAC (and MTU) but no address, route or link up:
+   * the runtime moves it into its container and configures it there (docker).
+   */
+  configure?: boolean;
 }
 
 /** GET /v1/nat[?network=N]: one entry per nat network. */

@@ -50,6 +50,7 @@ import {
   describeViolation,
   endpointByIdSchema,
   listEndpointsSchema,
+  listEndpointsByOwnerSchema,
   networkByNameSchema,
   listNatSchema,
   addRemoteSchema,
@@ -106,14 +107,16 @@ function registerRoutes(app: FastifyInstance, service: NetworkService, version: 
     return reply.code(204).send();
   });
 
-  app.get<{ Querystring: { network?: string } }>(`${p}/endpoints`, route(listEndpointsSchema), async (request) => {
-    const { network } = request.query;
+  app.get<{ Querystring: { network?: string; owner?: string } }>(`${p}/endpoints`, route(listEndpointsByOwnerSchema), async (request) => {
+    const { network, owner } = request.query;
     if (network !== undefined) service.state.requireNetwork(network);
-    return service.state.listEndpoints(network);
+    const list = service.state.listEndpoints(network);
+    return owner === undefined ? list : list.filter((e) => e.owner === owner);
   });
-  app.post<{ Body: CreateEndpointRequest }>(`${p}/endpoints`, route(createEndpointSchema), async (request, reply) =>
-    reply.code(201).send(await service.createEndpoint(request.body)),
-  );
+  app.post<{ Body: CreateEndpointRequest }>(`${p}/endpoints`, route(createEndpointSchema), async (request, reply) => {
+    const { endpoint, created } = await service.createEndpoint(request.body);
+    return reply.code(created ? 201 : 200).send(endpoint);
+  });
   app.get<{ Params: { id: string } }>(`${p}/endpoints/:id`, route(endpointByIdSchema), async (request) =>
     service.state.endpointView(service.state.requireEndpoint(request.params.id)),
   );

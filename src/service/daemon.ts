@@ -16,6 +16,7 @@ import { requireNetAdmin } from '../host/index.js';
 import { DataPlane } from '../switch/dataplane.js';
 import { CT_EXPORT_WORDS } from '../vfp/conntrack.js';
 import type { DataPlaneVfpOptions } from '../switch/messages.js';
+import { DockerDriver } from '../docker/driver.js';
 import { buildApi } from './api.js';
 import { PortHealth } from './health.js';
 import { Metrics, type MetricsAddress } from './metrics.js';
@@ -36,6 +37,8 @@ export interface DaemonOptions {
   dataPlane?: DataPlaneVfpOptions;
   /** Serve Prometheus metrics here. */
   metrics?: MetricsAddress;
+  /** Serve the docker network driver API on this socket (vsw daemon --docker). */
+  docker?: string;
   /** Called when the data plane dies under the daemon; the default stops the daemon. */
   onFatal?: (err: Error, daemon: Daemon) => void;
 }
@@ -51,6 +54,7 @@ interface Parts {
   health?: PortHealth;
   metrics?: Metrics;
   socketPath?: string;
+  docker?: { driver: DockerDriver; socketPath: string };
 }
 
 export class Daemon {
@@ -60,7 +64,7 @@ export class Daemon {
     readonly socketPath: string,
     readonly version: string,
     readonly service: NetworkService,
-    private readonly parts: Required<Omit<Parts, 'metrics'>> & Pick<Parts, 'metrics'>,
+    private readonly parts: Required<Omit<Parts, 'metrics' | 'docker'>> & Pick<Parts, 'metrics' | 'docker'>,
     private readonly logger: Logger,
   ) {}
 
@@ -101,6 +105,11 @@ export class Daemon {
       await server.listen({ path: socketPath });
       parts.socketPath = socketPath;
       await chmod(socketPath, SOCKET_MODE);
+      if (opts.docker) {
+        const driver = new DockerDriver(service, logger.child({ component: 'docker' }), version);
+        await driver.listen(opts.docker);
+        parts.docker = { driver, socketPath: opts.docker };
+      }
       parts.health.start();
       logger.info({ socket: socketPath, version, stateDir: opts.stateDir, endpoints: service.state.endpoints.size, ms: Math.round(performance.now() - started) }, 'listening');
       return daemon;
@@ -117,8 +126,9 @@ export class Daemon {
   }
 
   private async teardown(): Promise<void> {
-    const { server, health, metrics, dataPlane, service, store } = this.parts;
+    const { server, health, metrics, dataPlane, service, store, docker } = this.parts;
     this.logger.info('stopping');
+    if (docker) await this.step('close the docker driver', () => docker.driver.close(docker.socketPath));
     await this.step('close the API server', () => server.close());
     await this.step('stop the health check', () => health.stop());
     if (metrics) await this.step('close the metrics server', () => metrics.close());
@@ -172,6 +182,7 @@ async function abandon(parts: Parts, logger: Logger): Promise<void> {
       logger.error({ err }, `could not ${what}`);
     }
   };
+  if (parts.docker) await quietly('close the docker driver', () => parts.docker!.driver.close(parts.docker!.socketPath));
   if (parts.health) await quietly('stop the health check', () => parts.health!.stop());
   if (parts.metrics) await quietly('close the metrics server', () => parts.metrics!.close());
   if (parts.server) await quietly('close the API server', () => parts.server!.close());

@@ -9,8 +9,9 @@ import type { Endpoint } from './api-types.js';
 import type { EndpointRecord, NetworkRecord } from './state.js';
 
 /** The container's interface: MAC, address, default route via the gateway, and the overlay's MTU. */
-export function endpointInterface(endpoint: Pick<Endpoint, 'netns' | 'ifname' | 'mac' | 'ip' | 'prefixLength'>, net: NetworkRecord): InterfaceConfig {
+export function endpointInterface(endpoint: Pick<Endpoint, 'netns' | 'ifname' | 'mac' | 'ip' | 'prefixLength' | 'unplaced'>, net: NetworkRecord): InterfaceConfig & { unplaced?: boolean } {
   return {
+    ...(endpoint.unplaced ? { unplaced: true } : {}),
     netns: endpoint.netns,
     ifname: endpoint.ifname,
     mac: endpoint.mac,

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 /**
  * The control-plane half of nat networks: choosing the external addresses,
  * the host TAP and the host changes it needs (src/host/nat.ts), the ports
@@ -15,7 +16,7 @@ import { closeFd } from '../native/index.js';
 import type { NatGatewaySpec, NatPublishSpec } from '../nat/gateway.js';
 import { PortProxy, ProxyError } from '../nat/proxy.js';
 import { DEFAULT_NAT_PORTS, DEFAULT_TRANSIT_POOL, type CreateNetworkRequest, type NatInfo, type NatNetworkState, type PortMapping } from './api-types.js';
-import { badRequest, conflict } from './errors.js';
+import { ApiError, badRequest, conflict } from './errors.js';
 import { intToIp, ipToInt, macForIp, parseSubnet, subnetContains, subnetsOverlap, type Ipam, type Subnet } from './ipam.js';
 import type { Rollback } from './rollback.js';
 import type { DataPlaneHandle } from './service.js';
@@ -300,19 +301,19 @@ export class NatService {
     if (!net.nat) throw badRequest(`network ${net.network.name} is not a nat network (its driver is ${net.network.driver}): publish ports (-p) on a nat network.`);
     const out: PortMapping[] = [];
     for (const m of list) {
-      for (const [what, port] of [['host port', m.hostPort], ['container port', m.containerPort]] as const) {
-        if (!Number.isInteger(port) || port < 1 || port > 65535) throw badRequest(`${what} ${port} is out of range: ports are 1 to 65535.`);
-      }
+      // Host port 0: vsw picks one when it starts the listener (startProxies).
+      if (!Number.isInteger(m.hostPort) || m.hostPort < 0 || m.hostPort > 65535) throw badRequest(`host port ${m.hostPort} is out of range: ports are 1 to 65535, or 0 for one vsw picks.`);
+      if (!Number.isInteger(m.containerPort) || m.containerPort < 1 || m.containerPort > 65535) throw badRequest(`container port ${m.containerPort} is out of range: ports are 1 to 65535.`);
       const hostIp = m.hostIp ?? '0.0.0.0';
       if (!ipaddr.IPv4.isValidFourPartDecimal(hostIp)) throw badRequest(`host address ${hostIp} is not an IPv4 address: write it like 127.0.0.1, or leave it out to listen on all.`);
       const mapping: PortMapping = { protocol: m.protocol, hostIp, hostPort: m.hostPort, containerPort: m.containerPort };
-      const twin = out.find((o) => clashes(o, mapping));
-      if (twin) throw badRequest(`host port ${m.hostPort}/${m.protocol} is published twice in this request: give each mapping its own host port.`);
-      for (const record of this.state.endpoints.values()) {
-        const holder = record.endpoint.publish?.find((o) => clashes(o, mapping));
+      if (mapping.hostPort !== 0) {
+        const twin = out.find((o) => clashes(o, mapping));
+        if (twin) throw badRequest(`host port ${m.hostPort}/${m.protocol} is published twice in this request: give each mapping its own host port.`);
+        const holder = this.publishedClash(mapping);
         if (holder) {
           throw conflict(
-            `host port ${m.hostPort}/${m.protocol} is already published by endpoint ${record.endpoint.name} on network ${record.endpoint.network}: pick another host port or remove that endpoint.`,
+            `host port ${m.hostPort}/${m.protocol} is already published by endpoint ${holder.endpoint.name} on network ${holder.endpoint.network}: pick another host port or remove that endpoint.`,
           );
         }
       }
@@ -321,22 +322,59 @@ export class NatService {
     return out;
   }
 
-  /** Starts the host-side listeners of an endpoint's mappings; each is stopped by the rollback. */
+  /** The endpoint that publishes a host port clashing with `mapping`, if any. */
+  private publishedClash(mapping: PortMapping): EndpointRecord | undefined {
+    for (const record of this.state.endpoints.values()) if (record.endpoint.publish?.some((o) => clashes(o, mapping))) return record;
+    return undefined;
+  }
+
+  /**
+   * Starts the host-side listeners of an endpoint's mappings; each is stopped by the rollback. A mapping
+   * with host port 0 gets a free one from the host's ephemeral range, written into the mapping.
+   */
   async startProxies(net: NetworkRecord, mappings: PortMapping[], rollback: Rollback): Promise<PortProxy[]> {
     const proxies: PortProxy[] = [];
     for (const m of mappings) {
-      const spec = { protocol: m.protocol, hostIp: m.hostIp ?? '0.0.0.0', hostPort: m.hostPort, targetIp: net.nat!.info.externalIp, targetPort: m.hostPort };
-      let proxy: PortProxy;
-      try {
-        proxy = await PortProxy.start(spec, this.logger.child({ component: 'proxy', network: net.network.name }));
-      } catch (err) {
-        if (err instanceof ProxyError) throw err.code === 'EADDRINUSE' ? conflict(err.message) : err.code === 'EPROXY' ? err : badRequest(err.message);
-        throw err;
-      }
-      rollback.add(`stop the listener on ${spec.hostIp}:${spec.hostPort}/${spec.protocol}`, () => proxy.stop());
+      const proxy = m.hostPort === 0 ? await this.startDynamicProxy(net, m, mappings) : await this.startProxy(net, m);
+      rollback.add(`stop the listener on ${proxy.spec.hostIp}:${proxy.spec.hostPort}/${proxy.spec.protocol}`, () => proxy.stop());
       proxies.push(proxy);
     }
     return proxies;
+  }
+
+  private async startProxy(net: NetworkRecord, m: PortMapping): Promise<PortProxy> {
+    const spec = { protocol: m.protocol, hostIp: m.hostIp ?? '0.0.0.0', hostPort: m.hostPort, targetIp: net.nat!.info.externalIp, targetPort: m.hostPort };
+    try {
+      return await PortProxy.start(spec, this.logger.child({ component: 'proxy', network: net.network.name }));
+    } catch (err) {
+      if (err instanceof ProxyError) throw err.code === 'EADDRINUSE' ? conflict(err.message) : err.code === 'EPROXY' ? err : badRequest(err.message);
+      throw err;
+    }
+  }
+
+  /**
+   * Tries the ephemeral range from a random place on: a port that no endpoint publishes, that no
+   * other mapping of this request took, and that the host lets vsw listen on.
+   */
+  private async startDynamicProxy(net: NetworkRecord, m: PortMapping, siblings: PortMapping[]): Promise<PortProxy> {
+    const [first, last] = ephemeralRange();
+    const size = last - first + 1;
+    const start = Math.floor(Math.random() * size);
+    let tries = 0;
+    for (let i = 0; i < size && tries < DYNAMIC_PORT_TRIES; i++) {
+      const candidate: PortMapping = { ...m, hostPort: first + ((start + i) % size) };
+      if (siblings.some((o) => o !== m && clashes(o, candidate)) || this.publishedClash(candidate)) continue;
+      tries++;
+      try {
+        const proxy = await this.startProxy(net, candidate);
+        m.hostPort = candidate.hostPort;
+        return proxy;
+      } catch (err) {
+        if (err instanceof ApiError && err.statusCode === 409) continue;
+        throw err;
+      }
+    }
+    throw conflict(`no free host port for ${m.containerPort}/${m.protocol} in the ephemeral range ${first}-${last} after ${tries} tries: name a host port (-p HOSTPORT:${m.containerPort}) or free some.`);
   }
 
   /** Tells the gateway what the network publishes now (after an endpoint came or went). */
@@ -382,6 +420,21 @@ export class NatService {
       };
     });
   }
+}
+
+/** Listen attempts on taken ports before a dynamic mapping gives up. */
+const DYNAMIC_PORT_TRIES = 64;
+const EPHEMERAL_RANGE_FILE = '/proc/sys/net/ipv4/ip_local_port_range';
+
+/** The host's ephemeral port range (net.ipv4.ip_local_port_range), where dynamic host ports come from. */
+function ephemeralRange(): [number, number] {
+  try {
+    const [first, last] = readFileSync(EPHEMERAL_RANGE_FILE, 'utf8').trim().split(/\s+/).map(Number);
+    if (Number.isInteger(first) && Number.isInteger(last) && first >= 1 && first <= last && last <= 65535) return [first, last];
+  } catch {
+    // Not Linux, or /proc not mounted: the kernel's default range.
+  }
+  return [32768, 60999];
 }
 
 function clashes(a: PortMapping, b: PortMapping): boolean {

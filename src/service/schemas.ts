@@ -51,6 +51,7 @@ export const createNetworkSchema: RouteSchema = {
         vxlanPort: { type: 'integer' },
         mtu: { type: 'integer' },
         ipRange: str(64),
+        owner: str(255),
       },
       ['name', 'driver', 'subnet'],
     ),
@@ -69,6 +70,7 @@ export const createNetworkSchema: RouteSchema = {
     'body.vxlanPort': { what: 'a UDP port number', hint: 'pass --vxlan-port PORT or leave it out for 4789' },
     'body.mtu': { what: 'a whole number of bytes', hint: 'pass --mtu N or leave it out' },
     'body.ipRange': { what: 'a subnet or FIRST-LAST range string inside the subnet', hint: 'pass --ip-range CIDR or leave it out' },
+    'body.owner': { what: 'a string of 1 to 255 characters', hint: 'leave it out (runtime drivers set it)' },
   },
 };
 
@@ -103,12 +105,14 @@ export const createEndpointSchema: RouteSchema = {
     body: object(
       {
         network: str(64, RESOURCE_NAME_PATTERN),
-        netns: str(255),
+        netns: str(4095),
         ip: str(64),
         mac: str(32),
         ifname: str(64),
         name: str(64, RESOURCE_NAME_PATTERN),
         spoofGuard: { type: 'boolean' },
+        owner: str(255),
+        configure: { type: 'boolean' },
         publish: {
           type: 'array',
           maxItems: 256,
@@ -128,13 +132,15 @@ export const createEndpointSchema: RouteSchema = {
   },
   fields: {
     'body.network': { what: `a network name of ${RESOURCE_NAME_RULE}`, hint: 'pass --network NAME' },
-    'body.netns': { what: 'a network namespace name', hint: 'pass --netns NAME (see `ip netns list`)' },
+    'body.netns': { what: 'a network namespace name or path', hint: 'pass --netns NAME (see `ip netns list`) or an absolute path such as /proc/PID/ns/net' },
     'body.ip': { what: 'an IP address string such as 10.88.0.5', hint: 'pass --ip ADDRESS or leave it out' },
     'body.mac': { what: 'a MAC address string such as 02:00:0a:58:00:05', hint: 'pass --mac MAC or leave it out' },
     'body.ifname': { what: 'an interface name of 1 to 15 bytes', hint: 'pass --ifname NAME or leave it out' },
     'body.name': { what: `a string of ${RESOURCE_NAME_RULE}`, hint: 'pass --name NAME or leave it out' },
     'body.spoofGuard': { what: 'true or false', hint: 'pass --no-spoof-guard or leave it out' },
     'body.publish': { what: 'a list of {protocol, hostPort, containerPort, hostIp?}', hint: 'pass -p HOSTPORT:CONTAINERPORT[/tcp|udp]' },
+    'body.owner': { what: 'a string of 1 to 255 characters', hint: 'leave it out (runtime plugins set it)' },
+    'body.configure': { what: 'true or false', hint: 'leave it out' },
   },
 };
 
@@ -163,6 +169,14 @@ export const endpointByIdSchema: RouteSchema = {
 export const listEndpointsSchema: RouteSchema = {
   schema: { querystring: object({ network: str(64) }) },
   fields: { 'querystring.network': { what: 'a network name', hint: 'pass --network NAME or leave it out' } },
+};
+
+export const listEndpointsByOwnerSchema: RouteSchema = {
+  schema: { querystring: object({ network: str(64), owner: str(255) }) },
+  fields: {
+    'querystring.network': { what: 'a network name', hint: 'pass --network NAME or leave it out' },
+    'querystring.owner': { what: 'an owner key such as cni:CONTAINERID/eth0', hint: 'leave it out' },
+  },
 };
 
 export const listNatSchema: RouteSchema = {

@@ -18,6 +18,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import {
+  canonicalNetns,
   configureInterface,
   createNetns,
   deleteNetns,
@@ -25,9 +26,12 @@ import {
   netnsExists,
   netnsMounted,
   netnsPath,
+  isNetnsPath,
   pickFreeIfName,
+  prepareInterface,
   validateIfName,
   validateNetnsName,
+  validateNetnsRef,
 } from '../host/index.js';
 import { closeFd, tapSetPersist } from '../native/index.js';
 import type { DataPlane } from '../switch/dataplane.js';
@@ -180,8 +184,34 @@ export class NetworkService {
     });
   }
 
-  createEndpoint(req: CreateEndpointRequest): Promise<Endpoint> {
+  /** `created` false: the request named the owner of an endpoint that exists, which is the answer (a runtime's retry). */
+  createEndpoint(req: CreateEndpointRequest): Promise<{ endpoint: Endpoint; created: boolean }> {
     return this.mutex.run(() => this.addEndpoint(req));
+  }
+
+  /**
+   * The runtime moved an endpoint's TAP (docker: into its container at Join,
+   * back to the daemon's namespace at Leave): vsw follows it there, so health
+   * checks, repairs and restarts look for it where it is.
+   */
+  relocateEndpoint(id: string, to: { netns: string; ifname: string; unplaced: boolean }): Promise<Endpoint> {
+    return this.mutex.run(async () => {
+      const record = this.state.requireEndpoint(id);
+      const before = { netns: record.endpoint.netns, ifname: record.endpoint.ifname, unplaced: record.endpoint.unplaced };
+      record.endpoint.netns = canonicalNetns(to.netns);
+      record.endpoint.ifname = to.ifname;
+      if (to.unplaced) record.endpoint.unplaced = true;
+      else delete record.endpoint.unplaced;
+      try {
+        await this.commit();
+      } catch (err) {
+        Object.assign(record.endpoint, before);
+        if (before.unplaced === undefined) delete record.endpoint.unplaced;
+        throw err;
+      }
+      this.logger.info({ endpoint: id, endpointName: record.endpoint.name, netns: record.endpoint.netns, ifname: to.ifname }, 'endpoint moved by its runtime');
+      return this.state.endpointView(record);
+    });
   }
 
   deleteEndpoint(idOrName: string): Promise<void> {
@@ -340,6 +370,10 @@ export class NetworkService {
   // --- networks ---
 
   private async addNetwork(req: CreateNetworkRequest): Promise<Network> {
+    if (req.owner !== undefined) {
+      const holder = [...this.state.networks.values()].find((r) => r.network.owner === req.owner);
+      if (holder) throw conflict(`network ${holder.network.name} already belongs to ${req.owner}: remove it first.`);
+    }
     if (!IMPLEMENTED_DRIVERS.includes(req.driver)) {
       throw badRequest(`driver ${req.driver} is not implemented yet: this version supports ${IMPLEMENTED_DRIVERS.join(', ')}.`);
     }
@@ -369,7 +403,7 @@ export class NetworkService {
       const tunnel = plan ? await this.overlay.attach(plan, rollback) : undefined;
       await this.dataPlane.addNetwork(id, req.name, prepared?.spec, tunnel?.spec);
       rollback.add(`remove network ${req.name} from the data plane`, () => this.dataPlane.removeNetwork(id));
-      const network: Network = { name: req.name, id, driver: req.driver, subnet: ipam.cidr, gateway, created: now() };
+      const network: Network = { name: req.name, id, driver: req.driver, subnet: ipam.cidr, gateway, created: now(), ...(req.owner === undefined ? {} : { owner: req.owner }) };
       const record: NetworkRecord = { network, ipam, nat: prepared?.nat };
       if (plan && tunnel) record.overlay = { info: plan.info, tunnelPortId: tunnel.tunnelPortId, uplinkKey: tunnel.uplinkKey, uplinkId: tunnel.uplinkId, remotes: new Map() };
       if (record.nat) await this.nat.attachHostPort(record, rollback);
@@ -413,13 +447,21 @@ export class NetworkService {
 
   // --- endpoints ---
 
-  private async addEndpoint(req: CreateEndpointRequest): Promise<Endpoint> {
-    const net = this.state.requireNetwork(req.network);
+  private async addEndpoint(request: CreateEndpointRequest): Promise<{ endpoint: Endpoint; created: boolean }> {
+    const net = this.state.requireNetwork(request.network);
+    const req = { ...request, netns: canonicalNetns(request.netns) };
     await this.requireNetns(req.netns);
+    if (req.owner !== undefined) {
+      const same = [...this.state.endpoints.values()].find((r) => r.endpoint.owner === req.owner);
+      if (same && same.endpoint.network === net.network.name && same.endpoint.netns === req.netns) return { endpoint: this.state.endpointView(same), created: false };
+      if (same) {
+        throw conflict(`${req.owner} already has endpoint ${describe(same)} on network ${same.endpoint.network} in network namespace ${same.endpoint.netns}: remove it first.`);
+      }
+    }
     if (req.name !== undefined) this.checkEndpointNameFree(req.name);
     const rollback = new Rollback(this.logger);
     try {
-      return await this.attach(req, net, rollback);
+      return { endpoint: await this.attach(req, net, rollback), created: true };
     } catch (err) {
       await rollback.run();
       throw err;
@@ -437,7 +479,9 @@ export class NetworkService {
     const fd = openTap(ifname, netnsPath(req.netns), true);
     rollback.add(`close the TAP ${req.netns}/${ifname}`, () => closeFd(fd));
     const prefixLength = net.ipam.subnet.prefix;
-    await configureInterface(endpointInterface({ netns: req.netns, ifname, mac, ip, prefixLength }, net));
+    const unplaced = req.configure === false;
+    const config = endpointInterface({ netns: req.netns, ifname, mac, ip, prefixLength, unplaced }, net);
+    await (unplaced ? prepareInterface(config) : configureInterface(config));
     const portId = this.state.portIds.allocate();
     rollback.add(`release port id ${portId}`, () => this.state.portIds.release(portId));
     const policy = defaultPortPolicy(mac, ip);
@@ -455,6 +499,8 @@ export class NetworkService {
       portId,
       created: now(),
       ownedCompartment: this.state.compartments.has(req.netns),
+      ...(req.owner === undefined ? {} : { owner: req.owner }),
+      ...(unplaced ? { unplaced: true } : {}),
     };
     if (net.nat) endpoint.publish = publish;
     await this.dataPlane.addPort(endpointPort({ endpoint, fd, policy }, net));
@@ -472,10 +518,10 @@ export class NetworkService {
   }
 
   private async requireNetns(netns: string): Promise<void> {
-    validateNetnsName(netns);
-    if (!(await netnsMounted(netns))) {
-      throw badRequest(`network namespace ${netns} does not exist: create it with \`ip netns add ${netns}\` or use \`vsw run\`.`);
-    }
+    validateNetnsRef(netns);
+    if (await netnsMounted(netns)) return;
+    if (isNetnsPath(netns)) throw badRequest(`network namespace ${netns} does not exist (the path is not a network namespace): check the path the runtime passed, or that its container is still running.`);
+    throw badRequest(`network namespace ${netns} does not exist: create it with \`ip netns add ${netns}\` or use \`vsw run\`.`);
   }
 
   private checkEndpointNameFree(name: string): void {
@@ -530,7 +576,10 @@ export class NetworkService {
   }
 
   private defaultEndpointName(netns: string, ifname: string, id: string): string {
-    const name = `${netns}-${ifname}`;
+    // A namespace known by path is named by its file: /proc/123/ns/net would make a poor name.
+    const base = isNetnsPath(netns) ? netns.split('/').filter((p) => p !== '' && p !== 'ns' && p !== 'net').pop() ?? 'ns' : netns;
+    const name = `${base}-${ifname}`.replace(/[^A-Za-z0-9_.-]/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 64);
+    if (name === '') return id;
     return this.state.endpointNamed(name) ? id : name;
   }
 

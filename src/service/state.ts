@@ -141,7 +141,7 @@ export class State {
       generation: this.generation + 1,
       written: new Date().toISOString(),
       networks: [...this.networks.values()].map(({ network, ipam, nat, overlay }) => ({
-        network: { name: network.name, id: network.id, driver: network.driver, subnet: network.subnet, gateway: network.gateway, created: network.created },
+        network: { name: network.name, id: network.id, driver: network.driver, subnet: network.subnet, gateway: network.gateway, created: network.created, ...(network.owner === undefined ? {} : { owner: network.owner }) },
         ipam: {
           ...(ipam.gateway === undefined ? {} : { gateway: ipam.gateway }),
           ...(ipam.rangeBounds === undefined ? {} : { range: ipam.rangeBounds }),

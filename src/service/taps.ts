@@ -6,9 +6,17 @@
  * next daemon re-attaches to it by name. Until then it is not persistent, so
  * a crash between creating it and saving it cannot strand it.
  */
-import { configureInterface, netnsMounted, netnsPath, type InterfaceConfig } from '../host/index.js';
+import { configureInterface, netnsMounted, netnsPath, prepareInterface, type InterfaceConfig } from '../host/index.js';
 import { closeFd, tapLinkInfo, tapOpen, tapSetPersist, type LinkInfo } from '../native/index.js';
 import { conflict } from './errors.js';
+
+/** What a TAP should look like; `up` false: its link state is not vsw's to set (a runtime brings it up). */
+export interface TapWant {
+  mac: string;
+  ip?: string;
+  mtu?: number;
+  up?: boolean;
+}
 
 export interface AttachedTap {
   fd: number;
@@ -17,10 +25,10 @@ export interface AttachedTap {
 }
 
 /** Where the interface in its namespace differs from what is saved (empty when it matches). */
-function driftOf(link: LinkInfo, want: { mac: string; ip?: string; mtu?: number }): string[] {
+function driftOf(link: LinkInfo, want: TapWant): string[] {
   const drift: string[] = [];
   if (link.mac !== want.mac) drift.push(`MAC ${link.mac} instead of ${want.mac}`);
-  if (!link.up) drift.push('down');
+  if (!link.up && want.up !== false) drift.push('down');
   if (want.ip !== undefined && link.ipv4 !== want.ip) drift.push(`address ${link.ipv4 ?? 'none'} instead of ${want.ip}`);
   if (want.mtu !== undefined && link.mtu !== want.mtu) drift.push(`MTU ${link.mtu} instead of ${want.mtu}`);
   return drift;
@@ -35,7 +43,7 @@ function driftOf(link: LinkInfo, want: { mac: string; ip?: string; mtu?: number 
 export async function attachTap(
   ifname: string,
   ns: string | undefined,
-  want: { mac: string; ip?: string; mtu?: number },
+  want: TapWant,
   configure: (drift: string[] | null) => Promise<void>,
 ): Promise<AttachedTap> {
   const link = tapLinkInfo(ifname, ns);
@@ -57,7 +65,8 @@ export async function attachTap(
 }
 
 /** An endpoint's TAP, attached as attachTap does, in the endpoint's namespace. */
-export function attachEndpointTap(c: InterfaceConfig & { ip: string }): Promise<AttachedTap> {
+export function attachEndpointTap(c: InterfaceConfig & { ip: string; unplaced?: boolean }): Promise<AttachedTap> {
+  if (c.unplaced) return attachTap(c.ifname, netnsPath(c.netns), { mac: c.mac, mtu: c.mtu, up: false }, () => prepareInterface(c));
   // An address that is not the saved one goes: the interface is vsw's, and its address is the endpoint's.
   return attachTap(c.ifname, netnsPath(c.netns), c, (drift) => configureInterface({ ...c, flushAddresses: drift?.some((d) => d.startsWith('address')) ?? false }));
 }

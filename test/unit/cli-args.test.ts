@@ -215,7 +215,12 @@ test('parsePublish reads docker-style -p mappings', async (t) => {
   t.deepEqual(parsePublish('127.0.0.1:5353:53/udp'), { protocol: 'udp', hostIp: '127.0.0.1', hostPort: 5353, containerPort: 53 });
   t.is(formatPublish(parsePublish('127.0.0.1:5353:53/udp')), '127.0.0.1:5353->53/udp');
   t.is(formatPublish(parsePublish('8080:80/tcp')), '8080->80/tcp');
-  for (const bad of ['80', 'abc', '8080:80/sctp', ':80', '8080:', '1.2.3:80:80']) {
+  // No host port: the daemon picks one (0 in the request).
+  t.deepEqual(parsePublish('80'), { protocol: 'tcp', hostPort: 0, containerPort: 80 });
+  t.deepEqual(parsePublish(':80/udp'), { protocol: 'udp', hostPort: 0, containerPort: 80 });
+  t.deepEqual(parsePublish('127.0.0.1::80'), { protocol: 'tcp', hostIp: '127.0.0.1', hostPort: 0, containerPort: 80 });
+  t.throws(() => parsePublish('0:80'), { message: /^host port 0 in -p 0:80 is out of range: leave the host port out/ });
+  for (const bad of ['abc', '8080:80/sctp', '8080:', '1.2.3:80:80', '127.0.0.1:80', '1:2:3']) {
     t.throws(() => parsePublish(bad), { message: new RegExp(`^-p ${bad.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} is not a port mapping: write HOSTPORT:CONTAINERPORT`) }, bad);
   }
 });

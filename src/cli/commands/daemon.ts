@@ -7,13 +7,14 @@ import { constants } from 'node:os';
 import { Command, Option } from 'commander';
 import pino, { type Logger } from 'pino';
 import pretty from 'pino-pretty';
-import { DEFAULT_METRICS_ADDRESS, DEFAULT_STATE_DIR } from '../../service/api-types.js';
+import { DEFAULT_DOCKER_SOCKET, DEFAULT_METRICS_ADDRESS, DEFAULT_STATE_DIR } from '../../service/api-types.js';
 import { CliError } from '../errors.js';
 import { leafSocketOption, socketOf, stateDirOption } from './common.js';
 
 interface DaemonCommandOptions {
   stateDir: string;
   metrics?: string | true;
+  docker?: string | true;
   defaultNetwork?: boolean;
   defaultSubnet: string;
   logLevel: string;
@@ -31,6 +32,7 @@ export function daemonCommand(): Command {
     .addOption(leafSocketOption())
     .addOption(stateDirOption())
     .option('--metrics [address]', `serve Prometheus metrics at http://ADDRESS/metrics (PORT or HOST:PORT; alone: ${DEFAULT_METRICS_ADDRESS})`)
+    .option('--docker [socket]', `serve the docker network driver (docker network create -d vsw) on SOCKET (alone: ${DEFAULT_DOCKER_SOCKET})`)
     .option('--default-network', 'create the internal network "default" at start, unless the saved state has it')
     .option('--default-subnet <cidr>', 'subnet of the default network', '10.88.0.0/24')
     .addOption(new Option('--log-level <level>', 'least severe log level written').choices(LOG_LEVELS).default('info'))
@@ -49,6 +51,7 @@ export function daemonCommand(): Command {
         'Examples:',
         '  sudo -E vsw daemon --default-network --pretty',
         '  sudo -E vsw daemon --state-dir /tmp/vsw-test --socket /tmp/vsw-test.sock --metrics 127.0.0.1:9483',
+        '  sudo -E vsw daemon --docker          # then: docker network create -d vsw --subnet 10.240.0.0/24 mynet',
       ].join('\n'),
     )
     .action(async (opts: DaemonCommandOptions, command: Command) => {
@@ -71,6 +74,7 @@ async function runDaemon(socketPath: string, opts: DaemonCommandOptions): Promis
     socketPath,
     stateDir: opts.stateDir,
     metrics,
+    docker: opts.docker === undefined ? undefined : opts.docker === true ? DEFAULT_DOCKER_SOCKET : opts.docker,
     logger,
     defaultNetwork: opts.defaultNetwork ? { name: 'default', subnet: opts.defaultSubnet } : undefined,
     dataPlane: { maxFlows, maxConnectionsPerPort },

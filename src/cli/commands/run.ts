@@ -34,7 +34,7 @@ export function runCommand(): Command {
     .option('--ip <address>', 'address of the compartment, e.g. 10.88.0.5 (default: the next free one)')
     .option('--mac <mac>', 'MAC address of the compartment (default: derived from the IP)')
     .option('--no-spoof-guard', 'let the compartment send from any MAC and IP (default: only its own)')
-    .option('-p, --publish <mapping>', 'nat networks: publish a port, [IP:]HOSTPORT:CONTAINERPORT[/tcp|udp] (repeatable)', collectPublish)
+    .option('-p, --publish <mapping>', 'nat networks: publish a port, [IP:][HOSTPORT:]CONTAINERPORT[/tcp|udp]; without HOSTPORT vsw picks a free one (repeatable)', collectPublish)
     .addOption(leafSocketOption())
     .argument('<command...>', 'the command to run and its arguments')
     // Everything from the command on belongs to it: `vsw run --network n ping -c 1 x` needs no `--`.

@@ -1,0 +1,82 @@
+// What vsw needs from the machine, in one table: `npm run setup` installs it
+// (scripts/setup.mjs) and the preflight before the daemon and the tests checks
+// it (scripts/preflight.mjs). A probe is a command on PATH or an absolute path;
+// the package is Debian's.
+import { accessSync, constants, existsSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+
+const daemon = [
+  ['ip', 'iproute2'],
+  ['nsenter', 'util-linux'],
+  ['nft', 'nftables'],
+];
+const bench = [
+  ['iperf3', 'iperf3'],
+  ['ping', 'iputils-ping'],
+];
+const test = [
+  ...bench,
+  ['nc', 'netcat-openbsd'],
+  ['python3', 'python3'],
+  ['tcpdump', 'tcpdump'],
+  ['ethtool', 'ethtool'],
+  // tshark reads the overlay tests' captures; vagrant validates the Vagrantfile; prometheus scrapes the metrics.
+  ['tshark', 'tshark'],
+  ['vagrant', 'vagrant'],
+  ['prometheus', 'prometheus'],
+  // The runtimes the CNI plugin and the docker driver are tested with, and what their containers are made of.
+  ['podman', 'podman'],
+  ['runc', 'runc'],
+  ['containerd', 'containerd'],
+  ['dockerd', 'docker.io'],
+  ['/bin/busybox', 'busybox-static'],
+  ['/usr/lib/cni/loopback', 'containernetworking-plugins'],
+  // libcni itself drives the plugin in the conformance test, built with Debian's go from Debian's sources.
+  ['go', 'golang-go'],
+  ['/usr/share/gocode/src/github.com/containernetworking/cni/libcni/api.go', 'golang-github-appc-cni-dev'],
+];
+
+/** [probe, package] pairs per purpose: `daemon` runs it, `bench` measures it, `test` passes the tests. */
+export const REQUIREMENTS = { daemon, bench: [...daemon, ...bench], test: [...daemon, ...test] };
+
+const SYSTEM_DIRS = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'];
+
+export function present(probe) {
+  if (probe.startsWith('/')) return existsSync(probe);
+  // npm puts node_modules/.bin first on PATH, and a JavaScript "nft" lives there: system tools only.
+  for (const dir of [...SYSTEM_DIRS, ...(process.env.PATH ?? '').split(':').filter((d) => d && !d.includes('node_modules'))]) {
+    try {
+      accessSync(join(dir, probe), constants.X_OK);
+      return true;
+    } catch {}
+  }
+  return false;
+}
+
+function userHome(user) {
+  try {
+    return execFileSync('getent', ['passwd', user], { encoding: 'utf8' }).split(':')[5];
+  } catch {
+    return undefined;
+  }
+}
+
+/** cargo, also where PATH under `sudo -E` no longer looks (the invoking user's ~/.cargo/bin). */
+export function findCargo() {
+  const candidates = [process.env.CARGO];
+  for (const dir of (process.env.PATH ?? '').split(':')) if (dir) candidates.push(join(dir, 'cargo'));
+  if (process.env.CARGO_HOME) candidates.push(join(process.env.CARGO_HOME, 'bin', 'cargo'));
+  candidates.push(join(homedir(), '.cargo', 'bin', 'cargo'));
+  const sudoHome = process.env.SUDO_USER ? userHome(process.env.SUDO_USER) : undefined;
+  if (sudoHome) candidates.push(join(sudoHome, '.cargo', 'bin', 'cargo'));
+  candidates.push('/usr/local/cargo/bin/cargo', '/usr/bin/cargo');
+  for (const c of candidates) if (c && existsSync(c)) return { cargo: c, sudoHome };
+  return { cargo: undefined, sudoHome };
+}
+
+/** The [probe, package] pairs of `purpose` this machine lacks. */
+export function missing(purpose) {
+  return REQUIREMENTS[purpose].filter(([probe]) => !present(probe));
+}
