@@ -199,7 +199,11 @@ export class Plugin {
     const ip = config.runtimeConfig?.ips?.[0] ?? config.ip;
     if (ip !== undefined) request.ip = ip;
     const publish = portMappings(config);
-    if (publish.length > 0) request.publish = publish;
+    if (publish.length > 0) {
+      request.publish = publish;
+      // The runtime may hold the host port open itself (podman does): the kernel redirects it, as the portmap plugin would.
+      request.publishVia = 'dnat';
+    }
     const endpoint = await this.call(() => this.api.post<Endpoint>('/endpoints', request));
     if (config.policy) {
       const { layer = 'acl', name, ...group } = config.policy;

@@ -93,6 +93,50 @@ export async function installMasquerade(table: string, externalIp: string, via: 
   await nft([script]);
 }
 
+/** The nftables table of a nat network's ports published by the kernel (publishVia "dnat"). */
+export function publishedTableName(ifname: string): string {
+  return `vsw_pub_${ifname.replace(/[^A-Za-z0-9_]/g, '_')}`;
+}
+
+export interface KernelPublished {
+  protocol: 'tcp' | 'udp';
+  /** Only this host address; absent: every local address. */
+  hostIp?: string;
+  port: number;
+}
+
+/**
+ * Redirects host ports to the network's external address, where the gateway
+ * publishes them, as the CNI portmap plugin does: for runtimes that hold the
+ * host port open themselves so nobody else takes it (podman), a listener
+ * cannot be used. Replaces the table (one nft transaction). Connections from
+ * the host to 127.0.0.1 reach it too: the host TAP may route loopback
+ * sources (route_localnet), and they leave it masqueraded.
+ */
+export async function installPublished(table: string, hostIf: string, externalIp: string, ports: readonly KernelPublished[]): Promise<void> {
+  const rules: string[] = [];
+  for (const p of ports) {
+    const match = `${p.hostIp === undefined || p.hostIp === '0.0.0.0' ? 'fib daddr type local' : `ip daddr ${p.hostIp}`} ${p.protocol} dport ${p.port}`;
+    for (const chain of ['prerouting', 'output']) rules.push(`add rule ip ${table} ${chain} ${match} dnat to ${externalIp}:${p.port}`);
+  }
+  const script = [
+    `add table ip ${table}`,
+    `delete table ip ${table}`,
+    `add table ip ${table}`,
+    `add chain ip ${table} prerouting { type nat hook prerouting priority dstnat; policy accept; }`,
+    `add chain ip ${table} output { type nat hook output priority -100; policy accept; }`,
+    `add chain ip ${table} postrouting { type nat hook postrouting priority srcnat; policy accept; }`,
+    `add rule ip ${table} postrouting oifname ${JSON.stringify(hostIf)} ip saddr 127.0.0.0/8 masquerade`,
+    ...rules,
+  ].join('; ');
+  await nft([script]);
+  try {
+    await writeFile(`/proc/sys/net/ipv4/conf/${hostIf}/route_localnet`, '1');
+  } catch (err) {
+    throw new HostError(`cannot set route_localnet on ${hostIf} (${(err as Error).message}): run the daemon as root with a writable /proc/sys.`, { system: true });
+  }
+}
+
 /** Removes the table; a missing one is not an error. */
 export async function removeMasquerade(table: string): Promise<void> {
   await nft([`add table ip ${table}; delete table ip ${table}`]);

@@ -144,6 +144,8 @@ export interface OverlayNetworkState {
   };
 }
 
+export type PublishVia = 'proxy' | 'dnat';
+
 /** A port published by an endpoint on a nat network (-p [IP:]HOSTPORT:CONTAINERPORT[/PROTO]). */
 export interface PortMapping {
   protocol: 'tcp' | 'udp';
@@ -172,6 +174,8 @@ export interface Endpoint {
   ownedCompartment: boolean;
   /** Published ports (nat networks). */
   publish?: PortMapping[];
+  /** How the host ports reach the network (see CreateEndpointRequest.publishVia); absent: proxy. */
+  publishVia?: PublishVia;
   /** Who made it, when a runtime did: "cni:CONTAINERID/IFNAME" or "docker:ENDPOINTID"; unique, so a runtime's repeated request finds it. */
   owner?: string;
   /**
@@ -197,6 +201,12 @@ export interface CreateEndpointRequest {
   spoofGuard?: boolean;
   /** Ports to publish on the network's external address and the host (nat networks only). */
   publish?: PortMapping[];
+  /**
+   * How host ports reach the network. "proxy" (default): vsw listens on each host port and forwards.
+   * "dnat": the kernel redirects them (nftables), for runtimes that hold the host port open
+   * themselves so nothing else takes it (podman), as the CNI portmap plugin does.
+   */
+  publishVia?: PublishVia;
   /**
    * A runtime's key for the endpoint (see Endpoint.owner). A second request with the same owner,
    * network and namespace gets the endpoint made by the first (200 instead of 201).

@@ -10,7 +10,20 @@ import { readFileSync } from 'node:fs';
  */
 import ipaddr from 'ipaddr.js';
 import type { Logger } from 'pino';
-import { configureHostPort, defaultRouteInterfaces, forwardingEnabled, hostIpv4Prefixes, installMasquerade, masqueradeInstalled, natTableName, removeMasquerade, setForwarding } from '../host/nat.js';
+import {
+  configureHostPort,
+  defaultRouteInterfaces,
+  forwardingEnabled,
+  hostIpv4Prefixes,
+  installMasquerade,
+  installPublished,
+  masqueradeInstalled,
+  natTableName,
+  publishedTableName,
+  removeMasquerade,
+  setForwarding,
+  type KernelPublished,
+} from '../host/nat.js';
 import { HostError, linkExists, validateIfName } from '../host/index.js';
 import { closeFd } from '../native/index.js';
 import type { NatGatewaySpec, NatPublishSpec } from '../nat/gateway.js';
@@ -112,6 +125,10 @@ export class NatService {
       this.logger.warn({ err, network: name }, 'could not remove the host TAP');
     }
     if (nat.table) await this.removeTable(nat.table).catch((err) => this.logger.error({ err, network: name, table: nat.table }, 'could not remove the nftables table'));
+    const published = publishedTableName(nat.info.hostInterface);
+    if (this.state.host.nftTables.includes(published)) {
+      await this.removeTable(published).catch((err) => this.logger.error({ err, network: name, table: published }, 'could not remove the nftables table'));
+    }
     await this.restoreForwarding(name, record);
   }
 
@@ -238,6 +255,8 @@ export class NatService {
       throw err;
     }
     nat.down = null;
+    // A recreated host TAP lost its route_localnet: the DNAT table is put back with it.
+    await this.syncPublished(record).catch((err) => this.logger.warn({ err, network: record.network.name }, 'could not publish the ports again'));
     this.logger.info({ network: record.network.name, ifname: nat.info.hostInterface }, 'nat network host interface is up again');
   }
 
@@ -296,7 +315,7 @@ export class NatService {
   // --- published ports ---
 
   /** Checks the mappings of a new endpoint against each other and everything published already. */
-  checkPublish(net: NetworkRecord, list: PortMapping[] | undefined): PortMapping[] {
+  checkPublish(net: NetworkRecord, list: PortMapping[] | undefined, via: 'proxy' | 'dnat' = 'proxy'): PortMapping[] {
     if (!list || list.length === 0) return [];
     if (!net.nat) throw badRequest(`network ${net.network.name} is not a nat network (its driver is ${net.network.driver}): publish ports (-p) on a nat network.`);
     const out: PortMapping[] = [];
@@ -307,6 +326,7 @@ export class NatService {
       const hostIp = m.hostIp ?? '0.0.0.0';
       if (!ipaddr.IPv4.isValidFourPartDecimal(hostIp)) throw badRequest(`host address ${hostIp} is not an IPv4 address: write it like 127.0.0.1, or leave it out to listen on all.`);
       const mapping: PortMapping = { protocol: m.protocol, hostIp, hostPort: m.hostPort, containerPort: m.containerPort };
+      if (mapping.hostPort === 0 && via === 'dnat') throw badRequest(`container port ${m.containerPort} has no host port: ports published by DNAT name theirs (the runtime picks it).`);
       if (mapping.hostPort !== 0) {
         const twin = out.find((o) => clashes(o, mapping));
         if (twin) throw badRequest(`host port ${m.hostPort}/${m.protocol} is published twice in this request: give each mapping its own host port.`);
@@ -377,15 +397,46 @@ export class NatService {
     throw conflict(`no free host port for ${m.containerPort}/${m.protocol} in the ephemeral range ${first}-${last} after ${tries} tries: name a host port (-p HOSTPORT:${m.containerPort}) or free some.`);
   }
 
-  /** Tells the gateway what the network publishes now (after an endpoint came or went). */
+  /**
+   * Tells the gateway what the network publishes now (after an endpoint came or went), and the
+   * kernel which host ports it redirects for endpoints published by DNAT.
+   */
   async syncPublished(net: NetworkRecord, leaving?: EndpointRecord): Promise<void> {
     if (!net.nat) return;
     const list: NatPublishSpec[] = [];
+    const kernel: KernelPublished[] = [];
     for (const record of this.state.endpointsOn(net.network.name)) {
       if (record === leaving) continue;
-      for (const m of record.endpoint.publish ?? []) list.push({ protocol: m.protocol, externalPort: m.hostPort, ip: record.endpoint.ip, port: m.containerPort });
+      for (const m of record.endpoint.publish ?? []) {
+        list.push({ protocol: m.protocol, externalPort: m.hostPort, ip: record.endpoint.ip, port: m.containerPort });
+        if (record.endpoint.publishVia === 'dnat') kernel.push({ protocol: m.protocol, port: m.hostPort, ...(m.hostIp === undefined ? {} : { hostIp: m.hostIp }) });
+      }
     }
     await this.dataPlane.setPublished(net.network.id, list);
+    await this.syncKernelPublished(net, kernel);
+  }
+
+  /** The network's DNAT table: recorded before it is installed (it outlives the daemon), removed when nothing is published by DNAT. */
+  private async syncKernelPublished(net: NetworkRecord, kernel: KernelPublished[]): Promise<void> {
+    const { hostInterface, externalIp } = net.nat!.info;
+    const table = publishedTableName(hostInterface);
+    if (kernel.length === 0) {
+      if (this.state.host.nftTables.includes(table)) await this.removeTable(table);
+      return;
+    }
+    await this.own(table);
+    await installPublished(table, hostInterface, externalIp, kernel);
+  }
+
+  /** The nftables tables the nat networks need now: masquerade, and DNAT where endpoints publish through the kernel. */
+  wantedTables(): Set<string> {
+    const wanted = new Set<string>();
+    for (const r of this.state.networks.values()) {
+      if (!r.nat) continue;
+      if (r.nat.table) wanted.add(r.nat.table);
+      if (this.state.endpointsOn(r.network.name).some((e) => e.endpoint.publishVia === 'dnat' && (e.endpoint.publish?.length ?? 0) > 0)) wanted.add(publishedTableName(r.nat.info.hostInterface));
+    }
+    return wanted;
   }
 
   async stopProxies(record: EndpointRecord): Promise<void> {

@@ -193,7 +193,8 @@ export async function restoreState(ctx: RestoreContext, saved: SavedState, ipams
 
   for (const record of state.endpoints.values()) {
     const publish = record.endpoint.publish ?? [];
-    if (publish.length === 0) continue;
+    // Published by DNAT: the kernel's rules are back with syncPublished, and no listener is vsw's.
+    if (publish.length === 0 || record.endpoint.publishVia === 'dnat') continue;
     const net = state.networks.get(record.endpoint.network)!;
     try {
       record.proxies = await ctx.nat.startProxies(net, publish, new Rollback(logger));
@@ -203,7 +204,7 @@ export async function restoreState(ctx: RestoreContext, saved: SavedState, ipams
     }
   }
 
-  const wanted = new Set([...state.networks.values()].flatMap((r) => (r.nat?.table ? [r.nat.table] : [])));
+  const wanted = ctx.nat.wantedTables();
   for (const table of [...state.host.nftTables]) {
     if (wanted.has(table)) continue;
     try {

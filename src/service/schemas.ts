@@ -113,6 +113,7 @@ export const createEndpointSchema: RouteSchema = {
         spoofGuard: { type: 'boolean' },
         owner: str(255),
         configure: { type: 'boolean' },
+        publishVia: { type: 'string', enum: ['proxy', 'dnat'] },
         publish: {
           type: 'array',
           maxItems: 256,
@@ -141,6 +142,7 @@ export const createEndpointSchema: RouteSchema = {
     'body.publish': { what: 'a list of {protocol, hostPort, containerPort, hostIp?}', hint: 'pass -p HOSTPORT:CONTAINERPORT[/tcp|udp]' },
     'body.owner': { what: 'a string of 1 to 255 characters', hint: 'leave it out (runtime plugins set it)' },
     'body.configure': { what: 'true or false', hint: 'leave it out' },
+    'body.publishVia': { what: '"proxy" or "dnat"', hint: 'leave it out for proxy' },
   },
 };
 

@@ -470,7 +470,8 @@ export class NetworkService {
 
   /** The steps of an endpoint create; each one registers its undo before the next may fail. */
   private async attach(req: CreateEndpointRequest, net: NetworkRecord, rollback: Rollback): Promise<Endpoint> {
-    const publish = this.nat.checkPublish(net, req.publish);
+    const publishVia = req.publishVia ?? 'proxy';
+    const publish = this.nat.checkPublish(net, req.publish, publishVia);
     const ip = this.takeIp(net, req.ip);
     rollback.add(`release ${ip}`, () => net.ipam.release(ip));
     const mac = this.pickMac(net, req.mac, ip);
@@ -503,9 +504,10 @@ export class NetworkService {
       ...(unplaced ? { unplaced: true } : {}),
     };
     if (net.nat) endpoint.publish = publish;
+    if (net.nat && publishVia === 'dnat' && publish.length > 0) endpoint.publishVia = 'dnat';
     await this.dataPlane.addPort(endpointPort({ endpoint, fd, policy }, net));
     rollback.add(`remove port ${portId} from the data plane`, () => this.dataPlane.removePort(portId));
-    const proxies = await this.nat.startProxies(net, publish, rollback);
+    const proxies = publishVia === 'dnat' ? [] : await this.nat.startProxies(net, publish, rollback);
     const record: EndpointRecord = { endpoint, fd, networkId: net.network.id, policy, proxies, down: null };
     if (publish.length > 0) rollback.add('unpublish the ports again', () => this.nat.syncPublished(net));
     this.state.endpoints.set(id, record);

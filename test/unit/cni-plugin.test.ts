@@ -103,6 +103,7 @@ test('ADD sends the owner, the name, the ports of the portMappings capability; r
     owner: 'cni:c0ffee/eth0',
     name: 'cni-c0ffee',
     publish: [{ protocol: 'tcp', hostPort: 18081, containerPort: 80 }],
+    publishVia: 'dnat',
   });
 
   const sctp = parseConfig(JSON.stringify({ cniVersion: '1.0.0', network: 'web', runtimeConfig: { portMappings: [{ hostPort: 1, containerPort: 1, protocol: 'sctp' }] } }));

@@ -83,6 +83,13 @@
  * no setting moves it for root; removed at cleanup if it did not exist when
  * the handle was made); CNI network namespaces of podman are
  * /run/netns/netns-UUID and host veths are vethXXXX while a container runs.
+ * Cgroups (cgroupfs driver, every v1 hierarchy plus `unified`): dockerd gets
+ * --cgroup-parent=/PREFIXdocker and ctr puts containers in /NAMESPACE/ID
+ * (NAMESPACE = PREFIX); runc removes a container's cgroup but not the
+ * parent, so stop() removes the parent, first killing any process still in
+ * it (a container whose shim was killed lives on, reparented to init).
+ * podman's parent is always /libpod_parent (conmon's /libpod_parent/conmon);
+ * cleanup() rmdirs those where the handle did not find them.
  *
  * Everything is named with the run's prefix (`vswt...`): directories
  * /tmp/PREFIX/{podman,docker,containerd}, bridges PREFIXpbr/PREFIXdbr,
@@ -427,6 +434,60 @@ function rmdirIfEmpty(dirs: string[]): void {
   }
 }
 
+/** Where the cgroup hierarchies are mounted (v1 controllers, name=systemd, the v2 `unified`), from /proc/self/mountinfo. */
+export function cgroupRoots(): string[] {
+  return readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .filter((l) => / - cgroup2? /.test(l))
+    .map((l) => l.split(' ')[4]);
+}
+
+/** The cgroup directories at or under /sys/fs/cgroup/CTRL/`rel` in every hierarchy, deepest first. */
+function cgroupTree(rel: string): string[] {
+  const dirs: string[] = [];
+  const walk = (d: string): void => {
+    dirs.push(d);
+    for (const e of readdirSync(d, { withFileTypes: true })) if (e.isDirectory()) walk(join(d, e.name));
+  };
+  for (const root of cgroupRoots()) {
+    const top = join(root, rel);
+    if (existsSync(top)) walk(top);
+  }
+  return dirs.sort((a, b) => b.length - a.length);
+}
+
+/**
+ * Removes the cgroup `rel` (e.g. "vswt1234" or "vswt1234docker") in every hierarchy: with `kill`,
+ * first SIGKILLs every process still in it (a container whose shim died is reparented to init but
+ * stays in its cgroup), then rmdirs it deepest first. Returns the directories that stay.
+ */
+export async function removeCgroup(rel: string, opts: { kill?: boolean } = {}): Promise<string[]> {
+  if (rel === '' || rel.split('/').includes('..')) throw new Error(`removeCgroup: refusing ${JSON.stringify(rel)}`);
+  for (let round = 0; round < 10; round++) {
+    const dirs = cgroupTree(rel);
+    if (dirs.length === 0) return [];
+    if (opts.kill) {
+      for (const d of dirs) {
+        try {
+          killPids(readFileSync(join(d, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number));
+        } catch {
+          // gone
+        }
+      }
+    }
+    for (const d of dirs) {
+      try {
+        rmdirSync(d);
+      } catch {
+        // busy (processes still exiting) or already gone: next round
+      }
+    }
+    await sleep(100);
+  }
+  return cgroupTree(rel);
+}
+
 /** mkdir -p that returns the directories it created, top first. */
 function mkdirRecording(dir: string): string[] {
   const created: string[] = [];
@@ -622,6 +683,8 @@ export function podmanEnv(prefix: string, opts: PodmanOptions = {}): PodmanHandl
   const env: NodeJS.ProcessEnv = { ...process.env, ...vars };
   // Host-wide places podman (runc, libcni, c/image) creates whatever the configuration says.
   const hostDirs = absent(['/run/runc', '/var/lib/cni/results', '/var/lib/cni']);
+  // podman's cgroupfs parent is always /libpod_parent (conmon in /libpod_parent/conmon); no setting moves it.
+  const libpodParentAbsent = cgroupRoots().filter((root) => !existsSync(join(root, 'libpod_parent')));
   const blobCacheAbsent = !existsSync('/var/lib/containers/cache');
   const containersDirAbsent = !existsSync('/var/lib/containers');
   const networks: PodmanNetwork[] = [];
@@ -682,6 +745,8 @@ export function podmanEnv(prefix: string, opts: PodmanOptions = {}): PodmanHandl
         rmSync(dir, { recursive: true, force: true });
         if (blobCacheAbsent && imported) rmSync('/var/lib/containers/cache', { recursive: true, force: true });
         rmdirIfEmpty([...hostDirs, ...(containersDirAbsent ? ['/var/lib/containers'] : [])]);
+        // rmdir of a cgroup fails while it has processes or children: another podman's stay.
+        rmdirIfEmpty(libpodParentAbsent.flatMap((root) => [join(root, 'libpod_parent'), join(root, 'libpod_parent/conmon')]));
       }
       if (problems.length > 0) throw new Error(`podman cleanup for ${prefix}: ${problems.join('; ')}`);
     },
@@ -777,10 +842,12 @@ export async function startContainerd(prefix: string, opts: ContainerdOptions = 
 
   const stop = async (): Promise<void> => {
     const problems: string[] = [];
+    const namespaces = new Set<string>([namespace]);
     try {
       if (exitCode() === undefined) {
         const nss = await shEnv('ctr', ['-a', address, 'namespaces', 'ls', '-q'], env, { timeoutMs: 10_000 });
         for (const ns of nss.stdout.split('\n').filter(Boolean)) {
+          namespaces.add(ns);
           const c = (args: string[]): Promise<CommandResult> => shEnv('ctr', ['-a', address, '-n', ns, ...args], env, { timeoutMs: 20_000 });
           const tasks = (await c(['tasks', 'ls', '-q'])).stdout.split('\n').filter(Boolean);
           for (const id of tasks) await c(['tasks', 'kill', '-a', '-s', 'SIGKILL', id]);
@@ -805,6 +872,13 @@ export async function startContainerd(prefix: string, opts: ContainerdOptions = 
         problems.push(`containerd-shim processes left on ${address}: ${shims.join(', ')} (killed)`);
         killPids(shims);
         await sleep(200);
+      }
+      // ctr puts a container in the cgroup /NAMESPACE/ID; runc removes /NAMESPACE/ID, not /NAMESPACE.
+      // Only prefixed namespaces: "moby" (dockerd's) has no cgroups of its own, dockerd uses its --cgroup-parent.
+      for (const ns of namespaces) {
+        if (!ns.startsWith('vswt')) continue;
+        const stays = await removeCgroup(ns, { kill: true });
+        if (stays.length > 0) problems.push(`cgroups left: ${stays.join(', ')}`);
       }
       const left = await unmountUnder(dir);
       if (left.length > 0) problems.push(`still mounted under ${dir}: ${left.join(', ')}`);
@@ -942,6 +1016,8 @@ export async function startDockerd(prefix: string, opts: DockerOptions = {}): Pr
     }
   }
   const network = bridge ? [`--bridge=${bridge.name}`] : ['--bridge=none'];
+  // Containers' cgroups: /PREFIXdocker/ID instead of the host-wide /docker/ID.
+  const cgroupParent = `${prefix}docker`;
   const args = [
     '--config-file', join(dir, 'daemon.json'),
     '--containerd', containerd.address,
@@ -949,6 +1025,7 @@ export async function startDockerd(prefix: string, opts: DockerOptions = {}): Pr
     '--exec-root', join(dir, 'exec'),
     '-H', `unix://${socket}`,
     '--pidfile', join(dir, 'docker.pid'),
+    '--cgroup-parent', `/${cgroupParent}`,
     ...network,
     '--iptables=false', '--ip6tables=false', '--ip-masq=false', '--ip-forward=false',
     ...(opts.extraArgs ?? []),
@@ -978,6 +1055,8 @@ export async function startDockerd(prefix: string, opts: DockerOptions = {}): Pr
       } catch (err) {
         problems.push((err as Error).message);
       }
+      const stays = await removeCgroup(cgroupParent, { kill: true });
+      if (stays.length > 0) problems.push(`cgroups left: ${stays.join(', ')}`);
       const left = await unmountUnder(dir);
       if (left.length > 0) problems.push(`still mounted under ${dir}: ${left.join(', ')}`);
       if (bridge && (await linkExists(bridge.name))) {
