@@ -134,9 +134,11 @@ for candidate in /usr/sbin/nft /sbin/nft /usr/local/sbin/nft /usr/bin/nft; do
   [[ -x $candidate ]] && { nft=$candidate; break; }
 done
 if [[ -n $nft ]]; then
-  table_prefix="vsw_nat_${prefix//[^A-Za-z0-9_]/_}"
+  # vsw_pub_<host interface>: the DNAT of ports published through the CNI plugin.
+  nat_prefix="vsw_nat_${prefix//[^A-Za-z0-9_]/_}"
+  pub_prefix="vsw_pub_${prefix//[^A-Za-z0-9_]/_}"
   for table in $("$nft" list tables ip 2>/dev/null | awk '{print $3}'); do
-    [[ $table == "$table_prefix"* ]] || continue
+    [[ $table == "$nat_prefix"* || $table == "$pub_prefix"* ]] || continue
     if ((!dry_run)) && ! "$nft" delete table ip "$table" 2>/dev/null; then
       echo "cleanup.sh: could not delete nftables table ip $table: run \"nft delete table ip $table\" to see why." >&2
       continue
@@ -144,6 +146,22 @@ if [[ -n $nft ]]; then
     say "deleted nftables table ip $table"
   done
 fi
+
+# 3c. What container runtimes of a run left: mounts under its directories (podman's and dockerd's
+#     storage, docker's sandbox namespaces), unmounted deepest first so that step 4 removes only
+#     files; and CNI configs the runtime tests put in the host-wide /etc/cni/net.d.
+for mnt in $(awk '{print $5}' /proc/self/mountinfo | grep -E "^/tmp/$prefix" | sort -r); do
+  if ((!dry_run)) && ! umount "$mnt" 2>/dev/null && ! umount -l "$mnt" 2>/dev/null; then
+    echo "cleanup.sh: could not unmount $mnt: run \"umount $mnt\" to see why." >&2
+    continue
+  fi
+  say "unmounted $mnt"
+done
+for conf in /etc/cni/net.d/*"$prefix"*.conflist; do
+  [[ -e $conf ]] || continue
+  ((dry_run)) || rm -f -- "$conf"
+  say "removed $conf"
+done
 
 # 4. Work directories (sockets, state files, logs), and what a killed `scripts/lab up --prefix vswt...`
 #    (the lab test, the bench's overlay scenario) left in /run/vsw-lab.

@@ -157,6 +157,12 @@ export class DockerDriver {
     });
     this.server = server;
     await chmod(socketPath, 0o660);
+    // A daemon that stopped between a Join and seeing the TAP arrive looks for it again.
+    for (const { endpoint } of this.service.state.endpoints.values()) {
+      if (endpoint.owner?.startsWith('docker:') && endpoint.unplaced && endpoint.handedTo) {
+        this.settle(endpoint.owner.slice('docker:'.length), endpoint.id, endpoint.mac, endpoint.handedTo);
+      }
+    }
     this.logger.info({ socket: socketPath }, 'docker network driver listening: docker network create -d vsw ...');
   }
 
@@ -248,7 +254,11 @@ export class DockerDriver {
     const record = this.endpointOf(dockerEndpoint, true)!;
     const net = this.service.state.networks.get(record.endpoint.network)!;
     const sandbox = String(body.SandboxKey ?? '');
-    if (sandbox.startsWith('/')) this.settle(dockerEndpoint, record.endpoint.id, record.endpoint.mac, sandbox);
+    if (sandbox.startsWith('/')) {
+      // Saved before docker moves the TAP: a restart in between finds it there (listen()).
+      await this.service.relocateEndpoint(record.endpoint.id, { netns: DAEMON_NETNS, ifname: tapNameFor(dockerEndpoint), unplaced: true, handedTo: sandbox });
+      this.settle(dockerEndpoint, record.endpoint.id, record.endpoint.mac, sandbox);
+    }
     const gateway = net.network.gateway;
     return {
       InterfaceName: { SrcName: tapNameFor(dockerEndpoint), DstPrefix: 'eth' },

@@ -183,6 +183,8 @@ export interface Endpoint {
    * container and configure it there: vsw sets only its MAC and MTU.
    */
   unplaced?: boolean;
+  /** While unplaced: the container namespace the runtime said it moves the TAP into (docker's sandbox, at Join). */
+  handedTo?: string;
   /** Whether the switch is moving its frames ('down': its TAP vanished or read() failed; vsw keeps trying to bring it back). Not saved: it is what the daemon sees now. */
   state?: 'up' | 'down';
   /** Why it is down, one sentence. */

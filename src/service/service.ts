@@ -194,19 +194,20 @@ export class NetworkService {
    * back to the daemon's namespace at Leave): vsw follows it there, so health
    * checks, repairs and restarts look for it where it is.
    */
-  relocateEndpoint(id: string, to: { netns: string; ifname: string; unplaced: boolean }): Promise<Endpoint> {
+  relocateEndpoint(id: string, to: { netns: string; ifname: string; unplaced: boolean; handedTo?: string }): Promise<Endpoint> {
     return this.mutex.run(async () => {
       const record = this.state.requireEndpoint(id);
-      const before = { netns: record.endpoint.netns, ifname: record.endpoint.ifname, unplaced: record.endpoint.unplaced };
+      const before = { ...record.endpoint };
       record.endpoint.netns = canonicalNetns(to.netns);
       record.endpoint.ifname = to.ifname;
+      delete record.endpoint.unplaced;
+      delete record.endpoint.handedTo;
       if (to.unplaced) record.endpoint.unplaced = true;
-      else delete record.endpoint.unplaced;
+      if (to.unplaced && to.handedTo !== undefined) record.endpoint.handedTo = to.handedTo;
       try {
         await this.commit();
       } catch (err) {
-        Object.assign(record.endpoint, before);
-        if (before.unplaced === undefined) delete record.endpoint.unplaced;
+        record.endpoint = before;
         throw err;
       }
       this.logger.info({ endpoint: id, endpointName: record.endpoint.name, netns: record.endpoint.netns, ifname: to.ifname }, 'endpoint moved by its runtime');

@@ -66,7 +66,13 @@ export async function attachTap(
 
 /** An endpoint's TAP, attached as attachTap does, in the endpoint's namespace. */
 export function attachEndpointTap(c: InterfaceConfig & { ip: string; unplaced?: boolean }): Promise<AttachedTap> {
-  if (c.unplaced) return attachTap(c.ifname, netnsPath(c.netns), { mac: c.mac, mtu: c.mtu, up: false }, () => prepareInterface(c));
+  if (c.unplaced) {
+    // Gone from the daemon's namespace: its runtime has moved it (docker, into the container), so a new one here would be a twin.
+    if (tapLinkInfo(c.ifname, netnsPath(c.netns)) === null) {
+      return Promise.reject(new Error(`its runtime moved TAP ${c.ifname} out of the daemon's namespace before vsw saw where; vsw waits for it`));
+    }
+    return attachTap(c.ifname, netnsPath(c.netns), { mac: c.mac, mtu: c.mtu, up: false }, () => prepareInterface(c));
+  }
   // An address that is not the saved one goes: the interface is vsw's, and its address is the endpoint's.
   return attachTap(c.ifname, netnsPath(c.netns), c, (drift) => configureInterface({ ...c, flushAddresses: drift?.some((d) => d.startsWith('address')) ?? false }));
 }
