@@ -204,7 +204,16 @@ export class Plugin {
       // The runtime may hold the host port open itself (podman does): the kernel redirects it, as the portmap plugin would.
       request.publishVia = 'dnat';
     }
-    const endpoint = await this.call(() => this.api.post<Endpoint>('/endpoints', request));
+    let endpoint: Endpoint;
+    try {
+      endpoint = await this.call(() => this.api.post<Endpoint>('/endpoints', request));
+    } catch (err) {
+      // The daemon words it for its CLI (--ip); a runtime's user set the conflist or the runtime's --ip.
+      if (err instanceof CniError && err.code === CNI_ERR.taken && ip !== undefined && err.message.startsWith(`${ip.split('/')[0]} is already used`)) {
+        throw new CniError(CNI_ERR.taken, `address ${ip} (the conflist's "ip", or the runtime's ips) is already used on vsw network ${config.network}: ask for another or none.`, err.message);
+      }
+      throw err;
+    }
     if (config.policy) {
       const { layer = 'acl', name, ...group } = config.policy;
       try {

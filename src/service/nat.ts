@@ -327,6 +327,11 @@ export class NatService {
       if (!ipaddr.IPv4.isValidFourPartDecimal(hostIp)) throw badRequest(`host address ${hostIp} is not an IPv4 address: write it like 127.0.0.1, or leave it out to listen on all.`);
       const mapping: PortMapping = { protocol: m.protocol, hostIp, hostPort: m.hostPort, containerPort: m.containerPort };
       if (mapping.hostPort === 0 && via === 'dnat') throw badRequest(`container port ${m.containerPort} has no host port: ports published by DNAT name theirs (the runtime picks it).`);
+      // The gateway answers for a container port from one published port: a second would get the replies of the first.
+      const same = out.find((o) => o.protocol === mapping.protocol && o.containerPort === mapping.containerPort);
+      if (same) {
+        throw badRequest(`container port ${m.containerPort}/${m.protocol} is published twice (host ports ${same.hostPort || 'picked'} and ${m.hostPort || 'picked'}): vsw publishes a container port on one host port; drop one mapping.`);
+      }
       if (mapping.hostPort !== 0) {
         const twin = out.find((o) => clashes(o, mapping));
         if (twin) throw badRequest(`host port ${m.hostPort}/${m.protocol} is published twice in this request: give each mapping its own host port.`);

@@ -454,7 +454,11 @@ export class NetworkService {
     await this.requireNetns(req.netns);
     if (req.owner !== undefined) {
       const same = [...this.state.endpoints.values()].find((r) => r.endpoint.owner === req.owner);
-      if (same && same.endpoint.network === net.network.name && same.endpoint.netns === req.netns) return { endpoint: this.state.endpointView(same), created: false };
+      if (same && same.endpoint.network === net.network.name && same.endpoint.netns === req.netns) {
+        // A runtime asking again expects the interface it was promised: set it right if it drifted (replace converges).
+        if (same.down === null && !same.endpoint.unplaced) await configureInterface(endpointInterface(same.endpoint, net));
+        return { endpoint: this.state.endpointView(same), created: false };
+      }
       if (same) {
         throw conflict(`${req.owner} already has endpoint ${describe(same)} on network ${same.endpoint.network} in network namespace ${same.endpoint.netns}: remove it first.`);
       }
