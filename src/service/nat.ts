@@ -330,7 +330,8 @@ export class NatService {
       // The gateway answers for a container port from one published port: a second would get the replies of the first.
       const same = out.find((o) => o.protocol === mapping.protocol && o.containerPort === mapping.containerPort);
       if (same) {
-        throw badRequest(`container port ${m.containerPort}/${m.protocol} is published twice (host ports ${same.hostPort || 'picked'} and ${m.hostPort || 'picked'}): vsw publishes a container port on one host port; drop one mapping.`);
+        const on = (port: number): string => (port === 0 ? 'a host port vsw picks' : `host port ${port}`);
+        throw badRequest(`container port ${m.containerPort}/${m.protocol} is published twice (on ${on(same.hostPort)} and on ${on(m.hostPort)}): vsw publishes a container port on one host port; drop one mapping.`);
       }
       if (mapping.hostPort !== 0) {
         const twin = out.find((o) => clashes(o, mapping));

@@ -388,7 +388,7 @@ test.serial('one container port published on two host ports is refused with one 
   const r = await docker().docker(['run', '-d', '--name', name, '--network', netA, '-p', `${HOST_PORT + 1}:80`, '-p', `${HOST_PORT + 2}:80`, image, 'sleep', '300']);
   try {
     t.not(r.code, 0, `docker run with -p A:80 -p B:80 succeeded: ${r.stdout.trim()}`);
-    t.regex(r.stderr, /remote: container port 80\/tcp is published twice \(host ports \d+ and \d+\): vsw publishes a container port on one host port; drop one mapping\./);
+    t.regex(r.stderr, /remote: container port 80\/tcp is published twice \(on host port \d+ and on host port \d+\): vsw publishes a container port on one host port; drop one mapping\./);
     t.deepEqual((await endpoints()).map((e) => e.id).sort(), before, 'an endpoint was left by the refused container');
     t.deepEqual(await hostDriverTaps(), tapsBefore, 'a TAP was left in the host namespace by the refused container');
   } finally {
