@@ -9,6 +9,7 @@
  * Spec: CNI 1.0.0 (ADD, DEL, CHECK, VERSION), answering configs of 0.3.0,
  * 0.3.1 and 0.4.0 with results in their own format.
  */
+import { createHash } from 'node:crypto';
 import { stat } from 'node:fs/promises';
 import ipaddr from 'ipaddr.js';
 import { Client } from '../cli/client.js';
@@ -289,7 +290,8 @@ export class Plugin {
   private translate(err: unknown): CniError {
     if (err instanceof CniError) return err;
     if (err instanceof UnreachableError) {
-      return new CniError(CNI_ERR.tryAgainLater, `the vsw daemon is not running at ${this.socket}: start it with \`vsw daemon\`, or set "socket" in the conflist to where it listens.`, err.message);
+      // No details: runtimes print msg and details joined, and the client's own wording is for the CLI.
+      return new CniError(CNI_ERR.tryAgainLater, `the vsw daemon is not running at ${this.socket}: start it with \`vsw daemon\`, or set "socket" in the conflist to where it listens.`);
     }
     if (err instanceof DaemonError) {
       const code = err.status === 409 ? CNI_ERR.taken : err.status === 404 || err.status === 400 ? CNI_ERR.invalidConfig : CNI_ERR.ioFailure;
@@ -299,10 +301,17 @@ export class Plugin {
   }
 }
 
-/** A name for `vsw endpoint ls`: the container id is what the runtime shows too. */
-function endpointName(env: CniEnv): string {
-  const base = `cni-${env.containerId.slice(0, 12)}`;
-  return env.ifname === 'eth0' ? base : `${base}-${env.ifname}`.slice(0, 64);
+/**
+ * A name for `vsw endpoint ls`, unique per container and interface: a 64-hex
+ * id (podman, the kubelet) by its first 12 digits as the runtime shows it;
+ * any other (ctr passes NAMESPACE-ID) whole, or cut with a hash of the rest.
+ */
+export function endpointName(env: Pick<CniEnv, 'containerId' | 'ifname'>): string {
+  const suffix = env.ifname === 'eth0' ? '' : `-${env.ifname.replace(/[^A-Za-z0-9_.-]/g, '_')}`;
+  const room = 64 - 'cni-'.length - suffix.length;
+  let id = /^[0-9a-f]{64}$/.test(env.containerId) ? env.containerId.slice(0, 12) : env.containerId;
+  if (id.length > room) id = `${id.slice(0, room - 9)}-${createHash('sha256').update(env.containerId).digest('hex').slice(0, 8)}`;
+  return `cni-${id}${suffix}`;
 }
 
 async function requireNetns(path: string): Promise<void> {

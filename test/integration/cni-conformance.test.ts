@@ -232,7 +232,7 @@ const lifecycle = test.macro({
     t.is(res.cniVersion, v);
     const [ep] = await endpointsOf(owner);
     t.truthy(ep, `vsw endpoint ls has an endpoint owned by ${owner}`);
-    t.is(ep.name, `cni-${id.slice(0, 12)}`);
+    t.is(ep.name, `cni-${id}`);
     t.is(ep.network, NET);
     t.deepEqual(res.interfaces, [{ name: 'eth0', mac: ep.mac, sandbox: sb.path }]);
     t.regex(ep.mac, /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/);

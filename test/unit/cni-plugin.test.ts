@@ -149,3 +149,17 @@ test('DEL is done when the endpoint is already gone, and removes every endpoint 
   };
   await t.notThrowsAsync(new Plugin(raced, 's').del(env, parseConfig('{"cniVersion":"1.0.0","network":"web"}')));
 });
+
+test('endpoint names are unique per container and interface, and valid vsw names', async (t) => {
+  const { endpointName } = await import('../../src/cni/plugin.js');
+  const hex = 'c0ffee'.padEnd(64, '0');
+  t.is(endpointName({ containerId: hex, ifname: 'eth0' }), 'cni-c0ffee000000');
+  t.is(endpointName({ containerId: hex, ifname: 'net1' }), 'cni-c0ffee000000-net1');
+  // ctr passes NAMESPACE-ID: two containers of one namespace must not share a name.
+  t.not(endpointName({ containerId: 'default-web1', ifname: 'eth0' }), endpointName({ containerId: 'default-web2', ifname: 'eth0' }));
+  const long = 'k8s_'.padEnd(100, 'x');
+  const a = endpointName({ containerId: `${long}a`, ifname: 'eth0' });
+  const b = endpointName({ containerId: `${long}b`, ifname: 'eth0' });
+  t.not(a, b);
+  for (const name of [a, b]) t.regex(name, /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/);
+});

@@ -734,7 +734,9 @@ export function podmanEnv(prefix: string, opts: PodmanOptions = {}): PodmanHandl
         }
       } finally {
         // conmon of a container podman could not remove: it carries the container's directory under dir.
-        const conmons = pidsWithCmdline(`${dir}/`, '/usr/bin/conmon');
+        // A removed container's conmon may outlive `podman rm` by some milliseconds: give it a few seconds.
+        let conmons = pidsWithCmdline(`${dir}/`, '/usr/bin/conmon');
+        for (const deadline = Date.now() + 5_000; conmons.length > 0 && Date.now() < deadline; conmons = pidsWithCmdline(`${dir}/`, '/usr/bin/conmon')) await sleep(50);
         if (conmons.length > 0) {
           problems.push(`conmon processes left for ${dir}: ${conmons.join(', ')} (killed)`);
           killPids(conmons);
