@@ -11,11 +11,10 @@
  */
 import { createHash } from 'node:crypto';
 import { stat } from 'node:fs/promises';
-import ipaddr from 'ipaddr.js';
+import { isIPv6 } from 'node:net';
 import { Client } from '../cli/client.js';
 import { DaemonError, UnreachableError } from '../cli/errors.js';
 import { DEFAULT_SOCKET_PATH, type CreateEndpointRequest, type Endpoint, type Network, type PortMapping, type PutGroupRequest } from '../service/api-types.js';
-import { ipJson } from '../host/exec.js';
 
 export const PLUGIN_TYPE = 'vsw-cni';
 export const SUPPORTED_VERSIONS = ['0.3.0', '0.3.1', '0.4.0', '1.0.0'] as const;
@@ -254,6 +253,8 @@ export class Plugin {
     const cidr = `${endpoint.ip}/${endpoint.prefixLength}`;
     const prev = config.prevResult;
     if (!prev.ips?.some((i) => i.address === cidr)) throw fail(`has address ${cidr}, which prevResult does not list`);
+    // Loaded here: CHECK is rare, and every ADD and DEL pays for what the plugin imports at start.
+    const { ipJson } = await import('../host/exec.js');
     const links = await ipJson<{ ifname: string; address?: string; operstate?: string; flags?: string[]; addr_info?: { family: string; local: string; prefixlen: number }[] }[]>(['address', 'show'], env.netns);
     const link = links.find((l) => l.ifname === env.ifname);
     if (!link) throw fail('is missing from its network namespace');
@@ -333,8 +334,9 @@ function portMappings(config: CniConfig): PortMapping[] {
       throw new CniError(CNI_ERR.unsupportedField, `port mapping ${m.hostPort}:${m.containerPort}/${protocol} uses a protocol vsw does not publish: use tcp or udp.`);
     }
     const hostIp = m.hostIP === undefined || m.hostIP === '' ? undefined : m.hostIP;
-    if (hostIp !== undefined && ipaddr.isValid(hostIp) && ipaddr.parse(hostIp).kind() === 'ipv6') {
-      if (ipaddr.parse(hostIp).toNormalizedString() === '0:0:0:0:0:0:0:0') continue; // "::" comes beside "0.0.0.0" for the same port
+    if (hostIp !== undefined && isIPv6(hostIp)) {
+      // "::" comes beside "0.0.0.0" for the same port.
+      if (/^[0:]+$/.test(hostIp)) continue;
       throw new CniError(CNI_ERR.unsupportedField, `port mapping on host address ${hostIp} is IPv6, which vsw's NAT does not publish yet: publish on an IPv4 address.`);
     }
     const mapping: PortMapping = { protocol, hostPort: m.hostPort, containerPort: m.containerPort };
