@@ -96,7 +96,7 @@ export function randomCompartmentName(): string {
  */
 export function parsePublish(text: string): PortMapping {
   const m = /^(?:(?:(\d{1,3}(?:\.\d{1,3}){3}):)?(\d*):)?(\d+)(?:\/(tcp|udp))?$/.exec(text);
-  if (!m || (m[1] !== undefined && m[2] === undefined)) {
+  if (!m) {
     throw new CliError(
       `-p ${text} is not a port mapping: write HOSTPORT:CONTAINERPORT, IP:HOSTPORT:CONTAINERPORT, CONTAINERPORT or IP::CONTAINERPORT for a host port vsw picks, and /udp for UDP (e.g. -p 8080:80, -p 80 or -p 127.0.0.1:5353:53/udp).`,
     );

@@ -20,7 +20,12 @@ async function main(): Promise<number> {
     const text = await readStdin();
     if (env.command === 'VERSION') {
       // VERSION's config carries only cniVersion; an empty one is answered too.
-      const asked = text.trim() === '' ? undefined : (JSON.parse(text) as { cniVersion?: string }).cniVersion;
+      let asked: string | undefined;
+      try {
+        asked = text.trim() === '' ? undefined : (JSON.parse(text) as { cniVersion?: string }).cniVersion;
+      } catch (err) {
+        throw new CniError(CNI_ERR.decodeFailure, `the configuration on stdin is not JSON (${(err as Error).message}): the runtime must send {"cniVersion": ...}.`);
+      }
       print(versionInfo(asked ?? cniVersion));
       return 0;
     }
@@ -31,7 +36,7 @@ async function main(): Promise<number> {
     }
     const plugin = Plugin.forConfig(config);
     if (env.command === 'ADD') print(await plugin.add(env, config));
-    else if (env.command === 'DEL') await plugin.del(env, config);
+    else if (env.command === 'DEL') await plugin.del(env);
     else await plugin.check(env, config);
     return 0;
   } catch (err) {

@@ -204,6 +204,8 @@ export class Plugin {
       // The runtime may hold the host port open itself (podman does): the kernel redirects it, as the portmap plugin would.
       request.publishVia = 'dnat';
     }
+    // A repeated ADD gets the endpoint the first one made: a failure below must not take that one away.
+    const existed = (await this.call(() => this.api.get<Endpoint[]>(`/endpoints?owner=${seg(ownerKey(env))}`))).length > 0;
     let endpoint: Endpoint;
     try {
       endpoint = await this.call(() => this.api.post<Endpoint>('/endpoints', request));
@@ -220,14 +222,14 @@ export class Plugin {
         await this.call(() => this.api.put(`/endpoints/${seg(endpoint.id)}/layers/${seg(layer)}/groups/${seg(name)}`, group));
       } catch (err) {
         // Nothing half-made: the container gets its policy or no endpoint at all.
-        await this.api.delete(`/endpoints/${seg(endpoint.id)}`).catch(() => undefined);
+        if (!existed) await this.api.delete(`/endpoints/${seg(endpoint.id)}`).catch(() => undefined);
         throw err;
       }
     }
     return buildResult(config.cniVersion, env, endpoint, network, config.dns);
   }
 
-  async del(env: CniEnv, config: CniConfig): Promise<void> {
+  async del(env: CniEnv): Promise<void> {
     const found = await this.call(() => this.api.get<Endpoint[]>(`/endpoints?owner=${seg(ownerKey(env))}`));
     for (const endpoint of found) {
       try {
@@ -238,7 +240,6 @@ export class Plugin {
         throw this.translate(err);
       }
     }
-    void config;
   }
 
   /** The endpoint, its interface, address and route are as ADD recorded them and prevResult says. */

@@ -25,11 +25,10 @@ import { ipJson, netnsMounted } from '../host/index.js';
 import { API_PREFIX, NETWORK_DRIVERS, type CreateNetworkRequest, type NetworkDriver, type PortMapping } from '../service/api-types.js';
 import { classifyError } from '../service/api.js';
 import type { NetworkService } from '../service/service.js';
+import { DAEMON_NETNS, dockerTapName } from '../service/endpoint-config.js';
 import { RESOURCE_NAME_PATTERN } from '../service/schemas.js';
 import { claimSocketPath, unlinkIfPresent } from '../service/socket.js';
 
-/** Where the TAP waits for docker: the daemon's own namespace, whatever it is. */
-export const DAEMON_NETNS = '/proc/self/ns/net';
 /** How often, and how long, vsw looks for the TAP in the container after Join. */
 const SETTLE_POLL_MS = 100;
 const SETTLE_TIMEOUT_MS = 120_000;
@@ -127,10 +126,8 @@ export function publishRequest(bindings: DockerPortBinding[] | undefined): PortM
   return out;
 }
 
-/** The TAP's name while it is in the daemon's namespace (before Join, after Leave): 15 bytes at most. */
-export function tapNameFor(endpointId: string): string {
-  return `vsw${endpointId.slice(0, 12)}`;
-}
+/** The TAP's name while it is in the daemon's namespace (before Join, after Leave). */
+export const tapNameFor = dockerTapName;
 
 type Handler = (body: Record<string, unknown>) => Promise<object>;
 
@@ -309,8 +306,8 @@ export class DockerDriver {
   }
 
   private endpointOf(dockerEndpoint: string, required: boolean) {
-    const owner = `docker:${dockerEndpoint}`;
-    for (const r of this.service.state.endpoints.values()) if (r.endpoint.owner === owner) return r;
+    const record = this.service.state.endpointByOwner(`docker:${dockerEndpoint}`);
+    if (record) return record;
     if (required) throw new DriverError(`docker endpoint ${dockerEndpoint.slice(0, 12)} is not known to vsw (its state was reset?): restart the container.`);
     return undefined;
   }

@@ -24,7 +24,7 @@ const DEFAULT_TIMEOUT_MS = 30_000;
 // ip(8) and the kernel's strerror texts are matched below; a translated locale would break that.
 const ENV = { ...process.env, LC_ALL: 'C', LANG: 'C' };
 
-function execRaw(file: string, args: readonly string[], opts: RunOptions): Promise<RawResult> {
+export function execRaw(file: string, args: readonly string[], opts: RunOptions): Promise<RawResult> {
   return new Promise((resolve) => {
     execFile(
       file,

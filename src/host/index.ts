@@ -1,7 +1,7 @@
 export { HostError } from './errors.js';
 export { run, ip, ipJson, explainIpFailure, formatCommand } from './exec.js';
 export type { RunOptions, RunResult } from './exec.js';
-export { netnsPath, canonicalNetns, isNetnsPath, validateNetnsRef, validateNetnsName, netnsExists, netnsMounted, createNetns, deleteNetns, listNetns, netnsPids } from './netns.js';
+export { netnsPath, netnsInode, isNetworkNamespace, canonicalNetns, isNetnsPath, validateNetnsRef, validateNetnsName, netnsExists, netnsMounted, createNetns, deleteNetns, listNetns, netnsPids } from './netns.js';
 export type { DeleteNetnsOptions } from './netns.js';
 export { validateIfName, IFNAME_MAX_BYTES, listLinks, linkExists, pickFreeIfName, deleteLink } from './link.js';
 export { configureInterface, prepareInterface, addressInUse } from './endpoint.js';

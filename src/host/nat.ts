@@ -133,6 +133,9 @@ export async function installPublished(table: string, hostIf: string, externalIp
   try {
     await writeFile(`/proc/sys/net/ipv4/conf/${hostIf}/route_localnet`, '1');
   } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      throw new HostError(`the host interface ${hostIf} is missing (the network's host side is down): publish the port once it is back (vsw brings it back by itself; see vsw network inspect).`);
+    }
     throw new HostError(`cannot set route_localnet on ${hostIf} (${(err as Error).message}): run the daemon as root with a writable /proc/sys.`, { system: true });
   }
 }

@@ -1,7 +1,7 @@
 import { access, readdir, stat } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { HostError } from './errors.js';
-import { ip } from './exec.js';
+import { execRaw, ip } from './exec.js';
 import { isNetnsPath, validateNetnsName, validateNetnsRef } from './names.js';
 
 export { isNetnsPath, validateNetnsName, validateNetnsRef } from './names.js';
@@ -62,6 +62,26 @@ export async function netnsMounted(name: string): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+/**
+ * The namespace's inode (its identity while it lives), or null when the file
+ * is not a namespace. A path such as /proc/PID/ns/net names another namespace
+ * once the PID is reused: the inode tells.
+ */
+export async function netnsInode(ref: string): Promise<number | null> {
+  try {
+    const [file, nsfs] = await Promise.all([stat(netnsPath(ref)), stat('/proc/self/ns/net')]);
+    return file.dev === nsfs.dev ? file.ino : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Whether a namespace file is a network namespace (nsfs files of every kind look alike to stat). */
+export async function isNetworkNamespace(ref: string): Promise<boolean> {
+  const r = await execRaw('nsenter', [`--net=${netnsPath(ref)}`, 'true'], {});
+  return r.ok;
 }
 
 /** Create a named namespace with its loopback up. Fails if the name is taken. */

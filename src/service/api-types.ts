@@ -164,6 +164,11 @@ export interface Endpoint {
   network: string;
   /** Network namespace: a name under /run/netns, or the path of one (CNI_NETNS, a docker sandbox). */
   netns: string;
+  /**
+   * For a namespace known by path: its inode when the endpoint was made there. A path such as
+   * /proc/PID/ns/net names another namespace once the PID is reused; this tells them apart.
+   */
+  netnsInode?: number;
   ifname: string;
   mac: string;
   ip: string;

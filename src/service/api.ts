@@ -49,7 +49,7 @@ import {
   createNetworkSchema,
   describeViolation,
   endpointByIdSchema,
-  listEndpointsSchema,
+  listByNetworkSchema,
   listEndpointsByOwnerSchema,
   networkByNameSchema,
   listNatSchema,
@@ -110,8 +110,9 @@ function registerRoutes(app: FastifyInstance, service: NetworkService, version: 
   app.get<{ Querystring: { network?: string; owner?: string } }>(`${p}/endpoints`, route(listEndpointsByOwnerSchema), async (request) => {
     const { network, owner } = request.query;
     if (network !== undefined) service.state.requireNetwork(network);
-    const list = service.state.listEndpoints(network);
-    return owner === undefined ? list : list.filter((e) => e.owner === owner);
+    if (owner === undefined) return service.state.listEndpoints(network);
+    const record = service.state.endpointByOwner(owner);
+    return record && (network === undefined || record.endpoint.network === network) ? [service.state.endpointView(record)] : [];
   });
   app.post<{ Body: CreateEndpointRequest }>(`${p}/endpoints`, route(createEndpointSchema), async (request, reply) => {
     const { endpoint, created } = await service.createEndpoint(request.body);
@@ -137,7 +138,7 @@ function registerRoutes(app: FastifyInstance, service: NetworkService, version: 
   app.get<{ Querystring: { network?: string; counters?: 'only' } }>(`${p}/nat`, route(listNatSchema), async (request) =>
     service.nat.list(request.query.network, request.query.counters === 'only'),
   );
-  app.get<{ Querystring: { network?: string } }>(`${p}/overlay`, route(listEndpointsSchema), async (request) => service.overlay.list(request.query.network));
+  app.get<{ Querystring: { network?: string } }>(`${p}/overlay`, route(listByNetworkSchema), async (request) => service.overlay.list(request.query.network));
   app.put<{ Params: { name: string }; Body: PutPeersRequest }>(`${p}/networks/:name/peers`, route(putPeersSchema), async (request) =>
     service.setOverlayPeers(request.params.name, request.body.peers),
   );

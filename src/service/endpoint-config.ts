@@ -3,15 +3,19 @@
  * from its record: the same at creation, after a restart and after a repair,
  * so the three can never disagree.
  */
-import type { InterfaceConfig } from '../host/index.js';
+import { netnsInode, netnsMounted, type InterfaceConfig } from '../host/index.js';
 import type { DataPlanePort } from '../switch/dataplane.js';
 import type { Endpoint } from './api-types.js';
 import type { EndpointRecord, NetworkRecord } from './state.js';
 
 /** The container's interface: MAC, address, default route via the gateway, and the overlay's MTU. */
-export function endpointInterface(endpoint: Pick<Endpoint, 'netns' | 'ifname' | 'mac' | 'ip' | 'prefixLength' | 'unplaced'>, net: NetworkRecord): InterfaceConfig & { unplaced?: boolean } {
+export function endpointInterface(
+  endpoint: Pick<Endpoint, 'netns' | 'ifname' | 'mac' | 'ip' | 'prefixLength' | 'unplaced' | 'handedTo'>,
+  net: NetworkRecord,
+): InterfaceConfig & { unplaced?: boolean; handedTo?: string } {
   return {
     ...(endpoint.unplaced ? { unplaced: true } : {}),
+    ...(endpoint.handedTo === undefined ? {} : { handedTo: endpoint.handedTo }),
     netns: endpoint.netns,
     ifname: endpoint.ifname,
     mac: endpoint.mac,
@@ -19,6 +23,25 @@ export function endpointInterface(endpoint: Pick<Endpoint, 'netns' | 'ifname' | 
     gateway: net.network.gateway ?? undefined,
     mtu: net.overlay?.info.mtu,
   };
+}
+
+/** Where a TAP waits for docker to move it (and where docker puts it back): the daemon's own namespace. */
+export const DAEMON_NETNS = '/proc/self/ns/net';
+
+/** The name of a docker endpoint's TAP while it is in the daemon's namespace (15 bytes at most). */
+export function dockerTapName(dockerEndpointId: string): string {
+  return `vsw${dockerEndpointId.slice(0, 12)}`;
+}
+
+/** The TAP name an endpoint has in the daemon's namespace when its runtime hands it back, if its runtime does that. */
+export function homeTapName(endpoint: Pick<Endpoint, 'owner'>): string | undefined {
+  return endpoint.owner?.startsWith('docker:') ? dockerTapName(endpoint.owner.slice('docker:'.length)) : undefined;
+}
+
+/** Whether the endpoint's namespace is still there, and still the one it was made in (see Endpoint.netnsInode). */
+export async function endpointNetnsPresent(endpoint: Pick<Endpoint, 'netns' | 'netnsInode'>): Promise<boolean> {
+  if (endpoint.netnsInode === undefined) return netnsMounted(endpoint.netns);
+  return (await netnsInode(endpoint.netns)) === endpoint.netnsInode;
 }
 
 /** The endpoint's switch port. */

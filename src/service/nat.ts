@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 /**
  * The control-plane half of nat networks: choosing the external addresses,
  * the host TAP and the host changes it needs (src/host/nat.ts), the ports
@@ -8,6 +7,7 @@ import { readFileSync } from 'node:fs';
  * Every step registers its undo with the caller's Rollback, so a failed
  * create leaves the host as it found it.
  */
+import { readFileSync } from 'node:fs';
 import ipaddr from 'ipaddr.js';
 import type { Logger } from 'pino';
 import {
@@ -415,14 +415,22 @@ export class NatService {
       if (record === leaving) continue;
       for (const m of record.endpoint.publish ?? []) {
         list.push({ protocol: m.protocol, externalPort: m.hostPort, ip: record.endpoint.ip, port: m.containerPort });
-        if (record.endpoint.publishVia === 'dnat') kernel.push({ protocol: m.protocol, port: m.hostPort, ...(m.hostIp === undefined ? {} : { hostIp: m.hostIp }) });
+        if (publishesByDnat(record)) kernel.push({ protocol: m.protocol, port: m.hostPort, ...(m.hostIp === undefined ? {} : { hostIp: m.hostIp }) });
       }
     }
     await this.dataPlane.setPublished(net.network.id, list);
     await this.syncKernelPublished(net, kernel);
   }
 
-  /** The network's DNAT table: recorded before it is installed (it outlives the daemon), removed when nothing is published by DNAT. */
+  /**
+   * Records the network's DNAT table as vsw's (saving the state) before an endpoint that needs it
+   * joins the state: the table outlives the daemon, and a crash after it is installed must find it.
+   */
+  async claimPublishedTable(net: NetworkRecord): Promise<void> {
+    await this.own(publishedTableName(net.nat!.info.hostInterface));
+  }
+
+  /** The network's DNAT table, installed as the endpoints need it, removed when nothing is published by DNAT. */
   private async syncKernelPublished(net: NetworkRecord, kernel: KernelPublished[]): Promise<void> {
     const { hostInterface, externalIp } = net.nat!.info;
     const table = publishedTableName(hostInterface);
@@ -440,7 +448,7 @@ export class NatService {
     for (const r of this.state.networks.values()) {
       if (!r.nat) continue;
       if (r.nat.table) wanted.add(r.nat.table);
-      if (this.state.endpointsOn(r.network.name).some((e) => e.endpoint.publishVia === 'dnat' && (e.endpoint.publish?.length ?? 0) > 0)) wanted.add(publishedTableName(r.nat.info.hostInterface));
+      if (this.state.endpointsOn(r.network.name).some((e) => publishesByDnat(e))) wanted.add(publishedTableName(r.nat.info.hostInterface));
     }
     return wanted;
   }
@@ -477,6 +485,10 @@ export class NatService {
       };
     });
   }
+}
+
+function publishesByDnat(record: EndpointRecord): boolean {
+  return record.endpoint.publishVia === 'dnat' && (record.endpoint.publish?.length ?? 0) > 0;
 }
 
 /** Listen attempts on taken ports before a dynamic mapping gives up. */

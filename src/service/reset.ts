@@ -51,9 +51,7 @@ export async function resetHost(stateDir: string, socketPath?: string): Promise<
       const compartments = new Set(saved.compartments.map((c) => c.name));
       for (const { endpoint } of saved.endpoints) {
         // Compartments' TAPs too: a namespace kept alive by something else would keep a persistent TAP.
-        await attempt(`TAP ${endpoint.ifname} in network namespace ${endpoint.netns} (endpoint ${endpoint.name})`, async () =>
-          removeEndpointTap(endpoint.netns, endpoint.ifname),
-        );
+        await attempt(`TAP ${endpoint.ifname} in network namespace ${endpoint.netns} (endpoint ${endpoint.name})`, async () => removeEndpointTap(endpoint));
       }
       for (const name of compartments) {
         await attempt(`network namespace ${name} (a compartment vsw created) and the processes in it`, async () => {

@@ -27,10 +27,10 @@ import type { NatService } from './nat.js';
 import type { OverlayService } from './overlay.js';
 import { Rollback } from './rollback.js';
 import type { DataPlaneHandle } from './service.js';
-import { endpointInterface, endpointPort } from './endpoint-config.js';
+import { endpointInterface, endpointNetnsPresent, endpointPort } from './endpoint-config.js';
 import type { EndpointRecord, NetworkRecord, State } from './state.js';
 import { currentNetns, StateFileError, type RuntimeState, type SavedState } from './state-file.js';
-import { attachEndpointTap } from './taps.js';
+import { attachEndpointTap, removeEndpointTap } from './taps.js';
 
 export interface RestoreContext {
   state: State;
@@ -131,7 +131,9 @@ export async function restoreState(ctx: RestoreContext, saved: SavedState, ipams
 
   for (const { endpoint, policy } of saved.endpoints) {
     const net = state.networks.get(endpoint.network)!;
-    if (!(await netnsMounted(endpoint.netns))) {
+    if (!(await endpointNetnsPresent(endpoint))) {
+      // Its runtime may have handed the TAP back to the daemon's namespace before its namespace went (docker's Leave).
+      await removeEndpointTap(endpoint).catch((err: unknown) => logger.warn({ err, endpoint: endpoint.id }, 'could not remove the TAP of an endpoint whose namespace is gone'));
       net.ipam.release(endpoint.ip);
       logger.info({ endpoint: endpoint.id, endpointName: endpoint.name, netns: endpoint.netns, ip: endpoint.ip }, 'endpoint removed: its network namespace is gone (its container exited)');
       report.endpoints.removed++;

@@ -168,7 +168,7 @@ export const endpointByIdSchema: RouteSchema = {
   fields: { 'params.id': { what: 'an endpoint id or name', hint: 'name the endpoint in the URL' } },
 };
 
-export const listEndpointsSchema: RouteSchema = {
+export const listByNetworkSchema: RouteSchema = {
   schema: { querystring: object({ network: str(64) }) },
   fields: { 'querystring.network': { what: 'a network name', hint: 'pass --network NAME or leave it out' } },
 };

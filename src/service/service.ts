@@ -27,6 +27,8 @@ import {
   netnsMounted,
   netnsPath,
   isNetnsPath,
+  isNetworkNamespace,
+  netnsInode,
   pickFreeIfName,
   prepareInterface,
   validateIfName,
@@ -58,7 +60,7 @@ import { State, type EndpointRecord, type NetworkRecord } from './state.js';
 import type { RuntimeState, SavedState } from './state-file.js';
 import { attachEndpointTap, openTap, releaseTap, removeEndpointTap } from './taps.js';
 import { restoreState, type RestoreReport } from './restore.js';
-import { endpointInterface, endpointPort } from './endpoint-config.js';
+import { DAEMON_NETNS, endpointInterface, endpointNetnsPresent, endpointPort } from './endpoint-config.js';
 import { readFailure } from './health.js';
 
 /** The part of DataPlane the service drives; tests can pass a fake. */
@@ -202,6 +204,10 @@ export class NetworkService {
       record.endpoint.ifname = to.ifname;
       delete record.endpoint.unplaced;
       delete record.endpoint.handedTo;
+      delete record.endpoint.netnsInode;
+      // A container's namespace known by path is pinned by its inode; the daemon's own is whatever it runs in.
+      const inode = isNetnsPath(record.endpoint.netns) && to.netns !== DAEMON_NETNS ? await netnsInode(record.endpoint.netns) : null;
+      if (inode !== null) record.endpoint.netnsInode = inode;
       if (to.unplaced) record.endpoint.unplaced = true;
       if (to.unplaced && to.handedTo !== undefined) record.endpoint.handedTo = to.handedTo;
       try {
@@ -308,7 +314,7 @@ export class NetworkService {
       let changed = false;
       for (const record of [...this.state.endpoints.values()]) {
         const { endpoint } = record;
-        if (await netnsMounted(endpoint.netns)) {
+        if (await endpointNetnsPresent(endpoint)) {
           if (record.down !== null) await this.bringUp(record);
           continue;
         }
@@ -451,9 +457,9 @@ export class NetworkService {
   private async addEndpoint(request: CreateEndpointRequest): Promise<{ endpoint: Endpoint; created: boolean }> {
     const net = this.state.requireNetwork(request.network);
     const req = { ...request, netns: canonicalNetns(request.netns) };
-    await this.requireNetns(req.netns);
+    const netnsInode = await this.requireNetns(req.netns, req.configure !== false);
     if (req.owner !== undefined) {
-      const same = [...this.state.endpoints.values()].find((r) => r.endpoint.owner === req.owner);
+      const same = this.state.endpointByOwner(req.owner);
       if (same && same.endpoint.network === net.network.name && same.endpoint.netns === req.netns) {
         // A runtime asking again expects the interface it was promised: set it right if it drifted (replace converges).
         if (same.down === null && !same.endpoint.unplaced) await configureInterface(endpointInterface(same.endpoint, net));
@@ -466,7 +472,7 @@ export class NetworkService {
     if (req.name !== undefined) this.checkEndpointNameFree(req.name);
     const rollback = new Rollback(this.logger);
     try {
-      return { endpoint: await this.attach(req, net, rollback), created: true };
+      return { endpoint: await this.attach(req, net, rollback, netnsInode), created: true };
     } catch (err) {
       await rollback.run();
       throw err;
@@ -474,7 +480,7 @@ export class NetworkService {
   }
 
   /** The steps of an endpoint create; each one registers its undo before the next may fail. */
-  private async attach(req: CreateEndpointRequest, net: NetworkRecord, rollback: Rollback): Promise<Endpoint> {
+  private async attach(req: CreateEndpointRequest, net: NetworkRecord, rollback: Rollback, netnsInode: number | undefined): Promise<Endpoint> {
     const publishVia = req.publishVia ?? 'proxy';
     const publish = this.nat.checkPublish(net, req.publish, publishVia);
     const ip = this.takeIp(net, req.ip);
@@ -498,6 +504,7 @@ export class NetworkService {
       name: req.name ?? this.defaultEndpointName(req.netns, ifname, id),
       network: net.network.name,
       netns: req.netns,
+      ...(netnsInode === undefined ? {} : { netnsInode }),
       ifname,
       mac,
       ip,
@@ -514,6 +521,7 @@ export class NetworkService {
     rollback.add(`remove port ${portId} from the data plane`, () => this.dataPlane.removePort(portId));
     const proxies = publishVia === 'dnat' ? [] : await this.nat.startProxies(net, publish, rollback);
     const record: EndpointRecord = { endpoint, fd, networkId: net.network.id, policy, proxies, down: null };
+    if (endpoint.publishVia === 'dnat') await this.nat.claimPublishedTable(net);
     if (publish.length > 0) rollback.add('unpublish the ports again', () => this.nat.syncPublished(net));
     this.state.endpoints.set(id, record);
     rollback.add(`forget endpoint ${id}`, () => this.state.endpoints.delete(id));
@@ -524,11 +532,23 @@ export class NetworkService {
     return this.state.endpointView(record);
   }
 
-  private async requireNetns(netns: string): Promise<void> {
+  /**
+   * The namespace exists and is a container's; for one known by path, its inode
+   * (saved, see Endpoint.netnsInode). The daemon's own namespace is refused
+   * unless vsw leaves the interface alone (configure false): an address and a
+   * default route there would be the host's.
+   */
+  private async requireNetns(netns: string, configure: boolean): Promise<number | undefined> {
     validateNetnsRef(netns);
-    if (await netnsMounted(netns)) return;
-    if (isNetnsPath(netns)) throw badRequest(`network namespace ${netns} does not exist (the path is not a network namespace): check the path the runtime passed, or that its container is still running.`);
-    throw badRequest(`network namespace ${netns} does not exist: create it with \`ip netns add ${netns}\` or use \`vsw run\`.`);
+    const inode = await netnsInode(netns);
+    if (inode === null || (isNetnsPath(netns) && !(await isNetworkNamespace(netns)))) {
+      if (isNetnsPath(netns)) throw badRequest(`network namespace ${netns} does not exist (the path is not a network namespace): check the path the runtime passed, or that its container is still running.`);
+      throw badRequest(`network namespace ${netns} does not exist: create it with \`ip netns add ${netns}\` or use \`vsw run\`.`);
+    }
+    if (configure && inode === (await netnsInode(DAEMON_NETNS))) {
+      throw badRequest(`network namespace ${netns} is the daemon's own (the host's): give a container's namespace, whose address and default route vsw may set.`);
+    }
+    return isNetnsPath(netns) ? inode : undefined;
   }
 
   private checkEndpointNameFree(name: string): void {
@@ -613,7 +633,7 @@ export class NetworkService {
       record.fd = -1;
     } else {
       // Down: vsw holds no fd, but the TAP may be there (persistent); it must not outlive its endpoint.
-      await removeEndpointTap(endpoint.netns, endpoint.ifname).catch((err: unknown) => this.logger.warn({ err, endpoint: endpoint.id }, 'could not remove the TAP of an endpoint that was down'));
+      await removeEndpointTap(endpoint).catch((err: unknown) => this.logger.warn({ err, endpoint: endpoint.id }, 'could not remove the TAP of an endpoint that was down'));
     }
     this.state.networks.get(endpoint.network)?.ipam.release(endpoint.ip);
     this.state.portIds.release(endpoint.portId);

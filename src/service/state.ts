@@ -99,6 +99,12 @@ export class State {
     return record;
   }
 
+  /** The endpoint a runtime made under this owner key (Endpoint.owner), if any. */
+  endpointByOwner(owner: string): EndpointRecord | undefined {
+    for (const r of this.endpoints.values()) if (r.endpoint.owner === owner) return r;
+    return undefined;
+  }
+
   endpointNamed(name: string): EndpointRecord | undefined {
     return [...this.endpoints.values()].find((r) => r.endpoint.name === name);
   }

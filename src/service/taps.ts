@@ -6,7 +6,9 @@
  * next daemon re-attaches to it by name. Until then it is not persistent, so
  * a crash between creating it and saving it cannot strand it.
  */
-import { configureInterface, netnsMounted, netnsPath, prepareInterface, type InterfaceConfig } from '../host/index.js';
+import { configureInterface, ipJson, netnsMounted, netnsPath, prepareInterface, type InterfaceConfig } from '../host/index.js';
+import type { Endpoint } from './api-types.js';
+import { endpointNetnsPresent, homeTapName } from './endpoint-config.js';
 import { closeFd, tapLinkInfo, tapOpen, tapSetPersist, type LinkInfo } from '../native/index.js';
 import { conflict } from './errors.js';
 
@@ -65,10 +67,11 @@ export async function attachTap(
 }
 
 /** An endpoint's TAP, attached as attachTap does, in the endpoint's namespace. */
-export function attachEndpointTap(c: InterfaceConfig & { ip: string; unplaced?: boolean }): Promise<AttachedTap> {
+export function attachEndpointTap(c: InterfaceConfig & { ip: string; unplaced?: boolean; handedTo?: string }): Promise<AttachedTap> {
   if (c.unplaced) {
-    // Gone from the daemon's namespace: its runtime has moved it (docker, into the container), so a new one here would be a twin.
-    if (tapLinkInfo(c.ifname, netnsPath(c.netns)) === null) {
+    // Handed to its runtime and gone from here: it moved it (docker, into the container), so a new one here would be a twin.
+    // Not handed yet, it went with a daemon that died before making it persistent: made again, as saved.
+    if (c.handedTo !== undefined && tapLinkInfo(c.ifname, netnsPath(c.netns)) === null) {
       return Promise.reject(new Error(`its runtime moved TAP ${c.ifname} out of the daemon's namespace before vsw saw where; vsw waits for it`));
     }
     return attachTap(c.ifname, netnsPath(c.netns), { mac: c.mac, mtu: c.mtu, up: false }, () => prepareInterface(c));
@@ -100,9 +103,22 @@ export function releaseTap(fd: number): void {
   }
 }
 
-/** An endpoint's persistent TAP that vsw holds no fd of, removed; false when its namespace or the TAP is gone. */
-export async function removeEndpointTap(netns: string, ifname: string): Promise<boolean> {
-  return (await netnsMounted(netns)) && removePersistentTap(ifname, netnsPath(netns));
+/**
+ * An endpoint's persistent TAP that vsw holds no fd of, removed wherever it
+ * may be: where the endpoint records it (if that namespace is still the
+ * endpoint's), in the container its runtime was moving it into (found by
+ * MAC), and back in the daemon's namespace under the name the runtime gives
+ * it back with. False when there was none.
+ */
+export async function removeEndpointTap(endpoint: Pick<Endpoint, 'netns' | 'netnsInode' | 'ifname' | 'mac' | 'unplaced' | 'handedTo' | 'owner'>): Promise<boolean> {
+  let removed = (await endpointNetnsPresent(endpoint)) && removePersistentTap(endpoint.ifname, netnsPath(endpoint.netns));
+  if (endpoint.unplaced && endpoint.handedTo !== undefined && (await netnsMounted(endpoint.handedTo))) {
+    const links = await ipJson<{ ifname: string; address?: string }[]>(['link', 'show'], endpoint.handedTo).catch(() => []);
+    for (const link of links) if (link.address === endpoint.mac) removed = removePersistentTap(link.ifname, endpoint.handedTo) || removed;
+  }
+  const home = homeTapName(endpoint);
+  if (home !== undefined && home !== endpoint.ifname) removed = removePersistentTap(home, undefined) || removed;
+  return removed;
 }
 
 /**

@@ -48,11 +48,7 @@ let x: EndpointJson;
 let plugins: CniPluginsInstall | undefined;
 let conf: CniConfInstall | undefined;
 let launcherWritten = false;
-/**
- * Container ids start with what tells them apart: vsw names a CNI endpoint `cni-` plus the first 12
- * characters of CNI_CONTAINERID, which ctr makes `<namespace>-<id>`, so ids that differ only after
- * the 12th character of that get the same endpoint name and the second ADD is refused (409).
- */
+/** ctr passes CNI_CONTAINERID as `<namespace>-<id>`; vsw names the endpoint `cni-` and that whole. */
 const D1 = `d1-${prefix}`;
 /** /opt/cni and /opt/cni/bin as they were before this file: what must be gone again afterwards. */
 const hostDirsAbsent = ['/opt/cni', HOST_BIN].filter((p) => !existsSync(p));

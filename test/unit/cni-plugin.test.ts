@@ -86,6 +86,7 @@ test('ADD sends the owner, the name, the ports of the portMappings capability; r
   let posted = '';
   const api = fakeDaemon({
     'GET /networks/web': () => network,
+    'GET /endpoints': () => [],
   });
   api.post = async (_path, body) => {
     posted = JSON.stringify(body);
@@ -126,6 +127,7 @@ test('ADD sends the owner, the name, the ports of the portMappings capability; r
 test('ADD with a policy that the daemon refuses removes the endpoint it made', async (t) => {
   const api = fakeDaemon({
     'GET /networks/web': () => network,
+    'GET /endpoints': () => [],
     'DELETE /endpoints/aaaaaaaaaaaa': () => undefined,
   });
   api.post = async () => endpoint as never;
@@ -135,19 +137,26 @@ test('ADD with a policy that the daemon refuses removes the endpoint it made', a
   const config = parseConfig(JSON.stringify({ cniVersion: '1.0.0', network: 'web', policy: { name: 'web', rules: [{ priority: 1, action: 'bogus' }] } }));
   const err = await t.throwsAsync(new Plugin(api, 's').add(env, config));
   t.is((err as CniError).code, CNI_ERR.invalidConfig);
-  t.deepEqual(api.calls, ['GET /networks/web', 'DELETE /endpoints/aaaaaaaaaaaa']);
+  t.deepEqual(api.calls, ['GET /networks/web', 'GET /endpoints?owner=cni%3Ac0ffee%2Feth0', 'DELETE /endpoints/aaaaaaaaaaaa']);
+
+  // A repeated ADD whose policy fails keeps the endpoint the first ADD made.
+  const again = fakeDaemon({ 'GET /networks/web': () => network, 'GET /endpoints': () => [endpoint] });
+  again.post = async () => endpoint as never;
+  again.put = api.put;
+  await t.throwsAsync(new Plugin(again, 's').add(env, config));
+  t.false(again.calls.some((c) => c.startsWith('DELETE')), `calls: ${again.calls.join(', ')}`);
 });
 
 test('DEL is done when the endpoint is already gone, and removes every endpoint of the owner otherwise', async (t) => {
   const none = fakeDaemon({ 'GET /endpoints': () => [] });
-  await new Plugin(none, 's').del({ ...env, command: 'DEL', netns: '' }, parseConfig('{"cniVersion":"1.0.0","network":"web"}'));
+  await new Plugin(none, 's').del({ ...env, command: 'DEL', netns: '' });
   t.deepEqual(none.calls, ['GET /endpoints?owner=cni%3Ac0ffee%2Feth0']);
 
   const raced = fakeDaemon({ 'GET /endpoints': () => [endpoint] });
   raced.delete = async () => {
     throw new DaemonError('endpoint aaaaaaaaaaaa not found.', 404);
   };
-  await t.notThrowsAsync(new Plugin(raced, 's').del(env, parseConfig('{"cniVersion":"1.0.0","network":"web"}')));
+  await t.notThrowsAsync(new Plugin(raced, 's').del(env));
 });
 
 test('endpoint names are unique per container and interface, and valid vsw names', async (t) => {

@@ -1184,6 +1184,8 @@ export function installCniPlugins(plugins: (string | [string, string])[], fromDi
       const [name, target] = typeof p === 'string' ? [p, join(fromDir, p)] : p;
       if (!existsSync(target) || !statSync(target).isFile()) throw new Error(`installCniPlugins: ${target} is not a file`);
       const link = join(binDir, name);
+      // The same link left by an earlier run that was killed: used as it is, and left as it was found.
+      if (isSymlink(link) && readlinkSync(link) === target) continue;
       if (existsSync(link) || isSymlink(link)) throw new Error(`installCniPlugins: ${link} exists already`);
       symlinkSync(target, link);
       made.push([link, target]);
