@@ -177,25 +177,15 @@ async function throughput(rt: Runtime, network: string, runs: number, seconds: n
   }
 }
 
-function podmanRuntime(p: PodmanHandle): Runtime {
+/** A runtime driven through its docker-like CLI (podman, docker): the address is what its IPAM gave. */
+function cliRuntime(name: string, run: (args: string[], opts: { timeoutMs: number }) => Promise<CommandResult>): Runtime {
   return {
-    name: 'podman',
-    run: async (args) => p.run(args, { timeoutMs: 120_000 }),
+    name,
+    run: (args) => run(args, { timeoutMs: 120_000 }),
     address: async (container, network) => {
-      const out = await p.runOk(['inspect', '-f', `{{(index .NetworkSettings.Networks "${network}").IPAddress}}`, container]);
-      return out.trim();
-    },
-  };
-}
-
-function dockerRuntime(d: DockerHandle): Runtime {
-  return {
-    name: 'docker',
-    run: async (args) => d.docker(args, { timeoutMs: 120_000 }),
-    address: async (container, network) => {
-      // docker knows its IPAM's address for every driver; the default bridge is "bridge".
-      const out = await d.dockerOk(['inspect', '-f', `{{(index .NetworkSettings.Networks "${network}").IPAddress}}`, container]);
-      return out.trim();
+      const r = await run(['inspect', '-f', `{{(index .NetworkSettings.Networks "${network}").IPAddress}}`, container], { timeoutMs: 30_000 });
+      if (r.code !== 0 || r.stdout.trim() === '') throw new BenchError(`${name} inspect ${container}: no address on ${network}: ${r.stderr.trim()}`);
+      return r.stdout.trim();
     },
   };
 }
@@ -238,13 +228,13 @@ async function main(): Promise<void> {
       await bench.vsw(['cni', 'install', '--network', `${bench.prefix}p`, '--bin-dir', binDir, '--conf-dir', podman.cniConfigDir]);
       await podman.importBusyboxImage();
       const base = await podman.bridgeNetwork(`${bench.prefix}pb`, '10.252.2.0/24');
-      results.push(await measure(podmanRuntime(podman), `${bench.prefix}p`, base.name, 'CNI bridge', o, bench.prefix));
+      results.push(await measure(cliRuntime('podman', (args, opts) => podman.run(args, opts)), `${bench.prefix}p`, base.name, 'CNI bridge', o, bench.prefix));
     }
     if (o.only.has('docker')) {
       const docker = (bench.docker = await startDockerd(bench.prefix, { bridge: true, bridgeSubnet: '10.252.3.0/24' }));
       await docker.importBusyboxImage();
       await docker.dockerOk(['network', 'create', '-d', 'vsw', '--subnet', '10.252.4.0/24', `${bench.prefix}d`]);
-      results.push(await measure(dockerRuntime(docker), `${bench.prefix}d`, 'bridge', 'docker bridge', o, bench.prefix));
+      results.push(await measure(cliRuntime('docker', (args, opts) => docker.docker(args, opts)), `${bench.prefix}d`, 'bridge', 'docker bridge', o, bench.prefix));
     }
   } catch (err) {
     failure = err;

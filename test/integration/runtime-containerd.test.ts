@@ -24,8 +24,8 @@ import { existsSync, lstatSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { addNetns, inNetns, runPrefix, sh } from './helpers/env.js';
-import { createEndpoint, type DaemonHandle, type EndpointJson, startDaemon, teardown } from './helpers/daemon.js';
-import { readIpForward, removeNatLeftovers } from './helpers/nat.js';
+import { createEndpoint, type DaemonHandle, type EndpointJson, startDaemon } from './helpers/daemon.js';
+import { readIpForward, finishNatTest } from './helpers/nat.js';
 import { type CniConfInstall, type CniPluginsInstall, type ContainerdHandle, installCniConf, installCniPlugins, runtimeAvailable, startContainerd } from './helpers/runtimes.js';
 
 const prefix = runPrefix();
@@ -109,14 +109,8 @@ test.after.always(async () => {
       if (cached.length > 0) problems.push(`libcni results remain: ${cached.join(', ')}`);
     }
   } finally {
-    try {
-      await teardown(prefix, d);
-    } catch (err) {
-      problems.push((err as Error).message);
-    }
-    await removeNatLeftovers(prefix, forwardBefore);
+    await finishNatTest(prefix, d, forwardBefore, problems);
   }
-  if (problems.length > 0) throw new Error(problems.join('; '));
 });
 
 // ----------------------------------------------------------------- helpers

@@ -27,13 +27,13 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Network } from '../../src/service/api-types.js';
 import { addNetns, inNetns, runPrefix, sh } from './helpers/env.js';
-import { createEndpoint, type DaemonHandle, type EndpointJson, restartDaemon, startDaemon, teardown } from './helpers/daemon.js';
-import { httpGet, NFT, nftIpTables, readIpForward, removeNatLeftovers } from './helpers/nat.js';
+import { createEndpoint, type DaemonHandle, type EndpointJson, restartDaemon, startDaemon } from './helpers/daemon.js';
+import { httpGet, NFT, nftIpTables, readIpForward, finishNatTest } from './helpers/nat.js';
 import { podmanEnv, runtimeAvailable, type PodmanHandle } from './helpers/runtimes.js';
 
 const prefix = runPrefix();
@@ -80,9 +80,6 @@ test.after.always(async () => {
       // Containers first, while the daemon runs: their CNI DEL takes their endpoints away.
       const rm = await p.run(['rm', '-af', '-t', '0']);
       if (rm.code !== 0) problems.push(`podman rm -af: ${rm.stderr.trim()}`);
-      // A container's conmon can outlive `podman rm` by some milliseconds; p.cleanup() counts a conmon still there as left behind.
-      const deadline = Date.now() + 10_000;
-      while (conmonsOf(p.dir).length > 0 && Date.now() < deadline) await sleep(50);
       try {
         await p.cleanup();
       } catch (err) {
@@ -98,14 +95,8 @@ test.after.always(async () => {
       await sh(NFT, ['delete', 'table', 'ip', pubTable]);
     }
   } finally {
-    try {
-      await teardown(prefix, d);
-    } catch (err) {
-      problems.push((err as Error).message);
-    }
-    await removeNatLeftovers(prefix, forwardBefore);
+    await finishNatTest(prefix, d, forwardBefore, problems);
   }
-  if (problems.length > 0) throw new Error(problems.join('; '));
 });
 
 // ----------------------------------------------------------------- helpers
@@ -115,21 +106,6 @@ async function podmanRunD(name: string, cmd: string[], extra: string[] = []): Pr
   const id = (await p!.runOk(['run', '-d', '--name', name, '--network', netN, ...extra, image, ...cmd])).trim();
   if (!/^[0-9a-f]{64}$/.test(id)) throw new Error(`podman run -d ${name} printed ${JSON.stringify(id)}, not a container id`);
   return id;
-}
-
-/** Pids of the conmon processes of this podman (their arguments name its directory). */
-function conmonsOf(dir: string): number[] {
-  const pids: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const argv = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
-      if (argv[0].endsWith('/conmon') && argv.join(' ').includes(`${dir}/`)) pids.push(Number(entry));
-    } catch {
-      // gone
-    }
-  }
-  return pids;
 }
 
 /** The container's network namespace file (podman's /run/netns/netns-UUID). */

@@ -12,7 +12,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import type { ExecutionContext } from 'ava';
 import type { NatNetworkState, NatTranslation } from '../../../src/service/api-types.js';
 import { addNetns, inNetns, sh, spawnInNetns, type CommandResult } from './env.js';
-import { readLines, type DaemonHandle, type LineReader } from './daemon.js';
+import { readLines, teardown, type DaemonHandle, type LineReader } from './daemon.js';
 import { TCP_ECHO_CLIENT } from './echo.js';
 
 // ------------------------------------------------------------ addresses
@@ -153,6 +153,20 @@ export async function removeNatLeftovers(prefix: string, forwardBefore: string |
 }
 
 /** `vsw nat ls --network NAME --json`: that network's state. */
+/**
+ * The end of a nat test's after hook: the daemon's strict teardown, then the host's leftovers
+ * removed; every problem the hook collected, and the teardown's, thrown together at the end.
+ */
+export async function finishNatTest(prefix: string, d: DaemonHandle | undefined, forwardBefore: string | undefined, problems: string[]): Promise<void> {
+  try {
+    await teardown(prefix, d);
+  } catch (err) {
+    problems.push((err as Error).message);
+  }
+  await removeNatLeftovers(prefix, forwardBefore);
+  if (problems.length > 0) throw new Error(problems.join('; '));
+}
+
 export async function natState(d: DaemonHandle, network: string): Promise<NatNetworkState & { translations: NatTranslation[] }> {
   const states = await d.vswJson<NatNetworkState[]>(['nat', 'ls', '--network', network, '--json']);
   const s = states.find((x) => x.network === network);
