@@ -126,8 +126,6 @@ export function publishRequest(bindings: DockerPortBinding[] | undefined): PortM
   return out;
 }
 
-/** The TAP's name while it is in the daemon's namespace (before Join, after Leave). */
-export const tapNameFor = dockerTapName;
 
 type Handler = (body: Record<string, unknown>) => Promise<object>;
 
@@ -196,7 +194,7 @@ export class DockerDriver {
       this.settling.delete(id);
       const record = this.endpointOf(id, false);
       // docker moves the TAP back under its first name once this returns; vsw looks for it there from now on.
-      if (record) await this.service.relocateEndpoint(record.endpoint.id, { netns: DAEMON_NETNS, ifname: tapNameFor(id), unplaced: true });
+      if (record) await this.service.relocateEndpoint(record.endpoint.id, { netns: DAEMON_NETNS, ifname: dockerTapName(id), unplaced: true });
       return {};
     },
     '/NetworkDriver.DeleteEndpoint': async (body) => {
@@ -233,7 +231,7 @@ export class DockerDriver {
     const { endpoint } = await this.service.createEndpoint({
       network: net,
       netns: DAEMON_NETNS,
-      ifname: tapNameFor(dockerEndpoint),
+      ifname: dockerTapName(dockerEndpoint),
       name: `docker-${dockerEndpoint.slice(0, 12)}`,
       owner: `docker:${dockerEndpoint}`,
       configure: false,
@@ -253,12 +251,12 @@ export class DockerDriver {
     const sandbox = String(body.SandboxKey ?? '');
     if (sandbox.startsWith('/')) {
       // Saved before docker moves the TAP: a restart in between finds it there (listen()).
-      await this.service.relocateEndpoint(record.endpoint.id, { netns: DAEMON_NETNS, ifname: tapNameFor(dockerEndpoint), unplaced: true, handedTo: sandbox });
+      await this.service.relocateEndpoint(record.endpoint.id, { netns: DAEMON_NETNS, ifname: dockerTapName(dockerEndpoint), unplaced: true, handedTo: sandbox });
       this.settle(dockerEndpoint, record.endpoint.id, record.endpoint.mac, sandbox);
     }
     const gateway = net.network.gateway;
     return {
-      InterfaceName: { SrcName: tapNameFor(dockerEndpoint), DstPrefix: 'eth' },
+      InterfaceName: { SrcName: dockerTapName(dockerEndpoint), DstPrefix: 'eth' },
       Gateway: gateway ?? '',
       StaticRoutes: [],
       // Without a gateway docker would add its docker_gwbridge instead.
@@ -275,7 +273,7 @@ export class DockerDriver {
     this.settling.get(dockerEndpoint)?.abort();
     const watch = new AbortController();
     this.settling.set(dockerEndpoint, watch);
-    const srcName = tapNameFor(dockerEndpoint);
+    const srcName = dockerTapName(dockerEndpoint);
     const deadline = Date.now() + SETTLE_TIMEOUT_MS;
     const poll = async (): Promise<void> => {
       while (!watch.signal.aborted && Date.now() < deadline) {
@@ -299,8 +297,8 @@ export class DockerDriver {
   }
 
   private networkOf(dockerNetwork: string, required: boolean): string | undefined {
-    const owner = `docker:${dockerNetwork}`;
-    for (const r of this.service.state.networks.values()) if (r.network.owner === owner) return r.network.name;
+    const record = this.service.state.networkByOwner(`docker:${dockerNetwork}`);
+    if (record) return record.network.name;
     if (required) throw new DriverError(`docker network ${dockerNetwork.slice(0, 12)} is not known to vsw (its state was reset?): remove it with docker network rm and create it again.`);
     return undefined;
   }

@@ -378,7 +378,7 @@ export class NetworkService {
 
   private async addNetwork(req: CreateNetworkRequest): Promise<Network> {
     if (req.owner !== undefined) {
-      const holder = [...this.state.networks.values()].find((r) => r.network.owner === req.owner);
+      const holder = this.state.networkByOwner(req.owner);
       if (holder) throw conflict(`network ${holder.network.name} already belongs to ${req.owner}: remove it first.`);
     }
     if (!IMPLEMENTED_DRIVERS.includes(req.driver)) {

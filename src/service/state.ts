@@ -99,6 +99,12 @@ export class State {
     return record;
   }
 
+  /** The network a runtime made under this owner key (Network.owner), if any. */
+  networkByOwner(owner: string): NetworkRecord | undefined {
+    for (const r of this.networks.values()) if (r.network.owner === owner) return r;
+    return undefined;
+  }
+
   /** The endpoint a runtime made under this owner key (Endpoint.owner), if any. */
   endpointByOwner(owner: string): EndpointRecord | undefined {
     for (const r of this.endpoints.values()) if (r.endpoint.owner === owner) return r;

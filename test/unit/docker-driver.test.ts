@@ -1,5 +1,6 @@
 import test from 'ava';
-import { DriverError, networkRequest, publishRequest, tapNameFor } from '../../src/docker/driver.js';
+import { DriverError, networkRequest, publishRequest } from '../../src/docker/driver.js';
+import { dockerTapName as tapNameFor } from '../../src/service/endpoint-config.js';
 
 const id = 'b8e0d5791f6a2c3e4d5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5';
 const pool = [{ AddressSpace: 'LocalDefault', Pool: '10.240.0.0/24', Gateway: '10.240.0.1/24' }];
