@@ -656,12 +656,7 @@ export class Switch {
     const peer = flows.peerPort[e];
     if (peer >= 0 && flows.genEgress[e] !== gen[peer]) return false;
     if (flows.egress[e] === NO_PORT) return flows.connectionEpoch[e] === vfp.connectionEpoch[flows.dropPort[e]];
-    const ct = vfp.conntrack;
-    const a = flows.ctOut[e];
-    if (a >= 0 && (ct.serial(a) !== flows.ctOutSerial[e] || !ct.alive(a, now))) return false;
-    const b = flows.ctIn[e];
-    if (b >= 0 && (ct.serial(b) !== flows.ctInSerial[e] || !ct.alive(b, now))) return false;
-    return true;
+    return flows.connectionsValid(e, vfp.conntrack, now);
   }
 
   /** Applies cached entry e to the frame. False when the frame must take the slow path after all (a TCP restart). */
@@ -838,19 +833,8 @@ export class Switch {
     if (cacheable && (d.rwFlags === 0 || t >= 0)) {
       const entry = this.entryFor(e, portId, hash, now);
       if (entry >= 0) {
-        const flows = vfp.flows;
         const b = ctIn >= 0 ? ctIn : this.createdSlot(egressId, DIR_IN);
-        flows.egress[entry] = egressId;
-        flows.peerPort[entry] = egressId;
-        flows.genEgress[entry] = vfp.generation[egressId];
-        flows.ctOut[entry] = a;
-        flows.ctOutSerial[entry] = a >= 0 ? vfp.conntrack.serial(a) : 0;
-        flows.ctIn[entry] = b;
-        flows.ctInSerial[entry] = b >= 0 ? vfp.conntrack.serial(b) : 0;
-        flows.transposition[entry] = t;
-        flows.meterBucket[entry] = meter;
-        flows.packets[entry] = 1;
-        flows.bytes[entry] = len;
+        vfp.flows.recordForward(entry, egressId, vfp.generation[egressId], a, b, vfp.conntrack, t, meter, len);
       } else {
         transpositions.release(t);
       }
@@ -886,14 +870,7 @@ export class Switch {
       }
       vfp.stats.flowsCreated++;
     }
-    flows.genIngress[e] = vfp.generation[portId];
-    flows.macEpoch[e] = this.macTable.epoch;
-    flows.dropReason[e] = 0;
-    flows.dropPort[e] = -1;
-    flows.transposition[e] = -1;
-    flows.meterBucket[e] = -1;
-    flows.ctOut[e] = -1;
-    flows.ctIn[e] = -1;
+    flows.begin(e, vfp.generation[portId], this.macTable.epoch);
     return e;
   }
 
@@ -903,15 +880,8 @@ export class Switch {
     if (!cacheable) return;
     const entry = this.entryFor(e, ingressId, hash, now);
     if (entry < 0) return;
-    const flows = this.vfp.flows;
-    flows.egress[entry] = NO_PORT;
-    flows.dropReason[entry] = reason;
-    flows.dropPort[entry] = dropPort;
-    flows.peerPort[entry] = peer;
-    flows.genEgress[entry] = peer >= 0 ? this.vfp.generation[peer] : 0;
-    flows.connectionEpoch[entry] = this.vfp.connectionEpoch[dropPort];
-    flows.packets[entry] = 1;
-    flows.bytes[entry] = len;
+    const vfp = this.vfp;
+    vfp.flows.recordDrop(entry, reason, dropPort, peer, peer >= 0 ? vfp.generation[peer] : 0, vfp.connectionEpoch[dropPort], len);
   }
 
   /**
@@ -1139,13 +1109,7 @@ export class Switch {
     const ct = vfp.conntrack;
     const removed = flows.sweep(
       budget,
-      (e) => {
-        if (now - flows.lastSeen[e] > idleMs) return true;
-        const a = flows.ctOut[e];
-        if (a >= 0 && (ct.serial(a) !== flows.ctOutSerial[e] || !ct.alive(a, now))) return true;
-        const b = flows.ctIn[e];
-        return b >= 0 && (ct.serial(b) !== flows.ctInSerial[e] || !ct.alive(b, now));
-      },
+      (e) => now - flows.lastSeen[e] > idleMs || !flows.connectionsValid(e, ct, now),
       (e) => vfp.transpositions.release(flows.transposition[e]),
     );
     vfp.stats.flowsExpired += removed;

@@ -27,6 +27,12 @@ const EMPTY = -1;
 
 export const NO_PORT = -1;
 
+/** What the flow table checks its connections against: conntrack's slot serial and liveness. */
+export interface ConnectionCheck {
+  serial(slot: number): number;
+  alive(slot: number, now: number): boolean;
+}
+
 export class FlowTable {
   readonly capacity: number;
   readonly keys: Uint32Array;
@@ -177,6 +183,61 @@ export class FlowTable {
     this.inUse[e] = 0;
     this.free[this.freeCount++] = e;
     this.live--;
+  }
+
+  /**
+   * Starts entry e over for a new decision: what every decision is checked
+   * against (the ingress port's policy generation, the MAC table's epoch), and
+   * nothing referenced yet. The caller has released the old transposition.
+   */
+  begin(e: number, genIngress: number, macEpoch: number): void {
+    this.genIngress[e] = genIngress;
+    this.macEpoch[e] = macEpoch;
+    this.dropReason[e] = 0;
+    this.dropPort[e] = -1;
+    this.transposition[e] = -1;
+    this.meterBucket[e] = -1;
+    this.ctOut[e] = -1;
+    this.ctIn[e] = -1;
+  }
+
+  /**
+   * Records a decision to transmit on egressId, with the connections at both
+   * ends (slot or -1; their serials are taken from `ct`), the transposition and
+   * meter to apply, and the first frame's length.
+   */
+  recordForward(e: number, egressId: number, genEgress: number, ctOut: number, ctIn: number, ct: ConnectionCheck, transposition: number, meter: number, len: number): void {
+    this.egress[e] = egressId;
+    this.peerPort[e] = egressId;
+    this.genEgress[e] = genEgress;
+    this.ctOut[e] = ctOut;
+    this.ctOutSerial[e] = ctOut >= 0 ? ct.serial(ctOut) : 0;
+    this.ctIn[e] = ctIn;
+    this.ctInSerial[e] = ctIn >= 0 ? ct.serial(ctIn) : 0;
+    this.transposition[e] = transposition;
+    this.meterBucket[e] = meter;
+    this.packets[e] = 1;
+    this.bytes[e] = len;
+  }
+
+  /** Records a drop: its reason, the port that counts it, the peer whose policy took part (or -1), and their epochs. */
+  recordDrop(e: number, reason: number, dropPort: number, peer: number, genEgress: number, connectionEpoch: number, len: number): void {
+    this.egress[e] = NO_PORT;
+    this.dropReason[e] = reason;
+    this.dropPort[e] = dropPort;
+    this.peerPort[e] = peer;
+    this.genEgress[e] = genEgress;
+    this.connectionEpoch[e] = connectionEpoch;
+    this.packets[e] = 1;
+    this.bytes[e] = len;
+  }
+
+  /** Whether the connections entry e was decided with are still those (same serial) and alive. */
+  connectionsValid(e: number, ct: ConnectionCheck, now: number): boolean {
+    const a = this.ctOut[e];
+    if (a >= 0 && (ct.serial(a) !== this.ctOutSerial[e] || !ct.alive(a, now))) return false;
+    const b = this.ctIn[e];
+    return b < 0 || (ct.serial(b) === this.ctInSerial[e] && ct.alive(b, now));
   }
 
   ingressPort(e: number): number {
