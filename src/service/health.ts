@@ -12,7 +12,11 @@
  */
 import type { Logger } from 'pino';
 import type { DataPlane } from '../switch/dataplane.js';
-import type { NetworkService } from './service.js';
+/** What the health check drives: the service's two entry points for it (kept as an interface, so this file does not import the service). */
+export interface HealthTarget {
+  portDown(portId: number, fd: number, errno: number): Promise<void>;
+  checkHealth(): Promise<void>;
+}
 
 const CHECK_INTERVAL_MS = 1000;
 
@@ -36,7 +40,7 @@ export class PortHealth {
    * releases the service's mutex, not lost.
    */
   constructor(
-    private readonly service: NetworkService,
+    private readonly service: HealthTarget,
     private readonly dataPlane: DataPlane,
     private readonly logger: Logger,
     private readonly intervalMs = CHECK_INTERVAL_MS,

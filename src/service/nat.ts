@@ -32,14 +32,17 @@ import { DEFAULT_NAT_PORTS, DEFAULT_TRANSIT_POOL, type CreateNetworkRequest, typ
 import { ApiError, badRequest, conflict } from './errors.js';
 import { intToIp, ipToInt, macForIp, parseSubnet, subnetContains, subnetsOverlap, type Ipam, type Subnet } from './ipam.js';
 import type { Rollback } from './rollback.js';
-import type { DataPlaneHandle } from './service.js';
+import type { DataPlane } from '../switch/dataplane.js';
 import type { EndpointRecord, NatRecord, NetworkRecord, State } from './state.js';
 import { attachTap, openTap, releaseTap, removePersistentTap } from './taps.js';
+
+/** The part of the data plane nat networks drive. */
+export type NatDataPlane = Pick<DataPlane, 'addPort' | 'removePort' | 'setPublished' | 'nat' | 'portCounters'>;
 
 export class NatService {
   constructor(
     private readonly state: State,
-    private readonly dataPlane: DataPlaneHandle,
+    private readonly dataPlane: NatDataPlane,
     private readonly logger: Logger,
     /** Saves the state: host changes that outlive the daemon are recorded (state.host) before they are made. */
     private readonly commit: () => Promise<void> = async () => undefined,

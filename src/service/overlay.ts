@@ -26,7 +26,7 @@ import { badRequest, conflict, notFound } from './errors.js';
 import { intToIp, ipToInt, normalizeMac, parseSubnet, subnetContains } from './ipam.js';
 import type { IdPool } from './id-pool.js';
 import type { Rollback } from './rollback.js';
-import type { DataPlaneHandle } from './service.js';
+import type { DataPlane } from '../switch/dataplane.js';
 import type { NetworkRecord, State } from './state.js';
 
 /** Sockets per VTEP: the receiving one and the senders, one outer source port each (RFC 7348 entropy). */
@@ -48,12 +48,15 @@ interface Uplink {
   refs: number;
 }
 
+/** The part of the data plane overlay networks drive. */
+export type OverlayDataPlane = Pick<DataPlane, 'setPeers' | 'addRemote' | 'removeRemote' | 'overlay' | 'portCounters' | 'addUplink' | 'removeUplink'>;
+
 export class OverlayService {
   private readonly uplinks = new Map<string, Uplink>();
 
   constructor(
     private readonly state: State,
-    private readonly dataPlane: DataPlaneHandle,
+    private readonly dataPlane: OverlayDataPlane,
     private readonly logger: Logger,
   ) {}
 

@@ -40,7 +40,7 @@ import type {
 import { ApiError, badRequest, notFound } from './errors.js';
 import { macForIp, subnetContains } from './ipam.js';
 import type { Mutex } from './mutex.js';
-import type { DataPlaneHandle } from './service.js';
+import type { DataPlane } from '../switch/dataplane.js';
 import type { EndpointRecord, State } from './state.js';
 
 /** A sentence from the policy model is the whole 400 answer. */
@@ -49,12 +49,15 @@ function refuse(err: unknown): never {
   throw err;
 }
 
+/** The part of the data plane endpoint policies drive. */
+export type PolicyDataPlane = Pick<DataPlane, 'setPolicy' | 'trace' | 'switchCounters' | 'flows' | 'ruleHits'>;
+
 export class PolicyService {
   private nextRuleId = 1;
 
   constructor(
     private readonly state: State,
-    private readonly dataPlane: DataPlaneHandle,
+    private readonly dataPlane: PolicyDataPlane,
     private readonly mutex: Mutex,
     private readonly logger: Logger,
     private readonly commit: () => Promise<void> = async () => undefined,

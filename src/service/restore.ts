@@ -26,15 +26,18 @@ import { Ipam, IpamError } from './ipam.js';
 import type { NatService } from './nat.js';
 import type { OverlayService } from './overlay.js';
 import { Rollback } from './rollback.js';
-import type { DataPlaneHandle } from './service.js';
+import type { DataPlane } from '../switch/dataplane.js';
 import { endpointInterface, endpointNetnsPresent, endpointPort } from './endpoint-config.js';
 import type { EndpointRecord, NetworkRecord, State } from './state.js';
 import { currentNetns, StateFileError, type RuntimeState, type SavedState } from './state-file.js';
 import { attachEndpointTap, removeEndpointTap } from './taps.js';
 
+/** The part of the data plane a restore drives beyond what the nat and overlay services do. */
+export type RestoreDataPlane = Pick<DataPlane, 'importState' | 'addPort' | 'addNetwork' | 'addRemote'>;
+
 export interface RestoreContext {
   state: State;
-  dataPlane: DataPlaneHandle;
+  dataPlane: RestoreDataPlane;
   nat: NatService;
   overlay: OverlayService;
   logger: Logger;

@@ -51,43 +51,27 @@ import {
 import { ApiError, badRequest, conflict, notFound } from './errors.js';
 import { Ipam, IpamError, macForIp, normalizeMac, parseIpOrCidr, subnetsOverlap } from './ipam.js';
 import { Mutex } from './mutex.js';
-import { PolicyService } from './policies.js';
-import { NatService } from './nat.js';
-import { OverlayService, type OverlayPlan } from './overlay.js';
+import { PolicyService, type PolicyDataPlane } from './policies.js';
+import { NatService, type NatDataPlane } from './nat.js';
+import { OverlayService, type OverlayDataPlane, type OverlayPlan } from './overlay.js';
 import { defaultPortPolicy } from '../vfp/policy.js';
 import { Rollback } from './rollback.js';
 import { State, type EndpointRecord, type NetworkRecord } from './state.js';
 import type { RuntimeState, SavedState } from './state-file.js';
 import { attachEndpointTap, openTap, releaseTap, removeEndpointTap } from './taps.js';
-import { restoreState, type RestoreReport } from './restore.js';
+import { restoreState, type RestoreDataPlane, type RestoreReport } from './restore.js';
 import { DAEMON_NETNS, endpointInterface, endpointNetnsPresent, endpointPort } from './endpoint-config.js';
 import { readFailure } from './health.js';
 
-/** The part of DataPlane the service drives; tests can pass a fake. */
-export type DataPlaneHandle = Pick<
-  DataPlane,
-  | 'maxPorts'
-  | 'addNetwork'
-  | 'removeNetwork'
-  | 'addPort'
-  | 'removePort'
-  | 'portCounters'
-  | 'switchCounters'
-  | 'setPolicy'
-  | 'flows'
-  | 'trace'
-  | 'ruleHits'
-  | 'setPublished'
-  | 'nat'
-  | 'addUplink'
-  | 'removeUplink'
-  | 'setPeers'
-  | 'addRemote'
-  | 'removeRemote'
-  | 'overlay'
-  | 'importState'
-  | 'announce'
->;
+/**
+ * The part of DataPlane the service drives: what each sub-service declares it
+ * uses, and the service's own calls. Tests can pass a fake.
+ */
+export type DataPlaneHandle = NatDataPlane &
+  OverlayDataPlane &
+  PolicyDataPlane &
+  RestoreDataPlane &
+  Pick<DataPlane, 'maxPorts' | 'addNetwork' | 'removeNetwork' | 'addPort' | 'removePort' | 'portCounters' | 'switchCounters' | 'announce'>;
 
 export interface NetworkServiceOptions {
   /** Writes the state durably (src/service/state-file.ts); absent, nothing is saved. */
