@@ -157,103 +157,104 @@ function announce(endpoints: { portId: number; ip: string; mac: string }[], from
   if (i < endpoints.length) setImmediate(announce, endpoints, i);
 }
 
+type Op = DataPlaneCommand['op'];
+type CommandOf<K extends Op> = Extract<DataPlaneCommand, { op: K }>;
+/** What one feature contributes to the worker: a handler for each of its commands. */
+type Handlers<K extends Op> = { [P in K]: (command: CommandOf<P>) => unknown };
+
+/** Networks and ports: the switch's own. */
+const portCommands: Handlers<'addNetwork' | 'removeNetwork' | 'addPort' | 'removePort' | 'switchCounters' | 'macEntries'> = {
+  addNetwork: (c) => sw.addNetwork(c.networkId, c.name, c.nat, c.overlay),
+  removeNetwork: (c) => sw.removeNetwork(c.networkId),
+  addPort: (c) => {
+    sw.addPort(c);
+    try {
+      engine.addPort(c.portId, c.fd);
+    } catch (err) {
+      sw.removePort(c.portId);
+      throw err;
+    }
+  },
+  removePort: (c) => {
+    // Stop polling first: once this returns, the fd is out of epoll and the caller may close it.
+    engine.removePort(c.portId);
+    const timer = pausedPorts.get(c.portId);
+    if (timer) clearTimeout(timer);
+    pausedPorts.delete(c.portId);
+    sw.removePort(c.portId);
+  },
+  switchCounters: (): SwitchCounters => ({ macTable: sw.macTable.counters(), batches: sw.batches, ports: sw.portCount, vfp: sw.vfp.counters() }),
+  macEntries: () => sw.macTable.entries(clock()),
+};
+
+/** VFP: policies and what inspects them. */
+const policyCommands: Handlers<'setPolicy' | 'flows' | 'trace' | 'ruleHits'> = {
+  setPolicy: (c) => {
+    sw.setPolicy(c.portId, c.policy);
+    // A new policy starts with a full bucket: a port paused under the old cap reads again now.
+    const timer = pausedPorts.get(c.portId);
+    if (timer) {
+      clearTimeout(timer);
+      resumePort(c.portId);
+    }
+  },
+  flows: (c) => sw.flowEntries(clock(), c.portId),
+  trace: (c) => sw.trace(c.portId, c.direction === 'out' ? 0 : 1, c.frame),
+  ruleHits: (c) => sw.ruleHits(c.portId),
+};
+
+/** nat networks. */
+const natCommands: Handlers<'setPublished' | 'nat'> = {
+  setPublished: (c) => sw.setPublished(c.networkId, c.published),
+  nat: (c) => sw.natState(clock(), c.networkId, c.countersOnly),
+};
+
+/** overlay networks: the underlay sockets, peers and remote endpoints. */
+const overlayCommands: Handlers<'addUplink' | 'removeUplink' | 'setPeers' | 'addRemote' | 'removeRemote' | 'overlay'> = {
+  addUplink: (c) => {
+    const { op: _op, ...cfg } = c;
+    sw.addUplink(cfg);
+    try {
+      engine.addUdpPort(cfg.uplinkId, cfg.fds[0]);
+    } catch (err) {
+      sw.removeUplink(cfg.uplinkId);
+      throw err;
+    }
+  },
+  removeUplink: (c) => {
+    sw.removeUplink(c.uplinkId);
+    engine.removePort(c.uplinkId);
+  },
+  setPeers: (c) => sw.setPeers(c.networkId, c.peers),
+  addRemote: (c) => sw.addRemote(c.networkId, c.remote),
+  removeRemote: (c) => sw.removeRemote(c.networkId, c.remote),
+  overlay: (c): OverlayDataPlaneState => ({ networks: sw.overlayState(clock(), c.networkId, c.countersOnly), decap: sw.decapCounters() }),
+};
+
+/** Restarts: handing the state to the next daemon, taking it from the last, announcing endpoints that came back; and the stop. */
+const lifecycleCommands: Handlers<'snapshot' | 'importState' | 'announce' | 'stop'> = {
+  snapshot: () => {
+    // Nothing may change the tables after they are read: every port stops receiving first, for good.
+    for (const id of sw.receivingPortIds()) engine.removePort(id);
+    return exportSwitchState(sw, clock());
+  },
+  importState: (c) => importSwitchState(sw, c.snapshot, clock(), c.downtimeMs, c.portIds),
+  announce: (c) => announce(c.endpoints),
+  stop: () => {
+    clearInterval(sweepTimer);
+    clearInterval(stateTimer);
+    clearInterval(limitTimer);
+    for (const timer of pausedPorts.values()) clearTimeout(timer);
+    engine.close();
+    port.close();
+  },
+};
+
+/** Every command, from the features that contribute them; the type makes a missing one a compile error. */
+const handlers: Handlers<Op> = { ...portCommands, ...policyCommands, ...natCommands, ...overlayCommands, ...lifecycleCommands };
+
 function execute(command: DataPlaneCommand): unknown {
-  switch (command.op) {
-    case 'addNetwork':
-      sw.addNetwork(command.networkId, command.name, command.nat, command.overlay);
-      return undefined;
-    case 'addUplink': {
-      const { op: _op, ...cfg } = command;
-      sw.addUplink(cfg);
-      try {
-        engine.addUdpPort(cfg.uplinkId, cfg.fds[0]);
-      } catch (err) {
-        sw.removeUplink(cfg.uplinkId);
-        throw err;
-      }
-      return undefined;
-    }
-    case 'removeUplink':
-      sw.removeUplink(command.uplinkId);
-      engine.removePort(command.uplinkId);
-      return undefined;
-    case 'setPeers':
-      return sw.setPeers(command.networkId, command.peers);
-    case 'addRemote':
-      return sw.addRemote(command.networkId, command.remote);
-    case 'removeRemote':
-      return sw.removeRemote(command.networkId, command.remote);
-    case 'overlay': {
-      const result: OverlayDataPlaneState = { networks: sw.overlayState(clock(), command.networkId, command.countersOnly), decap: sw.decapCounters() };
-      return result;
-    }
-    case 'setPublished':
-      sw.setPublished(command.networkId, command.published);
-      return undefined;
-    case 'nat':
-      return sw.natState(clock(), command.networkId, command.countersOnly);
-    case 'removeNetwork':
-      sw.removeNetwork(command.networkId);
-      return undefined;
-    case 'addPort':
-      sw.addPort(command);
-      try {
-        engine.addPort(command.portId, command.fd);
-      } catch (err) {
-        sw.removePort(command.portId);
-        throw err;
-      }
-      return undefined;
-    case 'removePort': {
-      // Stop polling first: once this returns, the fd is out of epoll and the caller may close it.
-      engine.removePort(command.portId);
-      const timer = pausedPorts.get(command.portId);
-      if (timer) clearTimeout(timer);
-      pausedPorts.delete(command.portId);
-      sw.removePort(command.portId);
-      return undefined;
-    }
-    case 'setPolicy': {
-      sw.setPolicy(command.portId, command.policy);
-      // A new policy starts with a full bucket: a port paused under the old cap reads again now.
-      const timer = pausedPorts.get(command.portId);
-      if (timer) {
-        clearTimeout(timer);
-        resumePort(command.portId);
-      }
-      return undefined;
-    }
-    case 'flows':
-      return sw.flowEntries(clock(), command.portId);
-    case 'trace':
-      return sw.trace(command.portId, command.direction === 'out' ? 0 : 1, command.frame);
-    case 'ruleHits':
-      return sw.ruleHits(command.portId);
-    case 'switchCounters': {
-      const result: SwitchCounters = { macTable: sw.macTable.counters(), batches: sw.batches, ports: sw.portCount, vfp: sw.vfp.counters() };
-      return result;
-    }
-    case 'macEntries':
-      return sw.macTable.entries(clock());
-    case 'snapshot': {
-      // Nothing may change the tables after they are read: every port stops receiving first, for good.
-      for (const id of sw.receivingPortIds()) engine.removePort(id);
-      return exportSwitchState(sw, clock());
-    }
-    case 'importState':
-      return importSwitchState(sw, command.snapshot, clock(), command.downtimeMs, command.portIds);
-    case 'announce':
-      announce(command.endpoints);
-      return undefined;
-    case 'stop':
-      clearInterval(sweepTimer);
-      clearInterval(stateTimer);
-      clearInterval(limitTimer);
-      for (const timer of pausedPorts.values()) clearTimeout(timer);
-      engine.close();
-      port.close();
-      return undefined;
-  }
+  return (handlers[command.op] as (c: DataPlaneCommand) => unknown)(command);
 }
 
 port.on('message', (request: DataPlaneRequest) => {
