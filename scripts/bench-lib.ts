@@ -230,6 +230,18 @@ export function judge(what: string, value: number | null, bar: string, ok: (v: n
 }
 
 /** Median of the finite values; null when there are none (every run failed). */
+/**
+ * A whole-number option (`--name N`) from parseArgs' string: the default when
+ * absent, else a number from min to max ('_' allowed as a digit separator,
+ * 1_000_000), else one sentence naming the option and its range.
+ */
+export function intOption(name: string, raw: string | undefined, dflt: number, min: number, max: number): number {
+  if (raw === undefined) return dflt;
+  const n = /^\d[\d_]*$/.test(raw) ? Number(raw.replace(/_/g, '')) : NaN;
+  if (!Number.isInteger(n) || n < min || n > max) throw new BenchError(`--${name} takes a whole number from ${min} to ${max}, not "${raw}".`);
+  return n;
+}
+
 export function median(values: readonly (number | null | undefined)[]): number | null {
   const v = values.filter((x): x is number => typeof x === 'number' && Number.isFinite(x)).sort((a, b) => a - b);
   if (v.length === 0) return null;

@@ -41,6 +41,7 @@ import {
   exited,
   formatTable,
   interrupt,
+  intOption,
   median,
   pickFreePrefix,
   sleep,
@@ -84,8 +85,7 @@ function parseOptions(argv: string[]): Options | null {
   const endpoints = (values.endpoints ?? '1,100,1000').split(',').map((s) => Number(s.trim()));
   // Two endpoints at least: the ping needs a peer.
   if (endpoints.length === 0 || endpoints.some((n) => !Number.isInteger(n) || n < 1 || n > 4000)) throw new BenchError(`--endpoints takes counts from 1 to 4000, such as 1,100,1000, not "${values.endpoints}".`);
-  const runs = Number(values.runs ?? 3);
-  if (!Number.isInteger(runs) || runs < 1 || runs > 50) throw new BenchError(`--runs takes a whole number from 1 to 50, not "${values.runs}".`);
+  const runs = intOption('runs', values.runs, 3, 1, 50);
   const stamp = new Date().toISOString().replace(/\.\d+Z$/, 'Z').replace(/:/g, '-');
   return { endpoints, runs, out: values.out ? path.resolve(values.out) : path.join(REPO_ROOT, 'bench-results', `bench-restart-${stamp}.json`) };
 }

@@ -22,7 +22,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { ChildProcess } from 'node:child_process';
-import { BenchError, apiRequest, cmd, formatTable, interrupt, median, parseIperfJson, ratio, start, stop, tcpResult, waitFor } from './bench-lib.js';
+import { BenchError, apiRequest, cmd, formatTable, interrupt, intOption, median, parseIperfJson, ratio, start, stop, tcpResult, waitFor } from './bench-lib.js';
 import type { CommandResult } from '../test/integration/helpers/env.js';
 import { BUSYBOX_IMAGE, IPERF3_IN_IMAGE, hasIperf3, podmanEnv, runtimeAvailable, startDockerd, type DockerHandle, type PodmanHandle } from '../test/integration/helpers/runtimes.js';
 
@@ -60,10 +60,8 @@ function parseOptions(argv: string[]): Options | null {
     throw new BenchError(`${(err as Error).message.replace(/\.$/, '')}: see --help.`);
   }
   if (values.help) return null;
-  const runs = Number(values.runs ?? 7);
-  if (!Number.isInteger(runs) || runs < 1 || runs > 50) throw new BenchError(`--runs takes a whole number from 1 to 50, not "${values.runs}".`);
-  const seconds = Number(values.seconds ?? 5);
-  if (!Number.isInteger(seconds) || seconds < 1 || seconds > 60) throw new BenchError(`--seconds takes a whole number from 1 to 60, not "${values.seconds}".`);
+  const runs = intOption('runs', values.runs, 7, 1, 50);
+  const seconds = intOption('seconds', values.seconds, 5, 1, 60);
   const only = new Set((values.only ?? 'podman,docker').split(',').map((s) => s.trim()));
   for (const o of only) if (o !== 'podman' && o !== 'docker') throw new BenchError(`--only takes podman and/or docker, not "${o}".`);
   const stamp = new Date().toISOString().replace(/\.\d+Z$/, 'Z').replace(/:/g, '-');

@@ -57,7 +57,7 @@ import { Classifier } from '../src/vfp/classifier.js';
 import { matchToClassifierRule } from '../src/vfp/compile.js';
 import { parseMatch, validateLayer, type LayerSpec, type PortPolicy } from '../src/vfp/policy.js';
 import { Vfp } from '../src/vfp/vfp.js';
-import { BenchError, benchAclRules, median } from './bench-lib.js';
+import { BenchError, benchAclRules, intOption, median } from './bench-lib.js';
 
 const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const SELF = fileURLToPath(import.meta.url);
@@ -392,12 +392,6 @@ interface Options {
   out: string;
 }
 
-function intOption(name: string, raw: string | undefined, dflt: number, min: number, max: number): number {
-  if (raw === undefined) return dflt;
-  const n = Number(raw.replace(/_/g, ''));
-  if (!Number.isInteger(n) || n < min || n > max) throw new BenchError(`--${name} takes a whole number from ${min} to ${max}, not "${raw}".`);
-  return n;
-}
 
 function parseOptions(argv: string[]): Options | null {
   let values;

@@ -53,6 +53,7 @@ import {
   cmd,
   formatTable,
   ifMtu,
+  intOption,
   interrupt,
   judge,
   liveChildren,
@@ -161,14 +162,6 @@ interface Options {
   profile: string | null;
 }
 
-function intOption(name: string, raw: string | undefined, dflt: number, min: number, max: number): number {
-  if (raw === undefined) return dflt;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < min || n > max) {
-    throw new BenchError(`--${name} takes a whole number from ${min} to ${max}, not "${raw}".`);
-  }
-  return n;
-}
 
 const OPTION_SPEC = {
   runs: { type: 'string' },
