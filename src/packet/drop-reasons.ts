@@ -60,9 +60,6 @@ export const DropReason = {
   tunnelEncapFailed: 26,
 } as const;
 
-/** DropReason of a VXLAN decap verdict v (src/tunnel/vxlan-encap.ts DecapVerdict 1..5). */
-export const VXLAN_DROP_BASE = DropReason.vxlanShortHeader - 1;
-
 export type DropReasonName = keyof typeof DropReason;
 
 /** Names indexed by code; index 0 is unused. */

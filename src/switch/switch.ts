@@ -42,10 +42,9 @@ import { COUNTER_COLUMNS, DROP_BASE, resetPortCounters, RX_BYTES, RX_FRAMES, TX_
 import { MacTable } from './mac-table.js';
 import { GatewayResult, NatGateway, type NatCounters, type NatGatewaySpec, type NatPublishSpec } from '../nat/gateway.js';
 import { writeFragNeededInPlace } from '../packet/icmp.js';
-import { VXLAN_DROP_BASE } from '../packet/drop-reasons.js';
 import { ArpVerdict } from '../tunnel/arp-suppression.js';
 import { OverlaySegments, type OverlaySegment, type RemoteEndpoint, type OverlaySegmentCounters } from '../tunnel/overlay-segment.js';
-import { DecapVerdict, clearVnetHeader } from '../tunnel/vxlan-encap.js';
+import { DECAP_DROP_REASON, DecapVerdict, clearVnetHeader } from '../tunnel/vxlan-encap.js';
 import { EgressResult, TunnelTx, UplinkStat, VxlanEgress, VxlanUplink, type TunnelIo, type VxlanEgressCounters } from '../tunnel/vxlan-egress.js';
 import type { VtepEntry } from '../tunnel/vtep-table.js';
 import type { ArpSuppressionEntry } from '../tunnel/arp-suppression.js';
@@ -606,7 +605,7 @@ export class Switch {
         const frameLen = this.groLengths[i];
         if (frame + frameLen > arena) arena = frame + frameLen;
         if (header === GRO_SHORT) {
-          counters[row + DROP_BASE + VXLAN_DROP_BASE + DecapVerdict.SHORT_HEADER]++;
+          counters[row + DROP_BASE + DECAP_DROP_REASON[DecapVerdict.SHORT_HEADER]]++;
           continue;
         }
         this.decap(uplink, header, frame, frameLen, src, false, now);
@@ -627,7 +626,7 @@ export class Switch {
     const counters = this.counters;
     const verdict = this.segments.admit(buf, header, len + 8, src);
     if (verdict !== DecapVerdict.OK) {
-      counters[uplink.id * COUNTER_COLUMNS + DROP_BASE + VXLAN_DROP_BASE + verdict]++;
+      counters[uplink.id * COUNTER_COLUMNS + DROP_BASE + DECAP_DROP_REASON[verdict]]++;
       return;
     }
     const seg = this.segments.matched!;
@@ -635,7 +634,7 @@ export class Switch {
     if (tunnel.egress!.uplink !== uplink) {
       // Served here, but on another underlay address.
       this.segments.overrule(DecapVerdict.UNKNOWN_VNI);
-      counters[uplink.id * COUNTER_COLUMNS + DROP_BASE + VXLAN_DROP_BASE + DecapVerdict.UNKNOWN_VNI]++;
+      counters[uplink.id * COUNTER_COLUMNS + DROP_BASE + DECAP_DROP_REASON[DecapVerdict.UNKNOWN_VNI]]++;
       return;
     }
     seg.learnSource(buf, frame, src, now);

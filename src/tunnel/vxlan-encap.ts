@@ -31,6 +31,7 @@
 import { ETH_HEADER_LEN } from '../packet/ethernet.js';
 import { VNET_HDR_LEN } from '../packet/vnet.js';
 import { VXLAN_HEADER_LEN, VXLAN_MAX_VNI, VxlanField, VxlanFlags, VxlanView } from '../packet/vxlan.js';
+import { DropReason } from '../packet/drop-reasons.js';
 
 /** RFC 7348 section 5: the outer UDP source port "within the dynamic/private port range". */
 export const ENTROPY_PORT_MIN = 49152;
@@ -54,6 +55,17 @@ export const DecapVerdict = {
   NOT_PEER: 5,
 } as const;
 export type DecapVerdict = (typeof DecapVerdict)[keyof typeof DecapVerdict];
+
+/** The DropReason each verdict is counted as (index by verdict; OK keeps the datagram). The tunnel owns this mapping, not the numbering of either. */
+export const DECAP_DROP_REASON: Readonly<Uint8Array> = (() => {
+  const map = new Uint8Array(6);
+  map[DecapVerdict.SHORT_HEADER] = DropReason.vxlanShortHeader;
+  map[DecapVerdict.BAD_FLAGS] = DropReason.vxlanBadFlags;
+  map[DecapVerdict.TRUNCATED_INNER] = DropReason.vxlanTruncated;
+  map[DecapVerdict.UNKNOWN_VNI] = DropReason.vxlanUnknownVni;
+  map[DecapVerdict.NOT_PEER] = DropReason.vxlanNotPeer;
+  return map;
+})();
 
 /** Names indexed by verdict code: counter labels and drop reason names. */
 export const DECAP_VERDICT_NAMES: readonly string[] = ['ok', 'shortHeader', 'badFlags', 'truncatedInner', 'unknownVni', 'notPeer'];

@@ -148,3 +148,13 @@ test('clearVnetHeader zeroes the 10 bytes before the inner frame', (t) => {
   t.false(clearVnetHeader(buf, 9));
   t.false(clearVnetHeader(buf, 41));
 });
+
+test('every decap verdict but OK is counted as its own vxlan drop reason', async (t) => {
+  const { DECAP_DROP_REASON, DecapVerdict } = await import('../../src/tunnel/vxlan-encap.js');
+  const { DROP_REASON_NAMES } = await import('../../src/packet/drop-reasons.js');
+  t.is(DECAP_DROP_REASON[DecapVerdict.OK], 0);
+  const names = Object.values(DecapVerdict)
+    .filter((v) => v !== DecapVerdict.OK)
+    .map((v) => DROP_REASON_NAMES[DECAP_DROP_REASON[v]]);
+  t.deepEqual(names, ['vxlanShortHeader', 'vxlanBadFlags', 'vxlanTruncated', 'vxlanUnknownVni', 'vxlanNotPeer']);
+});
