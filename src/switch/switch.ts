@@ -120,6 +120,32 @@ const GRO_MAX_FRAMES = 1024;
 /** vxlanGro's header offset for a datagram shorter than a VXLAN header. */
 const GRO_SHORT = 0xffffffff;
 
+/**
+ * The frame being switched: where it is in the batch buffer, the port it came
+ * in on, its flow (hash and flow-table entry) and what the slow path has
+ * decided so far. One per switch, reused for every frame: one hidden class,
+ * nothing allocated, and the slow path's steps read it instead of passing ten
+ * arguments each.
+ */
+class FrameContext {
+  ingress: SwitchPort | null = null;
+  off = 0;
+  len = 0;
+  /** Where its vnet header starts, or -1 without one. */
+  vnetOff = -1;
+  /** Its flow hash, 0 when it has none (not unicast IP): the tunnel picks the outer source port by it. */
+  hash = 0;
+  /** Its flow-table entry when one was found (stale, or not usable by the fast path), else -1. */
+  entry = -1;
+  /** Its connection at the ingress (direction out), found by the ingress side, or -1. */
+  ctOut = -1;
+  /** Whether the decision may be cached: unicast IP, and nothing one of a kind happened to it. */
+  cacheable = false;
+  /** While it is flooded: an answer written over it in place would spoil the copies. */
+  flooding = false;
+  now = 0;
+}
+
 /** No layers, no spoof guard, no cap: a port of a plain learning switch. */
 export const OPEN_POLICY: PortPolicy = {
   layers: [],
@@ -186,11 +212,7 @@ export class Switch {
   private readonly meta = new Int32Array(META_WORDS);
   private readonly decision = new Decision();
   private readonly conns: PendingConnections;
-  /** The flow hash of the frame being switched (0 when it has none): the tunnel picks the outer source port by it. */
-  private frameHash = 0;
-  /** The port the frame being switched came in on, and whether it is being flooded (an answer in place would spoil the copies). */
-  private frameIngress: SwitchPort | null = null;
-  private flooding = false;
+  private readonly frame = new FrameContext();
 
   /** The overlay state of the host: segments by VNI, the VTEP and ARP suppression tables. */
   readonly segments = new OverlaySegments();
@@ -542,19 +564,29 @@ export class Switch {
     }
     const key = this.key;
     extractKey(buf, off, len, key, this.meta);
-    this.frameIngress = ingress;
+    // The fast path needs only the ingress and the hash (enqueue, tooBig); the rest is filled for the slow path.
+    const f = this.frame;
+    f.ingress = ingress;
+    let e = -1;
     if (this.meta[Meta.IP_VERSION] !== 0 && (buf[off] & 1) === 0) {
       const flows = this.vfp.flows;
       const portId = ingress.id;
       const hash = flows.hash(portId, key);
-      this.frameHash = hash;
-      const e = flows.lookup(portId, key, hash);
+      f.hash = hash;
+      e = flows.lookup(portId, key, hash);
       if (e >= 0 && this.cachedValid(e, portId, now) && this.fastPath(e, ingress, off, len, vnetOff, now)) return;
-      this.slowPath(ingress, off, len, vnetOff, hash, e, now);
+      f.cacheable = true;
     } else {
-      this.frameHash = 0;
-      this.slowPath(ingress, off, len, vnetOff, 0, -1, now);
+      f.hash = 0;
+      f.cacheable = false;
     }
+    f.entry = e;
+    f.off = off;
+    f.len = len;
+    f.vnetOff = vnetOff;
+    f.now = now;
+    f.ctOut = -1;
+    this.slowPath();
   }
 
   /**
@@ -696,10 +728,13 @@ export class Switch {
   }
 
   /**
-   * Everything the flow table does not answer. `e` is the stale entry of this
-   * flow (or -1), reused when the result can be cached.
+   * Everything the flow table does not answer, for the frame in `this.frame`;
+   * its stale entry (or -1) is reused when the result can be cached.
    */
-  private slowPath(ingress: SwitchPort, off: number, len: number, vnetOff: number, hash: number, e: number, now: number): void {
+  private slowPath(): void {
+    const f = this.frame;
+    const ingress = f.ingress!;
+    const { off, len, now } = f;
     const vfp = this.vfp;
     const buf = this.io.buffer;
     const key = this.key;
@@ -708,7 +743,6 @@ export class Switch {
     const conns = this.conns;
     const portId = ingress.id;
     const isIp = meta[Meta.IP_VERSION] !== 0;
-    const cacheable = isIp && (buf[off] & 1) === 0;
     vfp.stats.slowPathRuns++;
     const orig = this.origKey;
     for (let w = 0; w < KEY_WORDS; w++) orig[w] = key[w];
@@ -720,17 +754,19 @@ export class Switch {
     const spoofed = spoofCheck(ingressPolicy, buf, off, key, meta);
     if (spoofed !== 0) {
       // Not cached: the sender picks spoofed keys at will, and each would take a flow-table entry.
-      this.drop(e, hash, false, portId, portId, -1, spoofed, len, now);
+      f.cacheable = false;
+      this.drop(portId, -1, spoofed);
       return;
     }
     const ctOut = vfp.evaluateSide(ingressPolicy, portId, DIR_OUT, key, meta, now, d, stateful, null);
+    f.ctOut = ctOut;
     if (d.verdict === Verdict.BLOCK) {
-      this.drop(e, hash, cacheable, portId, portId, -1, d.dropReason, len, now);
+      this.drop(portId, -1, d.dropReason);
       return;
     }
     const gw = ingress.network.gateway;
     if (ingress.external) {
-      this.viaGateway(gw!, gw!.fromOutside(buf, off, len, key, meta, d, now), ingress, off, len, vnetOff, hash, e, ctOut, cacheable, now);
+      this.viaGateway(gw!, gw!.fromOutside(buf, off, len, key, meta, d, now));
       return;
     }
     const networkId = ingress.network.id;
@@ -745,7 +781,7 @@ export class Switch {
       }
     }
     if (gw !== null && gw.claims(buf, off, key, meta)) {
-      this.viaGateway(gw, gw.fromInside(buf, off, len, key, meta, portId, ctOut, d, now), ingress, off, len, vnetOff, hash, e, ctOut, cacheable, now);
+      this.viaGateway(gw, gw.fromInside(buf, off, len, key, meta, portId, ctOut, d, now));
       return;
     }
 
@@ -755,18 +791,21 @@ export class Switch {
     const egressId = multicast ? -1 : this.macTable.lookup(networkId, dstHi, dstLo, now);
     const egress = egressId >= 0 ? this.ports[egressId] : undefined;
     if (egress === undefined) {
-      this.flood(ingress, off, len, vnetOff, now);
+      this.flood();
       return;
     }
     if (egressId === portId) {
       this.counters[portId * COUNTER_COLUMNS + DROP_BASE + DropReason.sameSegment]++;
       return;
     }
-    this.toEgress(ingress, egress, off, len, vnetOff, hash, e, ctOut, cacheable, null, now);
+    this.toEgress(egress, null);
   }
 
   /** What the NAT gateway decided about a frame (src/nat/gateway.ts), carried out. */
-  private viaGateway(gw: NatGateway, result: number, ingress: SwitchPort, off: number, len: number, vnetOff: number, hash: number, e: number, ctOut: number, cacheable: boolean, now: number): void {
+  private viaGateway(gw: NatGateway, result: number): void {
+    const f = this.frame;
+    const ingress = f.ingress!;
+    const { off, len } = f;
     if (result === GatewayResult.REPLIED) {
       this.enqueue(ingress, off, len);
       return;
@@ -779,7 +818,8 @@ export class Switch {
     }
     // An error translated in place was rewritten already, and is one of a kind: nothing to cache.
     if (result === GatewayResult.FORWARD_ONCE) this.decision.rwFlags = 0;
-    this.toEgress(ingress, egress, off, len, vnetOff, hash, e, ctOut, cacheable && result === GatewayResult.FORWARD, gw, now);
+    if (result !== GatewayResult.FORWARD) f.cacheable = false;
+    this.toEgress(egress, gw);
   }
 
   /**
@@ -788,7 +828,11 @@ export class Switch {
    * entry. `gw` is the NAT gateway that translated the frame, whose new
    * mapping (if it took one) is bound to the connection at the ingress.
    */
-  private toEgress(ingress: SwitchPort, egress: SwitchPort, off: number, len: number, vnetOff: number, hash: number, e: number, ctOut: number, cacheable: boolean, gw: NatGateway | null, now: number): void {
+  private toEgress(egress: SwitchPort, gw: NatGateway | null): void {
+    const f = this.frame;
+    const ingress = f.ingress!;
+    const { off, len, vnetOff, now, ctOut } = f;
+    let cacheable = f.cacheable;
     const vfp = this.vfp;
     const buf = this.io.buffer;
     const d = this.decision;
@@ -799,7 +843,7 @@ export class Switch {
     const ctIn = vfp.evaluateSide(vfp.policies[egressId]!, egressId, DIR_IN, this.key, meta, now, d, stateful, null);
     if (d.verdict === Verdict.BLOCK) {
       gw?.abandon();
-      this.drop(e, hash, cacheable, portId, egressId, egressId, d.dropReason, len, now);
+      this.drop(egressId, egressId, d.dropReason);
       return;
     }
     // The meter before connections are created: a policed frame leaves no state behind, and is not cached.
@@ -830,7 +874,7 @@ export class Switch {
       }
     }
     if (cacheable && (d.rwFlags === 0 || t >= 0)) {
-      const entry = this.entryFor(e, portId, hash, now);
+      const entry = this.entryFor(f.entry, portId, f.hash, now);
       if (entry >= 0) {
         const b = ctIn >= 0 ? ctIn : this.createdSlot(egressId, DIR_IN);
         vfp.flows.recordForward(entry, egressId, vfp.generation[egressId], a, b, vfp.conntrack, t, meter, len);
@@ -873,14 +917,15 @@ export class Switch {
     return e;
   }
 
-  /** Counts a policy drop on `dropPort` and, for a unicast IP flow, caches it. */
-  private drop(e: number, hash: number, cacheable: boolean, ingressId: number, dropPort: number, peer: number, reason: number, len: number, now: number): void {
+  /** Counts the frame's drop on `dropPort` and, when it may be cached, caches it with the peer whose policy took part (or -1). */
+  private drop(dropPort: number, peer: number, reason: number): void {
     this.counters[dropPort * COUNTER_COLUMNS + DROP_BASE + reason]++;
-    if (!cacheable) return;
-    const entry = this.entryFor(e, ingressId, hash, now);
+    const f = this.frame;
+    if (!f.cacheable) return;
+    const entry = this.entryFor(f.entry, f.ingress!.id, f.hash, f.now);
     if (entry < 0) return;
     const vfp = this.vfp;
-    vfp.flows.recordDrop(entry, reason, dropPort, peer, peer >= 0 ? vfp.generation[peer] : 0, vfp.connectionEpoch[dropPort], len);
+    vfp.flows.recordDrop(entry, reason, dropPort, peer, peer >= 0 ? vfp.generation[peer] : 0, vfp.connectionEpoch[dropPort], f.len);
   }
 
   /**
@@ -888,7 +933,10 @@ export class Switch {
    * whose inbound policy allows the frame. The ingress side has been evaluated
    * already; its rewrites are applied once, to the one buffer all ports share.
    */
-  private flood(ingress: SwitchPort, off: number, len: number, vnetOff: number, now: number): void {
+  private flood(): void {
+    const f = this.frame;
+    const ingress = f.ingress!;
+    const { off, len, vnetOff, now } = f;
     const vfp = this.vfp;
     const d = this.decision;
     const key = this.key;
@@ -901,7 +949,7 @@ export class Switch {
     }
     const ingressMeter = d.meterBucket;
     const ports = ingress.network.ports;
-    this.flooding = true;
+    f.flooding = true;
     let allowed = 0;
     for (let i = 0; i < ports.length; i++) {
       const p = ports[i];
@@ -919,17 +967,17 @@ export class Switch {
       allowed++;
     }
     if (allowed === 0) {
-      this.flooding = false;
+      f.flooding = false;
       if (ports.length <= 1) this.counters[ingress.id * COUNTER_COLUMNS + DROP_BASE + DropReason.noEgress]++;
       return;
     }
     if (ingressMeter >= 0 && !vfp.meters.tryConsume(ingressMeter, len, now)) {
-      this.flooding = false;
+      f.flooding = false;
       this.counters[ingress.id * COUNTER_COLUMNS + DROP_BASE + DropReason.meter]++;
       return;
     }
     if (isIp && !this.commitConnections(now)) {
-      this.flooding = false;
+      f.flooding = false;
       return;
     }
     if (ingressRw !== 0) vfp.transpositions.apply(vfp.transpositions.scratch, this.io.buffer, off, vnetOff, meta);
@@ -937,14 +985,14 @@ export class Switch {
       const p = ports[i];
       if (p.lastQueuedOffset === off) this.enqueue(p, off, len);
     }
-    this.flooding = false;
+    f.flooding = false;
   }
 
   private enqueue(port: SwitchPort, off: number, len: number): void {
     const egress = port.egress;
     if (egress !== null) {
       const was = egress.pending;
-      if (egress.enqueue(this.io.buffer, off, len, this.frameHash) === EgressResult.TOO_BIG) {
+      if (egress.enqueue(this.io.buffer, off, len, this.frame.hash) === EgressResult.TOO_BIG) {
         this.tooBig(port, off, len);
         return;
       }
@@ -966,8 +1014,8 @@ export class Switch {
    */
   private tooBig(tunnel: SwitchPort, off: number, len: number): void {
     this.counters[tunnel.id * COUNTER_COLUMNS + DROP_BASE + DropReason.tunnelTooBig]++;
-    const ingress = this.frameIngress;
-    if (this.flooding || ingress === null || ingress.egress !== null) return;
+    const ingress = this.frame.ingress;
+    if (this.frame.flooding || ingress === null || ingress.egress !== null) return;
     const buf = this.io.buffer;
     const n = writeFragNeededInPlace(buf, off, len, tunnel.egress!.mtu);
     if (n < 0) return;
