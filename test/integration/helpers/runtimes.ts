@@ -505,6 +505,35 @@ async function linkExists(name: string): Promise<boolean> {
 }
 
 /** Waits for a child's exit for up to `ms`; SIGKILLs it after. Resolves to whether it exited by itself. */
+/**
+ * Polls `probe` until it succeeds; a daemon that exits first, or does not
+ * answer within READY_TIMEOUT_MS, is stopped (cleaning up what it made) and
+ * reported with the tail of its log.
+ */
+async function waitReady(
+  name: string,
+  probeText: string,
+  probe: () => Promise<CommandResult>,
+  exitCode: () => number | null | undefined,
+  stop: () => Promise<void>,
+  logPath: string,
+): Promise<void> {
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  for (;;) {
+    if (exitCode() !== undefined) {
+      await stop().catch(() => undefined);
+      throw new Error(`${name} exited with ${exitCode()} before it was ready:\n${tail(logPath)}`);
+    }
+    const r = await probe();
+    if (r.code === 0) return;
+    if (Date.now() > deadline) {
+      await stop().catch(() => undefined);
+      throw new Error(`${name} did not answer ${probeText} within ${READY_TIMEOUT_MS} ms (last: ${r.stderr.trim()}):\n${tail(logPath)}`);
+    }
+    await sleep(50);
+  }
+}
+
 async function waitExit(child: ChildProcess, exited: Promise<unknown>, ms: number): Promise<boolean> {
   const done = await Promise.race([exited.then(() => true), sleep(ms, false, { ref: false })]);
   if (done) return true;
@@ -914,20 +943,7 @@ export async function startContainerd(prefix: string, opts: ContainerdOptions = 
     log,
   };
 
-  const deadline = Date.now() + READY_TIMEOUT_MS;
-  for (;;) {
-    if (exitCode() !== undefined) {
-      await stop().catch(() => undefined);
-      throw new Error(`containerd exited with ${exitCode()} before it was ready:\n${tail(logPath)}`);
-    }
-    const r = await shEnv('ctr', ['-a', address, 'version'], env, { timeoutMs: 5_000 });
-    if (r.code === 0) break;
-    if (Date.now() > deadline) {
-      await stop().catch(() => undefined);
-      throw new Error(`containerd did not answer \`ctr version\` within ${READY_TIMEOUT_MS} ms (last: ${r.stderr.trim()}):\n${tail(logPath)}`);
-    }
-    await sleep(50);
-  }
+  await waitReady('containerd', '`ctr version`', () => shEnv('ctr', ['-a', address, 'version'], env, { timeoutMs: 5_000 }), exitCode, stop, logPath);
   return handle;
 }
 
@@ -1092,20 +1108,7 @@ export async function startDockerd(prefix: string, opts: DockerOptions = {}): Pr
     log,
   };
 
-  const deadline = Date.now() + READY_TIMEOUT_MS;
-  for (;;) {
-    if (exitCode() !== undefined) {
-      await stop().catch(() => undefined);
-      throw new Error(`dockerd exited with ${exitCode()} before it was ready:\n${tail(logPath)}`);
-    }
-    const r = await docker(['info', '--format', '{{.ServerVersion}}'], { timeoutMs: 5_000 });
-    if (r.code === 0) break;
-    if (Date.now() > deadline) {
-      await stop().catch(() => undefined);
-      throw new Error(`dockerd did not answer \`docker info\` within ${READY_TIMEOUT_MS} ms (last: ${r.stderr.trim()}):\n${tail(logPath)}`);
-    }
-    await sleep(50);
-  }
+  await waitReady('dockerd', '`docker info`', () => docker(['info', '--format', '{{.ServerVersion}}'], { timeoutMs: 5_000 }), exitCode, stop, logPath);
   return handle;
 }
 
