@@ -28,42 +28,34 @@
  * are created by the control plane, not per packet.
  */
 import { DropReason, FRAME_OK } from '../packet/drop-reasons.js';
-import { formatMac, writeMac } from '../packet/ethernet.js';
-import { formatIpv4Addr } from '../packet/ipv4.js';
 import { classifyFrame } from '../packet/validate.js';
 import { DIR_IN, DIR_OUT } from '../vfp/compile.js';
-import { CT_RESTART, ctStateName } from '../vfp/conntrack.js';
+import { CT_RESTART } from '../vfp/conntrack.js';
 import { NO_PORT } from '../vfp/flow-table.js';
 import { extractKey, KEY_WORDS, KeyWord, Meta, META_WORDS } from '../vfp/key.js';
-import { Decision, Rewrite, spoofCheck, Verdict, type TraceStep } from '../vfp/pipeline.js';
+import { Decision, spoofCheck, Verdict, type TraceStep } from '../vfp/pipeline.js';
 import type { PortPolicy } from '../vfp/policy.js';
 import { PendingConnections, Vfp, type VfpOptions } from '../vfp/vfp.js';
-import { COUNTER_COLUMNS, DROP_BASE, resetPortCounters, RX_BYTES, RX_FRAMES, TX_BYTES, TX_FRAMES } from './counters.js';
+import { COUNTER_COLUMNS, DROP_BASE, resetPortCounters } from './counters.js';
 import { MacTable } from './mac-table.js';
-import { GatewayResult, NatGateway, type NatCounters, type NatGatewaySpec, type NatPublishSpec } from '../nat/gateway.js';
-import { writeFragNeededInPlace } from '../packet/icmp.js';
-import { ArpVerdict } from '../tunnel/arp-suppression.js';
-import { OverlaySegments, type OverlaySegment, type RemoteEndpoint, type OverlaySegmentCounters } from '../tunnel/overlay-segment.js';
-import { DECAP_DROP_REASON, DecapVerdict, clearVnetHeader } from '../tunnel/vxlan-encap.js';
-import { EgressResult, TunnelTx, UplinkStat, VxlanEgress, VxlanUplink, type TunnelIo, type VxlanEgressCounters } from '../tunnel/vxlan-egress.js';
-import type { VtepEntry } from '../tunnel/vtep-table.js';
-import type { ArpSuppressionEntry } from '../tunnel/arp-suppression.js';
+import { NatGateway, type NatCounters, type NatGatewaySpec, type NatPublishSpec } from '../nat/gateway.js';
+import { OverlaySegments, type RemoteEndpoint } from '../tunnel/overlay-segment.js';
+import { TunnelTx, VxlanEgress, VxlanUplink } from '../tunnel/vxlan-egress.js';
+import { FrameContext, Outcome } from './frame-context.js';
+import type { FrameIo } from './frame-io.js';
+import { describeRewrite, flowViews, natView, overlayView, type SwitchFlow, type SwitchNat, type SwitchOverlay, type SwitchTrace } from './inspect.js';
+import { SwitchNetwork } from './network.js';
+import { FLUSH_PHASES, PortKind, type Flushable, type PortHost, type SwitchPort } from './ports/port.js';
+import { TapPort } from './ports/tap-port.js';
+import { natHostPort } from './ports/nat-host-port.js';
+import { VxlanTunnelPort } from './ports/vxlan-tunnel-port.js';
+import { UnderlaySender, VxlanUnderlayPort } from './ports/vxlan-underlay-port.js';
+import { ArpSuppressionStage } from './stages/arp-suppression-stage.js';
+import { NatGatewayStage } from './stages/nat-gateway-stage.js';
+import { StageResult, type StageHost } from './stages/stage.js';
 
-/** Where frames come from and go to: the native engine in production, synthetic buffers in unit tests. */
-export interface FrameIo {
-  readonly buffer: Uint8Array;
-  readonly lengths: Int32Array;
-  readonly slotSize: number;
-  readonly headroom: number;
-  readonly vnetHdrLen: number;
-  readonly batchSize: number;
-  /** Writes count frames; sets lengths[i] to 0 for each frame the device refused; returns how many were accepted. */
-  transmit(fd: number, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number, vnetHdrLen: number): number;
-  /** Overlay networks: the batched UDP, segmentation and the segment arena (src/tunnel/vxlan-egress.ts). */
-  readonly tunnel?: TunnelIo;
-  /** Overlay networks: SOURCE_WORDS per slot, the sender's IPv4 address and port of a datagram an uplink received, and the size of the datagrams the kernel coalesced into it (0: one). */
-  readonly sources?: Uint32Array;
-}
+export type { FrameIo } from './frame-io.js';
+export type { SwitchFlow, SwitchNat, SwitchOverlay, SwitchTrace } from './inspect.js';
 
 /** An underlay address and its UDP sockets (the first one receives), shared by the overlay networks that name it. */
 export interface UplinkConfig {
@@ -113,38 +105,6 @@ export interface PortConfig {
 }
 
 const ETH_AND_VLAN_OVERHEAD = 18;
-/** Words per slot of FrameIo.sources (RxEngine's layout): address, port, coalesced datagram size, spare. */
-const SOURCE_WORDS = 4;
-/** Frames vxlanGro may make of one coalesced slot: every datagram alone at worst (64 KiB of 1-byte payloads is not a real case; 1024 is plenty). */
-const GRO_MAX_FRAMES = 1024;
-/** vxlanGro's header offset for a datagram shorter than a VXLAN header. */
-const GRO_SHORT = 0xffffffff;
-
-/**
- * The frame being switched: where it is in the batch buffer, the port it came
- * in on, its flow (hash and flow-table entry) and what the slow path has
- * decided so far. One per switch, reused for every frame: one hidden class,
- * nothing allocated, and the slow path's steps read it instead of passing ten
- * arguments each.
- */
-class FrameContext {
-  ingress: SwitchPort | null = null;
-  off = 0;
-  len = 0;
-  /** Where its vnet header starts, or -1 without one. */
-  vnetOff = -1;
-  /** Its flow hash, 0 when it has none (not unicast IP): the tunnel picks the outer source port by it. */
-  hash = 0;
-  /** Its flow-table entry when one was found (stale, or not usable by the fast path), else -1. */
-  entry = -1;
-  /** Its connection at the ingress (direction out), found by the ingress side, or -1. */
-  ctOut = -1;
-  /** Whether the decision may be cached: unicast IP, and nothing one of a kind happened to it. */
-  cacheable = false;
-  /** While it is flooded: an answer written over it in place would spoil the copies. */
-  flooding = false;
-  now = 0;
-}
 
 /** No layers, no spoof guard, no cap: a port of a plain learning switch. */
 export const OPEN_POLICY: PortPolicy = {
@@ -153,80 +113,39 @@ export const OPEN_POLICY: PortPolicy = {
   qos: null,
 };
 
-class SwitchNetwork {
-  /** The ports frames are switched and flooded between (a nat network's host TAP is not one; an overlay's tunnel port is). */
-  readonly ports: SwitchPort[] = [];
-  /** Overlay networks: the tunnel port. */
-  tunnelPort: SwitchPort | null = null;
-  constructor(
-    readonly id: number,
-    readonly name: string,
-    readonly gateway: NatGateway | null,
-    readonly segment: OverlaySegment | null,
-  ) {}
-}
-
-class SwitchPort {
-  readonly txOffsets: Uint32Array;
-  readonly txLengths: Uint32Array;
-  txCount = 0;
-  txBytes = 0;
-  /** The last frame queued here, so a flood never queues one frame twice on a port. */
-  lastQueuedOffset = -1;
-  constructor(
-    readonly id: number,
-    readonly network: SwitchNetwork,
-    readonly fd: number,
-    readonly name: string,
-    readonly maxFrame: number,
-    batchSize: number,
-    /** The host TAP of a nat network. */
-    readonly external: boolean,
-    /** The tunnel port of an overlay network: frames queued here become VXLAN datagrams. */
-    readonly egress: VxlanEgress | null = null,
-  ) {
-    this.txOffsets = new Uint32Array(batchSize);
-    this.txLengths = new Uint32Array(batchSize);
-  }
-}
-
 export interface SwitchOptions {
   vfp?: Partial<VfpOptions>;
 }
 
-export class Switch {
+export class Switch implements PortHost, StageHost {
   private readonly networks = new Map<number, SwitchNetwork>();
+  /** Every port by id, whatever its kind: one id space for TAPs, host TAPs, tunnel ports and underlay sockets. */
   private readonly ports: (SwitchPort | undefined)[] = [];
-  private readonly pending: SwitchPort[] = [];
-  private pendingCount = 0;
-  private readonly pendingTunnels: SwitchPort[] = [];
-  private pendingTunnelCount = 0;
-  private batchNow = 0;
+  /** Per flush phase, what has work queued in this batch. */
+  private readonly pending: Flushable[][] = Array.from({ length: FLUSH_PHASES }, () => []);
+  private readonly pendingCount = new Int32Array(FLUSH_PHASES);
   private batchCount = 0;
   readonly vfp: Vfp;
 
   // Per-frame scratch, reused: nothing on the frame path allocates.
-  private readonly key = new Uint32Array(KEY_WORDS);
+  readonly key = new Uint32Array(KEY_WORDS);
   private readonly origKey = new Uint32Array(KEY_WORDS);
   private readonly sideKey = new Uint32Array(KEY_WORDS);
-  private readonly meta = new Int32Array(META_WORDS);
-  private readonly decision = new Decision();
+  readonly meta = new Int32Array(META_WORDS);
+  readonly decision = new Decision();
   private readonly conns: PendingConnections;
-  private readonly frame = new FrameContext();
+  readonly frame = new FrameContext();
 
   /** The overlay state of the host: segments by VNI, the VTEP and ARP suppression tables. */
   readonly segments = new OverlaySegments();
-  private readonly uplinks: (VxlanUplink | undefined)[] = [];
-  private readonly overlayByVni = new Map<number, SwitchNetwork>();
-  private readonly tunnelTx: TunnelTx | null;
-  // vxlanGro's output descriptors, reused.
-  private readonly groOffsets = new Uint32Array(GRO_MAX_FRAMES);
-  private readonly groLengths = new Uint32Array(GRO_MAX_FRAMES);
-  private readonly groHeaders = new Uint32Array(GRO_MAX_FRAMES);
+  /** The stages of the nat networks and the tunnel ports of the overlay networks, by network id: the control path's handles. */
+  private readonly natStages = new Map<number, NatGatewayStage>();
+  private readonly tunnels = new Map<number, VxlanTunnelPort>();
+  private readonly sender: UnderlaySender | null;
 
   constructor(
-    private readonly io: FrameIo,
-    private readonly counters: Float64Array,
+    readonly io: FrameIo,
+    readonly counters: Float64Array,
     readonly macTable: MacTable,
     private readonly events: SwitchEvents,
     private readonly clock: () => number = () => performance.now(),
@@ -235,7 +154,11 @@ export class Switch {
     const maxPorts = counters.length / COUNTER_COLUMNS;
     this.vfp = new Vfp({ maxPorts, clock, ...opts.vfp });
     this.conns = new PendingConnections(maxPorts + 1);
-    this.tunnelTx = io.tunnel ? new TunnelTx(io.tunnel, io.buffer) : null;
+    this.sender = io.tunnel ? new UnderlaySender(new TunnelTx(io.tunnel, io.buffer)) : null;
+  }
+
+  get buffer(): Uint8Array {
+    return this.io.buffer;
   }
 
   get batches(): number {
@@ -252,74 +175,91 @@ export class Switch {
     return this.counters.length / COUNTER_COLUMNS;
   }
 
+  port(portId: number): SwitchPort | undefined {
+    return this.ports[portId];
+  }
+
+  private freeId(id: number, what: string): void {
+    if (!Number.isInteger(id) || id < 0 || id >= this.maxPorts || this.ports[id]) throw new RangeError(`${what} id ${id} is taken or out of range`);
+  }
+
+  /** Registers a port of any kind under its id; its counters start at zero. */
+  private register(port: SwitchPort, policy: PortPolicy): void {
+    this.vfp.setPolicy(port.id, policy);
+    resetPortCounters(this.counters, port.id);
+    this.ports[port.id] = port;
+    if (port.member) port.network!.addMember(port);
+  }
+
+  private unregister(port: SwitchPort): void {
+    if (port.member) port.network!.removeMember(port);
+    this.ports[port.id] = undefined;
+    this.macTable.flushPort(port.id);
+    this.vfp.removePort(port.id);
+  }
+
+  /** A network and its stages: a nat network has the NAT gateway, an overlay network ARP suppression and a tunnel port. */
   addNetwork(networkId: number, name: string, nat?: NatGatewaySpec, overlay?: OverlayNetworkSpec): void {
     if (!Number.isInteger(networkId) || networkId < 0 || networkId > 0xffff) throw new RangeError(`network id ${networkId} must be an integer from 0 to 65535`);
     if (this.networks.has(networkId)) throw new Error(`network id ${networkId} exists already`);
     if (overlay === undefined) {
-      const gateway = nat ? new NatGateway(nat, this.vfp.conntrack) : null;
-      this.networks.set(networkId, new SwitchNetwork(networkId, name, gateway, null));
+      const stage = nat ? new NatGatewayStage(new NatGateway(nat, this.vfp.conntrack)) : null;
+      this.networks.set(networkId, new SwitchNetwork(networkId, name, stage ? [stage] : []));
+      if (stage) this.natStages.set(networkId, stage);
       return;
     }
-    const uplink = this.uplinks[overlay.uplinkId];
-    if (!uplink || !this.tunnelTx) throw new Error(`uplink ${overlay.uplinkId} does not exist`);
-    const id = overlay.tunnelPortId;
-    if (!Number.isInteger(id) || id < 0 || id >= this.maxPorts || this.ports[id] || this.uplinks[id]) throw new RangeError(`tunnel port id ${id} is taken or out of range`);
+    const underlay = this.ports[overlay.uplinkId];
+    if (!(underlay instanceof VxlanUnderlayPort) || !this.sender) throw new Error(`uplink ${overlay.uplinkId} does not exist`);
+    this.freeId(overlay.tunnelPortId, 'tunnel port');
     const segment = this.segments.add(overlay.vni, { peers: overlay.peers, learnArp: overlay.learnArp });
-    const net = new SwitchNetwork(networkId, name, null, segment);
-    const egress = new VxlanEgress(segment, uplink, overlay.mtu, this.io.batchSize);
-    const tunnel = new SwitchPort(id, net, -1, `vxlan${overlay.vni}`, overlay.mtu + ETH_AND_VLAN_OVERHEAD, this.io.batchSize, false, egress);
-    this.vfp.setPolicy(id, OPEN_POLICY);
-    resetPortCounters(this.counters, id);
-    this.ports[id] = tunnel;
-    net.ports.push(tunnel);
-    net.tunnelPort = tunnel;
+    const net = new SwitchNetwork(networkId, name, [new ArpSuppressionStage(segment)]);
+    const egress = new VxlanEgress(segment, underlay.uplink, overlay.mtu, this.io.batchSize);
+    const tunnel = new VxlanTunnelPort(overlay.tunnelPortId, net, segment, egress, this.sender.tx, this.sender, overlay.mtu + ETH_AND_VLAN_OVERHEAD);
+    this.register(tunnel, OPEN_POLICY);
+    underlay.tunnels.set(overlay.vni, tunnel);
     this.networks.set(networkId, net);
-    this.overlayByVni.set(overlay.vni, net);
+    this.tunnels.set(networkId, tunnel);
   }
 
   removeNetwork(networkId: number): void {
     const net = this.networks.get(networkId);
     if (!net) return;
-    const local = net.ports.length - (net.tunnelPort ? 1 : 0);
+    const tunnel = this.tunnels.get(networkId);
+    const local = net.ports.length - (tunnel ? 1 : 0);
     if (local > 0) throw new Error(`network ${net.name} still has ${local} ports`);
-    if (net.tunnelPort) {
-      const id = net.tunnelPort.id;
-      this.ports[id] = undefined;
-      this.macTable.flushPort(id);
-      this.vfp.removePort(id);
-      this.segments.remove(net.segment!.vni);
-      this.overlayByVni.delete(net.segment!.vni);
+    if (tunnel) {
+      this.unregister(tunnel);
+      (this.ports[tunnel.egress.uplink.id] as VxlanUnderlayPort).tunnels.delete(tunnel.segment.vni);
+      this.segments.remove(tunnel.segment.vni);
+      this.tunnels.delete(networkId);
     }
+    this.natStages.delete(networkId);
     this.macTable.flushNetwork(networkId);
     this.networks.delete(networkId);
   }
 
   /** An underlay socket set (src/tunnel/vxlan-egress.ts VxlanUplink); the caller polls its first fd as a UDP port with id uplinkId. */
   addUplink(cfg: UplinkConfig): void {
-    const id = cfg.uplinkId;
-    if (!this.tunnelTx) throw new Error('this switch has no tunnel I/O');
-    if (!Number.isInteger(id) || id < 0 || id >= this.maxPorts || this.ports[id] || this.uplinks[id]) throw new RangeError(`uplink id ${id} is taken or out of range`);
-    const uplink = new VxlanUplink(id, cfg.vtep >>> 0, cfg.fds, cfg.dstPort);
-    this.uplinks[id] = uplink;
-    this.tunnelTx.uplinks.push(uplink);
-    resetPortCounters(this.counters, id);
+    if (!this.sender) throw new Error('this switch has no tunnel I/O');
+    this.freeId(cfg.uplinkId, 'uplink');
+    const port = new VxlanUnderlayPort(new VxlanUplink(cfg.uplinkId, cfg.vtep >>> 0, cfg.fds, cfg.dstPort), this.segments);
+    this.ports[port.id] = port;
+    this.sender.add(port);
+    resetPortCounters(this.counters, port.id);
   }
 
   removeUplink(uplinkId: number): void {
-    const uplink = this.uplinks[uplinkId];
-    if (!uplink) return;
-    for (const net of this.overlayByVni.values()) {
-      if (net.tunnelPort!.egress!.uplink === uplink) throw new Error(`uplink ${uplinkId} still carries network ${net.name}`);
-    }
-    this.uplinks[uplinkId] = undefined;
-    const list = this.tunnelTx!.uplinks;
-    list.splice(list.indexOf(uplink), 1);
+    const port = this.ports[uplinkId];
+    if (!(port instanceof VxlanUnderlayPort)) return;
+    for (const tunnel of port.tunnels.values()) throw new Error(`uplink ${uplinkId} still carries network ${tunnel.network!.name}`);
+    this.ports[uplinkId] = undefined;
+    this.sender!.remove(port);
   }
 
-  private overlayNetwork(networkId: number): SwitchNetwork & { segment: OverlaySegment } {
-    const net = this.networks.get(networkId);
-    if (!net?.segment) throw new Error(`network id ${networkId} is not an overlay network`);
-    return net as SwitchNetwork & { segment: OverlaySegment };
+  private overlayNetwork(networkId: number): VxlanTunnelPort {
+    const tunnel = this.tunnels.get(networkId);
+    if (!tunnel) throw new Error(`network id ${networkId} is not an overlay network`);
+    return tunnel;
   }
 
   /** Replaces an overlay network's peers; returns who came and went. Entries behind a departed peer go with it. */
@@ -345,25 +285,7 @@ export class Switch {
   /** With countersOnly the VTEP and ARP tables are left empty (metrics: nothing per learned entry on this thread). */
   overlayState(now: number, networkId?: number, countersOnly = false): SwitchOverlay[] {
     const out: SwitchOverlay[] = [];
-    for (const net of this.overlayByVni.values()) {
-      if (networkId !== undefined && net.id !== networkId) continue;
-      const seg = net.segment!;
-      const egress = net.tunnelPort!.egress!;
-      const uplink = egress.uplink;
-      out.push({
-        networkId: net.id,
-        vni: seg.vni,
-        tunnelPortId: net.tunnelPort!.id,
-        uplinkId: uplink.id,
-        mtu: egress.mtu,
-        peers: Array.from(seg.peers, (v) => formatIpv4Addr(v)),
-        segment: seg.counters(),
-        egress: egress.counters(),
-        uplink: { datagramsSent: uplink.stats[UplinkStat.DATAGRAMS], bytesSent: uplink.stats[UplinkStat.BYTES], sendFailed: uplink.stats[UplinkStat.FAILED], sends: uplink.stats[UplinkStat.SENDS] },
-        vteps: countersOnly ? [] : seg.vteps.entries(now, seg.vni),
-        arp: countersOnly ? [] : seg.arp.entries(now, seg.vni),
-      });
-    }
+    for (const [id, tunnel] of this.tunnels) if (networkId === undefined || id === networkId) out.push(overlayView(tunnel, now, countersOnly));
     return out;
   }
 
@@ -376,36 +298,28 @@ export class Switch {
     const net = this.networks.get(cfg.networkId);
     if (!net) throw new Error(`network id ${cfg.networkId} does not exist`);
     if (!Number.isInteger(cfg.portId) || cfg.portId < 0 || cfg.portId >= this.maxPorts) throw new RangeError(`port id ${cfg.portId} must be an integer below ${this.maxPorts}`);
-    if (this.ports[cfg.portId] || this.uplinks[cfg.portId]) throw new Error(`port id ${cfg.portId} exists already`);
-    const gw = net.gateway;
-    const external = cfg.external === true;
-    if (external && (gw === null || gw.externalPortId >= 0)) throw new Error(`network ${net.name} has no NAT gateway or has its host port already`);
-    this.vfp.setPolicy(cfg.portId, cfg.policy ?? OPEN_POLICY);
+    if (this.ports[cfg.portId]) throw new Error(`port id ${cfg.portId} exists already`);
+    const nat = this.natStages.get(cfg.networkId)?.gateway ?? null;
     const maxFrame = (cfg.mtu ?? 1500) + ETH_AND_VLAN_OVERHEAD;
-    const port = new SwitchPort(cfg.portId, net, cfg.fd, cfg.name, maxFrame, this.io.batchSize, external);
-    resetPortCounters(this.counters, cfg.portId);
-    this.ports[cfg.portId] = port;
-    if (external) {
-      gw!.externalPortId = cfg.portId;
+    if (cfg.external === true) {
+      if (nat === null || nat.externalPortId >= 0) throw new Error(`network ${net.name} has no NAT gateway or has its host port already`);
+      this.register(natHostPort(cfg.portId, net, cfg.fd, cfg.name, maxFrame, this.io.batchSize), cfg.policy ?? OPEN_POLICY);
+      nat.externalPortId = cfg.portId;
       return;
     }
-    net.ports.push(port);
-    if (gw !== null && cfg.ip !== undefined && cfg.mac !== undefined) gw.setNeighbor({ ip: cfg.ip, mac: cfg.mac, portId: cfg.portId });
+    this.register(new TapPort(cfg.portId, net, cfg.fd, cfg.name, maxFrame, this.io.batchSize), cfg.policy ?? OPEN_POLICY);
+    if (nat !== null && cfg.ip !== undefined && cfg.mac !== undefined) nat.setNeighbor({ ip: cfg.ip, mac: cfg.mac, portId: cfg.portId });
   }
 
   removePort(portId: number): void {
     const port = this.ports[portId];
-    if (!port) return;
-    const list = port.network.ports;
-    if (!port.external) list.splice(list.indexOf(port), 1);
-    const gw = port.network.gateway;
-    if (gw !== null) {
-      if (port.external) gw.externalPortId = -1;
-      else gw.removeNeighbor(portId);
+    if (!port || port.network === null) return;
+    const nat = this.natStages.get(port.network.id)?.gateway;
+    if (nat) {
+      if (port.kind === PortKind.NAT_HOST) nat.externalPortId = -1;
+      else nat.removeNeighbor(portId);
     }
-    this.ports[portId] = undefined;
-    this.macTable.flushPort(portId);
-    this.vfp.removePort(portId);
+    this.unregister(port);
   }
 
   hasPort(portId: number): boolean {
@@ -419,90 +333,73 @@ export class Switch {
    */
   inject(portId: number, frame: Uint8Array): boolean {
     const ingress = this.ports[portId];
+    if (ingress === undefined || ingress.kind !== PortKind.TAP) return false;
+    const off = this.placeInFirstSlot(frame);
+    if (off < 0) return false;
+    const now = this.clock();
+    this.switchFrame(ingress, off, frame.length, now);
+    this.flush(now);
+    return true;
+  }
+
+  /** Copies a frame into the first rx slot with a clean vnet header; its offset, or -1 when it does not fit. */
+  private placeInFirstSlot(frame: Uint8Array): number {
     const io = this.io;
-    if (ingress === undefined || ingress.external || frame.length > io.slotSize - io.headroom) return false;
+    if (frame.length > io.slotSize - io.headroom) return -1;
     const off = io.headroom;
     io.buffer.fill(0, off - io.vnetHdrLen, off);
     io.buffer.set(frame, off);
-    const now = this.clock();
-    this.batchNow = now;
-    this.switchFrame(ingress, off, frame.length, now);
-    this.flush();
-    return true;
+    return off;
   }
 
   /** How many ports a broadcast from this port reaches (its network's, itself excluded). */
   floodSize(portId: number): number {
     const port = this.ports[portId];
-    return port === undefined ? 0 : Math.max(1, port.network.ports.length - 1);
+    return port === undefined || port.network === null ? 0 : Math.max(1, port.network.ports.length - 1);
   }
 
   /** The fd a port (or uplink) reads, or -1: names the port unambiguously in events, as ids are reused. */
   portFd(portId: number): number {
-    return this.ports[portId]?.fd ?? this.uplinks[portId]?.fds[0] ?? -1;
+    return this.ports[portId]?.fd ?? -1;
   }
 
   /** Replaces the ports a nat network publishes on its external address; cached flows of the network are re-evaluated. */
   setPublished(networkId: number, list: NatPublishSpec[]): void {
-    const net = this.networks.get(networkId);
-    if (!net?.gateway) throw new Error(`network id ${networkId} is not a nat network`);
-    net.gateway.setPublished(list);
+    const stage = this.natStages.get(networkId);
+    if (!stage) throw new Error(`network id ${networkId} is not a nat network`);
+    const gw = stage.gateway;
+    gw.setPublished(list);
     const gen = this.vfp.generation;
-    for (const p of net.ports) gen[p.id] = (gen[p.id] + 1) >>> 0;
-    if (net.gateway.externalPortId >= 0) gen[net.gateway.externalPortId] = (gen[net.gateway.externalPortId] + 1) >>> 0;
+    for (const p of this.networks.get(networkId)!.ports) gen[p.id] = (gen[p.id] + 1) >>> 0;
+    if (gw.externalPortId >= 0) gen[gw.externalPortId] = (gen[gw.externalPortId] + 1) >>> 0;
   }
 
   /** The NAT gateways of the nat networks, by network id (control path: snapshots of the translations). */
   natGateways(): { networkId: number; gateway: NatGateway }[] {
-    const out: { networkId: number; gateway: NatGateway }[] = [];
-    for (const net of this.networks.values()) if (net.gateway) out.push({ networkId: net.id, gateway: net.gateway });
-    return out;
+    return Array.from(this.natStages, ([networkId, stage]) => ({ networkId, gateway: stage.gateway }));
   }
 
-  /** Ids of the TAP ports (endpoints, host TAPs) and the uplinks being received from. */
+  /** Ids of the ports the native engine reads: TAPs, host TAPs and underlay sockets. */
   receivingPortIds(): number[] {
     const ids: number[] = [];
-    for (const p of this.ports) if (p !== undefined && p.egress === null) ids.push(p.id);
-    for (const u of this.uplinks) if (u !== undefined) ids.push(u.id);
+    for (const p of this.ports) if (p !== undefined && p.receives) ids.push(p.id);
     return ids;
   }
 
   /** Frees NAT mappings whose connection ended, a slice at a time. */
   sweepNat(now: number, budget: number): void {
-    for (const net of this.networks.values()) net.gateway?.table.sweep(now, budget);
+    for (const stage of this.natStages.values()) stage.gateway.table.sweep(now, budget);
   }
 
   /** Every nat network's counters, without the translations (cheap enough for a periodic log). */
   natCounters(): { networkId: number; counters: NatCounters }[] {
-    const out: { networkId: number; counters: NatCounters }[] = [];
-    for (const net of this.networks.values()) if (net.gateway) out.push({ networkId: net.id, counters: net.gateway.counters() });
-    return out;
+    return Array.from(this.natStages, ([networkId, stage]) => ({ networkId, counters: stage.gateway.counters() }));
   }
 
   /** Every nat network's translations and counters, optionally of one network (control path). */
   natState(now: number, networkId?: number, countersOnly = false): SwitchNat[] {
-    const ct = this.vfp.conntrack;
     const out: SwitchNat[] = [];
-    for (const net of this.networks.values()) {
-      const gw = net.gateway;
-      if (!gw || (networkId !== undefined && net.id !== networkId)) continue;
-      const ext = formatIpv4Addr(gw.externalIp);
-      out.push({
-        networkId: net.id,
-        externalIp: ext,
-        counters: gw.counters(),
-        published: [...gw.published],
-        translations: (countersOnly ? [] : gw.table.mappings(now)).map((m) => ({
-          protocol: m.protocol,
-          inside: `${formatIpv4Addr(m.insideIp)}:${m.insidePort}`,
-          external: `${ext}:${m.externalPort}`,
-          remote: m.protocol === 'icmp' ? formatIpv4Addr(m.remoteIp) : `${formatIpv4Addr(m.remoteIp)}:${m.remotePort}`,
-          portId: m.portId,
-          state: ctStateName(ct.state(m.ctSlot)),
-          idleSeconds: ct.idleSeconds(m.ctSlot, now),
-        })),
-      });
-    }
+    for (const [id, stage] of this.natStages) if (networkId === undefined || id === networkId) out.push(natView(id, stage.gateway, this.vfp.conntrack, now, countersOnly));
     return out;
   }
 
@@ -514,46 +411,25 @@ export class Switch {
 
   /** One batch drained from `portId`: slots 0..count-1 of the io buffer. A negative count is -errno: the port stopped. */
   receive(portId: number, count: number): void {
-    const uplink = this.uplinks[portId];
-    if (uplink !== undefined) {
-      this.receiveTunnel(uplink, count);
-      return;
-    }
-    const ingress = this.ports[portId];
-    if (ingress === undefined) return;
+    const port = this.ports[portId];
+    if (port === undefined) return;
     if (count < 0) {
       this.events.portStopped(portId, -count);
       return;
     }
     this.batchCount++;
-    const io = this.io;
-    const lengths = io.lengths;
-    const slotSize = io.slotSize;
-    const counters = this.counters;
-    const row = portId * COUNTER_COLUMNS;
     const now = this.clock();
-    this.batchNow = now;
-    let batchBytes = 0;
-
-    for (let slot = 0; slot < count; slot++) {
-      const off = slot * slotSize + io.headroom;
-      const len = lengths[slot];
-      counters[row + RX_FRAMES]++;
-      counters[row + RX_BYTES] += len;
-      batchBytes += len;
-      this.switchFrame(ingress, off, len, now);
-    }
-    this.flush();
-
+    const bytes = port.receive(this, count, now);
+    this.flush(now);
     const qos = this.vfp.qos;
-    if (qos.isConfigured(portId)) {
-      const waitMs = qos.debit(portId, batchBytes, now);
+    if (bytes > 0 && qos.isConfigured(portId)) {
+      const waitMs = qos.debit(portId, bytes, now);
       if (waitMs > 0 && this.events.pausePort) this.events.pausePort(portId, waitMs);
     }
   }
 
   /** One frame that entered at `ingress` (a TAP, or an overlay's tunnel port after decapsulation), its vnet header before it. */
-  private switchFrame(ingress: SwitchPort, off: number, len: number, now: number): void {
+  switchFrame(ingress: SwitchPort, off: number, len: number, now: number): void {
     const buf = this.io.buffer;
     const vnet = this.io.vnetHdrLen;
     const vnetOff = vnet > 0 ? off - vnet : -1;
@@ -586,96 +462,8 @@ export class Switch {
     f.vnetOff = vnetOff;
     f.now = now;
     f.ctOut = -1;
-    this.slowPath();
-  }
-
-  /**
-   * A batch of VXLAN datagrams from an uplink socket: each inner frame is at
-   * its slot's frame offset, the VXLAN header in the 8 bytes before it. Admitted
-   * (sound header, a served VNI, from a peer of it), its source learned, it
-   * enters its network through the tunnel port; everything else is counted on
-   * the uplink's row by reason and dropped.
-   */
-  private receiveTunnel(uplink: VxlanUplink, count: number): void {
-    if (count < 0) {
-      this.events.portStopped(uplink.id, -count);
-      return;
-    }
-    this.batchCount++;
-    const io = this.io;
-    const lengths = io.lengths;
-    const sources = io.sources!;
-    const counters = this.counters;
-    const row = uplink.id * COUNTER_COLUMNS;
-    const now = this.clock();
-    this.batchNow = now;
-    let arena = io.tunnel!.txOffset;
-    const arenaEnd = arena + io.tunnel!.txSize;
-    for (let slot = 0; slot < count; slot++) {
-      const off = slot * io.slotSize + io.headroom;
-      const len = lengths[slot];
-      const src = sources[SOURCE_WORDS * slot] | 0;
-      const size = sources[SOURCE_WORDS * slot + 2];
-      if (size === 0 || len + 8 <= size) {
-        counters[row + RX_FRAMES]++;
-        if (len > 0) counters[row + RX_BYTES] += len + 8;
-        this.decap(uplink, off - 8, off, len, src, true, now);
-        continue;
-      }
-      // The kernel coalesced a run of datagrams into the slot (UDP GRO): merged back into TCP
-      // super-frames where they are consecutive segments, each written to the tunnel arena.
-      const n = io.tunnel!.vxlanGro(io.buffer, off - 8, len + 8, size, arena, arenaEnd, this.groOffsets, this.groLengths, this.groHeaders, GRO_MAX_FRAMES);
-      counters[row + RX_FRAMES] += Math.ceil((len + 8) / size);
-      counters[row + RX_BYTES] += len + 8;
-      if (n < 0) {
-        counters[row + DROP_BASE + DropReason.tunnelEncapFailed]++;
-        continue;
-      }
-      for (let i = 0; i < n; i++) {
-        const header = this.groHeaders[i];
-        const frame = this.groOffsets[i];
-        const frameLen = this.groLengths[i];
-        if (frame + frameLen > arena) arena = frame + frameLen;
-        if (header === GRO_SHORT) {
-          counters[row + DROP_BASE + DECAP_DROP_REASON[DecapVerdict.SHORT_HEADER]]++;
-          continue;
-        }
-        this.decap(uplink, header, frame, frameLen, src, false, now);
-      }
-      arena = (arena + 64) & ~7;
-    }
-    this.flush();
-  }
-
-  /**
-   * One inner frame from an uplink: its VXLAN header at buf[header], the frame at buf[frame]
-   * (right after the header, or elsewhere after GRO). Admitted (sound header, a served VNI, from
-   * a peer of it), its source learned, it enters its network through the tunnel port; anything
-   * else is counted on the uplink's row by reason and dropped.
-   */
-  private decap(uplink: VxlanUplink, header: number, frame: number, len: number, src: number, clearVnet: boolean, now: number): void {
-    const buf = this.io.buffer;
-    const counters = this.counters;
-    const verdict = this.segments.admit(buf, header, len + 8, src);
-    if (verdict !== DecapVerdict.OK) {
-      counters[uplink.id * COUNTER_COLUMNS + DROP_BASE + DECAP_DROP_REASON[verdict]]++;
-      return;
-    }
-    const seg = this.segments.matched!;
-    const tunnel = this.overlayByVni.get(seg.vni)!.tunnelPort!;
-    if (tunnel.egress!.uplink !== uplink) {
-      // Served here, but on another underlay address.
-      this.segments.overrule(DecapVerdict.UNKNOWN_VNI);
-      counters[uplink.id * COUNTER_COLUMNS + DROP_BASE + DECAP_DROP_REASON[DecapVerdict.UNKNOWN_VNI]]++;
-      return;
-    }
-    seg.learnSource(buf, frame, src, now);
-    if (seg.learnArp && buf[frame + 12] === 0x08 && buf[frame + 13] === 0x06) seg.learnFromArp(buf, frame, len, frame + 14, now);
-    if (clearVnet) clearVnetHeader(buf, frame);
-    const trow = tunnel.id * COUNTER_COLUMNS;
-    counters[trow + RX_FRAMES]++;
-    counters[trow + RX_BYTES] += len;
-    this.switchFrame(tunnel, frame, len, now);
+    f.holder = null;
+    this.slowPath(f);
   }
 
   /** Is the cached decision of entry e still what the slow path would say? */
@@ -718,159 +506,157 @@ export class Switch {
     if (a >= 0 && ct.update(a, DIR_OUT, tcpFlags, now) === CT_RESTART) return false;
     if (b >= 0 && ct.update(b, DIR_IN, tcpFlags, now) === CT_RESTART) return false;
     const key = this.key;
-    // The host's MAC must never be learned into a nat network: containers would reach it around the NAT.
-    if (!ingress.external) this.macTable.learn(ingress.network.id, key[KeyWord.SRC_MAC_HI], key[KeyWord.SRC_MAC_LO], ingress.id, now);
+    if (ingress.learnsSource) this.macTable.learn(ingress.network!.id, key[KeyWord.SRC_MAC_HI], key[KeyWord.SRC_MAC_LO], ingress.id, now);
     const t = flows.transposition[e];
     if (t >= 0) vfp.transpositions.apply(t, this.io.buffer, off, vnetOff, this.meta);
     const egress = this.ports[egressId];
-    if (egress !== undefined) this.enqueue(egress, off, len);
+    if (egress !== undefined) egress.enqueue(this, off, len);
     return true;
   }
 
   /**
-   * Everything the flow table does not answer, for the frame in `this.frame`;
-   * its stale entry (or -1) is reused when the result can be cached.
+   * Everything the flow table does not answer: spoof guard and the ingress
+   * port's outbound layers, MAC learning, the network's stages in order, then
+   * MAC forwarding; its stale entry (or -1) is reused when the result can be
+   * cached. In a dry run (f.dryRun) the same steps decide, and nothing is
+   * committed: see FrameContext.dryRun.
    */
-  private slowPath(): void {
-    const f = this.frame;
+  private slowPath(f: FrameContext): void {
     const ingress = f.ingress!;
-    const { off, len, now } = f;
     const vfp = this.vfp;
-    const buf = this.io.buffer;
     const key = this.key;
     const meta = this.meta;
-    const d = this.decision;
-    const conns = this.conns;
     const portId = ingress.id;
-    const isIp = meta[Meta.IP_VERSION] !== 0;
-    vfp.stats.slowPathRuns++;
+    const dry = f.dryRun;
+    if (!dry) vfp.stats.slowPathRuns++;
     const orig = this.origKey;
     for (let w = 0; w < KEY_WORDS; w++) orig[w] = key[w];
-    d.reset();
-    conns.count = 0;
-    const stateful = isIp ? conns : null;
+    this.decision.reset();
+    this.conns.count = 0;
 
     const ingressPolicy = vfp.policies[portId]!;
-    const spoofed = spoofCheck(ingressPolicy, buf, off, key, meta);
+    const spoofed = spoofCheck(ingressPolicy, this.io.buffer, f.off, key, meta);
     if (spoofed !== 0) {
       // Not cached: the sender picks spoofed keys at will, and each would take a flow-table entry.
       f.cacheable = false;
-      this.drop(portId, -1, spoofed);
+      if (f.steps !== null) f.steps.push({ port: ingress.name, direction: 'out', action: 'block', detail: "spoof guard: the source is not the endpoint's own" });
+      this.drop(f, portId, -1, spoofed);
       return;
     }
-    const ctOut = vfp.evaluateSide(ingressPolicy, portId, DIR_OUT, key, meta, now, d, stateful, null);
-    f.ctOut = ctOut;
-    if (d.verdict === Verdict.BLOCK) {
-      this.drop(portId, -1, d.dropReason);
+    f.ctOut = this.evaluate(f, portId, DIR_OUT, key, true);
+    if (this.decision.verdict === Verdict.BLOCK) {
+      this.drop(f, portId, -1, this.decision.dropReason);
       return;
     }
-    const gw = ingress.network.gateway;
-    if (ingress.external) {
-      this.viaGateway(gw!, gw!.fromOutside(buf, off, len, key, meta, d, now));
-      return;
-    }
-    const networkId = ingress.network.id;
-    this.macTable.learn(networkId, orig[KeyWord.SRC_MAC_HI], orig[KeyWord.SRC_MAC_LO], portId, now);
-    const seg = ingress.network.segment;
-    if (seg !== null && !isIp && ingress.egress === null) {
-      // ARP suppression: a local container asking for a remote address vsw knows is answered here, not flooded to every peer.
-      const et = off + meta[Meta.ETHERTYPE_AT];
-      if (buf[et] === 0x08 && buf[et + 1] === 0x06 && seg.suppressArp(buf, off, len, et + 2, now) === ArpVerdict.REPLIED) {
-        this.enqueue(ingress, off, len);
-        return;
-      }
-    }
-    if (gw !== null && gw.claims(buf, off, key, meta)) {
-      this.viaGateway(gw, gw.fromInside(buf, off, len, key, meta, portId, ctOut, d, now));
+    const net = ingress.network!;
+    if (ingress.learnsSource && !dry) this.macTable.learn(net.id, orig[KeyWord.SRC_MAC_HI], orig[KeyWord.SRC_MAC_LO], portId, f.now);
+    const stages = net.stages;
+    for (let i = 0; i < stages.length; i++) if (stages[i].process(this, f) === StageResult.DONE) return;
+    if (!ingress.member) {
+      // A port outside the network's switching (a nat host TAP) whose frame no stage took.
+      this.dropAtIngress(f, DropReason.noEgress);
       return;
     }
 
     const dstHi = key[KeyWord.DST_MAC_HI];
     const dstLo = key[KeyWord.DST_MAC_LO];
-    const multicast = (dstHi & 0x0100) !== 0;
-    const egressId = multicast ? -1 : this.macTable.lookup(networkId, dstHi, dstLo, now);
+    const egressId = (dstHi & 0x0100) !== 0 ? -1 : this.macTable.lookup(net.id, dstHi, dstLo, f.now);
     const egress = egressId >= 0 ? this.ports[egressId] : undefined;
     if (egress === undefined) {
-      this.flood();
+      this.flood(f);
       return;
     }
     if (egressId === portId) {
-      this.counters[portId * COUNTER_COLUMNS + DROP_BASE + DropReason.sameSegment]++;
+      this.countDrop(f, portId, DropReason.sameSegment);
       return;
     }
-    this.toEgress(egress, null);
+    if (f.steps !== null) f.step('forward', `destination MAC learned on ${egress.name}`);
+    this.forward(f, egress);
   }
 
-  /** What the NAT gateway decided about a frame (src/nat/gateway.ts), carried out. */
-  private viaGateway(gw: NatGateway, result: number): void {
-    const f = this.frame;
-    const ingress = f.ingress!;
-    const { off, len } = f;
-    if (result === GatewayResult.REPLIED) {
-      this.enqueue(ingress, off, len);
-      return;
+  /**
+   * The layers of one side (the port's outbound ones for the ingress, inbound
+   * for an egress) on `key`; returns the connection found, or -1. New
+   * connections are proposed in this.conns when `stateful` (IP, and not a
+   * dry run). Steps are recorded, named by port, while tracing.
+   */
+  private evaluate(f: FrameContext, portId: number, dir: number, key: Uint32Array, stateful: boolean): number {
+    const vfp = this.vfp;
+    const meta = this.meta;
+    const pending = stateful && !f.dryRun && meta[Meta.IP_VERSION] !== 0 ? this.conns : null;
+    const steps = f.steps;
+    if (steps === null) return vfp.evaluateSide(vfp.policies[portId]!, portId, dir, key, meta, f.now, this.decision, pending, null);
+    const mark = steps.length;
+    const slot = vfp.evaluateSide(vfp.policies[portId]!, portId, dir, key, meta, f.now, this.decision, pending, steps);
+    for (let i = mark; i < steps.length; i++) {
+      steps[i].port = this.ports[portId]?.name;
+      steps[i].direction = dir === DIR_OUT ? 'out' : 'in';
     }
-    const egress = result === GatewayResult.DROP ? undefined : this.ports[gw.egressPort];
-    if (egress === undefined) {
-      gw.abandon();
-      this.counters[ingress.id * COUNTER_COLUMNS + DROP_BASE + (result === GatewayResult.DROP ? gw.dropReason : DropReason.noEgress)]++;
-      return;
-    }
-    // An error translated in place was rewritten already, and is one of a kind: nothing to cache.
-    if (result === GatewayResult.FORWARD_ONCE) this.decision.rwFlags = 0;
-    if (result !== GatewayResult.FORWARD) f.cacheable = false;
-    this.toEgress(egress, gw);
+    return slot;
+  }
+
+  /** StageHost: the frame, now an answer, goes back out of its ingress. */
+  reply(f: FrameContext): void {
+    this.output(f, f.ingress!);
+  }
+
+  /** StageHost: drops the frame on its ingress port, uncached. */
+  dropAtIngress(f: FrameContext, reason: number): void {
+    this.countDrop(f, f.ingress!.id, reason);
   }
 
   /**
    * The second half of the slow path, once the egress is known: its inbound
    * layers, the meter, connections at both ends, the rewrite, and the flow
-   * entry. `gw` is the NAT gateway that translated the frame, whose new
-   * mapping (if it took one) is bound to the connection at the ingress.
+   * entry. A stage that took something for the frame (f.holder: a NAT
+   * mapping) has it bound to the connection at the ingress, or given back.
    */
-  private toEgress(egress: SwitchPort, gw: NatGateway | null): void {
-    const f = this.frame;
+  forward(f: FrameContext, egress: SwitchPort): void {
     const ingress = f.ingress!;
     const { off, len, vnetOff, now, ctOut } = f;
     let cacheable = f.cacheable;
     const vfp = this.vfp;
-    const buf = this.io.buffer;
     const d = this.decision;
-    const meta = this.meta;
     const portId = ingress.id;
     const egressId = egress.id;
-    const stateful = meta[Meta.IP_VERSION] !== 0 ? this.conns : null;
-    const ctIn = vfp.evaluateSide(vfp.policies[egressId]!, egressId, DIR_IN, this.key, meta, now, d, stateful, null);
+    const holder = f.holder;
+    const ctIn = this.evaluate(f, egressId, DIR_IN, this.key, true);
     if (d.verdict === Verdict.BLOCK) {
-      gw?.abandon();
-      this.drop(egressId, egressId, d.dropReason);
+      holder?.abandon();
+      this.drop(f, egressId, egressId, d.dropReason);
+      return;
+    }
+    if (f.dryRun) {
+      holder?.abandon();
+      this.output(f, egress);
       return;
     }
     // The meter before connections are created: a policed frame leaves no state behind, and is not cached.
     const meter = d.meterBucket;
     if (meter >= 0 && !vfp.meters.tryConsume(meter, len, now)) {
-      gw?.abandon();
+      holder?.abandon();
       this.counters[portId * COUNTER_COLUMNS + DROP_BASE + DropReason.meter]++;
       return;
     }
     if (!this.commitConnections(now)) {
-      gw?.abandon();
+      holder?.abandon();
       return;
     }
     const a = ctOut >= 0 ? ctOut : this.createdSlot(portId, DIR_OUT);
     // The connection a NAT mapping lives by is the one at the container's side: here, the ingress.
-    if (gw !== null && !gw.commit(a)) cacheable = false;
+    if (holder !== null && !holder.commit(a)) cacheable = false;
 
     const transpositions = vfp.transpositions;
+    const buf = this.io.buffer;
     let t = -1;
     if (d.rwFlags !== 0) {
       t = cacheable ? transpositions.compile(d, this.origKey) : -1;
       if (t < 0) {
         // Not cached (not unicast IP, or the slab is full): this frame is rewritten, the next one comes back here.
         transpositions.compileAt(transpositions.scratch, d, this.origKey);
-        transpositions.apply(transpositions.scratch, buf, off, vnetOff, meta);
+        transpositions.apply(transpositions.scratch, buf, off, vnetOff, this.meta);
       } else {
-        transpositions.apply(t, buf, off, vnetOff, meta);
+        transpositions.apply(t, buf, off, vnetOff, this.meta);
       }
     }
     if (cacheable && (d.rwFlags === 0 || t >= 0)) {
@@ -882,7 +668,7 @@ export class Switch {
         transpositions.release(t);
       }
     }
-    this.enqueue(egress, off, len);
+    egress.enqueue(this, off, len);
   }
 
   private createdSlot(portId: number, dir: number): number {
@@ -917,11 +703,35 @@ export class Switch {
     return e;
   }
 
+  /** Slow path: the frame leaves on `port` (in a dry run, that is recorded instead). */
+  private output(f: FrameContext, port: SwitchPort): void {
+    if (f.dryRun) {
+      if (f.outcome === Outcome.NONE) {
+        f.outcome = Outcome.FORWARD;
+        f.outcomePort = port.id;
+      }
+      return;
+    }
+    port.enqueue(this, f.off, f.len);
+  }
+
+  /** Slow path: a drop counted on `portId`, not cached (in a dry run, recorded instead). */
+  private countDrop(f: FrameContext, portId: number, reason: number): void {
+    if (f.dryRun) {
+      if (f.outcome === Outcome.NONE) {
+        f.outcome = Outcome.DROP;
+        f.outcomePort = portId;
+        f.outcomeReason = reason;
+      }
+      return;
+    }
+    this.counters[portId * COUNTER_COLUMNS + DROP_BASE + reason]++;
+  }
+
   /** Counts the frame's drop on `dropPort` and, when it may be cached, caches it with the peer whose policy took part (or -1). */
-  private drop(dropPort: number, peer: number, reason: number): void {
-    this.counters[dropPort * COUNTER_COLUMNS + DROP_BASE + reason]++;
-    const f = this.frame;
-    if (!f.cacheable) return;
+  private drop(f: FrameContext, dropPort: number, peer: number, reason: number): void {
+    this.countDrop(f, dropPort, reason);
+    if (!f.cacheable || f.dryRun) return;
     const entry = this.entryFor(f.entry, f.ingress!.id, f.hash, f.now);
     if (entry < 0) return;
     const vfp = this.vfp;
@@ -933,8 +743,7 @@ export class Switch {
    * whose inbound policy allows the frame. The ingress side has been evaluated
    * already; its rewrites are applied once, to the one buffer all ports share.
    */
-  private flood(): void {
-    const f = this.frame;
+  private flood(f: FrameContext): void {
     const ingress = f.ingress!;
     const { off, len, vnetOff, now } = f;
     const vfp = this.vfp;
@@ -942,13 +751,14 @@ export class Switch {
     const key = this.key;
     const side = this.sideKey;
     const meta = this.meta;
-    const isIp = meta[Meta.IP_VERSION] !== 0;
+    const dry = f.dryRun;
     const ingressRw = d.rwFlags;
-    if (ingressRw !== 0) {
+    if (ingressRw !== 0 && !dry) {
       vfp.transpositions.compileAt(vfp.transpositions.scratch, d, this.origKey);
     }
     const ingressMeter = d.meterBucket;
-    const ports = ingress.network.ports;
+    const ports = ingress.network!.ports;
+    if (f.steps !== null) f.step('flood', 'destination MAC not learned (or group address): every other port of the network, each through its inbound layers');
     f.flooding = true;
     let allowed = 0;
     for (let i = 0; i < ports.length; i++) {
@@ -958,120 +768,64 @@ export class Switch {
       for (let w = 0; w < KEY_WORDS; w++) side[w] = key[w];
       // Receivers of a flood start no connection (a broadcast is not one, and one receiver at its
       // bound must not stop the frame for the others); replies to a tracked connection still pass.
-      vfp.evaluateSide(vfp.policies[p.id]!, p.id, DIR_IN, side, meta, now, d, null, null);
+      this.evaluate(f, p.id, DIR_IN, side, false);
       if (d.verdict === Verdict.BLOCK) {
-        this.counters[p.id * COUNTER_COLUMNS + DROP_BASE + d.dropReason]++;
+        if (!dry) this.counters[p.id * COUNTER_COLUMNS + DROP_BASE + d.dropReason]++;
+        else if (f.outcome === Outcome.NONE) f.outcomeReason = d.dropReason;
         continue;
       }
       p.lastQueuedOffset = off;
       allowed++;
     }
+    f.flooding = false;
+    if (dry) {
+      // Every receiver blocked it: a drop with the last one's reason; none to flood to: noEgress.
+      if (allowed > 0) f.outcome = Outcome.FLOOD;
+      else this.countDrop(f, ingress.id, ports.length <= 1 ? DropReason.noEgress : f.outcomeReason);
+      return;
+    }
     if (allowed === 0) {
-      f.flooding = false;
       if (ports.length <= 1) this.counters[ingress.id * COUNTER_COLUMNS + DROP_BASE + DropReason.noEgress]++;
       return;
     }
     if (ingressMeter >= 0 && !vfp.meters.tryConsume(ingressMeter, len, now)) {
-      f.flooding = false;
       this.counters[ingress.id * COUNTER_COLUMNS + DROP_BASE + DropReason.meter]++;
       return;
     }
-    if (isIp && !this.commitConnections(now)) {
-      f.flooding = false;
-      return;
-    }
+    if (meta[Meta.IP_VERSION] !== 0 && !this.commitConnections(now)) return;
     if (ingressRw !== 0) vfp.transpositions.apply(vfp.transpositions.scratch, this.io.buffer, off, vnetOff, meta);
+    f.flooding = true;
     for (let i = 0; i < ports.length; i++) {
       const p = ports[i];
-      if (p.lastQueuedOffset === off) this.enqueue(p, off, len);
+      if (p.lastQueuedOffset === off) p.enqueue(this, off, len);
     }
     f.flooding = false;
   }
 
-  private enqueue(port: SwitchPort, off: number, len: number): void {
-    const egress = port.egress;
-    if (egress !== null) {
-      const was = egress.pending;
-      if (egress.enqueue(this.io.buffer, off, len, this.frame.hash) === EgressResult.TOO_BIG) {
-        this.tooBig(port, off, len);
-        return;
+  /** PortHost: queues a frame on a port (a tunnel's ICMP answer back to the ingress). */
+  enqueue(port: SwitchPort, off: number, len: number): void {
+    port.enqueue(this, off, len);
+  }
+
+  /** PortHost: the flushable gets a flush after this batch, in its phase. */
+  schedule(item: Flushable): void {
+    item.scheduled = true;
+    const phase = item.flushPhase;
+    this.pending[phase][this.pendingCount[phase]++] = item;
+  }
+
+  /** After a batch, phase by phase: TAP writes, then encapsulation, then the underlay sends. */
+  private flush(now: number): void {
+    const counts = this.pendingCount;
+    for (let phase = 0; phase < FLUSH_PHASES; phase++) {
+      const list = this.pending[phase];
+      // A flush may schedule into a later phase, never into its own.
+      for (let i = 0; i < counts[phase]; i++) {
+        const item = list[i];
+        item.scheduled = false;
+        item.flush(this, now);
       }
-      if (was === 0) this.pendingTunnels[this.pendingTunnelCount++] = port;
-      return;
-    }
-    if (port.txCount === 0) this.pending[this.pendingCount++] = port;
-    port.txOffsets[port.txCount] = off;
-    port.txLengths[port.txCount] = len;
-    port.txCount++;
-    port.txBytes += len;
-  }
-
-  /**
-   * A frame too large for the tunnel, without GSO: dropped and counted; when
-   * it has DF and is not being flooded (the answer is written over it), an
-   * ICMP fragmentation-needed goes back to its sender, from its destination,
-   * as a router at the tunnel entrance would send it.
-   */
-  private tooBig(tunnel: SwitchPort, off: number, len: number): void {
-    this.counters[tunnel.id * COUNTER_COLUMNS + DROP_BASE + DropReason.tunnelTooBig]++;
-    const ingress = this.frame.ingress;
-    if (this.frame.flooding || ingress === null || ingress.egress !== null) return;
-    const buf = this.io.buffer;
-    const n = writeFragNeededInPlace(buf, off, len, tunnel.egress!.mtu);
-    if (n < 0) return;
-    const vnet = this.io.vnetHdrLen;
-    if (vnet > 0) buf.fill(0, off - vnet, off);
-    this.enqueue(ingress, off, n);
-  }
-
-  private flush(): void {
-    const counters = this.counters;
-    const io = this.io;
-    for (let i = 0; i < this.pendingCount; i++) {
-      const port = this.pending[i];
-      const n = port.txCount;
-      const written = io.transmit(port.fd, io.buffer, port.txOffsets, port.txLengths, n, io.vnetHdrLen);
-      const row = port.id * COUNTER_COLUMNS;
-      counters[row + TX_FRAMES] += written;
-      if (written === n) {
-        counters[row + TX_BYTES] += port.txBytes;
-      } else {
-        // Refused frames had their length zeroed by transmit(): the sum is what went out.
-        let bytes = 0;
-        for (let k = 0; k < n; k++) bytes += port.txLengths[k];
-        counters[row + TX_BYTES] += bytes;
-        counters[row + DROP_BASE + DropReason.txFailed] += n - written;
-      }
-      port.txCount = 0;
-      port.txBytes = 0;
-    }
-    this.pendingCount = 0;
-    if (this.pendingTunnelCount > 0) this.flushTunnels();
-  }
-
-  /** After the TAPs (whose frames may share bytes with these): encapsulate, then one send per uplink socket. */
-  private flushTunnels(): void {
-    const counters = this.counters;
-    const tx = this.tunnelTx!;
-    const buf = this.io.buffer;
-    for (let i = 0; i < this.pendingTunnelCount; i++) {
-      const port = this.pendingTunnels[i];
-      const egress = port.egress!;
-      const queued = egress.encapsulate(buf, tx, this.batchNow);
-      const row = port.id * COUNTER_COLUMNS;
-      counters[row + TX_FRAMES] += queued;
-      counters[row + TX_BYTES] += egress.lastBytes;
-      counters[row + DROP_BASE + DropReason.tunnelEncapFailed] += egress.lastFailed;
-    }
-    this.pendingTunnelCount = 0;
-    tx.sendAll();
-    const uplinks = tx.uplinks;
-    for (let i = 0; i < uplinks.length; i++) {
-      const u = uplinks[i];
-      const row = u.id * COUNTER_COLUMNS;
-      counters[row + TX_FRAMES] = u.stats[UplinkStat.DATAGRAMS];
-      counters[row + TX_BYTES] = u.stats[UplinkStat.BYTES];
-      counters[row + DROP_BASE + DropReason.txFailed] = u.stats[UplinkStat.FAILED];
+      counts[phase] = 0;
     }
   }
 
@@ -1085,68 +839,54 @@ export class Switch {
   }
 
   /**
-   * Explains what the slow path would do with `frame` entering at `portId`
-   * (dir OUT: the container sends it; IN: it is delivered to the container),
-   * without sending it or creating state.
+   * What the switch would do with `frame` entering at `portId` (dir OUT: the
+   * port sends it; IN: it is delivered to the port, through its inbound
+   * layers only): the real slow path and stages, run dry, so nothing is sent,
+   * learned, committed or counted. Runs between batches, in the first rx slot.
    */
   trace(portId: number, dir: number, frame: Uint8Array): SwitchTrace {
     const port = this.ports[portId];
-    const policy = this.vfp.policies[portId];
-    if (!port || !policy) throw new Error(`port id ${portId} does not exist`);
-    const key = new Uint32Array(KEY_WORDS);
-    const meta = new Int32Array(META_WORDS);
-    const verdict = classifyFrame(frame, 0, frame.length, -1, 65535);
+    if (!port || !this.vfp.policies[portId] || port.network === null) throw new Error(`port id ${portId} does not exist`);
+    const f = this.frame;
+    const off = this.placeInFirstSlot(frame);
+    const vnet = this.io.vnetHdrLen;
+    const verdict = off < 0 ? DropReason.oversize : classifyFrame(this.io.buffer, off, frame.length, vnet > 0 ? off - vnet : -1, 65535);
     if (verdict !== FRAME_OK) return { steps: [{ action: 'block', detail: 'malformed frame' }], verdict: 'block', reason: verdict, egressPort: null, rewrite: null };
-    extractKey(frame, 0, frame.length, key, meta);
-    const orig = key.slice();
+    extractKey(this.io.buffer, off, frame.length, this.key, this.meta);
     const steps: TraceStep[] = [];
-    const d = new Decision();
-    d.reset();
-    const side = (id: number, direction: number): boolean => {
-      const mark = steps.length;
-      this.vfp.evaluateSide(this.vfp.policies[id]!, id, direction, key, meta, this.clock(), d, null, steps);
-      for (let i = mark; i < steps.length; i++) {
-        steps[i].port = this.ports[id]?.name;
-        steps[i].direction = direction === DIR_OUT ? 'out' : 'in';
+    f.ingress = port;
+    f.off = off;
+    f.len = frame.length;
+    f.vnetOff = vnet > 0 ? off - vnet : -1;
+    f.hash = 0;
+    f.entry = -1;
+    f.ctOut = -1;
+    f.cacheable = false;
+    f.now = this.clock();
+    f.holder = null;
+    f.dryRun = true;
+    f.steps = steps;
+    f.outcome = Outcome.NONE;
+    f.outcomePort = -1;
+    f.outcomeReason = 0;
+    try {
+      if (dir === DIR_IN) {
+        const orig = this.origKey;
+        for (let w = 0; w < KEY_WORDS; w++) orig[w] = this.key[w];
+        this.decision.reset();
+        this.evaluate(f, portId, DIR_IN, this.key, false);
+        if (this.decision.verdict === Verdict.BLOCK) this.countDrop(f, portId, this.decision.dropReason);
+        else this.output(f, port);
+      } else {
+        this.slowPath(f);
       }
-      return d.verdict === Verdict.ALLOW;
-    };
-    const result = (verdict: 'allow' | 'block', reason: number, egressPort: number | 'flood' | null): SwitchTrace => ({
-      steps,
-      verdict,
-      reason,
-      egressPort,
-      rewrite: d.rwFlags !== 0 ? describeRewrite(d, orig) : null,
-    });
-    if (dir === DIR_IN) {
-      if (!side(portId, DIR_IN)) return result('block', d.dropReason, null);
-      return result('allow', 0, portId);
+    } finally {
+      f.dryRun = false;
+      f.steps = null;
     }
-    const spoofed = spoofCheck(policy, frame, 0, key, meta);
-    if (spoofed !== 0) {
-      steps.push({ port: port.name, direction: 'out', action: 'block', detail: "spoof guard: the source is not the endpoint's own" });
-      return result('block', spoofed, null);
-    }
-    if (!side(portId, DIR_OUT)) return result('block', d.dropReason, null);
-    const gw = port.network.gateway;
-    if (gw !== null && gw.claims(frame, 0, key, meta)) {
-      // Not run for real: a translation would take a port from the pool.
-      steps.push({
-        action: 'nat',
-        detail: `to the NAT gateway: answered by it (its own address), or translated to ${formatIpv4Addr(gw.externalIp)} (a published port or one from the pool) and sent to the host, or to a container for the external address (hairpin)`,
-      });
-      return result('allow', 0, gw.externalPortId);
-    }
-    const dstHi = key[KeyWord.DST_MAC_HI];
-    const egressId = (dstHi & 0x0100) !== 0 ? -1 : this.macTable.lookup(port.network.id, dstHi, key[KeyWord.DST_MAC_LO], this.clock());
-    if (egressId < 0 || !this.ports[egressId]) {
-      steps.push({ action: 'flood', detail: 'destination MAC not learned (or group address): every other port of the network, each through its inbound layers' });
-      return result('allow', 0, 'flood');
-    }
-    if (egressId === portId) return result('block', DropReason.sameSegment, null);
-    steps.push({ action: 'forward', detail: `destination MAC learned on ${this.ports[egressId]!.name}` });
-    if (!side(egressId, DIR_IN)) return result('block', d.dropReason, null);
-    return result('allow', 0, egressId);
+    const rewrite = describeRewrite(this.decision, this.origKey);
+    if (f.outcome === Outcome.DROP) return { steps, verdict: 'block', reason: f.outcomeReason, egressPort: null, rewrite };
+    return { steps, verdict: 'allow', reason: 0, egressPort: f.outcome === Outcome.FLOOD ? 'flood' : f.outcomePort, rewrite };
   }
 
   /** Expires cached flows that are idle or whose connections are gone; a cache, so dropping an entry costs one slow path. */
@@ -1165,95 +905,6 @@ export class Switch {
 
   /** The cached flows, optionally only those entering or leaving through one port (control path). */
   flowEntries(now: number, portId?: number): SwitchFlow[] {
-    const flows = this.vfp.flows;
-    const key = new Uint32Array(KEY_WORDS);
-    const out: SwitchFlow[] = [];
-    for (const e of flows.liveEntries()) {
-      const ingress = flows.ingressPort(e);
-      const egress = flows.egress[e];
-      if (portId !== undefined && ingress !== portId && egress !== portId && flows.dropPort[e] !== portId) continue;
-      out.push({
-        ingressPort: ingress,
-        egressPort: egress === NO_PORT ? null : egress,
-        dropReason: egress === NO_PORT ? flows.dropReason[e] : 0,
-        key: Array.from(flows.keyOf(e, key)),
-        packets: flows.packets[e],
-        bytes: flows.bytes[e],
-        ageSeconds: Math.round((now - flows.created[e]) / 100) / 10,
-        idleSeconds: Math.round((now - flows.lastSeen[e]) / 100) / 10,
-        rewrite: flows.transposition[e] >= 0,
-      });
-    }
-    return out;
+    return flowViews(this.vfp.flows, now, portId);
   }
-}
-
-export interface SwitchTrace {
-  steps: TraceStep[];
-  verdict: 'allow' | 'block';
-  reason: number;
-  egressPort: number | 'flood' | null;
-  rewrite: Record<string, string | number> | null;
-}
-
-export interface SwitchNat {
-  networkId: number;
-  externalIp: string;
-  counters: NatCounters;
-  published: NatPublishSpec[];
-  translations: {
-    protocol: string;
-    /** Container address:port (ICMP: the echo identifier as the port). */
-    inside: string;
-    external: string;
-    remote: string;
-    portId: number;
-    /** The connection state the mapping lives by. */
-    state: string;
-    idleSeconds: number;
-  }[];
-}
-
-export interface SwitchOverlay {
-  networkId: number;
-  vni: number;
-  tunnelPortId: number;
-  uplinkId: number;
-  mtu: number;
-  peers: string[];
-  segment: OverlaySegmentCounters;
-  egress: VxlanEgressCounters;
-  uplink: { datagramsSent: number; bytesSent: number; sendFailed: number; sends: number };
-  vteps: VtepEntry[];
-  arp: ArpSuppressionEntry[];
-}
-
-export interface SwitchFlow {
-  ingressPort: number;
-  egressPort: number | null;
-  dropReason: number;
-  /** The flow key words (src/vfp/key.ts). */
-  key: number[];
-  packets: number;
-  bytes: number;
-  ageSeconds: number;
-  idleSeconds: number;
-  rewrite: boolean;
-}
-
-function describeRewrite(d: Decision, orig: Uint32Array): Record<string, string | number> {
-  const mac = (hi: number, lo: number) => {
-    const b = new Uint8Array(6);
-    writeMac(b, 0, hi, lo);
-    return formatMac(b);
-  };
-  const ip = formatIpv4Addr;
-  const out: Record<string, string | number> = {};
-  if (d.rwFlags & Rewrite.SRC_MAC) out.srcMac = mac(d.srcMacHi, d.srcMacLo);
-  if (d.rwFlags & Rewrite.DST_MAC) out.dstMac = mac(d.dstMacHi, d.dstMacLo);
-  if (d.rwFlags & Rewrite.SRC_IP) out.srcIp = `${ip(orig[KeyWord.SRC_IP])} -> ${ip(d.srcIp)}`;
-  if (d.rwFlags & Rewrite.DST_IP) out.dstIp = `${ip(orig[KeyWord.DST_IP])} -> ${ip(d.dstIp)}`;
-  if (d.rwFlags & Rewrite.SRC_PORT) out.srcPort = d.srcPort;
-  if (d.rwFlags & Rewrite.DST_PORT) out.dstPort = d.dstPort;
-  return out;
 }

@@ -225,8 +225,9 @@ export class OverlaySegment {
   }
 
   /** ARP suppression for a request from a local port: see ArpSuppressionTable.suppress. Counts replies and misses. */
-  suppressArp(buf: Uint8Array, off: number, len: number, arpOff: number, nowMs: number): ArpVerdict {
+  suppressArp(buf: Uint8Array, off: number, len: number, arpOff: number, nowMs: number, count = true): ArpVerdict {
     const v = this.arp.suppress(this.vni, buf, off, len, arpOff, nowMs);
+    if (!count) return v;
     if (v === ArpVerdict.REPLIED) this.arpRepliedCount++;
     else if (v === ArpVerdict.UNKNOWN) this.arpUnknownCount++;
     return v;

@@ -8,8 +8,6 @@
  * GRO are the real addon functions.
  */
 import test, { type ExecutionContext } from 'ava';
-import * as native from '../../src/native/index.js';
-import { completeChecksum, segmentTso } from '../../src/native/index.js';
 import { buildArpRequest, buildTcp4, buildUdp4, buildUdp6, filler } from '../../src/packet/builders.js';
 import { internetChecksum, pseudoSumV4, pseudoSumV4At } from '../../src/packet/checksum.js';
 import { DropReason } from '../../src/packet/drop-reasons.js';
@@ -18,18 +16,14 @@ import { TcpFlags } from '../../src/packet/tcp.js';
 import { GsoType, VNET_HDR_LEN, VnetFlags, VnetView } from '../../src/packet/vnet.js';
 import { allocateCounters, COUNTER_COLUMNS, DROP_BASE, readPortCounters } from '../../src/switch/counters.js';
 import { MacTable } from '../../src/switch/mac-table.js';
-import { Switch, type FrameIo } from '../../src/switch/switch.js';
-import type { TunnelIo } from '../../src/tunnel/vxlan-egress.js';
+import { Switch } from '../../src/switch/switch.js';
+import { OverlayIo, VXLAN_PORT, vxlanGro, writeVxlanHeader, type Datagram, type Sent } from './helpers/overlay-io.js';
+import { SOURCE_WORDS } from '../../src/switch/frame-io.js';
 
 // ---------------------------------------------------------------------------
 // Harness
 
 /** One slot holds a 64 KiB super-frame, as RX_SLOT_SIZE does. */
-const SLOT = 65_536 + 256;
-const HEADROOM = 128;
-const BATCH = 8;
-const ARENA = 256 * 1024;
-const SOURCE_WORDS = 4;
 const RX_MALFORMED = -1;
 const START_MS = 1e7;
 
@@ -43,7 +37,6 @@ const UPLINK = 6;
 const FD0 = 10;
 const FD1 = 11;
 const UPLINK_FDS = [100, 101, 102];
-const VXLAN_PORT = 4789;
 const LOCAL_VTEP = '192.168.56.11';
 const PEER12 = '192.168.56.12';
 const PEER13 = '192.168.56.13';
@@ -63,106 +56,6 @@ const TS_OPTIONS = Uint8Array.from([1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]);
 
 const ip32 = mustParseIpv4Addr;
 
-interface Sent {
-  fd: number;
-  /** vnet header + frame, as written to the TAP. */
-  wire: Buffer;
-}
-
-interface Datagram {
-  fd: number;
-  /** The UDP payload (VXLAN header + inner frame), or a UDP GSO run of them. */
-  bytes: Buffer;
-  addr: number;
-  port: number;
-  segmentSize: number;
-}
-
-/** The real vxlanGro when the addon has it, else a stub that refuses (-1): the tests here never coalesce. */
-const vxlanGro: TunnelIo['vxlanGro'] =
-  typeof (native as Record<string, unknown>).vxlanGro === 'function'
-    ? ((native as Record<string, unknown>).vxlanGro as TunnelIo['vxlanGro'])
-    : () => -1;
-
-class OverlayIo implements FrameIo {
-  readonly buffer = Buffer.alloc(BATCH * SLOT + ARENA);
-  readonly lengths = new Int32Array(BATCH);
-  readonly sources = new Uint32Array(SOURCE_WORDS * BATCH);
-  readonly slotSize = SLOT;
-  readonly headroom = HEADROOM;
-  readonly vnetHdrLen = VNET_HDR_LEN;
-  readonly batchSize = BATCH;
-  readonly sent: Sent[] = [];
-  readonly datagrams: Datagram[] = [];
-  readonly tunnel: TunnelIo;
-
-  constructor() {
-    const datagrams = this.datagrams;
-    this.tunnel = {
-      sendUdp(fd, buf, offsets, lengths, count, addrs, ports, segmentSizes) {
-        for (let i = 0; i < count; i++) {
-          datagrams.push({
-            fd,
-            bytes: Buffer.from(buf.subarray(offsets[i], offsets[i] + lengths[i])),
-            addr: addrs[i],
-            port: ports[i],
-            segmentSize: segmentSizes?.[i] ?? 0,
-          });
-        }
-        return count;
-      },
-      segmentTso,
-      completeChecksum,
-      vxlanGro,
-      txOffset: BATCH * SLOT,
-      txSize: ARENA,
-    };
-  }
-
-  transmit(fd: number, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number, vnet: number): number {
-    for (let i = 0; i < count; i++) this.sent.push({ fd, wire: Buffer.from(buf.subarray(offsets[i] - vnet, offsets[i] + lengths[i])) });
-    return count;
-  }
-
-  frameOffset(slot: number): number {
-    return slot * SLOT + HEADROOM;
-  }
-
-  /** A frame read from a TAP: its vnet header (all zero unless given) in the 10 bytes before it. */
-  placeTap(slot: number, frame: Uint8Array, vnet?: Uint8Array): void {
-    const off = this.frameOffset(slot);
-    this.buffer.fill(0, off - VNET_HDR_LEN, off);
-    if (vnet) this.buffer.set(vnet, off - VNET_HDR_LEN);
-    this.buffer.set(frame, off);
-    this.lengths[slot] = frame.length;
-  }
-
-  /** A datagram read from the uplink socket: VXLAN header in the 8 bytes before the inner frame, the sender in sources. */
-  placeUdp(slot: number, frame: Uint8Array, from: string, opts: { vni?: number; flags?: number; length?: number } = {}): void {
-    const off = this.frameOffset(slot);
-    this.buffer.fill(0xee, off - VNET_HDR_LEN, off); // the 2 stale bytes before the VXLAN header
-    writeVxlanHeader(this.buffer, off - 8, opts.vni ?? VNI, opts.flags ?? 0x08);
-    this.buffer.set(frame, off);
-    this.lengths[slot] = opts.length ?? frame.length;
-    this.sources[SOURCE_WORDS * slot] = ip32(from);
-    this.sources[SOURCE_WORDS * slot + 1] = VXLAN_PORT;
-    this.sources[SOURCE_WORDS * slot + 2] = 0;
-    this.sources[SOURCE_WORDS * slot + 3] = 0;
-  }
-
-  take(): { sent: Sent[]; datagrams: Datagram[] } {
-    return { sent: this.sent.splice(0), datagrams: this.datagrams.splice(0) };
-  }
-}
-
-function writeVxlanHeader(buf: Uint8Array, at: number, vni: number, flags = 0x08): void {
-  buf.fill(0, at, at + 8);
-  buf[at] = flags;
-  buf[at + 4] = (vni >>> 16) & 0xff;
-  buf[at + 5] = (vni >>> 8) & 0xff;
-  buf[at + 6] = vni & 0xff;
-}
-
 function vxlanHeader(vni = VNI): Buffer {
   const b = Buffer.alloc(8);
   writeVxlanHeader(b, 0, vni);
@@ -170,7 +63,7 @@ function vxlanHeader(vni = VNI): Buffer {
 }
 
 function setup() {
-  const io = new OverlayIo();
+  const io = new OverlayIo(VNI);
   const counters = new Float64Array(allocateCounters(16));
   const stopped: number[] = [];
   let now = START_MS;
