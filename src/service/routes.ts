@@ -44,6 +44,7 @@ import {
   type RouteSchema,
 } from './schemas.js';
 import type { NetworkService } from './service.js';
+import { registerCaptureRoutes } from './capture-routes.js';
 
 type Api = FastifyInstance<RawServerDefault, RawRequestDefaultExpression, RawReplyDefaultExpression, FastifyBaseLogger, TypeBoxTypeProvider>;
 
@@ -108,6 +109,7 @@ export function registerRoutes(app: Api, service: NetworkService, version: strin
   });
 
   registerPolicyRoutes(app, service);
+  registerCaptureRoutes(app, service.capture, route);
 }
 
 function registerPolicyRoutes(app: Api, service: NetworkService): void {

@@ -54,6 +54,7 @@ import { Mutex } from './mutex.js';
 import { PolicyService, type PolicyDataPlane, type PolicyReads } from './policies.js';
 import { NatService, type NatDataPlane } from './nat.js';
 import { OverlayService, type OverlayDataPlane, type OverlayPlan } from './overlay.js';
+import { CaptureService, type CaptureDataPlane } from './capture.js';
 import { defaultPortPolicy } from '../vfp/policy.js';
 import { Rollback } from './rollback.js';
 import { State, type EndpointRecord, type NetworkRecord } from './state.js';
@@ -68,6 +69,7 @@ import { readFailure } from './health.js';
  * uses, and the service's own calls. Tests can pass a fake.
  */
 export type DataPlaneHandle = NatDataPlane &
+  CaptureDataPlane &
   OverlayDataPlane &
   PolicyDataPlane &
   RestoreDataPlane &
@@ -87,6 +89,7 @@ export class NetworkService {
   private readonly policyService: PolicyService;
   readonly nat: NatService;
   readonly overlay: OverlayService;
+  readonly capture: CaptureService;
   private readonly mutex = new Mutex();
   private readonly save?: (state: SavedState) => Promise<void>;
 
@@ -101,6 +104,7 @@ export class NetworkService {
     this.policies = this.policyService = new PolicyService(this.state, dataPlane, logger, commit);
     this.nat = new NatService(this.state, dataPlane, logger, commit);
     this.overlay = new OverlayService(this.state, dataPlane, logger);
+    this.capture = new CaptureService(this.state, dataPlane, logger);
   }
 
   /**
