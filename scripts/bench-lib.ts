@@ -1,9 +1,10 @@
 /**
- * Helpers for scripts/bench.ts and its nat scenario (scripts/bench-nat.ts):
- * running commands, iperf3 output, /proc sampling, the daemon's REST API,
- * IPv4 prefixes, statistics and tables; and the
- * synthetic ACL rules that bench.ts installs and scripts/bench-vfp.ts
- * compiles. Kept apart from the bench itself so the parsing can be read (and
+ * Helpers for the benchmarks (scripts/bench.ts and its scenarios in
+ * scripts/bench/, bench-vfp, bench-restart, bench-runtimes) and the lab
+ * (scripts/lab-lib.ts): running commands, iperf3 output, /proc sampling, the
+ * daemon's REST API, IPv4 prefixes, options, statistics and tables; and the
+ * synthetic ACL rules that the policy scenario installs and bench-vfp
+ * compiles. Kept apart from the benches so the parsing can be read (and
  * checked) without building a topology.
  *
  * Nothing here imports the rest of vsw: the bench drives vsw only through its
@@ -229,19 +230,63 @@ export function judge(what: string, value: number | null, bar: string, ok: (v: n
   return { what, value, bar, met: value === null ? null : ok(value), ...(digits === undefined ? {} : { digits }) };
 }
 
-/** Median of the finite values; null when there are none (every run failed). */
+// ---------------------------------------------------------------- options
+
+/** A whole number with '_' allowed as a digit separator (1_000_000), or NaN. */
+function wholeNumber(raw: string): number {
+  return /^\d[\d_]*$/.test(raw) ? Number(raw.replace(/_/g, '')) : NaN;
+}
+
 /**
  * A whole-number option (`--name N`) from parseArgs' string: the default when
- * absent, else a number from min to max ('_' allowed as a digit separator,
- * 1_000_000), else one sentence naming the option and its range.
+ * absent, else a number from min to max, else one sentence naming the option
+ * and its range.
  */
 export function intOption(name: string, raw: string | undefined, dflt: number, min: number, max: number): number {
   if (raw === undefined) return dflt;
-  const n = /^\d[\d_]*$/.test(raw) ? Number(raw.replace(/_/g, '')) : NaN;
+  const n = wholeNumber(raw);
   if (!Number.isInteger(n) || n < min || n > max) throw new BenchError(`--${name} takes a whole number from ${min} to ${max}, not "${raw}".`);
   return n;
 }
 
+/** A comma-separated list of whole numbers (`--rules 10,10000`): the default when absent, else each from min to max. */
+export function intListOption(name: string, raw: string | undefined, dflt: readonly number[], min: number, max: number): number[] {
+  if (raw === undefined) return [...dflt];
+  const values = raw.split(',').map((item) => wholeNumber(item.trim()));
+  if (values.some((n) => !Number.isInteger(n) || n < min || n > max)) {
+    throw new BenchError(`--${name} takes whole numbers from ${min} to ${max}, comma-separated (such as ${dflt.join(',')}), not "${raw}".`);
+  }
+  return values;
+}
+
+/** A comma-separated choice (`--only tcp,nat`): every choice when absent, else the ones named, in the order of `choices`. */
+export function choicesOption<T extends string>(name: string, raw: string | undefined, choices: readonly T[]): T[] {
+  if (raw === undefined) return [...choices];
+  const asked = raw.split(',').map((item) => item.trim()).filter(Boolean);
+  if (asked.length === 0 || asked.some((a) => !(choices as readonly string[]).includes(a))) {
+    throw new BenchError(`--${name} takes a comma-separated list of ${choices.join(', ')}, not "${raw}".`);
+  }
+  return choices.filter((c) => asked.includes(c));
+}
+
+// ---------------------------------------------------------------- repetitions and statistics
+
+/**
+ * The order of the legs of run `run` (1-based): as given in odd runs, reversed
+ * in even ones, so that a slow drift (thermal, a neighbour) does not favour
+ * the leg that always goes first.
+ */
+export function alternate<T>(run: number, legs: readonly T[]): T[] {
+  return run % 2 === 1 ? [...legs] : [...legs].reverse();
+}
+
+/** The legs of run `run` (1-based) rotated by run - 1: over the runs each leg goes first, in the middle and last alike. */
+export function rotate<T>(run: number, legs: readonly T[]): T[] {
+  const k = legs.length === 0 ? 0 : (run - 1) % legs.length;
+  return [...legs.slice(k), ...legs.slice(0, k)];
+}
+
+/** Median of the finite values; null when there are none (every run failed). */
 export function median(values: readonly (number | null | undefined)[]): number | null {
   const v = values.filter((x): x is number => typeof x === 'number' && Number.isFinite(x)).sort((a, b) => a - b);
   if (v.length === 0) return null;
@@ -255,10 +300,24 @@ export function ratio(vsw: number | null, bridge: number | null): number | null 
   return vsw / bridge;
 }
 
-/** Lines of a plain-text table: the first `left` columns left-aligned, the others right-aligned. */
-export function formatTable(header: string[], cells: string[][], left = 2): string[] {
+/**
+ * Median of f over the successful records whose fields equal every field of
+ * `where` (a test, a side, a variant ...); null when no such record has a value.
+ */
+export function medianOf<R extends { ok: boolean }>(records: readonly R[], where: Partial<R>, f: (r: R) => number | null | undefined): number | null {
+  const keys = Object.keys(where) as (keyof R)[];
+  return median(records.filter((r) => r.ok && keys.every((k) => r[k] === where[k])).map(f));
+}
+
+/**
+ * Lines of a plain-text table. `align` is either how many columns from the
+ * left are left-aligned (the others right-aligned), or one letter per column,
+ * l or r. Lines carry no trailing blanks.
+ */
+export function formatTable(header: string[], cells: string[][], align: number | string = 2): string[] {
+  const leftAligned = (i: number): boolean => (typeof align === 'number' ? i < align : align[i] !== 'r');
   const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i].length)));
-  const line = (c: string[]): string => c.map((s, i) => (i < left ? s.padEnd(widths[i]) : s.padStart(widths[i]))).join('  ');
+  const line = (c: string[]): string => c.map((s, i) => (leftAligned(i) ? s.padEnd(widths[i]) : s.padStart(widths[i]))).join('  ').trimEnd();
   return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...cells.map(line)];
 }
 

@@ -29,9 +29,6 @@
 import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, openSync, statSync } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import type { ChildProcess } from 'node:child_process';
 import {
   BenchError,
@@ -40,7 +37,7 @@ import {
   cmd,
   exited,
   formatTable,
-  interrupt,
+  intListOption,
   intOption,
   median,
   pickFreePrefix,
@@ -49,9 +46,7 @@ import {
   stop,
   waitFor,
 } from './bench-lib.js';
-
-const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const CLI = path.join(REPO_ROOT, 'dist', 'src', 'cli', 'main.js');
+import { CLI, parseBenchArgs, requireBuilt, requireRoot, resultPath, runMain, writeResult } from './bench/runner.js';
 const PING_INTERVAL_S = 0.01;
 
 const HELP = `usage: npm run bench:restart -- [options]
@@ -75,19 +70,14 @@ interface Options {
 }
 
 function parseOptions(argv: string[]): Options | null {
-  let values;
-  try {
-    values = parseArgs({ args: argv, options: { endpoints: { type: 'string' }, runs: { type: 'string' }, out: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, strict: true }).values;
-  } catch (err) {
-    throw new BenchError(`${(err as Error).message.replace(/\.$/, '')}: see --help.`);
-  }
-  if (values.help) return null;
-  const endpoints = (values.endpoints ?? '1,100,1000').split(',').map((s) => Number(s.trim()));
-  // Two endpoints at least: the ping needs a peer.
-  if (endpoints.length === 0 || endpoints.some((n) => !Number.isInteger(n) || n < 1 || n > 4000)) throw new BenchError(`--endpoints takes counts from 1 to 4000, such as 1,100,1000, not "${values.endpoints}".`);
-  const runs = intOption('runs', values.runs, 3, 1, 50);
-  const stamp = new Date().toISOString().replace(/\.\d+Z$/, 'Z').replace(/:/g, '-');
-  return { endpoints, runs, out: values.out ? path.resolve(values.out) : path.join(REPO_ROOT, 'bench-results', `bench-restart-${stamp}.json`) };
+  const values = parseBenchArgs(argv, { endpoints: { type: 'string' }, runs: { type: 'string' }, out: { type: 'string' } });
+  if (!values) return null;
+  return {
+    // One endpoint still gets a peer: the ping needs one.
+    endpoints: intListOption('endpoints', values.endpoints, [1, 100, 1000], 1, 4000),
+    runs: intOption('runs', values.runs, 3, 1, 50),
+    out: resultPath(values.out, 'bench-restart'),
+  };
 }
 
 /** A running `ping -D` whose replies (wall-clock seconds) are collected as they come. */
@@ -306,15 +296,9 @@ async function endpointIp(b: Bench, i: number): Promise<string> {
   return ep.ip;
 }
 
-async function main(): Promise<void> {
-  const opts = parseOptions(process.argv.slice(2));
-  if (!opts) {
-    process.stdout.write(HELP);
-    return;
-  }
-  if (process.getuid?.() !== 0) throw new BenchError('the bench must run as root (namespaces, TAPs): run it with `sudo -E npm run bench:restart`.');
-  if (!existsSync(CLI)) throw new BenchError('the vsw CLI is not built: run `npm run build` first.');
-  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => interrupt.abort());
+async function bench(opts: Options): Promise<number> {
+  requireRoot('namespaces, TAPs', 'npm run bench:restart');
+  requireBuilt(CLI, 'the vsw CLI', 'npm run build');
   const sizes: SizeResult[] = [];
   let floor: { cliStartMs: number; pingLossNoRestart: number } | undefined;
   for (const n of opts.endpoints) {
@@ -344,16 +328,12 @@ async function main(): Promise<void> {
   });
   for (const line of formatTable(['ENDPOINTS', 'START->SOCKET ms', 'START->1ST FRAME ms', 'SIGTERM LOST (GAP)', 'SIGKILL LOST (GAP)', 'STATE FILE', 'STATE WRITE', 'CREATE'], rows)) console.log(line);
   if (floor) console.log(`\nfloor in the same run: node starting the vsw CLI ${floor.cliStartMs} ms; the same ping without a restart lost ${floor.pingLossNoRestart} in 3 s (10 ms interval)`);
-  await mkdir(path.dirname(opts.out), { recursive: true });
-  await writeFile(opts.out, `${JSON.stringify({ date: new Date().toISOString(), options: opts, floor, sizes }, null, 2)}\n`);
-  console.log(`\nresults: ${opts.out}`);
+  await writeResult(opts.out, { date: new Date().toISOString(), options: opts, floor, sizes });
+  return 0;
 }
 
 function fmt(v: number | null): string {
   return v === null ? '-' : String(Math.round(v));
 }
 
-main().catch((err: unknown) => {
-  console.error(`bench: ${err instanceof Error ? err.message : String(err)}`);
-  process.exitCode = 1;
-});
+await runMain({ name: 'bench', help: HELP, parse: parseOptions, run: bench, interruptible: true });

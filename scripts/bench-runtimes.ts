@@ -17,17 +17,13 @@
  */
 import { randomBytes } from 'node:crypto';
 import { closeSync, openSync } from 'node:fs';
-import { mkdir, writeFile } from 'node:fs/promises';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { mkdir } from 'node:fs/promises';
 import type { ChildProcess } from 'node:child_process';
-import { BenchError, apiRequest, cmd, formatTable, interrupt, intOption, median, parseIperfJson, ratio, start, stop, tcpResult, waitFor } from './bench-lib.js';
+import { BenchError, apiRequest, choicesOption, cmd, formatTable, intOption, median, parseIperfJson, ratio, start, stop, tcpResult, waitFor } from './bench-lib.js';
+import { CLI, parseBenchArgs, requireRoot, resultPath, runMain, writeResult } from './bench/runner.js';
 import type { CommandResult } from '../test/integration/helpers/env.js';
 import { BUSYBOX_IMAGE, IPERF3_IN_IMAGE, hasIperf3, podmanEnv, runtimeAvailable, startDockerd, type DockerHandle, type PodmanHandle } from '../test/integration/helpers/runtimes.js';
 
-const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const CLI = path.join(REPO_ROOT, 'dist', 'src', 'cli', 'main.js');
 const DOCKER_PLUGIN_SOCKET = '/run/docker/plugins/vsw.sock';
 
 const HELP = `usage: npm run bench:runtimes -- [options]
@@ -45,27 +41,24 @@ options:
   --help         show this text
 `;
 
+const RUNTIMES = ['podman', 'docker'] as const;
+
 interface Options {
   runs: number;
   seconds: number;
-  only: Set<string>;
+  only: Set<(typeof RUNTIMES)[number]>;
   out: string;
 }
 
 function parseOptions(argv: string[]): Options | null {
-  let values;
-  try {
-    values = parseArgs({ args: argv, options: { runs: { type: 'string' }, seconds: { type: 'string' }, only: { type: 'string' }, out: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, strict: true }).values;
-  } catch (err) {
-    throw new BenchError(`${(err as Error).message.replace(/\.$/, '')}: see --help.`);
-  }
-  if (values.help) return null;
-  const runs = intOption('runs', values.runs, 7, 1, 50);
-  const seconds = intOption('seconds', values.seconds, 5, 1, 60);
-  const only = new Set((values.only ?? 'podman,docker').split(',').map((s) => s.trim()));
-  for (const o of only) if (o !== 'podman' && o !== 'docker') throw new BenchError(`--only takes podman and/or docker, not "${o}".`);
-  const stamp = new Date().toISOString().replace(/\.\d+Z$/, 'Z').replace(/:/g, '-');
-  return { runs, seconds, only, out: values.out ? path.resolve(values.out) : path.join(REPO_ROOT, 'bench-results', `bench-runtimes-${stamp}.json`) };
+  const values = parseBenchArgs(argv, { runs: { type: 'string' }, seconds: { type: 'string' }, only: { type: 'string' }, out: { type: 'string' } });
+  if (!values) return null;
+  return {
+    runs: intOption('runs', values.runs, 7, 1, 50),
+    seconds: intOption('seconds', values.seconds, 5, 1, 60),
+    only: new Set(choicesOption('only', values.only, RUNTIMES)),
+    out: resultPath(values.out, 'bench-runtimes'),
+  };
 }
 
 interface NetworkResult {
@@ -199,13 +192,8 @@ async function measure(rt: Runtime, vswNet: string, baseNet: string, baseName: s
   return { runtime: rt.name, vsw: { startMs: vswStart, gbps: vswGbps }, baseline: { name: baseName, startMs: baseStart, gbps: baseGbps } };
 }
 
-async function main(): Promise<void> {
-  const o = parseOptions(process.argv.slice(2));
-  if (!o) {
-    process.stdout.write(HELP);
-    return;
-  }
-  if (process.geteuid?.() !== 0) throw new BenchError('the benchmark needs root (namespaces, TAPs, container runtimes): run it as root or with sudo -E.');
+async function benchRuntimes(o: Options): Promise<number> {
+  requireRoot('namespaces, TAPs, container runtimes', 'npm run bench:runtimes');
   if (!hasIperf3()) throw new BenchError('iperf3 is not installed: run `npm run setup`.');
   for (const rt of o.only) {
     const missing = await runtimeAvailable(rt === 'podman' ? 'podman' : 'docker');
@@ -213,9 +201,6 @@ async function main(): Promise<void> {
   }
   const bench = new Bench();
   const results: RuntimeResult[] = [];
-  const onSignal = (): void => interrupt.abort();
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
   let failure: unknown;
   try {
     await bench.startDaemon(o.only.has('docker'));
@@ -248,12 +233,8 @@ async function main(): Promise<void> {
   });
   const table = formatTable(['RUNTIME', 'BASELINE', 'START BASE ms', 'START VSW ms', 'RATIO', 'TCP BASE Gbit/s', 'TCP VSW Gbit/s', 'RATIO'], rows);
   process.stdout.write(`${table.join('\n')}\n`);
-  await mkdir(path.dirname(o.out), { recursive: true });
-  await writeFile(o.out, `${JSON.stringify({ when: new Date().toISOString(), runs: o.runs, seconds: o.seconds, results }, null, 2)}\n`);
-  process.stdout.write(`results: ${o.out}\n`);
+  await writeResult(o.out, { when: new Date().toISOString(), runs: o.runs, seconds: o.seconds, results });
+  return 0;
 }
 
-main().catch((err: unknown) => {
-  process.stderr.write(`bench: ${err instanceof BenchError ? err.message : (err as Error).stack ?? String(err)}\n`);
-  process.exitCode = 1;
-});
+await runMain({ name: 'bench', help: HELP, parse: parseOptions, run: benchRuntimes, interruptible: true });

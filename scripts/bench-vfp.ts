@@ -42,11 +42,10 @@
  */
 
 import { spawn } from 'node:child_process';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 
 import { buildArpRequest, buildTcp4 } from '../src/packet/builders.js';
 import { VNET_HDR_LEN } from '../src/packet/vnet.js';
@@ -57,9 +56,9 @@ import { Classifier } from '../src/vfp/classifier.js';
 import { matchToClassifierRule } from '../src/vfp/compile.js';
 import { parseMatch, validateLayer, type LayerSpec, type PortPolicy } from '../src/vfp/policy.js';
 import { Vfp } from '../src/vfp/vfp.js';
-import { BenchError, benchAclRules, intOption, median } from './bench-lib.js';
+import { BenchError, benchAclRules, formatTable, intListOption, intOption, median } from './bench-lib.js';
+import { machineInfo, parseBenchArgs, resultPath, runMain, writeResult } from './bench/runner.js';
 
-const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const SELF = fileURLToPath(import.meta.url);
 
 const HELP = `usage: npm run bench:vfp -- [options]
@@ -394,36 +393,22 @@ interface Options {
 
 
 function parseOptions(argv: string[]): Options | null {
-  let values;
-  try {
-    values = parseArgs({
-      args: argv,
-      options: {
-        runs: { type: 'string' },
-        flows: { type: 'string' },
-        rules: { type: 'string' },
-        'mem-flows': { type: 'string' },
-        'build-rules': { type: 'string' },
-        out: { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-      },
-      strict: true,
-      allowPositionals: false,
-    }).values;
-  } catch (err) {
-    throw new BenchError(`${(err as Error).message.replace(/\.$/, '')}: see --help.`);
-  }
-  if (values.help) return null;
-  const rules = (values.rules ?? '10,10000').split(',').map((r) => intOption('rules', r.trim(), 0, 0, 65535));
-  if (rules.length === 0) throw new BenchError('--rules needs at least one count, such as 10,10000.');
-  const stamp = new Date().toISOString().replace(/\.\d+Z$/, 'Z').replace(/:/g, '-');
+  const values = parseBenchArgs(argv, {
+    runs: { type: 'string' },
+    flows: { type: 'string' },
+    rules: { type: 'string' },
+    'mem-flows': { type: 'string' },
+    'build-rules': { type: 'string' },
+    out: { type: 'string' },
+  });
+  if (!values) return null;
   return {
     runs: intOption('runs', values.runs, 5, 1, 100),
     flows: intOption('flows', values.flows, 65536, 64, 1 << 20),
-    rules,
+    rules: intListOption('rules', values.rules, [10, 10000], 0, 65535),
     memFlows: intOption('mem-flows', values['mem-flows'], 1_000_000, 0, 1 << 20),
     buildRules: intOption('build-rules', values['build-rules'], 10000, 0, 65535),
-    out: values.out ? path.resolve(values.out) : path.join(REPO_ROOT, 'bench-results', `bench-vfp-${stamp}.json`),
+    out: resultPath(values.out, 'bench-vfp'),
   };
 }
 
@@ -436,15 +421,10 @@ interface Row {
 
 function printTable(rows: Row[]): void {
   const cells = rows.map((r) => [r.what, r.value === null ? '-' : r.value.toLocaleString('en-US', { maximumFractionDigits: r.digits, minimumFractionDigits: r.digits }), r.unit]);
-  const header = ['measurement', 'median', 'unit'];
-  const w = header.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i].length)));
-  const line = (c: string[]): string => [c[0].padEnd(w[0]), c[1].padStart(w[1]), c[2]].join('  ');
-  console.log(line(header));
-  console.log(w.map((n) => '-'.repeat(n)).join('  '));
-  for (const c of cells) console.log(line(c));
+  for (const line of formatTable(['measurement', 'median', 'unit'], cells, 'lrl')) console.log(line);
 }
 
-async function bench(opts: Options): Promise<void> {
+async function bench(opts: Options): Promise<number> {
   await mkdir(path.dirname(opts.out), { recursive: true });
   const layers = new Map(opts.rules.map((n) => [n, aclLayer(n)]));
   console.error(`bench-vfp: ${opts.runs} run(s), ${opts.flows} new flows per run, rules per port: ${opts.rules.join(', ')}`);
@@ -507,14 +487,7 @@ async function bench(opts: Options): Promise<void> {
     rows.push({ what: `${m}: cached frames, all flows once`, unit: 'frames/s', value: mem.cachedFramesPerSecond, digits: 0 });
   }
 
-  const machine = {
-    nproc: os.availableParallelism(),
-    cpuModel: os.cpus()[0]?.model ?? null,
-    memTotalMiB: Math.round(os.totalmem() / 2 ** 20),
-    kernel: os.release(),
-    node: process.version,
-    loadavg: os.loadavg(),
-  };
+  const machine = { ...machineInfo(), loadavg: os.loadavg() };
   const result = {
     bench: 'vsw VFP slow path and flow table, synthetic frames',
     timestamp: new Date().toISOString(),
@@ -530,29 +503,14 @@ async function bench(opts: Options): Promise<void> {
   console.log('');
   console.log(`vsw bench:vfp: ${machine.nproc} cores (${machine.cpuModel}), node ${machine.node}, ${opts.runs} run(s), medians`);
   printTable(rows);
-  await writeFile(opts.out, JSON.stringify(result, null, 2) + '\n');
-  const rel = path.relative(process.cwd(), opts.out);
-  console.log('');
-  console.log(`results written to ${rel && !rel.startsWith('..') ? rel : opts.out}`);
+  await writeResult(opts.out, result);
+  return 0;
 }
 
-async function main(): Promise<void> {
-  const argv = process.argv.slice(2);
-  if (argv[0] === '--mem-child') {
-    process.stdout.write(JSON.stringify(memChild(argv[1], Number(argv[2]))) + '\n');
-    return;
-  }
-  try {
-    const opts = parseOptions(argv);
-    if (!opts) {
-      process.stdout.write(HELP);
-      return;
-    }
-    await bench(opts);
-  } catch (err) {
-    console.error(err instanceof BenchError ? `bench-vfp: ${err.message}` : err);
-    process.exitCode = 1;
-  }
+const argv = process.argv.slice(2);
+if (argv[0] === '--mem-child') {
+  process.stdout.write(JSON.stringify(memChild(argv[1], Number(argv[2]))) + '\n');
+} else {
+  // Nothing to undo and no command to cut short: a signal simply ends it.
+  await runMain({ name: 'bench-vfp', help: HELP, parse: parseOptions, run: bench, interruptible: false });
 }
-
-await main();

@@ -1,6 +1,6 @@
 /**
  * A small new-connection load generator for the `nat` scenario of
- * `npm run bench` (scripts/bench-nat.ts), and its trivial server. The bench
+ * `npm run bench` (scripts/bench/scenario-nat.ts), and its trivial server. The bench
  * runs both inside network namespaces with `ip netns exec`; it needs nothing
  * but node.
  *
@@ -35,6 +35,8 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
+
+import { intOption } from './bench-lib.js';
 
 const ONE = Buffer.from([0x2a]);
 
@@ -72,10 +74,11 @@ function fail(message: string): never {
 }
 
 function intArg(name: string, raw: string | undefined, dflt: number, min: number, max: number): number {
-  if (raw === undefined) return dflt;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < min || n > max) fail(`--${name} takes a whole number from ${min} to ${max}, not "${raw}".`);
-  return n;
+  try {
+    return intOption(name, raw, dflt, min, max);
+  } catch (err) {
+    fail((err as Error).message);
+  }
 }
 
 function percentile(sorted: Float64Array, p: number): number {

@@ -2,7 +2,7 @@
  * HTTP to the daemon over its unix socket, with node:http alone: the CLI
  * starts fast and carries no HTTP client dependency.
  */
-import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { request as httpRequest, type ClientRequest, type IncomingMessage } from 'node:http';
 import { API_PREFIX, type ErrorBody } from '../service/api-types.js';
 import { CliError, DaemonError, UnreachableError } from './errors.js';
 
@@ -28,30 +28,55 @@ export class Client {
     await this.request<void>('DELETE', path);
   }
 
+  /**
+   * POSTs `body` and resolves with the response once a 2xx status arrives, its
+   * body unread and without a timeout (it may stream for as long as the caller
+   * reads: `vsw capture`); a refusal rejects with the daemon's sentence.
+   */
+  postStream(path: string, body: object): Promise<IncomingMessage> {
+    return new Promise<IncomingMessage>((resolve, reject) => {
+      this.send('POST', path, JSON.stringify(body), reject, (res, req) => {
+        const status = res.statusCode ?? 0;
+        if (status >= 200 && status < 300) {
+          req.setTimeout(0);
+          resolve(res);
+          return;
+        }
+        readJson(res).then((parsed) => reject(refusal(res, parsed)), reject);
+      });
+    });
+  }
+
   private request<T>(method: string, path: string, body?: object): Promise<T> {
-    const payload = body === undefined ? undefined : JSON.stringify(body);
+    return new Promise<T>((resolve, reject) => {
+      this.send(method, path, body === undefined ? undefined : JSON.stringify(body), reject, (res) => {
+        readJson(res).then((parsed) => settle(res, parsed, resolve as (v: unknown) => void, reject), reject);
+      });
+    });
+  }
+
+  private send(method: string, path: string, payload: string | undefined, reject: (e: Error) => void, onResponse: (res: IncomingMessage, req: ClientRequest) => void): void {
     // A Content-Type without a body makes fastify refuse the request, so only send it with one.
     const headers: Record<string, string | number> =
       payload === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) };
-    return new Promise<T>((resolve, reject) => {
-      const req = httpRequest({ socketPath: this.socketPath, method, path: `${API_PREFIX}${path}`, headers, timeout: REQUEST_TIMEOUT_MS }, (res) => {
-        readJson(res).then((parsed) => settle(res, parsed, resolve as (v: unknown) => void, reject), reject);
-      });
-      req.on('timeout', () => req.destroy(new CliError(`the vsw daemon at ${this.socketPath} did not answer within ${REQUEST_TIMEOUT_MS / 1000} s: check its log.`)));
-      req.on('error', (err) => reject(err instanceof CliError ? err : connectionError(err as NodeJS.ErrnoException, this.socketPath)));
-      req.end(payload);
-    });
+    const req = httpRequest({ socketPath: this.socketPath, method, path: `${API_PREFIX}${path}`, headers, timeout: REQUEST_TIMEOUT_MS }, (res) => onResponse(res, req));
+    req.on('timeout', () => req.destroy(new CliError(`the vsw daemon at ${this.socketPath} did not answer within ${REQUEST_TIMEOUT_MS / 1000} s: check its log.`)));
+    req.on('error', (err) => reject(err instanceof CliError ? err : connectionError(err as NodeJS.ErrnoException, this.socketPath)));
+    req.end(payload);
   }
 }
 
 function settle(res: IncomingMessage, parsed: unknown, resolve: (v: unknown) => void, reject: (e: Error) => void): void {
   const status = res.statusCode ?? 0;
-  if (status >= 200 && status < 300) {
-    resolve(parsed);
-    return;
-  }
+  if (status >= 200 && status < 300) resolve(parsed);
+  else reject(refusal(res, parsed));
+}
+
+/** The daemon's {"error"} sentence of a refused request. */
+function refusal(res: IncomingMessage, parsed: unknown): DaemonError {
+  const status = res.statusCode ?? 0;
   const message = (parsed as Partial<ErrorBody> | undefined)?.error;
-  reject(new DaemonError(typeof message === 'string' ? message : `the vsw daemon answered HTTP ${status} ${res.statusMessage ?? ''}`.trim() + '.', status));
+  return new DaemonError(typeof message === 'string' ? message : `the vsw daemon answered HTTP ${status} ${res.statusMessage ?? ''}`.trim() + '.', status);
 }
 
 function readJson(res: IncomingMessage): Promise<unknown> {

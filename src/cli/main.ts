@@ -14,6 +14,7 @@ import { overlayCommand } from './commands/overlay.js';
 import { statsCommand } from './commands/stats.js';
 import { systemCommand } from './commands/system.js';
 import { cniCommand } from './commands/cni.js';
+import { captureCommand } from './commands/capture.js';
 import { programSocketOption, reportError } from './commands/common.js';
 import { cliVersion } from './version.js';
 
@@ -32,6 +33,7 @@ function buildProgram(): Command {
       .addCommand(policyCommand())
       .addCommand(flowsCommand())
       .addCommand(traceCommand())
+      .addCommand(captureCommand())
       .addCommand(statsCommand())
       .addCommand(natCommand())
       .addCommand(overlayCommand())

@@ -22,11 +22,10 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { chmod } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import { ipJson, netnsMounted } from '../host/index.js';
-import { API_PREFIX, NETWORK_DRIVERS, type CreateNetworkRequest, type NetworkDriver, type PortMapping } from '../service/api-types.js';
+import { API_PREFIX, NETWORK_DRIVERS, RESOURCE_NAME_PATTERN, type CreateNetworkRequest, type NetworkDriver, type PortMapping } from '../service/api-types.js';
 import { classifyError } from '../service/api.js';
 import type { NetworkService } from '../service/service.js';
 import { DAEMON_NETNS, dockerTapName } from '../service/endpoint-config.js';
-import { RESOURCE_NAME_PATTERN } from '../service/schemas.js';
 import { claimSocketPath, unlinkIfPresent } from '../service/socket.js';
 
 /** How often, and how long, vsw looks for the TAP in the container after Join. */

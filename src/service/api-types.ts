@@ -1,32 +1,54 @@
 /**
  * The JSON shapes of the daemon's REST API. This is the one file the CLI
  * imports from `service`, so it holds types and constants only: importing it
- * must not load fastify, the data plane or the native addon.
+ * must not load fastify, TypeBox, the data plane or the native addon. The
+ * requests' types are derived from their schemas (schemas.ts) by type-only
+ * imports, which vanish from the compiled JS.
  */
 
+import type { Static } from '@sinclair/typebox';
 import type { Direction, GroupSpec, LayerSpec, RuleAction, RuleMatch, RuleSpec } from '../vfp/policy.js';
 import type { TraceStep } from '../vfp/pipeline.js';
 import type { VfpCounters } from '../vfp/vfp.js';
+import type { NetworkDriver } from './api-constants.js';
+import type {
+  AddAclRuleBody,
+  CreateCompartmentBody,
+  CreateEndpointBody,
+  CreateNetworkBody,
+  PortMappingSchema,
+  PublishViaSchema,
+  PutGroupBody,
+  PutLayerBody,
+  PutPeersBody,
+  QosBody,
+  RemoteEndpointBody,
+  SpoofGuardBody,
+  TraceBody,
+} from './schemas.js';
 
-export const API_PREFIX = '/v1';
-export const DEFAULT_SOCKET_PATH = '/run/vsw/vsw.sock';
-/** Where the daemon keeps its desired state (state.json), the connections it hands to its successor, and its lock. */
-export const DEFAULT_STATE_DIR = '/var/lib/vsw';
-/** `vsw daemon --docker` with no socket: where dockerd looks for the network driver named vsw. */
-export const DEFAULT_DOCKER_SOCKET = '/run/docker/plugins/vsw.sock';
-/** `vsw daemon --metrics` with no address: Prometheus metrics on loopback only. */
-export const DEFAULT_METRICS_ADDRESS = '127.0.0.1:9483';
+export * from './api-constants.js';
 
-/** Every driver name the API knows; only the ones in IMPLEMENTED_DRIVERS work today. */
-export const NETWORK_DRIVERS = ['internal', 'nat', 'transparent', 'l2bridge', 'l2tunnel', 'overlay'] as const;
-export type NetworkDriver = (typeof NETWORK_DRIVERS)[number];
-export const IMPLEMENTED_DRIVERS: readonly NetworkDriver[] = ['internal', 'nat', 'overlay'];
-/** RFC 7348's port for VXLAN. */
-export const DEFAULT_VXLAN_PORT = 4789;
-
-/** Where nat networks take their transit /30 from when --transit is not given (the top of RFC 6598 space). */
-export const DEFAULT_TRANSIT_POOL = '100.127.0.0/16';
-export const DEFAULT_NAT_PORTS = '1024-65535';
+// Requests: the types of their schemas in schemas.ts, which say what each field means.
+export type CreateNetworkRequest = Static<typeof CreateNetworkBody>;
+/** A remote endpoint behind a peer VTEP, pushed by an operator or a controller: POST /v1/networks/NAME/remotes. */
+export type RemoteEndpointRequest = Static<typeof RemoteEndpointBody>;
+export type PutPeersRequest = Static<typeof PutPeersBody>;
+export type PublishVia = Static<typeof PublishViaSchema>;
+/** A port published by an endpoint on a nat network (-p [IP:]HOSTPORT:CONTAINERPORT[/PROTO]). */
+export type PortMapping = Static<typeof PortMappingSchema>;
+export type CreateEndpointRequest = Static<typeof CreateEndpointBody>;
+export type CreateCompartmentRequest = Static<typeof CreateCompartmentBody>;
+/** POST /v1/endpoints/:endpoint/acl: one rule into a layer's group (both created as needed). */
+export type AddAclRuleRequest = Static<typeof AddAclRuleBody>;
+/** PUT /v1/endpoints/:endpoint/layers/:layer/groups/:group replaces the whole group at once. */
+export type PutGroupRequest = Static<typeof PutGroupBody>;
+/** PUT /v1/endpoints/:endpoint/layers/:layer creates or updates a layer (its groups stay). */
+export type PutLayerRequest = Static<typeof PutLayerBody>;
+export type QosPolicy = Static<typeof QosBody>;
+export type SpoofGuardPolicy = Static<typeof SpoofGuardBody>;
+/** POST /v1/trace */
+export type TraceRequest = Static<typeof TraceBody>;
 
 export interface Network {
   name: string;
@@ -84,44 +106,6 @@ export interface NatInfo {
   hostInterfaceDown?: string;
 }
 
-export interface CreateNetworkRequest {
-  name: string;
-  driver: NetworkDriver;
-  subnet: string;
-  gateway?: string;
-  /** nat: the transit subnet (prefix /30 or shorter); default: a free /30 from 100.127.0.0/16. */
-  transit?: string;
-  /** nat: vsw's address in the transit subnet; default: its second host address. */
-  externalIp?: string;
-  /** nat: "FIRST-LAST", the external port pool per protocol; default 1024-65535. */
-  natPorts?: string;
-  /** overlay: the VXLAN network identifier, 1..16777215. */
-  vni?: number;
-  /** overlay: this host's underlay address; default the source address of the route to the first peer. */
-  vtep?: string;
-  /** overlay: the other hosts' VTEPs. */
-  peers?: string[];
-  /** overlay: the UDP port of VXLAN; default 4789. */
-  vxlanPort?: number;
-  /** overlay: the endpoints' MTU; default the underlay's minus 50. */
-  mtu?: number;
-  /** overlay: the part of the subnet this host hands out, as CIDR or FIRST-LAST; default a share by the VTEP's place among all VTEPs. */
-  ipRange?: string;
-  /** Who asks (a runtime's driver), e.g. "docker:NETWORKID"; unique among networks. */
-  owner?: string;
-}
-
-/** A remote endpoint behind a peer VTEP, pushed by an operator or a controller: POST /v1/networks/NAME/remotes. */
-export interface RemoteEndpointRequest {
-  mac: string;
-  ip?: string;
-  vtep: string;
-}
-
-export interface PutPeersRequest {
-  peers: string[];
-}
-
 /** GET /v1/overlay: one overlay network's tunnel, tables and counters. */
 export interface OverlayNetworkState {
   network: string;
@@ -142,18 +126,6 @@ export interface OverlayNetworkState {
     /** The underlay socket, shared by the networks on the same VTEP and port: datagrams sent and received, and drops by reason. */
     underlay: { datagramsIn: number; datagramsOut: number; sendFailed: number; drops: Record<string, number> };
   };
-}
-
-export type PublishVia = 'proxy' | 'dnat';
-
-/** A port published by an endpoint on a nat network (-p [IP:]HOSTPORT:CONTAINERPORT[/PROTO]). */
-export interface PortMapping {
-  protocol: 'tcp' | 'udp';
-  /** Host address the host-side listener binds; default 0.0.0.0 (all). */
-  hostIp?: string;
-  /** 0 in a request: vsw picks a free port from the host's ephemeral range (ip_local_port_range); the answer carries the one chosen. */
-  hostPort: number;
-  containerPort: number;
 }
 
 export interface Endpoint {
@@ -196,36 +168,6 @@ export interface Endpoint {
   stateReason?: string;
 }
 
-export interface CreateEndpointRequest {
-  network: string;
-  netns: string;
-  /** An address, or an address with the network's prefix length (10.88.0.5/24). */
-  ip?: string;
-  mac?: string;
-  ifname?: string;
-  name?: string;
-  /** Default true: the endpoint may send only from its own MAC and IP. */
-  spoofGuard?: boolean;
-  /** Ports to publish on the network's external address and the host (nat networks only). */
-  publish?: PortMapping[];
-  /**
-   * How host ports reach the network. "proxy" (default): vsw listens on each host port and forwards.
-   * "dnat": the kernel redirects them (nftables), for runtimes that hold the host port open
-   * themselves so nothing else takes it (podman), as the CNI portmap plugin does.
-   */
-  publishVia?: PublishVia;
-  /**
-   * A runtime's key for the endpoint (see Endpoint.owner). A second request with the same owner,
-   * network and namespace gets the endpoint made by the first (200 instead of 201).
-   */
-  owner?: string;
-  /**
-   * Default true. false: vsw makes the TAP with its MAC (and MTU) but no address, route or link up:
-   * the runtime moves it into its container and configures it there (docker).
-   */
-  configure?: boolean;
-}
-
 /** GET /v1/nat[?network=N]: one entry per nat network. */
 export interface NatNetworkState {
   network: string;
@@ -263,10 +205,6 @@ export interface NatTranslation {
 export interface Compartment {
   name: string;
   created: string;
-}
-
-export interface CreateCompartmentRequest {
-  name: string;
 }
 
 export interface VersionResponse {
@@ -320,14 +258,6 @@ export type PolicyAction = RuleAction;
 export type PolicyMatch = RuleMatch;
 export type PolicyRule = RuleSpec;
 
-/** POST /v1/endpoints/:endpoint/acl: one rule into a layer's group (both created as needed). */
-export interface AddAclRuleRequest extends PolicyRule {
-  /** Default "acl". */
-  layer?: string;
-  /** Default "default". */
-  group?: string;
-}
-
 /** A rule as listed, with where it lives and how many flows matched it. */
 export interface AclRule extends PolicyRule {
   id: string;
@@ -340,30 +270,7 @@ export interface AclRule extends PolicyRule {
 
 export type PolicyGroup = GroupSpec;
 
-/** PUT /v1/endpoints/:endpoint/layers/:layer/groups/:group replaces the whole group at once. */
-export type PutGroupRequest = Omit<PolicyGroup, 'name'>;
-
 export type PolicyLayer = LayerSpec;
-
-/** PUT /v1/endpoints/:endpoint/layers/:layer creates or updates a layer (its groups stay). */
-export interface PutLayerRequest {
-  priority?: number;
-  defaultIn?: 'allow' | 'block';
-  defaultOut?: 'allow' | 'block';
-}
-
-export interface QosPolicy {
-  /** e.g. "100mbit". */
-  maxEgress: string;
-  /** Bucket size, e.g. "1mb"; default 10 ms at the rate, at least 64 KiB. */
-  burst?: string;
-}
-
-export interface SpoofGuardPolicy {
-  enabled: boolean;
-  /** Addresses the endpoint may send from besides its own. */
-  allowedIps?: string[];
-}
 
 /** GET /v1/endpoints/:endpoint/policy */
 export interface EndpointPolicy {
@@ -402,14 +309,6 @@ export type VfpStats = VfpCounters;
 export interface FlowsResponse {
   flows: FlowEntry[];
   stats: VfpStats;
-}
-
-/** POST /v1/trace */
-export interface TraceRequest {
-  endpoint: string;
-  direction: 'in' | 'out';
-  /** e.g. "tcp 10.0.0.2:1234 > 10.0.0.3:80 syn", "udp 10.0.0.2:5000 > 10.0.0.3:53", "icmp 10.0.0.2 > 10.0.0.3 echo-request". */
-  packet: string;
 }
 
 /** A step of the slow path (src/vfp/pipeline.ts), with the port named by its endpoint. */

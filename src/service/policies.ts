@@ -3,6 +3,8 @@
  * Each change builds the endpoint's whole new PortPolicy, validates it,
  * hands it to the data plane, and only then records it: a refused change
  * (4xx) or a data-plane failure leaves the policy that was running in place.
+ * The service calls the changes under its mutex (NetworkService.changePolicy);
+ * anyone may call the reads (PolicyReads).
  */
 import type { Logger } from 'pino';
 import { EtherType } from '../packet/ethernet.js';
@@ -39,7 +41,6 @@ import type {
 } from './api-types.js';
 import { ApiError, badRequest, notFound } from './errors.js';
 import { macForIp, subnetContains } from './ipam.js';
-import type { Mutex } from './mutex.js';
 import type { DataPlane } from '../switch/dataplane.js';
 import type { EndpointRecord, State } from './state.js';
 
@@ -52,51 +53,51 @@ function refuse(err: unknown): never {
 /** The part of the data plane endpoint policies drive. */
 export type PolicyDataPlane = Pick<DataPlane, 'setPolicy' | 'trace' | 'switchCounters' | 'flows' | 'ruleHits'>;
 
+/** What needs no lock: the calls that change nothing. */
+export type PolicyReads = Pick<PolicyService, 'policyOf' | 'listAcl' | 'flows' | 'trace'>;
+
 export class PolicyService {
   private nextRuleId = 1;
 
   constructor(
     private readonly state: State,
     private readonly dataPlane: PolicyDataPlane,
-    private readonly mutex: Mutex,
     private readonly logger: Logger,
     private readonly commit: () => Promise<void> = async () => undefined,
   ) {}
 
   /** Applies `change` to a copy of the endpoint's policy; installs and records it only if all is well. */
-  private update<T>(idOrName: string, change: (policy: PortPolicy, record: EndpointRecord) => T): Promise<T> {
-    return this.mutex.run(async () => {
-      const record = this.state.requireEndpoint(idOrName);
-      const next = structuredClone(record.policy);
-      let result: T;
-      try {
-        result = change(next, record);
-        next.layers = next.layers.map(validateLayer);
-      } catch (err) {
-        refuse(err);
-      }
-      try {
-        // A port that is down gets its policy when it comes back (src/service/health.ts).
-        if (record.down === null) await this.dataPlane.setPolicy(record.endpoint.portId, next);
-      } catch (err) {
-        const message = (err as Error).message;
-        // A dead data plane is the daemon's failure (500); anything else it refused (meters exhausted) is the caller's to fix.
-        if (/^the data plane (crashed|has stopped)/.test(message)) throw err;
-        throw badRequest(`the data plane refused the policy: ${message.replace(/\.$/, '')}.`);
-      }
-      const previous = record.policy;
-      record.policy = next;
-      try {
-        await this.commit();
-      } catch (err) {
-        // Not saved, so not kept: the policy that was running (and is on disk) runs again.
-        record.policy = previous;
-        if (record.down === null) await this.dataPlane.setPolicy(record.endpoint.portId, previous).catch((e: unknown) => this.logger.error({ err: e, endpoint: record.endpoint.id }, 'could not put the previous policy back'));
-        throw err;
-      }
-      this.logger.info({ endpoint: record.endpoint.id, portId: record.endpoint.portId }, 'policy updated');
-      return result;
-    });
+  private async update<T>(idOrName: string, change: (policy: PortPolicy, record: EndpointRecord) => T): Promise<T> {
+    const record = this.state.requireEndpoint(idOrName);
+    const next = structuredClone(record.policy);
+    let result: T;
+    try {
+      result = change(next, record);
+      next.layers = next.layers.map(validateLayer);
+    } catch (err) {
+      refuse(err);
+    }
+    try {
+      // A port that is down gets its policy when it comes back (src/service/health.ts).
+      if (record.down === null) await this.dataPlane.setPolicy(record.endpoint.portId, next);
+    } catch (err) {
+      const message = (err as Error).message;
+      // A dead data plane is the daemon's failure (500); anything else it refused (meters exhausted) is the caller's to fix.
+      if (/^the data plane (crashed|has stopped)/.test(message)) throw err;
+      throw badRequest(`the data plane refused the policy: ${message.replace(/\.$/, '')}.`);
+    }
+    const previous = record.policy;
+    record.policy = next;
+    try {
+      await this.commit();
+    } catch (err) {
+      // Not saved, so not kept: the policy that was running (and is on disk) runs again.
+      record.policy = previous;
+      if (record.down === null) await this.dataPlane.setPolicy(record.endpoint.portId, previous).catch((e: unknown) => this.logger.error({ err: e, endpoint: record.endpoint.id }, 'could not put the previous policy back'));
+      throw err;
+    }
+    this.logger.info({ endpoint: record.endpoint.id, portId: record.endpoint.portId }, 'policy updated');
+    return result;
   }
 
   /** The next automatic id that no rule of the endpoint (or of `pending`) uses. */

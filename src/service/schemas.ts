@@ -1,12 +1,17 @@
 /**
- * JSON schemas of the API's inputs, and the text that turns a schema
- * violation into one sentence. Each field carries what it must look like and
- * how to fix it from the CLI, because most callers are people typing `vsw`.
+ * The API's inputs, declared once: each TypeBox object here is the JSON
+ * schema fastify validates with (and @fastify/swagger publishes), and
+ * api-types.ts derives the request types from it with Static. Each field
+ * carries what it must look like and how to fix it from the CLI, because most
+ * callers are people typing `vsw`; describeViolation turns a schema violation
+ * into one sentence from them.
+ *
+ * Loading this file loads TypeBox (tens of milliseconds): the CLI and the CNI
+ * plugin import only api-types.ts and api-constants.ts.
  */
-import { NETWORK_DRIVERS } from './api-types.js';
-
-export const RESOURCE_NAME_PATTERN = '^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$';
-const RESOURCE_NAME_RULE = "1 to 64 letters, digits, '_', '.' or '-', starting with a letter or digit";
+import { Type, type StringOptions, type TSchema } from '@sinclair/typebox';
+import type { GroupSpec, RuleSpec } from '../vfp/policy.js';
+import { NETWORK_DRIVERS, RESOURCE_NAME_PATTERN, RESOURCE_NAME_RULE } from './api-constants.js';
 
 /** What a field must look like, and how to fix it. */
 export interface FieldDoc {
@@ -15,264 +20,297 @@ export interface FieldDoc {
 }
 export type FieldDocs = Record<string, FieldDoc>;
 
+/** The parts of a request a route validates. */
+export interface RouteParts {
+  body?: TSchema;
+  params?: TSchema;
+  querystring?: TSchema;
+}
+
 /** A fastify route schema plus the docs its error messages draw on. */
-export interface RouteSchema {
-  schema: { body?: object; params?: object; querystring?: object };
+export interface RouteSchema<S extends RouteParts = RouteParts> {
+  schema: S;
   fields: FieldDocs;
 }
 
-const str = (maxLength: number, pattern?: string): object =>
-  pattern ? { type: 'string', minLength: 1, maxLength, pattern } : { type: 'string', minLength: 1, maxLength };
+/**
+ * Where a field keeps its FieldDoc. A symbol, because ajv refuses unknown
+ * keywords and ignores symbol keys, as it does TypeBox's own.
+ */
+const FIELD_DOC = Symbol('vsw.fieldDoc');
 
-const object = (properties: Record<string, object>, required: string[] = []): object => ({
-  type: 'object',
-  additionalProperties: false,
-  required,
-  properties,
-});
+/** A field with its doc: `what` is also its description in the OpenAPI document, unless `about` says more. */
+export function field<T extends TSchema>(schema: T, what: string, hint: string, about?: string): T {
+  return { ...schema, description: about ?? what, [FIELD_DOC]: { what, hint } };
+}
 
-const nameParams = object({ name: str(255) }, ['name']);
-const idParams = object({ id: str(255) }, ['id']);
-
-export const createNetworkSchema: RouteSchema = {
-  schema: {
-    body: object(
-      {
-        name: str(64, RESOURCE_NAME_PATTERN),
-        driver: { type: 'string', enum: [...NETWORK_DRIVERS] },
-        subnet: str(64),
-        gateway: str(64),
-        transit: str(64),
-        externalIp: str(64),
-        natPorts: str(32),
-        vni: { type: 'integer' },
-        vtep: str(64),
-        peers: { type: 'array', maxItems: 1024, items: str(64) },
-        vxlanPort: { type: 'integer' },
-        mtu: { type: 'integer' },
-        ipRange: str(64),
-        owner: str(255),
-      },
-      ['name', 'driver', 'subnet'],
-    ),
-  },
-  fields: {
-    'body.name': { what: `a string of ${RESOURCE_NAME_RULE}`, hint: 'pass a network NAME such as mynet' },
-    'body.driver': { what: 'a driver name', hint: 'pass -d internal' },
-    'body.subnet': { what: 'a CIDR string such as 10.88.0.0/24', hint: 'pass --subnet CIDR' },
-    'body.gateway': { what: 'an IP address string inside the subnet', hint: 'pass --gateway IP or leave it out' },
-    'body.transit': { what: 'a CIDR string such as 100.127.0.0/30', hint: 'pass --transit CIDR or leave it out' },
-    'body.externalIp': { what: 'an IPv4 address string inside the transit subnet', hint: 'pass --external-ip IP or leave it out' },
-    'body.natPorts': { what: 'a port range string such as 1024-65535', hint: 'pass --nat-ports FIRST-LAST or leave it out' },
-    'body.vni': { what: 'a whole number from 1 to 16777215', hint: 'pass --vni N' },
-    'body.vtep': { what: 'an IPv4 address string of this host', hint: 'pass --vtep ADDRESS or leave it out' },
-    'body.peers': { what: 'a list of at most 1024 IPv4 address strings', hint: 'pass --peer ADDRESS once per peer host' },
-    'body.vxlanPort': { what: 'a UDP port number', hint: 'pass --vxlan-port PORT or leave it out for 4789' },
-    'body.mtu': { what: 'a whole number of bytes', hint: 'pass --mtu N or leave it out' },
-    'body.ipRange': { what: 'a subnet or FIRST-LAST range string inside the subnet', hint: 'pass --ip-range CIDR or leave it out' },
-    'body.owner': { what: 'a string of 1 to 255 characters', hint: 'leave it out (runtime drivers set it)' },
-  },
-};
-
-export const putPeersSchema: RouteSchema = {
-  schema: { params: nameParams, body: object({ peers: { type: 'array', maxItems: 1024, items: str(64) } }, ['peers']) },
-  fields: {
-    'params.name': { what: 'a network name', hint: 'name the network in the URL' },
-    'body.peers': { what: 'a list of at most 1024 IPv4 address strings', hint: 'send {"peers": ["192.168.56.12"]}' },
-  },
-};
-
-export const addRemoteSchema: RouteSchema = {
-  schema: { params: nameParams, body: object({ mac: str(32), ip: str(64), vtep: str(64) }, ['mac', 'vtep']) },
-  fields: {
-    'params.name': { what: 'a network name', hint: 'name the network in the URL' },
-    'body.mac': { what: 'a MAC address string such as 02:76:0a:0a:00:82', hint: 'pass --mac MAC' },
-    'body.ip': { what: 'an IPv4 address string inside the network', hint: 'pass --ip ADDRESS or leave it out' },
-    'body.vtep': { what: "an IPv4 address string of a peer's VTEP", hint: 'pass --vtep ADDRESS' },
-  },
-};
-
-export const remoteByMacSchema: RouteSchema = {
-  schema: { params: object({ name: str(255), mac: str(32) }, ['name', 'mac']) },
-  fields: {
-    'params.name': { what: 'a network name', hint: 'name the network in the URL' },
-    'params.mac': { what: 'a MAC address', hint: 'name the remote endpoint by MAC in the URL' },
-  },
-};
-
-export const createEndpointSchema: RouteSchema = {
-  schema: {
-    body: object(
-      {
-        network: str(64, RESOURCE_NAME_PATTERN),
-        netns: str(4095),
-        ip: str(64),
-        mac: str(32),
-        ifname: str(64),
-        name: str(64, RESOURCE_NAME_PATTERN),
-        spoofGuard: { type: 'boolean' },
-        owner: str(255),
-        configure: { type: 'boolean' },
-        publishVia: { type: 'string', enum: ['proxy', 'dnat'] },
-        publish: {
-          type: 'array',
-          maxItems: 256,
-          items: object(
-            {
-              protocol: { type: 'string', enum: ['tcp', 'udp'] },
-              hostIp: str(64),
-              hostPort: { type: 'integer' },
-              containerPort: { type: 'integer' },
-            },
-            ['protocol', 'hostPort', 'containerPort'],
-          ),
-        },
-      },
-      ['network', 'netns'],
-    ),
-  },
-  fields: {
-    'body.network': { what: `a network name of ${RESOURCE_NAME_RULE}`, hint: 'pass --network NAME' },
-    'body.netns': { what: 'a network namespace name or path', hint: 'pass --netns NAME (see `ip netns list`) or an absolute path such as /proc/PID/ns/net' },
-    'body.ip': { what: 'an IP address string such as 10.88.0.5', hint: 'pass --ip ADDRESS or leave it out' },
-    'body.mac': { what: 'a MAC address string such as 02:00:0a:58:00:05', hint: 'pass --mac MAC or leave it out' },
-    'body.ifname': { what: 'an interface name of 1 to 15 bytes', hint: 'pass --ifname NAME or leave it out' },
-    'body.name': { what: `a string of ${RESOURCE_NAME_RULE}`, hint: 'pass --name NAME or leave it out' },
-    'body.spoofGuard': { what: 'true or false', hint: 'pass --no-spoof-guard or leave it out' },
-    'body.publish': { what: 'a list of {protocol, hostPort, containerPort, hostIp?}', hint: 'pass -p HOSTPORT:CONTAINERPORT[/tcp|udp]' },
-    'body.owner': { what: 'a string of 1 to 255 characters', hint: 'leave it out (runtime plugins set it)' },
-    'body.configure': { what: 'true or false', hint: 'leave it out' },
-    'body.publishVia': { what: '"proxy" or "dnat"', hint: 'leave it out for proxy' },
-  },
-};
-
-export const createCompartmentSchema: RouteSchema = {
-  schema: { body: object({ name: str(255) }, ['name']) },
-  fields: {
-    'body.name': { what: 'a network namespace name', hint: 'pass --name NAME' },
-  },
-};
-
-export const networkByNameSchema: RouteSchema = {
-  schema: { params: nameParams },
-  fields: { 'params.name': { what: 'a network name', hint: 'name the network in the URL' } },
-};
-
-export const compartmentByNameSchema: RouteSchema = {
-  schema: { params: nameParams },
-  fields: { 'params.name': { what: 'a compartment name', hint: 'name the compartment in the URL' } },
-};
-
-export const endpointByIdSchema: RouteSchema = {
-  schema: { params: idParams },
-  fields: { 'params.id': { what: 'an endpoint id or name', hint: 'name the endpoint in the URL' } },
-};
-
-export const listByNetworkSchema: RouteSchema = {
-  schema: { querystring: object({ network: str(64) }) },
-  fields: { 'querystring.network': { what: 'a network name', hint: 'pass --network NAME or leave it out' } },
-};
-
-export const listEndpointsByOwnerSchema: RouteSchema = {
-  schema: { querystring: object({ network: str(64), owner: str(255) }) },
-  fields: {
-    'querystring.network': { what: 'a network name', hint: 'pass --network NAME or leave it out' },
-    'querystring.owner': { what: 'an owner key such as cni:CONTAINERID/eth0', hint: 'leave it out' },
-  },
-};
-
-export const listNatSchema: RouteSchema = {
-  schema: { querystring: object({ network: str(64), counters: { type: 'string', enum: ['only'] } }) },
-  fields: {
-    'querystring.network': { what: 'a network name', hint: 'pass --network NAME or leave it out' },
-    'querystring.counters': { what: '"only"', hint: 'pass counters=only to leave the translations out, or leave it out' },
-  },
-};
+const str = (maxLength: number, options: StringOptions = {}) => Type.String({ minLength: 1, maxLength, ...options });
+const resourceName = () => str(64, { pattern: RESOURCE_NAME_PATTERN });
 
 /**
- * Policy bodies are checked field by field in src/vfp/policy.ts, whose
- * sentences know what a prefix or a port range must look like; the schema
- * only insists on a JSON object.
+ * A string from a fixed list, as `enum`: a union of literals would be an
+ * anyOf, and its violations could not be worded as "must be one of ...".
  */
-const anyObject = { type: 'object' };
-const policyFields: FieldDocs = {
-  'params.id': { what: 'an endpoint id or name', hint: 'name the endpoint in the URL' },
-};
+export const oneOf = <const T extends readonly string[]>(values: T) => Type.Unsafe<T[number]>({ type: 'string', enum: [...values] });
 
-export const endpointPolicySchema: RouteSchema = { schema: { params: idParams }, fields: policyFields };
+/** Policy bodies are checked field by field in src/vfp/policy.ts, whose sentences know what a prefix or a port range must look like: the schema only insists on a JSON object. */
+const checkedByPolicy = <T>() => Type.Unsafe<T>({ type: 'object' });
 
-export const addAclRuleSchema: RouteSchema = { schema: { params: idParams, body: anyObject }, fields: policyFields };
+const closed = { additionalProperties: false } as const;
+const optional = Type.Optional;
 
-export const aclRuleSchema: RouteSchema = {
-  schema: { params: object({ id: str(255), rule: str(64) }, ['id', 'rule']) },
-  fields: { ...policyFields, 'params.rule': { what: 'a rule id', hint: 'see `vsw policy acl ls ENDPOINT`' } },
-};
+/** Collects the FieldDocs of the top-level fields of each part, keyed as ajv names them ("body.subnet"). */
+export function routeSchema<S extends RouteParts>(schema: S): RouteSchema<S> {
+  const fields: FieldDocs = {};
+  for (const [part, partSchema] of Object.entries(schema) as [string, TSchema][]) {
+    for (const [name, property] of Object.entries((partSchema.properties ?? {}) as Record<string, TSchema>)) {
+      const doc = (property as { [FIELD_DOC]?: FieldDoc })[FIELD_DOC];
+      if (doc) fields[`${part}.${name}`] = doc;
+    }
+  }
+  return { schema, fields };
+}
 
-export const layerSchema: RouteSchema = {
-  schema: {
-    params: object({ id: str(255), layer: str(64) }, ['id', 'layer']),
-    body: object({
-      priority: { type: 'integer', minimum: 0, maximum: 65535 },
-      defaultIn: { type: 'string', enum: ['allow', 'block'] },
-      defaultOut: { type: 'string', enum: ['allow', 'block'] },
-    }),
+// ---------------------------------------------------------------- networks
+
+export const CreateNetworkBody = Type.Object(
+  {
+    name: field(resourceName(), `a string of ${RESOURCE_NAME_RULE}`, 'pass a network NAME such as mynet'),
+    driver: field(oneOf(NETWORK_DRIVERS), 'a driver name', 'pass -d internal'),
+    subnet: field(str(64), 'a CIDR string such as 10.88.0.0/24', 'pass --subnet CIDR'),
+    gateway: optional(field(str(64), 'an IP address string inside the subnet', 'pass --gateway IP or leave it out')),
+    transit: optional(
+      field(str(64), 'a CIDR string such as 100.127.0.0/30', 'pass --transit CIDR or leave it out', 'nat: the transit subnet (prefix /30 or shorter); default: a free /30 from 100.127.0.0/16.'),
+    ),
+    externalIp: optional(
+      field(str(64), 'an IPv4 address string inside the transit subnet', 'pass --external-ip IP or leave it out', "nat: vsw's address in the transit subnet; default: its second host address."),
+    ),
+    natPorts: optional(
+      field(str(32), 'a port range string such as 1024-65535', 'pass --nat-ports FIRST-LAST or leave it out', 'nat: "FIRST-LAST", the external port pool per protocol; default 1024-65535.'),
+    ),
+    vni: optional(field(Type.Integer(), 'a whole number from 1 to 16777215', 'pass --vni N', 'overlay: the VXLAN network identifier, 1..16777215.')),
+    vtep: optional(
+      field(str(64), 'an IPv4 address string of this host', 'pass --vtep ADDRESS or leave it out', "overlay: this host's underlay address; default the source address of the route to the first peer."),
+    ),
+    peers: optional(
+      field(Type.Array(str(64), { maxItems: 1024 }), 'a list of at most 1024 IPv4 address strings', 'pass --peer ADDRESS once per peer host', "overlay: the other hosts' VTEPs."),
+    ),
+    vxlanPort: optional(field(Type.Integer(), 'a UDP port number', 'pass --vxlan-port PORT or leave it out for 4789', 'overlay: the UDP port of VXLAN; default 4789.')),
+    mtu: optional(field(Type.Integer(), 'a whole number of bytes', 'pass --mtu N or leave it out', "overlay: the endpoints' MTU; default the underlay's minus 50.")),
+    ipRange: optional(
+      field(
+        str(64),
+        'a subnet or FIRST-LAST range string inside the subnet',
+        'pass --ip-range CIDR or leave it out',
+        "overlay: the part of the subnet this host hands out, as CIDR or FIRST-LAST; default a share by the VTEP's place among all VTEPs.",
+      ),
+    ),
+    owner: optional(
+      field(str(255), 'a string of 1 to 255 characters', 'leave it out (runtime drivers set it)', 'Who asks (a runtime\'s driver), e.g. "docker:NETWORKID"; unique among networks.'),
+    ),
   },
-  fields: {
-    ...policyFields,
-    'body.priority': { what: 'a whole number from 0 to 65535', hint: 'pass --priority N' },
-    'body.defaultIn': { what: 'allow or block', hint: 'pass --default-in allow|block' },
-    'body.defaultOut': { what: 'allow or block', hint: 'pass --default-out allow|block' },
+  closed,
+);
+
+const networkNameParams = Type.Object({ name: field(str(255), 'a network name', 'name the network in the URL') }, closed);
+
+export const PutPeersBody = Type.Object(
+  { peers: field(Type.Array(str(64), { maxItems: 1024 }), 'a list of at most 1024 IPv4 address strings', 'send {"peers": ["192.168.56.12"]}') },
+  closed,
+);
+
+/** A remote endpoint behind a peer VTEP, pushed by an operator or a controller. */
+export const RemoteEndpointBody = Type.Object(
+  {
+    mac: field(str(32), 'a MAC address string such as 02:76:0a:0a:00:82', 'pass --mac MAC'),
+    ip: optional(field(str(64), 'an IPv4 address string inside the network', 'pass --ip ADDRESS or leave it out')),
+    vtep: field(str(64), "an IPv4 address string of a peer's VTEP", 'pass --vtep ADDRESS'),
   },
-};
+  closed,
+);
 
-export const layerByNameSchema: RouteSchema = { schema: { params: object({ id: str(255), layer: str(64) }, ['id', 'layer']) }, fields: policyFields };
+export const createNetworkSchema = routeSchema({ body: CreateNetworkBody });
+export const networkByNameSchema = routeSchema({ params: networkNameParams });
+export const putPeersSchema = routeSchema({ params: networkNameParams, body: PutPeersBody });
+export const addRemoteSchema = routeSchema({ params: networkNameParams, body: RemoteEndpointBody });
+export const remoteByMacSchema = routeSchema({
+  params: Type.Object(
+    { name: networkNameParams.properties.name, mac: field(str(32), 'a MAC address', 'name the remote endpoint by MAC in the URL') },
+    closed,
+  ),
+});
 
-export const groupSchema: RouteSchema = {
-  schema: { params: object({ id: str(255), layer: str(64), group: str(64) }, ['id', 'layer', 'group']), body: anyObject },
-  fields: policyFields,
-};
+// ---------------------------------------------------------------- endpoints
 
-export const groupByNameSchema: RouteSchema = {
-  schema: { params: object({ id: str(255), layer: str(64), group: str(64) }, ['id', 'layer', 'group']) },
-  fields: policyFields,
-};
+export const PublishViaSchema = oneOf(['proxy', 'dnat']);
 
-export const qosSchema: RouteSchema = {
-  schema: { params: idParams, body: object({ maxEgress: str(32), burst: str(32) }, ['maxEgress']) },
-  fields: {
-    ...policyFields,
-    'body.maxEgress': { what: 'a rate such as 100mbit', hint: 'pass --max-egress RATE' },
-    'body.burst': { what: 'a size such as 1mb', hint: 'pass --burst SIZE or leave it out' },
+/** A port published by an endpoint on a nat network (-p [IP:]HOSTPORT:CONTAINERPORT[/PROTO]). */
+export const PortMappingSchema = Type.Object(
+  {
+    protocol: oneOf(['tcp', 'udp']),
+    hostIp: optional(str(64, { description: 'Host address the host-side listener binds; default 0.0.0.0 (all).' })),
+    hostPort: Type.Integer({ description: '0 in a request: vsw picks a free port from the host\'s ephemeral range (ip_local_port_range); the answer carries the one chosen.' }),
+    containerPort: Type.Integer(),
   },
-};
+  closed,
+);
 
-export const spoofGuardSchema: RouteSchema = {
-  schema: {
-    params: idParams,
-    body: object({ enabled: { type: 'boolean' }, allowedIps: { type: 'array', maxItems: 64, items: str(64) } }, ['enabled']),
+export const CreateEndpointBody = Type.Object(
+  {
+    network: field(resourceName(), `a network name of ${RESOURCE_NAME_RULE}`, 'pass --network NAME'),
+    netns: field(
+      str(4095),
+      'a network namespace name or path',
+      'pass --netns NAME (see `ip netns list`) or an absolute path such as /proc/PID/ns/net',
+      'Network namespace: a name under /run/netns, or the path of one (CNI_NETNS, a docker sandbox).',
+    ),
+    ip: optional(
+      field(str(64), 'an IP address string such as 10.88.0.5', 'pass --ip ADDRESS or leave it out', "An address, or an address with the network's prefix length (10.88.0.5/24)."),
+    ),
+    mac: optional(field(str(32), 'a MAC address string such as 02:00:0a:58:00:05', 'pass --mac MAC or leave it out')),
+    ifname: optional(field(str(64), 'an interface name of 1 to 15 bytes', 'pass --ifname NAME or leave it out')),
+    name: optional(field(resourceName(), `a string of ${RESOURCE_NAME_RULE}`, 'pass --name NAME or leave it out')),
+    spoofGuard: optional(field(Type.Boolean(), 'true or false', 'pass --no-spoof-guard or leave it out', 'Default true: the endpoint may send only from its own MAC and IP.')),
+    owner: optional(
+      field(
+        str(255),
+        'a string of 1 to 255 characters',
+        'leave it out (runtime plugins set it)',
+        'A runtime\'s key for the endpoint ("cni:CONTAINERID/IFNAME", "docker:ENDPOINTID"): a second request with the same owner, network and namespace gets the endpoint made by the first (200 instead of 201).',
+      ),
+    ),
+    configure: optional(
+      field(
+        Type.Boolean(),
+        'true or false',
+        'leave it out',
+        'Default true. false: vsw makes the TAP with its MAC (and MTU) but no address, route or link up: the runtime moves it into its container and configures it there (docker).',
+      ),
+    ),
+    publishVia: optional(
+      field(
+        PublishViaSchema,
+        '"proxy" or "dnat"',
+        'leave it out for proxy',
+        'How host ports reach the network. "proxy" (default): vsw listens on each host port and forwards. "dnat": the kernel redirects them (nftables), for runtimes that hold the host port open themselves (podman), as the CNI portmap plugin does.',
+      ),
+    ),
+    publish: optional(
+      field(
+        Type.Array(PortMappingSchema, { maxItems: 256 }),
+        'a list of {protocol, hostPort, containerPort, hostIp?}',
+        'pass -p HOSTPORT:CONTAINERPORT[/tcp|udp]',
+        "Ports to publish on the network's external address and the host (nat networks only).",
+      ),
+    ),
   },
-  fields: {
-    ...policyFields,
-    'body.enabled': { what: 'true or false', hint: 'say on or off' },
-    'body.allowedIps': { what: 'a list of IPv4 addresses', hint: 'pass --allow-ip ADDRESS' },
-  },
-};
+  closed,
+);
 
-export const flowsSchema: RouteSchema = {
-  schema: { querystring: object({ endpoint: str(255) }) },
-  fields: { 'querystring.endpoint': { what: 'an endpoint id or name', hint: 'pass --endpoint NAME or leave it out' } },
-};
+const endpointIdParams = Type.Object({ id: field(str(255), 'an endpoint id or name', 'name the endpoint in the URL') }, closed);
 
-export const traceSchema: RouteSchema = {
-  schema: {
-    body: object({ endpoint: str(255), direction: { type: 'string', enum: ['in', 'out'] }, packet: str(256) }, ['endpoint', 'direction', 'packet']),
+export const createEndpointSchema = routeSchema({ body: CreateEndpointBody });
+export const endpointByIdSchema = routeSchema({ params: endpointIdParams });
+export const listEndpointsByOwnerSchema = routeSchema({
+  querystring: Type.Object(
+    {
+      network: optional(field(str(64), 'a network name', 'pass --network NAME or leave it out')),
+      owner: optional(field(str(255), 'an owner key such as cni:CONTAINERID/eth0', 'leave it out')),
+    },
+    closed,
+  ),
+});
+
+// ---------------------------------------------------------------- compartments
+
+export const CreateCompartmentBody = Type.Object({ name: field(str(255), 'a network namespace name', 'pass --name NAME') }, closed);
+
+export const createCompartmentSchema = routeSchema({ body: CreateCompartmentBody });
+export const compartmentByNameSchema = routeSchema({
+  params: Type.Object({ name: field(str(255), 'a compartment name', 'name the compartment in the URL') }, closed),
+});
+
+// ---------------------------------------------------------------- views
+
+const networkFilter = () => optional(field(str(64), 'a network name', 'pass --network NAME or leave it out'));
+
+export const listByNetworkSchema = routeSchema({ querystring: Type.Object({ network: networkFilter() }, closed) });
+export const listNatSchema = routeSchema({
+  querystring: Type.Object(
+    {
+      network: networkFilter(),
+      counters: optional(field(oneOf(['only']), '"only"', 'pass counters=only to leave the translations out, or leave it out')),
+    },
+    closed,
+  ),
+});
+
+// ---------------------------------------------------------------- VFP policy
+
+/** One rule into a layer's group (both created as needed): "layer" defaults to "acl", "group" to "default". */
+export const AddAclRuleBody = checkedByPolicy<RuleSpec & { layer?: string; group?: string }>();
+/** The whole group at once. */
+export const PutGroupBody = checkedByPolicy<Omit<GroupSpec, 'name'>>();
+
+export const PutLayerBody = Type.Object(
+  {
+    priority: optional(field(Type.Integer({ minimum: 0, maximum: 65535 }), 'a whole number from 0 to 65535', 'pass --priority N')),
+    defaultIn: optional(field(oneOf(['allow', 'block']), 'allow or block', 'pass --default-in allow|block')),
+    defaultOut: optional(field(oneOf(['allow', 'block']), 'allow or block', 'pass --default-out allow|block')),
   },
-  fields: {
-    'body.endpoint': { what: 'an endpoint id or name', hint: 'pass --endpoint NAME' },
-    'body.direction': { what: 'in or out', hint: 'pass --in or --out' },
-    'body.packet': { what: 'a packet such as "tcp 10.0.0.2:1234 > 10.0.0.3:80 syn"', hint: 'quote the packet as one argument' },
+  closed,
+);
+
+export const QosBody = Type.Object(
+  {
+    maxEgress: field(str(32), 'a rate such as 100mbit', 'pass --max-egress RATE'),
+    burst: optional(field(str(32), 'a size such as 1mb', 'pass --burst SIZE or leave it out', 'Bucket size, e.g. "1mb"; default 10 ms at the rate, at least 64 KiB.')),
   },
-};
+  closed,
+);
+
+export const SpoofGuardBody = Type.Object(
+  {
+    enabled: field(Type.Boolean(), 'true or false', 'say on or off'),
+    allowedIps: optional(field(Type.Array(str(64), { maxItems: 64 }), 'a list of IPv4 addresses', 'pass --allow-ip ADDRESS', 'Addresses the endpoint may send from besides its own.')),
+  },
+  closed,
+);
+
+export const TraceBody = Type.Object(
+  {
+    endpoint: field(str(255), 'an endpoint id or name', 'pass --endpoint NAME'),
+    direction: field(oneOf(['in', 'out']), 'in or out', 'pass --in or --out'),
+    packet: field(
+      str(256),
+      'a packet such as "tcp 10.0.0.2:1234 > 10.0.0.3:80 syn"',
+      'quote the packet as one argument',
+      'e.g. "tcp 10.0.0.2:1234 > 10.0.0.3:80 syn", "udp 10.0.0.2:5000 > 10.0.0.3:53", "icmp 10.0.0.2 > 10.0.0.3 echo-request".',
+    ),
+  },
+  closed,
+);
+
+const layerParams = Type.Object({ id: endpointIdParams.properties.id, layer: str(64) }, closed);
+const groupParams = Type.Object({ id: endpointIdParams.properties.id, layer: str(64), group: str(64) }, closed);
+
+export const endpointPolicySchema = routeSchema({ params: endpointIdParams });
+export const addAclRuleSchema = routeSchema({ params: endpointIdParams, body: AddAclRuleBody });
+export const aclRuleSchema = routeSchema({
+  params: Type.Object({ id: endpointIdParams.properties.id, rule: field(str(64), 'a rule id', 'see `vsw policy acl ls ENDPOINT`') }, closed),
+});
+export const layerSchema = routeSchema({ params: layerParams, body: PutLayerBody });
+export const layerByNameSchema = routeSchema({ params: layerParams });
+export const groupSchema = routeSchema({ params: groupParams, body: PutGroupBody });
+export const groupByNameSchema = routeSchema({ params: groupParams });
+export const qosSchema = routeSchema({ params: endpointIdParams, body: QosBody });
+export const spoofGuardSchema = routeSchema({ params: endpointIdParams, body: SpoofGuardBody });
+export const flowsSchema = routeSchema({
+  querystring: Type.Object({ endpoint: optional(field(str(255), 'an endpoint id or name', 'pass --endpoint NAME or leave it out')) }, closed),
+});
+export const traceSchema = routeSchema({ body: TraceBody });
+
+// ---------------------------------------------------------------- violations
 
 /** The subset of an Ajv error object this module reads. */
 export interface SchemaViolation {

@@ -51,9 +51,10 @@ import {
 import { ApiError, badRequest, conflict, notFound } from './errors.js';
 import { Ipam, IpamError, macForIp, normalizeMac, parseIpOrCidr, subnetsOverlap } from './ipam.js';
 import { Mutex } from './mutex.js';
-import { PolicyService, type PolicyDataPlane } from './policies.js';
+import { PolicyService, type PolicyDataPlane, type PolicyReads } from './policies.js';
 import { NatService, type NatDataPlane } from './nat.js';
 import { OverlayService, type OverlayDataPlane, type OverlayPlan } from './overlay.js';
+import { CaptureService, type CaptureDataPlane } from './capture.js';
 import { defaultPortPolicy } from '../vfp/policy.js';
 import { Rollback } from './rollback.js';
 import { State, type EndpointRecord, type NetworkRecord } from './state.js';
@@ -68,6 +69,7 @@ import { readFailure } from './health.js';
  * uses, and the service's own calls. Tests can pass a fake.
  */
 export type DataPlaneHandle = NatDataPlane &
+  CaptureDataPlane &
   OverlayDataPlane &
   PolicyDataPlane &
   RestoreDataPlane &
@@ -82,9 +84,12 @@ const now = (): string => new Date().toISOString();
 
 export class NetworkService {
   readonly state: State;
-  readonly policies: PolicyService;
+  /** Reads only: a policy change goes through changePolicy, under the mutex. */
+  readonly policies: PolicyReads;
+  private readonly policyService: PolicyService;
   readonly nat: NatService;
   readonly overlay: OverlayService;
+  readonly capture: CaptureService;
   private readonly mutex = new Mutex();
   private readonly save?: (state: SavedState) => Promise<void>;
 
@@ -96,9 +101,10 @@ export class NetworkService {
     this.save = opts.save;
     this.state = new State(dataPlane.maxPorts);
     const commit = (): Promise<void> => this.commit();
-    this.policies = new PolicyService(this.state, dataPlane, this.mutex, logger, commit);
+    this.policies = this.policyService = new PolicyService(this.state, dataPlane, logger, commit);
     this.nat = new NatService(this.state, dataPlane, logger, commit);
     this.overlay = new OverlayService(this.state, dataPlane, logger);
+    this.capture = new CaptureService(this.state, dataPlane, logger);
   }
 
   /**
@@ -121,6 +127,11 @@ export class NetworkService {
       );
     }
     this.state.generation = saved.generation;
+  }
+
+  /** Endpoint policy changes run under the service's mutex like every other mutation; PolicyService saves each before it resolves. */
+  changePolicy<T>(change: (policies: PolicyService) => Promise<T>): Promise<T> {
+    return this.mutex.run(() => change(this.policyService));
   }
 
   /** Overlay mutations run under the service's mutex like every other one, and are saved before they are answered. */

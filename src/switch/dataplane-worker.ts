@@ -6,8 +6,10 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { completeChecksum, RX_BATCH, RX_HEADROOM, RX_SLOT_SIZE, RxEngine, segmentTso, udpSendBatch, VNET_HDR_LEN, vxlanGro, writeBatch } from '../native/index.js';
 import { buildArpRequest } from '../packet/builders.js';
+import { CaptureRecorder } from './capture.js';
+import { CaptureSessions } from './capture-sessions.js';
 import { MacTable } from './mac-table.js';
-import type { DataPlaneCommand, DataPlaneEvent, DataPlaneLog, DataPlaneReply, DataPlaneRequest, DataPlaneWorkerData, OverlayDataPlaneState, SwitchCounters } from './messages.js';
+import type { DataPlaneCapture, DataPlaneCommand, DataPlaneEvent, DataPlaneLog, DataPlaneReply, DataPlaneRequest, DataPlaneWorkerData, OverlayDataPlaneState, SwitchCounters } from './messages.js';
 import { exportSwitchState, importSwitchState } from './snapshot.js';
 import { Switch, type FrameIo } from './switch.js';
 
@@ -42,7 +44,12 @@ function log(entry: DataPlaneLog): void {
 const TUNNEL_ARENA_BYTES = 6 << 20;
 
 let sw: Switch;
-const engine = new RxEngine((portId, count) => sw.receive(portId, count), TUNNEL_ARENA_BYTES);
+let captures: CaptureSessions;
+let recorder: CaptureRecorder;
+const engine = new RxEngine((portId, count) => {
+  sw.receive(portId, count);
+  if (recorder.active) captures.afterBatch();
+}, TUNNEL_ARENA_BYTES);
 
 const io: FrameIo = {
   buffer: engine.buffer,
@@ -87,6 +94,15 @@ sw = new Switch(
       conntrack: vfpOptions.maxConnectionsPerPort !== undefined ? { maxPerPort: vfpOptions.maxConnectionsPerPort } : undefined,
     },
   },
+);
+
+// The switch's recorder, which its frame path calls. TEMPORARY until switch.ts has `readonly capture: CaptureRecorder`: then `sw.capture` alone.
+recorder = (sw as unknown as { capture?: CaptureRecorder }).capture ?? new CaptureRecorder(sw.maxPorts);
+captures = new CaptureSessions(
+  recorder,
+  clock,
+  (message: DataPlaneCapture, transfer?: ArrayBuffer[]) => port.postMessage(message, transfer),
+  data.captureInFlight ? new Int32Array(data.captureInFlight) : null,
 );
 
 const sweepTimer = setInterval(() => {
@@ -164,8 +180,15 @@ type Handlers<K extends Op> = { [P in K]: (command: CommandOf<P>) => unknown };
 
 /** Networks and ports: the switch's own. */
 const portCommands: Handlers<'addNetwork' | 'removeNetwork' | 'addPort' | 'removePort' | 'switchCounters' | 'macEntries'> = {
-  addNetwork: (c) => sw.addNetwork(c.networkId, c.name, c.nat, c.overlay),
-  removeNetwork: (c) => sw.removeNetwork(c.networkId),
+  addNetwork: (c) => {
+    sw.addNetwork(c.networkId, c.name, c.nat, c.overlay);
+    captures.networkAdded(c.networkId);
+    if (c.overlay) captures.portAdded(c.overlay.tunnelPortId, c.networkId);
+  },
+  removeNetwork: (c) => {
+    sw.removeNetwork(c.networkId);
+    captures.networkRemoved(c.networkId);
+  },
   addPort: (c) => {
     sw.addPort(c);
     try {
@@ -174,6 +197,7 @@ const portCommands: Handlers<'addNetwork' | 'removeNetwork' | 'addPort' | 'remov
       sw.removePort(c.portId);
       throw err;
     }
+    captures.portAdded(c.portId, c.networkId);
   },
   removePort: (c) => {
     // Stop polling first: once this returns, the fd is out of epoll and the caller may close it.
@@ -182,6 +206,7 @@ const portCommands: Handlers<'addNetwork' | 'removeNetwork' | 'addPort' | 'remov
     if (timer) clearTimeout(timer);
     pausedPorts.delete(c.portId);
     sw.removePort(c.portId);
+    captures.portRemoved(c.portId);
   },
   switchCounters: (): SwitchCounters => ({ macTable: sw.macTable.counters(), batches: sw.batches, ports: sw.portCount, vfp: sw.vfp.counters() }),
   macEntries: () => sw.macTable.entries(clock()),
@@ -231,6 +256,12 @@ const overlayCommands: Handlers<'addUplink' | 'removeUplink' | 'setPeers' | 'add
   overlay: (c): OverlayDataPlaneState => ({ networks: sw.overlayState(clock(), c.networkId, c.countersOnly), decap: sw.decapCounters() }),
 };
 
+/** `vsw capture`: sessions on the switch's recorder (src/switch/capture-sessions.ts). */
+const captureCommands: Handlers<'startCapture' | 'stopCapture'> = {
+  startCapture: (c) => captures.start(c.target, c.points, c.snaplen),
+  stopCapture: (c) => captures.stop(c.slot),
+};
+
 /** Restarts: handing the state to the next daemon, taking it from the last, announcing endpoints that came back; and the stop. */
 const lifecycleCommands: Handlers<'snapshot' | 'importState' | 'announce' | 'stop'> = {
   snapshot: () => {
@@ -244,6 +275,7 @@ const lifecycleCommands: Handlers<'snapshot' | 'importState' | 'announce' | 'sto
     clearInterval(sweepTimer);
     clearInterval(stateTimer);
     clearInterval(limitTimer);
+    captures.close();
     for (const timer of pausedPorts.values()) clearTimeout(timer);
     engine.close();
     port.close();
@@ -251,7 +283,7 @@ const lifecycleCommands: Handlers<'snapshot' | 'importState' | 'announce' | 'sto
 };
 
 /** Every command, from the features that contribute them; the type makes a missing one a compile error. */
-const handlers: Handlers<Op> = { ...portCommands, ...policyCommands, ...natCommands, ...overlayCommands, ...lifecycleCommands };
+const handlers: Handlers<Op> = { ...portCommands, ...policyCommands, ...natCommands, ...overlayCommands, ...captureCommands, ...lifecycleCommands };
 
 function execute(command: DataPlaneCommand): unknown {
   return (handlers[command.op] as (c: DataPlaneCommand) => unknown)(command);

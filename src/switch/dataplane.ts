@@ -10,6 +10,10 @@ import { allocateCounters, readPortCounters, type PortCounters } from './counter
 import type { MacEntry } from './mac-table.js';
 import type { PortPolicy } from '../vfp/policy.js';
 import type {
+  CaptureEndReason,
+  CaptureStart,
+  CaptureTarget,
+  DataPlaneCapture,
   DataPlaneCommand,
   DataPlaneEvent,
   DataPlaneLog,
@@ -31,6 +35,7 @@ import type {
 } from './messages.js';
 
 export type { SnapshotImport, SwitchSnapshot };
+export type { CaptureEndReason, CaptureStart, CaptureTarget };
 export type { PortCounters, SwitchCounters, MacEntry, SwitchFlow, SwitchNat, SwitchTrace, NatGatewaySpec, NatPublishSpec, OverlayDataPlaneState, OverlayNetworkSpec, RemoteEndpoint, UplinkConfig };
 
 export interface DataPlaneOptions {
@@ -53,6 +58,11 @@ export interface DataPlanePort {
   mac?: string;
 }
 
+/**
+ * Events besides the replies: `portDown` (portId, errno, fd), `crash` (err),
+ * `captureRecords` (records: ArrayBuffer, lost: number[] per session slot; see
+ * src/switch/capture.ts) and `captureEnd` (slot, reason: CaptureEndReason).
+ */
 export class DataPlane extends EventEmitter {
   private nextRequestId = 1;
   private readonly waiting = new Map<number, { resolve(v: unknown): void; reject(e: Error): void }>();
@@ -65,6 +75,8 @@ export class DataPlane extends EventEmitter {
     private readonly counters: Float64Array,
     readonly maxPorts: number,
     private readonly logger: Logger,
+    /** Captured bytes the worker posted and the listeners have not yet had (src/switch/capture-sessions.ts). */
+    private readonly captureInFlight: Int32Array,
   ) {
     super();
   }
@@ -72,10 +84,11 @@ export class DataPlane extends EventEmitter {
   static async start(opts: DataPlaneOptions): Promise<DataPlane> {
     const maxPorts = opts.maxPorts ?? 4096;
     const shared = allocateCounters(maxPorts);
-    const workerData: DataPlaneWorkerData = { counters: shared, macTable: opts.macTable ?? {}, vfp: opts.vfp ?? {} };
+    const captureInFlight = new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT);
+    const workerData: DataPlaneWorkerData = { counters: shared, captureInFlight, macTable: opts.macTable ?? {}, vfp: opts.vfp ?? {} };
     const worker = new Worker(new URL('./dataplane-worker.js', import.meta.url), { workerData, name: 'vsw-dataplane' });
     const logger = opts.logger.child({ component: 'dataplane' });
-    const plane = new DataPlane(worker, new Float64Array(shared), maxPorts, logger);
+    const plane = new DataPlane(worker, new Float64Array(shared), maxPorts, logger, new Int32Array(captureInFlight));
     await new Promise<void>((resolve, reject) => {
       const onError = (err: Error) => reject(new Error(`the data-plane worker failed to start: ${err.message}`));
       worker.once('error', onError);
@@ -89,7 +102,11 @@ export class DataPlane extends EventEmitter {
   }
 
   private attach(): void {
-    this.worker.on('message', (msg: DataPlaneReply | DataPlaneLog | DataPlaneEvent) => {
+    this.worker.on('message', (msg: DataPlaneReply | DataPlaneLog | DataPlaneEvent | DataPlaneCapture) => {
+      if ('capture' in msg) {
+        this.onCapture(msg);
+        return;
+      }
       if ('log' in msg) {
         this.logger[msg.log](msg.fields ?? {}, msg.msg);
         return;
@@ -117,6 +134,19 @@ export class DataPlane extends EventEmitter {
         this.emit('crash', new Error(`data-plane worker exited with code ${code}`));
       }
     });
+  }
+
+  private onCapture(msg: DataPlaneCapture): void {
+    if (msg.capture === 'end') {
+      this.emit('captureEnd', msg.slot, msg.reason);
+      return;
+    }
+    try {
+      // Listeners write synchronously (or drop what their clients cannot take): once they return, the bytes are out of the worker's account.
+      this.emit('captureRecords', msg.records, msg.lost);
+    } finally {
+      Atomics.sub(this.captureInFlight, 0, msg.records.byteLength);
+    }
   }
 
   private failAll(err: Error): void {
@@ -220,6 +250,20 @@ export class DataPlane extends EventEmitter {
 
   ruleHits(portId: number): Promise<Record<string, number>> {
     return this.request<Record<string, number>>({ op: 'ruleHits', portId });
+  }
+
+  /**
+   * Starts recording `points` (CapturePoint bits) at the target's ports, `snaplen`
+   * bytes of each frame; resolves to the session's slot, which the records
+   * name, or to why it could not start.
+   */
+  startCapture(target: CaptureTarget, points: number, snaplen: number): Promise<CaptureStart> {
+    return this.request<CaptureStart>({ op: 'startCapture', target, points, snaplen });
+  }
+
+  /** Ends the session; records it had taken already are posted before this resolves. */
+  stopCapture(slot: number): Promise<void> {
+    return this.request({ op: 'stopCapture', slot });
   }
 
   portCounters(portId: number): PortCounters {

@@ -29,6 +29,8 @@ export type DataPlaneCommand =
   | { op: 'snapshot' }
   | { op: 'announce'; endpoints: { portId: number; ip: string; mac: string }[] }
   | { op: 'importState'; snapshot: SwitchSnapshot; downtimeMs: number; portIds: number[] }
+  | { op: 'startCapture'; target: CaptureTarget; points: number; snaplen: number }
+  | { op: 'stopCapture'; slot: number }
   | { op: 'stop' };
 
 export interface DataPlaneRequest {
@@ -46,6 +48,24 @@ export interface DataPlaneEvent {
   /** The fd the port read: port ids are reused, so the receiver checks it still means the same port. */
   fd: number;
 }
+
+/** What `vsw capture` records: one port, or every port of a network (also those that join while it runs). */
+export type CaptureTarget = { portId: number } | { networkId: number };
+
+/** A started capture's slot, or why none was started: the port or network is not on the switch (any more), or every slot is taken. */
+export type CaptureStart = { slot: number } | { refused: 'noTarget' | 'full' };
+
+/** Why the data plane ended a capture session on its own. */
+export type CaptureEndReason = 'portRemoved' | 'networkRemoved';
+
+/**
+ * Captured frames (src/switch/capture.ts describes the records), and what each
+ * session slot lost since the last such message; or the end of a session
+ * whose port or network left the switch.
+ */
+export type DataPlaneCapture =
+  | { capture: 'records'; records: ArrayBuffer; lost: number[] }
+  | { capture: 'end'; slot: number; reason: CaptureEndReason };
 
 export interface DataPlaneLog {
   log: 'debug' | 'info' | 'warn' | 'error';
@@ -71,6 +91,8 @@ export interface OverlayDataPlaneState {
 
 export interface DataPlaneWorkerData {
   counters: SharedArrayBuffer;
+  /** One Int32: captured bytes posted to the control plane and not yet written out by it (src/switch/capture-sessions.ts). */
+  captureInFlight?: SharedArrayBuffer;
   macTable: { maxEntries?: number; agingSeconds?: number };
   vfp: DataPlaneVfpOptions;
 }

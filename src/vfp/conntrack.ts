@@ -10,20 +10,33 @@
  * second entry per direction.
  *
  * Memory layout, chosen so a million connections cost the garbage collector
- * nothing and a lookup plus update touch one cache line:
- *   - a slab of fixed 64-byte records (16 u32 words) in one Uint32Array; a
- *     slot number is stable for the life of a connection, so the flow table
- *     can cache (slot, serial) instead of the key;
+ * nothing and little memory:
+ *   - a slab of fixed 24-byte records (6 u32 words: port and protocol, L4
+ *     ports, the two IPv4 addresses or the first words of the IPv6 ones, the
+ *     idle clock, and state, flags and serial in one word) in one
+ *     Uint32Array; a slot number is stable for the life of a connection, so
+ *     the flow table can cache (slot, serial) instead of the key;
+ *   - the other 24 bytes of IPv6 addresses in a second slab indexed by slot,
+ *     written only for IPv6 connections (slabs are handed out by a bump
+ *     pointer, so IPv4-only traffic never touches its pages);
  *   - a separate open-addressing index (linear probing, load <= 0.5,
  *     backward-shift deletion as in src/switch/mac-table.ts) of slot numbers,
  *     each tagged with high hash bits so a probe that is not ours is rejected
- *     without reading the record;
- *   - free slots are chained through their FLAGS word, so the free list costs
- *     no memory of its own.
- * That is 64 bytes of record plus 8 bytes of index per connection.
+ *     without reading the record. The record keeps no hash: the key is at most
+ *     ten words, and hashing it again when an index entry moves is cheaper
+ *     than four bytes on every connection;
+ *   - free slots are chained through their clock word, so the free list costs
+ *     no memory of its own;
+ *   - the aux word of the layer above (NAT) in its own array, kept zero for
+ *     every free slot, so only the pages where NAT writes become resident.
+ * That is 24 bytes of record (48 for IPv6, 4 more for a connection NAT binds)
+ * plus 8 bytes of index per slot of capacity; the serial has 24 bits (see
+ * R_META).
  *
- * Timestamps are deciseconds (u32): every timeout is whole seconds, so a tenth
- * of a second is precision enough and half the size of a Float64.
+ * Timestamps are deciseconds (u32) of the caller's clock: every timeout is
+ * whole seconds, so a tenth of a second is precision enough, and 2^32 of them
+ * last 13.6 years, so the data plane's clock (which starts a day in) does not
+ * wrap within any uptime.
  *
  * The hash is seeded at random per table: remote ports are chosen by whoever
  * sends the traffic, and a fixed hash would let them build long probe chains.
@@ -131,44 +144,77 @@ export const CT_RESTART = -2;
 export const TcpFlag = { FIN: 0x01, SYN: 0x02, RST: 0x04, ACK: 0x10 } as const;
 
 // Record layout (u32 words).
-const STRIDE = 16;
-const SHIFT = 4;
-const R_HASH = 0;
-/** portId << 8 | IP protocol */
-const R_PORT_PROTO = 1;
+const STRIDE = 6;
+/** IPV6 | portId << 8 | IP protocol */
+const R_PORT_PROTO = 0;
 /** TCP/UDP: local port << 16 | remote port; ICMP echo: ECHO | identifier; else 0 */
-const R_L4 = 2;
-const R_ETHERTYPE = 3;
-const R_LOCAL = 4;
-const R_REMOTE = 8;
-const KEY_FIRST = R_PORT_PROTO;
-const KEY_END = R_REMOTE + 4;
-const R_LAST = 12;
-const R_STATE = 13;
-/** Live: the F_* bits. Free: next free slot + 1 (0 ends the list). */
-const R_FLAGS = 14;
-const R_SERIAL = 15;
+const R_L4 = 1;
+/** The IPv4 address, or the first word of the IPv6 address (the other three are in the wide slab). */
+const R_LOCAL = 2;
+const R_REMOTE = 3;
+/** The record's key is its words before this one. */
+const KEY_END = 4;
+/** Live: deciseconds of the last packet. Free: next free slot + 1 (0 ends the list). */
+const R_LAST = 4;
+/**
+ * serial << SERIAL_SHIFT | F_* flags | state. The serial changes each time the
+ * slot is freed and wraps after 2^24 reuses of one slot. Whoever caches
+ * (slot, serial) (a flow-table entry, a NAT mapping) is swept within seconds
+ * of its connection's end, and 2^24 reuses of one slot in that time would take
+ * millions of new connections a second, so a wrapped serial never meets a
+ * stale holder.
+ */
+const R_META = 5;
+const STATE_MASK = 0x0f;
+const SERIAL_SHIFT = 8;
+const SERIAL_BITS = ~0xff;
 
-/** Words of one connection in exportLive(): the key words (R_PORT_PROTO..R_REMOTE+3), then these. */
+/** Set in R_PORT_PROTO: the addresses are IPv6. Port ids therefore stay below 2^23. */
+const IPV6 = 0x80000000;
+const MAX_PORTS = 1 << 23;
+/** Per slot in the wide slab: words 1-3 of the local IPv6 address, then words 1-3 of the remote one. */
+const WIDE_STRIDE = 6;
+/** The canonical key of a packet: the record's key words, then its wide words (IPv6 only). */
+const CANON_WORDS = KEY_END + WIDE_STRIDE;
+
+/**
+ * Words of one connection in exportLive(): port << 8 | protocol, the L4 word,
+ * the EtherType, the local and the remote address (4 words each, IPv4 in the
+ * first), then these. The layout of the 64-byte records this table had before;
+ * snapshots of either read alike.
+ */
 export const CT_EXPORT_WORDS = 15;
-const X_STATE = KEY_END - KEY_FIRST;
-const X_FLAGS = X_STATE + 1;
-const X_AGE = X_STATE + 2;
-const X_AUX = X_STATE + 3;
+const X_PORT_PROTO = 0;
+const X_L4 = 1;
+const X_ETHERTYPE = 2;
+const X_LOCAL = 3;
+const X_REMOTE = 7;
+const X_STATE = 11;
+const X_FLAGS = 12;
+const X_AGE = 13;
+const X_AUX = 14;
 
 /** Set in R_L4 for echo so an echo with identifier 0 is not the addresses-only ICMP connection. */
 const ECHO = 0x10000;
 
-const F_ORIGIN_IN = 1;
-const F_FIN_ORIGIN = 2;
-const F_FIN_REPLY = 4;
+// Flags in R_META; exportLive() shifts them down by FLAGS_SHIFT.
+const FLAGS_SHIFT = 4;
+const F_ORIGIN_IN = 0x10;
+const F_FIN_ORIGIN = 0x20;
+const F_FIN_REPLY = 0x40;
 /** The first FIN came from the reply side; the final ACK is expected from that side. */
-const F_FIRST_FIN_REPLY = 8;
+const F_FIRST_FIN_REPLY = 0x80;
+const FLAGS_MASK = 0xf0;
 
 /** Slots a full create() looks at for dead entries before it refuses: bounded work per refused packet. */
 const RECLAIM_BUDGET = 64;
 
 const MAX_CAPACITY = 1 << 26;
+
+/** The direction of a connection's first packet, from its R_META word. */
+function originOf(meta: number): number {
+  return (meta >>> FLAGS_SHIFT) & 1;
+}
 
 export class Conntrack {
   readonly capacity: number;
@@ -176,10 +222,11 @@ export class Conntrack {
   readonly maxPorts: number;
   readonly timeouts: Readonly<ConntrackTimeouts>;
   private readonly rec: Uint32Array;
+  /** IPv6 address words beyond the first, WIDE_STRIDE per slot; IPv4 slots leave theirs untouched. */
+  private readonly wide: Uint32Array;
   /**
    * One word per slot for the layer that builds on a connection (NAT keeps its
-   * mapping there), zeroed when the slot is created. Apart from the 64-byte
-   * record so the record stays one cache line.
+   * mapping there); zero for every free slot, so a connection starts with 0.
    */
   private readonly auxWord: Int32Array;
   private readonly index: Int32Array;
@@ -190,8 +237,10 @@ export class Conntrack {
   private readonly perPort: Uint32Array;
   /** Idle timeout in deciseconds, by state. */
   private readonly timeoutDs: Uint32Array;
-  /** The canonical key of the packet at hand, in record layout. */
-  private readonly s = new Uint32Array(STRIDE);
+  /** The canonical key of the packet at hand (CANON_WORDS). */
+  private readonly s = new Uint32Array(CANON_WORDS);
+  /** A record's key while its index entry moves; apart from `s`, which may hold the key being created. */
+  private readonly rehashKey = new Uint32Array(CANON_WORDS);
   private readonly seed: number;
   private freeHead = -1;
   /** Slots below this have been handed out at least once. */
@@ -211,8 +260,8 @@ export class Conntrack {
       throw new RangeError(`capacity must be an integer from 1 to ${MAX_CAPACITY}`);
     }
     if (!Number.isInteger(this.maxPerPort) || this.maxPerPort < 1) throw new RangeError('maxPerPort must be a positive integer');
-    if (!Number.isInteger(this.maxPorts) || this.maxPorts < 1 || this.maxPorts > 1 << 24) {
-      throw new RangeError('maxPorts must be an integer from 1 to 16777216');
+    if (!Number.isInteger(this.maxPorts) || this.maxPorts < 1 || this.maxPorts > MAX_PORTS) {
+      throw new RangeError(`maxPorts must be an integer from 1 to ${MAX_PORTS}`);
     }
     const t: ConntrackTimeouts = { ...DEFAULT_TIMEOUTS, ...opts.timeouts };
     for (const [name, v] of Object.entries(t)) {
@@ -234,6 +283,7 @@ export class Conntrack {
     this.timeoutDs[CtState.OTHER] = ds(t.other);
 
     this.rec = new Uint32Array(this.capacity * STRIDE);
+    this.wide = new Uint32Array(this.capacity * WIDE_STRIDE);
     this.auxWord = new Int32Array(this.capacity);
     let bits = 1;
     while (1 << bits < this.capacity) bits++;
@@ -255,8 +305,18 @@ export class Conntrack {
     return this.count;
   }
 
+  /** Bytes of all typed arrays, touched or not (the wide slab is touched only by IPv6 connections). */
   get byteSize(): number {
-    return this.rec.byteLength + this.auxWord.byteLength + this.index.byteLength + this.perPort.byteLength + this.timeoutDs.byteLength + this.s.byteLength;
+    return (
+      this.rec.byteLength +
+      this.wide.byteLength +
+      this.auxWord.byteLength +
+      this.index.byteLength +
+      this.perPort.byteLength +
+      this.timeoutDs.byteLength +
+      this.s.byteLength +
+      this.rehashKey.byteLength
+    );
   }
 
   counters(): ConntrackCounters {
@@ -305,7 +365,7 @@ export class Conntrack {
     }
     const slot = this.place(h, portId);
     const rec = this.rec;
-    const r = slot << SHIFT;
+    const r = slot * STRIDE;
     rec[r + R_LAST] = nowDs;
     let flags = dir === Dir.IN ? F_ORIGIN_IN : 0;
     const proto = this.s[R_PORT_PROTO] & 0xff;
@@ -324,30 +384,32 @@ export class Conntrack {
     } else {
       state = CtState.OTHER;
     }
-    rec[r + R_STATE] = state;
-    rec[r + R_FLAGS] = flags;
+    rec[r + R_META] = (rec[r + R_META] & SERIAL_BITS) | flags | state;
     this.createdCount++;
     return slot;
   }
 
   /**
    * Takes a free slot for the key in this.s (hash h) and indexes it; the
-   * caller writes its clock, state and flags. The table must have room.
+   * caller writes its clock, state and flags (the slot keeps its serial). The
+   * table must have room.
    */
   private place(h: number, portId: number): number {
     const rec = this.rec;
     let slot: number;
     if (this.freeHead >= 0) {
       slot = this.freeHead;
-      this.freeHead = rec[(slot << SHIFT) + R_FLAGS] - 1;
+      this.freeHead = rec[slot * STRIDE + R_LAST] - 1;
     } else {
       slot = this.bump++;
     }
-    const r = slot << SHIFT;
+    const r = slot * STRIDE;
     const s = this.s;
-    rec[r + R_HASH] = h;
-    for (let w = KEY_FIRST; w < KEY_END; w++) rec[r + w] = s[w];
-    this.auxWord[slot] = 0;
+    for (let w = 0; w < KEY_END; w++) rec[r + w] = s[w];
+    if ((s[R_PORT_PROTO] & IPV6) !== 0) {
+      const x = slot * WIDE_STRIDE;
+      for (let w = 0; w < WIDE_STRIDE; w++) this.wide[x + w] = s[KEY_END + w];
+    }
     let i = h & this.mask;
     while (this.index[i] !== -1) i = (i + 1) & this.mask;
     this.index[i] = this.tag(h) | slot;
@@ -365,6 +427,7 @@ export class Conntrack {
   exportLive(now: number): { records: Uint32Array; slots: Int32Array } {
     const nowDs = toDs(now);
     const rec = this.rec;
+    const wide = this.wide;
     let live = 0;
     for (let slot = 0; slot < this.bump; slot++) if (this.aliveDs(slot, nowDs)) live++;
     const records = new Uint32Array(live * CT_EXPORT_WORDS);
@@ -372,11 +435,25 @@ export class Conntrack {
     let n = 0;
     for (let slot = 0; slot < this.bump && n < live; slot++) {
       if (!this.aliveDs(slot, nowDs)) continue;
-      const r = slot << SHIFT;
+      const r = slot * STRIDE;
       const o = n * CT_EXPORT_WORDS;
-      for (let w = KEY_FIRST; w < KEY_END; w++) records[o + w - KEY_FIRST] = rec[r + w];
-      records[o + X_STATE] = rec[r + R_STATE];
-      records[o + X_FLAGS] = rec[r + R_FLAGS];
+      const portProto = rec[r + R_PORT_PROTO];
+      const v6 = (portProto & IPV6) !== 0;
+      records[o + X_PORT_PROTO] = portProto & ~IPV6;
+      records[o + X_L4] = rec[r + R_L4];
+      records[o + X_ETHERTYPE] = v6 ? EtherType.IPv6 : EtherType.IPv4;
+      records[o + X_LOCAL] = rec[r + R_LOCAL];
+      records[o + X_REMOTE] = rec[r + R_REMOTE];
+      if (v6) {
+        const x = slot * WIDE_STRIDE;
+        for (let w = 0; w < 3; w++) {
+          records[o + X_LOCAL + 1 + w] = wide[x + w];
+          records[o + X_REMOTE + 1 + w] = wide[x + 3 + w];
+        }
+      }
+      const meta = rec[r + R_META];
+      records[o + X_STATE] = meta & STATE_MASK;
+      records[o + X_FLAGS] = (meta & FLAGS_MASK) >>> FLAGS_SHIFT;
       records[o + X_AGE] = nowDs - rec[r + R_LAST];
       records[o + X_AUX] = this.auxWord[slot];
       slots[n++] = slot;
@@ -388,7 +465,8 @@ export class Conntrack {
    * Re-creates exported connections (exportLive of another table, possibly of
    * another process) aged by `downtime` milliseconds more. Returns each
    * record's new slot, or -1 for one left out: its port not accepted, dead by
-   * now, a key already present, or no room (the bounds hold as for create()).
+   * now, a key already present, an IPv4 record with IPv6-sized addresses, or no
+   * room (the bounds hold as for create()).
    */
   importLive(records: Uint32Array, now: number, downtimeMs: number, acceptPort: (portId: number) => boolean): Int32Array {
     const count = Math.floor(records.length / CT_EXPORT_WORDS);
@@ -399,21 +477,33 @@ export class Conntrack {
     for (let n = 0; n < count; n++) {
       const o = n * CT_EXPORT_WORDS;
       const state = records[o + X_STATE];
-      const portId = records[o] >>> 8;
+      const portId = records[o + X_PORT_PROTO] >>> 8;
       if (state === 0 || state > CtState.OTHER || portId >= this.maxPorts || !acceptPort(portId)) continue;
       const age = records[o + X_AGE] + extraDs;
       if (age > this.timeoutDs[state]) continue;
-      for (let w = KEY_FIRST; w < KEY_END; w++) s[w] = records[o + w - KEY_FIRST];
-      const h = hashWords(s, KEY_FIRST, KEY_END, this.seed);
+      const v6 = records[o + X_ETHERTYPE] === EtherType.IPv6;
+      s[R_PORT_PROTO] = (records[o + X_PORT_PROTO] | (v6 ? IPV6 : 0)) >>> 0;
+      s[R_L4] = records[o + X_L4];
+      s[R_LOCAL] = records[o + X_LOCAL];
+      s[R_REMOTE] = records[o + X_REMOTE];
+      let upper = 0;
+      for (let w = 0; w < 3; w++) {
+        s[KEY_END + w] = records[o + X_LOCAL + 1 + w];
+        s[KEY_END + 3 + w] = records[o + X_REMOTE + 1 + w];
+        upper |= s[KEY_END + w] | s[KEY_END + 3 + w];
+      }
+      if (!v6 && upper !== 0) continue;
+      const h = this.hashCanon(s);
       if (this.find(h) >= 0) continue;
       if ((this.freeHead < 0 && this.bump >= this.capacity) || this.perPort[portId] >= this.maxPerPort) continue;
       const slot = this.place(h, portId);
-      const r = slot << SHIFT;
+      const r = slot * STRIDE;
       // A young process's clock may be younger than the connection: it then counts as new from the start of the clock.
       this.rec[r + R_LAST] = nowDs > age ? nowDs - age : 0;
-      this.rec[r + R_STATE] = state;
-      this.rec[r + R_FLAGS] = records[o + X_FLAGS];
-      this.auxWord[slot] = records[o + X_AUX];
+      const flags = (records[o + X_FLAGS] << FLAGS_SHIFT) & FLAGS_MASK;
+      this.rec[r + R_META] = (this.rec[r + R_META] & SERIAL_BITS) | flags | state;
+      const aux = records[o + X_AUX] | 0;
+      if (aux !== 0) this.auxWord[slot] = aux;
       slots[n] = slot;
     }
     return slots;
@@ -426,63 +516,64 @@ export class Conntrack {
    */
   update(slot: number, dir: 0 | 1, tcpFlags: number, now: number): number {
     const rec = this.rec;
-    const r = slot << SHIFT;
-    let st = rec[r + R_STATE];
+    const r = slot * STRIDE;
+    const meta = rec[r + R_META];
+    let st = meta & STATE_MASK;
     if (st === 0) return 0;
     if (st <= CtState.CLOSED) {
-      st = this.tcp(r, st, dir, tcpFlags);
+      st = this.tcp(r, meta, st, dir, tcpFlags);
       if (st < 0) {
         this.restartedCount++;
         return st;
       }
-      rec[r + R_STATE] = st;
-    } else if (st === CtState.UDP_UNREPLIED && dir !== (rec[r + R_FLAGS] & F_ORIGIN_IN)) {
+      // Read again: tcp() may have rewritten the flags.
+      rec[r + R_META] = (rec[r + R_META] & ~STATE_MASK) | st;
+    } else if (st === CtState.UDP_UNREPLIED && dir !== originOf(meta)) {
       st = CtState.UDP_REPLIED;
-      rec[r + R_STATE] = st;
+      rec[r + R_META] = (meta & ~STATE_MASK) | st;
     }
     rec[r + R_LAST] = toDs(now);
     return st;
   }
 
-  private tcp(r: number, st: number, dir: number, tcpFlags: number): number {
+  private tcp(r: number, meta: number, st: number, dir: number, tcpFlags: number): number {
     if (tcpFlags & TcpFlag.RST) return CtState.CLOSED;
-    const rec = this.rec;
-    const flags = rec[r + R_FLAGS];
-    const fromOrigin = dir === (flags & F_ORIGIN_IN);
+    const fromOrigin = dir === originOf(meta);
     const synOnly = (tcpFlags & (TcpFlag.SYN | TcpFlag.ACK)) === TcpFlag.SYN;
     switch (st) {
       case CtState.TIME_WAIT:
       case CtState.CLOSED:
         if (!synOnly) return st;
         if (!fromOrigin) return CT_RESTART;
-        rec[r + R_FLAGS] = flags & F_ORIGIN_IN;
+        // A reopen forgets the FIN history.
+        this.rec[r + R_META] = meta & (SERIAL_BITS | F_ORIGIN_IN | STATE_MASK);
         return CtState.SYN_SENT;
       case CtState.SYN_SENT:
         return !fromOrigin && (tcpFlags & (TcpFlag.SYN | TcpFlag.ACK)) === (TcpFlag.SYN | TcpFlag.ACK) ? CtState.SYN_RECV : st;
       case CtState.SYN_RECV:
         if (!fromOrigin || (tcpFlags & (TcpFlag.SYN | TcpFlag.ACK)) !== TcpFlag.ACK) return st;
-        return tcpFlags & TcpFlag.FIN ? this.fin(r, flags, fromOrigin) : CtState.ESTABLISHED;
+        return tcpFlags & TcpFlag.FIN ? this.fin(r, meta, fromOrigin) : CtState.ESTABLISHED;
       case CtState.ESTABLISHED:
       case CtState.FIN_WAIT:
-        return tcpFlags & TcpFlag.FIN ? this.fin(r, flags, fromOrigin) : st;
+        return tcpFlags & TcpFlag.FIN ? this.fin(r, meta, fromOrigin) : st;
       default: {
         // CLOSING: both FINs seen; the ACK of the second comes from the side that sent the first.
-        const firstFinFromOrigin = (flags & F_FIRST_FIN_REPLY) === 0;
+        const firstFinFromOrigin = (meta & F_FIRST_FIN_REPLY) === 0;
         return tcpFlags & TcpFlag.ACK && fromOrigin === firstFinFromOrigin ? CtState.TIME_WAIT : st;
       }
     }
   }
 
-  private fin(r: number, flags: number, fromOrigin: boolean): number {
-    if ((flags & (F_FIN_ORIGIN | F_FIN_REPLY)) === 0 && !fromOrigin) flags |= F_FIRST_FIN_REPLY;
-    flags |= fromOrigin ? F_FIN_ORIGIN : F_FIN_REPLY;
-    this.rec[r + R_FLAGS] = flags;
-    return (flags & (F_FIN_ORIGIN | F_FIN_REPLY)) === (F_FIN_ORIGIN | F_FIN_REPLY) ? CtState.CLOSING : CtState.FIN_WAIT;
+  private fin(r: number, meta: number, fromOrigin: boolean): number {
+    if ((meta & (F_FIN_ORIGIN | F_FIN_REPLY)) === 0 && !fromOrigin) meta |= F_FIRST_FIN_REPLY;
+    meta |= fromOrigin ? F_FIN_ORIGIN : F_FIN_REPLY;
+    this.rec[r + R_META] = meta;
+    return (meta & (F_FIN_ORIGIN | F_FIN_REPLY)) === (F_FIN_ORIGIN | F_FIN_REPLY) ? CtState.CLOSING : CtState.FIN_WAIT;
   }
 
   /** Changes every time the slot is freed, so a holder of (slot, serial) can tell that its connection is gone. */
   serial(slot: number): number {
-    return this.rec[(slot << SHIFT) + R_SERIAL];
+    return this.rec[slot * STRIDE + R_META] >>> SERIAL_SHIFT;
   }
 
   /** Is the slot live and not past its idle timeout at `now`? */
@@ -491,14 +582,14 @@ export class Conntrack {
   }
 
   private aliveDs(slot: number, nowDs: number): boolean {
-    const r = slot << SHIFT;
-    const st = this.rec[r + R_STATE];
+    const r = slot * STRIDE;
+    const st = this.rec[r + R_META] & STATE_MASK;
     return st !== 0 && nowDs - this.rec[r + R_LAST] <= this.timeoutDs[st];
   }
 
   /** Seconds since the connection's last packet (listings). */
   idleSeconds(slot: number, now: number): number {
-    return Math.max(0, toDs(now) - this.rec[(slot << SHIFT) + R_LAST]) / 10;
+    return Math.max(0, toDs(now) - this.rec[slot * STRIDE + R_LAST]) / 10;
   }
 
   /** The word a higher layer attached to the connection; 0 until set. */
@@ -512,19 +603,19 @@ export class Conntrack {
 
   /** Direction of the first packet, relative to the port. */
   origin(slot: number): 0 | 1 {
-    return (this.rec[(slot << SHIFT) + R_FLAGS] & F_ORIGIN_IN) as 0 | 1;
+    return originOf(this.rec[slot * STRIDE + R_META]) as 0 | 1;
   }
 
   state(slot: number): number {
-    return this.rec[(slot << SHIFT) + R_STATE];
+    return this.rec[slot * STRIDE + R_META] & STATE_MASK;
   }
 
   portOf(slot: number): number {
-    return this.rec[(slot << SHIFT) + R_PORT_PROTO] >>> 8;
+    return (this.rec[slot * STRIDE + R_PORT_PROTO] & ~IPV6) >>> 8;
   }
 
   remove(slot: number): void {
-    if (slot < 0 || slot >= this.capacity || this.rec[(slot << SHIFT) + R_STATE] === 0) return;
+    if (slot < 0 || slot >= this.capacity || this.state(slot) === 0) return;
     this.removeAt(this.positionOf(slot));
   }
 
@@ -541,8 +632,8 @@ export class Conntrack {
     let expired = 0;
     let slot = this.cursor < end ? this.cursor : 0;
     for (let k = 0; k < n; k++) {
-      const r = slot << SHIFT;
-      const st = rec[r + R_STATE];
+      const r = slot * STRIDE;
+      const st = rec[r + R_META] & STATE_MASK;
       if (st !== 0 && nowDs - rec[r + R_LAST] > this.timeoutDs[st]) {
         this.removeAt(this.positionOf(slot));
         expired++;
@@ -559,8 +650,7 @@ export class Conntrack {
     if (portId >>> 0 >= this.maxPorts) return 0;
     let removed = 0;
     for (let slot = 0; slot < this.bump && this.perPort[portId] > 0; slot++) {
-      const r = slot << SHIFT;
-      if (this.rec[r + R_STATE] !== 0 && this.rec[r + R_PORT_PROTO] >>> 8 === portId) {
+      if (this.state(slot) !== 0 && this.portOf(slot) === portId) {
         this.removeAt(this.positionOf(slot));
         removed++;
       }
@@ -573,24 +663,31 @@ export class Conntrack {
     const out: ConntrackEntry[] = [];
     const nowDs = toDs(now);
     const rec = this.rec;
-    const addr = (at: number, v6: boolean): string => formatKeyAddress(rec, at, v6);
+    const address = new Uint32Array(4);
+    const addr = (first: number, wideAt: number, v6: boolean): string => {
+      address[0] = first;
+      for (let w = 0; w < 3; w++) address[1 + w] = v6 ? this.wide[wideAt + w] : 0;
+      return formatKeyAddress(address, 0, v6);
+    };
     for (let slot = 0; slot < this.bump; slot++) {
-      const r = slot << SHIFT;
-      const st = rec[r + R_STATE];
+      const r = slot * STRIDE;
+      const meta = rec[r + R_META];
+      const st = meta & STATE_MASK;
       if (st === 0) continue;
-      const port = rec[r + R_PORT_PROTO] >>> 8;
+      const port = this.portOf(slot);
       if (portId !== undefined && port !== portId) continue;
       const protocol = rec[r + R_PORT_PROTO] & 0xff;
       const l4 = rec[r + R_L4];
-      const v6 = rec[r + R_ETHERTYPE] === EtherType.IPv6;
+      const v6 = (rec[r + R_PORT_PROTO] & IPV6) !== 0;
       const ports = protocol === IpProtocol.TCP || protocol === IpProtocol.UDP;
+      const x = slot * WIDE_STRIDE;
       const e: ConntrackEntry = {
         portId: port,
-        origin: rec[r + R_FLAGS] & F_ORIGIN_IN ? 'in' : 'out',
+        origin: originOf(meta) === Dir.IN ? 'in' : 'out',
         state: ctStateName(st),
         protocol,
-        local: addr(r + R_LOCAL, v6),
-        remote: addr(r + R_REMOTE, v6),
+        local: addr(rec[r + R_LOCAL], x, v6),
+        remote: addr(rec[r + R_REMOTE], x + 3, v6),
         localPort: ports ? l4 >>> 16 : 0,
         remotePort: ports ? l4 & 0xffff : 0,
         idleSeconds: Math.max(0, nowDs - rec[r + R_LAST]) / 10,
@@ -606,8 +703,8 @@ export class Conntrack {
     const s = this.s;
     const protoWord = key[KeyWord.PROTO];
     const proto = protoWord >>> 24;
-    s[R_PORT_PROTO] = ((portId << 8) | proto) >>> 0;
-    s[R_ETHERTYPE] = key[KeyWord.ETH_VLAN] >>> 16;
+    const v6 = key[KeyWord.ETH_VLAN] >>> 16 === EtherType.IPv6;
+    s[R_PORT_PROTO] = ((v6 ? IPV6 : 0) | (portId << 8) | proto) >>> 0;
     let l4 = 0;
     if (proto === IpProtocol.TCP || proto === IpProtocol.UDP) {
       const p = key[KeyWord.PORTS];
@@ -622,15 +719,32 @@ export class Conntrack {
     const local = dir === Dir.OUT ? KeyWord.SRC_IP : KeyWord.DST_IP;
     const remote = dir === Dir.OUT ? KeyWord.DST_IP : KeyWord.SRC_IP;
     s[R_LOCAL] = key[local];
-    s[R_LOCAL + 1] = key[local + 1];
-    s[R_LOCAL + 2] = key[local + 2];
-    s[R_LOCAL + 3] = key[local + 3];
     s[R_REMOTE] = key[remote];
-    s[R_REMOTE + 1] = key[remote + 1];
-    s[R_REMOTE + 2] = key[remote + 2];
-    s[R_REMOTE + 3] = key[remote + 3];
+    if (!v6) return hashWords(s, 0, KEY_END, this.seed);
+    s[KEY_END] = key[local + 1];
+    s[KEY_END + 1] = key[local + 2];
+    s[KEY_END + 2] = key[local + 3];
+    s[KEY_END + 3] = key[remote + 1];
+    s[KEY_END + 4] = key[remote + 2];
+    s[KEY_END + 5] = key[remote + 3];
+    return hashWords(s, 0, CANON_WORDS, this.seed);
+  }
 
-    return hashWords(s, KEY_FIRST, KEY_END, this.seed);
+  /** The hash of a canonical key laid out as this.s. */
+  private hashCanon(k: Uint32Array): number {
+    return hashWords(k, 0, (k[R_PORT_PROTO] & IPV6) !== 0 ? CANON_WORDS : KEY_END, this.seed);
+  }
+
+  /** The hash of a live slot's key, which the record does not keep: an index entry moves rarely. */
+  private slotHash(slot: number): number {
+    const rec = this.rec;
+    const r = slot * STRIDE;
+    if ((rec[r + R_PORT_PROTO] & IPV6) === 0) return hashWords(rec, r, r + KEY_END, this.seed);
+    const k = this.rehashKey;
+    for (let w = 0; w < KEY_END; w++) k[w] = rec[r + w];
+    const x = slot * WIDE_STRIDE;
+    for (let w = 0; w < WIDE_STRIDE; w++) k[KEY_END + w] = this.wide[x + w];
+    return hashWords(k, 0, CANON_WORDS, this.seed);
   }
 
   private tag(h: number): number {
@@ -644,24 +758,30 @@ export class Conntrack {
     const s = this.s;
     const tag = this.tag(h);
     const tagMask = ~this.slotMask;
+    const v6 = (s[R_PORT_PROTO] & IPV6) !== 0;
     let i = h & this.mask;
     for (;;) {
       const e = index[i];
       if (e === -1) return -1;
       if ((e & tagMask) === tag) {
-        const r = (e & this.slotMask) << SHIFT;
-        if (rec[r + R_HASH] === h) {
-          let w = KEY_FIRST;
-          while (w < KEY_END && rec[r + w] === s[w]) w++;
-          if (w === KEY_END) return i;
-        }
+        const slot = e & this.slotMask;
+        const r = slot * STRIDE;
+        if (rec[r] === s[0] && rec[r + 1] === s[1] && rec[r + 2] === s[2] && rec[r + 3] === s[3] && (!v6 || this.wideEquals(slot))) return i;
       }
       i = (i + 1) & this.mask;
     }
   }
 
+  private wideEquals(slot: number): boolean {
+    const wide = this.wide;
+    const s = this.s;
+    const x = slot * WIDE_STRIDE;
+    for (let w = 0; w < WIDE_STRIDE; w++) if (wide[x + w] !== s[KEY_END + w]) return false;
+    return true;
+  }
+
   private positionOf(slot: number): number {
-    let i = this.rec[(slot << SHIFT) + R_HASH] & this.mask;
+    let i = this.slotHash(slot) & this.mask;
     while ((this.index[i] & this.slotMask) !== slot || this.index[i] === -1) i = (i + 1) & this.mask;
     return i;
   }
@@ -671,12 +791,13 @@ export class Conntrack {
     const index = this.index;
     const rec = this.rec;
     const slot = index[hole] & this.slotMask;
-    const r = slot << SHIFT;
-    this.perPort[rec[r + R_PORT_PROTO] >>> 8]--;
-    rec[r + R_STATE] = 0;
-    rec[r + R_SERIAL] = (rec[r + R_SERIAL] + 1) >>> 0;
-    rec[r + R_FLAGS] = this.freeHead + 1;
+    const r = slot * STRIDE;
+    this.perPort[this.portOf(slot)]--;
+    // State 0 (free), flags cleared, serial + 1 (wrapping at 2^24).
+    rec[r + R_META] = ((rec[r + R_META] >>> SERIAL_SHIFT) + 1) << SERIAL_SHIFT;
+    rec[r + R_LAST] = this.freeHead + 1;
     this.freeHead = slot;
+    if (this.auxWord[slot] !== 0) this.auxWord[slot] = 0;
     this.count--;
 
     index[hole] = -1;
@@ -684,7 +805,7 @@ export class Conntrack {
     for (;;) {
       const e = index[i];
       if (e === -1) break;
-      const home = rec[((e & this.slotMask) << SHIFT) + R_HASH] & this.mask;
+      const home = this.slotHash(e & this.slotMask) & this.mask;
       // Move entry i into the hole unless its home lies in (hole, i] cyclically.
       const between = hole <= i ? home > hole && home <= i : home > hole || home <= i;
       if (!between) {

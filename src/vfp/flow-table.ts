@@ -15,14 +15,31 @@
  * Layout: a slab of typed arrays indexed by entry number (stable while the
  * entry lives, so nothing else needs updating when the hash index moves), and
  * an open-addressing index of entry numbers with backward-shift deletion.
- * Entries are handed out by a bump pointer plus a free stack, so the pages of
- * a large, mostly unused table are never touched. About 150 bytes per flow.
+ * Entries are handed out by a bump pointer plus a free list chained through
+ * the key slab, so the pages of a large, mostly unused table are never
+ * touched. The key is stored in two parts: ten words every entry has (the
+ * ingress port and the key words an IPv4 flow uses), and the six words that
+ * only an IPv6 address fills, in a slab of their own that IPv4 flows never
+ * touch. A drop has no meter and a forward no connection epoch, so those two
+ * share a column.
+ *
+ * About 126 bytes per IPv4 flow (150 for IPv6) plus 8 bytes of index per entry
+ * of capacity: 40 of key, 32 of the four Float64 counters and timestamps the
+ * switch writes per frame, 54 of decision (see byteSize). docs/BENCHMARKS.md
+ * has the measured numbers.
  */
 import { hashWords, randomSeed } from './hash.js';
-import { KEY_WORDS } from './key.js';
+import { KEY_WORDS, KeyWord } from './key.js';
 
-/** Key words stored per entry: the ingress port, then the flow key. */
-const STORED_WORDS = KEY_WORDS + 1;
+/** Key slab words per entry: the ingress port (and WIDE), key words 0..SRC_IP and DST_IP. */
+const HEAD_WORDS = 10;
+/** The key word stored last in the head: the first word of the destination address. */
+const HEAD_DST = HEAD_WORDS - 1;
+/** Wide slab words per entry: the source address's words 1-3, then the destination's. */
+const WIDE_WORDS = 6;
+/** Set in an entry's first key word when its wide words are stored; port ids stay below it. */
+const WIDE = 0x80000000;
+const PORT_MASK = 0x7fffffff;
 const EMPTY = -1;
 
 export const NO_PORT = -1;
@@ -33,16 +50,25 @@ export interface ConnectionCheck {
   alive(slot: number, now: number): boolean;
 }
 
+/** Whether the key's addresses need more than their first word (an IPv6 flow). */
+function isWide(key: Uint32Array): boolean {
+  const s = KeyWord.SRC_IP;
+  const d = KeyWord.DST_IP;
+  return (key[s + 1] | key[s + 2] | key[s + 3] | key[d + 1] | key[d + 2] | key[d + 3]) !== 0;
+}
+
 export class FlowTable {
   readonly capacity: number;
-  readonly keys: Uint32Array;
   readonly hashes: Uint32Array;
   /** Port to transmit on, or NO_PORT for a cached drop. */
   readonly egress: Int32Array;
   /** For a cached drop: the reason, and the port whose counters take it. */
   readonly dropReason: Uint8Array;
   readonly dropPort: Int32Array;
-  /** For a cached drop: the drop port's connection epoch when it was decided. */
+  /**
+   * For a cached drop: the drop port's connection epoch when it was decided.
+   * The same memory as meterBucket: read it only when egress is NO_PORT.
+   */
   readonly connectionEpoch: Uint32Array;
   /** The port on the far side whose policy took part (egress, or the egress that blocked), -1 for none. */
   readonly peerPort: Int32Array;
@@ -56,22 +82,26 @@ export class FlowTable {
   readonly ctIn: Int32Array;
   readonly ctInSerial: Uint32Array;
   readonly transposition: Int32Array;
+  /** For a forward: the meter bucket, -1 for none. The same memory as connectionEpoch: read it only when egress is a port. */
   readonly meterBucket: Int32Array;
   readonly packets: Float64Array;
   readonly bytes: Float64Array;
   readonly created: Float64Array;
   readonly lastSeen: Float64Array;
+  /** Entries whose key sits in the slab, for the sweeper's scan. */
+  readonly inUse: Uint8Array;
 
+  /** HEAD_WORDS per entry; a free entry's first word links to the next free entry (+1, 0 ends the list). */
+  private readonly keys: Uint32Array;
+  /** WIDE_WORDS per entry, written only for entries marked WIDE. */
+  private readonly wideKeys: Uint32Array;
   private readonly seed = randomSeed();
   private readonly index: Int32Array;
   private readonly indexMask: number;
-  private readonly free: Int32Array;
-  private freeCount = 0;
+  private freeHead = -1;
   private bump = 0;
   private live = 0;
   private sweepCursor = 0;
-  /** Entries whose key sits in the slab, for the sweeper's scan. */
-  readonly inUse: Uint8Array;
 
   constructor(capacity = 1 << 20) {
     if (!Number.isInteger(capacity) || capacity < 16) throw new RangeError(`flow table capacity ${capacity} must be an integer of at least 16`);
@@ -80,13 +110,15 @@ export class FlowTable {
     while (size < capacity * 2) size *= 2;
     this.index = new Int32Array(size).fill(EMPTY);
     this.indexMask = size - 1;
-    this.keys = new Uint32Array(capacity * STORED_WORDS);
+    this.keys = new Uint32Array(capacity * HEAD_WORDS);
+    this.wideKeys = new Uint32Array(capacity * WIDE_WORDS);
     this.hashes = new Uint32Array(capacity);
     this.egress = new Int32Array(capacity);
     this.dropReason = new Uint8Array(capacity);
     this.dropPort = new Int32Array(capacity);
     this.peerPort = new Int32Array(capacity);
-    this.connectionEpoch = new Uint32Array(capacity);
+    this.meterBucket = new Int32Array(capacity);
+    this.connectionEpoch = new Uint32Array(this.meterBucket.buffer);
     this.genIngress = new Uint32Array(capacity);
     this.genEgress = new Uint32Array(capacity);
     this.macEpoch = new Uint32Array(capacity);
@@ -95,23 +127,26 @@ export class FlowTable {
     this.ctIn = new Int32Array(capacity);
     this.ctInSerial = new Uint32Array(capacity);
     this.transposition = new Int32Array(capacity);
-    this.meterBucket = new Int32Array(capacity);
     this.packets = new Float64Array(capacity);
     this.bytes = new Float64Array(capacity);
     this.created = new Float64Array(capacity);
     this.lastSeen = new Float64Array(capacity);
     this.inUse = new Uint8Array(capacity);
-    this.free = new Int32Array(capacity);
   }
 
   get size(): number {
     return this.live;
   }
 
-  /** Bytes of all typed arrays, touched or not. */
+  /** Bytes of all typed arrays, touched or not (the wide slab is touched only by IPv6 flows). */
   get byteSize(): number {
-    const perEntry = STORED_WORDS * 4 + 4 + 4 + 1 + 4 + 4 + 4 + 4 + 4 + 4 + 4 + 4 + 4 + 4 + 4 + 4 + 8 + 8 + 8 + 8 + 1 + 4;
-    return this.capacity * perEntry + this.index.byteLength;
+    const columns = [
+      this.keys, this.wideKeys, this.hashes, this.egress, this.dropReason, this.dropPort, this.peerPort,
+      this.meterBucket, this.genIngress, this.genEgress, this.macEpoch, this.ctOut, this.ctOutSerial,
+      this.ctIn, this.ctInSerial, this.transposition, this.packets, this.bytes, this.created, this.lastSeen,
+      this.inUse, this.index,
+    ];
+    return columns.reduce((sum, c) => sum + c.byteLength, 0);
   }
 
   /** The hash of (port, key); the port is folded into the seed. No allocation. */
@@ -121,10 +156,20 @@ export class FlowTable {
 
   private keyEquals(e: number, portId: number, key: Uint32Array): boolean {
     const keys = this.keys;
-    const o = e * STORED_WORDS;
-    if (keys[o] !== portId) return false;
-    for (let w = 0; w < KEY_WORDS; w++) if (keys[o + 1 + w] !== key[w]) return false;
-    return true;
+    const o = e * HEAD_WORDS;
+    const first = keys[o];
+    if ((first & PORT_MASK) !== portId) return false;
+    for (let w = 0; w < KeyWord.SRC_IP + 1; w++) if (keys[o + 1 + w] !== key[w]) return false;
+    if (keys[o + HEAD_DST] !== key[KeyWord.DST_IP]) return false;
+    if ((first & WIDE) === 0) return !isWide(key);
+    const wide = this.wideKeys;
+    const x = e * WIDE_WORDS;
+    const s = KeyWord.SRC_IP;
+    const d = KeyWord.DST_IP;
+    return (
+      wide[x] === key[s + 1] && wide[x + 1] === key[s + 2] && wide[x + 2] === key[s + 3] &&
+      wide[x + 3] === key[d + 1] && wide[x + 4] === key[d + 2] && wide[x + 5] === key[d + 3]
+    );
   }
 
   lookup(portId: number, key: Uint32Array, hash: number): number {
@@ -140,12 +185,24 @@ export class FlowTable {
   /** A new entry for a key the caller just failed to look up; -1 when the table is full. Fields are the caller's to fill. */
   insert(portId: number, key: Uint32Array, hash: number, now: number): number {
     let e: number;
-    if (this.freeCount > 0) e = this.free[--this.freeCount];
-    else if (this.bump < this.capacity) e = this.bump++;
+    if (this.freeHead >= 0) {
+      e = this.freeHead;
+      this.freeHead = this.keys[e * HEAD_WORDS] - 1;
+    } else if (this.bump < this.capacity) e = this.bump++;
     else return -1;
-    const o = e * STORED_WORDS;
-    this.keys[o] = portId;
-    for (let w = 0; w < KEY_WORDS; w++) this.keys[o + 1 + w] = key[w];
+    const keys = this.keys;
+    const o = e * HEAD_WORDS;
+    const wide = isWide(key);
+    keys[o] = (portId | (wide ? WIDE : 0)) >>> 0;
+    for (let w = 0; w < KeyWord.SRC_IP + 1; w++) keys[o + 1 + w] = key[w];
+    keys[o + HEAD_DST] = key[KeyWord.DST_IP];
+    if (wide) {
+      const x = e * WIDE_WORDS;
+      for (let w = 0; w < 3; w++) {
+        this.wideKeys[x + w] = key[KeyWord.SRC_IP + 1 + w];
+        this.wideKeys[x + 3 + w] = key[KeyWord.DST_IP + 1 + w];
+      }
+    }
     this.hashes[e] = hash;
     this.packets[e] = 0;
     this.bytes[e] = 0;
@@ -181,7 +238,8 @@ export class FlowTable {
     }
     index[hole] = EMPTY;
     this.inUse[e] = 0;
-    this.free[this.freeCount++] = e;
+    this.keys[e * HEAD_WORDS] = this.freeHead + 1;
+    this.freeHead = e;
     this.live--;
   }
 
@@ -241,13 +299,21 @@ export class FlowTable {
   }
 
   ingressPort(e: number): number {
-    return this.keys[e * STORED_WORDS];
+    return this.keys[e * HEAD_WORDS] & PORT_MASK;
   }
 
   /** Copies entry e's flow key into out. */
   keyOf(e: number, out: Uint32Array): Uint32Array {
-    const o = e * STORED_WORDS + 1;
-    for (let w = 0; w < KEY_WORDS; w++) out[w] = this.keys[o + w];
+    const keys = this.keys;
+    const o = e * HEAD_WORDS;
+    for (let w = 0; w < KeyWord.SRC_IP + 1; w++) out[w] = keys[o + 1 + w];
+    out[KeyWord.DST_IP] = keys[o + HEAD_DST];
+    const wide = (keys[o] & WIDE) !== 0;
+    const x = e * WIDE_WORDS;
+    for (let w = 0; w < 3; w++) {
+      out[KeyWord.SRC_IP + 1 + w] = wide ? this.wideKeys[x + w] : 0;
+      out[KeyWord.DST_IP + 1 + w] = wide ? this.wideKeys[x + 3 + w] : 0;
+    }
     return out;
   }
 

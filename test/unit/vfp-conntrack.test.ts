@@ -470,3 +470,116 @@ test('churn: 100k random creates and removes keep the index consistent', (t) => 
   for (let port = 0; port < 8; port++) perPort += ct.countForPort(port);
   t.is(perPort, live.size);
 });
+
+test('an IPv4 connection and an IPv6 one whose addresses start with the same words are two connections', (t) => {
+  const ct = new Conntrack({ capacity: 64 });
+  // a00:2:: and c000:207:: begin with the words of 10.0.0.2 and 192.0.2.7; every other word is zero.
+  const v6: Pkt = { ...TCP, src: 'a00:2::', dst: 'c000:207::' };
+  const a = ct.create(P, key(TCP), Dir.OUT, SYN, 0);
+  t.is(ct.lookup(P, key(v6), Dir.OUT), -1);
+  const b = ct.create(P, key(v6), Dir.OUT, ACK, 0);
+  t.not(a, b);
+  t.is(ct.lookup(P, key(TCP), Dir.OUT), a);
+  t.is(ct.lookup(P, key(reply(v6)), Dir.IN), b);
+  t.deepEqual(
+    ct.entries(P, 0).map((e) => [e.local, e.remote, e.state]),
+    [
+      ['10.0.0.2', '192.0.2.7', 'SYN_SENT'],
+      ['a00:2::', 'c000:207::', 'ESTABLISHED'],
+    ],
+  );
+  ct.remove(a);
+  t.is(ct.lookup(P, key(v6), Dir.OUT), b);
+  t.is(ct.lookup(P, key(TCP), Dir.OUT), -1);
+});
+
+test('a reused slot starts with aux 0 and the state of its new connection only', (t) => {
+  const ct = new Conntrack({ capacity: 4 });
+  const slot = ct.create(P, key(TCP6), Dir.IN, SYN, 0);
+  ct.setAux(slot, 41);
+  ct.update(slot, Dir.OUT, SYN | ACK, 1);
+  ct.remove(slot);
+  const again = ct.create(P, key(UDP), Dir.OUT, 0, 2);
+  t.is(again, slot);
+  t.is(ct.aux(again), 0);
+  t.is(ct.origin(again), Dir.OUT);
+  t.is(ct.state(again), CtState.UDP_UNREPLIED);
+  t.is(ct.lookup(P, key(TCP6), Dir.IN), -1);
+  t.deepEqual(ct.entries(P, 2).map((e) => [e.local, e.remote]), [['10.0.0.2', '192.0.2.53']], 'no IPv6 word of the old connection shows');
+});
+
+test('export and import carry IPv6 addresses and a close in progress; records in the export layout import from any producer', (t) => {
+  const a = new Conntrack({ capacity: 64 });
+  const slot = a.create(P, key(TCP6), Dir.OUT, SYN, 0);
+  a.update(slot, Dir.IN, SYN | ACK, 1);
+  a.update(slot, Dir.OUT, ACK, 2);
+  t.is(a.update(slot, Dir.IN, FIN | ACK, 3), CtState.FIN_WAIT, 'the close is begun by the reply side');
+  const { records } = a.exportLive(10 * S);
+  t.is(records[2], 0x86dd, 'the EtherType word');
+
+  const b = new Conntrack({ capacity: 64 });
+  const [imported] = b.importLive(records, 10 * S, 0, () => true);
+  t.is(b.lookup(P, key(reply(TCP6)), Dir.IN), imported);
+  t.deepEqual(b.entries(P, 10 * S).map((e) => [e.local, e.remote, e.localPort, e.remotePort]), [['fd00::2', '2001:db8::7', 40001, 80]]);
+  t.is(b.update(imported, Dir.OUT, FIN | ACK, 11 * S), CtState.CLOSING);
+  t.is(b.update(imported, Dir.OUT, ACK, 12 * S), CtState.CLOSING, 'the last ACK is owed by the side that closed first');
+  t.is(b.update(imported, Dir.IN, ACK, 13 * S), CtState.TIME_WAIT);
+
+  // An established UDP connection at port 2 written word by word: port << 8 | protocol, L4 ports, EtherType,
+  // local and remote address (4 words each), state, flags (origin in), age in deciseconds, aux.
+  const udp = [(2 << 8) | 17, (53 << 16) | 5353, 0x0800, 0xc0000235, 0, 0, 0, 0x0a000002, 0, 0, 0, CtState.UDP_REPLIED, 1, 50, 9];
+  // The same as IPv4 with a second address word: no IPv4 connection has one, so it is left out.
+  const odd = [...udp];
+  odd[4] = 1;
+  const c = new Conntrack({ capacity: 64 });
+  const slots = c.importLive(Uint32Array.from([...udp, ...odd]), 100 * S, 0, () => true);
+  t.is(slots[1], -1);
+  t.is(c.lookup(2, key(UDP), Dir.IN), slots[0]);
+  t.is(c.origin(slots[0]), Dir.IN);
+  t.is(c.state(slots[0]), CtState.UDP_REPLIED);
+  t.is(c.aux(slots[0]), 9);
+  t.is(c.idleSeconds(slots[0], 100 * S), 5);
+  t.is(c.size, 1);
+});
+
+test('churn with IPv4 and IPv6 connections in a small, crowded index', (t) => {
+  const ct = new Conntrack({ capacity: 64, maxPerPort: 64 });
+  const rnd = (() => {
+    let seed = 777;
+    return (n: number) => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return (seed >>> 8) % n;
+    };
+  })();
+  const live = new Map<string, { p: Pkt; slot: number }>();
+  for (let op = 0; op < 50_000; op++) {
+    if (live.size < 60 && rnd(3) !== 0) {
+      const v6 = rnd(2) === 0;
+      const host = rnd(4);
+      const p: Pkt = { proto: 17, src: v6 ? `fd00::${host}` : `10.0.0.${host}`, dst: v6 ? '2001:db8::1' : '192.0.2.1', sport: rnd(32), dport: 53 };
+      const id = `${p.src}/${p.sport}`;
+      if (live.has(id)) continue;
+      const slot = ct.create(P, key(p), Dir.OUT, 0, 0);
+      if (slot < 0) return t.fail('refused below capacity');
+      live.set(id, { p, slot });
+    } else if (live.size > 0) {
+      const ids = [...live.keys()];
+      const id = ids[rnd(ids.length)];
+      ct.remove(live.get(id)!.slot);
+      live.delete(id);
+    }
+    if (op % 1000 === 0) {
+      for (const { p, slot } of live.values()) {
+        if (ct.lookup(P, key(p), Dir.OUT) !== slot || ct.lookup(P, key(reply(p)), Dir.IN) !== slot) return t.fail(`lost ${p.src}:${p.sport} at ${op}`);
+      }
+      if (ct.size !== live.size) return t.fail(`size ${ct.size}, want ${live.size}`);
+    }
+  }
+  t.is(ct.sweep(100_000 * S, 64), live.size);
+  t.is(ct.size, 0);
+});
+
+test('a slot of capacity costs at most 61 bytes of typed arrays: 24 of record, 24 of IPv6 address words, 4 of aux, 8 of index', (t) => {
+  const ct = new Conntrack({ capacity: 1 << 16 });
+  t.true(ct.byteSize <= 61 * ct.capacity, `${ct.byteSize / ct.capacity} bytes per slot`);
+});

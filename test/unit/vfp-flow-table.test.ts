@@ -1,6 +1,6 @@
 import test from 'ava';
 import { FlowTable } from '../../src/vfp/flow-table.js';
-import { KEY_WORDS } from '../../src/vfp/key.js';
+import { KEY_WORDS, KeyWord } from '../../src/vfp/key.js';
 import { mulberry32 as prng } from './helpers/random.js';
 
 
@@ -10,8 +10,15 @@ interface Flow {
   id: string;
 }
 
-/** A universe of distinct flows; some differ from another only in the port or in one word. */
-function universe(n: number, rnd: () => number): Flow[] {
+/** The key words only an IPv6 address fills: the table keeps them apart. */
+const WIDE_WORDS = [1, 2, 3].flatMap((w) => [KeyWord.SRC_IP + w, KeyWord.DST_IP + w]);
+
+/**
+ * A universe of distinct flows; some differ from another only in the port or
+ * in one word. A share of `narrow` of the fresh keys has zero in the words
+ * beyond each address's first, as an IPv4 flow has.
+ */
+function universe(n: number, rnd: () => number, narrow = 0): Flow[] {
   const flows: Flow[] = [];
   const seen = new Set<string>();
   while (flows.length < n) {
@@ -22,6 +29,7 @@ function universe(n: number, rnd: () => number): Flow[] {
       key[Math.floor(rnd() * KEY_WORDS)] ^= 1 << Math.floor(rnd() * 32);
     } else {
       for (let w = 0; w < KEY_WORDS; w++) key[w] = rnd() < 0.3 ? 0 : Math.floor(rnd() * 2 ** 32);
+      if (narrow > 0 && rnd() < narrow) for (const w of WIDE_WORDS) key[w] = 0;
     }
     const port = Math.floor(rnd() * 4);
     const id = `${port}:${key.join(',')}`;
@@ -36,11 +44,14 @@ function universe(n: number, rnd: () => number): Flow[] {
  * Random insert/lookup/remove against a Map. `hashOf` lets a test force
  * collisions: the table must be right whatever the hash quality.
  */
-function churn(t: import('ava').ExecutionContext, opts: { capacity: number; flows: number; ops: number; seed: number; hashOf?: (ft: FlowTable, f: Flow) => number }) {
+function churn(
+  t: import('ava').ExecutionContext,
+  opts: { capacity: number; flows: number; ops: number; seed: number; hashOf?: (ft: FlowTable, f: Flow) => number; narrow?: number },
+) {
   const rnd = prng(opts.seed);
   const ft = new FlowTable(opts.capacity);
   const hashOf = opts.hashOf ?? ((table: FlowTable, f: Flow) => table.hash(f.port, f.key));
-  const flows = universe(opts.flows, rnd);
+  const flows = universe(opts.flows, rnd, opts.narrow);
   const ref = new Map<string, number>(); // flow id -> entry number
   const owner = new Map<number, string>(); // entry number -> flow id
   const out = new Uint32Array(KEY_WORDS);
@@ -120,6 +131,74 @@ test('the same with a hash that collides all the time (long probe runs, backward
   t.truthy(r);
   const s = churn(t, { capacity: 64, flows: 100, ops: 20_000, seed: 3, hashOf: () => 0xffffffff });
   t.truthy(s);
+});
+
+test('IPv4-shaped and IPv6-shaped keys side by side, including twins that differ only beyond the first address word', (t) => {
+  const r = churn(t, { capacity: 2048, flows: 5000, ops: 100_000, seed: 4, narrow: 0.7 });
+  t.truthy(r);
+  const s = churn(t, { capacity: 256, flows: 400, ops: 40_000, seed: 5, narrow: 0.5, hashOf: (ft, f) => ft.hash(f.port, f.key) & 7 });
+  t.truthy(s);
+});
+
+test('an IPv4 key is not the IPv6 key with the same first address words, and a reused entry forgets its IPv6 words', (t) => {
+  const ft = new FlowTable(16);
+  const v4 = new Uint32Array(KEY_WORDS);
+  v4[KeyWord.ETH_VLAN] = 0x0800 << 16;
+  v4[KeyWord.SRC_IP] = 0x0a000002;
+  v4[KeyWord.DST_IP] = 0x0a000003;
+  const v6 = Uint32Array.from(v4);
+  v6[KeyWord.ETH_VLAN] = 0x86dd << 16;
+  const v6Twin = Uint32Array.from(v4);
+  v6Twin[KeyWord.DST_IP + 3] = 1;
+  const a = ft.insert(1, v4, 7, 0);
+  t.is(ft.lookup(1, v6Twin, 7), -1, 'same hash, same first words, one more address word: a miss');
+  const b = ft.insert(1, v6Twin, 7, 0);
+  t.is(ft.lookup(1, v4, 7), a);
+  t.is(ft.lookup(1, v6Twin, 7), b);
+  t.deepEqual(Array.from(ft.keyOf(b, new Uint32Array(KEY_WORDS))), Array.from(v6Twin));
+  ft.remove(b);
+  const c = ft.insert(1, v6, 7, 0);
+  t.is(c, b, 'the freed entry is reused');
+  t.deepEqual(Array.from(ft.keyOf(c, new Uint32Array(KEY_WORDS).fill(9))), Array.from(v6), 'no address word of the old key is left');
+  t.is(ft.lookup(1, v6Twin, 7), -1);
+  t.is(ft.lookup(1, v6, 7), c);
+  t.is(ft.ingressPort(c), 1);
+});
+
+test('a decision starts over cleanly: a drop after a forward and a forward after a drop read only their own columns', (t) => {
+  const ft = new FlowTable(16);
+  const ct = { serial: (slot: number) => slot * 10, alive: () => true };
+  const key = new Uint32Array(KEY_WORDS);
+  const e = ft.insert(3, key, ft.hash(3, key), 0);
+  ft.begin(e, 1, 1);
+  ft.recordForward(e, 5, 2, 4, 6, ct, 9, 12, 100);
+  t.is(ft.meterBucket[e], 12);
+  t.is(ft.dropPort[e], -1);
+  t.is(ft.ctOutSerial[e], 40);
+  t.true(ft.connectionsValid(e, ct, 0));
+  ft.begin(e, 1, 1);
+  ft.recordDrop(e, 7, 3, 5, 2, 0xfffffffe, 60);
+  t.is(ft.egress[e], -1);
+  t.is(ft.connectionEpoch[e], 0xfffffffe, 'a whole 32-bit epoch');
+  t.is(ft.transposition[e], -1);
+  t.is(ft.ctOut[e], -1);
+  t.is(ft.ctIn[e], -1);
+  const noConnection = {
+    serial: () => {
+      t.fail('a drop has no connection to check');
+      return 0;
+    },
+    alive: () => false,
+  };
+  t.true(ft.connectionsValid(e, noConnection, 0));
+  t.is(ft.dropPort[e], 3);
+  t.is(ft.dropReason[e], 7);
+  ft.begin(e, 1, 1);
+  ft.recordForward(e, 5, 2, -1, -1, ct, -1, -1, 100);
+  t.is(ft.meterBucket[e], -1, 'no meter');
+  t.is(ft.dropPort[e], -1);
+  t.is(ft.packets[e], 1);
+  t.is(ft.bytes[e], 100);
 });
 
 test('a full table returns -1; a removal makes room, and the freed entry number is reused', (t) => {
@@ -231,4 +310,9 @@ test('capacity is checked', (t) => {
   const ft = new FlowTable(100);
   t.is(ft.capacity, 100);
   t.true(ft.byteSize > 100 * 64);
+});
+
+test('an entry of capacity costs at most 160 bytes of typed arrays: 126 for an IPv4 flow, 24 more of IPv6 address words, 8 of index', (t) => {
+  const ft = new FlowTable(1 << 16);
+  t.true(ft.byteSize <= 160 * ft.capacity, `${ft.byteSize / ft.capacity} bytes per entry`);
 });

@@ -10,8 +10,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
 import { PLUGIN_TYPE, LATEST_VERSION, SUPPORTED_VERSIONS, type CniConfig, type CniPolicy } from '../../cni/plugin.js';
-import type { Network } from '../../service/api-types.js';
-import { RESOURCE_NAME_PATTERN } from '../../service/schemas.js';
+import { RESOURCE_NAME_PATTERN, type Network } from '../../service/api-types.js';
 import { CliError, DaemonError, UnreachableError } from '../errors.js';
 import { clientOf, leafSocketOption, printLine, socketOf } from './common.js';
 

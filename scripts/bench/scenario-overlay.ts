@@ -1,7 +1,6 @@
 /**
- * The `overlay` scenario of `npm run bench` (scripts/bench.ts runs it): vsw's
- * VXLAN overlay between two hosts against the kernel's own VXLAN on the same
- * underlay, in the same run.
+ * overlay: vsw's VXLAN overlay between two hosts against the kernel's own
+ * VXLAN on the same underlay, in the same run.
  *
  * Topology (P is the bench's per-run prefix vswtXXXX; the lab takes P + "o"
  * so that its namespaces never match the bench's own P-* names):
@@ -52,24 +51,7 @@
  * softirq work share the cores, so CPU, not the wire, is the limit on both
  * sides.
  */
-import { existsSync } from 'node:fs';
-
-import {
-  BenchError,
-  CpuMeter,
-  Interrupted,
-  cmd,
-  formatTable,
-  judge,
-  median,
-  procStatusKiB,
-  ratio,
-  waitFor,
-  type Check,
-  type CmdOptions,
-  type TcpResult,
-  type UdpResult,
-} from './bench-lib.js';
+import { BenchError, CpuMeter, Interrupted, alternate, cmd, judge, medianOf, procStatusKiB, ratio, waitFor, type Check, type CmdOptions } from '../bench-lib.js';
 import {
   LAB_DEFAULTS,
   kernelVxlanUp,
@@ -80,7 +62,11 @@ import {
   runIperf,
   type KernelVxlanTopology,
   type LabDescription,
-} from './lab-lib.js';
+} from '../lab-lib.js';
+import type { BenchContext, RunRecord } from './context.js';
+import { checkNamespaces } from './measure.js';
+import type { Column, ReportRow } from './runner.js';
+import { ownTable, type Scenario } from './scenario.js';
 
 /** vsw's single TCP stream must reach at least this fraction of the kernel's. */
 export const OVERLAY_BAR = 0.25;
@@ -100,18 +86,6 @@ export const OVERLAY_VARIANTS = {
  */
 const UNDERLAY_OFFLOADS = { vsw: ['tx-udp-segmentation'], kernel: ['tx-udp_tnl-segmentation', 'tx-udp_tnl-csum-segmentation'] } as const;
 type Variant = (typeof OVERLAY_VARIANTS)[keyof typeof OVERLAY_VARIANTS];
-
-/** What bench.ts lends the scenario. */
-export interface OverlayHarness {
-  /** The bench's per-run prefix (vswtXXXX); the lab is built under prefix + "o". */
-  prefix: string;
-  /** Registers an undo step; steps run last-registered first, also after a failure or an interrupt. */
-  onCleanup(what: string, fn: () => Promise<void>): void;
-  /** Clock ticks per second, for the CPU meters. */
-  clkTck: number;
-  runs: number;
-  time: number;
-}
 
 /** One direction of traffic: client container to server container. */
 export interface OverlayPath {
@@ -133,21 +107,10 @@ export interface OverlayTopology {
   daemons: { host: string; pid: number }[];
 }
 
-/** A run, shaped like bench.ts's RunRecord (test "overlay", side vsw or kernel). */
-export interface OverlayRunRecord {
-  test: 'overlay';
-  side: 'vsw' | 'kernel';
-  variant: Variant;
-  run: number;
-  ok: boolean;
-  error?: string;
-  tcp?: TcpResult;
-  udp?: UdpResult;
+export interface OverlayRunRecord extends RunRecord {
   /** TCP streams (-P). */
   streams?: number;
-  /** vsw runs: the lab daemons' CPU over the run, summed, percent of one core. */
-  daemonCpuPercent?: number | null;
-  /** The same per host (h1 sends, h2 receives). */
+  /** vsw runs: each lab daemon's CPU over the run (h1 sends, h2 receives); daemonCpuPercent is their sum. */
   daemonCpuByHost?: (number | null)[];
 }
 
@@ -155,9 +118,9 @@ export interface OverlayRunRecord {
  * Builds the lab (2 hosts, 1 container each) and the kernel VXLAN beside it;
  * the removal of both is registered before anything is built.
  */
-export async function setupOverlay(h: OverlayHarness): Promise<OverlayTopology> {
-  const labPrefix = `${h.prefix}o`;
-  h.onCleanup(`remove the overlay lab ${labPrefix}`, async () => {
+async function setupOverlay(ctx: BenchContext): Promise<OverlayTopology> {
+  const labPrefix = `${ctx.prefix}o`;
+  ctx.cleanup.add(`remove the overlay lab ${labPrefix}`, async () => {
     await labDown(labPrefix);
   });
   const lab = await labUp({ ...LAB_DEFAULTS, prefix: labPrefix, hosts: 2, containers: 1, logLevel: 'warn' }, (line) => console.error(`bench: overlay: ${line}`));
@@ -180,15 +143,11 @@ async function waitPath(p: OverlayPath): Promise<void> {
 }
 
 /** Stops the scenario when its topology is gone: every later run would fail too. */
-function checkIntact(t: OverlayTopology): void {
+function checkLabIntact(t: OverlayTopology): void {
   for (const d of t.daemons) {
     if (!processAlive(d.pid)) throw new BenchError(`the vsw daemon of lab host ${d.host} (pid ${d.pid}) exited during the overlay runs; its log: ${t.lab.hosts.find((x) => x.name === d.host)?.log}.`);
   }
-  for (const p of [t.vsw, t.kernelPath]) {
-    for (const ns of [p.clientNs, p.serverNs]) {
-      if (!existsSync(`/run/netns/${ns}`)) throw new BenchError(`network namespace ${ns} disappeared while the bench ran: something else removed it (another vswt cleanup?).`);
-    }
-  }
+  checkNamespaces([t.vsw, t.kernelPath]);
 }
 
 function fmtRate(r: OverlayRunRecord): string {
@@ -205,19 +164,19 @@ async function underlayOffloads(t: OverlayTopology, side: OverlayPath['side'], o
   }
 }
 
-async function measure(h: OverlayHarness, t: OverlayTopology, p: OverlayPath, variant: Variant, run: number): Promise<OverlayRunRecord> {
+async function measureOverlay(ctx: BenchContext, t: OverlayTopology, p: OverlayPath, variant: Variant, run: number): Promise<OverlayRunRecord> {
   const udp = variant === OVERLAY_VARIANTS.udp;
   const segmented = variant === OVERLAY_VARIANTS.tcpSegmented;
   const streams = variant === OVERLAY_VARIANTS.tcpMulti ? OVERLAY_STREAMS : 1;
   const rec: OverlayRunRecord = { test: 'overlay', side: p.side, variant, run, ok: false, ...(udp ? {} : { streams }) };
-  const meters = p.side === 'vsw' ? t.daemons.map((d) => new CpuMeter(d.pid, h.clkTck)) : [];
+  const meters = p.side === 'vsw' ? t.daemons.map((d) => new CpuMeter(d.pid, ctx.clkTck)) : [];
   try {
     if (segmented) await underlayOffloads(t, p.side, false);
     const out = await runIperf({
       clientNs: p.clientNs,
       serverNs: p.serverNs,
       serverIp: p.serverIp,
-      seconds: h.time,
+      seconds: ctx.opts.time,
       parallel: streams,
       udp,
       len: OVERLAY_UDP_LEN,
@@ -242,12 +201,12 @@ async function measure(h: OverlayHarness, t: OverlayTopology, p: OverlayPath, va
   }
   const cpu = rec.daemonCpuByHost ? `, daemons CPU ${rec.daemonCpuByHost.map((c) => (c === null ? '?' : `${c.toFixed(0)}%`)).join(' + ')}` : '';
   console.error(`bench: overlay run ${run} ${p.side} ${variant}: ${fmtRate(rec)}${cpu}`);
-  if (!rec.ok) checkIntact(t);
+  if (!rec.ok) checkLabIntact(t);
   return rec;
 }
 
 /** Per run: TCP 1 stream, TCP -P 4, UDP 64 B; each on both sides, alternating which goes first. */
-export async function overlayScenario(h: OverlayHarness, t: OverlayTopology): Promise<OverlayRunRecord[]> {
+async function runOverlay(ctx: BenchContext, t: OverlayTopology): Promise<OverlayRunRecord[]> {
   await waitPath(t.vsw);
   await waitPath(t.kernelPath);
   const m = (x: { client: number | null; server: number | null }): string => `mtu ${x.client ?? '?'}/${x.server ?? '?'}`;
@@ -256,17 +215,17 @@ export async function overlayScenario(h: OverlayHarness, t: OverlayTopology): Pr
       `VNI ${t.lab.network.vni}, underlay MTU ${t.lab.underlay.mtu}`,
   );
   const out: OverlayRunRecord[] = [];
-  for (let run = 1; run <= h.runs; run++) {
-    const order = run % 2 === 1 ? [t.vsw, t.kernelPath] : [t.kernelPath, t.vsw];
+  for (let run = 1; run <= ctx.opts.runs; run++) {
+    const order = alternate(run, [t.vsw, t.kernelPath]);
     for (const variant of Object.values(OVERLAY_VARIANTS)) {
-      for (const p of order) out.push(await measure(h, t, p, variant, run));
+      for (const p of order) out.push(await measureOverlay(ctx, t, p, variant, run));
     }
   }
   return out;
 }
 
 /** The lab daemons' resident memory now, host by host, in KiB. */
-export async function overlayDaemonRss(t: OverlayTopology): Promise<Record<string, number | null>> {
+async function overlayDaemonRss(t: OverlayTopology): Promise<Record<string, number | null>> {
   const out: Record<string, number | null> = {};
   for (const d of t.daemons) out[d.host] = await procStatusKiB(d.pid, 'VmRSS');
   return out;
@@ -274,44 +233,36 @@ export async function overlayDaemonRss(t: OverlayTopology): Promise<Record<strin
 
 // ---------------------------------------------------------------- summary
 
-export interface OverlaySummaryRow {
-  scenario: string;
-  unit: string;
+export interface OverlaySummaryRow extends ReportRow {
   vsw: number | null;
   kernel: number | null;
   /** vsw / kernel, for rates. */
   ratio: number | null;
-  digits: number;
 }
 
-/** What the summary reads of a run record (bench.ts's RunRecord has these fields). */
-export interface OverlayRunLike {
-  test: string;
-  side: string;
-  variant?: string;
-  ok: boolean;
-  tcp?: { bitsPerSecond: number; retransmits: number | null };
-  udp?: { packetsPerSecond: number; sentPacketsPerSecond: number; lostPercent: number };
-  daemonCpuPercent?: number | null;
-  daemonCpuByHost?: (number | null)[];
-}
+const OVERLAY_COLUMNS: readonly Column<OverlaySummaryRow>[] = [
+  { header: 'vsw VXLAN', value: (r) => r.vsw },
+  { header: 'kernel VXLAN', value: (r) => r.kernel },
+  { header: 'vsw/kernel', value: (r) => r.ratio, digits: 2 },
+];
 
-export function overlaySummary(records: readonly OverlayRunLike[]): OverlaySummaryRow[] {
-  const recs = records.filter((r) => r.test === 'overlay');
+const isOverlay = (r: RunRecord): r is OverlayRunRecord => r.test === 'overlay';
+
+export function overlaySummary(records: readonly RunRecord[]): OverlaySummaryRow[] {
+  const recs = records.filter(isOverlay);
   if (recs.length === 0) return [];
-  const pick = (variant: string, side: string, f: (r: OverlayRunLike) => number | null | undefined): number | null =>
-    median(recs.filter((r) => r.ok && r.variant === variant && r.side === side).map(f));
+  const pick = (variant: string, side: 'vsw' | 'kernel', f: (r: OverlayRunRecord) => number | null | undefined): number | null => medianOf(recs, { variant, side }, f);
   const rows: OverlaySummaryRow[] = [];
-  const row = (scenario: string, unit: string, variant: string, f: (r: OverlayRunLike) => number | null | undefined, digits: number, withRatio: boolean): void => {
+  const row = (scenario: string, unit: string, variant: string, f: (r: OverlayRunRecord) => number | null | undefined, digits: number, withRatio: boolean): void => {
     const v = pick(variant, 'vsw', f);
     const k = pick(variant, 'kernel', f);
     rows.push({ scenario, unit, vsw: v, kernel: k, ratio: withRatio ? ratio(v, k) : null, digits });
   };
-  const vswOnly = (scenario: string, unit: string, variant: string, f: (r: OverlayRunLike) => number | null | undefined, digits: number): void => {
+  const vswOnly = (scenario: string, unit: string, variant: string, f: (r: OverlayRunRecord) => number | null | undefined, digits: number): void => {
     rows.push({ scenario, unit, vsw: pick(variant, 'vsw', f), kernel: null, ratio: null, digits });
   };
   const V = OVERLAY_VARIANTS;
-  const gbps = (r: OverlayRunLike): number | null => (r.tcp ? r.tcp.bitsPerSecond / 1e9 : null);
+  const gbps = (r: OverlayRunRecord): number | null => (r.tcp ? r.tcp.bitsPerSecond / 1e9 : null);
   row('TCP 1 stream', 'Gbit/s', V.tcp, gbps, 2, true);
   row('TCP 1 stream retransmits', 'per run', V.tcp, (r) => r.tcp?.retransmits, 0, false);
   row('TCP 1 stream, MTU-sized on the underlay', 'Gbit/s', V.tcpSegmented, gbps, 2, true);
@@ -331,7 +282,7 @@ export function overlaySummary(records: readonly OverlayRunLike[]): OverlaySumma
 }
 
 /** The bar (TCP 1 stream, vsw / kernel >= 0.25) and the other ratios for reference. */
-export function overlayChecks(records: readonly OverlayRunLike[]): Check[] {
+export function overlayChecks(records: readonly RunRecord[]): Check[] {
   const rows = overlaySummary(records);
   if (rows.length === 0) return [];
   const get = (scenario: string): OverlaySummaryRow | undefined => rows.find((r) => r.scenario === scenario);
@@ -343,14 +294,8 @@ export function overlayChecks(records: readonly OverlayRunLike[]): Check[] {
   ];
 }
 
-export function overlayTable(rows: readonly OverlaySummaryRow[]): string[] {
-  const cell = (v: number | null, d: number): string => (v === null ? '-' : v.toFixed(d));
-  const cells = rows.map((r) => [r.scenario, r.unit, cell(r.vsw, r.digits), cell(r.kernel, r.digits), cell(r.ratio, 2)]);
-  return formatTable(['overlay scenario', 'unit', 'vsw VXLAN', 'kernel VXLAN', 'vsw/kernel'], cells);
-}
-
 /** The topology as the JSON result records it. */
-export function overlayTopologyJson(t: OverlayTopology): Record<string, unknown> {
+function overlayTopologyJson(t: OverlayTopology): Record<string, unknown> {
   return {
     labPrefix: t.lab.prefix,
     underlay: t.lab.underlay,
@@ -360,3 +305,17 @@ export function overlayTopologyJson(t: OverlayTopology): Record<string, unknown>
     daemons: t.daemons,
   };
 }
+
+export const overlayScenario: Scenario<OverlayTopology> = {
+  name: 'overlay',
+  tools: [
+    ['bridge', 'iproute2'],
+    ['ethtool', 'ethtool'],
+  ],
+  // Lab daemons of its own (scripts/lab-lib.ts), beside the bench's.
+  setup: setupOverlay,
+  run: runOverlay,
+  describe: async (_ctx, t) => ({ topology: overlayTopologyJson(t), details: { daemonRssAfterKiB: await overlayDaemonRss(t) } }),
+  table: (records) => ownTable('overlay scenario', OVERLAY_COLUMNS, overlaySummary(records)),
+  checks: overlayChecks,
+};
