@@ -224,7 +224,12 @@ export class NatTable {
   /** Gives back a pending mapping whose frame was dropped after all. */
   abandon(protocolIndex: number, port: number): void {
     const i = port - this.first;
-    if (this.pools[protocolIndex].ctSlot[i] === PENDING) this.release(protocolIndex, i);
+    const pool = this.pools[protocolIndex];
+    if (pool.ctSlot[i] !== PENDING) return;
+    this.release(protocolIndex, i);
+    // The port just taken goes back where the next allocation looks first: a trace, which takes
+    // one and gives it back, shows the port the frame itself would get.
+    if (pool.cursor === (i + 1 === this.size ? 0 : i + 1)) pool.cursor = i;
   }
 
   private release(protocolIndex: number, i: number): void {

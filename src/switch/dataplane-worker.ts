@@ -6,7 +6,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { completeChecksum, RX_BATCH, RX_HEADROOM, RX_SLOT_SIZE, RxEngine, segmentTso, udpSendBatch, VNET_HDR_LEN, vxlanGro, writeBatch } from '../native/index.js';
 import { buildArpRequest } from '../packet/builders.js';
-import { CaptureRecorder } from './capture.js';
+import type { CaptureRecorder } from './capture.js';
 import { CaptureSessions } from './capture-sessions.js';
 import { MacTable } from './mac-table.js';
 import type { DataPlaneCapture, DataPlaneCommand, DataPlaneEvent, DataPlaneLog, DataPlaneReply, DataPlaneRequest, DataPlaneWorkerData, OverlayDataPlaneState, SwitchCounters } from './messages.js';
@@ -96,8 +96,7 @@ sw = new Switch(
   },
 );
 
-// The switch's recorder, which its frame path calls. TEMPORARY until switch.ts has `readonly capture: CaptureRecorder`: then `sw.capture` alone.
-recorder = (sw as unknown as { capture?: CaptureRecorder }).capture ?? new CaptureRecorder(sw.maxPorts);
+recorder = sw.capture;
 captures = new CaptureSessions(
   recorder,
   clock,

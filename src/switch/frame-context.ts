@@ -42,16 +42,27 @@ export class FrameContext {
   holder: NetworkStage | null = null;
 
   /**
-   * A dry run (trace): the real stages decide, but nothing is committed: no
-   * connection, no NAT port kept, no MAC learned, no meter debited, no flow
-   * cached, nothing counted or sent. The outcome is recorded instead.
+   * A dry run (trace): the real layers and stages decide, but nothing is
+   * committed: no connection, no NAT port kept (one is taken and given back),
+   * no MAC learned, no meter debited, no flow cached, no frame counted or
+   * sent. The outcome is recorded instead. What a lookup does anyway stays:
+   * rule hit counts, and aged entries (MACs, connections) removed when found.
+   * Not modelled: a TCP connection that a SYN would restart (evaluateSide
+   * updates connection state only when it may create connections).
    */
   dryRun = false;
-  /** While tracing: the steps the layers and stages took. */
+  /** While tracing: the steps the layers and stages took, and the ports a flood would reach. */
   steps: TraceStep[] | null = null;
+  floodPorts: number[] | null = null;
   outcome: number = Outcome.NONE;
   outcomePort = -1;
   outcomeReason = 0;
+
+  /** Gives back what a stage holds for the frame, if anything. */
+  release(): void {
+    this.holder?.abandon();
+    this.holder = null;
+  }
 
   /** Records a stage's step while tracing (the caller checks `steps` first, so building the step costs nothing otherwise). */
   step(action: string, detail: string): void {

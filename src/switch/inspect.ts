@@ -10,19 +10,20 @@ import type { VtepEntry } from '../tunnel/vtep-table.js';
 import type { ArpSuppressionEntry } from '../tunnel/arp-suppression.js';
 import { UplinkStat } from '../tunnel/vxlan-egress.js';
 import type { OverlaySegmentCounters } from '../tunnel/overlay-segment.js';
-import type { VxlanEgressCounters } from '../tunnel/vxlan-egress.js';
+import type { VxlanEgress, VxlanEgressCounters } from '../tunnel/vxlan-egress.js';
 import { ctStateName, type Conntrack } from '../vfp/conntrack.js';
 import { NO_PORT, type FlowTable } from '../vfp/flow-table.js';
 import { KEY_WORDS, KeyWord } from '../vfp/key.js';
 import { Rewrite, type Decision, type TraceStep } from '../vfp/pipeline.js';
 import type { NatCounters, NatGateway, NatPublishSpec } from '../nat/gateway.js';
-import type { VxlanTunnelPort } from './ports/vxlan-tunnel-port.js';
 
 export interface SwitchTrace {
   steps: TraceStep[];
   verdict: 'allow' | 'block';
   reason: number;
   egressPort: number | 'flood' | null;
+  /** For a flood: the ports whose inbound layers (and queue) would take the frame. */
+  floodPorts?: number[];
   rewrite: Record<string, string | number> | null;
 }
 
@@ -92,14 +93,13 @@ export function natView(networkId: number, gw: NatGateway, ct: Conntrack, now: n
 }
 
 /** An overlay network's peers, tables and counters; with countersOnly the VTEP and ARP tables are left empty. */
-export function overlayView(tunnel: VxlanTunnelPort, now: number, countersOnly: boolean): SwitchOverlay {
-  const seg = tunnel.segment;
-  const egress = tunnel.egress;
+export function overlayView(networkId: number, tunnelPortId: number, egress: VxlanEgress, now: number, countersOnly: boolean): SwitchOverlay {
+  const seg = egress.segment;
   const uplink = egress.uplink;
   return {
-    networkId: tunnel.network!.id,
+    networkId,
     vni: seg.vni,
-    tunnelPortId: tunnel.id,
+    tunnelPortId,
     uplinkId: uplink.id,
     mtu: egress.mtu,
     peers: Array.from(seg.peers, (v) => formatIpv4Addr(v)),

@@ -27,7 +27,7 @@
  * Nothing here allocates per frame. Ports and networks are objects, but they
  * are created by the control plane, not per packet.
  */
-import { DropReason, FRAME_OK } from '../packet/drop-reasons.js';
+import { DropReason, DROP_REASON_NAMES, FRAME_OK } from '../packet/drop-reasons.js';
 import { classifyFrame } from '../packet/validate.js';
 import { DIR_IN, DIR_OUT } from '../vfp/compile.js';
 import { CT_RESTART } from '../vfp/conntrack.js';
@@ -41,15 +41,16 @@ import { MacTable } from './mac-table.js';
 import { NatGateway, type NatCounters, type NatGatewaySpec, type NatPublishSpec } from '../nat/gateway.js';
 import { OverlaySegments, type RemoteEndpoint } from '../tunnel/overlay-segment.js';
 import { TunnelTx, VxlanEgress, VxlanUplink } from '../tunnel/vxlan-egress.js';
+import { CapturePoint, CaptureRecorder } from './capture.js';
 import { FrameContext, Outcome } from './frame-context.js';
 import type { FrameIo } from './frame-io.js';
 import { describeRewrite, flowViews, natView, overlayView, type SwitchFlow, type SwitchNat, type SwitchOverlay, type SwitchTrace } from './inspect.js';
 import { SwitchNetwork } from './network.js';
-import { FLUSH_PHASES, PortKind, type Flushable, type PortHost, type SwitchPort } from './ports/port.js';
-import { TapPort } from './ports/tap-port.js';
+import { FLUSH_PHASES, FlushPhase, PortKind, type Flushable, type PortHost, type SwitchPort } from './ports/port.js';
+import { tapPort } from './ports/tap-port.js';
 import { natHostPort } from './ports/nat-host-port.js';
-import { VxlanTunnelPort } from './ports/vxlan-tunnel-port.js';
-import { UnderlaySender, VxlanUnderlayPort } from './ports/vxlan-underlay-port.js';
+import { VxlanTunnelDriver, vxlanTunnelPort } from './ports/vxlan-tunnel-port.js';
+import { UnderlaySender, VxlanUnderlayDriver, vxlanUnderlayPort } from './ports/vxlan-underlay-port.js';
 import { ArpSuppressionStage } from './stages/arp-suppression-stage.js';
 import { NatGatewayStage } from './stages/nat-gateway-stage.js';
 import { StageResult, type StageHost } from './stages/stage.js';
@@ -125,7 +126,11 @@ export class Switch implements PortHost, StageHost {
   private readonly pending: Flushable[][] = Array.from({ length: FLUSH_PHASES }, () => []);
   private readonly pendingCount = new Int32Array(FLUSH_PHASES);
   private batchCount = 0;
+  /** The clock at the start of the batch being switched: the time frames are captured with. */
+  private now = 0;
   readonly vfp: Vfp;
+  /** `vsw capture`: records frames at ingress, egress and drops of the ports being captured; one boolean when idle. */
+  readonly capture: CaptureRecorder;
 
   // Per-frame scratch, reused: nothing on the frame path allocates.
   readonly key = new Uint32Array(KEY_WORDS);
@@ -133,6 +138,8 @@ export class Switch implements PortHost, StageHost {
   private readonly sideKey = new Uint32Array(KEY_WORDS);
   readonly meta = new Int32Array(META_WORDS);
   readonly decision = new Decision();
+  /** A flood's receivers are evaluated into this one, so the ingress's decision (its rewrite, its meter) stays whole. */
+  private readonly receiverDecision = new Decision();
   private readonly conns: PendingConnections;
   readonly frame = new FrameContext();
 
@@ -140,7 +147,8 @@ export class Switch implements PortHost, StageHost {
   readonly segments = new OverlaySegments();
   /** The stages of the nat networks and the tunnel ports of the overlay networks, by network id: the control path's handles. */
   private readonly natStages = new Map<number, NatGatewayStage>();
-  private readonly tunnels = new Map<number, VxlanTunnelPort>();
+  private readonly tunnels = new Map<number, { port: SwitchPort; driver: VxlanTunnelDriver }>();
+  private readonly underlays = new Map<number, VxlanUnderlayDriver>();
   private readonly sender: UnderlaySender | null;
 
   constructor(
@@ -154,6 +162,7 @@ export class Switch implements PortHost, StageHost {
     const maxPorts = counters.length / COUNTER_COLUMNS;
     this.vfp = new Vfp({ maxPorts, clock, ...opts.vfp });
     this.conns = new PendingConnections(maxPorts + 1);
+    this.capture = new CaptureRecorder(maxPorts);
     this.sender = io.tunnel ? new UnderlaySender(new TunnelTx(io.tunnel, io.buffer)) : null;
   }
 
@@ -208,17 +217,18 @@ export class Switch implements PortHost, StageHost {
       if (stage) this.natStages.set(networkId, stage);
       return;
     }
-    const underlay = this.ports[overlay.uplinkId];
-    if (!(underlay instanceof VxlanUnderlayPort) || !this.sender) throw new Error(`uplink ${overlay.uplinkId} does not exist`);
+    const underlay = this.underlays.get(overlay.uplinkId);
+    if (!underlay || !this.sender) throw new Error(`uplink ${overlay.uplinkId} does not exist`);
     this.freeId(overlay.tunnelPortId, 'tunnel port');
     const segment = this.segments.add(overlay.vni, { peers: overlay.peers, learnArp: overlay.learnArp });
     const net = new SwitchNetwork(networkId, name, [new ArpSuppressionStage(segment)]);
     const egress = new VxlanEgress(segment, underlay.uplink, overlay.mtu, this.io.batchSize);
-    const tunnel = new VxlanTunnelPort(overlay.tunnelPortId, net, segment, egress, this.sender.tx, this.sender, overlay.mtu + ETH_AND_VLAN_OVERHEAD);
+    const driver = new VxlanTunnelDriver(segment, egress, overlay.uplinkId, this.sender.tx, this.sender);
+    const tunnel = vxlanTunnelPort(overlay.tunnelPortId, net, driver, overlay.mtu + ETH_AND_VLAN_OVERHEAD, this.io.batchSize);
     this.register(tunnel, OPEN_POLICY);
     underlay.tunnels.set(overlay.vni, tunnel);
     this.networks.set(networkId, net);
-    this.tunnels.set(networkId, tunnel);
+    this.tunnels.set(networkId, { port: tunnel, driver });
   }
 
   removeNetwork(networkId: number): void {
@@ -228,9 +238,10 @@ export class Switch implements PortHost, StageHost {
     const local = net.ports.length - (tunnel ? 1 : 0);
     if (local > 0) throw new Error(`network ${net.name} still has ${local} ports`);
     if (tunnel) {
-      this.unregister(tunnel);
-      (this.ports[tunnel.egress.uplink.id] as VxlanUnderlayPort).tunnels.delete(tunnel.segment.vni);
-      this.segments.remove(tunnel.segment.vni);
+      const vni = tunnel.driver.segment.vni;
+      this.unregister(tunnel.port);
+      this.underlays.get(tunnel.driver.underlayId)!.tunnels.delete(vni);
+      this.segments.remove(vni);
       this.tunnels.delete(networkId);
     }
     this.natStages.delete(networkId);
@@ -242,24 +253,27 @@ export class Switch implements PortHost, StageHost {
   addUplink(cfg: UplinkConfig): void {
     if (!this.sender) throw new Error('this switch has no tunnel I/O');
     this.freeId(cfg.uplinkId, 'uplink');
-    const port = new VxlanUnderlayPort(new VxlanUplink(cfg.uplinkId, cfg.vtep >>> 0, cfg.fds, cfg.dstPort), this.segments);
-    this.ports[port.id] = port;
-    this.sender.add(port);
-    resetPortCounters(this.counters, port.id);
+    const driver = new VxlanUnderlayDriver(new VxlanUplink(cfg.uplinkId, cfg.vtep >>> 0, cfg.fds, cfg.dstPort), this.segments);
+    this.ports[cfg.uplinkId] = vxlanUnderlayPort(driver);
+    this.underlays.set(cfg.uplinkId, driver);
+    this.sender.add(driver.uplink);
+    resetPortCounters(this.counters, cfg.uplinkId);
   }
 
   removeUplink(uplinkId: number): void {
-    const port = this.ports[uplinkId];
-    if (!(port instanceof VxlanUnderlayPort)) return;
-    for (const tunnel of port.tunnels.values()) throw new Error(`uplink ${uplinkId} still carries network ${tunnel.network!.name}`);
+    const driver = this.underlays.get(uplinkId);
+    if (!driver) return;
+    const carried = driver.tunnels.values().next();
+    if (!carried.done) throw new Error(`uplink ${uplinkId} still carries network ${carried.value.network!.name}`);
     this.ports[uplinkId] = undefined;
-    this.sender!.remove(port);
+    this.underlays.delete(uplinkId);
+    this.sender!.remove(driver.uplink);
   }
 
-  private overlayNetwork(networkId: number): VxlanTunnelPort {
+  private overlayNetwork(networkId: number): VxlanTunnelDriver {
     const tunnel = this.tunnels.get(networkId);
     if (!tunnel) throw new Error(`network id ${networkId} is not an overlay network`);
-    return tunnel;
+    return tunnel.driver;
   }
 
   /** Replaces an overlay network's peers; returns who came and went. Entries behind a departed peer go with it. */
@@ -281,11 +295,13 @@ export class Switch implements PortHost, StageHost {
     return this.segments.sweep(now);
   }
 
-  /** Every overlay network's peers, tables and counters, optionally of one network (control path). */
-  /** With countersOnly the VTEP and ARP tables are left empty (metrics: nothing per learned entry on this thread). */
+  /**
+   * Every overlay network's peers, tables and counters, optionally of one network (control path).
+   * With countersOnly the VTEP and ARP tables are left empty (metrics: nothing per learned entry on this thread).
+   */
   overlayState(now: number, networkId?: number, countersOnly = false): SwitchOverlay[] {
     const out: SwitchOverlay[] = [];
-    for (const [id, tunnel] of this.tunnels) if (networkId === undefined || id === networkId) out.push(overlayView(tunnel, now, countersOnly));
+    for (const [id, { port, driver }] of this.tunnels) if (networkId === undefined || id === networkId) out.push(overlayView(id, port.id, driver.egress, now, countersOnly));
     return out;
   }
 
@@ -307,14 +323,15 @@ export class Switch implements PortHost, StageHost {
       nat.externalPortId = cfg.portId;
       return;
     }
-    this.register(new TapPort(cfg.portId, net, cfg.fd, cfg.name, maxFrame, this.io.batchSize), cfg.policy ?? OPEN_POLICY);
+    this.register(tapPort(cfg.portId, net, cfg.fd, cfg.name, maxFrame, this.io.batchSize), cfg.policy ?? OPEN_POLICY);
     if (nat !== null && cfg.ip !== undefined && cfg.mac !== undefined) nat.setNeighbor({ ip: cfg.ip, mac: cfg.mac, portId: cfg.portId });
   }
 
   removePort(portId: number): void {
     const port = this.ports[portId];
     if (!port || port.network === null) return;
-    const nat = this.natStages.get(port.network.id)?.gateway;
+    // The port's own network's gateway, found through the network object: an id may have been reused since.
+    const nat = port.network.stages.find((s): s is NatGatewayStage => s instanceof NatGatewayStage)?.gateway;
     if (nat) {
       if (port.kind === PortKind.NAT_HOST) nat.externalPortId = -1;
       else nat.removeNeighbor(portId);
@@ -322,8 +339,9 @@ export class Switch implements PortHost, StageHost {
     this.unregister(port);
   }
 
+  /** Whether a port of a network (not an underlay socket) has this id. */
   hasPort(portId: number): boolean {
-    return this.ports[portId] !== undefined;
+    return this.ports[portId]?.network != null;
   }
 
   /**
@@ -337,6 +355,7 @@ export class Switch implements PortHost, StageHost {
     const off = this.placeInFirstSlot(frame);
     if (off < 0) return false;
     const now = this.clock();
+    this.now = now;
     this.switchFrame(ingress, off, frame.length, now);
     this.flush(now);
     return true;
@@ -405,7 +424,7 @@ export class Switch implements PortHost, StageHost {
 
   /** Replaces a port's policy at once; cached flows through it are re-evaluated on their next frame. */
   setPolicy(portId: number, policy: PortPolicy): void {
-    if (!this.ports[portId]) throw new Error(`port id ${portId} does not exist`);
+    if (!this.hasPort(portId)) throw new Error(`port id ${portId} does not exist`);
     this.vfp.setPolicy(portId, policy);
   }
 
@@ -419,10 +438,11 @@ export class Switch implements PortHost, StageHost {
     }
     this.batchCount++;
     const now = this.clock();
-    const bytes = port.receive(this, count, now);
+    this.now = now;
+    const bytes = port.driver.receive(port, this, count, now);
     this.flush(now);
     const qos = this.vfp.qos;
-    if (bytes > 0 && qos.isConfigured(portId)) {
+    if (qos.isConfigured(portId)) {
       const waitMs = qos.debit(portId, bytes, now);
       if (waitMs > 0 && this.events.pausePort) this.events.pausePort(portId, waitMs);
     }
@@ -435,9 +455,11 @@ export class Switch implements PortHost, StageHost {
     const vnetOff = vnet > 0 ? off - vnet : -1;
     const verdict = classifyFrame(buf, off, len, vnetOff, ingress.maxFrame);
     if (verdict !== FRAME_OK) {
-      this.counters[ingress.id * COUNTER_COLUMNS + DROP_BASE + verdict]++;
+      this.dropped(ingress.id, verdict, off, len);
       return;
     }
+    const cap = this.capture;
+    if (cap.active && (cap.mask[ingress.id] & CapturePoint.INGRESS) !== 0) cap.record(CapturePoint.INGRESS, ingress.id, 0, buf, off, len, now);
     const key = this.key;
     extractKey(buf, off, len, key, this.meta);
     // The fast path needs only the ingress and the hash (enqueue, tooBig); the rest is filled for the slow path.
@@ -487,7 +509,7 @@ export class Switch implements PortHost, StageHost {
     flows.bytes[e] += len;
     flows.lastSeen[e] = now;
     if (egressId === NO_PORT) {
-      this.counters[flows.dropPort[e] * COUNTER_COLUMNS + DROP_BASE + flows.dropReason[e]]++;
+      this.dropped(flows.dropPort[e], flows.dropReason[e], off, len);
       return true;
     }
     const tcpFlags = this.meta[Meta.TCP_FLAGS];
@@ -499,7 +521,7 @@ export class Switch implements PortHost, StageHost {
     // The meter first: a frame it drops must not advance connection state.
     const meter = flows.meterBucket[e];
     if (meter >= 0 && !vfp.meters.tryConsume(meter, len, now)) {
-      this.counters[ingress.id * COUNTER_COLUMNS + DROP_BASE + DropReason.meter]++;
+      this.dropped(ingress.id, DropReason.meter, off, len);
       return true;
     }
     const ct = vfp.conntrack;
@@ -510,7 +532,7 @@ export class Switch implements PortHost, StageHost {
     const t = flows.transposition[e];
     if (t >= 0) vfp.transpositions.apply(t, this.io.buffer, off, vnetOff, this.meta);
     const egress = this.ports[egressId];
-    if (egress !== undefined) egress.enqueue(this, off, len);
+    if (egress !== undefined) this.enqueue(egress, off, len);
     return true;
   }
 
@@ -560,7 +582,9 @@ export class Switch implements PortHost, StageHost {
 
     const dstHi = key[KeyWord.DST_MAC_HI];
     const dstLo = key[KeyWord.DST_MAC_LO];
-    const egressId = (dstHi & 0x0100) !== 0 ? -1 : this.macTable.lookup(net.id, dstHi, dstLo, f.now);
+    let egressId = (dstHi & 0x0100) !== 0 ? -1 : this.macTable.lookup(net.id, dstHi, dstLo, f.now);
+    // Forwarding learned the source just before this lookup; a dry run did not, but must answer the same.
+    if (dry && ingress.learnsSource && dstHi === orig[KeyWord.SRC_MAC_HI] && dstLo === orig[KeyWord.SRC_MAC_LO]) egressId = portId;
     const egress = egressId >= 0 ? this.ports[egressId] : undefined;
     if (egress === undefined) {
       this.flood(f);
@@ -580,14 +604,14 @@ export class Switch implements PortHost, StageHost {
    * connections are proposed in this.conns when `stateful` (IP, and not a
    * dry run). Steps are recorded, named by port, while tracing.
    */
-  private evaluate(f: FrameContext, portId: number, dir: number, key: Uint32Array, stateful: boolean): number {
+  private evaluate(f: FrameContext, portId: number, dir: number, key: Uint32Array, stateful: boolean, d: Decision = this.decision): number {
     const vfp = this.vfp;
     const meta = this.meta;
     const pending = stateful && !f.dryRun && meta[Meta.IP_VERSION] !== 0 ? this.conns : null;
     const steps = f.steps;
-    if (steps === null) return vfp.evaluateSide(vfp.policies[portId]!, portId, dir, key, meta, f.now, this.decision, pending, null);
+    if (steps === null) return vfp.evaluateSide(vfp.policies[portId]!, portId, dir, key, meta, f.now, d, pending, null);
     const mark = steps.length;
-    const slot = vfp.evaluateSide(vfp.policies[portId]!, portId, dir, key, meta, f.now, this.decision, pending, steps);
+    const slot = vfp.evaluateSide(vfp.policies[portId]!, portId, dir, key, meta, f.now, d, pending, steps);
     for (let i = mark; i < steps.length; i++) {
       steps[i].port = this.ports[portId]?.name;
       steps[i].direction = dir === DIR_OUT ? 'out' : 'in';
@@ -635,7 +659,7 @@ export class Switch implements PortHost, StageHost {
     const meter = d.meterBucket;
     if (meter >= 0 && !vfp.meters.tryConsume(meter, len, now)) {
       holder?.abandon();
-      this.counters[portId * COUNTER_COLUMNS + DROP_BASE + DropReason.meter]++;
+      this.dropped(portId, DropReason.meter, off, len);
       return;
     }
     if (!this.commitConnections(now)) {
@@ -668,7 +692,7 @@ export class Switch implements PortHost, StageHost {
         transpositions.release(t);
       }
     }
-    egress.enqueue(this, off, len);
+    this.enqueue(egress, off, len);
   }
 
   private createdSlot(portId: number, dir: number): number {
@@ -680,7 +704,7 @@ export class Switch implements PortHost, StageHost {
   private commitConnections(now: number): boolean {
     const refusedAt = this.vfp.commit(this.conns, this.meta[Meta.TCP_FLAGS], now);
     if (refusedAt < 0) return true;
-    this.counters[refusedAt * COUNTER_COLUMNS + DROP_BASE + DropReason.connLimit]++;
+    this.dropped(refusedAt, DropReason.connLimit, this.frame.off, this.frame.len);
     return false;
   }
 
@@ -703,16 +727,31 @@ export class Switch implements PortHost, StageHost {
     return e;
   }
 
-  /** Slow path: the frame leaves on `port` (in a dry run, that is recorded instead). */
+  /**
+   * PortHost: a drop of the frame at buf[off, off+len) counted on `portId` by
+   * `reason`, and recorded when that port's drops are being captured.
+   */
+  dropped(portId: number, reason: number, off: number, len: number): void {
+    this.counters[portId * COUNTER_COLUMNS + DROP_BASE + reason]++;
+    const cap = this.capture;
+    if (cap.active && (cap.mask[portId] & CapturePoint.DROP) !== 0) cap.record(CapturePoint.DROP, portId, reason, this.io.buffer, off, len, this.now);
+  }
+
+  /** Slow path: the frame leaves on `port` (in a dry run, that is recorded instead, or the drop the port's flush would give it). */
   private output(f: FrameContext, port: SwitchPort): void {
-    if (f.dryRun) {
-      if (f.outcome === Outcome.NONE) {
-        f.outcome = Outcome.FORWARD;
-        f.outcomePort = port.id;
-      }
+    if (!f.dryRun) {
+      this.enqueue(port, f.off, f.len);
       return;
     }
-    port.enqueue(this, f.off, f.len);
+    const refused = port.driver.refuses(port, this.io.buffer, f.off, f.len);
+    if (refused !== 0) {
+      this.countDrop(f, port.id, refused);
+      return;
+    }
+    if (f.outcome === Outcome.NONE) {
+      f.outcome = Outcome.FORWARD;
+      f.outcomePort = port.id;
+    }
   }
 
   /** Slow path: a drop counted on `portId`, not cached (in a dry run, recorded instead). */
@@ -725,7 +764,7 @@ export class Switch implements PortHost, StageHost {
       }
       return;
     }
-    this.counters[portId * COUNTER_COLUMNS + DROP_BASE + reason]++;
+    this.dropped(portId, reason, f.off, f.len);
   }
 
   /** Counts the frame's drop on `dropPort` and, when it may be cached, caches it with the peer whose policy took part (or -1). */
@@ -748,19 +787,16 @@ export class Switch implements PortHost, StageHost {
     const { off, len, vnetOff, now } = f;
     const vfp = this.vfp;
     const d = this.decision;
+    const rd = this.receiverDecision;
     const key = this.key;
     const side = this.sideKey;
     const meta = this.meta;
     const dry = f.dryRun;
-    const ingressRw = d.rwFlags;
-    if (ingressRw !== 0 && !dry) {
-      vfp.transpositions.compileAt(vfp.transpositions.scratch, d, this.origKey);
-    }
-    const ingressMeter = d.meterBucket;
+    if (d.rwFlags !== 0 && !dry) vfp.transpositions.compileAt(vfp.transpositions.scratch, d, this.origKey);
     const ports = ingress.network!.ports;
     if (f.steps !== null) f.step('flood', 'destination MAC not learned (or group address): every other port of the network, each through its inbound layers');
-    f.flooding = true;
     let allowed = 0;
+    let blockedReason = 0;
     for (let i = 0; i < ports.length; i++) {
       const p = ports[i];
       p.lastQueuedOffset = -1;
@@ -768,43 +804,74 @@ export class Switch implements PortHost, StageHost {
       for (let w = 0; w < KEY_WORDS; w++) side[w] = key[w];
       // Receivers of a flood start no connection (a broadcast is not one, and one receiver at its
       // bound must not stop the frame for the others); replies to a tracked connection still pass.
-      this.evaluate(f, p.id, DIR_IN, side, false);
-      if (d.verdict === Verdict.BLOCK) {
-        if (!dry) this.counters[p.id * COUNTER_COLUMNS + DROP_BASE + d.dropReason]++;
-        else if (f.outcome === Outcome.NONE) f.outcomeReason = d.dropReason;
+      rd.reset();
+      this.evaluate(f, p.id, DIR_IN, side, false, rd);
+      let refused = rd.verdict === Verdict.BLOCK ? rd.dropReason : 0;
+      if (refused === 0 && dry) refused = p.driver.refuses(p, this.io.buffer, off, len);
+      if (refused !== 0) {
+        if (!dry) this.dropped(p.id, refused, off, len);
+        blockedReason = refused;
         continue;
       }
       p.lastQueuedOffset = off;
       allowed++;
-    }
-    f.flooding = false;
-    if (dry) {
-      // Every receiver blocked it: a drop with the last one's reason; none to flood to: noEgress.
-      if (allowed > 0) f.outcome = Outcome.FLOOD;
-      else this.countDrop(f, ingress.id, ports.length <= 1 ? DropReason.noEgress : f.outcomeReason);
-      return;
+      if (dry) f.floodPorts?.push(p.id);
     }
     if (allowed === 0) {
-      if (ports.length <= 1) this.counters[ingress.id * COUNTER_COLUMNS + DROP_BASE + DropReason.noEgress]++;
+      // None to flood to is noEgress; every receiver refusing it is a drop for the last one's reason.
+      if (ports.length <= 1) this.countDrop(f, ingress.id, DropReason.noEgress);
+      else if (dry) this.countDrop(f, ingress.id, blockedReason);
       return;
     }
-    if (ingressMeter >= 0 && !vfp.meters.tryConsume(ingressMeter, len, now)) {
-      this.counters[ingress.id * COUNTER_COLUMNS + DROP_BASE + DropReason.meter]++;
+    if (dry) {
+      if (f.outcome === Outcome.NONE) f.outcome = Outcome.FLOOD;
+      return;
+    }
+    if (d.meterBucket >= 0 && !vfp.meters.tryConsume(d.meterBucket, len, now)) {
+      this.dropped(ingress.id, DropReason.meter, off, len);
       return;
     }
     if (meta[Meta.IP_VERSION] !== 0 && !this.commitConnections(now)) return;
-    if (ingressRw !== 0) vfp.transpositions.apply(vfp.transpositions.scratch, this.io.buffer, off, vnetOff, meta);
+    if (d.rwFlags !== 0) vfp.transpositions.apply(vfp.transpositions.scratch, this.io.buffer, off, vnetOff, meta);
     f.flooding = true;
     for (let i = 0; i < ports.length; i++) {
       const p = ports[i];
-      if (p.lastQueuedOffset === off) p.enqueue(this, off, len);
+      if (p.lastQueuedOffset === off) this.enqueue(p, off, len);
     }
     f.flooding = false;
   }
 
-  /** PortHost: queues a frame on a port (a tunnel's ICMP answer back to the ingress). */
-  enqueue(port: SwitchPort, off: number, len: number): void {
-    port.enqueue(this, off, len);
+  /**
+   * Queues the frame being switched on `port`, with its flow hash and the
+   * port an answer about it may go to (its ingress, unless it is flooded:
+   * an answer written over it would spoil the other copies).
+   */
+  private enqueue(port: SwitchPort, off: number, len: number): void {
+    const f = this.frame;
+    this.queue(port, off, len, f.hash, f.flooding ? -1 : f.ingress!.id);
+  }
+
+  /** PortHost: one descriptor on the port's queue; a full queue of a TAP is written at once, a full one of any other kind refuses. */
+  queue(port: SwitchPort, off: number, len: number, hash: number, replyTo: number): void {
+    let n = port.txCount;
+    if (n === port.txOffsets.length) {
+      if (port.flushPhase !== FlushPhase.WRITE) {
+        this.dropped(port.id, DropReason.txFailed, off, len);
+        return;
+      }
+      // More frames than a batch for one TAP (a UDP GRO slot split into many): write what is queued now.
+      port.driver.flush(port, this, this.frame.now);
+      n = 0;
+    }
+    if (!port.scheduled) this.schedule(port);
+    const cap = this.capture;
+    if (cap.active && (cap.mask[port.id] & CapturePoint.EGRESS) !== 0) cap.record(CapturePoint.EGRESS, port.id, 0, this.io.buffer, off, len, this.now);
+    port.txOffsets[n] = off;
+    port.txLengths[n] = len;
+    port.txHashes[n] = hash;
+    port.txReplyTo[n] = replyTo;
+    port.txCount = n + 1;
+    port.txBytes += len;
   }
 
   /** PortHost: the flushable gets a flush after this batch, in its phase. */
@@ -814,19 +881,31 @@ export class Switch implements PortHost, StageHost {
     this.pending[phase][this.pendingCount[phase]++] = item;
   }
 
-  /** After a batch, phase by phase: TAP writes, then encapsulation, then the underlay sends. */
+  /**
+   * After a batch, phase by phase: TAP writes, then encapsulation, then the
+   * underlay sends. A later phase may queue on a TAP again (an ICMP answer
+   * from a tunnel), so the phases run again until nothing is pending.
+   */
   private flush(now: number): void {
     const counts = this.pendingCount;
-    for (let phase = 0; phase < FLUSH_PHASES; phase++) {
-      const list = this.pending[phase];
-      // A flush may schedule into a later phase, never into its own.
-      for (let i = 0; i < counts[phase]; i++) {
-        const item = list[i];
-        item.scheduled = false;
-        item.flush(this, now);
+    do {
+      for (let phase = 0; phase < FLUSH_PHASES; phase++) {
+        const list = this.pending[phase];
+        for (let i = 0; i < counts[phase]; i++) {
+          const item = list[i];
+          item.scheduled = false;
+          item.flush(this, now);
+        }
+        counts[phase] = 0;
       }
-      counts[phase] = 0;
-    }
+    } while (counts[FlushPhase.WRITE] > 0);
+  }
+
+  /** A network's stages in the order frames meet them: names, the drop reasons each may give, their counters (control path). */
+  stages(networkId: number): { name: string; dropReasons: string[]; counters: Record<string, number> }[] {
+    const net = this.networks.get(networkId);
+    if (!net) throw new Error(`network id ${networkId} does not exist`);
+    return net.stages.map((stage) => ({ name: stage.name, dropReasons: stage.dropReasons.map((r) => DROP_REASON_NAMES[r]), counters: stage.counters() }));
   }
 
   /** Flows matched per rule id of a port's policy. */
@@ -850,7 +929,7 @@ export class Switch implements PortHost, StageHost {
     const f = this.frame;
     const off = this.placeInFirstSlot(frame);
     const vnet = this.io.vnetHdrLen;
-    const verdict = off < 0 ? DropReason.oversize : classifyFrame(this.io.buffer, off, frame.length, vnet > 0 ? off - vnet : -1, 65535);
+    const verdict = off < 0 ? DropReason.oversize : classifyFrame(this.io.buffer, off, frame.length, vnet > 0 ? off - vnet : -1, port.maxFrame);
     if (verdict !== FRAME_OK) return { steps: [{ action: 'block', detail: 'malformed frame' }], verdict: 'block', reason: verdict, egressPort: null, rewrite: null };
     extractKey(this.io.buffer, off, frame.length, this.key, this.meta);
     const steps: TraceStep[] = [];
@@ -866,9 +945,11 @@ export class Switch implements PortHost, StageHost {
     f.holder = null;
     f.dryRun = true;
     f.steps = steps;
+    f.floodPorts = [];
     f.outcome = Outcome.NONE;
     f.outcomePort = -1;
     f.outcomeReason = 0;
+    const floodPorts = f.floodPorts;
     try {
       if (dir === DIR_IN) {
         const orig = this.origKey;
@@ -881,12 +962,17 @@ export class Switch implements PortHost, StageHost {
         this.slowPath(f);
       }
     } finally {
+      // Whatever a stage took must not outlive the trace, even one cut short by an exception.
+      f.release();
       f.dryRun = false;
       f.steps = null;
+      f.floodPorts = null;
+      f.flooding = false;
     }
     const rewrite = describeRewrite(this.decision, this.origKey);
     if (f.outcome === Outcome.DROP) return { steps, verdict: 'block', reason: f.outcomeReason, egressPort: null, rewrite };
-    return { steps, verdict: 'allow', reason: 0, egressPort: f.outcome === Outcome.FLOOD ? 'flood' : f.outcomePort, rewrite };
+    if (f.outcome === Outcome.FLOOD) return { steps, verdict: 'allow', reason: 0, egressPort: 'flood', floodPorts, rewrite };
+    return { steps, verdict: 'allow', reason: 0, egressPort: f.outcomePort, rewrite };
   }
 
   /** Expires cached flows that are idle or whose connections are gone; a cache, so dropping an entry costs one slow path. */

@@ -262,8 +262,7 @@ export class VxlanEgress {
    * super-frame and whose L3 packet exceeds the MTU.
    */
   enqueue(buf: Uint8Array, off: number, len: number, hash: number): number {
-    const gso = buf[off - VNET_HDR_LEN + VnetField.GSO_TYPE] & ~GsoType.ECN;
-    if (gso === GsoType.NONE && len - l2Length(buf, off, len) > this.mtu) {
+    if (this.tooBig(buf, off, len)) {
       this.tooBigCount++;
       return EgressResult.TOO_BIG;
     }
@@ -272,6 +271,12 @@ export class VxlanEgress {
     this.lengths[i] = len;
     this.hashes[i] = hash;
     return EgressResult.QUEUED;
+  }
+
+  /** Whether the frame is not a super-frame and its L3 packet exceeds the MTU (its virtio_net_hdr before it). */
+  tooBig(buf: Uint8Array, off: number, len: number): boolean {
+    const gso = buf[off - VNET_HDR_LEN + VnetField.GSO_TYPE] & ~GsoType.ECN;
+    return gso === GsoType.NONE && len - l2Length(buf, off, len) > this.mtu;
   }
 
   /**

@@ -17,7 +17,7 @@ import { GsoType, VNET_HDR_LEN, VnetFlags, VnetView } from '../../src/packet/vne
 import { allocateCounters, COUNTER_COLUMNS, DROP_BASE, readPortCounters } from '../../src/switch/counters.js';
 import { MacTable } from '../../src/switch/mac-table.js';
 import { Switch } from '../../src/switch/switch.js';
-import { OverlayIo, VXLAN_PORT, vxlanGro, writeVxlanHeader, type Datagram, type Sent } from './helpers/overlay-io.js';
+import { BATCH, OverlayIo, VXLAN_PORT, vxlanGro, writeVxlanHeader, type Datagram, type Sent } from './helpers/overlay-io.js';
 import { SOURCE_WORDS } from '../../src/switch/frame-io.js';
 
 // ---------------------------------------------------------------------------
@@ -658,6 +658,28 @@ test('a UDP GRO blob: each datagram is admitted on its own header, a short tail 
   const u = readPortCounters(env.counters, UPLINK);
   t.is(u.rxFrames, 4);
   t.deepEqual(u.drops, { vxlanUnknownVni: 1, vxlanShortHeader: 1 });
+});
+
+test('a UDP GRO blob of more small datagrams than a batch holds: all reach the local port, in order', (t) => {
+  const env = setup();
+  env.fromTap(P0, buildArpRequest({ srcMac: A, srcIp: IP_A, targetIp: IP_B }));
+  // Not TCP, so nothing merges: one frame per datagram, several times the TAP's queue of BATCH.
+  const count = BATCH * 5 + 3;
+  const frames = Array.from({ length: count }, (_, i) => buildUdp4({ srcMac: X, dstMac: A, srcIp: IP_X, dstIp: IP_A, srcPort: 6000 + i, payload: filler(64, i) }));
+  placeBlob(
+    env.io,
+    0,
+    frames.map((f) => Buffer.concat([vxlanHeader(), f])),
+    PEER12,
+    8 + frames[0].length,
+  );
+  env.sw.receive(UPLINK, 1);
+  const { sent } = env.io.take();
+  t.is(sent.length, count, 'every datagram delivered');
+  t.true(sent.every((s, i) => s.fd === FD0 && frameOf(s).equals(frames[i])), 'each one whole, in the order they came');
+  const p0 = readPortCounters(env.counters, P0);
+  t.is(p0.txFrames, count);
+  t.is(p0.dropsTotal, 0);
 });
 
 test('a flooded TSO super-frame: the local port gets it whole, every peer the same UDP GSO run', (t) => {

@@ -12,7 +12,7 @@ import { mustParseIpv4Addr } from '../../src/packet/ipv4.js';
 import { TcpFlags } from '../../src/packet/tcp.js';
 import { allocateCounters, COUNTER_COLUMNS, DROP_BASE } from '../../src/switch/counters.js';
 import { MacTable } from '../../src/switch/mac-table.js';
-import { Switch } from '../../src/switch/switch.js';
+import { Switch, type SwitchTrace } from '../../src/switch/switch.js';
 import { DIR_OUT } from '../../src/vfp/compile.js';
 import { validateLayer, type PortPolicy } from '../../src/vfp/policy.js';
 import { OverlayIo, type Datagram, type Sent } from './helpers/overlay-io.js';
@@ -37,15 +37,16 @@ function makeSwitch() {
 type Env = ReturnType<typeof makeSwitch>;
 
 /** Everything a trace must leave as it was. */
-function footprint(env: Env, natNetwork?: number): string {
-  const nat = natNetwork === undefined ? null : env.sw.natCounters().find((n) => n.networkId === natNetwork)!.counters;
+function footprint(env: Env): string {
   return JSON.stringify({
     counters: Array.from(env.counters),
-    macs: env.macTable.size,
+    macs: env.macTable.entries(START_MS),
+    macCounters: env.macTable.counters(),
     connections: env.sw.vfp.conntrack.size,
     flows: env.sw.vfp.flows.size,
-    natActive: nat?.active,
-    natCreated: nat?.created,
+    vfp: env.sw.vfp.stats,
+    nat: env.sw.natState(START_MS),
+    overlay: env.sw.overlayState(START_MS),
   });
 }
 
@@ -71,18 +72,21 @@ function observe(env: Env, before: Float64Array, sent: Sent[], datagrams: Datagr
  * batch); asserts both decided the same, and that the trace changed nothing.
  * `members` are the network's member ports, for what a flood reaches.
  */
-function sameDecision(t: ExecutionContext, env: Env, what: string, port: number, frame: Buffer, members: number[], forward: () => { sent: Sent[]; datagrams: Datagram[] }, opts: { natNetwork?: number; tunnelPort?: number } = {}): Decision {
-  const untouched = footprint(env, opts.natNetwork);
+function sameDecision(t: ExecutionContext, env: Env, what: string, port: number, frame: Buffer, members: number[], forward: () => { sent: Sent[]; datagrams: Datagram[] }, opts: { tunnelPort?: number; sent?: (sent: Sent[], traced: SwitchTrace) => void } = {}): Decision {
+  const untouched = footprint(env);
   const traced = env.sw.trace(port, DIR_OUT, frame);
-  t.is(footprint(env, opts.natNetwork), untouched, `${what}: the trace left a mark (counters, MACs, connections, flows or NAT ports)`);
-  const expected: Decision =
-    traced.verdict === 'block'
-      ? { kind: 'drop', reason: DROP_REASON_NAMES[traced.reason] }
-      : { kind: 'ports', ports: traced.egressPort === 'flood' ? members.filter((p) => p !== port) : [traced.egressPort as number] };
+  t.is(footprint(env), untouched, `${what}: the trace left a mark (counters, MACs, connections, flows, NAT or overlay state)`);
+  let expected: Decision;
+  if (traced.verdict === 'block') expected = { kind: 'drop', reason: DROP_REASON_NAMES[traced.reason] };
+  else if (traced.egressPort === 'flood') {
+    t.deepEqual(traced.floodPorts!.filter((p) => !members.includes(p) || p === port), [], `${what}: a flood reaches only other members`);
+    expected = { kind: 'ports', ports: [...traced.floodPorts!].sort((a, b) => a - b) };
+  } else expected = { kind: 'ports', ports: [traced.egressPort as number] };
   const before = Float64Array.from(env.counters);
   const { sent, datagrams } = forward();
   const actual = observe(env, before, sent, datagrams, opts.tunnelPort ?? -1);
   t.deepEqual(actual, expected, `${what}: forwarding did not do what the trace said (trace: ${JSON.stringify(traced)})`);
+  opts.sent?.(sent, traced);
   return expected;
 }
 
@@ -137,7 +141,14 @@ test('internal network: flood, forward, policy block, spoof guard and same-segme
     ports: [2],
   });
   t.deepEqual(check('a foreign source MAC from c0', 0, buildUdp4({ srcMac: mac(9), dstMac: mac(3), srcIp: ip(2), dstIp: ip(3), payload: filler(8) })), { kind: 'drop', reason: 'spoofMac' });
-  t.deepEqual(check("c1 to its own MAC", 1, buildUdp4({ srcMac: mac(3), dstMac: mac(3), srcIp: ip(3), dstIp: ip(3), payload: filler(8) })), { kind: 'drop', reason: 'sameSegment' });
+  t.deepEqual(check('c1 to its own MAC', 1, buildUdp4({ srcMac: mac(3), dstMac: mac(3), srcIp: ip(3), dstIp: ip(3), payload: filler(8) })), { kind: 'drop', reason: 'sameSegment' });
+  // Forwarding learns a new source before it looks the destination up: to itself, that is a loop.
+  t.deepEqual(check('a new MAC of c1 to itself', 1, buildUdp4({ srcMac: mac(7), dstMac: mac(7), srcIp: ip(3), dstIp: ip(3), payload: filler(8) })), { kind: 'drop', reason: 'sameSegment' });
+  // Unknown unicast to TCP/80: flooded, and c2's inbound layer keeps its copy.
+  t.deepEqual(check('a flood that one receiver blocks', 0, buildTcp4({ srcMac: mac(2), dstMac: mac(8), srcIp: ip(2), dstIp: ip(8), srcPort: 40001, dstPort: 80, flags: TcpFlags.SYN })), {
+    kind: 'ports',
+    ports: [1],
+  });
 });
 
 test('nat network: the gateway stage answers, translates and refuses alike in trace and forwarding, from containers and from the host port', (t) => {
@@ -165,16 +176,24 @@ test('nat network: the gateway stage answers, translates and refuses alike in tr
     env.sw.receive(port, 1);
     return env.io.take();
   };
-  const check = (what: string, port: number, frame: Buffer) => sameDecision(t, env, what, port, frame, members, fromTap(port, frame), { natNetwork: NET });
+  const check = (what: string, port: number, frame: Buffer, sent?: (sent: Sent[], traced: SwitchTrace) => void) => sameDecision(t, env, what, port, frame, members, fromTap(port, frame), { sent });
+  const declared = env.sw.stages(NET).find((s) => s.name === 'nat')!.dropReasons;
   const hostMac = '02:76:64:7f:00:01';
   const extMac = '02:76:64:7f:00:02';
 
   t.deepEqual(check('ARP for the gateway', 0, buildArpRequest({ srcMac: cmac(0), srcIp: cip(0), targetIp: '172.18.0.1' })), { kind: 'ports', ports: [0] });
   t.deepEqual(check('ping the gateway', 0, buildIcmp4Echo({ srcMac: cmac(0), dstMac: '02:76:ac:12:00:01', srcIp: cip(0), dstIp: '172.18.0.1', ident: 7, seq: 1 })), { kind: 'ports', ports: [0] });
   const syn = buildTcp4({ srcMac: cmac(0), dstMac: '02:76:ac:12:00:01', srcIp: cip(0), dstIp: '198.18.0.2', srcPort: 40000, dstPort: 443, flags: TcpFlags.SYN });
-  const traced = env.sw.trace(0, DIR_OUT, syn);
-  t.is(traced.rewrite?.srcIp, '172.18.0.2 -> 100.127.0.2', `the trace shows the translation: ${JSON.stringify(traced.rewrite)}`);
-  t.deepEqual(check('TCP from a container to the outside', 0, syn), { kind: 'ports', ports: [HOST] });
+  const translated = (sent: Sent[], traced: SwitchTrace) => {
+    t.is(traced.rewrite?.srcIp, '172.18.0.2 -> 100.127.0.2', `the trace shows the translation: ${JSON.stringify(traced.rewrite)}`);
+    const frame = sent[0].wire.subarray(sent[0].wire.length - syn.length);
+    t.is(frame.readUInt16BE(34), Number(traced.rewrite?.srcPort), 'the trace names the very NAT port the frame then gets');
+  };
+  t.deepEqual(check('TCP from a container to the outside', 0, syn, translated), { kind: 'ports', ports: [HOST] });
+  t.deepEqual(check('a second TCP flow to the outside', 0, buildTcp4({ srcMac: cmac(0), dstMac: '02:76:ac:12:00:01', srcIp: cip(0), dstIp: '198.18.0.2', srcPort: 40001, dstPort: 443, flags: TcpFlags.SYN })), {
+    kind: 'ports',
+    ports: [HOST],
+  });
   t.deepEqual(check('the host asks for the external address', HOST, buildArpRequest({ srcMac: hostMac, srcIp: '100.127.0.1', targetIp: '100.127.0.2' })), { kind: 'ports', ports: [HOST] });
   t.deepEqual(check('the host to a published port', HOST, buildTcp4({ srcMac: hostMac, dstMac: extMac, srcIp: '100.127.0.1', dstIp: '100.127.0.2', srcPort: 50000, dstPort: 8080, flags: TcpFlags.SYN })), {
     kind: 'ports',
@@ -185,6 +204,7 @@ test('nat network: the gateway stage answers, translates and refuses alike in tr
     reason: 'natNoMapping',
   });
   t.deepEqual(check('the host to a container address', HOST, buildUdp4({ srcMac: hostMac, dstMac: extMac, srcIp: '100.127.0.1', dstIp: cip(0), payload: filler(8) })), { kind: 'drop', reason: 'natNoMapping' });
+  t.true(declared.includes('natNoMapping'), `the NAT stage declares the drops it gives: ${declared.join(', ')}`);
   fromTap(1, buildArpRequest({ srcMac: cmac(1), srcIp: cip(1), targetIp: cip(0) }))();
   t.deepEqual(check('container to container, switched', 0, buildUdp4({ srcMac: cmac(0), dstMac: cmac(1), srcIp: cip(0), dstIp: cip(1), payload: filler(8) })), { kind: 'ports', ports: [1] });
 });
@@ -225,6 +245,9 @@ test('overlay network: ARP suppression, flooding to the tunnel, unicast into it 
   const fromRemote = buildUdp4({ srcMac: remoteMac, dstMac: mac(2), srcIp: ip(30), dstIp: ip(2), payload: filler(8) });
   t.deepEqual(sameDecision(t, env, 'a peer to a local container', TUNNEL, fromRemote, members, fromPeer(fromRemote), opts), { kind: 'ports', ports: [0] });
   t.deepEqual(sameDecision(t, env, 'unicast to a remote endpoint heard from', 0, toRemote, members, fromTap(0, toRemote), opts), { kind: 'ports', ports: [TUNNEL] });
+  // Within the port's MTU, above the tunnel's, and without DF, so no ICMP answer comes back: the tunnel's refusal is the whole outcome.
+  const tooBig = buildUdp4({ srcMac: mac(2), dstMac: remoteMac, srcIp: ip(2), dstIp: ip(30), dontFrag: false, payload: filler(1460) });
+  t.deepEqual(sameDecision(t, env, 'a frame too big for the tunnel', 0, tooBig, members, fromTap(0, tooBig), opts), { kind: 'drop', reason: 'tunnelTooBig' });
   // From the tunnel an ARP request is never suppressed, even for an address the table knows: the peer's own table answered for it or did not.
   const peerAsks = buildArpRequest({ srcMac: remoteMac, srcIp: ip(30), targetIp: ip(30 + 1) });
   t.true(env.sw.addRemote(NET, { mac: '02:76:0a:00:01:04', ip: ip(31), vtep: PEER }));

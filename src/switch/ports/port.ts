@@ -1,20 +1,21 @@
 /**
- * A port of the switch, by kind. Each kind is a file in this folder: how
- * frames enter the batch (receive), how a frame is queued for it (enqueue),
- * and how and in which phase its queue is flushed after the batch (flush).
+ * A port of the switch. Every port is one class, SwitchPort, so the code that
+ * runs per frame (reading the ingress, queueing on the egress) sees one hidden
+ * class whatever the kinds on the host; what differs by kind is its driver,
+ * called once per batch: how a batch read from the port enters the switch
+ * (receive) and how the frames queued on it leave (flush, in its phase).
  *
+ * Each kind is a file in this folder, with its driver and a function that
+ * makes its ports:
  *   tap-port.ts             a container's TAP: reads and writes of its fd
  *   nat-host-port.ts        a nat network's host TAP: a TAP whose frames all go to the NAT stage
- *   vxlan-tunnel-port.ts    an overlay network's way to its peers: frames queued here are encapsulated
+ *   vxlan-tunnel-port.ts    an overlay network's way to its peers: frames queued there are encapsulated
  *   vxlan-underlay-port.ts  an underlay UDP socket: datagrams in, decapsulated into their network
- *
  * A new kind (an AF_PACKET uplink next) is one more file here plus its native
- * side, registered through Switch.addPort-like calls; the forwarding loop calls
- * ports only through this base class. The per-frame call (enqueue) sees the
- * kinds of one network at most, and receive and flush run once per batch.
+ * side, and a Switch method that registers its ports; the forwarding loop
+ * does not change.
  */
 import type { FrameIo } from '../frame-io.js';
-import type { FrameContext } from '../frame-context.js';
 import type { SwitchNetwork } from '../network.js';
 
 export const PortKind = {
@@ -25,36 +26,56 @@ export const PortKind = {
 } as const;
 
 /**
- * Flush phases, in order: TAP writes first; then encapsulation (an
- * encapsulated frame may share bytes with a frame just written to a TAP, so
- * it goes after them); then the underlay sockets' sends.
+ * Flush phases, in order: TAP writes first; then encapsulation (it completes
+ * checksums and writes outer headers in the bytes around a frame that a TAP
+ * write may also carry, so it goes after them); then the underlay sockets'
+ * sends.
  */
 export const FlushPhase = { WRITE: 0, ENCAPSULATE: 1, SEND: 2 } as const;
 export const FLUSH_PHASES = 3;
 
-/** Something flushed once after a batch in which it was given work. */
+/** Something flushed once after a batch in which it was given work: a port, or the underlay sender. */
 export interface Flushable {
   readonly flushPhase: number;
-  /** Set by the switch when it schedules the flush, cleared after. */
+  /** Set by the switch when it schedules the flush, cleared just before the flush. */
   scheduled: boolean;
   flush(host: PortHost, now: number): void;
 }
 
-/** What a port needs of the switch it belongs to. */
+/** What a port's driver needs of the switch. */
 export interface PortHost {
   readonly io: FrameIo;
   readonly counters: Float64Array;
+  port(portId: number): SwitchPort | undefined;
   /** Switches one frame that entered at `ingress` (its vnet header, if any, right before `off`). */
   switchFrame(ingress: SwitchPort, off: number, len: number, now: number): void;
-  /** The flushable gets a flush after this batch. */
+  /** Flushes `item` after this batch, in its phase (also when its phase has run already in this batch). */
   schedule(item: Flushable): void;
-  /** The frame queued next goes back out of its ingress port (an answer written over it). */
-  enqueue(port: SwitchPort, off: number, len: number): void;
-  /** The frame being switched. */
-  readonly frame: FrameContext;
+  /** Counts a drop of the frame at buf[off, off+len) on `portId` by `reason` (and records it when that port's drops are captured). */
+  dropped(portId: number, reason: number, off: number, len: number): void;
+  /** Queues a frame of the driver's own making (an ICMP answer) on a port; nobody is answered for it in turn. */
+  queue(port: SwitchPort, off: number, len: number, hash: number, replyTo: number): void;
 }
 
-export abstract class SwitchPort implements Flushable {
+/** What makes a kind a kind: called once per batch, never per frame. */
+export interface PortDriver {
+  /** A batch the native engine drained from the port: slots 0..count-1 of the io buffer. Returns the bytes read (for the port's QoS cap). */
+  receive(port: SwitchPort, host: PortHost, count: number, now: number): number;
+  /** Sends what is queued on the port (txCount descriptors) and empties its queue. */
+  flush(port: SwitchPort, host: PortHost, now: number): void;
+  /** For a dry run: the drop reason the port's flush would give the frame at buf[off, off+len), or 0 when it would take it. */
+  refuses(port: SwitchPort, buf: Uint8Array, off: number, len: number): number;
+}
+
+export class SwitchPort implements Flushable {
+  // The frames queued for it in this batch: where they are, their flow hash (a tunnel picks its
+  // outer source port by it), and the port an answer about them would go to (-1: none, e.g. a flood).
+  readonly txOffsets: Uint32Array;
+  readonly txLengths: Uint32Array;
+  readonly txHashes: Uint32Array;
+  readonly txReplyTo: Int32Array;
+  txCount = 0;
+  txBytes = 0;
   /** The last frame queued here, so a flood never queues one frame twice on a port. */
   lastQueuedOffset = -1;
   scheduled = false;
@@ -74,24 +95,22 @@ export abstract class SwitchPort implements Flushable {
     readonly learnsSource: boolean,
     /** Whether it is a member of its network: switched to by MAC, flooded to. */
     readonly member: boolean,
-  ) {}
+    readonly driver: PortDriver,
+    /** Descriptors it queues per batch before it is flushed early (TAPs) or refuses more. */
+    queueSize: number,
+  ) {
+    this.txOffsets = new Uint32Array(queueSize);
+    this.txLengths = new Uint32Array(queueSize);
+    this.txHashes = new Uint32Array(queueSize);
+    this.txReplyTo = new Int32Array(queueSize);
+  }
 
   /** Whether frames of its own (read from its fd) enter the switch: the fds the native engine polls. */
   get receives(): boolean {
     return this.fd >= 0;
   }
 
-  /**
-   * A batch the native engine drained from the port: slots 0..count-1 of the
-   * io buffer. Returns the bytes received (for the port's QoS cap).
-   */
-  abstract receive(host: PortHost, count: number, now: number): number;
-
-  /** Queues the frame at buf[off, off+len) (the frame being switched, host.frame) for this port. */
-  abstract enqueue(host: PortHost, off: number, len: number): void;
-
-  abstract flush(host: PortHost, now: number): void;
-
-  /** Called when the port leaves the switch. */
-  detach(): void {}
+  flush(host: PortHost, now: number): void {
+    this.driver.flush(this, host, now);
+  }
 }

@@ -1,7 +1,7 @@
 /**
  * An underlay address's UDP sockets (src/tunnel/vxlan-egress.ts VxlanUplink):
  * the native engine reads batches of VXLAN datagrams from the first socket,
- * and the sender (UnderlaySender) sends what the tunnel ports encapsulated.
+ * and the UnderlaySender sends what the tunnel ports encapsulated.
  * A datagram admitted (sound header, a served VNI, from a peer of it) has its
  * source learned and enters its network through that network's tunnel port;
  * anything else is counted on this port's row by reason and dropped.
@@ -12,17 +12,16 @@ import { clearVnetHeader, DECAP_DROP_REASON, DecapVerdict } from '../../tunnel/v
 import { UplinkStat, type TunnelTx, type VxlanUplink } from '../../tunnel/vxlan-egress.js';
 import { COUNTER_COLUMNS, DROP_BASE, RX_BYTES, RX_FRAMES, TX_BYTES, TX_FRAMES } from '../counters.js';
 import { SOURCE_WORDS } from '../frame-io.js';
-import { FlushPhase, PortKind, SwitchPort, type Flushable, type PortHost } from './port.js';
-import type { VxlanTunnelPort } from './vxlan-tunnel-port.js';
+import { FlushPhase, PortKind, SwitchPort, type Flushable, type PortDriver, type PortHost } from './port.js';
 
 /** Frames vxlanGro may make of one coalesced slot: every datagram alone at worst (64 KiB of 1-byte payloads is not a real case; 1024 is plenty). */
 const GRO_MAX_FRAMES = 1024;
 /** vxlanGro's header offset for a datagram shorter than a VXLAN header. */
 const GRO_SHORT = 0xffffffff;
 
-export class VxlanUnderlayPort extends SwitchPort {
+export class VxlanUnderlayDriver implements PortDriver {
   /** The tunnel ports of the overlay networks carried on this address, by VNI. */
-  readonly tunnels = new Map<number, VxlanTunnelPort>();
+  readonly tunnels = new Map<number, SwitchPort>();
   // vxlanGro's output descriptors, reused.
   private readonly groOffsets = new Uint32Array(GRO_MAX_FRAMES);
   private readonly groLengths = new Uint32Array(GRO_MAX_FRAMES);
@@ -31,9 +30,7 @@ export class VxlanUnderlayPort extends SwitchPort {
   constructor(
     readonly uplink: VxlanUplink,
     private readonly segments: OverlaySegments,
-  ) {
-    super(uplink.id, PortKind.VXLAN_UNDERLAY, null, uplink.fds[0], `vtep${uplink.id}`, 0, FlushPhase.SEND, false, false);
-  }
+  ) {}
 
   /**
    * A batch of datagrams: each inner frame is at its slot's frame offset, the
@@ -41,12 +38,12 @@ export class VxlanUnderlayPort extends SwitchPort {
    * coalesced a run of datagrams (UDP GRO) is split back, and consecutive TCP
    * segments merged into super-frames, in the tunnel arena.
    */
-  receive(host: PortHost, count: number, now: number): number {
+  receive(port: SwitchPort, host: PortHost, count: number, now: number): number {
     const io = host.io;
     const lengths = io.lengths;
     const sources = io.sources!;
     const counters = host.counters;
-    const row = this.id * COUNTER_COLUMNS;
+    const row = port.id * COUNTER_COLUMNS;
     const tunnelIo = io.tunnel!;
     let arena = tunnelIo.txOffset;
     const arenaEnd = arena + tunnelIo.txSize;
@@ -58,7 +55,7 @@ export class VxlanUnderlayPort extends SwitchPort {
       if (size === 0 || len + 8 <= size) {
         counters[row + RX_FRAMES]++;
         if (len > 0) counters[row + RX_BYTES] += len + 8;
-        this.decap(host, off - 8, off, len, src, true, now);
+        this.decap(port, host, off - 8, off, len, src, true, now);
         continue;
       }
       const n = tunnelIo.vxlanGro(io.buffer, off - 8, len + 8, size, arena, arenaEnd, this.groOffsets, this.groLengths, this.groHeaders, GRO_MAX_FRAMES);
@@ -77,7 +74,7 @@ export class VxlanUnderlayPort extends SwitchPort {
           counters[row + DROP_BASE + DECAP_DROP_REASON[DecapVerdict.SHORT_HEADER]]++;
           continue;
         }
-        this.decap(host, header, frame, frameLen, src, false, now);
+        this.decap(port, host, header, frame, frameLen, src, false, now);
       }
       arena = (arena + 64) & ~7;
     }
@@ -85,13 +82,13 @@ export class VxlanUnderlayPort extends SwitchPort {
   }
 
   /** One inner frame: its VXLAN header at buf[header], the frame at buf[frame] (right after the header, or elsewhere after GRO). */
-  private decap(host: PortHost, header: number, frame: number, len: number, src: number, clearVnet: boolean, now: number): void {
+  private decap(port: SwitchPort, host: PortHost, header: number, frame: number, len: number, src: number, clearVnet: boolean, now: number): void {
     const buf = host.io.buffer;
     const counters = host.counters;
     const segments = this.segments;
     const verdict = segments.admit(buf, header, len + 8, src);
     if (verdict !== DecapVerdict.OK) {
-      counters[this.id * COUNTER_COLUMNS + DROP_BASE + DECAP_DROP_REASON[verdict]]++;
+      counters[port.id * COUNTER_COLUMNS + DROP_BASE + DECAP_DROP_REASON[verdict]]++;
       return;
     }
     const seg = segments.matched!;
@@ -99,7 +96,7 @@ export class VxlanUnderlayPort extends SwitchPort {
     if (tunnel === undefined) {
       // Served here, but on another underlay address.
       segments.overrule(DecapVerdict.UNKNOWN_VNI);
-      counters[this.id * COUNTER_COLUMNS + DROP_BASE + DECAP_DROP_REASON[DecapVerdict.UNKNOWN_VNI]]++;
+      counters[port.id * COUNTER_COLUMNS + DROP_BASE + DECAP_DROP_REASON[DecapVerdict.UNKNOWN_VNI]]++;
       return;
     }
     seg.learnSource(buf, frame, src, now);
@@ -111,13 +108,17 @@ export class VxlanUnderlayPort extends SwitchPort {
     host.switchFrame(tunnel, frame, len, now);
   }
 
-  /** Not a member of any network: nothing is switched to it. */
-  enqueue(): void {
-    throw new Error(`${this.name} is an underlay socket; frames reach it through a tunnel port`);
-  }
-
-  /** Its sends are the sender's (one for all underlay addresses: they share the arena). */
+  /** Its sends are the UnderlaySender's: all underlay addresses share the arena, so they are sent together. */
   flush(): void {}
+
+  refuses(): number {
+    return 0;
+  }
+}
+
+/** An underlay port: in no network, so nothing is ever switched or queued to it. */
+export function vxlanUnderlayPort(driver: VxlanUnderlayDriver): SwitchPort {
+  return new SwitchPort(driver.uplink.id, PortKind.VXLAN_UNDERLAY, null, driver.uplink.fds[0], `vtep${driver.uplink.id}`, 0, FlushPhase.SEND, false, false, driver, 0);
 }
 
 /**
@@ -129,26 +130,26 @@ export class VxlanUnderlayPort extends SwitchPort {
 export class UnderlaySender implements Flushable {
   readonly flushPhase = FlushPhase.SEND;
   scheduled = false;
-  readonly ports: VxlanUnderlayPort[] = [];
+  private readonly uplinks: VxlanUplink[] = [];
 
   constructor(readonly tx: TunnelTx) {}
 
-  add(port: VxlanUnderlayPort): void {
-    this.ports.push(port);
-    this.tx.uplinks.push(port.uplink);
+  add(uplink: VxlanUplink): void {
+    this.uplinks.push(uplink);
+    this.tx.uplinks.push(uplink);
   }
 
-  remove(port: VxlanUnderlayPort): void {
-    this.ports.splice(this.ports.indexOf(port), 1);
-    this.tx.uplinks.splice(this.tx.uplinks.indexOf(port.uplink), 1);
+  remove(uplink: VxlanUplink): void {
+    this.uplinks.splice(this.uplinks.indexOf(uplink), 1);
+    this.tx.uplinks.splice(this.tx.uplinks.indexOf(uplink), 1);
   }
 
   flush(host: PortHost): void {
     this.tx.sendAll();
     const counters = host.counters;
-    for (let i = 0; i < this.ports.length; i++) {
-      const stats = this.ports[i].uplink.stats;
-      const row = this.ports[i].id * COUNTER_COLUMNS;
+    for (let i = 0; i < this.uplinks.length; i++) {
+      const stats = this.uplinks[i].stats;
+      const row = this.uplinks[i].id * COUNTER_COLUMNS;
       counters[row + TX_FRAMES] = stats[UplinkStat.DATAGRAMS];
       counters[row + TX_BYTES] = stats[UplinkStat.BYTES];
       counters[row + DROP_BASE + DropReason.txFailed] = stats[UplinkStat.FAILED];
