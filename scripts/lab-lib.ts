@@ -1,7 +1,7 @@
 /**
  * A multi-host vsw lab on one machine: what `scripts/lab` (scripts/lab.ts)
  * builds and removes, and what the overlay scenario of `npm run bench`
- * (scripts/bench-overlay.ts) builds on.
+ * (scripts/bench/scenario-overlay.ts) builds on.
  *
  * Topology (P is the prefix, `vswlab` by default; tests and the bench use
  * vswtXXXX so that scripts/cleanup.sh finds their leftovers):
@@ -42,6 +42,7 @@ import { fileURLToPath } from 'node:url';
 
 import {
   BenchError,
+  intOption,
   Interrupted,
   cmd,
   exited,
@@ -161,16 +162,6 @@ export interface LabDescription {
 const PREFIX_RE = /^[A-Za-z][A-Za-z0-9]{0,11}$/;
 const NETWORK_RE = /^[A-Za-z0-9_.-]{1,64}$/;
 
-/** A whole number option in [min, max]; throws one sentence naming the option otherwise. */
-export function intOption(name: string, raw: string | number | undefined, dflt: number, min: number, max: number): number {
-  if (raw === undefined) return dflt;
-  const n = typeof raw === 'number' ? raw : /^\s*\d+\s*$/.test(raw) ? Number(raw) : NaN;
-  if (!Number.isInteger(n) || n < min || n > max) {
-    throw new BenchError(`${name} takes a whole number from ${min} to ${max}, not "${raw}".`);
-  }
-  return n;
-}
-
 export function checkPrefix(prefix: string): string {
   if (!PREFIX_RE.test(prefix)) {
     throw new BenchError(`--prefix takes 1 to 12 letters and digits starting with a letter (the lab's namespaces are PREFIX-ul, PREFIX-h1, ...), not "${prefix}".`);
@@ -181,10 +172,10 @@ export function checkPrefix(prefix: string): string {
 /** Checks every option; throws one sentence about the first that is wrong. */
 export function checkLabOptions(o: LabOptions): LabOptions {
   checkPrefix(o.prefix);
-  intOption('--hosts', o.hosts, 0, LIMITS.hosts.min, LIMITS.hosts.max);
-  intOption('--containers', o.containers, 0, LIMITS.containers.min, LIMITS.containers.max);
-  intOption('--vni', o.vni, 0, LIMITS.vni.min, LIMITS.vni.max);
-  intOption('--underlay-mtu', o.underlayMtu, 0, LIMITS.underlayMtu.min, LIMITS.underlayMtu.max);
+  intOption('hosts', String(o.hosts), 0, LIMITS.hosts.min, LIMITS.hosts.max);
+  intOption('containers', String(o.containers), 0, LIMITS.containers.min, LIMITS.containers.max);
+  intOption('vni', String(o.vni), 0, LIMITS.vni.min, LIMITS.vni.max);
+  intOption('underlay-mtu', String(o.underlayMtu), 0, LIMITS.underlayMtu.min, LIMITS.underlayMtu.max);
   const subnet = /^\d+\.\d+\.\d+\.\d+\/\d+$/.test(o.subnet) ? parsePrefix(o.subnet) : null;
   if (!subnet || subnet.len < 8 || subnet.len > 28) {
     throw new BenchError(`--subnet takes an IPv4 subnet from /8 to /28, e.g. 10.10.0.0/24, not "${o.subnet}".`);

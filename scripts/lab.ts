@@ -14,14 +14,13 @@
 import { Command, Option } from 'commander';
 import path from 'node:path';
 
-import { BenchError, Interrupted, interrupt, liveChildren } from './bench-lib.js';
+import { BenchError, Interrupted, interrupt, intOption, liveChildren } from './bench-lib.js';
 import {
   CLI,
   LAB_DEFAULTS,
   LIMITS,
   checkPrefix,
   findContainer,
-  intOption,
   labDown,
   labPreflight,
   labStatus,
@@ -99,12 +98,12 @@ interface UpFlags {
 async function up(f: UpFlags): Promise<void> {
   const opts = {
     prefix: checkPrefix(f.prefix),
-    hosts: intOption('--hosts', f.hosts, LAB_DEFAULTS.hosts, LIMITS.hosts.min, LIMITS.hosts.max),
-    containers: intOption('--containers', f.containers, LAB_DEFAULTS.containers, LIMITS.containers.min, LIMITS.containers.max),
+    hosts: intOption('hosts', f.hosts, LAB_DEFAULTS.hosts, LIMITS.hosts.min, LIMITS.hosts.max),
+    containers: intOption('containers', f.containers, LAB_DEFAULTS.containers, LIMITS.containers.min, LIMITS.containers.max),
     subnet: f.subnet,
-    vni: intOption('--vni', f.vni, LAB_DEFAULTS.vni, LIMITS.vni.min, LIMITS.vni.max),
+    vni: intOption('vni', f.vni, LAB_DEFAULTS.vni, LIMITS.vni.min, LIMITS.vni.max),
     network: f.networkName,
-    underlayMtu: intOption('--underlay-mtu', f.underlayMtu, LAB_DEFAULTS.underlayMtu, LIMITS.underlayMtu.min, LIMITS.underlayMtu.max),
+    underlayMtu: intOption('underlay-mtu', f.underlayMtu, LAB_DEFAULTS.underlayMtu, LIMITS.underlayMtu.min, LIMITS.underlayMtu.max),
     driver: f.driver as LabDriver,
     logLevel: f.logLevel,
   };

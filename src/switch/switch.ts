@@ -462,7 +462,7 @@ export class Switch implements PortHost, StageHost {
     if (cap.active && (cap.mask[ingress.id] & CapturePoint.INGRESS) !== 0) cap.record(CapturePoint.INGRESS, ingress.id, 0, buf, off, len, now);
     const key = this.key;
     extractKey(buf, off, len, key, this.meta);
-    // The fast path needs only the ingress and the hash (enqueue, tooBig); the rest is filled for the slow path.
+    // The fast path needs only the ingress and the hash (what enqueue records); the rest is filled for the slow path.
     const f = this.frame;
     f.ingress = ingress;
     let e = -1;
@@ -472,7 +472,10 @@ export class Switch implements PortHost, StageHost {
       const hash = flows.hash(portId, key);
       f.hash = hash;
       e = flows.lookup(portId, key, hash);
-      if (e >= 0 && this.cachedValid(e, portId, now) && this.fastPath(e, ingress, off, len, vnetOff, now)) return;
+      if (e >= 0) {
+        const vfp = this.vfp;
+        if (flows.valid(e, portId, vfp.generation, this.macTable.epoch, vfp.connectionEpoch, vfp.conntrack, now) && this.fastPath(e, ingress, off, len, vnetOff, now)) return;
+      }
       f.cacheable = true;
     } else {
       f.hash = 0;
@@ -488,26 +491,12 @@ export class Switch implements PortHost, StageHost {
     this.slowPath(f);
   }
 
-  /** Is the cached decision of entry e still what the slow path would say? */
-  private cachedValid(e: number, portId: number, now: number): boolean {
-    const vfp = this.vfp;
-    const flows = vfp.flows;
-    const gen = vfp.generation;
-    if (flows.genIngress[e] !== gen[portId] || flows.macEpoch[e] !== this.macTable.epoch) return false;
-    const peer = flows.peerPort[e];
-    if (peer >= 0 && flows.genEgress[e] !== gen[peer]) return false;
-    if (flows.egress[e] === NO_PORT) return flows.connectionEpoch[e] === vfp.connectionEpoch[flows.dropPort[e]];
-    return flows.connectionsValid(e, vfp.conntrack, now);
-  }
-
   /** Applies cached entry e to the frame. False when the frame must take the slow path after all (a TCP restart). */
   private fastPath(e: number, ingress: SwitchPort, off: number, len: number, vnetOff: number, now: number): boolean {
     const vfp = this.vfp;
     const flows = vfp.flows;
     const egressId = flows.egress[e];
-    flows.packets[e]++;
-    flows.bytes[e] += len;
-    flows.lastSeen[e] = now;
+    flows.hit(e, len, now);
     if (egressId === NO_PORT) {
       this.dropped(flows.dropPort[e], flows.dropReason[e], off, len);
       return true;

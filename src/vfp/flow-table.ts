@@ -290,6 +290,26 @@ export class FlowTable {
     this.bytes[e] = len;
   }
 
+  /**
+   * Whether entry e's decision still holds: both ports' policy generations
+   * and the MAC table's epoch as they were, and for a drop the drop port's
+   * connection epoch, for a forward its connections alive and the same.
+   */
+  valid(e: number, portId: number, generation: Uint32Array, macEpoch: number, connectionEpoch: Uint32Array, ct: ConnectionCheck, now: number): boolean {
+    if (this.genIngress[e] !== generation[portId] || this.macEpoch[e] !== macEpoch) return false;
+    const peer = this.peerPort[e];
+    if (peer >= 0 && this.genEgress[e] !== generation[peer]) return false;
+    if (this.egress[e] === NO_PORT) return this.connectionEpoch[e] === connectionEpoch[this.dropPort[e]];
+    return this.connectionsValid(e, ct, now);
+  }
+
+  /** A frame of `len` bytes used entry e at `now`. */
+  hit(e: number, len: number, now: number): void {
+    this.packets[e]++;
+    this.bytes[e] += len;
+    this.lastSeen[e] = now;
+  }
+
   /** Whether the connections entry e was decided with are still those (same serial) and alive. */
   connectionsValid(e: number, ct: ConnectionCheck, now: number): boolean {
     const a = this.ctOut[e];
