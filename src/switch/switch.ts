@@ -46,7 +46,7 @@ import { FrameContext, Outcome } from './frame-context.js';
 import type { FrameIo } from './frame-io.js';
 import { describeRewrite, flowViews, natView, overlayView, type SwitchFlow, type SwitchNat, type SwitchOverlay, type SwitchTrace } from './inspect.js';
 import { SwitchNetwork } from './network.js';
-import { FLUSH_PHASES, FlushPhase, PortKind, type Flushable, type PortHost, type SwitchPort } from './ports/port.js';
+import { FLUSH_PHASES, FlushPhase, PortKind, SwitchPort, type Flushable, type PortHost } from './ports/port.js';
 import { tapPort } from './ports/tap-port.js';
 import { natHostPort } from './ports/nat-host-port.js';
 import { VxlanTunnelDriver, vxlanTunnelPort } from './ports/vxlan-tunnel-port.js';
@@ -439,6 +439,7 @@ export class Switch implements PortHost, StageHost {
     this.batchCount++;
     const now = this.clock();
     this.now = now;
+    if (this.capture.active && port.network !== null) this.captureBatch(port, count);
     const bytes = port.driver.receive(port, this, count, now);
     this.flush(now);
     const qos = this.vfp.qos;
@@ -458,8 +459,6 @@ export class Switch implements PortHost, StageHost {
       this.dropped(ingress.id, verdict, off, len);
       return;
     }
-    const cap = this.capture;
-    if (cap.active && (cap.mask[ingress.id] & CapturePoint.INGRESS) !== 0) cap.record(CapturePoint.INGRESS, ingress.id, 0, buf, off, len, now);
     const key = this.key;
     extractKey(buf, off, len, key, this.meta);
     // The fast path needs only the ingress and the hash (what enqueue records); the rest is filled for the slow path.
@@ -716,6 +715,31 @@ export class Switch implements PortHost, StageHost {
     return e;
   }
 
+  // Capture works per batch, so a switch that captures nothing pays one boolean per batch for it and
+  // nothing per frame: what entered a port is recorded as the engine handed it over, what leaves one
+  // as its queue is flushed (after policy and rewrites; for a tunnel, before encapsulation).
+
+  /** The frames of a batch read from `port`, as they entered (also those about to be dropped as malformed). */
+  private captureBatch(port: SwitchPort, count: number): void {
+    const cap = this.capture;
+    if ((cap.mask[port.id] & CapturePoint.INGRESS) === 0) return;
+    const io = this.io;
+    for (let slot = 0; slot < count; slot++) cap.record(CapturePoint.INGRESS, port.id, 0, io.buffer, slot * io.slotSize + io.headroom, io.lengths[slot], this.now);
+  }
+
+  /** PortHost: a frame that entered at `port` other than from its own fd (decapsulated into a tunnel port). */
+  captureIngress(port: SwitchPort, off: number, len: number): void {
+    const cap = this.capture;
+    if ((cap.mask[port.id] & CapturePoint.INGRESS) !== 0) cap.record(CapturePoint.INGRESS, port.id, 0, this.io.buffer, off, len, this.now);
+  }
+
+  /** What is queued on `port`, about to be flushed. */
+  private captureQueued(port: SwitchPort): void {
+    const cap = this.capture;
+    if ((cap.mask[port.id] & CapturePoint.EGRESS) === 0) return;
+    for (let i = 0; i < port.txCount; i++) cap.record(CapturePoint.EGRESS, port.id, 0, this.io.buffer, port.txOffsets[i], port.txLengths[i], this.now);
+  }
+
   /**
    * PortHost: a drop of the frame at buf[off, off+len) counted on `portId` by
    * `reason`, and recorded when that port's drops are being captured.
@@ -849,12 +873,11 @@ export class Switch implements PortHost, StageHost {
         return;
       }
       // More frames than a batch for one TAP (a UDP GRO slot split into many): write what is queued now.
-      port.driver.flush(port, this, this.frame.now);
+      if (this.capture.active) this.captureQueued(port);
+      port.driver.flush(port, this, this.now);
       n = 0;
     }
     if (!port.scheduled) this.schedule(port);
-    const cap = this.capture;
-    if (cap.active && (cap.mask[port.id] & CapturePoint.EGRESS) !== 0) cap.record(CapturePoint.EGRESS, port.id, 0, this.io.buffer, off, len, this.now);
     port.txOffsets[n] = off;
     port.txLengths[n] = len;
     port.txHashes[n] = hash;
@@ -883,6 +906,7 @@ export class Switch implements PortHost, StageHost {
         for (let i = 0; i < counts[phase]; i++) {
           const item = list[i];
           item.scheduled = false;
+          if (this.capture.active && item instanceof SwitchPort) this.captureQueued(item);
           item.flush(this, now);
         }
         counts[phase] = 0;

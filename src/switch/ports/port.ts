@@ -51,6 +51,10 @@ export interface PortHost {
   switchFrame(ingress: SwitchPort, off: number, len: number, now: number): void;
   /** Flushes `item` after this batch, in its phase (also when its phase has run already in this batch). */
   schedule(item: Flushable): void;
+  /** `vsw capture`'s recorder: `active` is the one thing to look at while nothing is captured. */
+  readonly capture: { readonly active: boolean };
+  /** Records a frame entering `port` that the driver made (a decapsulated one), when that port's ingress is captured. */
+  captureIngress(port: SwitchPort, off: number, len: number): void;
   /** Counts a drop of the frame at buf[off, off+len) on `portId` by `reason` (and records it when that port's drops are captured). */
   dropped(portId: number, reason: number, off: number, len: number): void;
   /** Queues a frame of the driver's own making (an ICMP answer) on a port; nobody is answered for it in turn. */

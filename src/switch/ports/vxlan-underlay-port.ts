@@ -105,6 +105,7 @@ export class VxlanUnderlayDriver implements PortDriver {
     const trow = tunnel.id * COUNTER_COLUMNS;
     counters[trow + RX_FRAMES]++;
     counters[trow + RX_BYTES] += len;
+    if (host.capture.active) host.captureIngress(tunnel, frame, len);
     host.switchFrame(tunnel, frame, len, now);
   }
 
