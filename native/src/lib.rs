@@ -9,6 +9,7 @@ mod gro;
 mod hash;
 mod lock;
 mod napi;
+mod packet;
 mod rx;
 mod segment;
 mod sys;
@@ -43,6 +44,14 @@ unsafe extern "C" fn tap_open(env: napi_env, info: napi_callback_info) -> napi_v
     let netns = tri!(env, optional_string(env, netns, "netns"));
     let opts = tap::TapOptions { name: &name, netns: netns.as_deref(), exclusive: get_bool(env, exclusive), persist: get_bool(env, persist) };
     let fd = tri!(env, tap::tap_open(&opts));
+    int32(env, fd)
+}
+
+/// packetOpen(interfaceName, promisc) -> fd: an AF_PACKET socket on a host interface, read and written like a TAP.
+unsafe extern "C" fn packet_open(env: napi_env, info: napi_callback_info) -> napi_value {
+    let [name, promisc] = args::<2>(env, info);
+    let name = tri!(env, get_string(env, name, "name"));
+    let fd = tri!(env, packet::packet_open(&name, get_bool(env, promisc)));
     int32(env, fd)
 }
 
@@ -422,6 +431,7 @@ unsafe extern "C" fn vxlan_gro(env: napi_env, info: napi_callback_info) -> napi_
 #[no_mangle]
 pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_value) -> napi_value {
     set_fn(env, exports, "tapOpen", tap_open);
+    set_fn(env, exports, "packetOpen", packet_open);
     set_fn(env, exports, "tapSetPersist", tap_set_persist);
     set_fn(env, exports, "closeFd", close_fd);
     set_fn(env, exports, "tapLinkInfo", tap_link_info);

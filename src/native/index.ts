@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 interface NativeAddon {
   VNET_HDR_LEN: number;
   tapOpen(name: string, netns: string | undefined, exclusive: boolean, persist: boolean): number;
+  packetOpen(name: string, promisc: boolean): number;
   tapSetPersist(fd: number, persist: boolean): void;
   closeFd(fd: number): void;
   tapLinkInfo(name: string, netns: string | undefined): LinkInfo | null;
@@ -102,6 +103,16 @@ export interface TapOpenOptions {
 /** Creates (or attaches to a persistent) TAP with the vnet header and TSO offloads; returns a non-blocking fd. */
 export function tapOpen(opts: TapOpenOptions): number {
   return addon.tapOpen(opts.name, opts.netns, opts.exclusive ?? true, opts.persist ?? false);
+}
+
+/**
+ * An AF_PACKET socket on host interface `name` (in the caller's namespace), read and written
+ * like a TAP fd: each frame behind a 10-byte vnet header, so the engine polls it as a TAP port and
+ * writeBatch sends on it. Frames the host itself sends there are not read back; with `promisc`
+ * the interface is promiscuous while the fd is open (frames for the containers' own MACs).
+ */
+export function packetOpen(name: string, promisc: boolean): number {
+  return addon.packetOpen(name, promisc);
 }
 
 export function tapSetPersist(fd: number, persist: boolean): void {

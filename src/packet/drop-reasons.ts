@@ -58,6 +58,8 @@ export const DropReason = {
   tunnelTooBig: 25,
   /** Overlay: a TSO super-frame the addon could not segment, or no room to encapsulate. Counted on the network's tunnel port. */
   tunnelEncapFailed: 26,
+  /** A unicast frame from a physical uplink to a MAC no port of the network has: LAN traffic that is not the containers'. Counted on the uplink. */
+  uplinkNotLocal: 27,
 } as const;
 
 export type DropReasonName = keyof typeof DropReason;

@@ -49,6 +49,7 @@ import { SwitchNetwork } from './network.js';
 import { FLUSH_PHASES, FlushPhase, PortKind, SwitchPort, type Flushable, type PortHost } from './ports/port.js';
 import { tapPort } from './ports/tap-port.js';
 import { natHostPort } from './ports/nat-host-port.js';
+import { packetUplinkPort } from './ports/packet-uplink-port.js';
 import { VxlanTunnelDriver, vxlanTunnelPort } from './ports/vxlan-tunnel-port.js';
 import { UnderlaySender, VxlanUnderlayDriver, vxlanUnderlayPort } from './ports/vxlan-underlay-port.js';
 import { ArpSuppressionStage } from './stages/arp-suppression-stage.js';
@@ -100,6 +101,8 @@ export interface PortConfig {
   policy?: PortPolicy;
   /** The host TAP of a nat network: everything it receives goes to the network's NAT gateway, and it is never flooded to. */
   external?: boolean;
+  /** A host interface the network rides on, read and written through an AF_PACKET fd (packetOpen): its own MAC, whose frames are the host's. */
+  uplinkMac?: string;
   /** A container's address and MAC on a nat network: the gateway delivers translated frames for `ip` here. */
   ip?: string;
   mac?: string;
@@ -321,6 +324,10 @@ export class Switch implements PortHost, StageHost {
       if (nat === null || nat.externalPortId >= 0) throw new Error(`network ${net.name} has no NAT gateway or has its host port already`);
       this.register(natHostPort(cfg.portId, net, cfg.fd, cfg.name, maxFrame, this.io.batchSize), cfg.policy ?? OPEN_POLICY);
       nat.externalPortId = cfg.portId;
+      return;
+    }
+    if (cfg.uplinkMac !== undefined) {
+      this.register(packetUplinkPort(cfg.portId, net, cfg.fd, cfg.name, cfg.uplinkMac, maxFrame, this.io.batchSize), cfg.policy ?? OPEN_POLICY);
       return;
     }
     this.register(tapPort(cfg.portId, net, cfg.fd, cfg.name, maxFrame, this.io.batchSize), cfg.policy ?? OPEN_POLICY);
@@ -575,7 +582,9 @@ export class Switch implements PortHost, StageHost {
     if (dry && ingress.learnsSource && dstHi === orig[KeyWord.SRC_MAC_HI] && dstLo === orig[KeyWord.SRC_MAC_LO]) egressId = portId;
     const egress = egressId >= 0 ? this.ports[egressId] : undefined;
     if (egress === undefined) {
-      this.flood(f);
+      // Not cached: the destination may be learned any moment, and a new MAC does not move the MAC table's epoch.
+      if ((dstHi & 0x0100) === 0 && !ingress.floodsUnknownUnicast) this.countDrop(f, portId, DropReason.uplinkNotLocal);
+      else this.flood(f);
       return;
     }
     if (egressId === portId) {

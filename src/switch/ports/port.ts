@@ -11,6 +11,7 @@
  *   nat-host-port.ts        a nat network's host TAP: a TAP whose frames all go to the NAT stage
  *   vxlan-tunnel-port.ts    an overlay network's way to its peers: frames queued there are encapsulated
  *   vxlan-underlay-port.ts  an underlay UDP socket: datagrams in, decapsulated into their network
+ *   packet-uplink-port.ts   a host interface the network rides on, through an AF_PACKET socket
  * A new kind (an AF_PACKET uplink next) is one more file here plus its native
  * side, and a Switch method that registers its ports; the forwarding loop
  * does not change.
@@ -23,6 +24,7 @@ export const PortKind = {
   NAT_HOST: 1,
   VXLAN_TUNNEL: 2,
   VXLAN_UNDERLAY: 3,
+  PACKET_UPLINK: 4,
 } as const;
 
 /**
@@ -102,6 +104,11 @@ export class SwitchPort implements Flushable {
     readonly driver: PortDriver,
     /** Descriptors it queues per batch before it is flushed early (TAPs) or refuses more. */
     queueSize: number,
+    /**
+     * Whether a unicast frame from it to a MAC the network has not learned is flooded. Not from a
+     * physical uplink: it hears the whole LAN's traffic, and containers must not.
+     */
+    readonly floodsUnknownUnicast = true,
   ) {
     this.txOffsets = new Uint32Array(queueSize);
     this.txLengths = new Uint32Array(queueSize);

@@ -1,0 +1,56 @@
+/**
+ * A host interface the network rides on (transparent, l2bridge, l2tunnel),
+ * through an AF_PACKET socket that the native side makes look like a TAP
+ * (packetOpen: a vnet header per frame, the host's own sends not read back),
+ * so it is written by the TAP driver's flush. Reading differs: the socket
+ * sees everything the interface receives, and frames for the host's own MAC
+ * are the host's, not the switch's, so they are left out before anything
+ * counts them.
+ */
+import { macHi16, macLo32, mustParseMac } from '../../packet/ethernet.js';
+import { COUNTER_COLUMNS, RX_BYTES, RX_FRAMES } from '../counters.js';
+import type { SwitchNetwork } from '../network.js';
+import { FlushPhase, PortKind, SwitchPort, type PortDriver, type PortHost } from './port.js';
+import { TAP_DRIVER } from './tap-port.js';
+
+class PacketUplinkDriver implements PortDriver {
+  constructor(
+    /** The interface's own MAC, as its first two and last four bytes (macHi16, macLo32). */
+    private readonly hostMacHi: number,
+    private readonly hostMacLo: number,
+  ) {}
+
+  receive(port: SwitchPort, host: PortHost, count: number, now: number): number {
+    const io = host.io;
+    const buf = io.buffer;
+    const lengths = io.lengths;
+    const counters = host.counters;
+    const row = port.id * COUNTER_COLUMNS;
+    let bytes = 0;
+    for (let slot = 0; slot < count; slot++) {
+      const off = slot * io.slotSize + io.headroom;
+      const len = lengths[slot];
+      if (len >= 6 && macHi16(buf, off) === this.hostMacHi && macLo32(buf, off) === this.hostMacLo) continue;
+      counters[row + RX_FRAMES]++;
+      counters[row + RX_BYTES] += len;
+      bytes += len;
+      host.switchFrame(port, off, len, now);
+    }
+    return bytes;
+  }
+
+  flush(port: SwitchPort, host: PortHost, now: number): void {
+    TAP_DRIVER.flush(port, host, now);
+  }
+
+  refuses(): number {
+    return 0;
+  }
+}
+
+/** `mac`: the interface's own, aa:bb:cc:dd:ee:ff. */
+export function packetUplinkPort(id: number, network: SwitchNetwork, fd: number, name: string, mac: string, maxFrame: number, queueSize: number): SwitchPort {
+  const m = mustParseMac(mac);
+  const driver = new PacketUplinkDriver(macHi16(m, 0), macLo32(m, 0));
+  return new SwitchPort(id, PortKind.PACKET_UPLINK, network, fd, name, maxFrame, FlushPhase.WRITE, true, true, driver, queueSize, false);
+}

@@ -1,0 +1,55 @@
+/**
+ * A physical uplink port (AF_PACKET, transparent mode): the host's own frames
+ * are left to the host, LAN unicast that is not the containers' is not flooded
+ * into them, broadcasts go both ways, and container MACs are reached from the LAN.
+ */
+import test from 'ava';
+import { buildArpRequest, buildUdp4, filler } from '../../src/packet/builders.js';
+import { DropReason } from '../../src/packet/drop-reasons.js';
+import { COUNTER_COLUMNS, DROP_BASE, readPortCounters } from '../../src/switch/counters.js';
+import { MacTable } from '../../src/switch/mac-table.js';
+import { Switch } from '../../src/switch/switch.js';
+import { RecordingIo, type Sent } from './helpers/recording-io.js';
+
+const UPLINK = 7;
+const HOST_MAC = '02:00:00:00:0a:01';
+const LAN_HOST = '02:00:00:00:0a:02';
+const C0 = '02:76:0a:00:00:02';
+const C1 = '02:76:0a:00:00:03';
+
+function setup() {
+  const io = new RecordingIo();
+  const counters = new Float64Array(16 * COUNTER_COLUMNS);
+  const sw = new Switch(io, counters, new MacTable({ maxEntries: 64, agingSeconds: 300 }), { portStopped: () => {} }, () => 1e7, {
+    vfp: { maxFlows: 1024, maxTranspositions: 64, conntrack: { capacity: 4096 } },
+  });
+  sw.addNetwork(1, 'lan');
+  sw.addPort({ portId: 0, networkId: 1, fd: 100, name: 'c0' });
+  sw.addPort({ portId: 1, networkId: 1, fd: 101, name: 'c1' });
+  sw.addPort({ portId: UPLINK, networkId: 1, fd: 100 + UPLINK, name: 'eth1', uplinkMac: HOST_MAC });
+  const send = (port: number, frame: Buffer): number[] => {
+    io.place(0, frame);
+    sw.receive(port, 1);
+    return io.take().map((s: Sent) => s.fd - 100).sort((a, b) => a - b);
+  };
+  return { sw, counters, send };
+}
+
+test('a physical uplink: host frames left alone, LAN unicast not flooded to containers, broadcasts both ways, containers reached by MAC', (t) => {
+  const { counters, send } = setup();
+  const udp = (src: string, dst: string) => buildUdp4({ srcMac: src, dstMac: dst, srcIp: '192.168.77.2', dstIp: '192.168.77.3', payload: filler(16) });
+
+  t.deepEqual(send(UPLINK, udp(LAN_HOST, HOST_MAC)), [], "the host's own frame goes nowhere in the switch");
+  t.is(readPortCounters(counters, UPLINK).rxFrames, 0, "and is not counted: it is the host's");
+
+  t.deepEqual(send(UPLINK, udp(LAN_HOST, '02:00:00:00:0a:99')), [], 'unicast between LAN hosts is not flooded into the containers');
+  t.is(counters[UPLINK * COUNTER_COLUMNS + DROP_BASE + DropReason.uplinkNotLocal], 1);
+
+  t.deepEqual(send(UPLINK, buildArpRequest({ srcMac: LAN_HOST, srcIp: '192.168.77.1', targetIp: '192.168.77.10' })), [0, 1], 'a LAN broadcast reaches every container');
+  t.deepEqual(send(0, buildArpRequest({ srcMac: C0, srcIp: '192.168.77.10', targetIp: '192.168.77.1' })), [1, UPLINK], "a container's broadcast reaches the LAN and the other container");
+  t.deepEqual(send(UPLINK, udp(LAN_HOST, C0)), [0], 'the LAN reaches a learned container by its MAC');
+  t.deepEqual(send(0, udp(C0, LAN_HOST)), [UPLINK], 'and it answers through the uplink, the LAN host learned there');
+  t.deepEqual(send(UPLINK, udp(LAN_HOST, C1)), [], 'a container that has not spoken yet is not known from the LAN side');
+  send(1, buildArpRequest({ srcMac: C1, srcIp: '192.168.77.11', targetIp: '192.168.77.1' }));
+  t.deepEqual(send(UPLINK, udp(LAN_HOST, C1)), [1], 'once it has, it is');
+});
