@@ -68,6 +68,17 @@ export interface Network {
   nat?: NatInfo;
   /** overlay networks: the tunnel. */
   overlay?: OverlayInfo;
+  /** transparent networks: the host interface they ride on. */
+  uplink?: UplinkInfo;
+}
+
+export interface UplinkInfo {
+  /** The host interface, read and written through an AF_PACKET socket. */
+  interface: string;
+  /** Its own MAC: frames to it are the host's. */
+  mac: string;
+  /** Why the uplink is not attached, or null when it is. */
+  down?: string;
 }
 
 export interface OverlayInfo {

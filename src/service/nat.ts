@@ -34,7 +34,7 @@ import { intToIp, ipToInt, macForIp, parseSubnet, subnetContains, subnetsOverlap
 import type { Rollback } from './rollback.js';
 import type { DataPlane } from '../switch/dataplane.js';
 import type { EndpointRecord, NatRecord, NetworkRecord, State } from './state.js';
-import { attachTap, openTap, releaseTap, removePersistentTap } from './taps.js';
+import { attachTap, closeQuietly, openTap, releaseTap, removePersistentTap } from './taps.js';
 
 /** The part of the data plane nat networks drive. */
 export type NatDataPlane = Pick<DataPlane, 'addPort' | 'removePort' | 'setPublished' | 'nat' | 'portCounters'>;
@@ -235,14 +235,8 @@ export class NatService {
     const nat = record.nat!;
     nat.down = reason;
     await this.dataPlane.removePort(nat.portId).catch((err) => this.logger.warn({ err, network: record.network.name }, 'data plane could not remove the host port'));
-    if (nat.fd >= 0) {
-      try {
-        closeFd(nat.fd);
-      } catch (err) {
-        this.logger.warn({ err, network: record.network.name }, 'could not close the host TAP');
-      }
-      nat.fd = -1;
-    }
+    if (nat.fd >= 0) closeQuietly(nat.fd, this.logger, `the host TAP of network ${record.network.name}`);
+    nat.fd = -1;
     this.logger.warn({ network: record.network.name, ifname: nat.info.hostInterface, reason }, 'nat network host interface is down; vsw keeps trying to bring it back');
   }
 

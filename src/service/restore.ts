@@ -25,6 +25,7 @@ import { validateLayer, PolicyError } from '../vfp/policy.js';
 import { Ipam, IpamError } from './ipam.js';
 import type { NatService } from './nat.js';
 import type { OverlayService } from './overlay.js';
+import type { UplinkService } from './uplink.js';
 import { Rollback } from './rollback.js';
 import type { DataPlane } from '../switch/dataplane.js';
 import { endpointInterface, endpointNetnsPresent, endpointPort } from './endpoint-config.js';
@@ -40,6 +41,7 @@ export interface RestoreContext {
   dataPlane: RestoreDataPlane;
   nat: NatService;
   overlay: OverlayService;
+  uplinks: UplinkService;
   logger: Logger;
 }
 
@@ -67,7 +69,7 @@ export function checkSaved(saved: SavedState, path: string, maxPorts: number): M
     ports.set(id, what);
   };
   const networkIds = new Set<number>();
-  for (const { network, ipam, nat, overlay } of saved.networks) {
+  for (const { network, ipam, nat, overlay, uplink } of saved.networks) {
     if (ipams.has(network.name) || networkIds.has(network.id)) throw damaged(`network ${network.name} or its id ${network.id} appears twice`);
     networkIds.add(network.id);
     try {
@@ -79,6 +81,7 @@ export function checkSaved(saved: SavedState, path: string, maxPorts: number): M
       throw err;
     }
     if (nat) claim(nat.portId, `the host port of network ${network.name}`);
+    if (uplink) claim(uplink.portId, `the uplink port of network ${network.name}`);
     if (overlay) {
       claim(overlay.tunnelPortId, `the tunnel port of network ${network.name}`);
       claim(overlay.uplinkId, `the underlay ${overlay.info.vtep}:${overlay.info.vxlanPort}`, true);
@@ -162,6 +165,7 @@ export async function restoreState(ctx: RestoreContext, saved: SavedState, ipams
     for (const r of state.networks.values()) {
       if (r.nat) portIds.push(r.nat.portId);
       if (r.overlay) portIds.push(r.overlay.tunnelPortId);
+      if (r.uplink && r.uplink.fd >= 0) portIds.push(r.uplink.portId);
     }
     try {
       report.connections = await dataPlane.importState(runtime.snapshot, runtime.downtimeMs, portIds);
@@ -253,6 +257,11 @@ async function restoreNetwork(ctx: RestoreContext, saved: SavedState['networks']
     }
     await dataPlane.addNetwork(network.id, network.name, natSpec, overlaySpec);
     for (const remote of saved.overlay?.remotes ?? []) await dataPlane.addRemote(network.id, remote);
+    if (saved.uplink) {
+      record.uplink = { info: { ...saved.uplink.info }, fd: -1, portId: saved.uplink.portId, down: null };
+      state.portIds.take(saved.uplink.portId);
+      await ctx.uplinks.restore(record);
+    }
   } catch (err) {
     fail(err);
   }

@@ -53,13 +53,14 @@ import { Ipam, IpamError, macForIp, normalizeMac, parseIpOrCidr, subnetsOverlap 
 import { Mutex } from './mutex.js';
 import { PolicyService, type PolicyDataPlane, type PolicyReads } from './policies.js';
 import { NatService, type NatDataPlane } from './nat.js';
-import { OverlayService, type OverlayDataPlane, type OverlayPlan } from './overlay.js';
+import { OverlayService, parseRange, type OverlayDataPlane, type OverlayPlan } from './overlay.js';
+import { UplinkService } from './uplink.js';
 import { CaptureService, type CaptureDataPlane } from './capture.js';
 import { defaultPortPolicy } from '../vfp/policy.js';
 import { Rollback } from './rollback.js';
 import { State, type EndpointRecord, type NetworkRecord } from './state.js';
 import type { RuntimeState, SavedState } from './state-file.js';
-import { attachEndpointTap, openTap, releaseTap, removeEndpointTap } from './taps.js';
+import { attachEndpointTap, closeQuietly, openTap, releaseTap, removeEndpointTap } from './taps.js';
 import { restoreState, type RestoreDataPlane, type RestoreReport } from './restore.js';
 import { DAEMON_NETNS, endpointInterface, endpointNetnsPresent, endpointPort } from './endpoint-config.js';
 import { readFailure } from './health.js';
@@ -89,6 +90,7 @@ export class NetworkService {
   private readonly policyService: PolicyService;
   readonly nat: NatService;
   readonly overlay: OverlayService;
+  readonly uplinks: UplinkService;
   readonly capture: CaptureService;
   private readonly mutex = new Mutex();
   private readonly save?: (state: SavedState) => Promise<void>;
@@ -104,6 +106,7 @@ export class NetworkService {
     this.policies = this.policyService = new PolicyService(this.state, dataPlane, logger, commit);
     this.nat = new NatService(this.state, dataPlane, logger, commit);
     this.overlay = new OverlayService(this.state, dataPlane, logger);
+    this.uplinks = new UplinkService(this.state, dataPlane, logger);
     this.capture = new CaptureService(this.state, dataPlane, logger);
   }
 
@@ -246,7 +249,10 @@ export class NetworkService {
         await this.nat.stopProxies(record);
         if (record.fd >= 0) closeQuietly(record.fd, this.logger);
       }
-      for (const record of this.state.networks.values()) if (record.nat && record.nat.fd >= 0) closeQuietly(record.nat.fd, this.logger);
+      for (const record of this.state.networks.values()) {
+        if (record.nat && record.nat.fd >= 0) closeQuietly(record.nat.fd, this.logger);
+        if (record.uplink && record.uplink.fd >= 0) closeQuietly(record.uplink.fd, this.logger);
+      }
       await this.overlay.closeAll();
     });
   }
@@ -254,7 +260,7 @@ export class NetworkService {
   /** A daemon start: the saved state rebuilt on the host and in the data plane (restore.ts), then saved as found. */
   restore(saved: SavedState, ipams: Map<string, Ipam>, runtime: RuntimeState | null): Promise<RestoreReport> {
     return this.mutex.run(async () => {
-      const report = await restoreState({ state: this.state, dataPlane: this.dataPlane, nat: this.nat, overlay: this.overlay, logger: this.logger }, saved, ipams, runtime);
+      const report = await restoreState({ state: this.state, dataPlane: this.dataPlane, nat: this.nat, overlay: this.overlay, uplinks: this.uplinks, logger: this.logger }, saved, ipams, runtime);
       this.announce([...this.state.endpoints.values()].filter((r) => r.down === null));
       await this.commit();
       return report;
@@ -384,17 +390,27 @@ export class NetworkService {
     }
     const isNat = req.driver === 'nat';
     const isOverlay = req.driver === 'overlay';
+    const isTransparent = req.driver === 'transparent';
+    if (!isTransparent && req.uplink !== undefined) {
+      throw badRequest(`--uplink belongs to transparent networks, not ${req.driver} ones: leave it out or pass -d transparent.`);
+    }
     if (!isNat && (req.transit !== undefined || req.externalIp !== undefined || req.natPorts !== undefined)) {
       throw badRequest(`--transit, --external-ip and --nat-ports belong to nat networks, not ${req.driver} ones: leave them out or pass -d nat.`);
     }
-    if (!isOverlay && [req.vni, req.vtep, req.peers, req.vxlanPort, req.mtu, req.ipRange].some((v) => v !== undefined)) {
-      throw badRequest(`--vni, --vtep, --peer, --vxlan-port, --mtu and --ip-range belong to overlay networks, not ${req.driver} ones: leave them out or pass -d overlay.`);
+    if (!isOverlay && [req.vni, req.vtep, req.peers, req.vxlanPort, req.mtu].some((v) => v !== undefined)) {
+      throw badRequest(`--vni, --vtep, --peer, --vxlan-port and --mtu belong to overlay networks, not ${req.driver} ones: leave them out or pass -d overlay.`);
+    }
+    if (!isOverlay && !isTransparent && req.ipRange !== undefined) {
+      throw badRequest(`--ip-range belongs to overlay and transparent networks, not ${req.driver} ones: leave it out.`);
     }
     // The subnet first: the overlay's checks need it well-formed, and the IPAM needs the overlay's share of it.
     const subnetCidr = new Ipam(req.subnet).cidr;
     this.checkNoOverlap(subnetCidr);
     const plan: OverlayPlan | undefined = isOverlay ? await this.overlay.plan({ ...req, subnet: subnetCidr }) : undefined;
-    const ipam = new Ipam(req.subnet, { ...(req.gateway === undefined ? {} : { gateway: req.gateway }), ...(plan ? { range: plan.range } : {}) });
+    const uplink = isTransparent ? this.uplinks.check(req) : undefined;
+    // A transparent network shares its LAN with hosts vsw does not know: --ip-range keeps the containers to their part of it.
+    const range = plan ? plan.range : isTransparent && req.ipRange !== undefined ? parseRange(req.ipRange, subnetCidr) : undefined;
+    const ipam = new Ipam(req.subnet, { ...(req.gateway === undefined ? {} : { gateway: req.gateway }), ...(range ? { range } : {}) });
     const id = this.state.networkIds.allocate();
     const rollback = new Rollback(this.logger);
     rollback.add(`release network id ${id}`, () => this.state.networkIds.release(id));
@@ -409,12 +425,16 @@ export class NetworkService {
       const record: NetworkRecord = { network, ipam, nat: prepared?.nat };
       if (plan && tunnel) record.overlay = { info: plan.info, tunnelPortId: tunnel.tunnelPortId, uplinkKey: tunnel.uplinkKey, uplinkId: tunnel.uplinkId, remotes: new Map() };
       if (record.nat) await this.nat.attachHostPort(record, rollback);
+      if (uplink) {
+        record.uplink = { info: uplink, fd: -1, portId: -1, down: null };
+        await this.uplinks.attach(record, rollback);
+      }
       this.state.networks.set(network.name, record);
       rollback.add(`forget network ${network.name}`, () => this.state.networks.delete(network.name));
       await this.commit();
       // Saved: from now on the host TAP outlives the daemon, and the next one finds it by name.
       if (record.nat) persistQuietly(record.nat.fd, `host TAP ${record.nat.info.hostInterface}`, this.logger);
-      this.logger.info({ network: network.name, networkId: id, driver: network.driver, subnet: network.subnet, gateway: network.gateway, nat: record.nat?.info, overlay: record.overlay?.info }, 'network created');
+      this.logger.info({ network: network.name, networkId: id, driver: network.driver, subnet: network.subnet, gateway: network.gateway, nat: record.nat?.info, overlay: record.overlay?.info, uplink: record.uplink?.info }, 'network created');
       return this.state.networkView(record);
     } catch (err) {
       await rollback.run();
@@ -440,6 +460,7 @@ export class NetworkService {
       throw conflict(`network ${name} still has endpoints ${names.join(', ')}: remove them first (vsw endpoint rm ${names.join(' ')}).`);
     }
     await this.nat.tearDown(record);
+    await this.uplinks.tearDown(record);
     await this.dataPlane.removeNetwork(record.network.id);
     await this.overlay.tearDown(record);
     this.state.networkIds.release(record.network.id);
@@ -673,14 +694,6 @@ export class NetworkService {
 function describe(record: EndpointRecord): string {
   const { id, name } = record.endpoint;
   return name === id ? id : `${name} (${id})`;
-}
-
-function closeQuietly(fd: number, logger: Logger): void {
-  try {
-    closeFd(fd);
-  } catch (err) {
-    logger.warn({ err, fd }, 'could not close a file descriptor');
-  }
 }
 
 /** The object is saved: it may outlive the daemon now. A failure leaves it working until the daemon stops, and is logged. */

@@ -28,7 +28,7 @@ import writeFileAtomic from 'write-file-atomic';
 import { closeFd, lockFile } from '../native/index.js';
 import type { SwitchSnapshot } from '../switch/snapshot.js';
 import type { PortPolicy } from '../vfp/policy.js';
-import type { Compartment, Endpoint, NatInfo, Network, OverlayInfo, RemoteEndpointRequest } from './api-types.js';
+import type { Compartment, Endpoint, NatInfo, Network, OverlayInfo, RemoteEndpointRequest, UplinkInfo } from './api-types.js';
 
 /** The format version of state.json; a file with any other one is refused. */
 export const STATE_VERSION = 1;
@@ -50,6 +50,7 @@ export interface SavedNetwork {
   };
   nat?: { info: NatInfo; portId: number; table: string | null };
   overlay?: { info: OverlayInfo; tunnelPortId: number; uplinkId: number; remotes: RemoteEndpointRequest[] };
+  uplink?: { info: UplinkInfo; portId: number };
 }
 
 export interface SavedEndpoint {
@@ -336,6 +337,9 @@ function shapeProblem(s: Record<string, unknown>): string | undefined {
     if (n.nat && (typeof n.nat.info?.hostInterface !== 'string' || !Number.isInteger(n.nat.portId))) return `nat network ${net.name} lacks its host interface or port`;
     if (n.overlay && (!Number.isInteger(n.overlay.info?.vni) || !Number.isInteger(n.overlay.tunnelPortId) || !Number.isInteger(n.overlay.uplinkId) || !Array.isArray(n.overlay.remotes))) {
       return `overlay network ${net.name} lacks its VNI, ports or remotes`;
+    }
+    if (n.uplink && (typeof n.uplink.info?.interface !== 'string' || typeof n.uplink.info.mac !== 'string' || !Number.isInteger(n.uplink.portId))) {
+      return `transparent network ${net.name} lacks its uplink interface or port`;
     }
   }
   const names = new Set(networks.map((n) => n.network.name));

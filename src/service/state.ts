@@ -6,7 +6,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { PortPolicy } from '../vfp/policy.js';
-import type { Compartment, Endpoint, NatInfo, Network, OverlayInfo, RemoteEndpointRequest } from './api-types.js';
+import type { Compartment, Endpoint, NatInfo, Network, OverlayInfo, RemoteEndpointRequest, UplinkInfo } from './api-types.js';
 import type { PortProxy } from '../nat/proxy.js';
 import { notFound } from './errors.js';
 import { IdPool } from './id-pool.js';
@@ -23,6 +23,18 @@ export interface NetworkRecord {
   nat?: NatRecord;
   /** overlay networks: the tunnel (src/service/overlay.ts). */
   overlay?: OverlayRecord;
+  /** transparent networks: the host interface they ride on (src/service/uplink.ts). */
+  uplink?: UplinkRecord;
+}
+
+export interface UplinkRecord {
+  info: UplinkInfo;
+  /** The AF_PACKET socket on it, or -1 while it is not open. */
+  fd: number;
+  /** Its port in the data plane; -1 until attached. */
+  portId: number;
+  /** Why it is not attached, or null when it is. */
+  down: string | null;
 }
 
 export interface OverlayRecord {
@@ -128,6 +140,7 @@ export class State {
     const view: Network = { ...record.network, endpoints: this.endpointsOn(record.network.name).map((r) => r.endpoint.id) };
     if (record.nat) view.nat = { ...record.nat.info, ...(record.nat.down === null ? {} : { hostInterfaceDown: record.nat.down }) };
     if (record.overlay) view.overlay = { ...record.overlay.info, peers: [...record.overlay.info.peers] };
+    if (record.uplink) view.uplink = { ...record.uplink.info, ...(record.uplink.down === null ? {} : { down: record.uplink.down }) };
     return view;
   }
 
@@ -152,7 +165,7 @@ export class State {
       id: this.id,
       generation: this.generation + 1,
       written: new Date().toISOString(),
-      networks: [...this.networks.values()].map(({ network, ipam, nat, overlay }) => ({
+      networks: [...this.networks.values()].map(({ network, ipam, nat, overlay, uplink }) => ({
         network: { name: network.name, id: network.id, driver: network.driver, subnet: network.subnet, gateway: network.gateway, created: network.created, ...(network.owner === undefined ? {} : { owner: network.owner }) },
         ipam: {
           ...(ipam.gateway === undefined ? {} : { gateway: ipam.gateway }),
@@ -161,6 +174,7 @@ export class State {
         },
         ...(nat ? { nat: { info: nat.info, portId: nat.portId, table: nat.table } } : {}),
         ...(overlay ? { overlay: { info: overlay.info, tunnelPortId: overlay.tunnelPortId, uplinkId: overlay.uplinkId, remotes: [...overlay.remotes.values()] } } : {}),
+        ...(uplink ? { uplink: { info: uplink.info, portId: uplink.portId } } : {}),
       })),
       endpoints: [...this.endpoints.values()].map(({ endpoint, policy }) => ({ endpoint, policy })),
       compartments: [...this.compartments.values()],

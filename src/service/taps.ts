@@ -10,6 +10,7 @@ import { configureInterface, ipJson, netnsMounted, netnsPath, prepareInterface, 
 import type { Endpoint } from './api-types.js';
 import { endpointNetnsPresent, homeTapName } from './endpoint-config.js';
 import { closeFd, tapLinkInfo, tapOpen, tapSetPersist, type LinkInfo } from '../native/index.js';
+import type { Logger } from 'pino';
 import { conflict } from './errors.js';
 
 /** What a TAP should look like; `up` false: its link state is not vsw's to set (a runtime brings it up). */
@@ -130,4 +131,13 @@ export function removePersistentTap(ifname: string, ns: string | undefined): boo
   if (tapLinkInfo(ifname, ns) === null) return false;
   releaseTap(tapOpen({ name: ifname, netns: ns, exclusive: false, persist: false }));
   return true;
+}
+
+/** Closes an fd vsw holds; a failure is logged, not thrown (the object it named is let go of either way). */
+export function closeQuietly(fd: number, logger: Logger, what = 'a file descriptor'): void {
+  try {
+    closeFd(fd);
+  } catch (err) {
+    logger.warn({ err, fd }, `could not close ${what}`);
+  }
 }

@@ -56,6 +56,8 @@ export interface DataPlanePort {
   external?: boolean;
   ip?: string;
   mac?: string;
+  /** A host interface the network rides on (an AF_PACKET fd from packetOpen): the interface's own MAC. */
+  uplinkMac?: string;
 }
 
 /**

@@ -16,7 +16,7 @@ export type DataPlaneCommand =
   | { op: 'removeRemote'; networkId: number; remote: { mac: string; ip?: string } }
   | { op: 'overlay'; networkId?: number; countersOnly?: boolean }
   | { op: 'removeNetwork'; networkId: number }
-  | { op: 'addPort'; portId: number; networkId: number; fd: number; name: string; mtu?: number; policy?: PortPolicy; external?: boolean; ip?: string; mac?: string }
+  | { op: 'addPort'; portId: number; networkId: number; fd: number; name: string; mtu?: number; policy?: PortPolicy; external?: boolean; ip?: string; mac?: string; uplinkMac?: string }
   | { op: 'setPublished'; networkId: number; published: NatPublishSpec[] }
   | { op: 'nat'; networkId?: number; countersOnly?: boolean }
   | { op: 'removePort'; portId: number }

@@ -1,0 +1,92 @@
+/**
+ * The host interface a transparent network rides on (its uplink): checked
+ * when the network is created, opened as an AF_PACKET socket (packetOpen)
+ * that joins the data plane as the network's uplink port, closed when the
+ * network goes, opened again when the daemon restarts. vsw changes nothing
+ * on the interface but its promiscuity, which lasts as long as the socket.
+ *
+ * The host stack never answers for container addresses on the LAN: they are
+ * never configured on the host, so the kernel neither answers ARP for them
+ * nor routes to them; frames for container MACs reach the host in
+ * promiscuous mode as PACKET_OTHERHOST, which the stack drops, ip_forward or
+ * not.
+ */
+import type { Logger } from 'pino';
+import { validateIfName } from '../host/index.js';
+import { closeFd, packetOpen, tapLinkInfo } from '../native/index.js';
+import type { DataPlane } from '../switch/dataplane.js';
+import type { CreateNetworkRequest, UplinkInfo } from './api-types.js';
+import { badRequest, conflict } from './errors.js';
+import type { Rollback } from './rollback.js';
+import { closeQuietly } from './taps.js';
+import type { NetworkRecord, State } from './state.js';
+
+/** What the uplinks need of the data plane. */
+export type UplinkDataPlane = Pick<DataPlane, 'addPort' | 'removePort'>;
+
+export class UplinkService {
+  constructor(
+    private readonly state: State,
+    private readonly dataPlane: UplinkDataPlane,
+    private readonly logger: Logger,
+  ) {}
+
+  /** The uplink a create request names, checked: an interface of this host that is up and that no other vsw network rides on. */
+  check(req: CreateNetworkRequest): UplinkInfo {
+    const name = req.uplink;
+    if (name === undefined) throw badRequest(`a ${req.driver} network rides on a host interface: pass --uplink IFNAME (one of \`ip link\`).`);
+    try {
+      validateIfName(name);
+    } catch {
+      throw badRequest(`--uplink ${name} is not an interface name: pass 1 to 15 characters without / or spaces.`);
+    }
+    const link = tapLinkInfo(name);
+    if (link === null) throw badRequest(`interface ${name} does not exist on this host: pass --uplink with one of \`ip link\`.`);
+    if (!link.up) throw badRequest(`interface ${name} is down: bring it up (ip link set ${name} up) and try again.`);
+    for (const other of this.state.networks.values()) {
+      if (other.uplink?.info.interface === name) throw conflict(`interface ${name} already carries network ${other.network.name}: remove that network or pass another --uplink.`);
+    }
+    return { interface: name, mac: link.mac };
+  }
+
+  /** Opens the uplink's socket and adds it to the network's switch (on restore, with the port id it had). */
+  async attach(record: NetworkRecord, rollback?: Rollback): Promise<void> {
+    const uplink = record.uplink!;
+    const fd = packetOpen(uplink.info.interface, true);
+    rollback?.add(`close the socket on ${uplink.info.interface}`, () => closeFd(fd));
+    const portId = uplink.portId >= 0 ? uplink.portId : this.state.portIds.allocate();
+    if (uplink.portId < 0) rollback?.add(`release port id ${portId}`, () => this.state.portIds.release(portId));
+    const mtu = tapLinkInfo(uplink.info.interface)?.mtu;
+    await this.dataPlane.addPort({ portId, networkId: record.network.id, fd, name: uplink.info.interface, uplinkMac: uplink.info.mac, ...(mtu === undefined ? {} : { mtu }) });
+    rollback?.add(`remove the uplink port ${portId} from the data plane`, () => this.dataPlane.removePort(portId));
+    uplink.fd = fd;
+    uplink.portId = portId;
+    uplink.down = null;
+  }
+
+  /** Takes the uplink out of the switch and closes its socket; keeps going past failures. */
+  async tearDown(record: NetworkRecord): Promise<void> {
+    const uplink = record.uplink;
+    if (!uplink) return;
+    if (uplink.portId >= 0) {
+      await this.dataPlane.removePort(uplink.portId).catch((err) => this.logger.warn({ err, network: record.network.name }, 'data plane could not remove the uplink port'));
+      this.state.portIds.release(uplink.portId);
+      uplink.portId = -1;
+    }
+    if (uplink.fd >= 0) closeQuietly(uplink.fd, this.logger, `the socket on ${uplink.info.interface}`);
+    uplink.fd = -1;
+  }
+
+  /** After a restart: the uplink again, or down with the reason when its interface is gone or down (the network stays). */
+  async restore(record: NetworkRecord): Promise<void> {
+    const uplink = record.uplink!;
+    const link = tapLinkInfo(uplink.info.interface);
+    if (link === null || !link.up) {
+      uplink.down = link === null ? 'the interface does not exist' : 'the interface is down';
+      this.logger.error({ network: record.network.name, uplink: uplink.info.interface, reason: uplink.down }, 'transparent network has no uplink');
+      return;
+    }
+    uplink.info.mac = link.mac;
+    await this.attach(record);
+  }
+}

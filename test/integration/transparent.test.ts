@@ -1,0 +1,112 @@
+/**
+ * A transparent network on a physical uplink: containers appear on the LAN
+ * with their own MACs. The LAN is a namespace of the test's own holding a
+ * bridge, with an outside host on it and the host end of a veth as vsw's
+ * uplink; tcpdump on the LAN side sees what goes over the wire.
+ */
+import test from 'ava';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { assertOneSentence, capture, createEndpoint, restartDaemon, startDaemon, teardown, type DaemonHandle, type EndpointJson } from './helpers/daemon.js';
+import { addNetns, inNetns, ping, runPrefix, sh, spawnInNetns } from './helpers/env.js';
+
+const prefix = runPrefix();
+const lan = `${prefix}-lan`;
+const outside = `${prefix}-out`;
+const nsC = [`${prefix}-c1`, `${prefix}-c2`];
+const uplink = `${prefix}-up`;
+const net = `${prefix}-t`;
+const SUBNET = '192.168.215.0/24';
+const OUTSIDE_IP = '192.168.215.2';
+let d: DaemonHandle;
+const ep: EndpointJson[] = [];
+
+async function ip(args: string[]): Promise<void> {
+  const r = await sh('ip', args);
+  if (r.code !== 0) throw new Error(`ip ${args.join(' ')}: ${r.stderr}`);
+}
+
+async function promiscuity(ifname: string): Promise<number> {
+  const r = await sh('ip', ['-d', 'link', 'show', ifname]);
+  return Number(/promiscuity (\d+)/.exec(r.stdout)?.[1] ?? NaN);
+}
+
+test.before(async () => {
+  await addNetns(lan);
+  await addNetns(outside);
+  await ip(['-n', lan, 'link', 'add', 'br0', 'type', 'bridge']);
+  await ip(['-n', lan, 'link', 'set', 'br0', 'up']);
+  await ip(['link', 'add', uplink, 'type', 'veth', 'peer', 'name', 'tovsw', 'netns', lan]);
+  await ip(['-n', lan, 'link', 'add', 'out', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', outside]);
+  for (const port of ['tovsw', 'out']) {
+    await ip(['-n', lan, 'link', 'set', port, 'master', 'br0']);
+    await ip(['-n', lan, 'link', 'set', port, 'up']);
+  }
+  await ip(['link', 'set', uplink, 'up']);
+  await ip(['-n', outside, 'link', 'set', 'eth0', 'up']);
+  await ip(['-n', outside, 'addr', 'add', `${OUTSIDE_IP}/24`, 'dev', 'eth0']);
+  d = await startDaemon(prefix);
+  await d.vswOk(['network', 'create', net, '-d', 'transparent', '--uplink', uplink, '--subnet', SUBNET, '--ip-range', '192.168.215.128/25']);
+  for (const ns of nsC) {
+    await addNetns(ns);
+    ep.push(await createEndpoint(d, net, ns));
+  }
+});
+
+test.after.always(async () => {
+  await teardown(prefix, d);
+});
+
+test.serial('containers get addresses from --ip-range and appear on the LAN with their own MACs, both ways, ping and TCP', async (t) => {
+  t.true(ep.every((e) => e.ip.startsWith('192.168.215.') && Number(e.ip.split('.')[3]) >= 128), `addresses from the range: ${ep.map((e) => e.ip).join(', ')}`);
+  const wire = capture(lan, 'tovsw', ['icmp'], `/tmp/${prefix}-lan.pcap`);
+  const cap = await wire;
+  t.true(await ping(outside, ep[0].ip, 3), 'the LAN host pings container 1');
+  t.true(await ping(nsC[1], OUTSIDE_IP, 3), 'container 2 pings the LAN host');
+  const lines = await cap.stop();
+  t.true(lines.length > 0, 'the LAN saw the pings');
+  const macs = await inNetns(lan, 'tcpdump', ['-r', `/tmp/${prefix}-lan.pcap`, '-n', '-e']);
+  for (const e of ep) t.true(macs.stdout.toLowerCase().includes(e.mac.toLowerCase()), `the LAN saw ${e.name}'s own MAC ${e.mac}:\n${macs.stdout}`);
+
+  const server = spawnInNetns(nsC[0], 'iperf3', ['-s', '-1', '-p', '5201']);
+  try {
+    await sleep(300);
+    const client = await inNetns(outside, 'iperf3', ['-c', ep[0].ip, '-p', '5201', '-t', '1', '-J']);
+    t.is(client.code, 0, `iperf3 from the LAN host to container 1: ${client.stderr}`);
+    const bps = (JSON.parse(client.stdout) as { end: { sum_received: { bits_per_second: number } } }).end.sum_received.bits_per_second;
+    t.true(bps > 0, 'TCP data arrived');
+  } finally {
+    server.kill('SIGKILL');
+  }
+  t.true(await ping(nsC[0], ep[1].ip, 2), 'the two containers reach each other');
+  // An address of the range that no container holds: neither vsw nor the host's stack answers for it.
+  t.false(await ping(outside, '192.168.215.250', 1), 'nobody answers for an address no container has');
+  t.is(await promiscuity(uplink), 1, 'the uplink is promiscuous while the network rides on it');
+});
+
+test.serial('bad uplinks are refused with one sentence and nothing is made', async (t) => {
+  const cases: [string, string[], RegExp][] = [
+    ['no uplink', ['-d', 'transparent', '--subnet', '192.168.216.0/24'], /pass --uplink IFNAME/],
+    ['missing interface', ['-d', 'transparent', '--uplink', `${prefix}-no`, '--subnet', '192.168.216.0/24'], /does not exist on this host/],
+    ['uplink already carrying a network', ['-d', 'transparent', '--uplink', uplink, '--subnet', '192.168.217.0/24'], /already carries network/],
+    ['uplink on another driver', ['-d', 'internal', '--uplink', uplink, '--subnet', '192.168.218.0/24'], /--uplink belongs to transparent networks/],
+  ];
+  await ip(['link', 'add', `${prefix}-dn`, 'type', 'veth', 'peer', 'name', `${prefix}-dp`]); // created down
+  cases.push(['interface down', ['-d', 'transparent', '--uplink', `${prefix}-dn`, '--subnet', '192.168.219.0/24'], /is down: bring it up/]);
+  for (const [what, args, message] of cases) {
+    const r = await d.vsw(['network', 'create', `${prefix}-bad`, ...args]);
+    assertOneSentence(t, r, what);
+    t.regex(r.stderr, message, what);
+  }
+  const nets = await d.vswJson<{ name: string }[]>(['network', 'ls', '--json']);
+  t.false(nets.some((n) => n.name === `${prefix}-bad`), 'no network was made');
+});
+
+test.serial('the network survives a daemon restart with its uplink, and removing it lets go of the interface', async (t) => {
+  t.is(await d.stop('SIGTERM'), 0, 'a clean stop');
+  d = await restartDaemon(d);
+  t.true(await ping(outside, ep[1].ip, 3), 'the LAN host reaches container 2 after the restart');
+  for (const e of ep) await d.vswOk(['endpoint', 'rm', e.id]);
+  await d.vswOk(['network', 'rm', net]);
+  t.is(await promiscuity(uplink), 0, 'the uplink is no longer promiscuous');
+  t.is((await sh('ip', ['link', 'show', uplink])).code, 0, 'and it is still there: it was never vsw\'s');
+});
