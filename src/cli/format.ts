@@ -71,7 +71,9 @@ export function formatSwitchStats(sw: SwitchStats): string {
 }
 
 export function formatStats(stats: StatsResponse): string {
-  return `${formatPortStats(stats.ports)}\n\n${formatSwitchStats(stats.switch)}`;
+  const uplinks = (stats.uplinks ?? []).map((u) => [u.interface, u.network, String(u.rxFrames), String(u.rxBytes), String(u.txFrames), String(u.txBytes), u.down ? `down: ${u.down}` : formatDrops(u.drops)]);
+  const uplinkTable = uplinks.length > 0 ? `\n\n${formatTable(['UPLINK', 'NETWORK', 'RX-FRAMES', 'RX-BYTES', 'TX-FRAMES', 'TX-BYTES', 'DROPS'], uplinks)}` : '';
+  return `${formatPortStats(stats.ports)}${uplinkTable}\n\n${formatSwitchStats(stats.switch)}`;
 }
 
 /** The shell's convention for a child's end: its exit code, or 128 + the number of the signal that killed it. */

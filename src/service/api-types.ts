@@ -251,8 +251,16 @@ export interface SwitchStats {
 
 export interface StatsResponse {
   ports: PortStats[];
+  /** The host interfaces transparent networks ride on, with their port counters. */
+  uplinks: UplinkStats[];
   switch: SwitchStats;
 }
+
+export type UplinkStats = Omit<PortStats, 'endpoint' | 'name' | 'netns' | 'ifname'> & {
+  interface: string;
+  /** Why it is not attached, when it is not. */
+  down?: string;
+};
 
 /** The body of every 4xx and 5xx answer. */
 export interface ErrorBody {

@@ -102,9 +102,10 @@ export class Metrics {
 
     const s = (): Scrape | undefined => this.current;
     const portLabels = ['port', 'kind', 'network'];
-    type PortRow = { labels: Record<string, string>; c: StatsResponse['ports'][number] | NatNetworkState['hostPort'] };
+    type PortRow = { labels: Record<string, string>; c: StatsResponse['ports'][number] | NatNetworkState['hostPort'] | StatsResponse['uplinks'][number] };
     const ports = (x: Scrape): PortRow[] => [
       ...x.stats.ports.map((p) => ({ labels: { port: p.name, kind: 'endpoint', network: p.network }, c: p })),
+      ...x.stats.uplinks.map((u) => ({ labels: { port: `uplink/${u.interface}`, kind: 'uplink', network: u.network }, c: u })),
       ...x.nat.map((n) => ({ labels: { port: `host/${n.hostPort.ifname}`, kind: 'nat-host', network: n.network }, c: n.hostPort })),
     ];
     const perPort = (pick: (c: PortRow['c']) => number) => (x: Scrape): [Record<string, string>, number][] => ports(x).map((p) => [p.labels, pick(p.c)]);
@@ -118,6 +119,7 @@ export class Metrics {
     mirroredGauge(r, 'vsw_port_up', '1 while the switch moves the port\'s frames, 0 while it is down (see vsw endpoint ls)', portLabels, (x) => [
       ...this.service.state.listEndpoints().map((e): [Record<string, string>, number] => [{ port: e.name, kind: 'endpoint', network: e.network }, e.state === 'down' ? 0 : 1]),
       ...x.hostPorts.map((h): [Record<string, string>, number] => [{ port: h.port, kind: 'nat-host', network: h.network }, h.up ? 1 : 0]),
+      ...x.stats.uplinks.map((u): [Record<string, string>, number] => [{ port: `uplink/${u.interface}`, kind: 'uplink', network: u.network }, u.down === undefined ? 1 : 0]),
     ], s);
 
     mirroredGauge(r, 'vsw_flow_table_entries', 'Flows cached in the unified flow table', [], (x) => [[{}, x.stats.switch.vfp.flows]], s);

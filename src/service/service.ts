@@ -371,8 +371,13 @@ export class NetworkService {
       ifname: endpoint.ifname,
       ...this.dataPlane.portCounters(endpoint.portId),
     }));
+    const uplinks = [...this.state.networks.values()].flatMap(({ network, uplink }) =>
+      uplink
+        ? [{ interface: uplink.info.interface, network: network.name, ...(uplink.down === null ? {} : { down: uplink.down }), ...(uplink.down === null && uplink.portId >= 0 ? this.dataPlane.portCounters(uplink.portId) : NO_COUNTERS) }]
+        : [],
+    );
     const counters = await this.dataPlane.switchCounters();
-    return { ports, switch: { ...counters, macTable: { ...counters.macTable } } };
+    return { ports, uplinks, switch: { ...counters, macTable: { ...counters.macTable } } };
   }
 
   // --- networks ---
@@ -695,6 +700,9 @@ function describe(record: EndpointRecord): string {
   const { id, name } = record.endpoint;
   return name === id ? id : `${name} (${id})`;
 }
+
+/** The counters of a port that is not in the data plane (an uplink that could not be opened). */
+const NO_COUNTERS = { rxFrames: 0, rxBytes: 0, txFrames: 0, txBytes: 0, drops: {}, dropsTotal: 0 };
 
 /** The object is saved: it may outlive the daemon now. A failure leaves it working until the daemon stops, and is logged. */
 function persistQuietly(fd: number, what: string, logger: Logger): void {

@@ -8,6 +8,7 @@ import test from 'ava';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { assertOneSentence, capture, createEndpoint, restartDaemon, startDaemon, teardown, type DaemonHandle, type EndpointJson } from './helpers/daemon.js';
 import { addNetns, inNetns, ping, runPrefix, sh, spawnInNetns } from './helpers/env.js';
+import type { StatsResponse } from '../../src/service/api-types.js';
 
 const prefix = runPrefix();
 const lan = `${prefix}-lan`;
@@ -81,6 +82,10 @@ test.serial('containers get addresses from --ip-range and appear on the LAN with
   // An address of the range that no container holds: neither vsw nor the host's stack answers for it.
   t.false(await ping(outside, '192.168.215.250', 1), 'nobody answers for an address no container has');
   t.is(await promiscuity(uplink), 1, 'the uplink is promiscuous while the network rides on it');
+  const stats = await d.vswJson<StatsResponse>(['stats', '--json']);
+  const up = stats.uplinks.find((u) => u.interface === uplink);
+  t.truthy(up, `vsw stats lists the uplink: ${JSON.stringify(stats.uplinks)}`);
+  t.true((up?.rxFrames ?? 0) > 0 && (up?.txFrames ?? 0) > 0, `the uplink counted frames both ways: ${JSON.stringify(up)}`);
 });
 
 test.serial('bad uplinks are refused with one sentence and nothing is made', async (t) => {

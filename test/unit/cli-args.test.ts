@@ -139,6 +139,7 @@ test('formatStats prints the port table, a blank line, then the switch counters'
     ports: [
       { endpoint: 'abc', name: 'c1-eth0', network: 'n', netns: 'c1', ifname: 'eth0', rxFrames: 1, rxBytes: 60, txFrames: 2, txBytes: 120, drops: { noEgress: 1 }, dropsTotal: 1 },
     ],
+    uplinks: [],
     switch: { macTable: { entries: 1, maxEntries: 10 }, batches: 1, ports: 1, vfp },
   };
   const lines = formatStats(stats).split('\n');
@@ -146,6 +147,22 @@ test('formatStats prints the port table, a blank line, then the switch counters'
   t.is(lines[1], 'abc       n        c1/eth0   1          60        2          120       1 (noEgress=1)');
   t.is(lines[2], '');
   t.is(lines[3], 'MAC table: entries 1/10');
+});
+
+test('formatStats prints the uplinks of transparent networks in a table of their own, a down one with its reason', (t) => {
+  const stats: StatsResponse = {
+    ports: [],
+    uplinks: [
+      { interface: 'eth1', network: 'lan', rxFrames: 5, rxBytes: 300, txFrames: 4, txBytes: 240, drops: { uplinkNotLocal: 2 }, dropsTotal: 2 },
+      { interface: 'eth2', network: 'lan2', down: 'the interface is down', rxFrames: 0, rxBytes: 0, txFrames: 0, txBytes: 0, drops: {}, dropsTotal: 0 },
+    ],
+    switch: { macTable: { entries: 1, maxEntries: 10 }, batches: 1, ports: 1, vfp },
+  };
+  const lines = formatStats(stats).split('\n');
+  const at = lines.indexOf('UPLINK  NETWORK  RX-FRAMES  RX-BYTES  TX-FRAMES  TX-BYTES  DROPS');
+  t.true(at > 0, lines.join('\n'));
+  t.is(lines[at + 1], 'eth1    lan      5          300       4          240       2 (uplinkNotLocal=2)');
+  t.is(lines[at + 2], 'eth2    lan2     0          0         0          0         down: the interface is down');
 });
 
 test('exitCodeOf follows the shell: the code, else 128 + signal number', (t) => {
