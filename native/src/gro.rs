@@ -11,7 +11,8 @@
 //!
 //! Only plain IPv4/TCP is merged: untagged Ethernet, a 20-byte IP header with no
 //! padding after the packet and no fragmentation, ACK or ACK|PSH only. Every
-//! segment's IP and TCP checksums are verified in full before it joins a run,
+//! segment's IP and TCP checksums are verified in full before it joins a run
+//! (a partial TCP checksum, the pseudo-header sum alone, is taken as it is),
 //! because the merged frame goes to the TAP as CHECKSUM_PARTIAL (NEEDS_CSUM)
 //! and the receiving stack will not look at the payload's checksum again; a
 //! segment that fails goes out alone and unchanged, for the kernel to drop.
@@ -100,7 +101,12 @@ fn qualify(f: &[u8]) -> Option<Segment> {
     if end < TCP + 20 || end >= f.len() {
         return None;
     }
-    if csum::sum16(&f[IP..TCP], 0) != 0xffff || csum::sum16(&f[TCP..], pseudo_sum(f, f.len() - TCP)) != 0xffff {
+    // A partial TCP checksum (the field holds just the pseudo-header sum: a kernel peer whose veth
+    // has tx checksum offload sends those) is as good as a verified one here: the merged frame
+    // leaves as NEEDS_CSUM either way, which is how the peer's own stack would hand it on.
+    let pseudo = pseudo_sum(f, f.len() - TCP);
+    let partial = be16(f, TCP + 16) == csum::sum16(&[], pseudo) as usize;
+    if csum::sum16(&f[IP..TCP], 0) != 0xffff || (!partial && csum::sum16(&f[TCP..], pseudo) != 0xffff) {
         return None;
     }
     let seq = u32::from_be_bytes([f[TCP + 4], f[TCP + 5], f[TCP + 6], f[TCP + 7]]);

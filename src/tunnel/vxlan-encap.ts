@@ -29,7 +29,9 @@
  * VNI 0 is served by no network here (networks take 1..16777215).
  */
 import { ETH_HEADER_LEN } from '../packet/ethernet.js';
-import { VNET_HDR_LEN } from '../packet/vnet.js';
+import { read16, write16le } from '../packet/bytes.js';
+import { pseudoSumV4At, pseudoSumV6At } from '../packet/checksum.js';
+import { VNET_HDR_LEN, VnetField, VnetFlags } from '../packet/vnet.js';
 import { VXLAN_HEADER_LEN, VXLAN_MAX_VNI, VxlanField, VxlanFlags, VxlanView } from '../packet/vxlan.js';
 import { DropReason } from '../packet/drop-reasons.js';
 
@@ -144,5 +146,61 @@ export function clearVnetHeader(buf: Uint8Array, innerOffset: number): boolean {
   const at = innerOffset - VNET_HDR_LEN;
   if (at < 0 || innerOffset > buf.length) return false;
   buf.fill(0, at, innerOffset);
+  return true;
+}
+
+/**
+ * A frame decapsulated with an all-zero vnet header whose TCP or UDP checksum
+ * is partial: the field holds just the pseudo-header sum, as a sender's
+ * kernel leaves it for the NIC to finish. A kernel VXLAN peer on the same
+ * machine sends such frames when its underlay is a veth with tx checksum
+ * offload on (the default): the veth hands the packet on still partial, and a
+ * socket reads it as it is. Marked NEEDS_CSUM (csum_start at the L4 header),
+ * the receiving stack treats it as the peer's own stack would, as a veth's
+ * packet. A frame whose checksum is simply wrong is left alone, for the
+ * receiver to drop: only one whose checksum field equals the pseudo-header
+ * sum exactly (1 in 65536 of corrupt frames) is taken for partial. Plain
+ * IPv4 (not a fragment) or IPv6 without extension headers, behind at most one
+ * VLAN tag. True when it marked the frame.
+ */
+export function markPartialChecksum(buf: Uint8Array, frame: number, len: number): boolean {
+  const end = frame + len;
+  let l3 = frame + ETH_HEADER_LEN;
+  if (l3 > end) return false;
+  let etherType = read16(buf, frame + 12);
+  if (etherType === 0x8100) {
+    l3 += 4;
+    if (l3 > end) return false;
+    etherType = read16(buf, l3 - 2);
+  }
+  let l4: number;
+  let proto: number;
+  let pseudo: number;
+  if (etherType === 0x0800) {
+    if (l3 + 20 > end) return false;
+    const ihl = (buf[l3] & 0x0f) * 4;
+    const total = read16(buf, l3 + 2);
+    if (ihl < 20 || total < ihl || l3 + total > end || (read16(buf, l3 + 6) & 0x3fff) !== 0) return false;
+    proto = buf[l3 + 9];
+    l4 = l3 + ihl;
+    pseudo = pseudoSumV4At(buf, l3, total - ihl);
+  } else if (etherType === 0x86dd) {
+    if (l3 + 40 > end) return false;
+    proto = buf[l3 + 6];
+    l4 = l3 + 40;
+    const l4Length = read16(buf, l3 + 4);
+    if (l4 + l4Length > end) return false;
+    pseudo = pseudoSumV6At(buf, l3, proto, l4Length);
+  } else {
+    return false;
+  }
+  const field = proto === 6 ? 16 : proto === 17 ? 6 : -1;
+  if (field < 0 || l4 + field + 2 > end) return false;
+  const value = read16(buf, l4 + field);
+  if (value !== pseudo || value === 0) return false;
+  const vnet = frame - VNET_HDR_LEN;
+  buf[vnet + VnetField.FLAGS] = VnetFlags.NEEDS_CSUM;
+  write16le(buf, vnet + VnetField.CSUM_START, l4 - frame);
+  write16le(buf, vnet + VnetField.CSUM_OFFSET, field);
   return true;
 }

@@ -660,6 +660,54 @@ test('a UDP GRO blob: each datagram is admitted on its own header, a short tail 
   t.deepEqual(u.drops, { vxlanUnknownVni: 1, vxlanShortHeader: 1 });
 });
 
+test('a UDP GRO blob of consecutive TCP segments with partial checksums (a kernel peer on a veth) still merges into one super-frame', (t) => {
+  const env = setup();
+  env.fromTap(P0, buildArpRequest({ srcMac: A, srcIp: IP_A, targetIp: IP_B }));
+  const segs = [0, 1, 2].map((i) => {
+    const s = groSegment(i, i === 2 ? 700 : GRO_MSS);
+    s.writeUInt16BE(pseudoSumV4At(s, 14, s.length - 34), 34 + 16);
+    return s;
+  });
+  placeBlob(
+    env.io,
+    0,
+    segs.map((s) => Buffer.concat([vxlanHeader(), s])),
+    PEER12,
+    8 + HDRS + GRO_MSS,
+  );
+  env.sw.receive(UPLINK, 1);
+  const { sent } = env.io.take();
+  t.deepEqual(
+    sent.map((s) => s.fd),
+    [FD0],
+    'one write',
+  );
+  const vnet = new VnetView();
+  vnet.reset(sent[0].wire, 0, VNET_HDR_LEN);
+  t.is(vnet.gsoType(), GsoType.TCPV4);
+  t.is(frameOf(sent[0]).length, HDRS + 2 * GRO_MSS + 700);
+});
+
+test('a frame from a peer with a partial TCP checksum (a kernel peer on a veth with tx offload) reaches the TAP marked NEEDS_CSUM; a corrupt one is left alone', (t) => {
+  const env = setup();
+  env.fromTap(P0, buildArpRequest({ srcMac: A, srcIp: IP_A, targetIp: IP_B }));
+  const segment = () => buildTcp4({ srcMac: X, dstMac: A, srcIp: IP_X, dstIp: IP_A, srcPort: 5001, dstPort: 40000, seq: 1, flags: TcpFlags.ACK, payload: filler(100, 3) });
+  const partial = segment();
+  const l4Length = partial.length - 34;
+  partial.writeUInt16BE(pseudoSumV4At(partial, 14, l4Length), 34 + 16);
+  const corrupt = segment();
+  corrupt.writeUInt16BE((corrupt.readUInt16BE(34 + 16) + 1) & 0xffff, 34 + 16);
+  const { sent } = env.fromPeer(PEER12, partial, corrupt);
+  t.is(sent.length, 2);
+  const vnet = new VnetView();
+  t.true(vnet.reset(sent[0].wire, 0, VNET_HDR_LEN));
+  t.true(vnet.needsCsum(), 'the partial one is marked NEEDS_CSUM');
+  t.is(vnet.csumStart(), 34);
+  t.is(vnet.csumOffset(), 16);
+  t.true(frameOf(sent[0]).equals(partial), 'its bytes untouched');
+  t.true(sent[1].wire.subarray(0, VNET_HDR_LEN).equals(Buffer.alloc(VNET_HDR_LEN)), 'the corrupt one keeps an all-zero vnet header, for the receiver to drop');
+});
+
 test('a UDP GRO blob of more small datagrams than a batch holds: all reach the local port, in order', (t) => {
   const env = setup();
   env.fromTap(P0, buildArpRequest({ srcMac: A, srcIp: IP_A, targetIp: IP_B }));

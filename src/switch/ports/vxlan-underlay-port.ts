@@ -8,7 +8,8 @@
  */
 import { DropReason } from '../../packet/drop-reasons.js';
 import type { OverlaySegments } from '../../tunnel/overlay-segment.js';
-import { clearVnetHeader, DECAP_DROP_REASON, DecapVerdict } from '../../tunnel/vxlan-encap.js';
+import { VNET_HDR_LEN } from '../../packet/vnet.js';
+import { clearVnetHeader, DECAP_DROP_REASON, DecapVerdict, markPartialChecksum } from '../../tunnel/vxlan-encap.js';
 import { UplinkStat, type TunnelTx, type VxlanUplink } from '../../tunnel/vxlan-egress.js';
 import { COUNTER_COLUMNS, DROP_BASE, RX_BYTES, RX_FRAMES, TX_BYTES, TX_FRAMES } from '../counters.js';
 import { SOURCE_WORDS } from '../frame-io.js';
@@ -102,6 +103,8 @@ export class VxlanUnderlayDriver implements PortDriver {
     seg.learnSource(buf, frame, src, now);
     if (seg.learnArp && buf[frame + 12] === 0x08 && buf[frame + 13] === 0x06) seg.learnFromArp(buf, frame, len, frame + 14, now);
     if (clearVnet) clearVnetHeader(buf, frame);
+    // A frame with a vnet header of its own (a GRO super-frame) has its checksum state said already.
+    if (buf[frame - VNET_HDR_LEN] === 0) markPartialChecksum(buf, frame, len);
     const trow = tunnel.id * COUNTER_COLUMNS;
     counters[trow + RX_FRAMES]++;
     counters[trow + RX_BYTES] += len;

@@ -52,14 +52,12 @@ export interface KernelVxlanHost {
 /**
  * The Linux way on a host namespace: vxlan0 (VNI, UDP 4789, learning) with a
  * flood entry per peer, a bridge, and a container namespace on a veth with
- * `ip`/24 and MTU 1450. The host's eth0 loses tx checksum offload, see below.
+ * `ip`/24 and MTU 1450.
  */
 export async function addKernelVxlan(host: UnderlayHost, peers: string[], vni: number, container: string, ip: string): Promise<KernelVxlanHost> {
   const n = (args: string[]) => must('ip', ['-n', host.ns, ...args]);
-  // A veth hands a packet to its peer namespace with the inner TCP checksum still partial (the
-  // receiving kernel knows; a user-space socket reads an unfinished checksum). A real NIC would
-  // complete it: so does the kernel once the host's underlay "NIC" has no checksum offload.
-  await must('ip', ['netns', 'exec', host.ns, 'ethtool', '-K', 'eth0', 'tx', 'off']);
+  // The host's eth0 keeps tx checksum offload on, as a veth has by default: the kernel peer's
+  // datagrams then carry inner TCP segments with partial checksums, which vsw must accept.
   await n(['link', 'add', 'vxlan0', 'type', 'vxlan', 'id', String(vni), 'dstport', '4789', 'local', host.ip, 'dev', 'eth0']);
   for (const peer of peers) await must('ip', ['netns', 'exec', host.ns, 'bridge', 'fdb', 'append', '00:00:00:00:00:00', 'dev', 'vxlan0', 'dst', peer]);
   await n(['link', 'add', 'br0', 'type', 'bridge']);
