@@ -12,6 +12,7 @@ import { overlayChecks, overlayScenario, overlaySummary } from '../../scripts/be
 import { policyScenario } from '../../scripts/bench/scenario-policy.js';
 import { qosScenario } from '../../scripts/bench/scenario-qos.js';
 import { tcpScenario } from '../../scripts/bench/scenario-tcp.js';
+import { TRANSPARENT_BAR, transparentChecks, transparentScenario, transparentSummary } from '../../scripts/bench/scenario-transparent.js';
 import { udpScenario } from '../../scripts/bench/scenario-udp.js';
 import { SCENARIOS } from '../../scripts/bench/scenarios.js';
 import { soakRows } from '../../scripts/bench/soak.js';
@@ -81,13 +82,13 @@ test('checkLines: each ratio against its bar, or for reference; nothing without 
 
 test('bench options: the defaults, --only in run order, --soak at least 10 s and then --runs 0 allowed', (t) => {
   const o = parseBenchOptions([])!;
-  t.like(o, { runs: 3, time: 10, soak: 0, tests: ['tcp', 'udp', 'policy', 'qos', 'nat', 'overlay'], conns: 20000, concurrency: 128, profile: null });
+  t.like(o, { runs: 3, time: 10, soak: 0, tests: ['tcp', 'udp', 'policy', 'qos', 'nat', 'overlay', 'transparent'], conns: 20000, concurrency: 128, profile: null });
   t.regex(o.out, /bench-results\/bench-[0-9T-]+Z\.json$/);
   t.deepEqual(parseBenchOptions(['--only', 'nat,tcp', '--runs', '1', '--time', '3'])!.tests, ['tcp', 'nat']);
   t.is(parseBenchOptions(['--soak', '60', '--runs', '0'])!.runs, 0);
   t.throws(() => parseBenchOptions(['--runs', '0']), { message: '--runs takes a whole number from 1 to 100, not "0".' });
   t.throws(() => parseBenchOptions(['--soak', '5']), { message: '--soak must be at least 10 seconds (RSS is sampled every 5 s), or 0 for off.' });
-  t.throws(() => parseBenchOptions(['--only', 'vxlan']), { message: '--only takes a comma-separated list of tcp, udp, policy, qos, nat, overlay, not "vxlan".' });
+  t.throws(() => parseBenchOptions(['--only', 'vxlan']), { message: '--only takes a comma-separated list of tcp, udp, policy, qos, nat, overlay, transparent, not "vxlan".' });
   t.throws(() => parseBenchOptions(['--conns', '99']), { message: '--conns takes a whole number from 100 to 50000, not "99".' });
   t.is(parseBenchOptions(['--help']), null);
 });
@@ -97,7 +98,7 @@ test('every scenario is listed once, under its --only name, in run order', (t) =
     SCENARIOS.map((s) => s.name),
     parseBenchOptions([])!.tests,
   );
-  t.deepEqual([tcpScenario, udpScenario, policyScenario, qosScenario, natScenario, overlayScenario], [...SCENARIOS]);
+  t.deepEqual([tcpScenario, udpScenario, policyScenario, qosScenario, natScenario, overlayScenario, transparentScenario], [...SCENARIOS]);
 });
 
 // ---------------------------------------------------------------- npm run bench: the main table
@@ -326,4 +327,26 @@ test('overlay: vsw VXLAN against the kernel\'s, the 0.25 bar on one TCP stream, 
   const setupFailed = overlaySummary([rec('overlay', 'vsw', { variant: 'setup', run: 0, error: 'no overlay networks' } as Fields, false)]);
   t.is(setupFailed.length, 15);
   t.true(setupFailed.every((r) => r.vsw === null && r.kernel === null));
+});
+
+test('transparent: vsw against macvlan, TCP judged by the 0.5 bar, UDP for reference, nothing without records', (t) => {
+  const rec = (side: 'vsw' | 'macvlan', variant: string, fields: Partial<RunRecord>, run = 1): RunRecord => ({ test: 'transparent', side, variant, run, ok: true, ...fields });
+  const tcp = (gbit: number) => ({ tcp: { bitsPerSecond: gbit * 1e9, retransmits: 0 } }) as Partial<RunRecord>;
+  const udp = (kpps: number) => ({ udp: { packetsPerSecond: kpps * 1e3, sentPacketsPerSecond: kpps * 1e3, lostPercent: 0 } }) as Partial<RunRecord>;
+  const records = [
+    rec('vsw', 'tcp', { ...tcp(6), daemonCpuPercent: 90 }),
+    rec('macvlan', 'tcp', tcp(20)),
+    rec('vsw', 'udp 64 B', udp(150)),
+    rec('macvlan', 'udp 64 B', udp(600)),
+  ];
+  const rows = transparentSummary(records);
+  t.is(rows[0].ratio, 0.3);
+  t.is(rows[1].ratio, 0.25);
+  t.is(rows[2].vsw, 90);
+  const [bar, reference] = transparentChecks(records);
+  t.is(bar.bar, `>= ${TRANSPARENT_BAR}`);
+  t.false(bar.met);
+  t.is(reference.bar, null);
+  t.deepEqual(transparentSummary([]), []);
+  t.is(transparentScenario.table!([]), null);
 });
