@@ -15,6 +15,46 @@ const PACKET_ADD_MEMBERSHIP: c_int = 1;
 const PACKET_MR_PROMISC: u16 = 1;
 const PACKET_VNET_HDR: c_int = 15;
 const PACKET_IGNORE_OUTGOING: c_int = 23;
+const SOL_SOCKET: c_int = 1;
+const SO_ATTACH_FILTER: c_int = 26;
+
+/// struct sock_filter: one classic BPF instruction.
+#[repr(C)]
+struct SockFilter {
+    code: u16,
+    jt: u8,
+    jf: u8,
+    k: u32,
+}
+
+/// struct sock_fprog.
+#[repr(C)]
+struct SockFprog {
+    len: u16,
+    filter: *const SockFilter,
+}
+
+const BPF_LD_W_ABS: u16 = 0x20;
+const BPF_JEQ_K: u16 = 0x15;
+const BPF_RET_K: u16 = 0x06;
+/// SKF_AD_OFF + SKF_AD_VLAN_TAG_PRESENT: the ancillary load "does the skb carry a VLAN tag".
+const SKF_VLAN_TAG_PRESENT: u32 = (-0x1000i32 + 48) as u32;
+
+/// Drops frames that carry an 802.1Q tag: the kernel takes the tag out of the frame before a
+/// packet socket sees it, so another VLAN's traffic would reach the network untagged. What is
+/// left (untagged frames) is taken whole.
+static UNTAGGED_ONLY: [SockFilter; 4] = [
+    SockFilter { code: BPF_LD_W_ABS, jt: 0, jf: 0, k: SKF_VLAN_TAG_PRESENT },
+    SockFilter { code: BPF_JEQ_K, jt: 0, jf: 1, k: 0 },
+    SockFilter { code: BPF_RET_K, jt: 0, jf: 0, k: 0xffff_ffff },
+    SockFilter { code: BPF_RET_K, jt: 0, jf: 0, k: 0 },
+];
+
+// The kernel's layouts on 64-bit Linux: checked where they are declared, not found out at run time.
+const _: () = assert!(std::mem::size_of::<SockAddrLl>() == 20);
+const _: () = assert!(std::mem::size_of::<PacketMreq>() == 16);
+const _: () = assert!(std::mem::size_of::<SockFilter>() == 8);
+const _: () = assert!(std::mem::size_of::<SockFprog>() == 16);
 
 /// struct sockaddr_ll (linux/if_packet.h).
 #[repr(C)]
@@ -42,7 +82,7 @@ extern "C" {
 }
 
 /// Opens a non-blocking AF_PACKET socket bound to interface `name`, with vnet headers,
-/// without the frames the host itself sends on it, and, when `promisc`, with the interface
+/// without the frames the host itself sends on it nor VLAN-tagged ones, and, when `promisc`, with the interface
 /// in promiscuous mode for as long as the socket lives (frames for other MACs reach it).
 pub fn packet_open(name: &str, promisc: bool) -> Result<c_int, String> {
     let cname = CString::new(name).map_err(|_| format!("interface name {:?} has a NUL byte", name))?;
@@ -68,6 +108,10 @@ pub fn packet_open(name: &str, promisc: bool) -> Result<c_int, String> {
         }
         if setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, opt, 4) != 0 {
             return fail("PACKET_IGNORE_OUTGOING");
+        }
+        let prog = SockFprog { len: UNTAGGED_ONLY.len() as u16, filter: UNTAGGED_ONLY.as_ptr() };
+        if setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog as *const SockFprog as *const c_void, std::mem::size_of::<SockFprog>() as u32) != 0 {
+            return fail("SO_ATTACH_FILTER");
         }
         if promisc {
             let mreq = PacketMreq { ifindex: ifindex as c_int, kind: PACKET_MR_PROMISC, alen: 0, address: [0; 8] };

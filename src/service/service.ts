@@ -297,6 +297,11 @@ export class NetworkService {
         await this.nat.takeDownHostPort(net, reason);
         return;
       }
+      const uplinked = [...this.state.networks.values()].find((r) => r.uplink?.portId === portId && r.uplink.fd === fd);
+      if (uplinked && uplinked.uplink!.down === null) {
+        await this.uplinks.takeDown(uplinked, reason);
+        return;
+      }
       const overlay = [...this.state.networks.values()].find((r) => r.overlay?.uplinkId === portId);
       if (overlay && !record) {
         // The underlay socket of an overlay: nothing to reattach from here; the daemon's restart opens it anew.
@@ -332,6 +337,10 @@ export class NetworkService {
       for (const net of this.state.networks.values()) {
         if (!net.nat || net.nat.down === null) continue;
         await this.nat.bringUpHostPort(net).catch((err) => this.logger.debug({ err, network: net.network.name }, 'nat network host interface is still down'));
+      }
+      for (const net of this.state.networks.values()) {
+        if (!net.uplink || net.uplink.down === null) continue;
+        await this.uplinks.bringUp(net).catch((err) => this.logger.debug({ err, network: net.network.name }, 'uplink is still down'));
       }
       if (changed) await this.commit('done');
     });

@@ -11,6 +11,7 @@
  * promiscuous mode as PACKET_OTHERHOST, which the stack drops, ip_forward or
  * not.
  */
+import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { validateIfName } from '../host/index.js';
 import { closeFd, packetOpen, tapLinkInfo } from '../native/index.js';
@@ -20,6 +21,18 @@ import { badRequest, conflict } from './errors.js';
 import type { Rollback } from './rollback.js';
 import { closeQuietly } from './taps.js';
 import type { NetworkRecord, State } from './state.js';
+
+/** linux/if_arp.h: what /sys/class/net/IF/type says of an Ethernet interface. */
+const ARPHRD_ETHER = 1;
+
+/** The interface's hardware type, or -1 when it cannot be read. */
+function linkType(name: string): number {
+  try {
+    return Number(readFileSync(`/sys/class/net/${name}/type`, 'utf8').trim());
+  } catch {
+    return -1;
+  }
+}
 
 /** What the uplinks need of the data plane. */
 export type UplinkDataPlane = Pick<DataPlane, 'addPort' | 'removePort'>;
@@ -42,14 +55,17 @@ export class UplinkService {
     }
     const link = tapLinkInfo(name);
     if (link === null) throw badRequest(`interface ${name} does not exist on this host: pass --uplink with one of \`ip link\`.`);
+    if (linkType(name) !== ARPHRD_ETHER) throw badRequest(`interface ${name} is not an Ethernet interface: pass --uplink with a NIC, a veth or a bond.`);
     if (!link.up) throw badRequest(`interface ${name} is down: bring it up (ip link set ${name} up) and try again.`);
     for (const other of this.state.networks.values()) {
       if (other.uplink?.info.interface === name) throw conflict(`interface ${name} already carries network ${other.network.name}: remove that network or pass another --uplink.`);
+      if (other.nat?.info.hostInterface === name) throw badRequest(`interface ${name} is the host interface of nat network ${other.network.name}: pass --uplink with a physical interface.`);
+      if (other.overlay?.info.underlayInterface === name) throw conflict(`interface ${name} carries the VXLAN underlay of overlay network ${other.network.name}: pass another --uplink.`);
     }
     return { interface: name, mac: link.mac };
   }
 
-  /** Opens the uplink's socket and adds it to the network's switch (on restore, with the port id it had). */
+  /** Opens the uplink's socket and adds it to the network's switch (on restore and when it comes back, with the port id it had). */
   async attach(record: NetworkRecord, rollback?: Rollback): Promise<void> {
     const uplink = record.uplink!;
     const fd = packetOpen(uplink.info.interface, true);
@@ -57,7 +73,13 @@ export class UplinkService {
     const portId = uplink.portId >= 0 ? uplink.portId : this.state.portIds.allocate();
     if (uplink.portId < 0) rollback?.add(`release port id ${portId}`, () => this.state.portIds.release(portId));
     const mtu = tapLinkInfo(uplink.info.interface)?.mtu;
-    await this.dataPlane.addPort({ portId, networkId: record.network.id, fd, name: uplink.info.interface, uplinkMac: uplink.info.mac, ...(mtu === undefined ? {} : { mtu }) });
+    try {
+      await this.dataPlane.addPort({ portId, networkId: record.network.id, fd, name: uplink.info.interface, uplinkMac: uplink.info.mac, ...(mtu === undefined ? {} : { mtu }) });
+    } catch (err) {
+      // Without a rollback (a restore, a comeback) nobody else would close it.
+      if (!rollback) closeQuietly(fd, this.logger, `the socket on ${uplink.info.interface}`);
+      throw err;
+    }
     rollback?.add(`remove the uplink port ${portId} from the data plane`, () => this.dataPlane.removePort(portId));
     uplink.fd = fd;
     uplink.portId = portId;
@@ -77,16 +99,36 @@ export class UplinkService {
     uplink.fd = -1;
   }
 
-  /** After a restart: the uplink again, or down with the reason when its interface is gone or down (the network stays). */
+  /** After a restart: the uplink again, or down with the reason (the network stays; the health check keeps trying). */
   async restore(record: NetworkRecord): Promise<void> {
+    try {
+      await this.bringUp(record);
+    } catch (err) {
+      record.uplink!.down = (err as Error).message;
+      this.logger.error({ err, network: record.network.name, uplink: record.uplink!.info.interface }, 'transparent network has no uplink; vsw keeps trying to open it');
+    }
+  }
+
+  /** Opens the uplink again when its interface is there and up; throws, staying down, when it cannot yet. */
+  async bringUp(record: NetworkRecord): Promise<void> {
     const uplink = record.uplink!;
     const link = tapLinkInfo(uplink.info.interface);
     if (link === null || !link.up) {
       uplink.down = link === null ? 'the interface does not exist' : 'the interface is down';
-      this.logger.error({ network: record.network.name, uplink: uplink.info.interface, reason: uplink.down }, 'transparent network has no uplink');
-      return;
+      throw new Error(`interface ${uplink.info.interface}: ${uplink.down}`);
     }
     uplink.info.mac = link.mac;
     await this.attach(record);
+    this.logger.info({ network: record.network.name, uplink: uplink.info.interface }, 'uplink attached');
+  }
+
+  /** The uplink stopped receiving (its interface went down or away): out of the switch until bringUp. */
+  async takeDown(record: NetworkRecord, reason: string): Promise<void> {
+    const uplink = record.uplink!;
+    uplink.down = reason;
+    await this.dataPlane.removePort(uplink.portId).catch((err) => this.logger.warn({ err, network: record.network.name }, 'data plane could not remove the uplink port'));
+    if (uplink.fd >= 0) closeQuietly(uplink.fd, this.logger, `the socket on ${uplink.info.interface}`);
+    uplink.fd = -1;
+    this.logger.warn({ network: record.network.name, uplink: uplink.info.interface, reason }, 'uplink is down; vsw keeps trying to bring it back');
   }
 }

@@ -28,6 +28,7 @@
  * are created by the control plane, not per packet.
  */
 import { DropReason, DROP_REASON_NAMES, FRAME_OK } from '../packet/drop-reasons.js';
+import { macHi16, macLo32, mustParseMac } from '../packet/ethernet.js';
 import { classifyFrame } from '../packet/validate.js';
 import { DIR_IN, DIR_OUT } from '../vfp/compile.js';
 import { CT_RESTART } from '../vfp/conntrack.js';
@@ -330,7 +331,13 @@ export class Switch implements PortHost, StageHost {
       this.register(packetUplinkPort(cfg.portId, net, cfg.fd, cfg.name, cfg.uplinkMac, maxFrame, this.io.batchSize), cfg.policy ?? OPEN_POLICY);
       return;
     }
-    this.register(tapPort(cfg.portId, net, cfg.fd, cfg.name, maxFrame, this.io.batchSize), cfg.policy ?? OPEN_POLICY);
+    const port = tapPort(cfg.portId, net, cfg.fd, cfg.name, maxFrame, this.io.batchSize);
+    if (cfg.mac !== undefined) {
+      const mac = mustParseMac(cfg.mac);
+      port.deviceMacHi = macHi16(mac, 0);
+      port.deviceMacLo = macLo32(mac, 0);
+    }
+    this.register(port, cfg.policy ?? OPEN_POLICY);
     if (nat !== null && cfg.ip !== undefined && cfg.mac !== undefined) nat.setNeighbor({ ip: cfg.ip, mac: cfg.mac, portId: cfg.portId });
   }
 
@@ -580,6 +587,7 @@ export class Switch implements PortHost, StageHost {
     let egressId = (dstHi & 0x0100) !== 0 ? -1 : this.macTable.lookup(net.id, dstHi, dstLo, f.now);
     // Forwarding learned the source just before this lookup; a dry run did not, but must answer the same.
     if (dry && ingress.learnsSource && dstHi === orig[KeyWord.SRC_MAC_HI] && dstLo === orig[KeyWord.SRC_MAC_LO]) egressId = portId;
+    if (egressId < 0 && !ingress.floodsUnknownUnicast && (dstHi & 0x0100) === 0) egressId = deviceWithMac(net, dstHi, dstLo);
     const egress = egressId >= 0 ? this.ports[egressId] : undefined;
     if (egress === undefined) {
       // Not cached: the destination may be learned any moment, and a new MAC does not move the MAC table's epoch.
@@ -1015,4 +1023,20 @@ export class Switch implements PortHost, StageHost {
   flowEntries(now: number, portId?: number): SwitchFlow[] {
     return flowViews(this.vfp.flows, now, portId);
   }
+}
+
+/**
+ * The member of `net` whose device has this MAC, or -1: what a port that does
+ * not flood unknown unicast (a physical uplink) falls back on when the MAC
+ * table has no entry, so an idle container whose entry aged out, or one that
+ * has not sent yet, is still reached from the LAN. A scan of the members: it
+ * runs on the slow path, for frames the table cannot place.
+ */
+function deviceWithMac(net: SwitchNetwork, hi: number, lo: number): number {
+  const ports = net.ports;
+  for (let i = 0; i < ports.length; i++) {
+    const p = ports[i];
+    if (p.deviceMacHi === hi && p.deviceMacLo === lo) return p.id;
+  }
+  return -1;
 }

@@ -174,6 +174,7 @@ export function markPartialChecksum(buf: Uint8Array, frame: number, len: number)
     etherType = read16(buf, l3 - 2);
   }
   let l4: number;
+  let l4End: number;
   let proto: number;
   let pseudo: number;
   if (etherType === 0x0800) {
@@ -183,19 +184,22 @@ export function markPartialChecksum(buf: Uint8Array, frame: number, len: number)
     if (ihl < 20 || total < ihl || l3 + total > end || (read16(buf, l3 + 6) & 0x3fff) !== 0) return false;
     proto = buf[l3 + 9];
     l4 = l3 + ihl;
+    l4End = l3 + total;
     pseudo = pseudoSumV4At(buf, l3, total - ihl);
   } else if (etherType === 0x86dd) {
     if (l3 + 40 > end) return false;
     proto = buf[l3 + 6];
     l4 = l3 + 40;
     const l4Length = read16(buf, l3 + 4);
-    if (l4 + l4Length > end) return false;
+    l4End = l4 + l4Length;
+    if (l4End > end) return false;
     pseudo = pseudoSumV6At(buf, l3, proto, l4Length);
   } else {
     return false;
   }
+  // The field inside the L4 header the IP length says there is (Ethernet padding is not it).
   const field = proto === 6 ? 16 : proto === 17 ? 6 : -1;
-  if (field < 0 || l4 + field + 2 > end) return false;
+  if (field < 0 || l4 + (proto === 6 ? 20 : 8) > l4End) return false;
   const value = read16(buf, l4 + field);
   if (value !== pseudo || value === 0) return false;
   const vnet = frame - VNET_HDR_LEN;

@@ -10,7 +10,7 @@ import { createNetns } from '../../src/host/index.js';
 import { closeFd, packetOpen, RxEngine, VNET_HDR_LEN, writeBatch } from '../../src/native/index.js';
 import { buildArpRequest } from '../../src/packet/builders.js';
 import { formatMac } from '../../src/packet/ethernet.js';
-import { removeEverything, runPrefix, sh } from './helpers/env.js';
+import { injectFrames, removeEverything, runPrefix, sh } from './helpers/env.js';
 
 const prefix = runPrefix();
 const ns = `${prefix}-lan`;
@@ -77,6 +77,33 @@ test.serial('frames written on a packet socket reach the wire, answers are read 
     closeFd(fd);
   }
   t.regex((await sh('ip', ['-d', 'link', 'show', uplink])).stdout, /promiscuity 0\b/, 'and not after it is closed');
+});
+
+test.serial("frames with another VLAN's tag are not read; untagged ones are", async (t) => {
+  const fd = packetOpen(uplink, true);
+  const seen: string[] = [];
+  const engine = new RxEngine((_port, count) => {
+    for (let i = 0; i < count; i++) {
+      const off = engine.frameOffset(i);
+      seen.push(formatMac(engine.buffer.subarray(off + 6, off + 12)));
+    }
+  });
+  try {
+    engine.addPort(1, fd);
+    const untagged = buildArpRequest({ srcMac: '02:00:00:00:78:01', srcIp: '192.168.213.1', targetIp: '192.168.213.9' });
+    // The same request behind an 802.1Q tag (VLAN 7), from another source MAC.
+    const tagged = Buffer.concat([Buffer.from('ffffffffffff020000007802', 'hex'), Buffer.from([0x81, 0x00, 0x00, 0x07]), untagged.subarray(12)]);
+    const sent = await injectFrames(ns, 'eth0', [tagged.toString('hex'), untagged.toString('hex')]);
+    t.is(sent.sent, 2);
+    const deadline = Date.now() + 5000;
+    while (!seen.includes('02:00:00:00:78:01') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    t.true(seen.includes('02:00:00:00:78:01'), `the untagged frame was read: ${seen.join(', ')}`);
+    t.false(seen.includes('02:00:00:00:78:02'), 'the tagged one was not');
+  } finally {
+    engine.removePort(1);
+    engine.close();
+    closeFd(fd);
+  }
 });
 
 test.serial('an interface that does not exist is refused with the reason', (t) => {

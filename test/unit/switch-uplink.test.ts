@@ -16,6 +16,7 @@ const HOST_MAC = '02:00:00:00:0a:01';
 const LAN_HOST = '02:00:00:00:0a:02';
 const C0 = '02:76:0a:00:00:02';
 const C1 = '02:76:0a:00:00:03';
+const C2 = '02:76:0a:00:00:04';
 
 function setup() {
   const io = new RecordingIo();
@@ -26,6 +27,8 @@ function setup() {
   sw.addNetwork(1, 'lan');
   sw.addPort({ portId: 0, networkId: 1, fd: 100, name: 'c0' });
   sw.addPort({ portId: 1, networkId: 1, fd: 101, name: 'c1' });
+  // A container whose device MAC the control plane gave: reachable from the LAN before it speaks, and after its entry ages out.
+  sw.addPort({ portId: 2, networkId: 1, fd: 102, name: 'c2', mac: C2, ip: '192.168.77.12' });
   sw.addPort({ portId: UPLINK, networkId: 1, fd: 100 + UPLINK, name: 'eth1', uplinkMac: HOST_MAC });
   const send = (port: number, frame: Buffer): number[] => {
     io.place(0, frame);
@@ -45,11 +48,12 @@ test('a physical uplink: host frames left alone, LAN unicast not flooded to cont
   t.deepEqual(send(UPLINK, udp(LAN_HOST, '02:00:00:00:0a:99')), [], 'unicast between LAN hosts is not flooded into the containers');
   t.is(counters[UPLINK * COUNTER_COLUMNS + DROP_BASE + DropReason.uplinkNotLocal], 1);
 
-  t.deepEqual(send(UPLINK, buildArpRequest({ srcMac: LAN_HOST, srcIp: '192.168.77.1', targetIp: '192.168.77.10' })), [0, 1], 'a LAN broadcast reaches every container');
-  t.deepEqual(send(0, buildArpRequest({ srcMac: C0, srcIp: '192.168.77.10', targetIp: '192.168.77.1' })), [1, UPLINK], "a container's broadcast reaches the LAN and the other container");
+  t.deepEqual(send(UPLINK, buildArpRequest({ srcMac: LAN_HOST, srcIp: '192.168.77.1', targetIp: '192.168.77.10' })), [0, 1, 2], 'a LAN broadcast reaches every container');
+  t.deepEqual(send(0, buildArpRequest({ srcMac: C0, srcIp: '192.168.77.10', targetIp: '192.168.77.1' })), [1, 2, UPLINK], "a container's broadcast reaches the LAN and the other containers");
+  t.deepEqual(send(UPLINK, udp(LAN_HOST, C2)), [2], 'a container the LAN has never heard from is reached by the MAC its device was given');
   t.deepEqual(send(UPLINK, udp(LAN_HOST, C0)), [0], 'the LAN reaches a learned container by its MAC');
   t.deepEqual(send(0, udp(C0, LAN_HOST)), [UPLINK], 'and it answers through the uplink, the LAN host learned there');
-  t.deepEqual(send(UPLINK, udp(LAN_HOST, C1)), [], 'a container that has not spoken yet is not known from the LAN side');
+  t.deepEqual(send(UPLINK, udp(LAN_HOST, C1)), [], 'a port whose device MAC vsw was not given is not known from the LAN side before it speaks');
   send(1, buildArpRequest({ srcMac: C1, srcIp: '192.168.77.11', targetIp: '192.168.77.1' }));
   t.deepEqual(send(UPLINK, udp(LAN_HOST, C1)), [1], 'once it has, it is');
 });

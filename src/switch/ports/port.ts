@@ -12,9 +12,8 @@
  *   vxlan-tunnel-port.ts    an overlay network's way to its peers: frames queued there are encapsulated
  *   vxlan-underlay-port.ts  an underlay UDP socket: datagrams in, decapsulated into their network
  *   packet-uplink-port.ts   a host interface the network rides on, through an AF_PACKET socket
- * A new kind (an AF_PACKET uplink next) is one more file here plus its native
- * side, and a Switch method that registers its ports; the forwarding loop
- * does not change.
+ * A new kind is one more file here plus its native side, and a Switch method
+ * that registers its ports; the forwarding loop does not change.
  */
 import type { FrameIo } from '../frame-io.js';
 import type { SwitchNetwork } from '../network.js';
@@ -85,6 +84,13 @@ export class SwitchPort implements Flushable {
   /** The last frame queued here, so a flood never queues one frame twice on a port. */
   lastQueuedOffset = -1;
   scheduled = false;
+  /**
+   * The MAC the control plane gave the port's device (a container's eth0), as macHi16/macLo32, or
+   * -1: a port that a physical uplink reaches without flooding, learned or not (an idle container
+   * whose entry aged out must not become unreachable from the LAN).
+   */
+  deviceMacHi = -1;
+  deviceMacLo = -1;
 
   constructor(
     readonly id: number,
