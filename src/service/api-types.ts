@@ -77,6 +77,8 @@ export interface UplinkInfo {
   interface: string;
   /** Its own MAC: frames to it are the host's. */
   mac: string;
+  /** Its MTU when the network was made (or the daemon last opened it): the endpoints get it too. */
+  mtu?: number;
   /** Why the uplink is not attached, or null when it is. */
   down?: string;
 }

@@ -21,7 +21,7 @@ export function endpointInterface(
     mac: endpoint.mac,
     cidr: `${endpoint.ip}/${endpoint.prefixLength}`,
     gateway: net.network.gateway ?? undefined,
-    mtu: net.overlay?.info.mtu,
+    mtu: net.overlay?.info.mtu ?? net.uplink?.info.mtu,
   };
 }
 
@@ -48,6 +48,7 @@ export async function endpointNetnsPresent(endpoint: Pick<Endpoint, 'netns' | 'n
 export function endpointPort(record: Pick<EndpointRecord, 'endpoint' | 'fd' | 'policy'>, net: NetworkRecord): DataPlanePort {
   const { endpoint } = record;
   const mtu = net.overlay?.info.mtu;
+  const uplinkMtu = net.uplink?.info.mtu;
   return {
     portId: endpoint.portId,
     networkId: net.network.id,
@@ -57,6 +58,6 @@ export function endpointPort(record: Pick<EndpointRecord, 'endpoint' | 'fd' | 'p
     ip: endpoint.ip,
     mac: endpoint.mac,
     // An overlay port takes frames up to 1500 whatever its MTU: one larger than the tunnel's is answered with ICMP frag-needed, not dropped unseen.
-    mtu: mtu === undefined ? undefined : Math.max(1500, mtu),
+    mtu: mtu === undefined ? uplinkMtu : Math.max(1500, mtu),
   };
 }

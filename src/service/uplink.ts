@@ -62,7 +62,7 @@ export class UplinkService {
       if (other.nat?.info.hostInterface === name) throw badRequest(`interface ${name} is the host interface of nat network ${other.network.name}: pass --uplink with a physical interface.`);
       if (other.overlay?.info.underlayInterface === name) throw conflict(`interface ${name} carries the VXLAN underlay of overlay network ${other.network.name}: pass another --uplink.`);
     }
-    return { interface: name, mac: link.mac };
+    return { interface: name, mac: link.mac, mtu: link.mtu };
   }
 
   /** Opens the uplink's socket and adds it to the network's switch (on restore and when it comes back, with the port id it had). */
@@ -118,6 +118,7 @@ export class UplinkService {
       throw new Error(`interface ${uplink.info.interface}: ${uplink.down}`);
     }
     uplink.info.mac = link.mac;
+    uplink.info.mtu = link.mtu;
     await this.attach(record);
     this.logger.info({ network: record.network.name, uplink: uplink.info.interface }, 'uplink attached');
   }

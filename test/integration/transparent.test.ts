@@ -19,6 +19,7 @@ const uplink = `${prefix}-up`;
 const net = `${prefix}-t`;
 const SUBNET = '192.168.215.0/24';
 const OUTSIDE_IP = '192.168.215.2';
+const UPLINK_MTU = 1400;
 let d: DaemonHandle;
 const ep: EndpointJson[] = [];
 
@@ -43,6 +44,9 @@ test.before(async () => {
     await ip(['-n', lan, 'link', 'set', port, 'master', 'br0']);
     await ip(['-n', lan, 'link', 'set', port, 'up']);
   }
+  // An uplink below 1500 (a cloud VM's, PPPoE): the endpoints must follow it.
+  await ip(['link', 'set', uplink, 'mtu', String(UPLINK_MTU)]);
+  await ip(['-n', lan, 'link', 'set', 'tovsw', 'mtu', String(UPLINK_MTU)]);
   await ip(['link', 'set', uplink, 'up']);
   await ip(['-n', outside, 'link', 'set', 'eth0', 'up']);
   await ip(['-n', outside, 'addr', 'add', `${OUTSIDE_IP}/24`, 'dev', 'eth0']);
@@ -60,6 +64,10 @@ test.after.always(async () => {
 
 test.serial('containers get addresses from --ip-range and appear on the LAN with their own MACs, both ways, ping and TCP', async (t) => {
   t.true(ep.every((e) => e.ip.startsWith('192.168.215.') && Number(e.ip.split('.')[3]) >= 128), `addresses from the range: ${ep.map((e) => e.ip).join(', ')}`);
+  for (const [i, ns] of nsC.entries()) {
+    const link = await inNetns(ns, 'ip', ['-j', 'link', 'show', ep[i].ifname]);
+    t.is((JSON.parse(link.stdout) as { mtu: number }[])[0]?.mtu, UPLINK_MTU, `${ns}'s interface has the uplink's MTU`);
+  }
   const pcap = path.join(d.dir, 'lan.pcap');
   const cap = await capture(lan, 'tovsw', ['icmp'], pcap);
   t.true(await ping(outside, ep[0].ip, 3), 'the LAN host pings container 1');
