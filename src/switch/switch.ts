@@ -584,14 +584,17 @@ export class Switch implements PortHost, StageHost {
 
     const dstHi = key[KeyWord.DST_MAC_HI];
     const dstLo = key[KeyWord.DST_MAC_LO];
-    let egressId = (dstHi & 0x0100) !== 0 ? -1 : this.macTable.lookup(net.id, dstHi, dstLo, f.now);
+    const group = (dstHi & 0x0100) !== 0;
+    // Unicast from a port that must not flood what the table cannot place (a physical uplink).
+    const placedOnly = !group && !ingress.floodsUnknownUnicast;
+    let egressId = group ? -1 : this.macTable.lookup(net.id, dstHi, dstLo, f.now);
     // Forwarding learned the source just before this lookup; a dry run did not, but must answer the same.
     if (dry && ingress.learnsSource && dstHi === orig[KeyWord.SRC_MAC_HI] && dstLo === orig[KeyWord.SRC_MAC_LO]) egressId = portId;
-    if (egressId < 0 && !ingress.floodsUnknownUnicast && (dstHi & 0x0100) === 0) egressId = deviceWithMac(net, dstHi, dstLo);
+    if (egressId < 0 && placedOnly) egressId = deviceWithMac(net, dstHi, dstLo);
     const egress = egressId >= 0 ? this.ports[egressId] : undefined;
     if (egress === undefined) {
       // Not cached: the destination may be learned any moment, and a new MAC does not move the MAC table's epoch.
-      if ((dstHi & 0x0100) === 0 && !ingress.floodsUnknownUnicast) this.countDrop(f, portId, DropReason.uplinkNotLocal);
+      if (placedOnly) this.countDrop(f, portId, DropReason.uplinkNotLocal);
       else this.flood(f);
       return;
     }
