@@ -24,6 +24,19 @@
  * an `up` that was killed half-way. `down` also works without it: it stops
  * every process inside a P-* namespace and deletes all P-* namespaces.
  *
+ * With --lan (buildLan) the lab also gets a physical LAN, the network that
+ * transparent (and later l2bridge) networks put containers on:
+ *
+ *   P-out 198.51.100.2 --- P-rt (router, ip_forward) 192.168.57.1
+ *                                  |
+ *   P-lan: bridge br0 192.168.57.2/24, dnsmasq serving DHCP on it for
+ *          192.168.57.50-.99 (leases in /run/vsw-lab/P-dnsmasq.leases)
+ *        /      \           (ports h1, h2, ...: veths whose other end is
+ *   P-h1 eth1   P-h2 eth1    eth1 in the host namespace, where the daemons run)
+ *   vsw network "lan": -d transparent --uplink eth1 --gateway 192.168.57.1,
+ *   addresses from the host's own /28 of 192.168.57.128/25 (outside the
+ *   DHCP pool); one container P-hI-l1 per host
+ *
  * For the bench there is a second topology on the same underlay, the
  * kernel's own VXLAN (kernelVxlanUp): namespaces P-k1, P-k2 with eth0
  * 192.168.56.101, .102, a kernel vxlan0 (same VNI, UDP 4789, nolearning,
@@ -78,6 +91,39 @@ export const VXLAN_PORT = 4789;
 export const VXLAN_OVERHEAD = 50;
 export const IPERF_PORT = 5201;
 
+/**
+ * The LAN of `up --lan`. 192.168.57.0/24 is also the Vagrant lab's LAN (its
+ * VMs' second private network), so commands carry over; 198.51.100.0/24
+ * (TEST-NET-2, never routed on the Internet) is what lies behind the router.
+ */
+export const LAN = {
+  subnet: '192.168.57.0/24',
+  prefixLength: 24,
+  bridge: 'br0',
+  mtu: 1500,
+  routerIp: '192.168.57.1',
+  /** The bridge's own address: dnsmasq answers from it. */
+  dhcpServerIp: '192.168.57.2',
+  dhcpRangeStart: '192.168.57.50',
+  dhcpRangeEnd: '192.168.57.99',
+  dhcpLeaseTime: '1h',
+  outsideSubnet: '198.51.100.0/24',
+  routerOutsideIp: '198.51.100.1',
+  outsideIp: '198.51.100.2',
+  /** The uplink's name in each host namespace (the Vagrant VMs' LAN NIC plays the same part). */
+  uplink: 'eth1',
+  network: 'lan',
+} as const;
+/**
+ * Host i's containers on the LAN take addresses from 192.168.57.(112+16i)/28
+ * (.128/28 for h1 up to .240/28 for h8): outside dnsmasq's pool, and one slice
+ * per host because each daemon hands out its transparent network's addresses
+ * on its own, unaware of the others on the same LAN.
+ */
+export const lanIpRange = (i: number): string => `192.168.57.${112 + 16 * i}/28`;
+/** The ways a lab host's containers can sit on the LAN. l2bridge: see docs/LAB.md (not yet). */
+export type LanMode = 'transparent';
+
 export const LIMITS = {
   hosts: { min: 2, max: 8 },
   containers: { min: 1, max: 16 },
@@ -99,6 +145,9 @@ export interface LabOptions {
   driver: LabDriver;
   /** Daemon log level. */
   logLevel: string;
+  /** Also build the physical LAN (buildLan) and put one container per host on it. */
+  lan: boolean;
+  lanMode: LanMode;
 }
 
 export const LAB_DEFAULTS: LabOptions = {
@@ -111,6 +160,8 @@ export const LAB_DEFAULTS: LabOptions = {
   underlayMtu: 1500,
   driver: 'overlay',
   logLevel: 'info',
+  lan: false,
+  lanMode: 'transparent',
 };
 
 export interface LabContainer {
@@ -144,6 +195,31 @@ export interface LabHost {
   containers: LabContainer[];
 }
 
+export interface LabLan {
+  netns: string;
+  bridge: string;
+  subnet: string;
+  mtu: number;
+  dhcp: {
+    serverIp: string;
+    rangeStart: string;
+    rangeEnd: string;
+    leaseFile: string;
+    pidFile: string;
+    log: string;
+    /** dnsmasq's pid (it runs in the foreground of its `ip netns exec`); null before it started. */
+    pid: number | null;
+  };
+  router: { netns: string; lanIp: string; outsideIp: string };
+  /** A host one routed hop away from the LAN. */
+  outside: { netns: string; ip: string; subnet: string };
+  /** The vsw network on every lab host, with its uplink. */
+  network: { name: string; driver: LanMode; gateway: string };
+  uplinks: { host: string; ifname: string; bridgePort: string; ipRange: string }[];
+  /** One per host (P-hI-l1), attached to the LAN network. */
+  containers: LabContainer[];
+}
+
 export interface LabDescription {
   prefix: string;
   created: string;
@@ -153,6 +229,8 @@ export interface LabDescription {
   underlay: { netns: string; bridge: string; subnet: string; mtu: number };
   network: { name: string; driver: LabDriver; subnet: string; vni: number | null };
   hosts: LabHost[];
+  /** The physical LAN of `up --lan`; null (or absent, in a state file from before --lan) without it. */
+  lan?: LabLan | null;
   /** False while `up` is still building (a state file left by a killed `up`). */
   complete: boolean;
 }
@@ -189,6 +267,14 @@ export function checkLabOptions(o: LabOptions): LabOptions {
   if (o.driver !== 'overlay' && o.driver !== 'internal') {
     throw new BenchError(`--driver takes overlay or internal, not "${o.driver as string}".`);
   }
+  if (o.lan) {
+    for (const [what, cidr] of [['LAN', LAN.subnet], ['outside network', LAN.outsideSubnet]]) {
+      if (prefixesOverlap(subnet, parsePrefix(cidr)!)) throw new BenchError(`--subnet ${o.subnet} overlaps the lab's ${what} ${cidr} (--lan): pick another subnet.`);
+    }
+  }
+  if (o.lanMode !== 'transparent') {
+    throw new BenchError(`the LAN's containers can be on a transparent network, not "${o.lanMode as string}" (l2bridge is not implemented yet).`);
+  }
   return o;
 }
 
@@ -198,6 +284,12 @@ export const stateFile = (prefix: string): string => path.join(LAB_DIR, `${prefi
 export const hostNetns = (prefix: string, i: number): string => `${prefix}-h${i}`;
 export const containerNetns = (prefix: string, i: number, j: number): string => `${prefix}-h${i}-c${j}`;
 export const underlayNetns = (prefix: string): string => `${prefix}-ul`;
+export const lanNetns = (prefix: string): string => `${prefix}-lan`;
+export const routerNetns = (prefix: string): string => `${prefix}-rt`;
+export const outsideNetns = (prefix: string): string => `${prefix}-out`;
+export const lanContainerNetns = (prefix: string, i: number): string => `${prefix}-h${i}-l1`;
+/** dnsmasq's files: named PREFIX-*, so down removes them with the rest of the lab's files. */
+export const dnsmasqFile = (prefix: string, ext: 'leases' | 'pid' | 'log'): string => path.join(LAB_DIR, `${prefix}-dnsmasq.${ext}`);
 
 async function saveState(desc: LabDescription): Promise<void> {
   await mkdir(LAB_DIR, { recursive: true });
@@ -354,7 +446,7 @@ async function existingLab(prefix: string): Promise<string | null> {
  */
 export async function labUp(opts: LabOptions, progress: Progress = () => undefined): Promise<LabDescription> {
   const o = checkLabOptions(opts);
-  await labPreflight();
+  await labPreflight(o.lan ? [['dnsmasq', 'dnsmasq-base']] : []);
   const found = await existingLab(o.prefix);
   if (found) {
     throw new BenchError(`a lab with prefix ${o.prefix} exists already (${found}): remove it with \`scripts/lab down --prefix ${o.prefix}\` or pick another --prefix.`);
@@ -367,6 +459,7 @@ export async function labUp(opts: LabOptions, progress: Progress = () => undefin
     underlay: { netns: underlayNetns(o.prefix), bridge: UNDERLAY_BRIDGE, subnet: UNDERLAY_SUBNET, mtu: o.underlayMtu },
     network: { name: o.network, driver: o.driver, subnet: o.subnet, vni: o.driver === 'overlay' ? o.vni : null },
     hosts: [],
+    lan: null,
     complete: false,
   };
   try {
@@ -442,10 +535,11 @@ async function build(desc: LabDescription, o: LabOptions, progress: Progress): P
       await netnsAdd(ns);
       await vsw(host, ['endpoint', 'create', '--network', o.network, '--netns', ns, '--name', `c${j}`]);
     }
-    host.containers = await listContainers(host, o.network);
+    host.containers = await listContainers(host, o.network, 'c');
     await saveState(desc);
   }
   if (o.driver === 'overlay') checkDistinctAddresses(desc);
+  if (o.lan) await buildLan(desc, o, progress);
   desc.complete = true;
   await saveState(desc);
 }
@@ -479,8 +573,12 @@ async function waitDaemon(host: LabHost): Promise<void> {
   }, 200);
 }
 
-/** The host's endpoints on the network, from `vsw endpoint ls --json`, as lab containers (in namespace order). */
-async function listContainers(host: LabHost, network: string): Promise<LabContainer[]> {
+/**
+ * The host's endpoints on the network, from `vsw endpoint ls --json`, as lab
+ * containers (in namespace order): those in namespaces P-hI-cJ (kind 'c', the
+ * overlay's) or P-hI-lJ (kind 'l', the LAN's).
+ */
+async function listContainers(host: LabHost, network: string, kind: 'c' | 'l'): Promise<LabContainer[]> {
   const r = await vsw(host, ['endpoint', 'ls', '--json']);
   let list: unknown;
   try {
@@ -491,7 +589,7 @@ async function listContainers(host: LabHost, network: string): Promise<LabContai
   const eps = (Array.isArray(list) ? list : []) as Record<string, unknown>[];
   const out: LabContainer[] = [];
   for (const ep of eps) {
-    if (ep.network !== network || typeof ep.netns !== 'string' || !ep.netns.startsWith(`${host.netns}-c`)) continue;
+    if (ep.network !== network || typeof ep.netns !== 'string' || !ep.netns.startsWith(`${host.netns}-${kind}`)) continue;
     const ip = String(ep.ip ?? '').split('/')[0];
     const ifname = typeof ep.ifname === 'string' ? ep.ifname : 'eth0';
     out.push({
@@ -507,7 +605,7 @@ async function listContainers(host: LabHost, network: string): Promise<LabContai
       mtu: await ifMtu(ep.netns, ifname),
     });
   }
-  const num = (c: LabContainer): number => Number(c.id.split('-c')[1]);
+  const num = (c: LabContainer): number => Number(/(\d+)$/.exec(c.id)?.[1]);
   return out.sort((a, b) => num(a) - num(b));
 }
 
@@ -521,6 +619,150 @@ function checkDistinctAddresses(desc: LabDescription): void {
     }
     seen.set(c.ip, c.id);
   }
+}
+
+// ---------------------------------------------------------------- the LAN (--lan)
+
+/**
+ * The physical LAN of `up --lan` (see the top of this file): the LAN
+ * namespace and bridge with dnsmasq on it, the router and the outside host
+ * behind it, an uplink veth per lab host, then on every host's daemon a vsw
+ * network on that uplink and one container. Runs after the hosts' daemons
+ * answer; desc.lan is saved before anything is made, so `down` after a
+ * failure here knows about dnsmasq.
+ */
+async function buildLan(desc: LabDescription, o: LabOptions, progress: Progress): Promise<void> {
+  const p = o.prefix;
+  const lan: LabLan = {
+    netns: lanNetns(p),
+    bridge: LAN.bridge,
+    subnet: LAN.subnet,
+    mtu: LAN.mtu,
+    dhcp: {
+      serverIp: LAN.dhcpServerIp,
+      rangeStart: LAN.dhcpRangeStart,
+      rangeEnd: LAN.dhcpRangeEnd,
+      leaseFile: dnsmasqFile(p, 'leases'),
+      pidFile: dnsmasqFile(p, 'pid'),
+      log: dnsmasqFile(p, 'log'),
+      pid: null,
+    },
+    router: { netns: routerNetns(p), lanIp: LAN.routerIp, outsideIp: LAN.routerOutsideIp },
+    outside: { netns: outsideNetns(p), ip: LAN.outsideIp, subnet: LAN.outsideSubnet },
+    network: { name: LAN.network, driver: o.lanMode, gateway: LAN.routerIp },
+    uplinks: desc.hosts.map((h) => ({ host: h.name, ifname: LAN.uplink, bridgePort: h.name, ipRange: lanIpRange(h.index) })),
+    containers: [],
+  };
+  desc.lan = lan;
+  await saveState(desc);
+
+  progress(`LAN: namespace ${lan.netns}, bridge ${lan.bridge} ${LAN.dhcpServerIp}/${LAN.prefixLength}, DHCP ${LAN.dhcpRangeStart}-${LAN.dhcpRangeEnd} (dnsmasq)`);
+  await netnsAdd(lan.netns);
+  await sh('ip', ['-n', lan.netns, 'link', 'add', lan.bridge, 'mtu', String(lan.mtu), 'type', 'bridge']);
+  await sh('ip', ['-n', lan.netns, 'addr', 'add', `${LAN.dhcpServerIp}/${LAN.prefixLength}`, 'dev', lan.bridge]);
+  await sh('ip', ['-n', lan.netns, 'link', 'set', lan.bridge, 'up']);
+  startDnsmasq(lan);
+  await saveState(desc);
+  await waitDnsmasq(lan);
+
+  progress(`LAN: router ${lan.router.netns} ${LAN.routerIp}, outside host ${lan.outside.netns} ${LAN.outsideIp} behind it`);
+  await netnsAdd(lan.router.netns);
+  await lanPort(lan, 'rt', lan.router.netns, 'eth0');
+  await sh('ip', ['-n', lan.router.netns, 'addr', 'add', `${LAN.routerIp}/${LAN.prefixLength}`, 'dev', 'eth0']);
+  await netnsAdd(lan.outside.netns);
+  await sh('ip', ['-n', lan.router.netns, 'link', 'add', 'eth1', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', lan.outside.netns]);
+  await sh('ip', ['-n', lan.router.netns, 'addr', 'add', `${LAN.routerOutsideIp}/24`, 'dev', 'eth1']);
+  await sh('ip', ['-n', lan.router.netns, 'link', 'set', 'eth1', 'up']);
+  // A namespace starts with forwarding off: without this the router would be two hosts, not a hop.
+  await sh('ip', ['netns', 'exec', lan.router.netns, 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=1']);
+  await sh('ip', ['-n', lan.outside.netns, 'addr', 'add', `${LAN.outsideIp}/24`, 'dev', 'eth0']);
+  await sh('ip', ['-n', lan.outside.netns, 'link', 'set', 'eth0', 'up']);
+  await sh('ip', ['-n', lan.outside.netns, 'route', 'add', 'default', 'via', LAN.routerOutsideIp]);
+
+  progress(`LAN: uplink ${LAN.uplink} on every host (a port of ${lan.bridge}), ${o.lanMode} network ${LAN.network}, one container per host`);
+  for (const host of desc.hosts) {
+    const up = lan.uplinks.find((u) => u.host === host.name)!;
+    // No address on it: the host's stack has no part in the LAN; vsw's socket on it is all that uses it.
+    await lanPort(lan, up.bridgePort, host.netns, up.ifname);
+    await vsw(host, ['network', 'create', '-d', o.lanMode, '--uplink', up.ifname, '--subnet', LAN.subnet, '--gateway', LAN.routerIp, '--ip-range', up.ipRange, LAN.network]);
+    const ns = lanContainerNetns(p, host.index);
+    await netnsAdd(ns);
+    await vsw(host, ['endpoint', 'create', '--network', LAN.network, '--netns', ns, '--name', 'l1']);
+    lan.containers.push(...(await listContainers(host, LAN.network, 'l')));
+    await saveState(desc);
+  }
+}
+
+/** A veth from the LAN bridge (port `port` in the LAN namespace) to `ifname` in namespace ns, both up. */
+async function lanPort(lan: LabLan, port: string, ns: string, ifname: string): Promise<void> {
+  await sh('ip', ['-n', lan.netns, 'link', 'add', port, 'mtu', String(lan.mtu), 'type', 'veth', 'peer', 'name', ifname, 'mtu', String(lan.mtu), 'netns', ns]);
+  await sh('ip', ['-n', lan.netns, 'link', 'set', port, 'master', lan.bridge, 'up']);
+  await sh('ip', ['-n', ns, 'link', 'set', ifname, 'up']);
+}
+
+/**
+ * dnsmasq as the LAN's DHCP server, in the LAN namespace, in the foreground
+ * of a detached `ip netns exec` (which execs it: the pid is dnsmasq's), so
+ * down finds it by pid as well as by namespace. No DNS (--port=0), no system
+ * configuration (--conf-file=/dev/null), answers only on the bridge.
+ */
+function startDnsmasq(lan: LabLan): void {
+  const d = lan.dhcp;
+  const args = [
+    'netns', 'exec', lan.netns, 'dnsmasq',
+    '--keep-in-foreground',
+    '--conf-file=/dev/null',
+    '--port=0',
+    `--interface=${lan.bridge}`,
+    '--bind-interfaces',
+    `--dhcp-range=${d.rangeStart},${d.rangeEnd},255.255.255.0,${LAN.dhcpLeaseTime}`,
+    `--dhcp-option=option:router,${LAN.routerIp}`,
+    '--dhcp-authoritative',
+    `--dhcp-leasefile=${d.leaseFile}`,
+    `--pid-file=${d.pidFile}`,
+    '--log-dhcp',
+    `--log-facility=${d.log}`,
+  ];
+  // What dnsmasq says before its log file is open (a bad option, a busy port) lands in the same file.
+  const fd = openSync(d.log, 'a');
+  try {
+    const child = spawn('ip', args, { stdio: ['ignore', fd, fd], detached: true });
+    child.on('error', () => undefined);
+    child.unref();
+    d.pid = child.pid ?? null;
+  } finally {
+    closeSync(fd);
+  }
+  if (d.pid === null) throw new BenchError(`could not start dnsmasq in ${lan.netns} (ip ${args.join(' ')}).`);
+}
+
+/** dnsmasq listening on UDP 67 in the LAN namespace, or one sentence with the end of its log. */
+async function waitDnsmasq(lan: LabLan): Promise<void> {
+  await waitFor(`dnsmasq serving DHCP in ${lan.netns}`, 10_000, async () => {
+    if (lan.dhcp.pid === null || !processAlive(lan.dhcp.pid)) {
+      const tail = logTail(lan.dhcp.log);
+      throw new BenchError(`dnsmasq exited at start${tail ? `; the end of its log (${lan.dhcp.log}):\n${tail}` : '.'}`);
+    }
+    const r = await sh('ip', ['netns', 'exec', lan.netns, 'ss', '-Hlun', 'sport = :67'], { allowFail: true });
+    return r.stdout.trim() ? true : undefined;
+  }, 100);
+}
+
+/** The leases in dnsmasq's lease file ("EXPIRY MAC IP HOSTNAME CLIENT-ID" per line). */
+export function readLeases(file: string): { expiry: number; mac: string; ip: string; hostname: string }[] {
+  let text = '';
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return [];
+  }
+  return text
+    .split('\n')
+    .filter((l) => l.trim())
+    .map((l) => {
+      const [expiry, mac, ip, hostname] = l.split(' ');
+      return { expiry: Number(expiry), mac, ip, hostname };
+    });
 }
 
 // ---------------------------------------------------------------- down
@@ -549,7 +791,10 @@ export async function labDown(prefix: string, progress: Progress = () => undefin
   const namespaces = await labNamespaces(prefix);
   // A recorded pid counts only while it is still that daemon (pids are reused).
   const daemons = (desc?.hosts ?? []).map((h) => h.pid).filter((pid): pid is number => pid !== null && processAlive(pid) && cmdline(pid).includes(`${prefix}-h`));
-  const inside = new Set<number>(daemons);
+  // dnsmasq runs in the LAN namespace, so the loop below finds it anyway; by pid too, in case that namespace lost its name.
+  const dnsmasqPid = desc?.lan?.dhcp.pid ?? null;
+  const dnsmasq = dnsmasqPid !== null && processAlive(dnsmasqPid) && cmdline(dnsmasqPid).includes(dnsmasqFile(prefix, 'pid')) ? [dnsmasqPid] : [];
+  const inside = new Set<number>([...daemons, ...dnsmasq]);
   for (const ns of namespaces) {
     const r = await cmd('ip', ['netns', 'pids', ns], { cleanup: true, allowFail: true });
     for (const pid of r.stdout.split(/\s+/).filter(Boolean)) inside.add(Number(pid));
@@ -558,11 +803,12 @@ export async function labDown(prefix: string, progress: Progress = () => undefin
   const pids = [...inside].filter(processAlive);
   let killed = 0;
   if (pids.length) {
-    progress(`stopping ${pids.length} process${pids.length > 1 ? 'es' : ''} (${daemons.length} vsw daemon${daemons.length === 1 ? '' : 's'})`);
+    progress(`stopping ${pids.length} process${pids.length > 1 ? 'es' : ''} (${daemons.length} vsw daemon${daemons.length === 1 ? '' : 's'}${dnsmasq.length ? ', dnsmasq' : ''})`);
     killed = (await terminate(pids, 5000)).killed.length;
   }
-  // Containers first, then hosts, then the underlay: the order links were made in, reversed.
-  const rank = (ns: string): number => (ns.endsWith('-ul') ? 2 : /-c\d+$/.test(ns) ? 0 : 1);
+  // Containers first, then hosts (and the router, the outside host), then the underlay and the LAN:
+  // the order links were made in, reversed.
+  const rank = (ns: string): number => (ns.endsWith('-ul') || ns.endsWith('-lan') ? 2 : /-[cl]\d+$/.test(ns) ? 0 : 1);
   const ordered = [...namespaces].sort((a, b) => rank(a) - rank(b));
   const failed: string[] = [];
   for (const ns of ordered) {
@@ -636,13 +882,15 @@ export async function runIperf(a: IperfArgs): Promise<IperfOutcome> {
   }
 }
 
-/** A container of the lab by its id (h1-c1). */
-export function findContainer(desc: LabDescription, id: string): LabContainer {
-  const c = desc.hosts.flatMap((h) => h.containers).find((x) => x.id === id);
-  if (!c) {
-    const ids = desc.hosts.flatMap((h) => h.containers.map((x) => x.id));
-    throw new BenchError(`the lab has no container ${id}: pick one of ${ids.join(', ')}.`);
-  }
+/** Something iperf can run in: a container, or the LAN's outside host. */
+export type LabPeer = Pick<LabContainer, 'id' | 'netns' | 'ip'>;
+
+/** A container of the lab by its id (h1-c1; with --lan also h1-l1, and "out" for the outside host). */
+export function findContainer(desc: LabDescription, id: string): LabPeer {
+  const peers: LabPeer[] = [...desc.hosts.flatMap((h) => h.containers), ...(desc.lan?.containers ?? [])];
+  if (desc.lan) peers.push({ id: 'out', netns: desc.lan.outside.netns, ip: desc.lan.outside.ip });
+  const c = peers.find((x) => x.id === id);
+  if (!c) throw new BenchError(`the lab has no container ${id}: pick one of ${peers.map((x) => x.id).join(', ')}.`);
   return c;
 }
 
@@ -665,6 +913,28 @@ export interface HostStatus {
   answers: boolean;
   netns: boolean;
   containers: { id: string; netns: boolean }[];
+}
+
+export interface LanStatus {
+  dnsmasq: 'running' | 'not running';
+  /** Leases in dnsmasq's lease file (the containers have static addresses: these are other DHCP clients'). */
+  leases: number;
+  /** Each namespace of the LAN (LAN, router, outside host, the LAN containers) and whether it exists. */
+  namespaces: { netns: string; exists: boolean }[];
+}
+
+/** Whether dnsmasq runs and the LAN's namespaces exist; null for a lab without --lan. */
+export function lanStatus(desc: LabDescription): LanStatus | null {
+  const lan = desc.lan;
+  if (!lan) return null;
+  const pid = lan.dhcp.pid;
+  const running = pid !== null && processAlive(pid) && cmdline(pid).includes(lan.dhcp.pidFile);
+  const names = [lan.netns, lan.router.netns, lan.outside.netns, ...lan.containers.map((c) => c.netns)];
+  return {
+    dnsmasq: running ? 'running' : 'not running',
+    leases: readLeases(lan.dhcp.leaseFile).length,
+    namespaces: names.map((netns) => ({ netns, exists: existsSync(`/run/netns/${netns}`) })),
+  };
 }
 
 /** Whether each daemon runs and answers, and each namespace exists. */

@@ -3,6 +3,8 @@
  *
  *   scripts/lab up [--hosts N] [--containers M]   build it: hosts are namespaces on an underlay bridge,
  *                                                  one vsw daemon each, an overlay network, containers
+ *   scripts/lab up --lan                           and a physical LAN (bridge, dnsmasq, router, outside
+ *                                                  host) with a transparent network on every host's uplink
  *   scripts/lab iperf [--from h1-c1] [--to h2-c1]  iperf3 between two containers
  *   scripts/lab status                             what runs, what answers
  *   scripts/lab down                               remove everything
@@ -25,6 +27,7 @@ import {
   labPreflight,
   labStatus,
   labUp,
+  lanStatus,
   pingOnce,
   readLab,
   requireLab,
@@ -65,6 +68,20 @@ function summary(desc: LabDescription, check: string | null): string {
       lines.push(`    ${c.id.padEnd(7)} namespace ${c.netns}  ${c.ifname} ${c.ip}/${c.prefixLength}  mtu ${c.mtu ?? '?'}  endpoint ${c.endpoint}`);
     }
   }
+  const lan = desc.lan;
+  if (lan) {
+    lines.push('');
+    lines.push(`LAN: bridge ${lan.bridge} in namespace ${lan.netns}, ${lan.subnet}, MTU ${lan.mtu}`);
+    lines.push(`    DHCP: dnsmasq pid ${lan.dhcp.pid} on ${lan.dhcp.serverIp}, pool ${lan.dhcp.rangeStart}-${lan.dhcp.rangeEnd}, leases ${lan.dhcp.leaseFile}`);
+    lines.push(`    router: namespace ${lan.router.netns}  ${lan.router.lanIp} on the LAN, ${lan.router.outsideIp} towards the outside host`);
+    lines.push(`    outside host: namespace ${lan.outside.netns}  ${lan.outside.ip} (${lan.outside.subnet}), one hop behind the router`);
+    lines.push(`    ${lan.network.driver} network ${lan.network.name} on every host, gateway ${lan.network.gateway}:`);
+    for (const u of lan.uplinks) {
+      const c = lan.containers.find((x) => x.host === u.host);
+      lines.push(`    ${u.host}  uplink ${u.ifname} (port ${u.bridgePort} of ${lan.bridge})  --ip-range ${u.ipRange}` +
+        (c ? `  ${c.id} namespace ${c.netns}  ${c.ifname} ${c.ip}/${c.prefixLength}  endpoint ${c.endpoint}` : ''));
+    }
+  }
   if (check) lines.push('', check);
   const [h1, h2] = desc.hosts;
   const a = h1.containers[0];
@@ -74,6 +91,14 @@ function summary(desc: LabDescription, check: string | null): string {
   cmds.push([`${vswCmd} --socket ${h1.socket} ${n.driver === 'overlay' ? 'overlay ls' : 'network ls'}`, `host ${h1.name}'s daemon`]);
   cmds.push([`${vswCmd} --socket ${h1.socket} endpoint ls`, '']);
   cmds.push([`ip netns exec ${h1.netns} tcpdump -ni eth0 udp port 4789`, `the underlay as host ${h1.name} sees it`]);
+  const l = lan?.containers[0];
+  if (lan && l) {
+    cmds.push([`ip netns exec ${lan.outside.netns} ping -c 3 ${l.ip}`, `outside host -> ${l.id}, through the router and the LAN`]);
+    cmds.push([labCmd(`iperf --from out --to ${l.id}`, desc.prefix), `iperf3 outside host -> ${l.id}`]);
+    cmds.push([`ip netns exec ${lan.netns} tcpdump -eni ${lan.bridge} not port 67`, `the LAN's frames, with the containers' own MACs`]);
+    cmds.push([`${vswCmd} --socket ${h1.socket} stats`, `the uplink's counters on host ${h1.name}`]);
+    cmds.push([`cat ${lan.dhcp.leaseFile}`, "dnsmasq's leases"]);
+  }
   cmds.push([labCmd('iperf', desc.prefix), `iperf3 ${a?.id ?? 'h1-c1'} -> ${b?.id ?? 'h2-c1'}`]);
   cmds.push([labCmd('status', desc.prefix), '']);
   cmds.push([labCmd('down', desc.prefix), 'remove everything']);
@@ -92,6 +117,7 @@ interface UpFlags {
   underlayMtu?: string;
   driver: string;
   logLevel: string;
+  lan?: boolean;
   json?: boolean;
 }
 
@@ -106,15 +132,28 @@ async function up(f: UpFlags): Promise<void> {
     underlayMtu: intOption('underlay-mtu', f.underlayMtu, LAB_DEFAULTS.underlayMtu, LIMITS.underlayMtu.min, LIMITS.underlayMtu.max),
     driver: f.driver as LabDriver,
     logLevel: f.logLevel,
+    lan: f.lan === true,
+    // TODO(issue 14): `--lan-mode transparent|l2bridge` once vsw implements l2bridge networks.
+    lanMode: LAB_DEFAULTS.lanMode,
   };
   const desc = await labUp(opts, progress);
   // One ping across hosts: the lab works, or the summary says it does not (and the lab stays, to look at).
-  let check: string | null = null;
+  const checks: string[] = [];
   const [a, b] = [desc.hosts[0].containers[0], desc.hosts[1].containers[0]];
   if (opts.driver === 'overlay' && a && b) {
     const rtt = await pingOnce(a.netns, b.ip, 5);
-    check = rtt !== null ? `check: ${a.id} -> ${b.id} ping answered in ${rtt} ms` : `check: ${a.id} -> ${b.id} ping got NO answer: look at the daemons' logs`;
+    checks.push(rtt !== null ? `check: ${a.id} -> ${b.id} ping answered in ${rtt} ms` : `check: ${a.id} -> ${b.id} ping got NO answer: look at the daemons' logs`);
   }
+  // The LAN: every LAN container reaches the outside host through the router, and is reached from it.
+  const lan = desc.lan;
+  for (const c of lan?.containers ?? []) {
+    for (const [from, to, ip] of [[c.netns, 'out', lan!.outside.ip], [lan!.outside.netns, c.id, c.ip]] as const) {
+      const name = from === c.netns ? c.id : 'out';
+      const rtt = await pingOnce(from, ip, 5);
+      checks.push(rtt !== null ? `check: ${name} -> ${to} ping answered in ${rtt} ms` : `check: ${name} -> ${to} ping got NO answer: look at the daemons' logs and \`vsw stats\``);
+    }
+  }
+  const check = checks.length ? checks.join('\n') : null;
   process.stdout.write(f.json ? JSON.stringify(desc, null, 2) + '\n' : summary(desc, check) + '\n');
 }
 
@@ -145,8 +184,9 @@ async function status(f: { prefix: string; json?: boolean }): Promise<void> {
   }
   await labPreflight();
   const hosts = await labStatus(desc);
+  const lan = lanStatus(desc);
   if (f.json) {
-    process.stdout.write(JSON.stringify({ lab: desc, status: hosts }, null, 2) + '\n');
+    process.stdout.write(JSON.stringify({ lab: desc, status: hosts, lan }, null, 2) + '\n');
     return;
   }
   const lines = [`lab ${desc.prefix}${desc.complete ? '' : ' (NOT completely built: remove it with down)'}: ${desc.network.driver} network ${desc.network.name} ${desc.network.subnet}, built ${desc.created}`];
@@ -159,8 +199,16 @@ async function status(f: { prefix: string; json?: boolean }): Promise<void> {
       lines.push(`    ${c.id.padEnd(7)} ${cont.ip}${c.netns ? '' : '  namespace MISSING'}`);
     }
   }
+  if (lan && desc.lan) {
+    const missing = lan.namespaces.filter((n) => !n.exists).map((n) => n.netns);
+    lines.push(
+      `LAN ${desc.lan.subnet}  dnsmasq ${lan.dnsmasq === 'running' ? `runs (pid ${desc.lan.dhcp.pid})` : 'NOT running'}, ${lan.leases} lease${lan.leases === 1 ? '' : 's'} in ${desc.lan.dhcp.leaseFile}` +
+        (missing.length ? `  namespace${missing.length > 1 ? 's' : ''} MISSING: ${missing.join(', ')}` : ''),
+    );
+    for (const c of desc.lan.containers) lines.push(`    ${c.id.padEnd(7)} ${c.ip}  ${desc.lan.network.driver} network ${desc.lan.network.name}`);
+  }
   process.stdout.write(lines.join('\n') + '\n');
-  const bad = hosts.some((h) => !h.answers || !h.netns || h.containers.some((c) => !c.netns));
+  const bad = hosts.some((h) => !h.answers || !h.netns || h.containers.some((c) => !c.netns)) || (lan !== null && (lan.dnsmasq !== 'running' || lan.namespaces.some((n) => !n.exists)));
   if (bad) process.exitCode = 1;
 }
 
@@ -227,8 +275,9 @@ function program(): Command {
     .option('--underlay-mtu <n>', `MTU of the underlay's links and bridge (default ${LAB_DEFAULTS.underlayMtu})`)
     .addOption(new Option('--driver <driver>', 'network driver (internal: a separate network per host, for trying the lab without overlay)').default(LAB_DEFAULTS.driver).hideHelp())
     .addOption(new Option('--log-level <level>', 'log level of the daemons').default(LAB_DEFAULTS.logLevel).hideHelp())
+    .option('--lan', 'also a physical LAN: a bridge with dnsmasq (DHCP), a router with an outside host behind it, every host\'s uplink on it carrying a transparent network "lan" with one container')
     .option('--json', 'print the lab description (as stored in /run/vsw-lab/PREFIX.json) instead of the summary')
-    .addHelpText('after', '\nExample:\n  scripts/lab up --hosts 3 --containers 1\n')
+    .addHelpText('after', '\nExamples:\n  scripts/lab up --hosts 3 --containers 1\n  scripts/lab up --lan\n')
     .action(up);
 
   p.command('down')
@@ -239,18 +288,18 @@ function program(): Command {
   p.command('iperf')
     .description('iperf3 from one container to another (server in --to, client in --from), and print the rate')
     .addOption(prefixOption())
-    .option('--from <container>', 'client container, HOST-CONTAINER', 'h1-c1')
-    .option('--to <container>', 'server container, HOST-CONTAINER', 'h2-c1')
+    .option('--from <container>', 'client container, HOST-CONTAINER (with --lan also h1-l1, ..., and out, the outside host)', 'h1-c1')
+    .option('--to <container>', 'server container, HOST-CONTAINER (or h1-l1, out)', 'h2-c1')
     .option('-t, --time <s>', 'seconds (default 5)')
     .option('-P, --parallel <n>', 'parallel TCP streams (default 1)')
     .option('-u, --udp', 'UDP at full rate instead of TCP')
     .option('-l, --len <bytes>', 'UDP datagram size (default 64)')
     .option('--json', 'print the parsed result as JSON')
-    .addHelpText('after', '\nExamples:\n  scripts/lab iperf\n  scripts/lab iperf --from h1-c2 --to h2-c1 -P 4 --time 10\n  scripts/lab iperf --udp --len 64\n')
+    .addHelpText('after', '\nExamples:\n  scripts/lab iperf\n  scripts/lab iperf --from h1-c2 --to h2-c1 -P 4 --time 10\n  scripts/lab iperf --udp --len 64\n  scripts/lab iperf --from out --to h1-l1     # a lab built with --lan\n')
     .action(iperf);
 
   p.command('status')
-    .description('whether each daemon runs and answers and each namespace exists (exit 1 if not)')
+    .description('whether each daemon (and the LAN\'s dnsmasq) runs and answers and each namespace exists (exit 1 if not)')
     .addOption(prefixOption())
     .option('--json', 'print the lab description and status as JSON')
     .action(status);

@@ -32,6 +32,9 @@ const test = [
   ['containerd', 'containerd'],
   ['dockerd', 'docker.io'],
   ['/bin/busybox', 'busybox-static'],
+  // The LAN of `scripts/lab up --lan` and its test: dnsmasq is the LAN's DHCP server (dnsmasq-base is the
+  // program alone, without the system service the dnsmasq package would install and start).
+  ['dnsmasq', 'dnsmasq-base'],
   ['/usr/lib/cni/loopback', 'containernetworking-plugins'],
   // libcni itself drives the plugin in the conformance test, built with Debian's go from Debian's sources.
   ['go', 'golang-go'],

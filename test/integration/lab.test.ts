@@ -78,6 +78,9 @@ test.serial('scripts/lab up builds two hosts with a daemon each and two containe
   for (const ns of [`${prefix}-ul`, `${prefix}-h1`, `${prefix}-h2`, `${prefix}-h1-c1`, `${prefix}-h1-c2`, `${prefix}-h2-c1`, `${prefix}-h2-c2`]) {
     t.true(names.includes(ns), `namespace ${ns} is missing`);
   }
+  // The physical LAN is built only when asked for (--lan, lab-lan.test.ts).
+  for (const ns of [`${prefix}-lan`, `${prefix}-rt`, `${prefix}-out`]) t.false(names.includes(ns), `namespace ${ns} exists without --lan`);
+  t.notRegex(upOutput, /dnsmasq/);
   for (const h of d.hosts) {
     t.true(processAlive(h.pid), `${h.name}'s daemon ${h.pid} is not running`);
     // The daemon runs inside its host's namespace, where the underlay address is.
