@@ -140,9 +140,41 @@ export async function installPublished(table: string, hostIf: string, externalIp
   }
 }
 
-/** Removes the table; a missing one is not an error. */
-export async function removeMasquerade(table: string): Promise<void> {
-  await nft([`add table ip ${table}; delete table ip ${table}`]);
+/** The nftables table that keeps the host's stack away from the container addresses on an uplink (family netdev). */
+export function uplinkGuardTableName(ifname: string): string {
+  return `${GUARD_TABLE_PREFIX}${ifname.replace(/[^A-Za-z0-9_]/g, '_')}`;
+}
+
+const GUARD_TABLE_PREFIX = 'vsw_guard_';
+
+/**
+ * Drops, at the uplink's ingress hook, what the host's own stack would
+ * otherwise see of the containers' traffic: IPv4 to their addresses and ARP
+ * naming them. vsw's AF_PACKET socket has its copy already (packet taps run
+ * before the ingress hook), so the containers lose nothing; the host cannot
+ * answer for them, send redirects about them, or forward frames addressed to
+ * them (an l2bridge container's frames come to the host's own MAC), whatever
+ * ip_forward, proxy_arp or arp_ignore say. Replaces the table (one nft
+ * transaction); no addresses: the table with an empty set.
+ */
+export async function installUplinkGuard(table: string, ifname: string, addresses: readonly string[]): Promise<void> {
+  const script = [
+    `add table netdev ${table}`,
+    `delete table netdev ${table}`,
+    `add table netdev ${table}`,
+    `add chain netdev ${table} ingress { type filter hook ingress device ${JSON.stringify(ifname)} priority -500; policy accept; }`,
+    `add set netdev ${table} containers { type ipv4_addr; }`,
+    ...(addresses.length > 0 ? [`add element netdev ${table} containers { ${addresses.join(', ')} }`] : []),
+    `add rule netdev ${table} ingress ip daddr @containers drop`,
+    `add rule netdev ${table} ingress arp daddr ip @containers drop`,
+  ].join('; ');
+  await nft([script]);
+}
+
+/** Removes one of vsw's tables (family ip, or netdev for an uplink guard); a missing one is not an error. */
+export async function removeNftTable(table: string): Promise<void> {
+  const family = table.startsWith(GUARD_TABLE_PREFIX) ? 'netdev' : 'ip';
+  await nft([`add table ${family} ${table}; delete table ${family} ${table}`]);
 }
 
 /**

@@ -60,6 +60,8 @@ export const DropReason = {
   tunnelEncapFailed: 26,
   /** A unicast frame from a physical uplink to a MAC no port of the network has: LAN traffic that is not the containers'. Counted on the uplink. */
   uplinkNotLocal: 27,
+  /** l2bridge: neither IPv4 nor ARP, to or from the uplink (one MAC on the wire cannot carry IPv6: its neighbour discovery names the container's MAC). */
+  l2bridgeNotIpv4: 28,
 } as const;
 
 export type DropReasonName = keyof typeof DropReason;

@@ -79,6 +79,8 @@ export interface UplinkInfo {
   mac: string;
   /** Its MTU when the network was made (or the daemon last opened it): the endpoints get it too. */
   mtu?: number;
+  /** The host's own IPv4 address on it inside the network's subnet, when it has one: never handed to a container (l2bridge requires it). */
+  hostAddress?: string;
   /** Why the uplink is not attached, or null when it is. */
   down?: string;
 }

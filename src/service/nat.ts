@@ -20,7 +20,7 @@ import {
   masqueradeInstalled,
   natTableName,
   publishedTableName,
-  removeMasquerade,
+  removeNftTable,
   setForwarding,
   type KernelPublished,
 } from '../host/nat.js';
@@ -149,15 +149,8 @@ export class NatService {
   }
 
   /** Records a table as vsw's before it is installed, so a restart after a crash can remove it. */
-  private async own(table: string): Promise<void> {
-    if (this.state.host.nftTables.includes(table)) return;
-    this.state.host.nftTables.push(table);
-    try {
-      await this.commit();
-    } catch (err) {
-      this.state.host.nftTables = this.state.host.nftTables.filter((t) => t !== table);
-      throw err;
-    }
+  private own(table: string): Promise<void> {
+    return this.state.ownNftTable(table, this.commit);
   }
 
   /** Records that vsw turns ip_forward on, before it does, so that a restart or a reset after a crash turns it off again. */
@@ -174,7 +167,7 @@ export class NatService {
 
   /** Removes a table vsw installed and forgets it (saved with the next commit). */
   async removeTable(table: string): Promise<void> {
-    await removeMasquerade(table);
+    await removeNftTable(table);
     this.state.host.nftTables = this.state.host.nftTables.filter((t) => t !== table);
   }
 

@@ -19,6 +19,7 @@
  */
 import type { Logger } from 'pino';
 import { netnsMounted } from '../host/index.js';
+import { uplinkGuardTableName } from '../host/nat.js';
 import { closeFd } from '../native/index.js';
 import type { SnapshotImport } from '../switch/snapshot.js';
 import { validateLayer, PolicyError } from '../vfp/policy.js';
@@ -213,7 +214,12 @@ export async function restoreState(ctx: RestoreContext, saved: SavedState, ipams
     }
   }
 
-  const wanted = ctx.nat.wantedTables();
+  // The guards follow the endpoints, which are back only now.
+  for (const record of state.networks.values()) {
+    if (!record.uplink || record.uplink.down !== null) continue;
+    await ctx.uplinks.guard(record).catch((err) => logger.error({ err, network: record.network.name }, "could not install the uplink guard: the host's stack may answer for container addresses"));
+  }
+  const wanted = new Set([...ctx.nat.wantedTables(), ...ctx.uplinks.wantedTables()]);
   for (const table of [...state.host.nftTables]) {
     if (wanted.has(table)) continue;
     try {
@@ -255,11 +261,14 @@ async function restoreNetwork(ctx: RestoreContext, saved: SavedState['networks']
       record.overlay = { info, tunnelPortId, uplinkKey: tunnel.uplinkKey, uplinkId: tunnel.uplinkId, remotes: new Map(remotes.map((r) => [r.mac, r])) };
       overlaySpec = tunnel.spec;
     }
-    await dataPlane.addNetwork(network.id, network.name, natSpec, overlaySpec);
+    await dataPlane.addNetwork(network.id, network.name, natSpec, overlaySpec, network.driver === 'l2bridge');
     for (const remote of saved.overlay?.remotes ?? []) await dataPlane.addRemote(network.id, remote);
     if (saved.uplink) {
       record.uplink = { info: { ...saved.uplink.info }, fd: -1, portId: saved.uplink.portId, down: null };
       state.portIds.take(saved.uplink.portId);
+      // Known as vsw's before it is made again (a state from before guards had none): nothing is saved mid-restore.
+      const guard = uplinkGuardTableName(saved.uplink.info.interface);
+      if (!state.host.nftTables.includes(guard)) state.host.nftTables.push(guard);
       await ctx.uplinks.restore(record);
     }
   } catch (err) {

@@ -102,11 +102,11 @@ export const CreateNetworkBody = Type.Object(
         str(64),
         'a subnet or FIRST-LAST range string inside the subnet',
         'pass --ip-range CIDR or leave it out',
-        "overlay and transparent: the part of the subnet this host hands out, as CIDR or FIRST-LAST; default for overlay a share by the VTEP's place among all VTEPs, for transparent the whole subnet.",
+        "overlay, transparent and l2bridge: the part of the subnet this host hands out, as CIDR or FIRST-LAST; default for overlay a share by the VTEP's place among all VTEPs, otherwise the whole subnet.",
       ),
     ),
     uplink: optional(
-      field(str(15), 'an interface name of 1 to 15 characters', 'pass --uplink IFNAME', 'transparent: the host interface the network rides on; containers appear on its LAN with their own MACs.'),
+      field(str(15), 'an interface name of 1 to 15 characters', 'pass --uplink IFNAME', 'transparent and l2bridge: the host interface the network rides on; containers appear on its LAN with their own MACs (transparent) or all with its MAC (l2bridge).'),
     ),
     owner: optional(
       field(str(255), 'a string of 1 to 255 characters', 'leave it out (runtime drivers set it)', 'Who asks (a runtime\'s driver), e.g. "docker:NETWORKID"; unique among networks.'),

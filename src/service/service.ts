@@ -106,7 +106,7 @@ export class NetworkService {
     this.policies = this.policyService = new PolicyService(this.state, dataPlane, logger, commit);
     this.nat = new NatService(this.state, dataPlane, logger, commit);
     this.overlay = new OverlayService(this.state, dataPlane, logger);
-    this.uplinks = new UplinkService(this.state, dataPlane, logger);
+    this.uplinks = new UplinkService(this.state, dataPlane, logger, commit);
     this.capture = new CaptureService(this.state, dataPlane, logger);
   }
 
@@ -404,9 +404,10 @@ export class NetworkService {
     }
     const isNat = req.driver === 'nat';
     const isOverlay = req.driver === 'overlay';
-    const isTransparent = req.driver === 'transparent';
-    if (!isTransparent && req.uplink !== undefined) {
-      throw badRequest(`--uplink belongs to transparent networks, not ${req.driver} ones: leave it out or pass -d transparent.`);
+    // The modes on a physical uplink: containers on the host's LAN.
+    const onUplink = req.driver === 'transparent' || req.driver === 'l2bridge';
+    if (!onUplink && req.uplink !== undefined) {
+      throw badRequest(`--uplink belongs to transparent and l2bridge networks, not ${req.driver} ones: leave it out or pass -d transparent or -d l2bridge.`);
     }
     if (!isNat && (req.transit !== undefined || req.externalIp !== undefined || req.natPorts !== undefined)) {
       throw badRequest(`--transit, --external-ip and --nat-ports belong to nat networks, not ${req.driver} ones: leave them out or pass -d nat.`);
@@ -414,17 +415,19 @@ export class NetworkService {
     if (!isOverlay && [req.vni, req.vtep, req.peers, req.vxlanPort, req.mtu].some((v) => v !== undefined)) {
       throw badRequest(`--vni, --vtep, --peer, --vxlan-port and --mtu belong to overlay networks, not ${req.driver} ones: leave them out or pass -d overlay.`);
     }
-    if (!isOverlay && !isTransparent && req.ipRange !== undefined) {
-      throw badRequest(`--ip-range belongs to overlay and transparent networks, not ${req.driver} ones: leave it out.`);
+    if (!isOverlay && !onUplink && req.ipRange !== undefined) {
+      throw badRequest(`--ip-range belongs to overlay, transparent and l2bridge networks, not ${req.driver} ones: leave it out.`);
     }
     // The subnet first: the overlay's checks need it well-formed, and the IPAM needs the overlay's share of it.
     const subnetCidr = new Ipam(req.subnet).cidr;
     this.checkNoOverlap(subnetCidr);
     const plan: OverlayPlan | undefined = isOverlay ? await this.overlay.plan({ ...req, subnet: subnetCidr }) : undefined;
-    const uplink = isTransparent ? this.uplinks.check(req) : undefined;
-    // A transparent network shares its LAN with hosts vsw does not know: --ip-range keeps the containers to their part of it.
-    const range = plan ? plan.range : isTransparent && req.ipRange !== undefined ? parseRange(req.ipRange, subnetCidr) : undefined;
+    const uplink = onUplink ? await this.uplinks.check(req, subnetCidr) : undefined;
+    // A network on an uplink shares its LAN with hosts vsw does not know: --ip-range keeps the containers to their part of it.
+    const range = plan ? plan.range : onUplink && req.ipRange !== undefined ? parseRange(req.ipRange, subnetCidr) : undefined;
     const ipam = new Ipam(req.subnet, { ...(req.gateway === undefined ? {} : { gateway: req.gateway }), ...(range ? { range } : {}) });
+    // The host's own address on the LAN is never a container's.
+    if (uplink?.hostAddress !== undefined && uplink.hostAddress !== ipam.gateway) ipam.reserve(uplink.hostAddress);
     const id = this.state.networkIds.allocate();
     const rollback = new Rollback(this.logger);
     rollback.add(`release network id ${id}`, () => this.state.networkIds.release(id));
@@ -433,7 +436,7 @@ export class NetworkService {
       const gateway = ipam.gateway ?? (isNat ? ipam.reservedGateway : null);
       const prepared = isNat ? await this.nat.prepare(req, ipam, id, rollback) : undefined;
       const tunnel = plan ? await this.overlay.attach(plan, rollback) : undefined;
-      await this.dataPlane.addNetwork(id, req.name, prepared?.spec, tunnel?.spec);
+      await this.dataPlane.addNetwork(id, req.name, prepared?.spec, tunnel?.spec, req.driver === 'l2bridge');
       rollback.add(`remove network ${req.name} from the data plane`, () => this.dataPlane.removeNetwork(id));
       const network: Network = { name: req.name, id, driver: req.driver, subnet: ipam.cidr, gateway, created: now(), ...(req.owner === undefined ? {} : { owner: req.owner }) };
       const record: NetworkRecord = { network, ipam, nat: prepared?.nat };
@@ -442,6 +445,8 @@ export class NetworkService {
       if (uplink) {
         record.uplink = { info: uplink, fd: -1, portId: -1, down: null };
         await this.uplinks.attach(record, rollback);
+        rollback.add(`remove the guard of ${uplink.interface}`, () => this.uplinks.removeGuard(record));
+        await this.uplinks.guard(record);
       }
       this.state.networks.set(network.name, record);
       rollback.add(`forget network ${network.name}`, () => this.state.networks.delete(network.name));
@@ -553,8 +558,12 @@ export class NetworkService {
     const record: EndpointRecord = { endpoint, fd, networkId: net.network.id, policy, proxies, down: null };
     if (endpoint.publishVia === 'dnat') await this.nat.claimPublishedTable(net);
     if (publish.length > 0) rollback.add('unpublish the ports again', () => this.nat.syncPublished(net));
+    // Undone after it is forgotten: the guard then goes back to the addresses without it.
+    if (net.uplink) rollback.add(`take ${ip} out of the uplink guard`, () => this.uplinks.guard(net));
     this.state.endpoints.set(id, record);
     rollback.add(`forget endpoint ${id}`, () => this.state.endpoints.delete(id));
+    // Before the container can be reached: from now on the host's stack never answers or forwards for its address.
+    if (net.uplink) await this.uplinks.guard(net);
     if (publish.length > 0) await this.nat.syncPublished(net);
     await this.commit();
     persistQuietly(fd, `TAP ${req.netns}/${ifname}`, this.logger);
@@ -668,6 +677,7 @@ export class NetworkService {
     this.state.networks.get(endpoint.network)?.ipam.release(endpoint.ip);
     this.state.portIds.release(endpoint.portId);
     this.state.endpoints.delete(endpoint.id);
+    if (net?.uplink) await this.uplinks.guard(net).catch((err) => this.logger.warn({ err, endpoint: endpoint.id }, "could not take the endpoint's address out of the uplink guard"));
     this.logger.info({ endpoint: endpoint.id, endpointName: endpoint.name, network: endpoint.network, netns: endpoint.netns, portId: endpoint.portId }, 'endpoint removed');
   }
 

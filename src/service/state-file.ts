@@ -339,7 +339,7 @@ function shapeProblem(s: Record<string, unknown>): string | undefined {
       return `overlay network ${net.name} lacks its VNI, ports or remotes`;
     }
     if (n.uplink && (typeof n.uplink.info?.interface !== 'string' || typeof n.uplink.info.mac !== 'string' || !Number.isInteger(n.uplink.portId))) {
-      return `transparent network ${net.name} lacks its uplink interface or port`;
+      return `${net.driver} network ${net.name} lacks its uplink interface or port`;
     }
   }
   const names = new Set(networks.map((n) => n.network.name));

@@ -82,6 +82,18 @@ export class State {
   readonly portIds: IdPool;
   /** Host changes vsw owns beyond the networks (written to disk before they are made). */
   host: HostLedger = { forwardingSetByVsw: false, nftTables: [] };
+
+  /** Records an nftables table as vsw's (saved by `commit`) before it is installed, so a restart or a reset after a crash removes it. */
+  async ownNftTable(table: string, commit: () => Promise<void>): Promise<void> {
+    if (this.host.nftTables.includes(table)) return;
+    this.host.nftTables.push(table);
+    try {
+      await commit();
+    } catch (err) {
+      this.host.nftTables = this.host.nftTables.filter((t) => t !== table);
+      throw err;
+    }
+  }
   /** Of the last state written or read: one more with every write. */
   generation = 0;
   /** The state's identity, kept across writes and restarts (a new one only for a new state). */

@@ -1,23 +1,28 @@
 /**
- * The host interface a transparent network rides on (its uplink): checked
- * when the network is created, opened as an AF_PACKET socket (packetOpen)
- * that joins the data plane as the network's uplink port, closed when the
- * network goes, opened again when the daemon restarts. vsw changes nothing
- * on the interface but its promiscuity, which lasts as long as the socket.
+ * The host interface a transparent or l2bridge network rides on (its uplink):
+ * checked when the network is created, opened as an AF_PACKET socket
+ * (packetOpen) that joins the data plane as the network's uplink port, closed
+ * when the network goes, opened again when the daemon restarts. A transparent
+ * uplink is promiscuous while the socket lasts (containers have MACs of their
+ * own); an l2bridge one is not (the LAN sends to the interface's own MAC).
  *
- * The host stack never answers for container addresses on the LAN: they are
- * never configured on the host, so the kernel neither answers ARP for them
- * nor routes to them; frames for container MACs reach the host in
- * promiscuous mode as PACKET_OTHERHOST, which the stack drops, ip_forward or
- * not.
+ * The host's stack never answers or forwards for container addresses: an
+ * nftables table of family netdev (installUplinkGuard) drops, at the
+ * interface's ingress hook, IPv4 to them and ARP naming them, after vsw's
+ * socket has had its copy. It follows the network's endpoints. Without it an
+ * l2bridge container's frames, which come to the host's own MAC, would be
+ * forwarded by a host with ip_forward on, with ICMP redirects to the sender.
  */
 import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { validateIfName } from '../host/index.js';
+import { installUplinkGuard, removeNftTable, uplinkGuardTableName } from '../host/nat.js';
+import { hostIpv4Addresses } from '../host/underlay.js';
 import { closeFd, packetOpen, tapLinkInfo } from '../native/index.js';
 import type { DataPlane } from '../switch/dataplane.js';
 import type { CreateNetworkRequest, UplinkInfo } from './api-types.js';
 import { badRequest, conflict } from './errors.js';
+import { subnetContains } from './ipam.js';
 import type { Rollback } from './rollback.js';
 import { closeQuietly } from './taps.js';
 import type { NetworkRecord, State } from './state.js';
@@ -42,10 +47,17 @@ export class UplinkService {
     private readonly state: State,
     private readonly dataPlane: UplinkDataPlane,
     private readonly logger: Logger,
+    /** Saves the state: the guard's table is recorded before it is installed. */
+    private readonly commit: () => Promise<void> = async () => undefined,
   ) {}
 
-  /** The uplink a create request names, checked: an interface of this host that is up and that no other vsw network rides on. */
-  check(req: CreateNetworkRequest): UplinkInfo {
+  /**
+   * The uplink a create request names, checked: an interface of this host
+   * that is up and that no other vsw network rides on; for l2bridge, with an
+   * IPv4 address of the host in the subnet (the one MAC on the wire is the
+   * host's, so the host is on that LAN), which containers never get.
+   */
+  async check(req: CreateNetworkRequest, subnet: string): Promise<UplinkInfo> {
     const name = req.uplink;
     if (name === undefined) throw badRequest(`a ${req.driver} network rides on a host interface: pass --uplink IFNAME (one of \`ip link\`).`);
     try {
@@ -62,13 +74,37 @@ export class UplinkService {
       if (other.nat?.info.hostInterface === name) throw badRequest(`interface ${name} is the host interface of nat network ${other.network.name}: pass --uplink with a physical interface.`);
       if (other.overlay?.info.underlayInterface === name) throw conflict(`interface ${name} carries the VXLAN underlay of overlay network ${other.network.name}: pass another --uplink.`);
     }
-    return { interface: name, mac: link.mac, mtu: link.mtu };
+    const own = (await hostIpv4Addresses()).find((a) => a.ifname === name && subnetContains(subnet, a.address));
+    if (req.driver === 'l2bridge' && own === undefined) {
+      throw badRequest(`interface ${name} has no IPv4 address in ${subnet}: an l2bridge network's containers share the host's MAC on its LAN, so give the host an address there (ip addr add ADDR/PREFIX dev ${name}) or pass the subnet it is on.`);
+    }
+    return { interface: name, mac: link.mac, mtu: link.mtu, ...(own === undefined ? {} : { hostAddress: own.address }) };
+  }
+
+  /**
+   * Puts the table that keeps the host's stack off the containers' addresses
+   * in line with the network's endpoints (one nft transaction); recorded as
+   * vsw's first, so a reset after a crash removes it.
+   */
+  async guard(record: NetworkRecord): Promise<void> {
+    const uplink = record.uplink!;
+    const table = uplinkGuardTableName(uplink.info.interface);
+    await this.state.ownNftTable(table, this.commit);
+    const addresses = this.state.endpointsOn(record.network.name).map((e) => e.endpoint.ip);
+    await installUplinkGuard(table, uplink.info.interface, addresses);
+  }
+
+  /** The guard tables the networks want (after a restart, the others in the ledger go). */
+  wantedTables(): Set<string> {
+    const wanted = new Set<string>();
+    for (const r of this.state.networks.values()) if (r.uplink) wanted.add(uplinkGuardTableName(r.uplink.info.interface));
+    return wanted;
   }
 
   /** Opens the uplink's socket and adds it to the network's switch (on restore and when it comes back, with the port id it had). */
   async attach(record: NetworkRecord, rollback?: Rollback): Promise<void> {
     const uplink = record.uplink!;
-    const fd = packetOpen(uplink.info.interface, true);
+    const fd = packetOpen(uplink.info.interface, record.network.driver === 'transparent');
     rollback?.add(`close the socket on ${uplink.info.interface}`, () => closeFd(fd));
     const portId = uplink.portId >= 0 ? uplink.portId : this.state.portIds.allocate();
     if (uplink.portId < 0) rollback?.add(`release port id ${portId}`, () => this.state.portIds.release(portId));
@@ -97,6 +133,18 @@ export class UplinkService {
     }
     if (uplink.fd >= 0) closeQuietly(uplink.fd, this.logger, `the socket on ${uplink.info.interface}`);
     uplink.fd = -1;
+    await this.removeGuard(record);
+  }
+
+  /** Removes the guard's table and forgets it (saved with the next commit); a failure is logged and the ledger keeps it for the next start. */
+  async removeGuard(record: NetworkRecord): Promise<void> {
+    const table = uplinkGuardTableName(record.uplink!.info.interface);
+    try {
+      await removeNftTable(table);
+      this.state.host.nftTables = this.state.host.nftTables.filter((t) => t !== table);
+    } catch (err) {
+      this.logger.warn({ err, network: record.network.name, table }, 'could not remove the uplink guard table');
+    }
   }
 
   /** After a restart: the uplink again, or down with the reason (the network stays; the health check keeps trying). */
@@ -120,6 +168,8 @@ export class UplinkService {
     uplink.info.mac = link.mac;
     uplink.info.mtu = link.mtu;
     await this.attach(record);
+    // An interface that went away took the guard's hook with it: the table is made again.
+    await this.guard(record);
     this.logger.info({ network: record.network.name, uplink: uplink.info.interface }, 'uplink attached');
   }
 

@@ -180,7 +180,7 @@ type Handlers<K extends Op> = { [P in K]: (command: CommandOf<P>) => unknown };
 /** Networks and ports: the switch's own. */
 const portCommands: Handlers<'addNetwork' | 'removeNetwork' | 'addPort' | 'removePort' | 'switchCounters' | 'macEntries'> = {
   addNetwork: (c) => {
-    sw.addNetwork(c.networkId, c.name, c.nat, c.overlay);
+    sw.addNetwork(c.networkId, c.name, c.nat, c.overlay, c.l2bridge === true);
     captures.networkAdded(c.networkId);
     if (c.overlay) captures.portAdded(c.overlay.tunnelPortId, c.networkId);
   },

@@ -166,8 +166,8 @@ export class DataPlane extends EventEmitter {
   }
 
   /** With `nat`, the network gets a NAT gateway (src/nat/gateway.ts); with `overlay`, a tunnel port on an uplink (src/tunnel). */
-  addNetwork(networkId: number, name: string, nat?: NatGatewaySpec, overlay?: OverlayNetworkSpec): Promise<void> {
-    return this.request({ op: 'addNetwork', networkId, name, nat, overlay });
+  addNetwork(networkId: number, name: string, nat?: NatGatewaySpec, overlay?: OverlayNetworkSpec, l2bridge = false): Promise<void> {
+    return this.request({ op: 'addNetwork', networkId, name, nat, overlay, l2bridge });
   }
 
   /** Starts receiving VXLAN on the uplink's first socket; the fds stay the caller's to close, after removeUplink. */

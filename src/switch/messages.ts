@@ -8,7 +8,7 @@ import type { NatGatewaySpec, NatPublishSpec } from '../nat/gateway.js';
 import type { SnapshotImport, SwitchSnapshot } from './snapshot.js';
 
 export type DataPlaneCommand =
-  | { op: 'addNetwork'; networkId: number; name: string; nat?: NatGatewaySpec; overlay?: OverlayNetworkSpec }
+  | { op: 'addNetwork'; networkId: number; name: string; nat?: NatGatewaySpec; overlay?: OverlayNetworkSpec; l2bridge?: boolean }
   | ({ op: 'addUplink' } & UplinkConfig)
   | { op: 'removeUplink'; uplinkId: number }
   | { op: 'setPeers'; networkId: number; peers: string[] }

@@ -29,6 +29,7 @@
  */
 import { DropReason, DROP_REASON_NAMES, FRAME_OK } from '../packet/drop-reasons.js';
 import { macHi16, macLo32, mustParseMac } from '../packet/ethernet.js';
+import { mustParseIpv4Addr } from '../packet/ipv4.js';
 import { classifyFrame } from '../packet/validate.js';
 import { DIR_IN, DIR_OUT } from '../vfp/compile.js';
 import { CT_RESTART } from '../vfp/conntrack.js';
@@ -51,9 +52,11 @@ import { FLUSH_PHASES, FlushPhase, PortKind, SwitchPort, type Flushable, type Po
 import { tapPort } from './ports/tap-port.js';
 import { natHostPort } from './ports/nat-host-port.js';
 import { packetUplinkPort } from './ports/packet-uplink-port.js';
+import { l2bridgeUplinkPort } from './ports/l2bridge-uplink-port.js';
 import { VxlanTunnelDriver, vxlanTunnelPort } from './ports/vxlan-tunnel-port.js';
 import { UnderlaySender, VxlanUnderlayDriver, vxlanUnderlayPort } from './ports/vxlan-underlay-port.js';
 import { ArpSuppressionStage } from './stages/arp-suppression-stage.js';
+import { L2BridgeStage } from './stages/l2bridge-stage.js';
 import { NatGatewayStage } from './stages/nat-gateway-stage.js';
 import { StageResult, type StageHost } from './stages/stage.js';
 
@@ -104,7 +107,7 @@ export interface PortConfig {
   external?: boolean;
   /** A host interface the network rides on, read and written through an AF_PACKET fd (packetOpen): its own MAC, whose frames are the host's. */
   uplinkMac?: string;
-  /** A container's address and MAC on a nat network: the gateway delivers translated frames for `ip` here. */
+  /** A container's address and MAC on a nat network (the gateway delivers translated frames for `ip` here) or an l2bridge one (frames from the LAN for `ip` come here). */
   ip?: string;
   mac?: string;
 }
@@ -151,6 +154,7 @@ export class Switch implements PortHost, StageHost {
   readonly segments = new OverlaySegments();
   /** The stages of the nat networks and the tunnel ports of the overlay networks, by network id: the control path's handles. */
   private readonly natStages = new Map<number, NatGatewayStage>();
+  private readonly l2bridgeStages = new Map<number, L2BridgeStage>();
   private readonly tunnels = new Map<number, { port: SwitchPort; driver: VxlanTunnelDriver }>();
   private readonly underlays = new Map<number, VxlanUnderlayDriver>();
   private readonly sender: UnderlaySender | null;
@@ -211,10 +215,20 @@ export class Switch implements PortHost, StageHost {
     this.vfp.removePort(port.id);
   }
 
-  /** A network and its stages: a nat network has the NAT gateway, an overlay network ARP suppression and a tunnel port. */
-  addNetwork(networkId: number, name: string, nat?: NatGatewaySpec, overlay?: OverlayNetworkSpec): void {
+  /**
+   * A network and its stages: a nat network has the NAT gateway, an overlay
+   * network ARP suppression and a tunnel port, an l2bridge network
+   * (`l2bridge` true) delivery by address from its uplink.
+   */
+  addNetwork(networkId: number, name: string, nat?: NatGatewaySpec, overlay?: OverlayNetworkSpec, l2bridge = false): void {
     if (!Number.isInteger(networkId) || networkId < 0 || networkId > 0xffff) throw new RangeError(`network id ${networkId} must be an integer from 0 to 65535`);
     if (this.networks.has(networkId)) throw new Error(`network id ${networkId} exists already`);
+    if (l2bridge) {
+      const stage = new L2BridgeStage();
+      this.networks.set(networkId, new SwitchNetwork(networkId, name, [stage]));
+      this.l2bridgeStages.set(networkId, stage);
+      return;
+    }
     if (overlay === undefined) {
       const stage = nat ? new NatGatewayStage(new NatGateway(nat, this.vfp.conntrack)) : null;
       this.networks.set(networkId, new SwitchNetwork(networkId, name, stage ? [stage] : []));
@@ -249,6 +263,7 @@ export class Switch implements PortHost, StageHost {
       this.tunnels.delete(networkId);
     }
     this.natStages.delete(networkId);
+    this.l2bridgeStages.delete(networkId);
     this.macTable.flushNetwork(networkId);
     this.networks.delete(networkId);
   }
@@ -327,8 +342,14 @@ export class Switch implements PortHost, StageHost {
       nat.externalPortId = cfg.portId;
       return;
     }
+    const l2bridge = this.l2bridgeStages.get(cfg.networkId);
     if (cfg.uplinkMac !== undefined) {
-      this.register(packetUplinkPort(cfg.portId, net, cfg.fd, cfg.name, cfg.uplinkMac, maxFrame, this.io.batchSize), cfg.policy ?? OPEN_POLICY);
+      if (l2bridge === undefined) {
+        this.register(packetUplinkPort(cfg.portId, net, cfg.fd, cfg.name, cfg.uplinkMac, maxFrame, this.io.batchSize), cfg.policy ?? OPEN_POLICY);
+        return;
+      }
+      l2bridge.setUplinkMac(mustParseMac(cfg.uplinkMac));
+      this.register(l2bridgeUplinkPort(cfg.portId, net, cfg.fd, cfg.name, cfg.uplinkMac, l2bridge.addresses, maxFrame, this.io.batchSize), cfg.policy ?? OPEN_POLICY);
       return;
     }
     const port = tapPort(cfg.portId, net, cfg.fd, cfg.name, maxFrame, this.io.batchSize);
@@ -339,6 +360,7 @@ export class Switch implements PortHost, StageHost {
     }
     this.register(port, cfg.policy ?? OPEN_POLICY);
     if (nat !== null && cfg.ip !== undefined && cfg.mac !== undefined) nat.setNeighbor({ ip: cfg.ip, mac: cfg.mac, portId: cfg.portId });
+    if (l2bridge !== undefined && cfg.ip !== undefined && cfg.mac !== undefined) l2bridge.addresses.set(mustParseIpv4Addr(cfg.ip), port);
   }
 
   removePort(portId: number): void {
@@ -350,6 +372,7 @@ export class Switch implements PortHost, StageHost {
       if (port.kind === PortKind.NAT_HOST) nat.externalPortId = -1;
       else nat.removeNeighbor(portId);
     }
+    port.network.stages.find((s): s is L2BridgeStage => s instanceof L2BridgeStage)?.addresses.deletePort(port);
     this.unregister(port);
   }
 

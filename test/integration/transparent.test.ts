@@ -7,7 +7,7 @@
 import test from 'ava';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { assertOneSentence, capture, createEndpoint, restartDaemon, startDaemon, teardown, type DaemonHandle, type EndpointJson } from './helpers/daemon.js';
+import { assertOneSentence, capture, NFT, createEndpoint, restartDaemon, startDaemon, teardown, type DaemonHandle, type EndpointJson } from './helpers/daemon.js';
 import { addNetns, inNetns, ping, runPrefix, sh, spawnInNetns } from './helpers/env.js';
 import type { StatsResponse } from '../../src/service/api-types.js';
 
@@ -89,6 +89,8 @@ test.serial('containers get addresses from --ip-range and appear on the LAN with
   }
   t.true(await ping(nsC[0], ep[1].ip, 2), 'the two containers reach each other');
   t.is(await promiscuity(uplink), 1, 'the uplink is promiscuous while the network rides on it');
+  const guard = await sh(NFT, ['list', 'table', 'netdev', `vsw_guard_${uplink.replace(/[^A-Za-z0-9_]/g, '_')}`]);
+  for (const e of ep) t.true(guard.stdout.includes(e.ip), `the host's stack is kept off ${e.ip} on the uplink:\n${guard.stdout}`);
   const stats = await d.vswJson<StatsResponse>(['stats', '--json']);
   const up = stats.uplinks.find((u) => u.interface === uplink);
   t.truthy(up, `vsw stats lists the uplink: ${JSON.stringify(stats.uplinks)}`);
@@ -100,7 +102,7 @@ test.serial('bad uplinks are refused with one sentence and nothing is made', asy
     ['no uplink', ['-d', 'transparent', '--subnet', '192.168.216.0/24'], /pass --uplink IFNAME/],
     ['missing interface', ['-d', 'transparent', '--uplink', `${prefix}-no`, '--subnet', '192.168.216.0/24'], /does not exist on this host/],
     ['uplink already carrying a network', ['-d', 'transparent', '--uplink', uplink, '--subnet', '192.168.217.0/24'], /already carries network/],
-    ['uplink on another driver', ['-d', 'internal', '--uplink', uplink, '--subnet', '192.168.218.0/24'], /--uplink belongs to transparent networks/],
+    ['uplink on another driver', ['-d', 'internal', '--uplink', uplink, '--subnet', '192.168.218.0/24'], /--uplink belongs to transparent and l2bridge networks/],
     ['not an Ethernet interface', ['-d', 'transparent', '--uplink', 'lo', '--subnet', '192.168.220.0/24'], /is not an Ethernet interface/],
   ];
   await ip(['link', 'add', `${prefix}-dn`, 'type', 'veth', 'peer', 'name', `${prefix}-dp`]); // created down

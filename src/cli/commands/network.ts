@@ -27,7 +27,7 @@ export function networkCommand(): Command {
     .command('create')
     .description('create a network and print its name')
     .argument('<name>', "network name: letters, digits, '_', '.', '-' (at most 64)")
-    .option('-d, --driver <driver>', 'network mode: internal, nat, overlay or transparent (l2bridge, l2tunnel are not implemented yet)', 'internal')
+    .option('-d, --driver <driver>', 'network mode: internal, nat, overlay, transparent or l2bridge (l2tunnel is not implemented yet)', 'internal')
     .requiredOption('--subnet <cidr>', 'IPv4 subnet of the network, e.g. 10.88.0.0/24')
     .option('--gateway <ip>', 'gateway address inside the subnet; endpoints get a default route via it (nat: default the first address, answered by vsw)')
     .option('--transit <cidr>', 'nat: subnet between the host and vsw on the host interface (default: a free /30 from 100.127.0.0/16)')
@@ -38,12 +38,12 @@ export function networkCommand(): Command {
     .option('--peer <ip>', "overlay: another host's VTEP address (repeatable)", collectValues)
     .option('--vxlan-port <port>', 'overlay: UDP port of VXLAN on every host (default 4789)', (v) => parseWholeNumber(v, '--vxlan-port'))
     .option('--mtu <bytes>', "overlay: the endpoints' MTU (default: the underlay interface's MTU minus 50)", (v) => parseWholeNumber(v, '--mtu'))
-    .option('--uplink <ifname>', 'transparent: the host interface the network rides on; containers appear on its LAN with their own MACs')
-    .option('--ip-range <cidr>', "overlay and transparent: the addresses this host hands out, a subnet or FIRST-LAST (overlay default: this host's share by its VTEP's place among all VTEPs; transparent default: the whole subnet)")
+    .option('--uplink <ifname>', 'transparent and l2bridge: the host interface the network rides on; containers appear on its LAN with their own MACs (transparent) or all with its MAC (l2bridge)')
+    .option('--ip-range <cidr>', "overlay, transparent and l2bridge: the addresses this host hands out, a subnet or FIRST-LAST (overlay default: this host's share by its VTEP's place among all VTEPs; otherwise the whole subnet)")
     .addOption(leafSocketOption())
     .addHelpText(
       'after',
-      '\nExamples:\n  vsw network create -d internal --subnet 10.90.0.0/24 blue\n  vsw network create -d nat --subnet 172.18.0.0/24 mynat\n  vsw network create -d overlay --subnet 10.10.0.0/24 --vni 4096 --vtep 192.168.56.11 --peer 192.168.56.12 blue\n  vsw network create -d transparent --uplink eth1 --subnet 192.168.1.0/24 --gateway 192.168.1.1 lan\n\nAn overlay network stretches one subnet across hosts with VXLAN: create it on every host\nwith the same --subnet and --vni, each with its own --vtep and the others as --peer.\n\nA nat network adds one interface to the host (named like the network) and, while it exists,\nturns on net.ipv4.ip_forward and masquerades its external address out of the default route;\n`vsw network inspect NAME` lists every host change, and `vsw network rm` undoes them.',
+      '\nExamples:\n  vsw network create -d internal --subnet 10.90.0.0/24 blue\n  vsw network create -d nat --subnet 172.18.0.0/24 mynat\n  vsw network create -d overlay --subnet 10.10.0.0/24 --vni 4096 --vtep 192.168.56.11 --peer 192.168.56.12 blue\n  vsw network create -d transparent --uplink eth1 --subnet 192.168.1.0/24 --gateway 192.168.1.1 lan\n  vsw network create -d l2bridge --uplink eth1 --subnet 192.168.1.0/24 --gateway 192.168.1.1 --ip-range 192.168.1.192/26 one-mac\n\nAn overlay network stretches one subnet across hosts with VXLAN: create it on every host\nwith the same --subnet and --vni, each with its own --vtep and the others as --peer.\n\nA nat network adds one interface to the host (named like the network) and, while it exists,\nturns on net.ipv4.ip_forward and masquerades its external address out of the default route;\n`vsw network inspect NAME` lists every host change, and `vsw network rm` undoes them.',
     )
     .action(async (name: string, opts: CreateOptions, command: Command) => {
       const body: CreateNetworkRequest = { name, driver: opts.driver as CreateNetworkRequest['driver'], subnet: opts.subnet };

@@ -30,20 +30,7 @@ class TapDriver implements PortDriver {
   flush(port: SwitchPort, host: PortHost): void {
     const n = port.txCount;
     if (n === 0) return;
-    const io = host.io;
-    const counters = host.counters;
-    const written = io.transmit(port.fd, io.buffer, port.txOffsets, port.txLengths, n, io.vnetHdrLen);
-    const row = port.id * COUNTER_COLUMNS;
-    counters[row + TX_FRAMES] += written;
-    if (written === n) {
-      counters[row + TX_BYTES] += port.txBytes;
-    } else {
-      // Refused frames had their length zeroed by transmit(): the sum is what went out.
-      let bytes = 0;
-      for (let k = 0; k < n; k++) bytes += port.txLengths[k];
-      counters[row + TX_BYTES] += bytes;
-      counters[row + DROP_BASE + DropReason.txFailed] += n - written;
-    }
+    transmitCounted(host, port, host.io.buffer, port.txOffsets, port.txLengths, n, port.txBytes);
     port.txCount = 0;
     port.txBytes = 0;
   }
@@ -51,6 +38,28 @@ class TapDriver implements PortDriver {
   refuses(): number {
     return 0;
   }
+}
+
+/**
+ * Writes `n` frames of `buf` (at offsets, lengths; `bytes` in all) to the
+ * port's fd in one native call and counts them on the port: sent, or refused
+ * by the device (txFailed).
+ */
+export function transmitCounted(host: PortHost, port: SwitchPort, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, n: number, bytes: number): void {
+  const io = host.io;
+  const counters = host.counters;
+  const written = io.transmit(port.fd, buf, offsets, lengths, n, io.vnetHdrLen);
+  const row = port.id * COUNTER_COLUMNS;
+  counters[row + TX_FRAMES] += written;
+  if (written === n) {
+    counters[row + TX_BYTES] += bytes;
+    return;
+  }
+  // Refused frames had their length zeroed by transmit(): the sum is what went out.
+  let sent = 0;
+  for (let k = 0; k < n; k++) sent += lengths[k];
+  counters[row + TX_BYTES] += sent;
+  counters[row + DROP_BASE + DropReason.txFailed] += n - written;
 }
 
 /** One driver for every TAP: it keeps no state of its own. */

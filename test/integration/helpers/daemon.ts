@@ -205,14 +205,16 @@ export async function leftovers(objects: SavedObjects, netns?: string): Promise<
   for (const ns of objects.compartments) if (namespaces.has(ns)) left.push(`compartment ${ns}`);
   const hostLinks = netns === undefined ? (JSON.parse((await sh('ip', ['-j', 'link', 'show'])).stdout) as { ifname: string }[]).map((l) => l.ifname) : await linksIn(netns);
   for (const ifname of objects.hostInterfaces) if (hostLinks.includes(ifname)) left.push(`host interface ${ifname}`);
-  const nftArgs = ['list', 'tables', 'ip'];
+  const nftArgs = ['list', 'tables'];
   const tables = netns === undefined ? await sh(NFT, nftArgs) : await sh('ip', ['netns', 'exec', netns, NFT, ...nftArgs]);
-  for (const table of objects.nftTables) if (tables.stdout.includes(`table ip ${table}\n`)) left.push(`nftables table ${table}`);
+  // Family ip for nat tables, netdev for uplink guards.
+  const listed = new Set(tables.stdout.split('\n').map((l) => l.split(' ')[2]));
+  for (const table of objects.nftTables) if (listed.has(table)) left.push(`nftables table ${table}`);
   return left;
 }
 
 /** nftables' own nft (npm's PATH has a JavaScript one that answers anything with exit 0). */
-const NFT = '/usr/sbin/nft';
+export const NFT = '/usr/sbin/nft';
 
 /**
  * What every test file's test.after.always does: stop the daemon with SIGTERM (it must exit 0),

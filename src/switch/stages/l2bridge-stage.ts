@@ -1,0 +1,145 @@
+/**
+ * An l2bridge network ("1 MAC, N IPs", Windows' L2 Bridge): on the LAN every
+ * container is the host's uplink MAC with an address of its own. Frames from
+ * the LAN come to the uplink's MAC, so this stage delivers them by their IPv4
+ * destination, writing the container's MAC back in; it answers ARP on the LAN
+ * for container addresses with the uplink's MAC, and keeps every other frame
+ * of the LAN (the host's own, IPv6, requests for other addresses) away from
+ * the containers. What containers send is switched as on any network; the
+ * uplink's flush puts its MAC on what leaves (l2bridge-uplink-port.ts), so
+ * frames between containers of the host stay local with their own MACs.
+ */
+import { ArpField, ArpOp, writeArpReply } from '../../packet/arp.js';
+import { read16, read32 } from '../../packet/bytes.js';
+import { DropReason } from '../../packet/drop-reasons.js';
+import { macHi16, macLo32, writeMac } from '../../packet/ethernet.js';
+import { formatIpv4Addr } from '../../packet/ipv4.js';
+import { KeyWord, Meta } from '../../vfp/key.js';
+import { Rewrite } from '../../vfp/pipeline.js';
+import type { FrameContext } from '../frame-context.js';
+import { PortKind, type SwitchPort } from '../ports/port.js';
+import { StageResult, type NetworkStage, type StageHost } from './stage.js';
+
+const ETHERTYPE_ARP = 0x0806;
+
+/**
+ * The containers of one l2bridge network by IPv4 address. Keys are the
+ * address as a signed 32-bit integer, so a lookup on the frame path boxes
+ * nothing; the uplink's driver reads it too, to tell container frames from
+ * the host's.
+ */
+export class L2BridgeAddresses {
+  private readonly byIp = new Map<number, SwitchPort>();
+
+  set(ip: number, port: SwitchPort): void {
+    this.byIp.set(ip | 0, port);
+  }
+
+  /** Forgets every address of `port` (control path: a scan). */
+  deletePort(port: SwitchPort): void {
+    for (const [ip, p] of this.byIp) if (p === port) this.byIp.delete(ip);
+  }
+
+  /** The container port with IPv4 address `ip` (host order), or undefined. */
+  get(ip: number): SwitchPort | undefined {
+    return this.byIp.get(ip | 0);
+  }
+
+  get size(): number {
+    return this.byIp.size;
+  }
+}
+
+export class L2BridgeStage implements NetworkStage {
+  readonly name = 'l2bridge';
+  readonly dropReasons: readonly number[] = [DropReason.uplinkNotLocal, DropReason.l2bridgeNotIpv4];
+  readonly addresses = new L2BridgeAddresses();
+  /** The uplink's own MAC, as macHi16/macLo32: the one MAC on the wire (set as the uplink port joins: an interface's MAC may change while it is out). */
+  macHi = -1;
+  macLo = -1;
+  private arpAnswered = 0;
+  private deliveredByIp = 0;
+
+  setUplinkMac(mac: Uint8Array): void {
+    this.macHi = macHi16(mac, 0);
+    this.macLo = macLo32(mac, 0);
+  }
+
+  process(host: StageHost, f: FrameContext): number {
+    // Containers' frames are switched as usual; only what the LAN sends needs an address to go to.
+    if (f.ingress!.kind !== PortKind.PACKET_UPLINK) return StageResult.CONTINUE;
+    const key = host.key;
+    const meta = host.meta;
+    const version = meta[Meta.IP_VERSION];
+    const toUplink = key[KeyWord.DST_MAC_HI] === this.macHi && key[KeyWord.DST_MAC_LO] === this.macLo;
+    if (version === 4) {
+      if (!toUplink) {
+        // Broadcast and multicast from the LAN reach every container (the uplink's driver lets in no other unicast).
+        if ((key[KeyWord.DST_MAC_HI] & 0x0100) !== 0) return StageResult.CONTINUE;
+        if (f.steps !== null) f.step('l2bridge', "a unicast frame for another MAC: LAN traffic that is not the containers'");
+        return this.notLocal(host, f);
+      }
+      const port = this.addresses.get(key[KeyWord.DST_IP]);
+      if (port === undefined) {
+        if (f.steps !== null) f.step('l2bridge', `no container has ${formatIpv4Addr(key[KeyWord.DST_IP])}: the host's own traffic`);
+        return this.notLocal(host, f);
+      }
+      // A rewrite like a policy's: the flow cache replays it for the flow's next frames.
+      const d = host.decision;
+      key[KeyWord.DST_MAC_HI] = d.dstMacHi = port.deviceMacHi;
+      key[KeyWord.DST_MAC_LO] = d.dstMacLo = port.deviceMacLo;
+      d.rwFlags |= Rewrite.DST_MAC;
+      if (!f.dryRun) this.deliveredByIp++;
+      if (f.steps !== null) f.step('l2bridge', `to ${formatIpv4Addr(key[KeyWord.DST_IP])} at the uplink's MAC: delivered to ${port.name} with its own MAC`);
+      host.forward(f, port);
+      return StageResult.DONE;
+    }
+    const buf = host.buffer;
+    const et = f.off + meta[Meta.ETHERTYPE_AT];
+    if (version !== 0 || read16(buf, et) !== ETHERTYPE_ARP) {
+      if (f.steps !== null) f.step('l2bridge', 'neither IPv4 nor ARP: an l2bridge network carries IPv4 only');
+      host.dropAtIngress(f, DropReason.l2bridgeNotIpv4);
+      return StageResult.DONE;
+    }
+    const arp = et + 2;
+    const target = read32(buf, arp + ArpField.TPA);
+    const port = this.addresses.get(target);
+    if (port === undefined) {
+      if (f.steps !== null) f.step('l2bridge', `ARP for ${formatIpv4Addr(target)}, which no container has: the LAN's, not the containers'`);
+      return this.notLocal(host, f);
+    }
+    const op = read16(buf, arp + ArpField.OPER);
+    if (op === ArpOp.Request) {
+      writeArpReply(buf, f.off, arp, this.macHi, this.macLo);
+      if (!f.dryRun) this.arpAnswered++;
+      if (f.steps !== null) f.step('l2bridge', `ARP for ${formatIpv4Addr(target)} (${port.name}) answered with the uplink's MAC`);
+      host.reply(f);
+      return StageResult.DONE;
+    }
+    if (op === ArpOp.Reply && toUplink) {
+      // An answer to a container's request, which left with the uplink's MAC: the container's MAC back in.
+      writeMac(buf, f.off, port.deviceMacHi, port.deviceMacLo);
+      writeMac(buf, arp + ArpField.THA, port.deviceMacHi, port.deviceMacLo);
+      if (f.steps !== null) f.step('l2bridge', `ARP reply for ${formatIpv4Addr(target)}: delivered to ${port.name} with its own MAC`);
+      host.forward(f, port);
+      return StageResult.DONE;
+    }
+    if (f.steps !== null) f.step('l2bridge', 'an ARP frame that is neither a request nor a reply to the uplink');
+    return this.notLocal(host, f);
+  }
+
+  private notLocal(host: StageHost, f: FrameContext): number {
+    host.dropAtIngress(f, DropReason.uplinkNotLocal);
+    return StageResult.DONE;
+  }
+
+  commit(): boolean {
+    return true;
+  }
+
+  abandon(): void {}
+
+  counters(): Record<string, number> {
+    return { containers: this.addresses.size, arpAnswered: this.arpAnswered, deliveredByIp: this.deliveredByIp };
+  }
+}
