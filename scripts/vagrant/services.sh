@@ -2,8 +2,9 @@
 # vsw lab provisioning, step 3 of 3 (Vagrantfile, provisioner "services"), as root:
 # writes the lab's settings to /etc/vsw/lab.env, names the lab VMs in
 # /etc/hosts, installs vsw.service (the daemon) and vsw-lab-network (creates
-# the overlay network after every daemon start), restarts the daemon on the
-# new build and checks that the overlay network exists. Idempotent.
+# the overlay network and the LAN's transparent network after every daemon
+# start), restarts the daemon on the new build and checks that the networks
+# exist. Idempotent.
 set -euo pipefail
 
 dir=${VSW_LAB_DIR:-/opt/vsw}
@@ -16,7 +17,7 @@ for var in VSW_LAB_NETWORK VSW_LAB_SUBNET VSW_LAB_VNI VSW_LAB_VTEP; do
 done
 [ -x /usr/local/bin/vsw ] || die "/usr/local/bin/vsw is missing: run the \"build\" provisioner first (vagrant provision --provision-with build)."
 
-log "writing /etc/vsw/lab.env (vtep $VSW_LAB_VTEP, peers ${VSW_LAB_PEERS:-none})"
+log "writing /etc/vsw/lab.env (vtep $VSW_LAB_VTEP, peers ${VSW_LAB_PEERS:-none}, LAN address ${VSW_LAB_LAN_ADDRESS:-none})"
 install -d -m 0755 /etc/vsw
 cat > /etc/vsw/lab.env <<ENV
 # The vsw lab's overlay network (written by scripts/vagrant/services.sh from the Vagrantfile).
@@ -26,6 +27,12 @@ VSW_LAB_SUBNET=$VSW_LAB_SUBNET
 VSW_LAB_VNI=$VSW_LAB_VNI
 VSW_LAB_VTEP=$VSW_LAB_VTEP
 VSW_LAB_PEERS="${VSW_LAB_PEERS:-}"
+# The LAN on the VM's second private network: a transparent network on the NIC with VSW_LAB_LAN_ADDRESS.
+VSW_LAB_LAN_NETWORK=${VSW_LAB_LAN_NETWORK:-}
+VSW_LAB_LAN_ADDRESS=${VSW_LAB_LAN_ADDRESS:-}
+VSW_LAB_LAN_SUBNET=${VSW_LAB_LAN_SUBNET:-}
+VSW_LAB_LAN_GATEWAY=${VSW_LAB_LAN_GATEWAY:-}
+VSW_LAB_LAN_RANGE=${VSW_LAB_LAN_RANGE:-}
 ENV
 
 # "192.168.56.11=vsw1 192.168.56.12=vsw2" -> /etc/hosts, between markers.
