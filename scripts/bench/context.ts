@@ -13,15 +13,15 @@ import { cmd, liveChildren, pickFreePrefix, stop, type CmdOptions, type CmdResul
 import type { VswDaemon } from './vsw-daemon.js';
 
 /** The scenarios, by the names --only takes and run records carry, in the order they run. */
-export const TEST_NAMES = ['tcp', 'udp', 'policy', 'qos', 'nat', 'overlay', 'transparent'] as const;
+export const TEST_NAMES = ['tcp', 'udp', 'policy', 'qos', 'nat', 'overlay', 'transparent', 'l2bridge'] as const;
 export type TestName = (typeof TEST_NAMES)[number];
 
 /**
  * vsw: through vsw without NAT (overlay: through the lab's vsw VXLAN); bridge: the Linux bridge;
  * nat: through a vsw nat network; loopback: no switch at all; kernel: the kernel's VXLAN (overlay);
- * macvlan: a macvlan child of a physical uplink (transparent).
+ * macvlan: a macvlan child of a physical uplink (transparent); ipvlan: an ipvlan L2 child of one (l2bridge).
  */
-export type SideName = 'vsw' | 'bridge' | 'nat' | 'loopback' | 'kernel' | 'macvlan';
+export type SideName = 'vsw' | 'bridge' | 'nat' | 'loopback' | 'kernel' | 'macvlan' | 'ipvlan';
 
 /** Two namespaces and the path between them that a scenario measures. */
 export interface Side {

@@ -5,7 +5,7 @@ import { overlayScenario } from './scenario-overlay.js';
 import { policyScenario } from './scenario-policy.js';
 import { qosScenario } from './scenario-qos.js';
 import { tcpScenario } from './scenario-tcp.js';
-import { transparentScenario } from './scenario-transparent.js';
+import { l2bridgeScenario, transparentScenario } from './scenario-uplink.js';
 import { udpScenario } from './scenario-udp.js';
 
-export const SCENARIOS: readonly Scenario[] = [tcpScenario, udpScenario, policyScenario, qosScenario, natScenario, overlayScenario, transparentScenario];
+export const SCENARIOS: readonly Scenario[] = [tcpScenario, udpScenario, policyScenario, qosScenario, natScenario, overlayScenario, transparentScenario, l2bridgeScenario];

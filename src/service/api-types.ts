@@ -68,8 +68,17 @@ export interface Network {
   nat?: NatInfo;
   /** overlay networks: the tunnel. */
   overlay?: OverlayInfo;
-  /** transparent networks: the host interface they ride on. */
+  /** transparent and l2bridge networks: the host interface they ride on. */
   uplink?: UplinkInfo;
+  /** GET /v1/networks/NAME only: the data path's stages of the network, in the order frames meet them, with their counters. */
+  stages?: NetworkStageView[];
+}
+
+export interface NetworkStageView {
+  name: string;
+  /** The drop reasons it can give (counted on ports, see vsw stats). */
+  dropReasons: string[];
+  counters: Record<string, number>;
 }
 
 export interface UplinkInfo {

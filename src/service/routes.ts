@@ -57,9 +57,7 @@ export function registerRoutes(app: Api, service: NetworkService, version: strin
   app.post(`${p}/networks`, route(createNetworkSchema), async (request, reply) =>
     reply.code(201).send(await service.createNetwork(request.body)),
   );
-  app.get(`${p}/networks/:name`, route(networkByNameSchema), async (request) =>
-    service.state.networkView(service.state.requireNetwork(request.params.name)),
-  );
+  app.get(`${p}/networks/:name`, route(networkByNameSchema), async (request) => service.inspectNetwork(request.params.name));
   app.delete(`${p}/networks/:name`, route(networkByNameSchema), async (request, reply) => {
     await service.deleteNetwork(request.params.name);
     return reply.code(204).send();

@@ -74,7 +74,7 @@ export type DataPlaneHandle = NatDataPlane &
   OverlayDataPlane &
   PolicyDataPlane &
   RestoreDataPlane &
-  Pick<DataPlane, 'maxPorts' | 'addNetwork' | 'removeNetwork' | 'addPort' | 'removePort' | 'portCounters' | 'switchCounters' | 'announce'>;
+  Pick<DataPlane, 'maxPorts' | 'addNetwork' | 'removeNetwork' | 'addPort' | 'removePort' | 'portCounters' | 'switchCounters' | 'announce' | 'stages'>;
 
 export interface NetworkServiceOptions {
   /** Writes the state durably (src/service/state-file.ts); absent, nothing is saved. */
@@ -459,6 +459,12 @@ export class NetworkService {
       await rollback.run();
       throw err;
     }
+  }
+
+  /** A network as `vsw network inspect` shows it: its record and its stages' counters from the data plane. */
+  async inspectNetwork(name: string): Promise<Network> {
+    const record = this.state.requireNetwork(name);
+    return { ...this.state.networkView(record), stages: await this.dataPlane.stages(record.network.id) };
   }
 
   private checkNoOverlap(cidr: string): void {

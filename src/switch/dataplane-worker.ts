@@ -178,7 +178,7 @@ type CommandOf<K extends Op> = Extract<DataPlaneCommand, { op: K }>;
 type Handlers<K extends Op> = { [P in K]: (command: CommandOf<P>) => unknown };
 
 /** Networks and ports: the switch's own. */
-const portCommands: Handlers<'addNetwork' | 'removeNetwork' | 'addPort' | 'removePort' | 'switchCounters' | 'macEntries'> = {
+const portCommands: Handlers<'addNetwork' | 'removeNetwork' | 'addPort' | 'removePort' | 'switchCounters' | 'macEntries' | 'stages'> = {
   addNetwork: (c) => {
     sw.addNetwork(c.networkId, c.name, c.nat, c.overlay, c.l2bridge === true);
     captures.networkAdded(c.networkId);
@@ -209,6 +209,7 @@ const portCommands: Handlers<'addNetwork' | 'removeNetwork' | 'addPort' | 'remov
   },
   switchCounters: (): SwitchCounters => ({ macTable: sw.macTable.counters(), batches: sw.batches, ports: sw.portCount, vfp: sw.vfp.counters() }),
   macEntries: () => sw.macTable.entries(clock()),
+  stages: (c) => sw.stages(c.networkId),
 };
 
 /** VFP: policies and what inspects them. */

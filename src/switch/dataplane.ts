@@ -276,6 +276,11 @@ export class DataPlane extends EventEmitter {
     return this.request<SwitchCounters>({ op: 'switchCounters' });
   }
 
+  /** A network's stages in the order frames meet them, with their counters. */
+  stages(networkId: number): Promise<{ name: string; dropReasons: string[]; counters: Record<string, number> }[]> {
+    return this.request({ op: 'stages', networkId });
+  }
+
   macEntries(): Promise<MacEntry[]> {
     return this.request<MacEntry[]>({ op: 'macEntries' });
   }

@@ -25,6 +25,7 @@ export type DataPlaneCommand =
   | { op: 'trace'; portId: number; direction: 'in' | 'out'; frame: Uint8Array }
   | { op: 'ruleHits'; portId: number }
   | { op: 'switchCounters' }
+  | { op: 'stages'; networkId: number }
   | { op: 'macEntries' }
   | { op: 'snapshot' }
   | { op: 'announce'; endpoints: { portId: number; ip: string; mac: string }[] }

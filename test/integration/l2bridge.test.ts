@@ -124,6 +124,10 @@ test.serial("the LAN reaches containers and back (ping, TCP, UDP), and no contai
   const stats = await d.vswJson<StatsResponse>(['stats', '--json']);
   const up = stats.uplinks.find((u) => u.interface === UPLINK);
   t.true((up?.rxFrames ?? 0) > 0 && (up?.txFrames ?? 0) > 0, `the uplink counted frames both ways: ${JSON.stringify(up)}`);
+  const inspect = await d.vswJson<{ stages: { name: string; counters: Record<string, number> }[] }>(['network', 'inspect', net]);
+  const stage = inspect.stages.find((s) => s.name === 'l2bridge');
+  t.like(stage?.counters, { containers: 2 }, `vsw network inspect shows the stage: ${JSON.stringify(inspect.stages)}`);
+  t.true((stage?.counters.arpAnswered ?? 0) > 0 && (stage?.counters.deliveredByIp ?? 0) > 0, 'it answered ARP for the containers and delivered by address');
   const promisc = await inHost('ip', ['-d', 'link', 'show', UPLINK]);
   t.regex(promisc, /promiscuity 0/, 'an l2bridge uplink is not promiscuous: the LAN sends to its own MAC');
 });

@@ -12,7 +12,7 @@ import { overlayChecks, overlayScenario, overlaySummary } from '../../scripts/be
 import { policyScenario } from '../../scripts/bench/scenario-policy.js';
 import { qosScenario } from '../../scripts/bench/scenario-qos.js';
 import { tcpScenario } from '../../scripts/bench/scenario-tcp.js';
-import { TRANSPARENT_BAR, transparentChecks, transparentScenario, transparentSummary } from '../../scripts/bench/scenario-transparent.js';
+import { l2bridgeChecks, l2bridgeScenario, l2bridgeSummary, UPLINK_BAR, transparentChecks, transparentScenario, transparentSummary } from '../../scripts/bench/scenario-uplink.js';
 import { udpScenario } from '../../scripts/bench/scenario-udp.js';
 import { SCENARIOS } from '../../scripts/bench/scenarios.js';
 import { soakRows } from '../../scripts/bench/soak.js';
@@ -82,13 +82,13 @@ test('checkLines: each ratio against its bar, or for reference; nothing without 
 
 test('bench options: the defaults, --only in run order, --soak at least 10 s and then --runs 0 allowed', (t) => {
   const o = parseBenchOptions([])!;
-  t.like(o, { runs: 3, time: 10, soak: 0, tests: ['tcp', 'udp', 'policy', 'qos', 'nat', 'overlay', 'transparent'], conns: 20000, concurrency: 128, profile: null });
+  t.like(o, { runs: 3, time: 10, soak: 0, tests: ['tcp', 'udp', 'policy', 'qos', 'nat', 'overlay', 'transparent', 'l2bridge'], conns: 20000, concurrency: 128, profile: null });
   t.regex(o.out, /bench-results\/bench-[0-9T-]+Z\.json$/);
   t.deepEqual(parseBenchOptions(['--only', 'nat,tcp', '--runs', '1', '--time', '3'])!.tests, ['tcp', 'nat']);
   t.is(parseBenchOptions(['--soak', '60', '--runs', '0'])!.runs, 0);
   t.throws(() => parseBenchOptions(['--runs', '0']), { message: '--runs takes a whole number from 1 to 100, not "0".' });
   t.throws(() => parseBenchOptions(['--soak', '5']), { message: '--soak must be at least 10 seconds (RSS is sampled every 5 s), or 0 for off.' });
-  t.throws(() => parseBenchOptions(['--only', 'vxlan']), { message: '--only takes a comma-separated list of tcp, udp, policy, qos, nat, overlay, transparent, not "vxlan".' });
+  t.throws(() => parseBenchOptions(['--only', 'vxlan']), { message: '--only takes a comma-separated list of tcp, udp, policy, qos, nat, overlay, transparent, l2bridge, not "vxlan".' });
   t.throws(() => parseBenchOptions(['--conns', '99']), { message: '--conns takes a whole number from 100 to 50000, not "99".' });
   t.is(parseBenchOptions(['--help']), null);
 });
@@ -98,7 +98,7 @@ test('every scenario is listed once, under its --only name, in run order', (t) =
     SCENARIOS.map((s) => s.name),
     parseBenchOptions([])!.tests,
   );
-  t.deepEqual([tcpScenario, udpScenario, policyScenario, qosScenario, natScenario, overlayScenario, transparentScenario], [...SCENARIOS]);
+  t.deepEqual([tcpScenario, udpScenario, policyScenario, qosScenario, natScenario, overlayScenario, transparentScenario, l2bridgeScenario], [...SCENARIOS]);
 });
 
 // ---------------------------------------------------------------- npm run bench: the main table
@@ -344,9 +344,21 @@ test('transparent: vsw against macvlan, TCP judged by the 0.5 bar, UDP for refer
   t.is(rows[1].ratio, 0.25);
   t.is(rows[2].vsw, 90);
   const [bar, reference] = transparentChecks(records);
-  t.is(bar.bar, `>= ${TRANSPARENT_BAR}`);
+  t.is(bar.bar, `>= ${UPLINK_BAR}`);
   t.false(bar.met);
   t.is(reference.bar, null);
   t.deepEqual(transparentSummary([]), []);
   t.is(transparentScenario.table!([]), null);
+});
+
+test('l2bridge: vsw against ipvlan L2, its own records only, TCP judged by the same bar', (t) => {
+  const rec = (test: 'l2bridge' | 'transparent', side: 'vsw' | 'ipvlan' | 'macvlan', variant: string, gbit: number): RunRecord => ({ test, side, variant, run: 1, ok: true, tcp: { bitsPerSecond: gbit * 1e9, retransmits: 0 } }) as RunRecord;
+  const records = [rec('l2bridge', 'vsw', 'tcp', 8), rec('l2bridge', 'ipvlan', 'tcp', 10), rec('transparent', 'vsw', 'tcp', 1), rec('transparent', 'macvlan', 'tcp', 10)];
+  const rows = l2bridgeSummary(records);
+  t.is(rows[0].vsw, 8, 'the transparent records are not mixed in');
+  t.is(rows[0].ratio, 0.8);
+  const [bar] = l2bridgeChecks(records);
+  t.true(bar.met);
+  t.regex(bar.what, /ipvlan L2/);
+  t.regex(l2bridgeScenario.table!(records)!.lines[0], /vsw l2bridge\s+ipvlan L2\s+vsw\/ipvlan/);
 });
