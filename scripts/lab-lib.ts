@@ -25,7 +25,7 @@
  * every process inside a P-* namespace and deletes all P-* namespaces.
  *
  * With --lan (buildLan) the lab also gets a physical LAN, the network that
- * transparent (and later l2bridge) networks put containers on:
+ * transparent and l2bridge networks put containers on:
  *
  *   P-out 198.51.100.2 --- P-rt (router, ip_forward) 192.168.57.1
  *                                  |
@@ -35,7 +35,9 @@
  *   P-h1 eth1   P-h2 eth1    eth1 in the host namespace, where the daemons run)
  *   vsw network "lan": -d transparent --uplink eth1 --gateway 192.168.57.1,
  *   addresses from the host's own /28 of 192.168.57.128/25 (outside the
- *   DHCP pool); one container P-hI-l1 per host
+ *   DHCP pool); one container P-hI-l1 per host. With --lan-mode l2bridge
+ *   the network is -d l2bridge and eth1 has the host's own address
+ *   192.168.57.(10+i)/24, which l2bridge requires.
  *
  * For the bench there is a second topology on the same underlay, the
  * kernel's own VXLAN (kernelVxlanUp): namespaces P-k1, P-k2 with eth0
@@ -121,8 +123,11 @@ export const LAN = {
  * on its own, unaware of the others on the same LAN.
  */
 export const lanIpRange = (i: number): string => `192.168.57.${112 + 16 * i}/28`;
-/** The ways a lab host's containers can sit on the LAN. l2bridge: see docs/LAB.md (not yet). */
-export type LanMode = 'transparent';
+/** The vsw drivers that put a lab host's containers on the LAN: N MACs (transparent) or the host's one MAC (l2bridge). */
+export const LAN_MODES = ['transparent', 'l2bridge'] as const;
+export type LanMode = (typeof LAN_MODES)[number];
+/** Host i's own address on the LAN, in l2bridge mode (the Vagrant VMs' LAN NICs have the same). */
+export const lanHostIp = (i: number): string => `192.168.57.${10 + i}`;
 
 export const LIMITS = {
   hosts: { min: 2, max: 8 },
@@ -215,7 +220,8 @@ export interface LabLan {
   outside: { netns: string; ip: string; subnet: string };
   /** The vsw network on every lab host, with its uplink. */
   network: { name: string; driver: LanMode; gateway: string };
-  uplinks: { host: string; ifname: string; bridgePort: string; ipRange: string }[];
+  /** hostAddress: the host's own address on the uplink (l2bridge only). */
+  uplinks: { host: string; ifname: string; bridgePort: string; ipRange: string; hostAddress: string | null }[];
   /** One per host (P-hI-l1), attached to the LAN network. */
   containers: LabContainer[];
 }
@@ -272,8 +278,8 @@ export function checkLabOptions(o: LabOptions): LabOptions {
       if (prefixesOverlap(subnet, parsePrefix(cidr)!)) throw new BenchError(`--subnet ${o.subnet} overlaps the lab's ${what} ${cidr} (--lan): pick another subnet.`);
     }
   }
-  if (o.lanMode !== 'transparent') {
-    throw new BenchError(`the LAN's containers can be on a transparent network, not "${o.lanMode as string}" (l2bridge is not implemented yet).`);
+  if (!(LAN_MODES as readonly string[]).includes(o.lanMode)) {
+    throw new BenchError(`--lan-mode takes ${LAN_MODES.join(' or ')}, not "${o.lanMode as string}".`);
   }
   return o;
 }
@@ -650,7 +656,13 @@ async function buildLan(desc: LabDescription, o: LabOptions, progress: Progress)
     router: { netns: routerNetns(p), lanIp: LAN.routerIp, outsideIp: LAN.routerOutsideIp },
     outside: { netns: outsideNetns(p), ip: LAN.outsideIp, subnet: LAN.outsideSubnet },
     network: { name: LAN.network, driver: o.lanMode, gateway: LAN.routerIp },
-    uplinks: desc.hosts.map((h) => ({ host: h.name, ifname: LAN.uplink, bridgePort: h.name, ipRange: lanIpRange(h.index) })),
+    uplinks: desc.hosts.map((h) => ({
+      host: h.name,
+      ifname: LAN.uplink,
+      bridgePort: h.name,
+      ipRange: lanIpRange(h.index),
+      hostAddress: o.lanMode === 'l2bridge' ? lanHostIp(h.index) : null,
+    })),
     containers: [],
   };
   desc.lan = lan;
@@ -682,8 +694,10 @@ async function buildLan(desc: LabDescription, o: LabOptions, progress: Progress)
   progress(`LAN: uplink ${LAN.uplink} on every host (a port of ${lan.bridge}), ${o.lanMode} network ${LAN.network}, one container per host`);
   for (const host of desc.hosts) {
     const up = lan.uplinks.find((u) => u.host === host.name)!;
-    // No address on it: the host's stack has no part in the LAN; vsw's socket on it is all that uses it.
     await lanPort(lan, up.bridgePort, host.netns, up.ifname);
+    // transparent: no address, the host's stack has no part in the LAN. l2bridge: the containers go out
+    // with the uplink's MAC, so the host is a station of the LAN and needs its own address there.
+    if (up.hostAddress !== null) await sh('ip', ['-n', host.netns, 'addr', 'add', `${up.hostAddress}/${LAN.prefixLength}`, 'dev', up.ifname]);
     await vsw(host, ['network', 'create', '-d', o.lanMode, '--uplink', up.ifname, '--subnet', LAN.subnet, '--gateway', LAN.routerIp, '--ip-range', up.ipRange, LAN.network]);
     const ns = lanContainerNetns(p, host.index);
     await netnsAdd(ns);

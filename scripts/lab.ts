@@ -3,8 +3,9 @@
  *
  *   scripts/lab up [--hosts N] [--containers M]   build it: hosts are namespaces on an underlay bridge,
  *                                                  one vsw daemon each, an overlay network, containers
- *   scripts/lab up --lan                           and a physical LAN (bridge, dnsmasq, router, outside
- *                                                  host) with a transparent network on every host's uplink
+ *   scripts/lab up --lan [--lan-mode l2bridge]     and a physical LAN (bridge, dnsmasq, router, outside
+ *                                                  host) with a transparent (or l2bridge) network on every
+ *                                                  host's uplink
  *   scripts/lab iperf [--from h1-c1] [--to h2-c1]  iperf3 between two containers
  *   scripts/lab status                             what runs, what answers
  *   scripts/lab down                               remove everything
@@ -20,6 +21,7 @@ import { BenchError, Interrupted, interrupt, intOption, liveChildren } from './b
 import {
   CLI,
   LAB_DEFAULTS,
+  LAN_MODES,
   LIMITS,
   checkPrefix,
   findContainer,
@@ -34,6 +36,7 @@ import {
   runIperf,
   type LabDescription,
   type LabDriver,
+  type LanMode,
 } from './lab-lib.js';
 
 const progress = (line: string): void => {
@@ -78,7 +81,7 @@ function summary(desc: LabDescription, check: string | null): string {
     lines.push(`    ${lan.network.driver} network ${lan.network.name} on every host, gateway ${lan.network.gateway}:`);
     for (const u of lan.uplinks) {
       const c = lan.containers.find((x) => x.host === u.host);
-      lines.push(`    ${u.host}  uplink ${u.ifname} (port ${u.bridgePort} of ${lan.bridge})  --ip-range ${u.ipRange}` +
+      lines.push(`    ${u.host}  uplink ${u.ifname}${u.hostAddress ? ` ${u.hostAddress}` : ''} (port ${u.bridgePort} of ${lan.bridge})  --ip-range ${u.ipRange}` +
         (c ? `  ${c.id} namespace ${c.netns}  ${c.ifname} ${c.ip}/${c.prefixLength}  endpoint ${c.endpoint}` : ''));
     }
   }
@@ -95,7 +98,8 @@ function summary(desc: LabDescription, check: string | null): string {
   if (lan && l) {
     cmds.push([`ip netns exec ${lan.outside.netns} ping -c 3 ${l.ip}`, `outside host -> ${l.id}, through the router and the LAN`]);
     cmds.push([labCmd(`iperf --from out --to ${l.id}`, desc.prefix), `iperf3 outside host -> ${l.id}`]);
-    cmds.push([`ip netns exec ${lan.netns} tcpdump -eni ${lan.bridge} not port 67`, `the LAN's frames, with the containers' own MACs`]);
+    const macs = lan.network.driver === 'l2bridge' ? "only the hosts' MACs" : "the containers' own MACs";
+    cmds.push([`ip netns exec ${lan.netns} tcpdump -eni ${lan.bridge} not port 67`, `the LAN's frames, with ${macs}`]);
     cmds.push([`${vswCmd} --socket ${h1.socket} stats`, `the uplink's counters on host ${h1.name}`]);
     cmds.push([`cat ${lan.dhcp.leaseFile}`, "dnsmasq's leases"]);
   }
@@ -118,6 +122,7 @@ interface UpFlags {
   driver: string;
   logLevel: string;
   lan?: boolean;
+  lanMode?: string;
   json?: boolean;
 }
 
@@ -132,9 +137,9 @@ async function up(f: UpFlags): Promise<void> {
     underlayMtu: intOption('underlay-mtu', f.underlayMtu, LAB_DEFAULTS.underlayMtu, LIMITS.underlayMtu.min, LIMITS.underlayMtu.max),
     driver: f.driver as LabDriver,
     logLevel: f.logLevel,
-    lan: f.lan === true,
-    // TODO(issue 14): `--lan-mode transparent|l2bridge` once vsw implements l2bridge networks.
-    lanMode: LAB_DEFAULTS.lanMode,
+    // --lan-mode alone asks for the LAN too: it means nothing without one.
+    lan: f.lan === true || f.lanMode !== undefined,
+    lanMode: (f.lanMode ?? LAB_DEFAULTS.lanMode) as LanMode,
   };
   const desc = await labUp(opts, progress);
   // One ping across hosts: the lab works, or the summary says it does not (and the lab stays, to look at).
@@ -275,9 +280,10 @@ function program(): Command {
     .option('--underlay-mtu <n>', `MTU of the underlay's links and bridge (default ${LAB_DEFAULTS.underlayMtu})`)
     .addOption(new Option('--driver <driver>', 'network driver (internal: a separate network per host, for trying the lab without overlay)').default(LAB_DEFAULTS.driver).hideHelp())
     .addOption(new Option('--log-level <level>', 'log level of the daemons').default(LAB_DEFAULTS.logLevel).hideHelp())
-    .option('--lan', 'also a physical LAN: a bridge with dnsmasq (DHCP), a router with an outside host behind it, every host\'s uplink on it carrying a transparent network "lan" with one container')
+    .option('--lan', 'also a physical LAN: a bridge with dnsmasq (DHCP), a router with an outside host behind it, every host\'s uplink on it carrying a network "lan" (transparent; see --lan-mode) with one container')
+    .option('--lan-mode <driver>', `the LAN network's driver, ${LAN_MODES.join(' or ')} (default ${LAB_DEFAULTS.lanMode}; implies --lan)`)
     .option('--json', 'print the lab description (as stored in /run/vsw-lab/PREFIX.json) instead of the summary')
-    .addHelpText('after', '\nExamples:\n  scripts/lab up --hosts 3 --containers 1\n  scripts/lab up --lan\n')
+    .addHelpText('after', '\nExamples:\n  scripts/lab up --hosts 3 --containers 1\n  scripts/lab up --lan\n  scripts/lab up --lan-mode l2bridge\n')
     .action(up);
 
   p.command('down')

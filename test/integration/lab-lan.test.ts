@@ -207,10 +207,13 @@ test.serial('dnsmasq runs in the LAN namespace and hands a DHCP client on the LA
   }
 });
 
-test.serial('up --lan refuses an overlay subnet that overlaps the LAN with one sentence', async (t) => {
+test.serial('up --lan refuses an overlay subnet that overlaps the LAN, and an unknown --lan-mode, with one sentence', async (t) => {
   const r = await lab(['up', '--lan', '--subnet', '192.168.57.0/24', '--prefix', `${prefix}x`]);
   assertOneSentence(t, r, 'up --lan with the LAN\'s subnet');
   t.regex(r.stderr, /overlaps the lab's LAN 192\.168\.57\.0\/24/);
+  const mode = await lab(['up', '--lan-mode', 'l2tunnel', '--prefix', `${prefix}x`]);
+  assertOneSentence(t, mode, 'up --lan-mode l2tunnel');
+  t.regex(mode.stderr, /--lan-mode takes transparent or l2bridge, not "l2tunnel"/);
   t.deepEqual(await namespacesWithPrefix(`${prefix}x`), [], 'nothing was built');
 });
 
