@@ -47,11 +47,16 @@ unsafe extern "C" fn tap_open(env: napi_env, info: napi_callback_info) -> napi_v
     int32(env, fd)
 }
 
-/// packetOpen(interfaceName, promisc) -> fd: an AF_PACKET socket on a host interface, read and written like a TAP.
+/// packetOpen(interfaceName, promisc, vlan) -> fd: an AF_PACKET socket on a host interface, read and written like a TAP;
+/// vlan 0 takes untagged frames, 1..4094 that VLAN's.
 unsafe extern "C" fn packet_open(env: napi_env, info: napi_callback_info) -> napi_value {
-    let [name, promisc] = args::<2>(env, info);
+    let [name, promisc, vlan] = args::<3>(env, info);
     let name = tri!(env, get_string(env, name, "name"));
-    let fd = tri!(env, packet::packet_open(&name, get_bool(env, promisc)));
+    let vlan = tri!(env, get_i32(env, vlan, "vlan"));
+    if !(0..=4094).contains(&vlan) {
+        return throw(env, &format!("vlan {} is out of range 0..4094", vlan));
+    }
+    let fd = tri!(env, packet::packet_open(&name, get_bool(env, promisc), vlan as u16));
     int32(env, fd)
 }
 

@@ -37,8 +37,26 @@ struct SockFprog {
 const BPF_LD_W_ABS: u16 = 0x20;
 const BPF_JEQ_K: u16 = 0x15;
 const BPF_RET_K: u16 = 0x06;
+const BPF_ALU_AND_K: u16 = 0x54;
 /// SKF_AD_OFF + SKF_AD_VLAN_TAG_PRESENT: the ancillary load "does the skb carry a VLAN tag".
 const SKF_VLAN_TAG_PRESENT: u32 = (-0x1000i32 + 48) as u32;
+/// SKF_AD_OFF + SKF_AD_VLAN_TAG: the ancillary load of the tag's TCI (priority, DEI, VID).
+const SKF_VLAN_TAG: u32 = (-0x1000i32 + 44) as u32;
+const VID_MASK: u32 = 0x0fff;
+
+/// Takes only the frames of VLAN `vid` (802.1Q tagged with it; the kernel hands them over with the
+/// tag taken out, so the network sees them untagged, and the uplink's flush tags what it sends).
+fn one_vlan_only(vid: u16) -> [SockFilter; 7] {
+    [
+        SockFilter { code: BPF_LD_W_ABS, jt: 0, jf: 0, k: SKF_VLAN_TAG_PRESENT },
+        SockFilter { code: BPF_JEQ_K, jt: 3, jf: 0, k: 0 },
+        SockFilter { code: BPF_LD_W_ABS, jt: 0, jf: 0, k: SKF_VLAN_TAG },
+        SockFilter { code: BPF_ALU_AND_K, jt: 0, jf: 0, k: VID_MASK },
+        SockFilter { code: BPF_JEQ_K, jt: 1, jf: 0, k: vid as u32 },
+        SockFilter { code: BPF_RET_K, jt: 0, jf: 0, k: 0 },
+        SockFilter { code: BPF_RET_K, jt: 0, jf: 0, k: 0xffff_ffff },
+    ]
+}
 
 /// Drops frames that carry an 802.1Q tag: the kernel takes the tag out of the frame before a
 /// packet socket sees it, so another VLAN's traffic would reach the network untagged. What is
@@ -82,9 +100,13 @@ extern "C" {
 }
 
 /// Opens a non-blocking AF_PACKET socket bound to interface `name`, with vnet headers,
-/// without the frames the host itself sends on it nor VLAN-tagged ones, and, when `promisc`, with the interface
-/// in promiscuous mode for as long as the socket lives (frames for other MACs reach it).
-pub fn packet_open(name: &str, promisc: bool) -> Result<c_int, String> {
+/// without the frames the host itself sends on it, with the untagged frames only (`vlan` 0) or
+/// those of one VLAN, and, when `promisc`, with the interface in promiscuous mode for as long as
+/// the socket lives (frames for other MACs reach it).
+pub fn packet_open(name: &str, promisc: bool, vlan: u16) -> Result<c_int, String> {
+    if vlan > 4094 {
+        return Err(format!("VLAN {} is out of range 0..4094", vlan));
+    }
     let cname = CString::new(name).map_err(|_| format!("interface name {:?} has a NUL byte", name))?;
     unsafe {
         let ifindex = if_nametoindex(cname.as_ptr());
@@ -109,7 +131,13 @@ pub fn packet_open(name: &str, promisc: bool) -> Result<c_int, String> {
         if setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, opt, 4) != 0 {
             return fail("PACKET_IGNORE_OUTGOING");
         }
-        let prog = SockFprog { len: UNTAGGED_ONLY.len() as u16, filter: UNTAGGED_ONLY.as_ptr() };
+        // The kernel copies the program: a local one is enough.
+        let tagged = one_vlan_only(vlan);
+        let prog = if vlan == 0 {
+            SockFprog { len: UNTAGGED_ONLY.len() as u16, filter: UNTAGGED_ONLY.as_ptr() }
+        } else {
+            SockFprog { len: tagged.len() as u16, filter: tagged.as_ptr() }
+        };
         if setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog as *const SockFprog as *const c_void, std::mem::size_of::<SockFprog>() as u32) != 0 {
             return fail("SO_ATTACH_FILTER");
         }

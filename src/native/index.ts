@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 interface NativeAddon {
   VNET_HDR_LEN: number;
   tapOpen(name: string, netns: string | undefined, exclusive: boolean, persist: boolean): number;
-  packetOpen(name: string, promisc: boolean): number;
+  packetOpen(name: string, promisc: boolean, vlan: number): number;
   tapSetPersist(fd: number, persist: boolean): void;
   closeFd(fd: number): void;
   tapLinkInfo(name: string, netns: string | undefined): LinkInfo | null;
@@ -109,10 +109,12 @@ export function tapOpen(opts: TapOpenOptions): number {
  * An AF_PACKET socket on host interface `name` (in the caller's namespace), read and written
  * like a TAP fd: each frame behind a 10-byte vnet header, so the engine polls it as a TAP port and
  * writeBatch sends on it. Frames the host itself sends there are not read back; with `promisc`
- * the interface is promiscuous while the fd is open (frames for the containers' own MACs).
+ * the interface is promiscuous while the fd is open (frames for the containers' own MACs). With
+ * `vlan` 0 it reads untagged frames only; with 1..4094 only that VLAN's, handed over untagged (the
+ * writer tags what it sends: src/switch/ports/uplink-egress.ts).
  */
-export function packetOpen(name: string, promisc: boolean): number {
-  return addon.packetOpen(name, promisc);
+export function packetOpen(name: string, promisc: boolean, vlan = 0): number {
+  return addon.packetOpen(name, promisc, vlan);
 }
 
 export function tapSetPersist(fd: number, persist: boolean): void {

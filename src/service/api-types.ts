@@ -88,8 +88,10 @@ export interface UplinkInfo {
   mac: string;
   /** Its MTU when the network was made (or the daemon last opened it): the endpoints get it too. */
   mtu?: number;
-  /** The host's own IPv4 address on it inside the network's subnet, when it has one: never handed to a container (l2bridge requires it). */
+  /** The host's own IPv4 address on it inside the network's subnet, when it has one: never handed to a container (untagged l2bridge requires it). */
   hostAddress?: string;
+  /** The 802.1Q VLAN the network is on, or absent for untagged. */
+  vlan?: number;
   /** Why the uplink is not attached, or null when it is. */
   down?: string;
 }
@@ -264,13 +266,15 @@ export interface SwitchStats {
 
 export interface StatsResponse {
   ports: PortStats[];
-  /** The host interfaces transparent networks ride on, with their port counters. */
+  /** The host interfaces transparent and l2bridge networks ride on (one row per network), with their port counters. */
   uplinks: UplinkStats[];
   switch: SwitchStats;
 }
 
 export type UplinkStats = Omit<PortStats, 'endpoint' | 'name' | 'netns' | 'ifname'> & {
   interface: string;
+  /** The network's VLAN on it, when tagged. */
+  vlan?: number;
   /** Why it is not attached, when it is not. */
   down?: string;
 };

@@ -108,6 +108,14 @@ export const CreateNetworkBody = Type.Object(
     uplink: optional(
       field(str(15), 'an interface name of 1 to 15 characters', 'pass --uplink IFNAME', 'transparent and l2bridge: the host interface the network rides on; containers appear on its LAN with their own MACs (transparent) or all with its MAC (l2bridge).'),
     ),
+    vlan: optional(
+      field(
+        Type.Integer(),
+        'a whole number from 1 to 4094',
+        'pass --vlan N or leave it out',
+        'transparent and l2bridge: the 802.1Q VLAN of the uplink the network is on; frames leave tagged with it and only its frames come in. Default: untagged.',
+      ),
+    ),
     owner: optional(
       field(str(255), 'a string of 1 to 255 characters', 'leave it out (runtime drivers set it)', 'Who asks (a runtime\'s driver), e.g. "docker:NETWORKID"; unique among networks.'),
     ),

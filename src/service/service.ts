@@ -382,7 +382,7 @@ export class NetworkService {
     }));
     const uplinks = [...this.state.networks.values()].flatMap(({ network, uplink }) =>
       uplink
-        ? [{ interface: uplink.info.interface, network: network.name, ...(uplink.down === null ? {} : { down: uplink.down }), ...(uplink.down === null && uplink.portId >= 0 ? this.dataPlane.portCounters(uplink.portId) : NO_COUNTERS) }]
+        ? [{ interface: uplink.info.interface, ...(uplink.info.vlan === undefined ? {} : { vlan: uplink.info.vlan }), network: network.name, ...(uplink.down === null ? {} : { down: uplink.down }), ...(uplink.down === null && uplink.portId >= 0 ? this.dataPlane.portCounters(uplink.portId) : NO_COUNTERS) }]
         : [],
     );
     const counters = await this.dataPlane.switchCounters();
@@ -406,8 +406,8 @@ export class NetworkService {
     const isOverlay = req.driver === 'overlay';
     // The modes on a physical uplink: containers on the host's LAN.
     const onUplink = req.driver === 'transparent' || req.driver === 'l2bridge';
-    if (!onUplink && req.uplink !== undefined) {
-      throw badRequest(`--uplink belongs to transparent and l2bridge networks, not ${req.driver} ones: leave it out or pass -d transparent or -d l2bridge.`);
+    if (!onUplink && (req.uplink !== undefined || req.vlan !== undefined)) {
+      throw badRequest(`--uplink and --vlan belong to transparent and l2bridge networks, not ${req.driver} ones: leave them out or pass -d transparent or -d l2bridge.`);
     }
     if (!isNat && (req.transit !== undefined || req.externalIp !== undefined || req.natPorts !== undefined)) {
       throw badRequest(`--transit, --external-ip and --nat-ports belong to nat networks, not ${req.driver} ones: leave them out or pass -d nat.`);

@@ -53,13 +53,19 @@ export class UplinkService {
 
   /**
    * The uplink a create request names, checked: an interface of this host
-   * that is up and that no other vsw network rides on; for l2bridge, with an
-   * IPv4 address of the host in the subnet (the one MAC on the wire is the
-   * host's, so the host is on that LAN), which containers never get.
+   * that is up and that no other vsw network rides on with the same VLAN (or
+   * untagged); for an untagged l2bridge network, with an IPv4 address of the
+   * host in the subnet (the one MAC on the wire is the host's, so the host is
+   * on that LAN), which containers never get. On a VLAN the host has no
+   * address (vsw tags the frames itself; no VLAN device is made).
    */
   async check(req: CreateNetworkRequest, subnet: string): Promise<UplinkInfo> {
     const name = req.uplink;
     if (name === undefined) throw badRequest(`a ${req.driver} network rides on a host interface: pass --uplink IFNAME (one of \`ip link\`).`);
+    const vlan = req.vlan;
+    if (vlan !== undefined && (!Number.isInteger(vlan) || vlan < 1 || vlan > 4094)) {
+      throw badRequest(`VLAN ${vlan} is out of range: pass --vlan with a whole number from 1 to 4094 (0 and 4095 are reserved by 802.1Q), or leave it out for untagged.`);
+    }
     try {
       validateIfName(name);
     } catch {
@@ -70,15 +76,18 @@ export class UplinkService {
     if (linkType(name) !== ARPHRD_ETHER) throw badRequest(`interface ${name} is not an Ethernet interface: pass --uplink with a NIC, a veth or a bond.`);
     if (!link.up) throw badRequest(`interface ${name} is down: bring it up (ip link set ${name} up) and try again.`);
     for (const other of this.state.networks.values()) {
-      if (other.uplink?.info.interface === name) throw conflict(`interface ${name} already carries network ${other.network.name}: remove that network or pass another --uplink.`);
+      if (other.uplink?.info.interface === name && other.uplink.info.vlan === vlan) {
+        const on = vlan === undefined ? 'untagged' : `on VLAN ${vlan}`;
+        throw conflict(`interface ${name} already carries network ${other.network.name} ${on}: remove that network, or pass another --uplink or --vlan.`);
+      }
       if (other.nat?.info.hostInterface === name) throw badRequest(`interface ${name} is the host interface of nat network ${other.network.name}: pass --uplink with a physical interface.`);
       if (other.overlay?.info.underlayInterface === name) throw conflict(`interface ${name} carries the VXLAN underlay of overlay network ${other.network.name}: pass another --uplink.`);
     }
-    const own = (await hostIpv4Addresses()).find((a) => a.ifname === name && subnetContains(subnet, a.address));
-    if (req.driver === 'l2bridge' && own === undefined) {
+    const own = vlan === undefined ? (await hostIpv4Addresses()).find((a) => a.ifname === name && subnetContains(subnet, a.address)) : undefined;
+    if (req.driver === 'l2bridge' && vlan === undefined && own === undefined) {
       throw badRequest(`interface ${name} has no IPv4 address in ${subnet}: an l2bridge network's containers share the host's MAC on its LAN, so give the host an address there (ip addr add ADDR/PREFIX dev ${name}) or pass the subnet it is on.`);
     }
-    return { interface: name, mac: link.mac, mtu: link.mtu, ...(own === undefined ? {} : { hostAddress: own.address }) };
+    return { interface: name, mac: link.mac, mtu: link.mtu, ...(own === undefined ? {} : { hostAddress: own.address }), ...(vlan === undefined ? {} : { vlan }) };
   }
 
   /**
@@ -87,11 +96,20 @@ export class UplinkService {
    * vsw's first, so a reset after a crash removes it.
    */
   async guard(record: NetworkRecord): Promise<void> {
-    const uplink = record.uplink!;
-    const table = uplinkGuardTableName(uplink.info.interface);
+    const ifname = record.uplink!.info.interface;
+    const table = uplinkGuardTableName(ifname);
     await this.state.ownNftTable(table, this.commit);
-    const addresses = this.state.endpointsOn(record.network.name).map((e) => e.endpoint.ip);
-    await installUplinkGuard(table, uplink.info.interface, addresses);
+    await installUplinkGuard(table, ifname, this.guardedAddresses(ifname));
+  }
+
+  /** The endpoint addresses of every network on the interface (VLANs share it, and its one table). */
+  private guardedAddresses(ifname: string, leaving?: NetworkRecord): string[] {
+    const out: string[] = [];
+    for (const r of this.state.networks.values()) {
+      if (r === leaving || r.uplink?.info.interface !== ifname) continue;
+      for (const e of this.state.endpointsOn(r.network.name)) out.push(e.endpoint.ip);
+    }
+    return out;
   }
 
   /** The guard tables the networks want (after a restart, the others in the ledger go). */
@@ -104,13 +122,15 @@ export class UplinkService {
   /** Opens the uplink's socket and adds it to the network's switch (on restore and when it comes back, with the port id it had). */
   async attach(record: NetworkRecord, rollback?: Rollback): Promise<void> {
     const uplink = record.uplink!;
-    const fd = packetOpen(uplink.info.interface, record.network.driver === 'transparent');
+    const fd = packetOpen(uplink.info.interface, record.network.driver === 'transparent', uplink.info.vlan ?? 0);
     rollback?.add(`close the socket on ${uplink.info.interface}`, () => closeFd(fd));
     const portId = uplink.portId >= 0 ? uplink.portId : this.state.portIds.allocate();
     if (uplink.portId < 0) rollback?.add(`release port id ${portId}`, () => this.state.portIds.release(portId));
     const mtu = tapLinkInfo(uplink.info.interface)?.mtu;
     try {
-      await this.dataPlane.addPort({ portId, networkId: record.network.id, fd, name: uplink.info.interface, uplinkMac: uplink.info.mac, ...(mtu === undefined ? {} : { mtu }) });
+      const vlan = uplink.info.vlan;
+      const name = vlan === undefined ? uplink.info.interface : `${uplink.info.interface}.${vlan}`;
+      await this.dataPlane.addPort({ portId, networkId: record.network.id, fd, name, uplinkMac: uplink.info.mac, ...(vlan === undefined ? {} : { vlan }), ...(mtu === undefined ? {} : { mtu }) });
     } catch (err) {
       // Without a rollback (a restore, a comeback) nobody else would close it.
       if (!rollback) closeQuietly(fd, this.logger, `the socket on ${uplink.info.interface}`);
@@ -136,9 +156,19 @@ export class UplinkService {
     await this.removeGuard(record);
   }
 
-  /** Removes the guard's table and forgets it (saved with the next commit); a failure is logged and the ledger keeps it for the next start. */
+  /**
+   * The network leaves its uplink's guard: the table goes with the last
+   * network on the interface, and is forgotten (saved with the next commit);
+   * a failure is logged and the ledger keeps it for the next start.
+   */
   async removeGuard(record: NetworkRecord): Promise<void> {
-    const table = uplinkGuardTableName(record.uplink!.info.interface);
+    const ifname = record.uplink!.info.interface;
+    const table = uplinkGuardTableName(ifname);
+    const others = [...this.state.networks.values()].some((r) => r !== record && r.uplink?.info.interface === ifname);
+    if (others) {
+      await installUplinkGuard(table, ifname, this.guardedAddresses(ifname, record)).catch((err) => this.logger.warn({ err, network: record.network.name, table }, 'could not update the uplink guard'));
+      return;
+    }
     try {
       await removeNftTable(table);
       this.state.host.nftTables = this.state.host.nftTables.filter((t) => t !== table);

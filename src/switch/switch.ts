@@ -107,6 +107,8 @@ export interface PortConfig {
   external?: boolean;
   /** A host interface the network rides on, read and written through an AF_PACKET fd (packetOpen): its own MAC, whose frames are the host's. */
   uplinkMac?: string;
+  /** An uplink on a VLAN (1..4094): the fd reads that VLAN's frames untagged, and what the port sends gets its tag. */
+  vlan?: number;
   /** A container's address and MAC on a nat network (the gateway delivers translated frames for `ip` here) or an l2bridge one (frames from the LAN for `ip` come here). */
   ip?: string;
   mac?: string;
@@ -345,11 +347,11 @@ export class Switch implements PortHost, StageHost {
     const l2bridge = this.l2bridgeStages.get(cfg.networkId);
     if (cfg.uplinkMac !== undefined) {
       if (l2bridge === undefined) {
-        this.register(packetUplinkPort(cfg.portId, net, cfg.fd, cfg.name, cfg.uplinkMac, maxFrame, this.io.batchSize), cfg.policy ?? OPEN_POLICY);
+        this.register(packetUplinkPort(cfg.portId, net, cfg.fd, cfg.name, cfg.uplinkMac, cfg.vlan ?? 0, maxFrame, this.io.batchSize), cfg.policy ?? OPEN_POLICY);
         return;
       }
       l2bridge.setUplinkMac(mustParseMac(cfg.uplinkMac));
-      this.register(l2bridgeUplinkPort(cfg.portId, net, cfg.fd, cfg.name, cfg.uplinkMac, l2bridge.addresses, maxFrame, this.io.batchSize), cfg.policy ?? OPEN_POLICY);
+      this.register(l2bridgeUplinkPort(cfg.portId, net, cfg.fd, cfg.name, cfg.uplinkMac, l2bridge.addresses, cfg.vlan ?? 0, maxFrame, this.io.batchSize), cfg.policy ?? OPEN_POLICY);
       return;
     }
     const port = tapPort(cfg.portId, net, cfg.fd, cfg.name, maxFrame, this.io.batchSize);

@@ -12,12 +12,15 @@ import { COUNTER_COLUMNS, RX_BYTES, RX_FRAMES } from '../counters.js';
 import type { SwitchNetwork } from '../network.js';
 import { FlushPhase, PortKind, SwitchPort, type PortDriver, type PortHost } from './port.js';
 import { TAP_DRIVER } from './tap-port.js';
+import { UplinkEgress } from './uplink-egress.js';
 
 class PacketUplinkDriver implements PortDriver {
   constructor(
     /** The interface's own MAC, as its first two and last four bytes (macHi16, macLo32). */
     private readonly hostMacHi: number,
     private readonly hostMacLo: number,
+    /** On a VLAN, what tags frames on their way out; untagged, null: frames leave as they are. */
+    private readonly egress: UplinkEgress | null,
   ) {}
 
   receive(port: SwitchPort, host: PortHost, count: number, now: number): number {
@@ -40,7 +43,8 @@ class PacketUplinkDriver implements PortDriver {
   }
 
   flush(port: SwitchPort, host: PortHost, now: number): void {
-    TAP_DRIVER.flush(port, host, now);
+    if (this.egress === null) TAP_DRIVER.flush(port, host, now);
+    else this.egress.flush(port, host);
   }
 
   refuses(): number {
@@ -48,9 +52,9 @@ class PacketUplinkDriver implements PortDriver {
   }
 }
 
-/** `mac`: the interface's own, aa:bb:cc:dd:ee:ff. */
-export function packetUplinkPort(id: number, network: SwitchNetwork, fd: number, name: string, mac: string, maxFrame: number, queueSize: number): SwitchPort {
+/** `mac`: the interface's own, aa:bb:cc:dd:ee:ff; `vlan`: 0, or the VLAN (1..4094) whose frames the socket reads and whose tag the frames sent get. */
+export function packetUplinkPort(id: number, network: SwitchNetwork, fd: number, name: string, mac: string, vlan: number, maxFrame: number, queueSize: number): SwitchPort {
   const m = mustParseMac(mac);
-  const driver = new PacketUplinkDriver(macHi16(m, 0), macLo32(m, 0));
+  const driver = new PacketUplinkDriver(macHi16(m, 0), macLo32(m, 0), vlan === 0 ? null : new UplinkEgress({ ipv4Only: false, vlan }, queueSize));
   return new SwitchPort(id, PortKind.PACKET_UPLINK, network, fd, name, maxFrame, FlushPhase.WRITE, true, true, driver, queueSize, false);
 }
