@@ -5,7 +5,7 @@
 use std::ffi::CString;
 use std::os::raw::{c_char, c_int, c_uint, c_void};
 
-use crate::sys::{bind, close, last_error, setsockopt, socket, SockAddrIn, SOCK_CLOEXEC, SOCK_NONBLOCK};
+use crate::sys::{bind, close, grow_buffers, last_error, setsockopt, socket, SockAddrIn, SOCK_CLOEXEC, SOCK_NONBLOCK};
 
 const AF_PACKET: c_int = 17;
 const SOCK_RAW: c_int = 3;
@@ -17,6 +17,9 @@ const PACKET_VNET_HDR: c_int = 15;
 const PACKET_IGNORE_OUTGOING: c_int = 23;
 const SOL_SOCKET: c_int = 1;
 const SO_ATTACH_FILTER: c_int = 26;
+/// Socket buffers: the default (about 208 KiB) holds three TSO super-frames, and a TCP stream from
+/// the LAN into a container overruns it between two reads (the kernel drops, the sender retransmits).
+const PACKET_SOCKET_BUFFER: c_int = 8 << 20;
 
 /// struct sock_filter: one classic BPF instruction.
 #[repr(C)]
@@ -131,6 +134,7 @@ pub fn packet_open(name: &str, promisc: bool, vlan: u16) -> Result<c_int, String
         if setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, opt, 4) != 0 {
             return fail("PACKET_IGNORE_OUTGOING");
         }
+        grow_buffers(fd, PACKET_SOCKET_BUFFER);
         // The kernel copies the program: a local one is enough.
         let tagged = one_vlan_only(vlan);
         let prog = if vlan == 0 {

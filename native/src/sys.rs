@@ -144,3 +144,15 @@ pub fn last_error(what: &str) -> String {
 const _: () = assert!(std::mem::size_of::<SockAddrIn>() == 16);
 const _: () = assert!(std::mem::size_of::<IoVec>() == 16);
 const _: () = assert!(std::mem::size_of::<MMsgHdr>() == 64);
+
+/// Asks for `size`-byte receive and send buffers. The *FORCE variants pass net.core.[rw]mem_max
+/// when we are root; otherwise the plain ones get what the sysctl allows. A smaller buffer only
+/// costs drops under bursts, so neither failing is an error.
+pub unsafe fn grow_buffers(fd: c_int, size: c_int) {
+    for (force, plain) in [(SO_RCVBUFFORCE, SO_RCVBUF), (SO_SNDBUFFORCE, SO_SNDBUF)] {
+        let value = &size as *const c_int as *const c_void;
+        if setsockopt(fd, SOL_SOCKET, force, value, 4) != 0 {
+            setsockopt(fd, SOL_SOCKET, plain, value, 4);
+        }
+    }
+}

@@ -55,14 +55,7 @@ pub fn udp_open(opts: &UdpOptions) -> Result<c_int, String> {
         if fd < 0 {
             return Err(last_error("socket(AF_INET, SOCK_DGRAM)"));
         }
-        // The *FORCE variants pass net.core.[rw]mem_max when we are root; otherwise the plain
-        // ones get what the sysctl allows. A smaller buffer only costs drops under bursts.
-        for (force, plain) in [(SO_RCVBUFFORCE, SO_RCVBUF), (SO_SNDBUFFORCE, SO_SNDBUF)] {
-            let size = &SOCKET_BUFFER as *const c_int as *const c_void;
-            if setsockopt(fd, SOL_SOCKET, force, size, 4) != 0 {
-                setsockopt(fd, SOL_SOCKET, plain, size, 4);
-            }
-        }
+        grow_buffers(fd, SOCKET_BUFFER);
         if opts.gro {
             let one: c_int = 1;
             if setsockopt(fd, SOL_UDP, UDP_GRO, &one as *const c_int as *const c_void, 4) != 0 {
