@@ -19,9 +19,10 @@ export type TestName = (typeof TEST_NAMES)[number];
 /**
  * vsw: through vsw without NAT (overlay: through the lab's vsw VXLAN); bridge: the Linux bridge;
  * nat: through a vsw nat network; loopback: no switch at all; kernel: the kernel's VXLAN (overlay);
- * macvlan: a macvlan child of a physical uplink (transparent); ipvlan: an ipvlan L2 child of one (l2bridge).
+ * macvlan: a macvlan child of a physical uplink (transparent); ipvlan: an ipvlan L2 child of one, or
+ * routed: a routing host with proxy ARP on one, where the kernel has no ipvlan (l2bridge).
  */
-export type SideName = 'vsw' | 'bridge' | 'nat' | 'loopback' | 'kernel' | 'macvlan' | 'ipvlan';
+export type SideName = 'vsw' | 'bridge' | 'nat' | 'loopback' | 'kernel' | 'macvlan' | 'ipvlan' | 'routed';
 
 /** Two namespaces and the path between them that a scenario measures. */
 export interface Side {
