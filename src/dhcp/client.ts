@@ -134,9 +134,9 @@ export class DhcpAcquireError extends Error {
 function timeoutSentence(timeoutMs: number, offeredBy: string | null): string {
   const seconds = Number((timeoutMs / 1000).toFixed(1));
   if (offeredBy !== null) {
-    return `the DHCP server ${offeredBy} offered an address but did not confirm it within ${seconds} s: check the server's log, or use --subnet to give the network static addresses`;
+    return `the DHCP server ${offeredBy} offered an address but did not confirm it within ${seconds} s: check the server's log, or create the network without --ipam dhcp to give it static addresses`;
   }
-  return `no DHCP server answered on the LAN within ${seconds} s: check that the uplink's network has one, or use --subnet to give the network static addresses`;
+  return `no DHCP server answered on the LAN within ${seconds} s: check that the uplink's network has one, or create the network without --ipam dhcp to give it static addresses`;
 }
 
 export class DhcpClient {

@@ -62,6 +62,10 @@ export const DropReason = {
   uplinkNotLocal: 27,
   /** l2bridge: neither IPv4 nor ARP, to or from the uplink (one MAC on the wire cannot carry IPv6: its neighbour discovery names the container's MAC). */
   l2bridgeNotIpv4: 28,
+  /** A DHCP server's reply on a network with DHCP addresses: taken by vsw's DHCP client for the endpoints, not delivered to a container. Counted on the uplink. */
+  dhcpReplyTaken: 29,
+  /** A DHCP server's reply beyond the rate the control plane takes (a LAN flooding them). Counted on the uplink. */
+  dhcpReplyRate: 30,
 } as const;
 
 export type DropReasonName = keyof typeof DropReason;

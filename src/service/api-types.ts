@@ -70,6 +70,8 @@ export interface Network {
   overlay?: OverlayInfo;
   /** transparent and l2bridge networks: the host interface they ride on. */
   uplink?: UplinkInfo;
+  /** "dhcp": endpoints get their addresses from the LAN's DHCP server (transparent networks); absent: vsw's own IPAM. */
+  ipam?: 'dhcp';
   /** GET /v1/networks/NAME only: the data path's stages of the network, in the order frames meet them, with their counters. */
   stages?: NetworkStageView[];
 }
@@ -154,6 +156,16 @@ export interface OverlayNetworkState {
   };
 }
 
+export interface EndpointLease {
+  /** The DHCP server that leased the address. */
+  server: string;
+  /** The default route the lease gave, if any. */
+  router?: string;
+  leaseSeconds: number;
+  /** ISO 8601: when the server last granted or extended it. */
+  granted: string;
+}
+
 export interface Endpoint {
   /** 12 lowercase hex characters. */
   id: string;
@@ -179,6 +191,8 @@ export interface Endpoint {
   publish?: PortMapping[];
   /** How the host ports reach the network (see CreateEndpointRequest.publishVia); absent: proxy. */
   publishVia?: PublishVia;
+  /** On a --ipam dhcp network: the lease its address came with (vsw renews it, and releases it with the endpoint). */
+  dhcp?: EndpointLease;
   /** Who made it, when a runtime did: "cni:CONTAINERID/IFNAME" or "docker:ENDPOINTID"; unique, so a runtime's repeated request finds it. */
   owner?: string;
   /**

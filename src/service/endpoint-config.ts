@@ -10,7 +10,7 @@ import type { EndpointRecord, NetworkRecord } from './state.js';
 
 /** The container's interface: MAC, address, default route via the gateway, and the overlay's MTU. */
 export function endpointInterface(
-  endpoint: Pick<Endpoint, 'netns' | 'ifname' | 'mac' | 'ip' | 'prefixLength' | 'unplaced' | 'handedTo'>,
+  endpoint: Pick<Endpoint, 'netns' | 'ifname' | 'mac' | 'ip' | 'prefixLength' | 'unplaced' | 'handedTo' | 'dhcp'>,
   net: NetworkRecord,
 ): InterfaceConfig & { unplaced?: boolean; handedTo?: string } {
   return {
@@ -20,7 +20,8 @@ export function endpointInterface(
     ifname: endpoint.ifname,
     mac: endpoint.mac,
     cidr: `${endpoint.ip}/${endpoint.prefixLength}`,
-    gateway: net.network.gateway ?? undefined,
+    // A leased address comes with its router; otherwise the network's gateway.
+    gateway: (endpoint.dhcp ? endpoint.dhcp.router : net.network.gateway) ?? undefined,
     mtu: net.overlay?.info.mtu ?? net.uplink?.info.mtu,
   };
 }

@@ -7,6 +7,7 @@
  * or the network's configured gateway), so a network created without a
  * gateway can gain one later without renumbering anybody.
  */
+import { randomBytes } from 'node:crypto';
 import ipaddr from 'ipaddr.js';
 
 export class IpamError extends Error {
@@ -309,6 +310,16 @@ export function macForIp(ip: string): string {
   const n = parseIpv4(ip);
   const hex = (b: number) => b.toString(16).padStart(2, '0');
   return `02:76:${hex(n >>> 24)}:${hex((n >>> 16) & 255)}:${hex((n >>> 8) & 255)}:${hex(n & 255)}`;
+}
+
+/**
+ * A random locally administered unicast MAC, for an endpoint whose address is
+ * not known yet (a DHCP network's: the server picks the address by the MAC).
+ */
+export function randomLocalMac(): string {
+  const b = randomBytes(6);
+  b[0] = (b[0] & 0xfc) | 0x02;
+  return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
 }
 
 /** Validate a MAC address an interface can use; returns it lower-case with colons. */

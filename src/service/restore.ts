@@ -261,7 +261,7 @@ async function restoreNetwork(ctx: RestoreContext, saved: SavedState['networks']
       record.overlay = { info, tunnelPortId, uplinkKey: tunnel.uplinkKey, uplinkId: tunnel.uplinkId, remotes: new Map(remotes.map((r) => [r.mac, r])) };
       overlaySpec = tunnel.spec;
     }
-    await dataPlane.addNetwork(network.id, network.name, natSpec, overlaySpec, network.driver === 'l2bridge');
+    await dataPlane.addNetwork(network.id, network.name, { nat: natSpec, overlay: overlaySpec, l2bridge: network.driver === 'l2bridge', dhcp: network.ipam === 'dhcp' });
     for (const remote of saved.overlay?.remotes ?? []) await dataPlane.addRemote(network.id, remote);
     if (saved.uplink) {
       record.uplink = { info: { ...saved.uplink.info }, fd: -1, portId: saved.uplink.portId, down: null };

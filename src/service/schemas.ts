@@ -108,6 +108,14 @@ export const CreateNetworkBody = Type.Object(
     uplink: optional(
       field(str(15), 'an interface name of 1 to 15 characters', 'pass --uplink IFNAME', 'transparent and l2bridge: the host interface the network rides on; containers appear on its LAN with their own MACs (transparent) or all with its MAC (l2bridge).'),
     ),
+    ipam: optional(
+      field(
+        oneOf(['static', 'dhcp']),
+        'static or dhcp',
+        'pass --ipam static or --ipam dhcp, or leave it out',
+        "transparent: where endpoints' addresses come from: vsw's own IPAM from --subnet/--ip-range (static, the default) or the LAN's DHCP server, asked by vsw with each endpoint's MAC (dhcp).",
+      ),
+    ),
     vlan: optional(
       field(
         Type.Integer(),

@@ -44,12 +44,15 @@ import {
   type CreateEndpointRequest,
   type CreateNetworkRequest,
   type Endpoint,
+  type EndpointLease,
   type Network,
   type RemoteEndpointRequest,
   type StatsResponse,
 } from './api-types.js';
-import { ApiError, badRequest, conflict, notFound } from './errors.js';
-import { Ipam, IpamError, macForIp, normalizeMac, parseIpOrCidr, subnetsOverlap } from './ipam.js';
+import type { DhcpLease } from '../dhcp/index.js';
+import { DhcpService, type DhcpDataPlane } from './dhcp.js';
+import { ApiError, badRequest, conflict, notFound, sentence, upstreamTimeout } from './errors.js';
+import { Ipam, IpamError, macForIp, normalizeMac, parseIpOrCidr, randomLocalMac, subnetContains, subnetsOverlap } from './ipam.js';
 import { Mutex } from './mutex.js';
 import { PolicyService, type PolicyDataPlane, type PolicyReads } from './policies.js';
 import { NatService, type NatDataPlane } from './nat.js';
@@ -74,6 +77,7 @@ export type DataPlaneHandle = NatDataPlane &
   OverlayDataPlane &
   PolicyDataPlane &
   RestoreDataPlane &
+  DhcpDataPlane &
   Pick<DataPlane, 'maxPorts' | 'addNetwork' | 'removeNetwork' | 'addPort' | 'removePort' | 'portCounters' | 'switchCounters' | 'announce' | 'stages'>;
 
 export interface NetworkServiceOptions {
@@ -91,6 +95,7 @@ export class NetworkService {
   readonly nat: NatService;
   readonly overlay: OverlayService;
   readonly uplinks: UplinkService;
+  readonly dhcp: DhcpService;
   readonly capture: CaptureService;
   private readonly mutex = new Mutex();
   private readonly save?: (state: SavedState) => Promise<void>;
@@ -107,6 +112,7 @@ export class NetworkService {
     this.nat = new NatService(this.state, dataPlane, logger, commit);
     this.overlay = new OverlayService(this.state, dataPlane, logger);
     this.uplinks = new UplinkService(this.state, dataPlane, logger, commit);
+    this.dhcp = new DhcpService(dataPlane, logger, { readdress: (id, lease) => this.readdress(id, lease) });
     this.capture = new CaptureService(this.state, dataPlane, logger);
   }
 
@@ -245,6 +251,8 @@ export class NetworkService {
    */
   release(): Promise<void> {
     return this.mutex.run(async () => {
+      // Leases stay the endpoints': the next daemon asks for the same addresses again.
+      this.dhcp.stopAll();
       for (const record of this.state.endpoints.values()) {
         await this.nat.stopProxies(record);
         if (record.fd >= 0) closeQuietly(record.fd, this.logger);
@@ -261,6 +269,10 @@ export class NetworkService {
   restore(saved: SavedState, ipams: Map<string, Ipam>, runtime: RuntimeState | null): Promise<RestoreReport> {
     return this.mutex.run(async () => {
       const report = await restoreState({ state: this.state, dataPlane: this.dataPlane, nat: this.nat, overlay: this.overlay, uplinks: this.uplinks, logger: this.logger }, saved, ipams, runtime);
+      for (const { endpoint, networkId } of this.state.endpoints.values()) {
+        if (endpoint.dhcp === undefined) continue;
+        this.dhcp.resume({ id: endpoint.id, mac: endpoint.mac, ...(isHostname(endpoint.name) ? { hostname: endpoint.name } : {}) }, endpoint.portId, networkId, endpoint.ip);
+      }
       this.announce([...this.state.endpoints.values()].filter((r) => r.down === null));
       await this.commit();
       return report;
@@ -415,6 +427,12 @@ export class NetworkService {
     if (!isOverlay && [req.vni, req.vtep, req.peers, req.vxlanPort, req.mtu].some((v) => v !== undefined)) {
       throw badRequest(`--vni, --vtep, --peer, --vxlan-port and --mtu belong to overlay networks, not ${req.driver} ones: leave them out or pass -d overlay.`);
     }
+    if (req.ipam === 'dhcp' && req.driver !== 'transparent') {
+      throw badRequest(`--ipam dhcp belongs to transparent networks, not ${req.driver} ones (a DHCP server tells clients apart by MAC, and only transparent endpoints show theirs on the LAN): leave it out or pass -d transparent.`);
+    }
+    if (req.ipam === 'dhcp' && req.ipRange !== undefined) {
+      throw badRequest(`--ip-range does not go with --ipam dhcp: the LAN's DHCP server picks the addresses; leave it out.`);
+    }
     if (!isOverlay && !onUplink && req.ipRange !== undefined) {
       throw badRequest(`--ip-range belongs to overlay, transparent and l2bridge networks, not ${req.driver} ones: leave it out.`);
     }
@@ -427,7 +445,7 @@ export class NetworkService {
     const range = plan ? plan.range : onUplink && req.ipRange !== undefined ? parseRange(req.ipRange, subnetCidr) : undefined;
     const ipam = new Ipam(req.subnet, { ...(req.gateway === undefined ? {} : { gateway: req.gateway }), ...(range ? { range } : {}) });
     // The host's own address on the LAN is never a container's.
-    if (uplink?.hostAddress !== undefined && uplink.hostAddress !== ipam.gateway) ipam.reserve(uplink.hostAddress);
+    if (uplink?.hostAddress !== undefined && uplink.hostAddress !== ipam.reservedGateway) ipam.reserve(uplink.hostAddress);
     const id = this.state.networkIds.allocate();
     const rollback = new Rollback(this.logger);
     rollback.add(`release network id ${id}`, () => this.state.networkIds.release(id));
@@ -436,9 +454,18 @@ export class NetworkService {
       const gateway = ipam.gateway ?? (isNat ? ipam.reservedGateway : null);
       const prepared = isNat ? await this.nat.prepare(req, ipam, id, rollback) : undefined;
       const tunnel = plan ? await this.overlay.attach(plan, rollback) : undefined;
-      await this.dataPlane.addNetwork(id, req.name, prepared?.spec, tunnel?.spec, req.driver === 'l2bridge');
+      await this.dataPlane.addNetwork(id, req.name, { nat: prepared?.spec, overlay: tunnel?.spec, l2bridge: req.driver === 'l2bridge', dhcp: req.ipam === 'dhcp' });
       rollback.add(`remove network ${req.name} from the data plane`, () => this.dataPlane.removeNetwork(id));
-      const network: Network = { name: req.name, id, driver: req.driver, subnet: ipam.cidr, gateway, created: now(), ...(req.owner === undefined ? {} : { owner: req.owner }) };
+      const network: Network = {
+        name: req.name,
+        id,
+        driver: req.driver,
+        subnet: ipam.cidr,
+        gateway,
+        created: now(),
+        ...(req.owner === undefined ? {} : { owner: req.owner }),
+        ...(req.ipam === 'dhcp' ? { ipam: 'dhcp' as const } : {}),
+      };
       const record: NetworkRecord = { network, ipam, nat: prepared?.nat };
       if (plan && tunnel) record.overlay = { info: plan.info, tunnelPortId: tunnel.tunnelPortId, uplinkKey: tunnel.uplinkKey, uplinkId: tunnel.uplinkId, remotes: new Map() };
       if (record.nat) await this.nat.attachHostPort(record, rollback);
@@ -524,21 +551,18 @@ export class NetworkService {
   private async attach(req: CreateEndpointRequest, net: NetworkRecord, rollback: Rollback, netnsInode: number | undefined): Promise<Endpoint> {
     const publishVia = req.publishVia ?? 'proxy';
     const publish = this.nat.checkPublish(net, req.publish, publishVia);
-    const ip = this.takeIp(net, req.ip);
-    rollback.add(`release ${ip}`, () => net.ipam.release(ip));
-    const mac = this.pickMac(net, req.mac, ip);
+    const dhcp = net.network.ipam === 'dhcp';
+    if (dhcp) checkDhcpEndpoint(req, net);
+    const staticIp = dhcp ? null : this.takeIp(net, req.ip);
+    if (staticIp !== null) rollback.add(`release ${staticIp}`, () => net.ipam.release(staticIp));
+    const mac = this.pickMac(net, req.mac, staticIp);
     const ifname = await this.pickIfName(req.netns, req.ifname);
     // Not persistent until the endpoint is saved: a crash before that takes the TAP with it.
     const fd = openTap(ifname, netnsPath(req.netns), true);
     rollback.add(`close the TAP ${req.netns}/${ifname}`, () => closeFd(fd));
-    const prefixLength = net.ipam.subnet.prefix;
     const unplaced = req.configure === false;
-    const config = endpointInterface({ netns: req.netns, ifname, mac, ip, prefixLength, unplaced }, net);
-    await (unplaced ? prepareInterface(config) : configureInterface(config));
     const portId = this.state.portIds.allocate();
     rollback.add(`release port id ${portId}`, () => this.state.portIds.release(portId));
-    const policy = defaultPortPolicy(mac, ip);
-    if (req.spoofGuard === false) policy.spoofGuard.enabled = false;
     const id = this.newEndpointId();
     const endpoint: Endpoint = {
       id,
@@ -548,18 +572,36 @@ export class NetworkService {
       ...(netnsInode === undefined ? {} : { netnsInode }),
       ifname,
       mac,
-      ip,
-      prefixLength,
+      // A DHCP network's endpoint has its address once the lease is in (leaseAddress).
+      ip: staticIp ?? '0.0.0.0',
+      prefixLength: net.ipam.subnet.prefix,
       portId,
       created: now(),
       ownedCompartment: this.state.compartments.has(req.netns),
       ...(req.owner === undefined ? {} : { owner: req.owner }),
       ...(unplaced ? { unplaced: true } : {}),
     };
+    const policy = defaultPortPolicy(mac, endpoint.ip);
+    if (req.spoofGuard === false) policy.spoofGuard.enabled = false;
+    if (dhcp) {
+      // The port first: the DHCP exchange goes through it, from no address (which the spoof guard lets DHCP do).
+      await prepareInterface(endpointInterface(endpoint, net));
+      policy.spoofGuard.ips = [];
+      await this.dataPlane.addPort(endpointPort({ endpoint, fd, policy }, net));
+      rollback.add(`remove port ${portId} from the data plane`, () => this.dataPlane.removePort(portId));
+      await this.leaseAddress(endpoint, net, rollback);
+      await configureInterface(endpointInterface(endpoint, net));
+      policy.spoofGuard.ips = [endpoint.ip];
+      await this.dataPlane.setPolicy(portId, policy);
+    } else {
+      const config = endpointInterface(endpoint, net);
+      await (unplaced ? prepareInterface(config) : configureInterface(config));
+      await this.dataPlane.addPort(endpointPort({ endpoint, fd, policy }, net));
+      rollback.add(`remove port ${portId} from the data plane`, () => this.dataPlane.removePort(portId));
+    }
+    const ip = endpoint.ip;
     if (net.nat) endpoint.publish = publish;
     if (net.nat && publishVia === 'dnat' && publish.length > 0) endpoint.publishVia = 'dnat';
-    await this.dataPlane.addPort(endpointPort({ endpoint, fd, policy }, net));
-    rollback.add(`remove port ${portId} from the data plane`, () => this.dataPlane.removePort(portId));
     const proxies = publishVia === 'dnat' ? [] : await this.nat.startProxies(net, publish, rollback);
     const record: EndpointRecord = { endpoint, fd, networkId: net.network.id, policy, proxies, down: null };
     if (endpoint.publishVia === 'dnat') await this.nat.claimPublishedTable(net);
@@ -575,6 +617,64 @@ export class NetworkService {
     persistQuietly(fd, `TAP ${req.netns}/${ifname}`, this.logger);
     this.logger.info({ endpoint: id, endpointName: endpoint.name, network: endpoint.network, netns: endpoint.netns, ifname, ip, mac, portId }, 'endpoint created');
     return this.state.endpointView(record);
+  }
+
+  /**
+   * A DHCP network's endpoint gets its address: a lease from the LAN's DHCP
+   * server, asked for through the endpoint's port with its MAC, within
+   * DHCP_ACQUIRE_TIMEOUT_MS. The address must lie in the network's subnet and
+   * be nobody else's; it is the endpoint's from then on.
+   */
+  private async leaseAddress(endpoint: Endpoint, net: NetworkRecord, rollback: Rollback): Promise<void> {
+    let lease: DhcpLease;
+    try {
+      lease = await this.dhcp.acquire({ id: endpoint.id, mac: endpoint.mac, ...(isHostname(endpoint.name) ? { hostname: endpoint.name } : {}) }, endpoint.portId, net.network.id);
+    } catch (err) {
+      throw upstreamTimeout(sentence((err as Error).message));
+    }
+    rollback.add(`release the DHCP lease of ${lease.address}`, () => this.dhcp.release(endpoint.id));
+    const ip = lease.address;
+    if (!subnetContains(net.ipam.subnet, ip)) {
+      throw badRequest(`the LAN's DHCP server leased ${ip}, outside network ${net.network.name}'s subnet ${net.network.subnet}: create the network with the LAN's subnet as --subnet.`);
+    }
+    const holder = this.state.endpointsOn(net.network.name).find((r) => r.endpoint.ip === ip);
+    if (holder) throw conflict(`the LAN's DHCP server leased ${ip}, which endpoint ${describe(holder)} has: check the server's leases (two clients with one client id?).`);
+    net.ipam.reserve(ip);
+    rollback.add(`release ${ip}`, () => net.ipam.release(ip));
+    endpoint.ip = ip;
+    endpoint.prefixLength = lease.prefixLength;
+    endpoint.dhcp = leaseView(lease);
+  }
+
+  /** A later lease of a DHCP endpoint (after a restart or a lost lease): if it brought another address, the endpoint moves to it. */
+  private readdress(id: string, lease: DhcpLease): Promise<void> {
+    return this.mutex.run(async () => {
+      const record = this.state.endpoints.get(id);
+      if (!record) return;
+      const { endpoint } = record;
+      const net = this.state.networks.get(endpoint.network)!;
+      const moved = lease.address !== endpoint.ip || lease.prefixLength !== endpoint.prefixLength || (lease.router ?? undefined) !== endpoint.dhcp?.router;
+      endpoint.dhcp = leaseView(lease);
+      if (moved) {
+        if (!subnetContains(net.ipam.subnet, lease.address) || (lease.address !== endpoint.ip && net.ipam.has(lease.address))) {
+          this.logger.error({ endpoint: id, address: lease.address, subnet: net.network.subnet }, "the DHCP server leased an address outside the network's subnet or taken by another endpoint; the endpoint keeps its old one");
+          return;
+        }
+        const old = endpoint.ip;
+        net.ipam.release(old);
+        net.ipam.reserve(lease.address);
+        endpoint.ip = lease.address;
+        endpoint.prefixLength = lease.prefixLength;
+        record.policy.spoofGuard.ips = [lease.address];
+        if (record.down === null) {
+          await configureInterface({ ...endpointInterface(endpoint, net), flushAddresses: true });
+          await this.dataPlane.setPolicy(endpoint.portId, record.policy);
+        }
+        await this.uplinks.guard(net);
+        this.logger.info({ endpoint: id, from: old, to: lease.address }, 'endpoint moved to the address its new DHCP lease gave');
+      }
+      await this.commit('done');
+    });
   }
 
   /**
@@ -622,8 +722,9 @@ export class NetworkService {
     }
   }
 
-  private pickMac(net: NetworkRecord, requested: string | undefined, ip: string): string {
-    const mac = requested === undefined ? macForIp(ip) : normalizeMac(requested);
+  /** The endpoint's MAC: asked for, derived from its address, or (no address yet: DHCP) random. */
+  private pickMac(net: NetworkRecord, requested: string | undefined, ip: string | null): string {
+    const mac = requested !== undefined ? normalizeMac(requested) : ip !== null ? macForIp(ip) : randomLocalMac();
     const holder = this.state.endpointsOn(net.network.name).find((r) => r.endpoint.mac === mac);
     if (holder) {
       throw conflict(`MAC ${mac} is already used by endpoint ${describe(holder)} on network ${net.network.name}: pick another --mac or leave it out.`);
@@ -658,6 +759,8 @@ export class NetworkService {
   /** Takes an endpoint off the switch and the host; keeps going past failures so nothing stays half-attached. */
   private async detach(record: EndpointRecord): Promise<void> {
     const { endpoint } = record;
+    // While its port is still there: the RELEASE goes out through it.
+    this.dhcp.release(endpoint.id);
     await this.nat.stopProxies(record);
     const net = this.state.networks.get(endpoint.network);
     if (net && endpoint.publish?.length) {
@@ -736,4 +839,20 @@ function persistQuietly(fd: number, what: string, logger: Logger): void {
   } catch (err) {
     logger.error({ err }, `could not make ${what} persistent: it will vanish when the daemon stops, and the next start recreates it`);
   }
+}
+
+/** What an endpoint create on a --ipam dhcp network may not ask for: the server picks the address, and vsw configures the interface with it. */
+function checkDhcpEndpoint(req: CreateEndpointRequest, net: NetworkRecord): void {
+  if (req.ip !== undefined) throw badRequest(`--ip does not go with network ${net.network.name}: its addresses come from the LAN's DHCP server (--ipam dhcp); leave it out.`);
+  if (req.configure === false) throw badRequest(`network ${net.network.name} takes its addresses from the LAN's DHCP server, which vsw asks and then configures the interface with: create the endpoint without configure false.`);
+}
+
+/** The lease as the endpoint keeps it (saved with the state, shown by inspect). */
+function leaseView(lease: DhcpLease): EndpointLease {
+  return { server: lease.serverId, ...(lease.router === null ? {} : { router: lease.router }), leaseSeconds: lease.leaseSeconds, granted: new Date(lease.obtainedAt).toISOString() };
+}
+
+/** Whether a name may go to the DHCP server as the client's host name (option 12): a DNS label. */
+function isHostname(name: string): boolean {
+  return /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/.test(name);
 }

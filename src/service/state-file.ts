@@ -334,6 +334,7 @@ function shapeProblem(s: Record<string, unknown>): string | undefined {
     const net = n?.network;
     if (typeof net?.name !== 'string' || !Number.isInteger(net.id) || typeof net.subnet !== 'string' || typeof net.driver !== 'string') return `networks[${i}] lacks a name, id, driver or subnet`;
     if (!Array.isArray(n.ipam?.allocated)) return `network ${net.name} has no IPAM allocations`;
+    if ((net as { ipam?: unknown }).ipam !== undefined && (net as { ipam?: unknown }).ipam !== 'dhcp') return `network ${net.name} has an unknown address source`;
     if (n.nat && (typeof n.nat.info?.hostInterface !== 'string' || !Number.isInteger(n.nat.portId))) return `nat network ${net.name} lacks its host interface or port`;
     if (n.overlay && (!Number.isInteger(n.overlay.info?.vni) || !Number.isInteger(n.overlay.tunnelPortId) || !Number.isInteger(n.overlay.uplinkId) || !Array.isArray(n.overlay.remotes))) {
       return `overlay network ${net.name} lacks its VNI, ports or remotes`;

@@ -9,7 +9,7 @@ import { buildArpRequest } from '../packet/builders.js';
 import type { CaptureRecorder } from './capture.js';
 import { CaptureSessions } from './capture-sessions.js';
 import { MacTable } from './mac-table.js';
-import type { DataPlaneCapture, DataPlaneCommand, DataPlaneEvent, DataPlaneLog, DataPlaneReply, DataPlaneRequest, DataPlaneWorkerData, OverlayDataPlaneState, SwitchCounters } from './messages.js';
+import type { DataPlaneCapture, DataPlaneCommand, DataPlaneDhcpReply, DataPlaneEvent, DataPlaneLog, DataPlaneReply, DataPlaneRequest, DataPlaneWorkerData, OverlayDataPlaneState, SwitchCounters } from './messages.js';
 import { exportSwitchState, importSwitchState } from './snapshot.js';
 import { Switch, type FrameIo } from './switch.js';
 
@@ -80,6 +80,10 @@ sw = new Switch(
       engine.removePort(portId);
       const event: DataPlaneEvent = { event: 'portDown', portId, errno, fd: sw.portFd(portId) };
       port.postMessage(event);
+    },
+    dhcpReply(networkId, frame, partial) {
+      const reply: DataPlaneDhcpReply = { dhcpReply: true, networkId, frame, partial };
+      port.postMessage(reply, [frame.buffer as ArrayBuffer]);
     },
     pausePort(portId, ms) {
       // The egress shaper: stop reading until the port's bucket is out of debt; the TAP queue holds the rest.
@@ -180,9 +184,9 @@ type Handlers<K extends Op> = { [P in K]: (command: CommandOf<P>) => unknown };
 /** Networks and ports: the switch's own. */
 const portCommands: Handlers<'addNetwork' | 'removeNetwork' | 'addPort' | 'removePort' | 'switchCounters' | 'macEntries' | 'stages'> = {
   addNetwork: (c) => {
-    sw.addNetwork(c.networkId, c.name, c.nat, c.overlay, c.l2bridge === true);
+    sw.addNetwork(c.networkId, c.name, c.spec);
     captures.networkAdded(c.networkId);
-    if (c.overlay) captures.portAdded(c.overlay.tunnelPortId, c.networkId);
+    if (c.spec.overlay) captures.portAdded(c.spec.overlay.tunnelPortId, c.networkId);
   },
   removeNetwork: (c) => {
     sw.removeNetwork(c.networkId);
@@ -263,7 +267,7 @@ const captureCommands: Handlers<'startCapture' | 'stopCapture'> = {
 };
 
 /** Restarts: handing the state to the next daemon, taking it from the last, announcing endpoints that came back; and the stop. */
-const lifecycleCommands: Handlers<'snapshot' | 'importState' | 'announce' | 'stop'> = {
+const lifecycleCommands: Handlers<'snapshot' | 'importState' | 'announce' | 'inject' | 'stop'> = {
   snapshot: () => {
     // Nothing may change the tables after they are read: every port stops receiving first, for good.
     for (const id of sw.receivingPortIds()) engine.removePort(id);
@@ -271,6 +275,7 @@ const lifecycleCommands: Handlers<'snapshot' | 'importState' | 'announce' | 'sto
   },
   importState: (c) => importSwitchState(sw, c.snapshot, clock(), c.downtimeMs, c.portIds),
   announce: (c) => announce(c.endpoints),
+  inject: (c) => sw.inject(c.portId, c.frame),
   stop: () => {
     clearInterval(sweepTimer);
     clearInterval(stateTimer);

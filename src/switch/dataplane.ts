@@ -15,6 +15,7 @@ import type {
   CaptureTarget,
   DataPlaneCapture,
   DataPlaneCommand,
+  DataPlaneDhcpReply,
   DataPlaneEvent,
   DataPlaneLog,
   DataPlaneReply,
@@ -22,6 +23,7 @@ import type {
   DataPlaneWorkerData,
   NatGatewaySpec,
   NatPublishSpec,
+  NetworkSpec,
   OverlayDataPlaneState,
   OverlayNetworkSpec,
   RemoteEndpoint,
@@ -36,7 +38,7 @@ import type {
 
 export type { SnapshotImport, SwitchSnapshot };
 export type { CaptureEndReason, CaptureStart, CaptureTarget };
-export type { PortCounters, SwitchCounters, MacEntry, SwitchFlow, SwitchNat, SwitchTrace, NatGatewaySpec, NatPublishSpec, OverlayDataPlaneState, OverlayNetworkSpec, RemoteEndpoint, UplinkConfig };
+export type { PortCounters, SwitchCounters, MacEntry, SwitchFlow, SwitchNat, SwitchTrace, NatGatewaySpec, NatPublishSpec, NetworkSpec, OverlayDataPlaneState, OverlayNetworkSpec, RemoteEndpoint, UplinkConfig };
 
 export interface DataPlaneOptions {
   logger: Logger;
@@ -61,7 +63,8 @@ export interface DataPlanePort {
 }
 
 /**
- * Events besides the replies: `portDown` (portId, errno, fd), `crash` (err),
+ * Events besides the replies: `portDown` (portId, errno, fd), `dhcpReply`
+ * (networkId, frame: Uint8Array, partial: boolean), `crash` (err),
  * `captureRecords` (records: ArrayBuffer, lost: number[] per session slot; see
  * src/switch/capture.ts) and `captureEnd` (slot, reason: CaptureEndReason).
  */
@@ -104,7 +107,11 @@ export class DataPlane extends EventEmitter {
   }
 
   private attach(): void {
-    this.worker.on('message', (msg: DataPlaneReply | DataPlaneLog | DataPlaneEvent | DataPlaneCapture) => {
+    this.worker.on('message', (msg: DataPlaneReply | DataPlaneLog | DataPlaneEvent | DataPlaneCapture | DataPlaneDhcpReply) => {
+      if ('dhcpReply' in msg) {
+        this.emit('dhcpReply', msg.networkId, msg.frame, msg.partial);
+        return;
+      }
       if ('capture' in msg) {
         this.onCapture(msg);
         return;
@@ -166,8 +173,8 @@ export class DataPlane extends EventEmitter {
   }
 
   /** With `nat`, the network gets a NAT gateway (src/nat/gateway.ts); with `overlay`, a tunnel port on an uplink (src/tunnel). */
-  addNetwork(networkId: number, name: string, nat?: NatGatewaySpec, overlay?: OverlayNetworkSpec, l2bridge = false): Promise<void> {
-    return this.request({ op: 'addNetwork', networkId, name, nat, overlay, l2bridge });
+  addNetwork(networkId: number, name: string, spec: NetworkSpec = {}): Promise<void> {
+    return this.request({ op: 'addNetwork', networkId, name, spec });
   }
 
   /** Starts receiving VXLAN on the uplink's first socket; the fds stay the caller's to close, after removeUplink. */
@@ -211,6 +218,11 @@ export class DataPlane extends EventEmitter {
    */
   snapshot(): Promise<SwitchSnapshot> {
     return this.request<SwitchSnapshot>({ op: 'snapshot' });
+  }
+
+  /** Switches `frame` as if the endpoint's port had sent it (its DHCP client's messages); false when the port is gone or the frame does not fit. */
+  inject(portId: number, frame: Uint8Array): Promise<boolean> {
+    return this.request<boolean>({ op: 'inject', portId, frame });
   }
 
   /** A gratuitous ARP from each endpoint into its network, paced by the worker (see the worker's announce()). */

@@ -2,13 +2,13 @@
 import type { VfpCounters } from '../vfp/vfp.js';
 import type { PortPolicy } from '../vfp/policy.js';
 import type { MacEntry, MacTableCounters } from './mac-table.js';
-import type { OverlayNetworkSpec, SwitchFlow, SwitchNat, SwitchOverlay, SwitchTrace, UplinkConfig } from './switch.js';
+import type { NetworkSpec, OverlayNetworkSpec, SwitchFlow, SwitchNat, SwitchOverlay, SwitchTrace, UplinkConfig } from './switch.js';
 import type { RemoteEndpoint } from '../tunnel/overlay-segment.js';
 import type { NatGatewaySpec, NatPublishSpec } from '../nat/gateway.js';
 import type { SnapshotImport, SwitchSnapshot } from './snapshot.js';
 
 export type DataPlaneCommand =
-  | { op: 'addNetwork'; networkId: number; name: string; nat?: NatGatewaySpec; overlay?: OverlayNetworkSpec; l2bridge?: boolean }
+  | { op: 'addNetwork'; networkId: number; name: string; spec: NetworkSpec }
   | ({ op: 'addUplink' } & UplinkConfig)
   | { op: 'removeUplink'; uplinkId: number }
   | { op: 'setPeers'; networkId: number; peers: string[] }
@@ -29,6 +29,7 @@ export type DataPlaneCommand =
   | { op: 'macEntries' }
   | { op: 'snapshot' }
   | { op: 'announce'; endpoints: { portId: number; ip: string; mac: string }[] }
+  | { op: 'inject'; portId: number; frame: Uint8Array }
   | { op: 'importState'; snapshot: SwitchSnapshot; downtimeMs: number; portIds: number[] }
   | { op: 'startCapture'; target: CaptureTarget; points: number; snaplen: number }
   | { op: 'stopCapture'; slot: number }
@@ -64,6 +65,15 @@ export type CaptureEndReason = 'portRemoved' | 'networkRemoved';
  * session slot lost since the last such message; or the end of a session
  * whose port or network left the switch.
  */
+/** A DHCP server's reply taken off a network with DHCP addresses (src/switch/stages/dhcp-reply-stage.ts). */
+export interface DataPlaneDhcpReply {
+  dhcpReply: true;
+  networkId: number;
+  frame: Uint8Array;
+  /** Its UDP checksum is partial (the sender's device left it to offload). */
+  partial: boolean;
+}
+
 export type DataPlaneCapture =
   | { capture: 'records'; records: ArrayBuffer; lost: number[] }
   | { capture: 'end'; slot: number; reason: CaptureEndReason };
@@ -82,7 +92,7 @@ export interface SwitchCounters {
 }
 
 export type { SnapshotImport, SwitchSnapshot };
-export type { MacEntry, SwitchFlow, SwitchNat, SwitchTrace, VfpCounters, NatGatewaySpec, NatPublishSpec, OverlayNetworkSpec, SwitchOverlay, UplinkConfig, RemoteEndpoint };
+export type { MacEntry, SwitchFlow, SwitchNat, SwitchTrace, VfpCounters, NatGatewaySpec, NatPublishSpec, NetworkSpec, OverlayNetworkSpec, SwitchOverlay, UplinkConfig, RemoteEndpoint };
 
 /** The overlay state of the data plane: each overlay network, and datagrams by decapsulation verdict host-wide. */
 export interface OverlayDataPlaneState {

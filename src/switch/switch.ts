@@ -58,7 +58,8 @@ import { UnderlaySender, VxlanUnderlayDriver, vxlanUnderlayPort } from './ports/
 import { ArpSuppressionStage } from './stages/arp-suppression-stage.js';
 import { L2BridgeStage } from './stages/l2bridge-stage.js';
 import { NatGatewayStage } from './stages/nat-gateway-stage.js';
-import { StageResult, type StageHost } from './stages/stage.js';
+import { DhcpReplyStage } from './stages/dhcp-reply-stage.js';
+import { StageResult, type NetworkStage, type StageHost } from './stages/stage.js';
 
 export type { FrameIo } from './frame-io.js';
 export type { SwitchFlow, SwitchNat, SwitchOverlay, SwitchTrace } from './inspect.js';
@@ -88,8 +89,20 @@ export interface OverlayNetworkSpec {
   learnArp: boolean;
 }
 
+/** What makes a network more than a learning switch: its stages and port kinds (at most one of nat, overlay, l2bridge). */
+export interface NetworkSpec {
+  nat?: NatGatewaySpec;
+  overlay?: OverlayNetworkSpec;
+  /** One MAC on the wire: frames from the uplink delivered by address (L2BridgeStage). */
+  l2bridge?: boolean;
+  /** Addresses by DHCP from the LAN: the server's replies go to the control plane, not to the containers (DhcpReplyStage). */
+  dhcp?: boolean;
+}
+
 export interface SwitchEvents {
   portStopped(portId: number, errno: number): void;
+  /** A DHCP server's reply from the LAN of a network with DHCP addresses (a copy; `partial`: its UDP checksum is left to complete). */
+  dhcpReply?(networkId: number, frame: Uint8Array, partial: boolean): void;
   /** The port is over its egress cap: stop reading it for `ms` milliseconds. */
   pausePort?(portId: number, ms: number): void;
 }
@@ -219,22 +232,28 @@ export class Switch implements PortHost, StageHost {
 
   /**
    * A network and its stages: a nat network has the NAT gateway, an overlay
-   * network ARP suppression and a tunnel port, an l2bridge network
-   * (`l2bridge` true) delivery by address from its uplink.
+   * network ARP suppression and a tunnel port, an l2bridge network delivery
+   * by address from its uplink, a network with DHCP addresses the stage that
+   * takes the server's replies.
    */
-  addNetwork(networkId: number, name: string, nat?: NatGatewaySpec, overlay?: OverlayNetworkSpec, l2bridge = false): void {
+  addNetwork(networkId: number, name: string, spec: NetworkSpec = {}): void {
     if (!Number.isInteger(networkId) || networkId < 0 || networkId > 0xffff) throw new RangeError(`network id ${networkId} must be an integer from 0 to 65535`);
     if (this.networks.has(networkId)) throw new Error(`network id ${networkId} exists already`);
-    if (l2bridge) {
-      const stage = new L2BridgeStage();
-      this.networks.set(networkId, new SwitchNetwork(networkId, name, [stage]));
-      this.l2bridgeStages.set(networkId, stage);
-      return;
-    }
+    const { nat, overlay } = spec;
     if (overlay === undefined) {
-      const stage = nat ? new NatGatewayStage(new NatGateway(nat, this.vfp.conntrack)) : null;
-      this.networks.set(networkId, new SwitchNetwork(networkId, name, stage ? [stage] : []));
-      if (stage) this.natStages.set(networkId, stage);
+      const stages: NetworkStage[] = [];
+      if (spec.dhcp === true) stages.push(new DhcpReplyStage(networkId, this.events));
+      if (nat) {
+        const stage = new NatGatewayStage(new NatGateway(nat, this.vfp.conntrack));
+        this.natStages.set(networkId, stage);
+        stages.push(stage);
+      }
+      if (spec.l2bridge === true) {
+        const stage = new L2BridgeStage();
+        this.l2bridgeStages.set(networkId, stage);
+        stages.push(stage);
+      }
+      this.networks.set(networkId, new SwitchNetwork(networkId, name, stages));
       return;
     }
     const underlay = this.underlays.get(overlay.uplinkId);

@@ -12,10 +12,9 @@
  * by unicast to the client's address, and resolves it first.
  */
 import test from 'ava';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { ChildProcess } from 'node:child_process';
 import { DhcpClient, type DhcpLease } from '../../src/dhcp/index.js';
 import { parseDhcpFrame } from '../../src/dhcp/frames.js';
 import { messageTypeOf, DhcpMessageType } from '../../src/dhcp/message.js';
@@ -24,7 +23,8 @@ import { ArpOp, ArpView, parseArp } from '../../src/packet/arp.js';
 import { buildArpReply } from '../../src/packet/builders.js';
 import { EtherType } from '../../src/packet/ethernet.js';
 import { VnetFlags } from '../../src/packet/vnet.js';
-import { addNetns, removeEverything, runPrefix, sh, spawnInNetns } from './helpers/env.js';
+import { Dnsmasq } from './helpers/dnsmasq.js';
+import { addNetns, removeEverything, runPrefix, sh } from './helpers/env.js';
 
 const prefix = runPrefix();
 const ns = `${prefix}-lan`;
@@ -40,8 +40,7 @@ const T1_SECONDS = 6;
 const T2_SECONDS = 100;
 
 let tmp = '';
-let dnsmasq: ChildProcess | null = null;
-let dnsmasqLog = '';
+let dnsmasq: Dnsmasq | null = null;
 
 async function must(args: string[]): Promise<void> {
   const r = await sh('ip', args);
@@ -56,67 +55,26 @@ test.before(async () => {
   await must(['-n', ns, 'link', 'set', 'lo', 'up']);
   await must(['-n', ns, 'link', 'set', 'eth0', 'up']);
   await must(['-n', ns, 'addr', 'add', `${SERVER_IP}/24`, 'dev', 'eth0']);
-  dnsmasq = spawnInNetns(ns, 'dnsmasq', [
-    '--no-daemon',
-    '--conf-file=/dev/null',
-    '--no-resolv',
-    '--no-hosts',
-    '--port=0',
-    '--pid-file=',
-    '--interface=eth0',
-    '--bind-interfaces',
-    `--dhcp-range=192.168.214.50,192.168.214.99,255.255.255.0,${LEASE_SECONDS}s`,
-    `--dhcp-leasefile=${join(tmp, 'leases')}`,
-    '--dhcp-option=option:dns-server,192.0.2.53',
-    '--dhcp-option=option:mtu,1400',
-    `--dhcp-option=option:T1,${T1_SECONDS}`,
-    `--dhcp-option=option:T2,${T2_SECONDS}`,
-    `--dhcp-host=${IGNORED_MAC},ignore`,
-    '--domain=vsw.test',
-    '--log-dhcp',
-  ]);
-  dnsmasq.stdout?.on('data', (d: Buffer) => (dnsmasqLog += d.toString()));
-  dnsmasq.stderr?.on('data', (d: Buffer) => (dnsmasqLog += d.toString()));
-  const deadline = Date.now() + 10_000;
-  while (!/DHCP, IP range/.test(dnsmasqLog)) {
-    if (dnsmasq.exitCode !== null || Date.now() > deadline) throw new Error(`dnsmasq did not start: ${dnsmasqLog}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  dnsmasq = await Dnsmasq.start({
+    netns: ns,
+    ifname: 'eth0',
+    range: '192.168.214.50,192.168.214.99,255.255.255.0',
+    leaseSeconds: LEASE_SECONDS,
+    t1Seconds: T1_SECONDS,
+    t2Seconds: T2_SECONDS,
+    dir: tmp,
+    extra: ['--dhcp-option=option:dns-server,192.0.2.53', '--dhcp-option=option:mtu,1400', `--dhcp-host=${IGNORED_MAC},ignore`, '--domain=vsw.test'],
+  });
 });
 
 test.after.always(async () => {
-  if (dnsmasq !== null && dnsmasq.exitCode === null) dnsmasq.kill('SIGKILL');
+  dnsmasq?.stop();
   await removeEverything(prefix);
   if (tmp !== '') await rm(tmp, { recursive: true, force: true });
 });
 
-interface LeaseLine {
-  expiry: number;
-  mac: string;
-  ip: string;
-  hostname: string;
-  clientId: string;
-}
-
-/** dnsmasq's lease file: one lease a line, "expiry-epoch mac ip hostname client-id". */
-async function leaseFor(mac: string): Promise<LeaseLine | null> {
-  const text = await readFile(join(tmp, 'leases'), 'utf8').catch(() => '');
-  for (const line of text.split('\n')) {
-    const [expiry, lineMac, ip, hostname, clientId] = line.split(' ');
-    if (lineMac === mac) return { expiry: Number(expiry), mac: lineMac, ip, hostname, clientId };
-  }
-  return null;
-}
-
-async function waitFor<T>(what: string, probe: () => Promise<T | null | false>, timeoutMs: number): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== null && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`${what} within ${timeoutMs / 1000} s; dnsmasq said:\n${dnsmasqLog}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+const leaseFor = (mac: string) => dnsmasq!.leaseFor(mac);
+const waitFor = <T,>(what: string, probe: () => Promise<T | null | false>, timeoutMs: number): Promise<T> => dnsmasq!.waitFor(what, probe, timeoutMs);
 
 /**
  * The client's transport in this test: frames out through writeBatch on the
@@ -231,7 +189,7 @@ test.serial('when no server answers, acquire fails in the stated time with one s
     const took = Date.now() - started;
     t.is(
       err?.message,
-      "no DHCP server answered on the LAN within 5 s: check that the uplink's network has one, or use --subnet to give the network static addresses",
+      "no DHCP server answered on the LAN within 5 s: check that the uplink's network has one, or create the network without --ipam dhcp to give it static addresses",
     );
     t.true(took >= 5_000 && took < 6_000, `rejected after ${took} ms`);
     t.is(client.state, 'stopped');
@@ -240,7 +198,7 @@ test.serial('when no server answers, acquire fails in the stated time with one s
     await new Promise((r) => setTimeout(r, 4_500));
     t.is(sent.length, count, 'no retransmission after the deadline');
     t.is(await leaseFor(IGNORED_MAC), null);
-    t.regex(dnsmasqLog, new RegExp(`${IGNORED_MAC}.*ignored`), 'dnsmasq saw the DISCOVERs and ignored them, as configured');
+    t.regex(dnsmasq!.log, new RegExp(`${IGNORED_MAC}.*ignored`), 'dnsmasq saw the DISCOVERs and ignored them, as configured');
   } finally {
     close();
   }

@@ -263,7 +263,7 @@ test('acquire rejects in the stated time with one sentence, and leaves the clien
   const err = await t.throwsAsync(acquired, { instanceOf: DhcpAcquireError });
   t.is(
     err?.message,
-    "no DHCP server answered on the LAN within 10 s: check that the uplink's network has one, or use --subnet to give the network static addresses",
+    "no DHCP server answered on the LAN within 10 s: check that the uplink's network has one, or create the network without --ipam dhcp to give it static addresses",
   );
   t.is(h.client.state, 'stopped');
   t.is(h.clock.pending, 0);

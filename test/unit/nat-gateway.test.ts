@@ -28,7 +28,7 @@ function setup(opts: { portFirst?: number; portLast?: number; published?: boolea
   const sw = new Switch(io, counters, new MacTable({ maxEntries: 64, agingSeconds: 300 }), { portStopped: () => {} }, () => now, {
     vfp: { maxFlows: 1024, maxTranspositions: 64, conntrack: { capacity: 4096 } },
   });
-  sw.addNetwork(1, 'mynat', {
+  sw.addNetwork(1, 'mynat', { nat: {
     subnet: '172.18.0.0/24',
     gatewayIp: '172.18.0.1',
     gatewayMac: GW_MAC,
@@ -37,7 +37,7 @@ function setup(opts: { portFirst?: number; portLast?: number; published?: boolea
     hostMac: HOST_MAC,
     portFirst: opts.portFirst ?? 1024,
     portLast: opts.portLast ?? 65535,
-  });
+  } });
   for (const p of [0, 1]) sw.addPort({ portId: p, networkId: 1, fd: 100 + p, name: `c${p}`, ip: ipOf(p), mac: macOf(p) });
   sw.addPort({ portId: EXTERNAL_PORT, networkId: 1, fd: 100 + EXTERNAL_PORT, name: 'host', external: true });
   if (opts.published) sw.setPublished(1, [{ protocol: 'tcp', externalPort: 8080, ip: ipOf(1), port: 80 }]);

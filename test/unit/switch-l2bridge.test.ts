@@ -32,7 +32,7 @@ function setup() {
   const sw = new Switch(io, counters, new MacTable({ maxEntries: 64, agingSeconds: 300 }), { portStopped: () => {} }, () => 1e7, {
     vfp: { maxFlows: 1024, maxTranspositions: 64, conntrack: { capacity: 4096 } },
   });
-  sw.addNetwork(1, 'l2b', undefined, undefined, true);
+  sw.addNetwork(1, 'l2b', { l2bridge: true });
   sw.addPort({ portId: 0, networkId: 1, fd: 100, name: 'c0', ...C0 });
   sw.addPort({ portId: 1, networkId: 1, fd: 101, name: 'c1', ...C1 });
   sw.addPort({ portId: UPLINK, networkId: 1, fd: 100 + UPLINK, name: 'eth1', uplinkMac: UPLINK_MAC });

@@ -71,7 +71,7 @@ function setup() {
     vfp: { maxFlows: 1024, maxTranspositions: 64, conntrack: { capacity: 4096 } },
   });
   sw.addUplink({ uplinkId: UPLINK, vtep: ip32(LOCAL_VTEP), fds: UPLINK_FDS, dstPort: VXLAN_PORT });
-  sw.addNetwork(NET, 'ovl', undefined, { vni: VNI, uplinkId: UPLINK, tunnelPortId: TUNNEL, peers: [PEER12, PEER13], mtu: MTU, learnArp: true });
+  sw.addNetwork(NET, 'ovl', { overlay: { vni: VNI, uplinkId: UPLINK, tunnelPortId: TUNNEL, peers: [PEER12, PEER13], mtu: MTU, learnArp: true } });
   sw.addPort({ portId: P0, networkId: NET, fd: FD0, name: 'c0' });
   sw.addPort({ portId: P1, networkId: NET, fd: FD1, name: 'c1' });
   return {
@@ -530,12 +530,12 @@ test('removing an overlay network needs its local ports gone first; then the upl
   t.is(readPortCounters(env.counters, UPLINK).drops.vxlanUnknownVni, 1);
 
   t.notThrows(() => env.sw.removeUplink(UPLINK));
-  t.throws(() => env.sw.addNetwork(NET, 'again', undefined, { vni: VNI, uplinkId: UPLINK, tunnelPortId: TUNNEL, peers: [PEER12], mtu: MTU, learnArp: false }), {
+  t.throws(() => env.sw.addNetwork(NET, 'again', { overlay: { vni: VNI, uplinkId: UPLINK, tunnelPortId: TUNNEL, peers: [PEER12], mtu: MTU, learnArp: false } }), {
     message: /uplink 6 does not exist/,
   });
   // The ids are free again.
   t.notThrows(() => env.sw.addUplink({ uplinkId: UPLINK, vtep: ip32(LOCAL_VTEP), fds: [200], dstPort: VXLAN_PORT }));
-  t.notThrows(() => env.sw.addNetwork(NET, 'again', undefined, { vni: VNI, uplinkId: UPLINK, tunnelPortId: TUNNEL, peers: [PEER12], mtu: MTU, learnArp: false }));
+  t.notThrows(() => env.sw.addNetwork(NET, 'again', { overlay: { vni: VNI, uplinkId: UPLINK, tunnelPortId: TUNNEL, peers: [PEER12], mtu: MTU, learnArp: false } }));
   t.is(env.sw.overlayState(env.now())[0].peers.length, 1);
 });
 

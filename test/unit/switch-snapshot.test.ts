@@ -35,7 +35,7 @@ function makeSwitch(clock: { now: number }, attach = true) {
   const sw = new Switch(io, counters, new MacTable({ maxEntries: 64, agingSeconds: 300 }), { portStopped: () => {} }, () => clock.now, {
     vfp: { maxFlows: 1024, maxTranspositions: 64, conntrack: { capacity: 4096 } },
   });
-  sw.addNetwork(1, 'mynat', {
+  sw.addNetwork(1, 'mynat', { nat: {
     subnet: '172.26.0.0/24',
     gatewayIp: '172.26.0.1',
     gatewayMac: GW_MAC,
@@ -44,7 +44,7 @@ function makeSwitch(clock: { now: number }, attach = true) {
     hostMac: HOST_MAC,
     portFirst: 1024,
     portLast: 65535,
-  });
+  } });
   const attachPorts = (): void => {
     for (const p of [0, 1]) sw.addPort({ portId: p, networkId: 1, fd: 100 + p, name: `c${p}`, ip: ipOf(p), mac: macOf(p) });
     sw.addPort({ portId: HOST_PORT, networkId: 1, fd: 100 + HOST_PORT, name: 'host', external: true });

@@ -155,7 +155,7 @@ test('nat network: the gateway stage answers, translates and refuses alike in tr
   const env = makeSwitch();
   const NET = 2;
   const HOST = 9;
-  env.sw.addNetwork(NET, 'mynat', {
+  env.sw.addNetwork(NET, 'mynat', { nat: {
     subnet: '172.18.0.0/24',
     gatewayIp: '172.18.0.1',
     gatewayMac: '02:76:ac:12:00:01',
@@ -164,7 +164,7 @@ test('nat network: the gateway stage answers, translates and refuses alike in tr
     hostMac: '02:76:64:7f:00:01',
     portFirst: 1024,
     portLast: 65535,
-  });
+  } });
   const cmac = (p: number) => `02:76:ac:12:00:${(p + 2).toString(16).padStart(2, '0')}`;
   const cip = (p: number) => `172.18.0.${p + 2}`;
   for (const p of [0, 1]) env.sw.addPort({ portId: p, networkId: NET, fd: fdOf(p), name: `c${p}`, ip: cip(p), mac: cmac(p) });
@@ -216,7 +216,7 @@ test('overlay network: ARP suppression, flooding to the tunnel, unicast into it 
   const UPLINK = 6;
   const PEER = '192.168.56.12';
   env.sw.addUplink({ uplinkId: UPLINK, vtep: mustParseIpv4Addr('192.168.56.11'), fds: [200], dstPort: 4789 });
-  env.sw.addNetwork(NET, 'ovl', undefined, { vni: 4096, uplinkId: UPLINK, tunnelPortId: TUNNEL, peers: [PEER], mtu: 1450, learnArp: true });
+  env.sw.addNetwork(NET, 'ovl', { overlay: { vni: 4096, uplinkId: UPLINK, tunnelPortId: TUNNEL, peers: [PEER], mtu: 1450, learnArp: true } });
   for (const p of [0, 1]) env.sw.addPort({ portId: p, networkId: NET, fd: fdOf(p), name: `c${p}` });
   const remoteMac = '02:76:0a:00:01:03';
   t.true(env.sw.addRemote(NET, { mac: remoteMac, ip: ip(30), vtep: PEER }));

@@ -57,3 +57,30 @@ test('a physical uplink: host frames left alone, LAN unicast not flooded to cont
   send(1, buildArpRequest({ srcMac: C1, srcIp: '192.168.77.11', targetIp: '192.168.77.1' }));
   t.deepEqual(send(UPLINK, udp(LAN_HOST, C1)), [1], 'once it has, it is');
 });
+
+test('a network with DHCP addresses: the LAN server\'s replies go to the control plane, not to the containers; other LAN traffic is switched', (t) => {
+  const io = new RecordingIo();
+  const counters = new Float64Array(16 * COUNTER_COLUMNS);
+  const replies: { networkId: number; frame: Uint8Array; partial: boolean }[] = [];
+  const sw = new Switch(io, counters, new MacTable({ maxEntries: 64, agingSeconds: 300 }), { portStopped: () => {}, dhcpReply: (networkId, frame, partial) => replies.push({ networkId, frame, partial }) }, () => 1e7, {
+    vfp: { maxFlows: 1024, maxTranspositions: 64, conntrack: { capacity: 4096 } },
+  });
+  sw.addNetwork(3, 'lan', { dhcp: true });
+  sw.addPort({ portId: 0, networkId: 3, fd: 100, name: 'c0', mac: C0 });
+  sw.addPort({ portId: UPLINK, networkId: 3, fd: 100 + UPLINK, name: 'eth1', uplinkMac: HOST_MAC });
+  const send = (frame: Buffer): number[] => {
+    io.place(0, frame);
+    sw.receive(UPLINK, 1);
+    return io.take().map((s: Sent) => s.fd - 100);
+  };
+  const offer = buildUdp4({ srcMac: LAN_HOST, dstMac: 'ff:ff:ff:ff:ff:ff', srcIp: '192.168.77.1', dstIp: '255.255.255.255', srcPort: 67, dstPort: 68, payload: filler(300) });
+  for (let i = 0; i < 2; i++) t.deepEqual(send(offer), [], `reply ${i + 1} reaches no container`);
+  t.is(replies.length, 2, 'both went to the control plane');
+  t.is(replies[0].networkId, 3);
+  t.deepEqual(Buffer.from(replies[0].frame), offer, 'a whole copy of the frame');
+  t.not(replies[0].frame.buffer, io.buffer.buffer, 'in a buffer of its own, not the rx buffer');
+  t.is(counters[UPLINK * COUNTER_COLUMNS + DROP_BASE + DropReason.dhcpReplyTaken], 2);
+  const other = buildUdp4({ srcMac: LAN_HOST, dstMac: 'ff:ff:ff:ff:ff:ff', srcIp: '192.168.77.1', dstIp: '255.255.255.255', srcPort: 67, dstPort: 5353, payload: filler(20) });
+  t.deepEqual(send(other), [0], 'other broadcasts from the LAN still reach the containers');
+  t.is(sw.stages(3)[0].counters.repliesHanded, 2);
+});
