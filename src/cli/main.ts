@@ -10,6 +10,7 @@ import { networkCommand } from './commands/network.js';
 import { flowsCommand, policyCommand, traceCommand } from './commands/policy.js';
 import { runCommand } from './commands/run.js';
 import { natCommand } from './commands/nat.js';
+import { fabricCommand } from './commands/fabric.js';
 import { overlayCommand } from './commands/overlay.js';
 import { statsCommand } from './commands/stats.js';
 import { systemCommand } from './commands/system.js';
@@ -37,6 +38,7 @@ function buildProgram(): Command {
       .addCommand(statsCommand())
       .addCommand(natCommand())
       .addCommand(overlayCommand())
+      .addCommand(fabricCommand())
       .addCommand(systemCommand())
       .addCommand(cniCommand())
       .addHelpText(

@@ -66,6 +66,8 @@ export const DropReason = {
   dhcpReplyTaken: 29,
   /** A DHCP server's reply beyond the rate the control plane takes (a LAN flooding them). Counted on the uplink. */
   dhcpReplyRate: 30,
+  /** A frame on a fabric port from an address that is none of its fabric addresses (vsw fabric add). Counted on the fabric port. */
+  fabricUnknownSource: 31,
 } as const;
 
 export type DropReasonName = keyof typeof DropReason;

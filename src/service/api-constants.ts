@@ -14,10 +14,9 @@ export const DEFAULT_DOCKER_SOCKET = '/run/docker/plugins/vsw.sock';
 /** `vsw daemon --metrics` with no address: Prometheus metrics on loopback only. */
 export const DEFAULT_METRICS_ADDRESS = '127.0.0.1:9483';
 
-/** Every driver name the API knows; only the ones in IMPLEMENTED_DRIVERS work today. */
+/** Every network driver: the Windows stack's modes, all implemented. */
 export const NETWORK_DRIVERS = ['internal', 'nat', 'transparent', 'l2bridge', 'l2tunnel', 'overlay'] as const;
 export type NetworkDriver = (typeof NETWORK_DRIVERS)[number];
-export const IMPLEMENTED_DRIVERS: readonly NetworkDriver[] = ['internal', 'nat', 'overlay', 'transparent', 'l2bridge'];
 /** RFC 7348's port for VXLAN. */
 export const DEFAULT_VXLAN_PORT = 4789;
 

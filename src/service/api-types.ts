@@ -15,6 +15,7 @@ import type {
   AddAclRuleBody,
   CreateCompartmentBody,
   CreateEndpointBody,
+  CreateFabricEndpointBody,
   CreateNetworkBody,
   PortMappingSchema,
   PublishViaSchema,
@@ -31,6 +32,8 @@ export * from './api-constants.js';
 
 // Requests: the types of their schemas in schemas.ts, which say what each field means.
 export type CreateNetworkRequest = Static<typeof CreateNetworkBody>;
+/** A container address behind a fabric port: POST /v1/networks/NAME/fabric-endpoints. */
+export type CreateFabricEndpointRequest = Static<typeof CreateFabricEndpointBody>;
 /** A remote endpoint behind a peer VTEP, pushed by an operator or a controller: POST /v1/networks/NAME/remotes. */
 export type RemoteEndpointRequest = Static<typeof RemoteEndpointBody>;
 export type PutPeersRequest = Static<typeof PutPeersBody>;
@@ -70,6 +73,8 @@ export interface Network {
   overlay?: OverlayInfo;
   /** transparent and l2bridge networks: the host interface they ride on. */
   uplink?: UplinkInfo;
+  /** l2bridge networks of a fabric host: the port toward l2tunnel container hosts (--fabric), whose container addresses are fabric endpoints. */
+  fabric?: UplinkInfo;
   /** "dhcp": endpoints get their addresses from the LAN's DHCP server (transparent networks); absent: vsw's own IPAM. */
   ipam?: 'dhcp';
   /** GET /v1/networks/NAME only: the data path's stages of the network, in the order frames meet them, with their counters. */
@@ -193,6 +198,8 @@ export interface Endpoint {
   publishVia?: PublishVia;
   /** On a --ipam dhcp network: the lease its address came with (vsw renews it, and releases it with the endpoint). */
   dhcp?: EndpointLease;
+  /** A fabric endpoint (vsw fabric add): no TAP and no namespace, a container address behind the network's fabric port (this interface), with its own policy. */
+  fabric?: string;
   /** Who made it, when a runtime did: "cni:CONTAINERID/IFNAME" or "docker:ENDPOINTID"; unique, so a runtime's repeated request finds it. */
   owner?: string;
   /**

@@ -48,6 +48,10 @@ export async function endpointNetnsPresent(endpoint: Pick<Endpoint, 'netns' | 'n
 /** The endpoint's switch port. */
 export function endpointPort(record: Pick<EndpointRecord, 'endpoint' | 'fd' | 'policy'>, net: NetworkRecord): DataPlanePort {
   const { endpoint } = record;
+  if (endpoint.fabric !== undefined) {
+    // A container address behind the fabric port: its port writes to the fabric port's socket.
+    return { portId: endpoint.portId, networkId: net.network.id, fd: -1, name: `fabric/${endpoint.ip}`, policy: record.policy, ip: endpoint.ip, mac: endpoint.mac, fabricOf: net.fabric!.portId };
+  }
   const mtu = net.overlay?.info.mtu;
   const uplinkMtu = net.uplink?.info.mtu;
   return {

@@ -50,6 +50,7 @@ export async function resetHost(stateDir: string, socketPath?: string): Promise<
     if (saved) {
       const compartments = new Set(saved.compartments.map((c) => c.name));
       for (const { endpoint } of saved.endpoints) {
+        if (endpoint.fabric !== undefined) continue; // a fabric endpoint has no TAP
         // Compartments' TAPs too: a namespace kept alive by something else would keep a persistent TAP.
         await attempt(`TAP ${endpoint.ifname} in network namespace ${endpoint.netns} (endpoint ${endpoint.name})`, async () => removeEndpointTap(endpoint));
       }

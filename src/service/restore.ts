@@ -138,6 +138,13 @@ export async function restoreState(ctx: RestoreContext, saved: SavedState, ipams
 
   for (const { endpoint, policy } of saved.endpoints) {
     const net = state.networks.get(endpoint.network)!;
+    if (endpoint.fabric !== undefined) {
+      // No TAP, no namespace: its port is added with the others below.
+      state.portIds.take(endpoint.portId);
+      state.endpoints.set(endpoint.id, { endpoint: { ...endpoint }, fd: -1, networkId: net.network.id, policy, proxies: [], down: null });
+      report.endpoints.adopted++;
+      continue;
+    }
     if (!(await endpointNetnsPresent(endpoint))) {
       // Its runtime may have handed the TAP back to the daemon's namespace before its namespace went (docker's Leave).
       await removeEndpointTap(endpoint).catch((err: unknown) => logger.warn({ err, endpoint: endpoint.id }, 'could not remove the TAP of an endpoint whose namespace is gone'));
@@ -162,11 +169,12 @@ export async function restoreState(ctx: RestoreContext, saved: SavedState, ipams
   }
 
   if (runtime) {
-    const portIds = [...state.endpoints.values()].filter((r) => r.fd >= 0).map((r) => r.endpoint.portId);
+    const portIds = [...state.endpoints.values()].filter((r) => r.fd >= 0 || r.endpoint.fabric !== undefined).map((r) => r.endpoint.portId);
     for (const r of state.networks.values()) {
       if (r.nat) portIds.push(r.nat.portId);
       if (r.overlay) portIds.push(r.overlay.tunnelPortId);
       if (r.uplink && r.uplink.fd >= 0) portIds.push(r.uplink.portId);
+      if (r.fabric && r.fabric.fd >= 0) portIds.push(r.fabric.portId);
     }
     try {
       report.connections = await dataPlane.importState(runtime.snapshot, runtime.downtimeMs, portIds);
@@ -188,13 +196,14 @@ export async function restoreState(ctx: RestoreContext, saved: SavedState, ipams
     }
   }
   for (const record of state.endpoints.values()) {
-    if (record.fd < 0) continue;
+    const fabricPortless = record.endpoint.fabric !== undefined && (state.networks.get(record.endpoint.network)!.fabric?.fd ?? -1) < 0;
+    if ((record.fd < 0 && record.endpoint.fabric === undefined) || fabricPortless) continue;
     const net = state.networks.get(record.endpoint.network)!;
     try {
       await dataPlane.addPort(endpointPort(record, net));
     } catch (err) {
       // The fd goes: vsw must not hold the TAP it will try to attach again.
-      closeFd(record.fd);
+      if (record.fd >= 0) closeFd(record.fd);
       record.fd = -1;
       record.down = `the data plane refused its port: ${(err as Error).message.replace(/\.$/, '')}`;
       logger.error({ err, endpoint: record.endpoint.id }, 'endpoint is down: the data plane refused its port');
@@ -270,6 +279,11 @@ async function restoreNetwork(ctx: RestoreContext, saved: SavedState['networks']
       const guard = uplinkGuardTableName(saved.uplink.info.interface);
       if (!state.host.nftTables.includes(guard)) state.host.nftTables.push(guard);
       await ctx.uplinks.restore(record);
+    }
+    if (saved.fabric) {
+      record.fabric = { info: { ...saved.fabric.info }, fd: -1, portId: saved.fabric.portId, down: null };
+      state.portIds.take(saved.fabric.portId);
+      await ctx.uplinks.restoreFabric(record);
     }
   } catch (err) {
     fail(err);

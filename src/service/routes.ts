@@ -16,6 +16,7 @@ import type {
 } from 'fastify';
 import { API_PREFIX, GROUP_BODY_LIMIT } from './api-constants.js';
 import {
+  createFabricEndpointSchema,
   aclRuleSchema,
   addAclRuleSchema,
   addRemoteSchema,
@@ -95,6 +96,9 @@ export function registerRoutes(app: Api, service: NetworkService, version: strin
     service.nat.list(request.query.network, request.query.counters === 'only'),
   );
   app.get(`${p}/overlay`, route(listByNetworkSchema), async (request) => service.overlay.list(request.query.network));
+  app.post(`${p}/networks/:name/fabric-endpoints`, route(createFabricEndpointSchema), async (request, reply) =>
+    reply.code(201).send(await service.addFabricEndpoint(request.params.name, request.body)),
+  );
   app.put(`${p}/networks/:name/peers`, route(putPeersSchema), async (request) =>
     service.setOverlayPeers(request.params.name, request.body.peers),
   );

@@ -108,6 +108,14 @@ export const CreateNetworkBody = Type.Object(
     uplink: optional(
       field(str(15), 'an interface name of 1 to 15 characters', 'pass --uplink IFNAME', 'transparent and l2bridge: the host interface the network rides on; containers appear on its LAN with their own MACs (transparent) or all with its MAC (l2bridge).'),
     ),
+    fabric: optional(
+      field(
+        str(15),
+        'an interface name of 1 to 15 characters',
+        'pass --fabric IFNAME or leave it out',
+        "l2bridge: this host is a fabric host; the interface faces container hosts whose l2tunnel networks send every frame here. Their container addresses are fabric endpoints (POST /v1/networks/NAME/fabric-endpoints), each with its own policy.",
+      ),
+    ),
     ipam: optional(
       field(
         oneOf(['static', 'dhcp']),
@@ -173,6 +181,17 @@ export const PortMappingSchema = Type.Object(
   },
   closed,
 );
+
+/** A container address behind an l2bridge network's fabric port, at its container host's MAC. */
+export const CreateFabricEndpointBody = Type.Object(
+  {
+    ip: field(str(64), 'an IPv4 address string such as 10.88.0.5', 'pass --ip ADDRESS (the container\'s, as its l2tunnel network gave it)'),
+    mac: field(str(32), 'a MAC address string such as 02:00:0a:58:00:05', "pass --mac MAC (the container host's uplink MAC)"),
+    name: optional(field(resourceName(), `a string of ${RESOURCE_NAME_RULE}`, 'pass --name NAME or leave it out')),
+  },
+  closed,
+);
+export const createFabricEndpointSchema = routeSchema({ params: networkNameParams, body: CreateFabricEndpointBody });
 
 export const CreateEndpointBody = Type.Object(
   {

@@ -38,10 +38,10 @@ import {
 import { closeFd, tapSetPersist } from '../native/index.js';
 import type { DataPlane } from '../switch/dataplane.js';
 import {
-  IMPLEMENTED_DRIVERS,
   type Compartment,
   type CreateCompartmentRequest,
   type CreateEndpointRequest,
+  type CreateFabricEndpointRequest,
   type CreateNetworkRequest,
   type Endpoint,
   type EndpointLease,
@@ -332,6 +332,7 @@ export class NetworkService {
       let changed = false;
       for (const record of [...this.state.endpoints.values()]) {
         const { endpoint } = record;
+        if (endpoint.fabric !== undefined) continue;
         if (await endpointNetnsPresent(endpoint)) {
           if (record.down !== null) await this.bringUp(record);
           continue;
@@ -408,16 +409,13 @@ export class NetworkService {
       const holder = this.state.networkByOwner(req.owner);
       if (holder) throw conflict(`network ${holder.network.name} already belongs to ${req.owner}: remove it first.`);
     }
-    if (!IMPLEMENTED_DRIVERS.includes(req.driver)) {
-      throw badRequest(`driver ${req.driver} is not implemented yet: this version supports ${IMPLEMENTED_DRIVERS.join(', ')}.`);
-    }
     if (this.state.networks.has(req.name)) {
       throw conflict(`network ${req.name} already exists: pick another name or remove it with \`vsw network rm ${req.name}\`.`);
     }
     const isNat = req.driver === 'nat';
     const isOverlay = req.driver === 'overlay';
     // The modes on a physical uplink: containers on the host's LAN.
-    const onUplink = req.driver === 'transparent' || req.driver === 'l2bridge';
+    const onUplink = req.driver === 'transparent' || req.driver === 'l2bridge' || req.driver === 'l2tunnel';
     if (!onUplink && (req.uplink !== undefined || req.vlan !== undefined)) {
       throw badRequest(`--uplink and --vlan belong to transparent and l2bridge networks, not ${req.driver} ones: leave them out or pass -d transparent or -d l2bridge.`);
     }
@@ -426,6 +424,9 @@ export class NetworkService {
     }
     if (!isOverlay && [req.vni, req.vtep, req.peers, req.vxlanPort, req.mtu].some((v) => v !== undefined)) {
       throw badRequest(`--vni, --vtep, --peer, --vxlan-port and --mtu belong to overlay networks, not ${req.driver} ones: leave them out or pass -d overlay.`);
+    }
+    if (req.fabric !== undefined && req.driver !== 'l2bridge') {
+      throw badRequest(`--fabric belongs to l2bridge networks (a fabric host's), not ${req.driver} ones: leave it out or pass -d l2bridge.`);
     }
     if (req.ipam === 'dhcp' && req.driver !== 'transparent') {
       throw badRequest(`--ipam dhcp belongs to transparent networks, not ${req.driver} ones (a DHCP server tells clients apart by MAC, and only transparent endpoints show theirs on the LAN): leave it out or pass -d transparent.`);
@@ -441,6 +442,7 @@ export class NetworkService {
     this.checkNoOverlap(subnetCidr);
     const plan: OverlayPlan | undefined = isOverlay ? await this.overlay.plan({ ...req, subnet: subnetCidr }) : undefined;
     const uplink = onUplink ? await this.uplinks.check(req, subnetCidr) : undefined;
+    const fabric = req.fabric === undefined ? undefined : this.uplinks.checkFabric(req);
     // A network on an uplink shares its LAN with hosts vsw does not know: --ip-range keeps the containers to their part of it.
     const range = plan ? plan.range : onUplink && req.ipRange !== undefined ? parseRange(req.ipRange, subnetCidr) : undefined;
     const ipam = new Ipam(req.subnet, { ...(req.gateway === undefined ? {} : { gateway: req.gateway }), ...(range ? { range } : {}) });
@@ -454,7 +456,7 @@ export class NetworkService {
       const gateway = ipam.gateway ?? (isNat ? ipam.reservedGateway : null);
       const prepared = isNat ? await this.nat.prepare(req, ipam, id, rollback) : undefined;
       const tunnel = plan ? await this.overlay.attach(plan, rollback) : undefined;
-      await this.dataPlane.addNetwork(id, req.name, { nat: prepared?.spec, overlay: tunnel?.spec, l2bridge: req.driver === 'l2bridge', dhcp: req.ipam === 'dhcp' });
+      await this.dataPlane.addNetwork(id, req.name, { nat: prepared?.spec, overlay: tunnel?.spec, l2bridge: req.driver === 'l2bridge', l2tunnel: req.driver === 'l2tunnel', dhcp: req.ipam === 'dhcp' });
       rollback.add(`remove network ${req.name} from the data plane`, () => this.dataPlane.removeNetwork(id));
       const network: Network = {
         name: req.name,
@@ -474,6 +476,10 @@ export class NetworkService {
         await this.uplinks.attach(record, rollback);
         rollback.add(`remove the guard of ${uplink.interface}`, () => this.uplinks.removeGuard(record));
         await this.uplinks.guard(record);
+      }
+      if (fabric) {
+        record.fabric = { info: fabric, fd: -1, portId: -1, down: null };
+        await this.uplinks.attachFabric(record, rollback);
       }
       this.state.networks.set(network.name, record);
       rollback.add(`forget network ${network.name}`, () => this.state.networks.delete(network.name));
@@ -512,6 +518,7 @@ export class NetworkService {
       throw conflict(`network ${name} still has endpoints ${names.join(', ')}: remove them first (vsw endpoint rm ${names.join(' ')}).`);
     }
     await this.nat.tearDown(record);
+    await this.uplinks.tearDownFabric(record);
     await this.uplinks.tearDown(record);
     await this.dataPlane.removeNetwork(record.network.id);
     await this.overlay.tearDown(record);
@@ -617,6 +624,57 @@ export class NetworkService {
     persistQuietly(fd, `TAP ${req.netns}/${ifname}`, this.logger);
     this.logger.info({ endpoint: id, endpointName: endpoint.name, network: endpoint.network, netns: endpoint.netns, ifname, ip, mac, portId }, 'endpoint created');
     return this.state.endpointView(record);
+  }
+
+  /**
+   * A fabric endpoint (vsw fabric add): a container address behind an l2bridge
+   * network's fabric port, at its container host's MAC. No TAP and no
+   * namespace: a port of its own in the switch, so the address has its own
+   * policy (vsw policy ... ENDPOINT), counters, trace and flows.
+   */
+  addFabricEndpoint(networkName: string, req: CreateFabricEndpointRequest): Promise<Endpoint> {
+    return this.mutex.run(async () => {
+      const net = this.state.requireNetwork(networkName);
+      if (!net.fabric) throw badRequest(`network ${networkName} has no fabric port: fabric endpoints belong to an l2bridge network made with --fabric IFNAME.`);
+      if (req.name !== undefined) this.checkEndpointNameFree(req.name);
+      const mac = normalizeMac(req.mac);
+      const rollback = new Rollback(this.logger);
+      try {
+        const ip = this.takeIp(net, req.ip);
+        rollback.add(`release ${ip}`, () => net.ipam.release(ip));
+        const portId = this.state.portIds.allocate();
+        rollback.add(`release port id ${portId}`, () => this.state.portIds.release(portId));
+        const id = this.newEndpointId();
+        const endpoint: Endpoint = {
+          id,
+          name: req.name ?? `fabric-${ip}`,
+          network: networkName,
+          netns: '',
+          ifname: '',
+          mac,
+          ip,
+          prefixLength: net.ipam.subnet.prefix,
+          portId,
+          created: now(),
+          ownedCompartment: false,
+          fabric: net.fabric.info.interface,
+        };
+        const policy = defaultPortPolicy(mac, ip);
+        await this.dataPlane.addPort(endpointPort({ endpoint, fd: -1, policy }, net));
+        rollback.add(`remove port ${portId} from the data plane`, () => this.dataPlane.removePort(portId));
+        const record: EndpointRecord = { endpoint, fd: -1, networkId: net.network.id, policy, proxies: [], down: null };
+        if (net.uplink) rollback.add(`take ${ip} out of the uplink guard`, () => this.uplinks.guard(net));
+        this.state.endpoints.set(id, record);
+        rollback.add(`forget endpoint ${id}`, () => this.state.endpoints.delete(id));
+        if (net.uplink) await this.uplinks.guard(net);
+        await this.commit();
+        this.logger.info({ endpoint: id, endpointName: endpoint.name, network: networkName, ip, hostMac: mac, fabric: endpoint.fabric }, 'fabric endpoint created');
+        return this.state.endpointView(record);
+      } catch (err) {
+        await rollback.run();
+        throw err;
+      }
+    });
   }
 
   /**
@@ -772,7 +830,9 @@ export class NetworkService {
       // The data plane is gone or never knew the port: either way nothing polls the fd any more.
       this.logger.warn({ err, endpoint: endpoint.id, portId: endpoint.portId }, 'data plane could not remove the port');
     }
-    if (record.fd >= 0) {
+    if (endpoint.fabric !== undefined) {
+      // A fabric endpoint has no TAP: its port was all.
+    } else if (record.fd >= 0) {
       try {
         releaseTap(record.fd);
       } catch (err) {

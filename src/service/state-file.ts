@@ -51,6 +51,7 @@ export interface SavedNetwork {
   nat?: { info: NatInfo; portId: number; table: string | null };
   overlay?: { info: OverlayInfo; tunnelPortId: number; uplinkId: number; remotes: RemoteEndpointRequest[] };
   uplink?: { info: UplinkInfo; portId: number };
+  fabric?: { info: UplinkInfo; portId: number };
 }
 
 export interface SavedEndpoint {
@@ -341,6 +342,9 @@ function shapeProblem(s: Record<string, unknown>): string | undefined {
     }
     if (n.uplink && (typeof n.uplink.info?.interface !== 'string' || typeof n.uplink.info.mac !== 'string' || !Number.isInteger(n.uplink.portId))) {
       return `${net.driver} network ${net.name} lacks its uplink interface or port`;
+    }
+    if (n.fabric && (typeof n.fabric.info?.interface !== 'string' || typeof n.fabric.info.mac !== 'string' || !Number.isInteger(n.fabric.portId))) {
+      return `network ${net.name} lacks its fabric port's interface or port`;
     }
   }
   const names = new Set(networks.map((n) => n.network.name));

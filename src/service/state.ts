@@ -23,8 +23,10 @@ export interface NetworkRecord {
   nat?: NatRecord;
   /** overlay networks: the tunnel (src/service/overlay.ts). */
   overlay?: OverlayRecord;
-  /** transparent networks: the host interface they ride on (src/service/uplink.ts). */
+  /** transparent, l2bridge and l2tunnel networks: the host interface they ride on (src/service/uplink.ts). */
   uplink?: UplinkRecord;
+  /** An l2bridge network of a fabric host: its port toward l2tunnel container hosts (--fabric). */
+  fabric?: UplinkRecord;
 }
 
 export interface UplinkRecord {
@@ -153,6 +155,7 @@ export class State {
     if (record.nat) view.nat = { ...record.nat.info, ...(record.nat.down === null ? {} : { hostInterfaceDown: record.nat.down }) };
     if (record.overlay) view.overlay = { ...record.overlay.info, peers: [...record.overlay.info.peers] };
     if (record.uplink) view.uplink = { ...record.uplink.info, ...(record.uplink.down === null ? {} : { down: record.uplink.down }) };
+    if (record.fabric) view.fabric = { ...record.fabric.info, ...(record.fabric.down === null ? {} : { down: record.fabric.down }) };
     return view;
   }
 
@@ -177,7 +180,7 @@ export class State {
       id: this.id,
       generation: this.generation + 1,
       written: new Date().toISOString(),
-      networks: [...this.networks.values()].map(({ network, ipam, nat, overlay, uplink }) => ({
+      networks: [...this.networks.values()].map(({ network, ipam, nat, overlay, uplink, fabric }) => ({
         network: { name: network.name, id: network.id, driver: network.driver, subnet: network.subnet, gateway: network.gateway, created: network.created, ...(network.owner === undefined ? {} : { owner: network.owner }), ...(network.ipam === undefined ? {} : { ipam: network.ipam }) },
         ipam: {
           ...(ipam.gateway === undefined ? {} : { gateway: ipam.gateway }),
@@ -187,6 +190,7 @@ export class State {
         ...(nat ? { nat: { info: nat.info, portId: nat.portId, table: nat.table } } : {}),
         ...(overlay ? { overlay: { info: overlay.info, tunnelPortId: overlay.tunnelPortId, uplinkId: overlay.uplinkId, remotes: [...overlay.remotes.values()] } } : {}),
         ...(uplink ? { uplink: { info: uplink.info, portId: uplink.portId } } : {}),
+        ...(fabric ? { fabric: { info: fabric.info, portId: fabric.portId } } : {}),
       })),
       endpoints: [...this.endpoints.values()].map(({ endpoint, policy }) => ({ endpoint, policy })),
       compartments: [...this.compartments.values()],

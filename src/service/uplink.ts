@@ -25,7 +25,7 @@ import { badRequest, conflict } from './errors.js';
 import { subnetContains } from './ipam.js';
 import type { Rollback } from './rollback.js';
 import { closeQuietly } from './taps.js';
-import type { NetworkRecord, State } from './state.js';
+import type { NetworkRecord, State, UplinkRecord } from './state.js';
 
 /** linux/if_arp.h: what /sys/class/net/IF/type says of an Ethernet interface. */
 const ARPHRD_ETHER = 1;
@@ -61,7 +61,7 @@ export class UplinkService {
    */
   async check(req: CreateNetworkRequest, subnet: string): Promise<UplinkInfo> {
     const name = req.uplink;
-    if (name === undefined) throw badRequest(`a ${req.driver} network rides on a host interface: pass --uplink IFNAME (one of \`ip link\`).`);
+    if (name === undefined) throw badRequest(`${req.driver === 'transparent' ? 'a' : 'an'} ${req.driver} network rides on a host interface: pass --uplink IFNAME (one of \`ip link\`).`);
     const vlan = req.vlan;
     if (vlan !== undefined && (!Number.isInteger(vlan) || vlan < 1 || vlan > 4094)) {
       throw badRequest(`VLAN ${vlan} is out of range: pass --vlan with a whole number from 1 to 4094 (0 and 4095 are reserved by 802.1Q), or leave it out for untagged.`);
@@ -71,23 +71,33 @@ export class UplinkService {
     } catch {
       throw badRequest(`--uplink ${name} is not an interface name: pass 1 to 15 characters without / or spaces.`);
     }
-    const link = tapLinkInfo(name);
-    if (link === null) throw badRequest(`interface ${name} does not exist on this host: pass --uplink with one of \`ip link\`.`);
-    if (linkType(name) !== ARPHRD_ETHER) throw badRequest(`interface ${name} is not an Ethernet interface: pass --uplink with a NIC, a veth or a bond.`);
-    if (!link.up) throw badRequest(`interface ${name} is down: bring it up (ip link set ${name} up) and try again.`);
     for (const other of this.state.networks.values()) {
       if (other.uplink?.info.interface === name && other.uplink.info.vlan === vlan) {
         const on = vlan === undefined ? 'untagged' : `on VLAN ${vlan}`;
         throw conflict(`interface ${name} already carries network ${other.network.name} ${on}: remove that network, or pass another --uplink or --vlan.`);
       }
-      if (other.nat?.info.hostInterface === name) throw badRequest(`interface ${name} is the host interface of nat network ${other.network.name}: pass --uplink with a physical interface.`);
-      if (other.overlay?.info.underlayInterface === name) throw conflict(`interface ${name} carries the VXLAN underlay of overlay network ${other.network.name}: pass another --uplink.`);
     }
+    const link = this.usableInterface(name, '--uplink', true);
     const own = vlan === undefined ? (await hostIpv4Addresses()).find((a) => a.ifname === name && subnetContains(subnet, a.address)) : undefined;
-    if (req.driver === 'l2bridge' && vlan === undefined && own === undefined) {
-      throw badRequest(`interface ${name} has no IPv4 address in ${subnet}: an l2bridge network's containers share the host's MAC on its LAN, so give the host an address there (ip addr add ADDR/PREFIX dev ${name}) or pass the subnet it is on.`);
+    if (req.driver !== 'transparent' && vlan === undefined && own === undefined) {
+      throw badRequest(`interface ${name} has no IPv4 address in ${subnet}: an ${req.driver} network's containers share the host's MAC on its LAN, so give the host an address there (ip addr add ADDR/PREFIX dev ${name}) or pass the subnet it is on.`);
     }
     return { interface: name, mac: link.mac, mtu: link.mtu, ...(own === undefined ? {} : { hostAddress: own.address }), ...(vlan === undefined ? {} : { vlan }) };
+  }
+
+  /** An Ethernet interface of this host that is up and that no vsw network uses otherwise (uplinks on other VLANs aside, when `sharedUplink`). */
+  private usableInterface(name: string, option: string, sharedUplink = false): { mac: string; mtu: number } {
+    const link = tapLinkInfo(name);
+    if (link === null) throw badRequest(`interface ${name} does not exist on this host: pass ${option} with one of \`ip link\`.`);
+    if (linkType(name) !== ARPHRD_ETHER) throw badRequest(`interface ${name} is not an Ethernet interface: pass ${option} with a NIC, a veth or a bond.`);
+    if (!link.up) throw badRequest(`interface ${name} is down: bring it up (ip link set ${name} up) and try again.`);
+    for (const other of this.state.networks.values()) {
+      if (!sharedUplink && other.uplink?.info.interface === name) throw conflict(`interface ${name} is the uplink of network ${other.network.name}: pass another ${option}.`);
+      if (other.fabric?.info.interface === name) throw conflict(`interface ${name} is the fabric port of network ${other.network.name}: pass another ${option}.`);
+      if (other.nat?.info.hostInterface === name) throw badRequest(`interface ${name} is the host interface of nat network ${other.network.name}: pass ${option} with a physical interface.`);
+      if (other.overlay?.info.underlayInterface === name) throw conflict(`interface ${name} carries the VXLAN underlay of overlay network ${other.network.name}: pass another ${option}.`);
+    }
+    return link;
   }
 
   /**
@@ -122,24 +132,78 @@ export class UplinkService {
   /** Opens the uplink's socket and adds it to the network's switch (on restore and when it comes back, with the port id it had). */
   async attach(record: NetworkRecord, rollback?: Rollback): Promise<void> {
     const uplink = record.uplink!;
-    const fd = packetOpen(uplink.info.interface, record.network.driver === 'transparent', uplink.info.vlan ?? 0);
-    rollback?.add(`close the socket on ${uplink.info.interface}`, () => closeFd(fd));
-    const portId = uplink.portId >= 0 ? uplink.portId : this.state.portIds.allocate();
-    if (uplink.portId < 0) rollback?.add(`release port id ${portId}`, () => this.state.portIds.release(portId));
-    const mtu = tapLinkInfo(uplink.info.interface)?.mtu;
+    const vlan = uplink.info.vlan;
+    await this.open(record, uplink, { promisc: record.network.driver === 'transparent', vlan: vlan ?? 0, name: vlan === undefined ? uplink.info.interface : `${uplink.info.interface}.${vlan}` }, rollback);
+  }
+
+  /** An AF_PACKET socket on `sock`'s interface as a port of the network (an uplink, or a fabric port). */
+  private async open(record: NetworkRecord, sock: UplinkRecord, how: { promisc: boolean; vlan: number; name: string; fabric?: boolean }, rollback?: Rollback): Promise<void> {
+    const ifname = sock.info.interface;
+    const fd = packetOpen(ifname, how.promisc, how.vlan);
+    rollback?.add(`close the socket on ${ifname}`, () => closeFd(fd));
+    const portId = sock.portId >= 0 ? sock.portId : this.state.portIds.allocate();
+    if (sock.portId < 0) rollback?.add(`release port id ${portId}`, () => this.state.portIds.release(portId));
+    const mtu = tapLinkInfo(ifname)?.mtu;
     try {
-      const vlan = uplink.info.vlan;
-      const name = vlan === undefined ? uplink.info.interface : `${uplink.info.interface}.${vlan}`;
-      await this.dataPlane.addPort({ portId, networkId: record.network.id, fd, name, uplinkMac: uplink.info.mac, ...(vlan === undefined ? {} : { vlan }), ...(mtu === undefined ? {} : { mtu }) });
+      await this.dataPlane.addPort({
+        portId,
+        networkId: record.network.id,
+        fd,
+        name: how.name,
+        uplinkMac: sock.info.mac,
+        ...(how.vlan === 0 ? {} : { vlan: how.vlan }),
+        ...(how.fabric === true ? { fabric: true } : {}),
+        ...(mtu === undefined ? {} : { mtu }),
+      });
     } catch (err) {
       // Without a rollback (a restore, a comeback) nobody else would close it.
-      if (!rollback) closeQuietly(fd, this.logger, `the socket on ${uplink.info.interface}`);
+      if (!rollback) closeQuietly(fd, this.logger, `the socket on ${ifname}`);
       throw err;
     }
-    rollback?.add(`remove the uplink port ${portId} from the data plane`, () => this.dataPlane.removePort(portId));
-    uplink.fd = fd;
-    uplink.portId = portId;
-    uplink.down = null;
+    rollback?.add(`remove port ${portId} from the data plane`, () => this.dataPlane.removePort(portId));
+    sock.fd = fd;
+    sock.portId = portId;
+    sock.down = null;
+  }
+
+  /**
+   * The fabric port a create request names (--fabric, l2bridge networks): an
+   * Ethernet interface of this host that is up, not the uplink, and used by
+   * no other vsw network.
+   */
+  checkFabric(req: CreateNetworkRequest): UplinkInfo {
+    const name = req.fabric!;
+    if (name === req.uplink) throw badRequest(`--fabric ${name} is the uplink too: the fabric port faces the container hosts, the uplink the rest of the network; pass two interfaces.`);
+    const link = this.usableInterface(name, '--fabric');
+    return { interface: name, mac: link.mac, mtu: link.mtu };
+  }
+
+  /** Opens the fabric port (promiscuous: its container hosts send to LAN MACs through it) and adds it to the network's switch. */
+  async attachFabric(record: NetworkRecord, rollback?: Rollback): Promise<void> {
+    const fabric = record.fabric!;
+    await this.open(record, fabric, { promisc: true, vlan: 0, name: `fabric/${fabric.info.interface}`, fabric: true }, rollback);
+  }
+
+  /** After a restart: the fabric port again, or down with the reason (its addresses stay; the network is still served on the LAN). */
+  async restoreFabric(record: NetworkRecord): Promise<void> {
+    try {
+      await this.attachFabric(record);
+    } catch (err) {
+      record.fabric!.down = (err as Error).message;
+      this.logger.error({ err, network: record.network.name, fabric: record.fabric!.info.interface }, 'the fabric port could not be opened again: restart the daemon once the interface is up');
+    }
+  }
+
+  async tearDownFabric(record: NetworkRecord): Promise<void> {
+    const fabric = record.fabric;
+    if (!fabric) return;
+    if (fabric.portId >= 0) {
+      await this.dataPlane.removePort(fabric.portId).catch((err) => this.logger.warn({ err, network: record.network.name }, 'data plane could not remove the fabric port'));
+      this.state.portIds.release(fabric.portId);
+      fabric.portId = -1;
+    }
+    if (fabric.fd >= 0) closeQuietly(fabric.fd, this.logger, `the socket on ${fabric.info.interface}`);
+    fabric.fd = -1;
   }
 
   /** Takes the uplink out of the switch and closes its socket; keeps going past failures. */

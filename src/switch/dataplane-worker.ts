@@ -195,7 +195,8 @@ const portCommands: Handlers<'addNetwork' | 'removeNetwork' | 'addPort' | 'remov
   addPort: (c) => {
     sw.addPort(c);
     try {
-      engine.addPort(c.portId, c.fd);
+      // A fabric address has no fd of its own: its frames come in through its fabric port's.
+      if (c.fd >= 0) engine.addPort(c.portId, c.fd);
     } catch (err) {
       sw.removePort(c.portId);
       throw err;

@@ -9,6 +9,7 @@ import type { Logger } from 'pino';
 import { allocateCounters, readPortCounters, type PortCounters } from './counters.js';
 import type { MacEntry } from './mac-table.js';
 import type { PortPolicy } from '../vfp/policy.js';
+import type { PortConfig } from './switch.js';
 import type {
   CaptureEndReason,
   CaptureStart,
@@ -48,19 +49,8 @@ export interface DataPlaneOptions {
   vfp?: DataPlaneVfpOptions;
 }
 
-export interface DataPlanePort {
-  portId: number;
-  networkId: number;
-  fd: number;
-  name: string;
-  mtu?: number;
-  policy?: PortPolicy;
-  external?: boolean;
-  ip?: string;
-  mac?: string;
-  /** A host interface the network rides on (an AF_PACKET fd from packetOpen): the interface's own MAC. */
-  uplinkMac?: string;
-}
+/** A port as the control plane asks for it: the switch's own PortConfig, sent to the worker as it is. */
+export type DataPlanePort = PortConfig;
 
 /**
  * Events besides the replies: `portDown` (portId, errno, fd), `dhcpReply`

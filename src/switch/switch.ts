@@ -53,6 +53,7 @@ import { tapPort } from './ports/tap-port.js';
 import { natHostPort } from './ports/nat-host-port.js';
 import { packetUplinkPort } from './ports/packet-uplink-port.js';
 import { l2bridgeUplinkPort } from './ports/l2bridge-uplink-port.js';
+import { fabricAddressPort, fabricPort, type FabricAddresses } from './ports/fabric-port.js';
 import { VxlanTunnelDriver, vxlanTunnelPort } from './ports/vxlan-tunnel-port.js';
 import { UnderlaySender, VxlanUnderlayDriver, vxlanUnderlayPort } from './ports/vxlan-underlay-port.js';
 import { ArpSuppressionStage } from './stages/arp-suppression-stage.js';
@@ -95,6 +96,8 @@ export interface NetworkSpec {
   overlay?: OverlayNetworkSpec;
   /** One MAC on the wire: frames from the uplink delivered by address (L2BridgeStage). */
   l2bridge?: boolean;
+  /** l2bridge's one MAC, and every container frame to the uplink, nothing switched locally (a container host of a fabric). */
+  l2tunnel?: boolean;
   /** Addresses by DHCP from the LAN: the server's replies go to the control plane, not to the containers (DhcpReplyStage). */
   dhcp?: boolean;
 }
@@ -122,6 +125,10 @@ export interface PortConfig {
   uplinkMac?: string;
   /** An uplink on a VLAN (1..4094): the fd reads that VLAN's frames untagged, and what the port sends gets its tag. */
   vlan?: number;
+  /** An l2bridge network's fabric port (fabric-port.ts): the AF_PACKET fd toward l2tunnel container hosts; `uplinkMac` is its interface's MAC. */
+  fabric?: boolean;
+  /** A container address behind the fabric port with this port id: `ip`, and `mac` its container host's. */
+  fabricOf?: number;
   /** A container's address and MAC on a nat network (the gateway delivers translated frames for `ip` here) or an l2bridge one (frames from the LAN for `ip` come here). */
   ip?: string;
   mac?: string;
@@ -170,6 +177,8 @@ export class Switch implements PortHost, StageHost {
   /** The stages of the nat networks and the tunnel ports of the overlay networks, by network id: the control path's handles. */
   private readonly natStages = new Map<number, NatGatewayStage>();
   private readonly l2bridgeStages = new Map<number, L2BridgeStage>();
+  /** The addresses behind each fabric port, by the fabric port's id. */
+  private readonly fabrics = new Map<number, FabricAddresses>();
   private readonly tunnels = new Map<number, { port: SwitchPort; driver: VxlanTunnelDriver }>();
   private readonly underlays = new Map<number, VxlanUnderlayDriver>();
   private readonly sender: UnderlaySender | null;
@@ -248,8 +257,8 @@ export class Switch implements PortHost, StageHost {
         this.natStages.set(networkId, stage);
         stages.push(stage);
       }
-      if (spec.l2bridge === true) {
-        const stage = new L2BridgeStage();
+      if (spec.l2bridge === true || spec.l2tunnel === true) {
+        const stage = new L2BridgeStage(spec.l2tunnel === true);
         this.l2bridgeStages.set(networkId, stage);
         stages.push(stage);
       }
@@ -364,13 +373,18 @@ export class Switch implements PortHost, StageHost {
       return;
     }
     const l2bridge = this.l2bridgeStages.get(cfg.networkId);
+    if (cfg.fabric === true || cfg.fabricOf !== undefined) {
+      this.addFabricPort(cfg, net, l2bridge, maxFrame);
+      return;
+    }
     if (cfg.uplinkMac !== undefined) {
       if (l2bridge === undefined) {
         this.register(packetUplinkPort(cfg.portId, net, cfg.fd, cfg.name, cfg.uplinkMac, cfg.vlan ?? 0, maxFrame, this.io.batchSize), cfg.policy ?? OPEN_POLICY);
         return;
       }
-      l2bridge.setUplinkMac(mustParseMac(cfg.uplinkMac));
-      this.register(l2bridgeUplinkPort(cfg.portId, net, cfg.fd, cfg.name, cfg.uplinkMac, l2bridge.addresses, cfg.vlan ?? 0, maxFrame, this.io.batchSize), cfg.policy ?? OPEN_POLICY);
+      const uplink = l2bridgeUplinkPort(cfg.portId, net, cfg.fd, cfg.name, cfg.uplinkMac, l2bridge.addresses, cfg.vlan ?? 0, maxFrame, this.io.batchSize);
+      l2bridge.setUplink(uplink, mustParseMac(cfg.uplinkMac));
+      this.register(uplink, cfg.policy ?? OPEN_POLICY);
       return;
     }
     const port = tapPort(cfg.portId, net, cfg.fd, cfg.name, maxFrame, this.io.batchSize);
@@ -384,16 +398,42 @@ export class Switch implements PortHost, StageHost {
     if (l2bridge !== undefined && cfg.ip !== undefined && cfg.mac !== undefined) l2bridge.addresses.set(mustParseIpv4Addr(cfg.ip), port);
   }
 
+  /** A fabric port (the socket) or one of its addresses, on an l2bridge network. */
+  private addFabricPort(cfg: PortConfig, net: SwitchNetwork, l2bridge: L2BridgeStage | undefined, maxFrame: number): void {
+    if (l2bridge === undefined || l2bridge.tunnelAll) throw new Error(`network ${net.name} is not an l2bridge network: only those have fabric ports`);
+    if (cfg.fabric === true) {
+      if (cfg.uplinkMac === undefined) throw new Error('a fabric port needs its interface MAC (uplinkMac)');
+      const { port, addresses } = fabricPort(cfg.portId, net, cfg.fd, cfg.name, maxFrame, this.io.batchSize);
+      l2bridge.setFabricMac(mustParseMac(cfg.uplinkMac));
+      this.fabrics.set(cfg.portId, addresses);
+      this.register(port, OPEN_POLICY);
+      return;
+    }
+    const fabric = this.ports[cfg.fabricOf!];
+    const addresses = this.fabrics.get(cfg.fabricOf!);
+    if (fabric === undefined || addresses === undefined || fabric.network !== net) throw new Error(`port ${cfg.fabricOf} is not a fabric port of network ${net.name}`);
+    if (cfg.ip === undefined || cfg.mac === undefined) throw new Error('a fabric address needs its ip and its container host\'s mac');
+    const port = fabricAddressPort(cfg.portId, net, fabric, cfg.name, cfg.mac, maxFrame, this.io.batchSize);
+    this.register(port, cfg.policy ?? OPEN_POLICY);
+    const ip = mustParseIpv4Addr(cfg.ip);
+    addresses.set(ip, port);
+    l2bridge.addresses.set(ip, port);
+  }
+
   removePort(portId: number): void {
     const port = this.ports[portId];
     if (!port || port.network === null) return;
+    if (port.kind === PortKind.FABRIC_ADDRESS) for (const addresses of this.fabrics.values()) addresses.deletePort(port);
+    if (port.kind === PortKind.FABRIC) this.fabrics.delete(portId);
     // The port's own network's gateway, found through the network object: an id may have been reused since.
     const nat = port.network.stages.find((s): s is NatGatewayStage => s instanceof NatGatewayStage)?.gateway;
     if (nat) {
       if (port.kind === PortKind.NAT_HOST) nat.externalPortId = -1;
       else nat.removeNeighbor(portId);
     }
-    port.network.stages.find((s): s is L2BridgeStage => s instanceof L2BridgeStage)?.addresses.deletePort(port);
+    const l2bridge = port.network.stages.find((s): s is L2BridgeStage => s instanceof L2BridgeStage);
+    l2bridge?.addresses.deletePort(port);
+    if (l2bridge !== undefined && port.kind === PortKind.PACKET_UPLINK) l2bridge.setUplink(null);
     this.unregister(port);
   }
 
@@ -877,7 +917,8 @@ export class Switch implements PortHost, StageHost {
     for (let i = 0; i < ports.length; i++) {
       const p = ports[i];
       p.lastQueuedOffset = -1;
-      if (p === ingress) continue;
+      // A fabric address's frames all go to one container host: a flood would reach it once per address.
+      if (p === ingress || p.kind === PortKind.FABRIC_ADDRESS) continue;
       for (let w = 0; w < KEY_WORDS; w++) side[w] = key[w];
       // Receivers of a flood start no connection (a broadcast is not one, and one receiver at its
       // bound must not stop the frame for the others); replies to a tracked connection still pass.

@@ -60,7 +60,7 @@ test.serial('bad network requests are refused with one sentence and change nothi
     ['subnet "banana"', ['network', 'create', `${prefix}-x2`, '--subnet', 'banana'], /banana/],
     ['subnet inside another network', ['network', 'create', `${prefix}-x3`, '--subnet', '10.65.0.128/25'], new RegExp(`overlap.*${netE}|${netE}.*overlap`)],
     ['subnet containing another network', ['network', 'create', `${prefix}-x4`, '--subnet', '10.65.0.0/16'], new RegExp(`overlap.*${netE}|${netE}.*overlap`)],
-    ['driver not implemented', ['network', 'create', `${prefix}-x5`, '-d', 'l2tunnel', '--subnet', '10.69.251.0/24'], /driver l2tunnel is not implemented yet/],
+    ['an l2tunnel network without its uplink', ['network', 'create', `${prefix}-x5`, '-d', 'l2tunnel', '--subnet', '10.69.251.0/24'], /an l2tunnel network rides on a host interface: pass --uplink IFNAME/],
     ['nat options on an internal network', ['network', 'create', `${prefix}-x7`, '--subnet', '10.69.249.0/24', '--nat-ports', '1-2'], /nat/],
     ['gateway outside the subnet', ['network', 'create', `${prefix}-x6`, '--subnet', '10.69.252.0/24', '--gateway', '10.70.0.1'], /10\.70\.0\.1/],
     ['network name taken', ['network', 'create', netE, '--subnet', '10.69.250.0/24'], /already exists/],

@@ -20,6 +20,7 @@ interface CreateOptions {
   uplink?: string;
   vlan?: number;
   ipam?: string;
+  fabric?: string;
 }
 
 export function networkCommand(): Command {
@@ -29,7 +30,7 @@ export function networkCommand(): Command {
     .command('create')
     .description('create a network and print its name')
     .argument('<name>', "network name: letters, digits, '_', '.', '-' (at most 64)")
-    .option('-d, --driver <driver>', 'network mode: internal, nat, overlay, transparent or l2bridge (l2tunnel is not implemented yet)', 'internal')
+    .option('-d, --driver <driver>', 'network mode: internal, nat, overlay, transparent, l2bridge or l2tunnel', 'internal')
     .requiredOption('--subnet <cidr>', 'IPv4 subnet of the network, e.g. 10.88.0.0/24')
     .option('--gateway <ip>', 'gateway address inside the subnet; endpoints get a default route via it (nat: default the first address, answered by vsw)')
     .option('--transit <cidr>', 'nat: subnet between the host and vsw on the host interface (default: a free /30 from 100.127.0.0/16)')
@@ -41,13 +42,14 @@ export function networkCommand(): Command {
     .option('--vxlan-port <port>', 'overlay: UDP port of VXLAN on every host (default 4789)', (v) => parseWholeNumber(v, '--vxlan-port'))
     .option('--mtu <bytes>', "overlay: the endpoints' MTU (default: the underlay interface's MTU minus 50)", (v) => parseWholeNumber(v, '--mtu'))
     .option('--uplink <ifname>', 'transparent and l2bridge: the host interface the network rides on; containers appear on its LAN with their own MACs (transparent) or all with its MAC (l2bridge)')
+    .option('--fabric <ifname>', 'l2bridge: make this host a fabric host; the interface faces container hosts whose l2tunnel networks send every frame here (their addresses: vsw fabric add)')
     .option('--ipam <mode>', "transparent: where endpoints' addresses come from: static (vsw hands them out from --subnet/--ip-range, the default) or dhcp (the LAN's DHCP server, asked by vsw with each endpoint's MAC)")
     .option('--vlan <id>', 'transparent and l2bridge: the 802.1Q VLAN (1 to 4094) of the uplink the network is on; several networks share an uplink on different VLANs (default: untagged)', (v) => parseWholeNumber(v, '--vlan'))
     .option('--ip-range <cidr>', "overlay, transparent and l2bridge: the addresses this host hands out, a subnet or FIRST-LAST (overlay default: this host's share by its VTEP's place among all VTEPs; otherwise the whole subnet)")
     .addOption(leafSocketOption())
     .addHelpText(
       'after',
-      '\nExamples:\n  vsw network create -d internal --subnet 10.90.0.0/24 blue\n  vsw network create -d nat --subnet 172.18.0.0/24 mynat\n  vsw network create -d overlay --subnet 10.10.0.0/24 --vni 4096 --vtep 192.168.56.11 --peer 192.168.56.12 blue\n  vsw network create -d transparent --uplink eth1 --subnet 192.168.1.0/24 --gateway 192.168.1.1 lan\n  vsw network create -d l2bridge --uplink eth1 --subnet 192.168.1.0/24 --gateway 192.168.1.1 --ip-range 192.168.1.192/26 one-mac\n  vsw network create -d transparent --uplink eth1 --vlan 100 --subnet 10.100.0.0/24 --gateway 10.100.0.1 lab100\n  vsw network create -d transparent --uplink eth1 --ipam dhcp --subnet 192.168.1.0/24 office\n\nAn overlay network stretches one subnet across hosts with VXLAN: create it on every host\nwith the same --subnet and --vni, each with its own --vtep and the others as --peer.\n\nA nat network adds one interface to the host (named like the network) and, while it exists,\nturns on net.ipv4.ip_forward and masquerades its external address out of the default route;\n`vsw network inspect NAME` lists every host change, and `vsw network rm` undoes them.',
+      '\nExamples:\n  vsw network create -d internal --subnet 10.90.0.0/24 blue\n  vsw network create -d nat --subnet 172.18.0.0/24 mynat\n  vsw network create -d overlay --subnet 10.10.0.0/24 --vni 4096 --vtep 192.168.56.11 --peer 192.168.56.12 blue\n  vsw network create -d transparent --uplink eth1 --subnet 192.168.1.0/24 --gateway 192.168.1.1 lan\n  vsw network create -d l2bridge --uplink eth1 --subnet 192.168.1.0/24 --gateway 192.168.1.1 --ip-range 192.168.1.192/26 one-mac\n  vsw network create -d transparent --uplink eth1 --vlan 100 --subnet 10.100.0.0/24 --gateway 10.100.0.1 lab100\n  vsw network create -d transparent --uplink eth1 --ipam dhcp --subnet 192.168.1.0/24 office\n  vsw network create -d l2tunnel --uplink eth1 --subnet 192.168.1.0/24 --ip-range 192.168.1.128/27 tun   (a container host)\n  vsw network create -d l2bridge --uplink eth1 --fabric eth2 --subnet 192.168.1.0/24 fab              (its fabric host)\n\nAn overlay network stretches one subnet across hosts with VXLAN: create it on every host\nwith the same --subnet and --vni, each with its own --vtep and the others as --peer.\n\nA nat network adds one interface to the host (named like the network) and, while it exists,\nturns on net.ipv4.ip_forward and masquerades its external address out of the default route;\n`vsw network inspect NAME` lists every host change, and `vsw network rm` undoes them.',
     )
     .action(async (name: string, opts: CreateOptions, command: Command) => {
       const body: CreateNetworkRequest = { name, driver: opts.driver as CreateNetworkRequest['driver'], subnet: opts.subnet };
@@ -64,6 +66,7 @@ export function networkCommand(): Command {
       if (opts.uplink !== undefined) body.uplink = opts.uplink;
       if (opts.vlan !== undefined) body.vlan = opts.vlan;
       if (opts.ipam !== undefined) body.ipam = opts.ipam as CreateNetworkRequest['ipam'];
+      if (opts.fabric !== undefined) body.fabric = opts.fabric;
       const created = await clientOf(command).post<Network>('/networks', body);
       printLine(created.name);
     });

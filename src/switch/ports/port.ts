@@ -12,6 +12,8 @@
  *   vxlan-tunnel-port.ts    an overlay network's way to its peers: frames queued there are encapsulated
  *   vxlan-underlay-port.ts  an underlay UDP socket: datagrams in, decapsulated into their network
  *   packet-uplink-port.ts   a host interface the network rides on, through an AF_PACKET socket
+ *   l2bridge-uplink-port.ts the same for an l2bridge or l2tunnel network: one MAC on the wire
+ *   fabric-port.ts          a fabric host's port toward l2tunnel container hosts, and its per-address ports
  * A new kind is one more file here plus its native side, and a Switch method
  * that registers its ports; the forwarding loop does not change.
  */
@@ -24,6 +26,10 @@ export const PortKind = {
   VXLAN_TUNNEL: 2,
   VXLAN_UNDERLAY: 3,
   PACKET_UPLINK: 4,
+  /** A fabric host's port toward container hosts in l2tunnel mode: an AF_PACKET socket whose frames enter through the fabric addresses. */
+  FABRIC: 5,
+  /** One container address behind a FABRIC port, with a policy of its own: what the socket reads from that address enters here. Never flooded to. */
+  FABRIC_ADDRESS: 6,
 } as const;
 
 /**

@@ -1,5 +1,6 @@
 /**
- * An l2bridge network ("1 MAC, N IPs", Windows' L2 Bridge): on the LAN every
+ * An l2bridge or l2tunnel network ("1 MAC, N IPs", Windows' L2 Bridge and L2
+ * Tunnel): on the LAN every
  * container is the host's uplink MAC with an address of its own. Frames from
  * the LAN come to the uplink's MAC, so this stage delivers them by their IPv4
  * destination, writing the container's MAC back in; it answers ARP on the LAN
@@ -8,6 +9,16 @@
  * the containers. What containers send is switched as on any network; the
  * uplink's flush puts its MAC on what leaves (l2bridge-uplink-port.ts), so
  * frames between containers of the host stay local with their own MACs.
+ *
+ * l2tunnel (a container host in Azure's model): nothing is switched locally;
+ * every frame a container sends goes out of the uplink to the fabric host,
+ * even one for another container of the host, and comes back by address.
+ *
+ * On a fabric host (an l2bridge network with a fabric port, fabric-port.ts),
+ * frames from a fabric address to another address of the network are
+ * delivered by address too (hairpin: two containers of one container host
+ * talk through here, each address's policy applied), and ARP from a fabric
+ * address for one of them is answered with the fabric port's MAC.
  */
 import { ArpField, ArpOp, writeArpReply } from '../../packet/arp.js';
 import { read16, read32 } from '../../packet/bytes.js';
@@ -52,22 +63,43 @@ export class L2BridgeAddresses {
 
 export class L2BridgeStage implements NetworkStage {
   readonly name = 'l2bridge';
-  readonly dropReasons: readonly number[] = [DropReason.uplinkNotLocal, DropReason.l2bridgeNotIpv4];
+  readonly dropReasons: readonly number[] = [DropReason.uplinkNotLocal, DropReason.l2bridgeNotIpv4, DropReason.noEgress];
   readonly addresses = new L2BridgeAddresses();
   /** The uplink's own MAC, as macHi16/macLo32: the one MAC on the wire (set as the uplink port joins: an interface's MAC may change while it is out). */
   macHi = -1;
   macLo = -1;
+  private uplink: SwitchPort | null = null;
+  /** A fabric host's: the MAC of its port toward the container hosts, or -1. */
+  private fabricMacHi = -1;
+  private fabricMacLo = -1;
   private arpAnswered = 0;
   private deliveredByIp = 0;
+  private tunneled = 0;
+  private hairpinned = 0;
 
-  setUplinkMac(mac: Uint8Array): void {
-    this.macHi = macHi16(mac, 0);
-    this.macLo = macLo32(mac, 0);
+  /** `tunnelAll`: l2tunnel, every container frame to the uplink. */
+  constructor(readonly tunnelAll = false) {}
+
+  /** The uplink port joins (or leaves: null) with its MAC. */
+  setUplink(port: SwitchPort | null, mac?: Uint8Array): void {
+    this.uplink = port;
+    if (mac !== undefined) {
+      this.macHi = macHi16(mac, 0);
+      this.macLo = macLo32(mac, 0);
+    }
+  }
+
+  setFabricMac(mac: Uint8Array): void {
+    this.fabricMacHi = macHi16(mac, 0);
+    this.fabricMacLo = macLo32(mac, 0);
   }
 
   process(host: StageHost, f: FrameContext): number {
+    const kind = f.ingress!.kind;
+    if (kind === PortKind.TAP && this.tunnelAll) return this.tunnel(host, f);
+    if (kind === PortKind.FABRIC_ADDRESS) return this.fromFabric(host, f);
     // Containers' frames are switched as usual; only what the LAN sends needs an address to go to.
-    if (f.ingress!.kind !== PortKind.PACKET_UPLINK) return StageResult.CONTINUE;
+    if (kind !== PortKind.PACKET_UPLINK) return StageResult.CONTINUE;
     const key = host.key;
     const meta = host.meta;
     const version = meta[Meta.IP_VERSION];
@@ -128,6 +160,50 @@ export class L2BridgeStage implements NetworkStage {
     return this.notLocal(host, f);
   }
 
+  /** l2tunnel: the container's frame goes to the fabric host, whatever it is for. */
+  private tunnel(host: StageHost, f: FrameContext): number {
+    const up = this.uplink;
+    if (up === null) {
+      if (f.steps !== null) f.step('l2tunnel', 'the uplink is down: nowhere to send it');
+      host.dropAtIngress(f, DropReason.noEgress);
+      return StageResult.DONE;
+    }
+    if (f.steps !== null) f.step('l2tunnel', 'every container frame goes to the fabric host through the uplink, also one for a container of this host');
+    if (!f.dryRun) this.tunneled++;
+    host.forward(f, up);
+    return StageResult.DONE;
+  }
+
+  /** A fabric host: a frame from a container address behind the fabric port. */
+  private fromFabric(host: StageHost, f: FrameContext): number {
+    const key = host.key;
+    const meta = host.meta;
+    if (meta[Meta.IP_VERSION] === 4) {
+      if ((key[KeyWord.DST_MAC_HI] & 0x0100) !== 0) return StageResult.CONTINUE;
+      const port = this.addresses.get(key[KeyWord.DST_IP]);
+      if (port === undefined) return StageResult.CONTINUE;
+      const d = host.decision;
+      key[KeyWord.DST_MAC_HI] = d.dstMacHi = port.deviceMacHi;
+      key[KeyWord.DST_MAC_LO] = d.dstMacLo = port.deviceMacLo;
+      d.rwFlags |= Rewrite.DST_MAC;
+      if (!f.dryRun) this.hairpinned++;
+      if (f.steps !== null) f.step('l2bridge', `to ${formatIpv4Addr(key[KeyWord.DST_IP])}: delivered by address to ${port.name}${port.kind === PortKind.FABRIC_ADDRESS ? ' (hairpin through the fabric host)' : ''}`);
+      host.forward(f, port);
+      return StageResult.DONE;
+    }
+    const buf = host.buffer;
+    const et = f.off + meta[Meta.ETHERTYPE_AT];
+    if (this.fabricMacHi < 0 || read16(buf, et) !== ETHERTYPE_ARP) return StageResult.CONTINUE;
+    const arp = et + 2;
+    const target = read32(buf, arp + ArpField.TPA);
+    if (read16(buf, arp + ArpField.OPER) !== ArpOp.Request || this.addresses.get(target) === undefined) return StageResult.CONTINUE;
+    writeArpReply(buf, f.off, arp, this.fabricMacHi, this.fabricMacLo);
+    if (!f.dryRun) this.arpAnswered++;
+    if (f.steps !== null) f.step('l2bridge', `ARP for ${formatIpv4Addr(target)} from behind the fabric port, answered with the fabric port's MAC`);
+    host.reply(f);
+    return StageResult.DONE;
+  }
+
   private notLocal(host: StageHost, f: FrameContext): number {
     host.dropAtIngress(f, DropReason.uplinkNotLocal);
     return StageResult.DONE;
@@ -140,6 +216,6 @@ export class L2BridgeStage implements NetworkStage {
   abandon(): void {}
 
   counters(): Record<string, number> {
-    return { containers: this.addresses.size, arpAnswered: this.arpAnswered, deliveredByIp: this.deliveredByIp };
+    return { containers: this.addresses.size, arpAnswered: this.arpAnswered, deliveredByIp: this.deliveredByIp, tunneled: this.tunneled, hairpinned: this.hairpinned };
   }
 }

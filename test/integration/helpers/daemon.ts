@@ -188,7 +188,8 @@ export function savedObjects(d: DaemonHandle): SavedObjects {
   const saved = JSON.parse(readFileSync(path, 'utf8')) as SavedState;
   const compartments = saved.compartments.map((c) => c.name);
   return {
-    taps: saved.endpoints.filter((e) => !compartments.includes(e.endpoint.netns)).map((e) => [e.endpoint.netns, e.endpoint.ifname]),
+    // A fabric endpoint has no TAP (nor a namespace).
+    taps: saved.endpoints.filter((e) => e.endpoint.fabric === undefined && !compartments.includes(e.endpoint.netns)).map((e) => [e.endpoint.netns, e.endpoint.ifname]),
     compartments,
     hostInterfaces: saved.networks.flatMap((n) => (n.nat ? [n.nat.info.hostInterface] : [])),
     nftTables: [...new Set([...saved.host.nftTables, ...saved.networks.flatMap((n) => (n.nat?.table ? [n.nat.table] : []))])],

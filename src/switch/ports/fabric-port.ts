@@ -1,0 +1,129 @@
+/**
+ * A fabric host's port toward container hosts whose networks are l2tunnel
+ * (Windows' L2 Tunnel, Azure's model): a container host sends every frame of
+ * its containers here, with its own MAC and the container's address, even
+ * between two containers of its own, and the fabric host is where policy
+ * runs. Policy is per address: each container address behind the port is a
+ * port of its own (a fabric address), with its own policy, counters and
+ * trace, as a TAP endpoint has.
+ *
+ * The FABRIC port is the AF_PACKET socket (promiscuous: the container host
+ * sends to LAN MACs through it too). It is not a member of the network; its
+ * receive hands each frame to the fabric address it came from, by IPv4
+ * source or ARP sender address, and drops what comes from no address it
+ * knows (fabricUnknownSource). A FABRIC_ADDRESS port is a member (frames are
+ * delivered to it by address, see L2BridgeStage) that is never flooded to:
+ * a broadcast would otherwise go back to the container host once per
+ * address. It writes to its FABRIC port's socket.
+ */
+import { ArpField } from '../../packet/arp.js';
+import { read16, read32 } from '../../packet/bytes.js';
+import { DropReason } from '../../packet/drop-reasons.js';
+import { macHi16, macLo32, mustParseMac } from '../../packet/ethernet.js';
+import { COUNTER_COLUMNS, RX_BYTES, RX_FRAMES } from '../counters.js';
+import type { SwitchNetwork } from '../network.js';
+import { FlushPhase, PortKind, SwitchPort, type PortDriver, type PortHost } from './port.js';
+import { transmitCounted } from './tap-port.js';
+
+const ETH_HEADER = 14;
+const IPV4_SRC_AT = ETH_HEADER + 12;
+const ARP_SPA_AT = ETH_HEADER + ArpField.SPA;
+
+/** The fabric addresses of one FABRIC port, by IPv4 address as a signed 32-bit integer (no boxing on lookup). */
+export class FabricAddresses {
+  private readonly byIp = new Map<number, SwitchPort>();
+
+  set(ip: number, port: SwitchPort): void {
+    this.byIp.set(ip | 0, port);
+  }
+
+  deletePort(port: SwitchPort): void {
+    for (const [ip, p] of this.byIp) if (p === port) this.byIp.delete(ip);
+  }
+
+  get(ip: number): SwitchPort | undefined {
+    return this.byIp.get(ip | 0);
+  }
+}
+
+class FabricDriver implements PortDriver {
+  constructor(readonly addresses: FabricAddresses) {}
+
+  receive(port: SwitchPort, host: PortHost, count: number, now: number): number {
+    const io = host.io;
+    const buf = io.buffer;
+    const lengths = io.lengths;
+    const counters = host.counters;
+    let bytes = 0;
+    for (let slot = 0; slot < count; slot++) {
+      const off = slot * io.slotSize + io.headroom;
+      const len = lengths[slot];
+      const from = this.source(buf, off, len);
+      if (from === undefined) {
+        host.dropped(port.id, DropReason.fabricUnknownSource, off, len);
+        continue;
+      }
+      const row = from.id * COUNTER_COLUMNS;
+      counters[row + RX_FRAMES]++;
+      counters[row + RX_BYTES] += len;
+      bytes += len;
+      host.switchFrame(from, off, len, now);
+    }
+    return bytes;
+  }
+
+  /** The fabric address a frame from the container host comes from: its IPv4 source, or its ARP sender address. */
+  private source(buf: Uint8Array, off: number, len: number): SwitchPort | undefined {
+    if (len < ETH_HEADER) return undefined;
+    const type = read16(buf, off + 12);
+    if (type === 0x0800) return len >= IPV4_SRC_AT + 4 ? this.addresses.get(read32(buf, off + IPV4_SRC_AT)) : undefined;
+    if (type === 0x0806) return len >= ARP_SPA_AT + 4 ? this.addresses.get(read32(buf, off + ARP_SPA_AT)) : undefined;
+    return undefined;
+  }
+
+  flush(port: SwitchPort): void {
+    // Nothing is queued on the socket itself: frames for the container host go through its addresses.
+    port.txCount = 0;
+    port.txBytes = 0;
+  }
+
+  refuses(): number {
+    return 0;
+  }
+}
+
+class FabricAddressDriver implements PortDriver {
+  constructor(private readonly fabric: SwitchPort) {}
+
+  receive(): number {
+    return 0;
+  }
+
+  flush(port: SwitchPort, host: PortHost): void {
+    const n = port.txCount;
+    if (n === 0) return;
+    transmitCounted(host, port, host.io.buffer, port.txOffsets, port.txLengths, n, port.txBytes, this.fabric.fd);
+    port.txCount = 0;
+    port.txBytes = 0;
+  }
+
+  refuses(): number {
+    return 0;
+  }
+}
+
+/** The FABRIC port: the socket `fd` on interface `name`, whose own MAC is `mac`. */
+export function fabricPort(id: number, network: SwitchNetwork, fd: number, name: string, maxFrame: number, queueSize: number): { port: SwitchPort; addresses: FabricAddresses } {
+  const addresses = new FabricAddresses();
+  const port = new SwitchPort(id, PortKind.FABRIC, network, fd, name, maxFrame, FlushPhase.WRITE, false, false, new FabricDriver(addresses), queueSize);
+  return { port, addresses };
+}
+
+/** A container address behind `fabric`, whose container host has MAC `hostMac` (the frames to it get it as destination). */
+export function fabricAddressPort(id: number, network: SwitchNetwork, fabric: SwitchPort, name: string, hostMac: string, maxFrame: number, queueSize: number): SwitchPort {
+  const port = new SwitchPort(id, PortKind.FABRIC_ADDRESS, network, -1, name, maxFrame, FlushPhase.WRITE, false, true, new FabricAddressDriver(fabric), queueSize);
+  const m = mustParseMac(hostMac);
+  port.deviceMacHi = macHi16(m, 0);
+  port.deviceMacLo = macLo32(m, 0);
+  return port;
+}

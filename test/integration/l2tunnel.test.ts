@@ -1,0 +1,139 @@
+/**
+ * l2tunnel, Azure's model: a container host whose l2tunnel network sends
+ * every container frame to a fabric host, even between two of its own
+ * containers, and a fabric host (a second vsw daemon with an l2bridge network
+ * and a fabric port) where each container address has its own policy and the
+ * rest of the network is reached. All three are namespaces of the test's own:
+ * container host -> fabric host -> LAN (a bridge with an outside host).
+ */
+import test from 'ava';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { assertOneSentence, capture, createEndpoint, restartDaemon, startDaemon, teardown, type DaemonHandle, type EndpointJson } from './helpers/daemon.js';
+import { addNetns, inNetns, ping, runPrefix, sh, spawnInNetns } from './helpers/env.js';
+
+const prefix = runPrefix();
+const chost = `${prefix}-ch`;
+const fhost = `${prefix}-fh`;
+const lan = `${prefix}-lan`;
+const outside = `${prefix}-out`;
+const SUBNET = '192.168.241.0/24';
+const RANGE = '192.168.241.10-192.168.241.19';
+const OUTSIDE_IP = '192.168.241.2';
+let c: DaemonHandle;
+let f: DaemonHandle;
+let hostMac = '';
+const ep: EndpointJson[] = [];
+
+async function ip(args: string[]): Promise<void> {
+  const r = await sh('ip', args);
+  if (r.code !== 0) throw new Error(`ip ${args.join(' ')}: ${r.stderr}`);
+}
+
+const macBytes = (mac: string): Buffer => Buffer.from(mac.replace(/:/g, ''), 'hex');
+
+test.before(async () => {
+  for (const ns of [chost, fhost, lan, outside]) await addNetns(ns);
+  await ip(['-n', lan, 'link', 'add', 'br0', 'type', 'bridge']);
+  await ip(['-n', lan, 'link', 'set', 'br0', 'up']);
+  await ip(['-n', fhost, 'link', 'add', 'eth1', 'type', 'veth', 'peer', 'name', 'tofab', 'netns', lan]);
+  await ip(['-n', lan, 'link', 'add', 'out', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', outside]);
+  for (const port of ['tofab', 'out']) {
+    await ip(['-n', lan, 'link', 'set', port, 'master', 'br0']);
+    await ip(['-n', lan, 'link', 'set', port, 'up']);
+  }
+  // The container host's uplink is a cable to the fabric host's fabric port.
+  await ip(['-n', chost, 'link', 'add', 'eth1', 'type', 'veth', 'peer', 'name', 'eth2', 'netns', fhost]);
+  for (const [ns, dev] of [
+    [chost, 'eth1'],
+    [fhost, 'eth1'],
+    [fhost, 'eth2'],
+    [outside, 'eth0'],
+  ]) {
+    await ip(['-n', ns, 'link', 'set', dev, 'up']);
+  }
+  await ip(['-n', outside, 'addr', 'add', `${OUTSIDE_IP}/24`, 'dev', 'eth0']);
+  await ip(['-n', fhost, 'addr', 'add', '192.168.241.3/24', 'dev', 'eth1']);
+  await ip(['-n', chost, 'addr', 'add', '192.168.241.4/24', 'dev', 'eth1']);
+  hostMac = (JSON.parse((await sh('ip', ['-n', chost, '-j', 'link', 'show', 'eth1'])).stdout) as { address: string }[])[0].address;
+
+  c = await startDaemon(prefix, { netns: chost, name: 'container-host' });
+  f = await startDaemon(prefix, { netns: fhost, name: 'fabric-host' });
+  await c.vswOk(['network', 'create', 'tun', '-d', 'l2tunnel', '--uplink', 'eth1', '--subnet', SUBNET, '--ip-range', RANGE]);
+  await f.vswOk(['network', 'create', 'fab', '-d', 'l2bridge', '--uplink', 'eth1', '--fabric', 'eth2', '--subnet', SUBNET, '--ip-range', RANGE]);
+  for (const name of ['c1', 'c2']) {
+    const ns = `${prefix}-${name}`;
+    await addNetns(ns);
+    const e = await createEndpoint(c, 'tun', ns, ['--name', name]);
+    ep.push(e);
+    // The fabric host knows each container address, at its container host's MAC, with a policy of its own.
+    await f.vswOk(['fabric', 'add', 'fab', '--ip', e.ip, '--mac', hostMac, '--name', name]);
+  }
+});
+
+test.after.always(async () => {
+  await teardown(prefix, c, f);
+});
+
+test.serial('the LAN reaches the containers through the fabric host and back (ping, TCP)', async (t) => {
+  t.true(await ping(outside, ep[0].ip, 3), 'the outside host pings c1');
+  t.true(await ping(ep[1].netns, OUTSIDE_IP, 3), 'c2 pings the outside host');
+  const server = spawnInNetns(ep[0].netns, 'iperf3', ['-s', '-1', '-p', '5201']);
+  try {
+    await sleep(300);
+    const tcp = await inNetns(outside, 'iperf3', ['-c', ep[0].ip, '-p', '5201', '-t', '1', '-J']);
+    t.is(tcp.code, 0, `TCP from the outside host to c1: ${tcp.stderr}`);
+  } finally {
+    server.kill('SIGKILL');
+  }
+});
+
+test.serial("two containers of one container host talk through the fabric host: their frames are on the container host's uplink, with its MAC only", async (t) => {
+  const pcap = path.join(c.dir, 'uplink.pcap');
+  const cap = await capture(chost, 'eth1', [], pcap);
+  t.true(await ping(ep[0].netns, ep[1].ip, 3), 'c1 pings c2');
+  await sleep(300);
+  const lines = await cap.stop();
+  const echo = (from: string, to: string, what: string): boolean => lines.some((l) => l.includes(`${from} > ${to}: ICMP echo ${what}`));
+  t.true(echo(ep[0].ip, ep[1].ip, 'request'), `the request c1 -> c2 crossed the uplink:\n${lines.join('\n')}`);
+  t.true(echo(ep[1].ip, ep[0].ip, 'reply'), 'and the reply c2 -> c1');
+  const raw = await readFile(pcap);
+  for (const e of ep) t.is(raw.indexOf(macBytes(e.mac)), -1, `${e.name}'s own MAC never crossed it`);
+  const cstage = (await c.vswJson<{ stages: { name: string; counters: Record<string, number> }[] }>(['network', 'inspect', 'tun'])).stages[0].counters;
+  t.true(cstage.tunneled > 0, `the container host tunneled its containers' frames: ${JSON.stringify(cstage)}`);
+  const fstage = (await f.vswJson<{ stages: { name: string; counters: Record<string, number> }[] }>(['network', 'inspect', 'fab'])).stages[0].counters;
+  t.true(fstage.hairpinned > 0, `the fabric host hairpinned them: ${JSON.stringify(fstage)}`);
+});
+
+test.serial("policy runs on the fabric host, per address: c2's own rule stops c1, and nothing else", async (t) => {
+  await f.vswOk(['policy', 'acl', 'add', 'c2', '--action', 'block', '--priority', '10', '--direction', 'in', '--src-prefix', `${ep[0].ip}/32`]);
+  t.false(await ping(ep[0].netns, ep[1].ip, 2), 'c1 no longer reaches c2, though they share a host');
+  t.true(await ping(ep[0].netns, OUTSIDE_IP, 2), 'c1 still reaches the LAN');
+  t.true(await ping(outside, ep[1].ip, 2), 'and the LAN still reaches c2');
+  const stats = await f.vswJson<{ ports: { name: string; drops: Record<string, number> }[] }>(['stats', '--json']);
+  const c2 = stats.ports.find((p) => p.name === 'c2');
+  t.true((c2?.drops.policyBlock ?? 0) > 0, `the drops are c2's, on the fabric host: ${JSON.stringify(stats.ports)}`);
+  const none = await c.vswJson<{ ports: { name: string; drops: Record<string, number> }[] }>(['stats', '--json']);
+  t.is(none.ports.find((p) => p.name === 'c2')?.drops.policyBlock ?? 0, 0, 'the container host blocked nothing');
+});
+
+test.serial('the fabric host restarts with its fabric port and addresses; bad fabric requests are refused with one sentence; a removed address is no longer served', async (t) => {
+  t.is(await f.stop('SIGTERM'), 0);
+  f = await restartDaemon(f);
+  t.true(await ping(outside, ep[0].ip, 5), 'the LAN reaches c1 again through the restarted fabric host');
+  t.false(await ping(ep[0].netns, ep[1].ip, 2), "c2's policy came back with it");
+  const cases: [string, DaemonHandle, string[], RegExp][] = [
+    ['fabric add on a network without a fabric port', c, ['fabric', 'add', 'tun', '--ip', '192.168.241.12', '--mac', hostMac], /network tun has no fabric port/],
+    ['--fabric on a transparent network', f, ['network', 'create', 'x1', '-d', 'transparent', '--uplink', 'eth2', '--fabric', 'eth1', '--subnet', '10.241.0.0/24'], /--fabric belongs to l2bridge networks/],
+    ['a fabric address twice', f, ['fabric', 'add', 'fab', '--ip', ep[0].ip, '--mac', hostMac], /already used by endpoint/],
+  ];
+  for (const [what, d, args, message] of cases) {
+    const r = await d.vsw(args);
+    assertOneSentence(t, r, what);
+    t.regex(r.stderr, message, what);
+  }
+  await f.vswOk(['endpoint', 'rm', 'c2']);
+  t.false(await ping(outside, ep[1].ip, 2), 'with its fabric endpoint gone, c2 is no longer reached from the LAN');
+  t.true(await ping(outside, ep[0].ip, 2), 'c1 still is');
+});
