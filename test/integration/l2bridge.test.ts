@@ -128,6 +128,8 @@ test.serial("the LAN reaches containers and back (ping, TCP, UDP), and no contai
   const stage = inspect.stages.find((s) => s.name === 'l2bridge');
   t.like(stage?.counters, { containers: 2 }, `vsw network inspect shows the stage: ${JSON.stringify(inspect.stages)}`);
   t.true((stage?.counters.arpAnswered ?? 0) > 0 && (stage?.counters.deliveredByIp ?? 0) > 0, 'it answered ARP for the containers and delivered by address');
+  const hostOwn = await inNetns(host, 'ping', ['-c', '2', '-W', '1', OUTSIDE_IP]);
+  t.is(hostOwn.code, 0, "the host's own traffic on the uplink keeps working beside the network");
   const promisc = await inHost('ip', ['-d', 'link', 'show', UPLINK]);
   t.regex(promisc, /promiscuity 0/, 'an l2bridge uplink is not promiscuous: the LAN sends to its own MAC');
 });

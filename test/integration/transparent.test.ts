@@ -97,6 +97,31 @@ test.serial('containers get addresses from --ip-range and appear on the LAN with
   t.true((up?.rxFrames ?? 0) > 0 && (up?.txFrames ?? 0) > 0, `the uplink counted frames both ways: ${JSON.stringify(up)}`);
 });
 
+test.serial('an uplink that cannot segment (TSO and GSO off) still carries TCP from the containers: the kernel segments what the socket hands it', async (t) => {
+  const offloads = ['tso', 'gso'];
+  const set = async (on: boolean): Promise<void> => {
+    const r = await sh('ethtool', ['-K', uplink, ...offloads.flatMap((o) => [o, on ? 'on' : 'off'])]);
+    if (r.code !== 0) throw new Error(`ethtool -K ${uplink}: ${r.stderr}`);
+  };
+  await set(false);
+  try {
+    const features = await sh('ethtool', ['-k', uplink]);
+    t.regex(features.stdout, /tcp-segmentation-offload: off/, 'the precondition: the uplink cannot take TSO frames');
+    const server = spawnInNetns(outside, 'iperf3', ['-s', '-1', '-p', '5202']);
+    try {
+      await sleep(300);
+      const client = await inNetns(nsC[0], 'iperf3', ['-c', OUTSIDE_IP, '-p', '5202', '-t', '1', '-J']);
+      t.is(client.code, 0, `iperf3 from container 1 to the LAN host: ${client.stderr}`);
+      const end = (JSON.parse(client.stdout) as { end: { sum_received: { bytes: number } } }).end;
+      t.true(end.sum_received.bytes > 1_000_000, `TCP data arrived: ${end.sum_received.bytes} bytes`);
+    } finally {
+      server.kill('SIGKILL');
+    }
+  } finally {
+    await set(true);
+  }
+});
+
 test.serial('bad uplinks are refused with one sentence and nothing is made', async (t) => {
   const cases: [string, string[], RegExp][] = [
     ['no uplink', ['-d', 'transparent', '--subnet', '192.168.216.0/24'], /pass --uplink IFNAME/],
