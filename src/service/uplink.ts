@@ -195,29 +195,25 @@ export class UplinkService {
   }
 
   async tearDownFabric(record: NetworkRecord): Promise<void> {
-    const fabric = record.fabric;
-    if (!fabric) return;
-    if (fabric.portId >= 0) {
-      await this.dataPlane.removePort(fabric.portId).catch((err) => this.logger.warn({ err, network: record.network.name }, 'data plane could not remove the fabric port'));
-      this.state.portIds.release(fabric.portId);
-      fabric.portId = -1;
-    }
-    if (fabric.fd >= 0) closeQuietly(fabric.fd, this.logger, `the socket on ${fabric.info.interface}`);
-    fabric.fd = -1;
+    if (record.fabric) await this.close(record, record.fabric, 'fabric');
   }
 
   /** Takes the uplink out of the switch and closes its socket; keeps going past failures. */
   async tearDown(record: NetworkRecord): Promise<void> {
-    const uplink = record.uplink;
-    if (!uplink) return;
-    if (uplink.portId >= 0) {
-      await this.dataPlane.removePort(uplink.portId).catch((err) => this.logger.warn({ err, network: record.network.name }, 'data plane could not remove the uplink port'));
-      this.state.portIds.release(uplink.portId);
-      uplink.portId = -1;
-    }
-    if (uplink.fd >= 0) closeQuietly(uplink.fd, this.logger, `the socket on ${uplink.info.interface}`);
-    uplink.fd = -1;
+    if (!record.uplink) return;
+    await this.close(record, record.uplink, 'uplink');
     await this.removeGuard(record);
+  }
+
+  /** A socket port out of the switch, its port id freed and its socket closed; keeps going past failures. */
+  private async close(record: NetworkRecord, sock: UplinkRecord, what: 'uplink' | 'fabric'): Promise<void> {
+    if (sock.portId >= 0) {
+      await this.dataPlane.removePort(sock.portId).catch((err) => this.logger.warn({ err, network: record.network.name }, `data plane could not remove the ${what} port`));
+      this.state.portIds.release(sock.portId);
+      sock.portId = -1;
+    }
+    if (sock.fd >= 0) closeQuietly(sock.fd, this.logger, `the socket on ${sock.info.interface}`);
+    sock.fd = -1;
   }
 
   /**

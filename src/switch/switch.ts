@@ -53,7 +53,8 @@ import { tapPort } from './ports/tap-port.js';
 import { natHostPort } from './ports/nat-host-port.js';
 import { packetUplinkPort } from './ports/packet-uplink-port.js';
 import { l2bridgeUplinkPort } from './ports/l2bridge-uplink-port.js';
-import { fabricAddressPort, fabricPort, type FabricAddresses } from './ports/fabric-port.js';
+import { fabricAddressPort, fabricPort } from './ports/fabric-port.js';
+import type { AddressTable } from './address-table.js';
 import { VxlanTunnelDriver, vxlanTunnelPort } from './ports/vxlan-tunnel-port.js';
 import { UnderlaySender, VxlanUnderlayDriver, vxlanUnderlayPort } from './ports/vxlan-underlay-port.js';
 import { ArpSuppressionStage } from './stages/arp-suppression-stage.js';
@@ -178,7 +179,7 @@ export class Switch implements PortHost, StageHost {
   private readonly natStages = new Map<number, NatGatewayStage>();
   private readonly l2bridgeStages = new Map<number, L2BridgeStage>();
   /** The addresses behind each fabric port, by the fabric port's id. */
-  private readonly fabrics = new Map<number, FabricAddresses>();
+  private readonly fabrics = new Map<number, AddressTable>();
   private readonly tunnels = new Map<number, { port: SwitchPort; driver: VxlanTunnelDriver }>();
   private readonly underlays = new Map<number, VxlanUnderlayDriver>();
   private readonly sender: UnderlaySender | null;

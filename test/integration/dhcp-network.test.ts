@@ -11,6 +11,7 @@ import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { assertOneSentence, capture, createEndpoint, restartDaemon, startDaemon, teardown, type DaemonHandle, type EndpointJson } from './helpers/daemon.js';
 import { Dnsmasq } from './helpers/dnsmasq.js';
+import { buildLan, plugIntoLan } from './helpers/lan.js';
 import { addNetns, inNetns, ping, runPrefix, sh } from './helpers/env.js';
 
 const prefix = runPrefix();
@@ -35,18 +36,9 @@ const inRange = (address: string): boolean => /^192\.168\.233\.(5\d|6\d|7\d|8\d|
 
 test.before(async () => {
   for (const ns of [host, lan, outside, quiet]) await addNetns(ns);
-  await ip(['-n', lan, 'link', 'add', 'br0', 'type', 'bridge']);
-  await ip(['-n', lan, 'link', 'set', 'br0', 'up']);
+  await buildLan(lan, { netns: outside, ip: OUTSIDE_IP });
   await ip(['-n', lan, 'addr', 'add', `${SERVER_IP}/24`, 'dev', 'br0']);
-  await ip(['-n', host, 'link', 'add', 'eth1', 'type', 'veth', 'peer', 'name', 'tovsw', 'netns', lan]);
-  await ip(['-n', lan, 'link', 'add', 'out', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', outside]);
-  for (const port of ['tovsw', 'out']) {
-    await ip(['-n', lan, 'link', 'set', port, 'master', 'br0']);
-    await ip(['-n', lan, 'link', 'set', port, 'up']);
-  }
-  await ip(['-n', host, 'link', 'set', 'eth1', 'up']);
-  await ip(['-n', outside, 'link', 'set', 'eth0', 'up']);
-  await ip(['-n', outside, 'addr', 'add', `${OUTSIDE_IP}/24`, 'dev', 'eth0']);
+  await plugIntoLan(lan, 'tovsw', { name: 'eth1', netns: host });
   // A second uplink into a LAN with no DHCP server at all.
   await ip(['-n', host, 'link', 'add', 'eth2', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', quiet]);
   await ip(['-n', host, 'link', 'set', 'eth2', 'up']);

@@ -11,6 +11,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { assertOneSentence, capture, NFT, createEndpoint, restartDaemon, startDaemon, teardown, type DaemonHandle, type EndpointJson } from './helpers/daemon.js';
+import { buildLan, plugIntoLan } from './helpers/lan.js';
 import { addNetns, inNetns, ping, runPrefix, sh, spawnInNetns } from './helpers/env.js';
 import type { StatsResponse } from '../../src/service/api-types.js';
 
@@ -57,19 +58,10 @@ async function onTheWire(name: string, during: () => Promise<void>): Promise<{ r
 
 test.before(async () => {
   for (const ns of [host, lan, outside]) await addNetns(ns);
-  await ip(['-n', lan, 'link', 'add', 'br0', 'type', 'bridge']);
-  await ip(['-n', lan, 'link', 'set', 'br0', 'up']);
-  await ip(['-n', host, 'link', 'add', UPLINK, 'type', 'veth', 'peer', 'name', 'tovsw', 'netns', lan]);
-  await ip(['-n', lan, 'link', 'add', 'out', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', outside]);
-  for (const port of ['tovsw', 'out']) {
-    await ip(['-n', lan, 'link', 'set', port, 'master', 'br0']);
-    await ip(['-n', lan, 'link', 'set', port, 'up']);
-  }
-  await ip(['-n', host, 'link', 'set', UPLINK, 'up']);
+  await buildLan(lan, { netns: outside, ip: OUTSIDE_IP });
+  await plugIntoLan(lan, 'tovsw', { name: UPLINK, netns: host });
   await ip(['-n', host, 'link', 'set', 'lo', 'up']);
   await ip(['-n', host, 'addr', 'add', `${HOST_IP}/24`, 'dev', UPLINK]);
-  await ip(['-n', outside, 'link', 'set', 'eth0', 'up']);
-  await ip(['-n', outside, 'addr', 'add', `${OUTSIDE_IP}/24`, 'dev', 'eth0']);
   // A host that routes (a docker host does): what the guard must keep from forwarding container traffic.
   await inHost('sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
   uplinkMac = (JSON.parse(await inHost('ip', ['-j', 'link', 'show', UPLINK])) as { address: string }[])[0].address;

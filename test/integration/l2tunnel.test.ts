@@ -11,6 +11,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { assertOneSentence, capture, createEndpoint, restartDaemon, startDaemon, teardown, type DaemonHandle, type EndpointJson } from './helpers/daemon.js';
+import { buildLan, plugIntoLan } from './helpers/lan.js';
 import { addNetns, inNetns, ping, runPrefix, sh, spawnInNetns } from './helpers/env.js';
 
 const prefix = runPrefix();
@@ -35,25 +36,12 @@ const macBytes = (mac: string): Buffer => Buffer.from(mac.replace(/:/g, ''), 'he
 
 test.before(async () => {
   for (const ns of [chost, fhost, lan, outside]) await addNetns(ns);
-  await ip(['-n', lan, 'link', 'add', 'br0', 'type', 'bridge']);
-  await ip(['-n', lan, 'link', 'set', 'br0', 'up']);
-  await ip(['-n', fhost, 'link', 'add', 'eth1', 'type', 'veth', 'peer', 'name', 'tofab', 'netns', lan]);
-  await ip(['-n', lan, 'link', 'add', 'out', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', outside]);
-  for (const port of ['tofab', 'out']) {
-    await ip(['-n', lan, 'link', 'set', port, 'master', 'br0']);
-    await ip(['-n', lan, 'link', 'set', port, 'up']);
-  }
+  await buildLan(lan, { netns: outside, ip: OUTSIDE_IP });
+  await plugIntoLan(lan, 'tofab', { name: 'eth1', netns: fhost });
   // The container host's uplink is a cable to the fabric host's fabric port.
   await ip(['-n', chost, 'link', 'add', 'eth1', 'type', 'veth', 'peer', 'name', 'eth2', 'netns', fhost]);
-  for (const [ns, dev] of [
-    [chost, 'eth1'],
-    [fhost, 'eth1'],
-    [fhost, 'eth2'],
-    [outside, 'eth0'],
-  ]) {
-    await ip(['-n', ns, 'link', 'set', dev, 'up']);
-  }
-  await ip(['-n', outside, 'addr', 'add', `${OUTSIDE_IP}/24`, 'dev', 'eth0']);
+  await ip(['-n', chost, 'link', 'set', 'eth1', 'up']);
+  await ip(['-n', fhost, 'link', 'set', 'eth2', 'up']);
   await ip(['-n', fhost, 'addr', 'add', '192.168.241.3/24', 'dev', 'eth1']);
   await ip(['-n', chost, 'addr', 'add', '192.168.241.4/24', 'dev', 'eth1']);
   hostMac = (JSON.parse((await sh('ip', ['-n', chost, '-j', 'link', 'show', 'eth1'])).stdout) as { address: string }[])[0].address;

@@ -8,6 +8,7 @@ import test from 'ava';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { assertOneSentence, capture, NFT, createEndpoint, restartDaemon, startDaemon, teardown, type DaemonHandle, type EndpointJson } from './helpers/daemon.js';
+import { buildLan, plugIntoLan } from './helpers/lan.js';
 import { addNetns, inNetns, ping, runPrefix, sh, spawnInNetns } from './helpers/env.js';
 import type { StatsResponse } from '../../src/service/api-types.js';
 
@@ -36,20 +37,9 @@ async function promiscuity(ifname: string): Promise<number> {
 test.before(async () => {
   await addNetns(lan);
   await addNetns(outside);
-  await ip(['-n', lan, 'link', 'add', 'br0', 'type', 'bridge']);
-  await ip(['-n', lan, 'link', 'set', 'br0', 'up']);
-  await ip(['link', 'add', uplink, 'type', 'veth', 'peer', 'name', 'tovsw', 'netns', lan]);
-  await ip(['-n', lan, 'link', 'add', 'out', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', outside]);
-  for (const port of ['tovsw', 'out']) {
-    await ip(['-n', lan, 'link', 'set', port, 'master', 'br0']);
-    await ip(['-n', lan, 'link', 'set', port, 'up']);
-  }
+  await buildLan(lan, { netns: outside, ip: OUTSIDE_IP });
   // An uplink below 1500 (a cloud VM's, PPPoE): the endpoints must follow it.
-  await ip(['link', 'set', uplink, 'mtu', String(UPLINK_MTU)]);
-  await ip(['-n', lan, 'link', 'set', 'tovsw', 'mtu', String(UPLINK_MTU)]);
-  await ip(['link', 'set', uplink, 'up']);
-  await ip(['-n', outside, 'link', 'set', 'eth0', 'up']);
-  await ip(['-n', outside, 'addr', 'add', `${OUTSIDE_IP}/24`, 'dev', 'eth0']);
+  await plugIntoLan(lan, 'tovsw', { name: uplink, mtu: UPLINK_MTU });
   d = await startDaemon(prefix);
   await d.vswOk(['network', 'create', net, '-d', 'transparent', '--uplink', uplink, '--subnet', SUBNET, '--ip-range', '192.168.215.128/25']);
   for (const ns of nsC) {

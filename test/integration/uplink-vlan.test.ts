@@ -11,6 +11,7 @@ import test from 'ava';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { assertOneSentence, capture, createEndpoint, restartDaemon, startDaemon, teardown, type DaemonHandle, type EndpointJson } from './helpers/daemon.js';
+import { buildLan, plugIntoLan } from './helpers/lan.js';
 import { addNetns, inNetns, ping, runPrefix, sh, spawnInNetns } from './helpers/env.js';
 import type { StatsResponse } from '../../src/service/api-types.js';
 
@@ -24,28 +25,10 @@ const daemons: DaemonHandle[] = [];
 /** Endpoints by host and network: ep[host][net]. */
 const ep: Record<string, EndpointJson>[] = [{}, {}];
 
-async function ip(args: string[]): Promise<void> {
-  const r = await sh('ip', args);
-  if (r.code !== 0) throw new Error(`ip ${args.join(' ')}: ${r.stderr}`);
-}
-
 test.before(async () => {
   for (const ns of [lan, outside, ...hosts]) await addNetns(ns);
-  await ip(['-n', lan, 'link', 'add', 'br0', 'type', 'bridge']);
-  await ip(['-n', lan, 'link', 'set', 'br0', 'up']);
-  await ip(['-n', lan, 'link', 'add', 'out', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', outside]);
-  await ip(['-n', outside, 'link', 'set', 'eth0', 'up']);
-  await ip(['-n', outside, 'addr', 'add', `${OUTSIDE_IP}/24`, 'dev', 'eth0']);
-  const lanPorts = ['out'];
-  for (const [i, h] of hosts.entries()) {
-    await ip(['-n', h, 'link', 'add', UPLINK, 'type', 'veth', 'peer', 'name', `to${i}`, 'netns', lan]);
-    await ip(['-n', h, 'link', 'set', UPLINK, 'up']);
-    lanPorts.push(`to${i}`);
-  }
-  for (const port of lanPorts) {
-    await ip(['-n', lan, 'link', 'set', port, 'master', 'br0']);
-    await ip(['-n', lan, 'link', 'set', port, 'up']);
-  }
+  await buildLan(lan, { netns: outside, ip: OUTSIDE_IP });
+  for (const [i, h] of hosts.entries()) await plugIntoLan(lan, `to${i}`, { name: UPLINK, netns: h });
   for (const [i, h] of hosts.entries()) {
     const d = await startDaemon(prefix, { netns: h, name: `d${i}` });
     daemons.push(d);

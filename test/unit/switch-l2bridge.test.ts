@@ -10,12 +10,10 @@ import { ArpField } from '../../src/packet/arp.js';
 import { buildArpReply, buildArpRequest, buildEthernet, buildUdp4, buildUdp6, filler } from '../../src/packet/builders.js';
 import { DropReason } from '../../src/packet/drop-reasons.js';
 import { formatMac } from '../../src/packet/ethernet.js';
-import { COUNTER_COLUMNS, DROP_BASE, readPortCounters } from '../../src/switch/counters.js';
-import { MacTable } from '../../src/switch/mac-table.js';
-import { Switch } from '../../src/switch/switch.js';
+import { readPortCounters } from '../../src/switch/counters.js';
 import { DIR_OUT } from '../../src/vfp/compile.js';
-import { RecordingIo, type Sent } from './helpers/recording-io.js';
-import { VNET_HDR_LEN } from '../../src/packet/vnet.js';
+import type { Sent } from './helpers/recording-io.js';
+import { frameOf, switchRig } from './helpers/switch-rig.js';
 
 const UPLINK = 7;
 const UPLINK_MAC = '02:00:00:00:0b:01';
@@ -27,25 +25,14 @@ const C1 = { mac: '02:76:0b:00:00:11', ip: '192.168.78.11' };
 const ETH = 14;
 
 function setup() {
-  const io = new RecordingIo();
-  const counters = new Float64Array(16 * COUNTER_COLUMNS);
-  const sw = new Switch(io, counters, new MacTable({ maxEntries: 64, agingSeconds: 300 }), { portStopped: () => {} }, () => 1e7, {
-    vfp: { maxFlows: 1024, maxTranspositions: 64, conntrack: { capacity: 4096 } },
-  });
-  sw.addNetwork(1, 'l2b', { l2bridge: true });
-  sw.addPort({ portId: 0, networkId: 1, fd: 100, name: 'c0', ...C0 });
-  sw.addPort({ portId: 1, networkId: 1, fd: 101, name: 'c1', ...C1 });
-  sw.addPort({ portId: UPLINK, networkId: 1, fd: 100 + UPLINK, name: 'eth1', uplinkMac: UPLINK_MAC });
-  const send = (port: number, frame: Buffer): Sent[] => {
-    io.place(0, frame);
-    sw.receive(port, 1);
-    return io.take().sort((a, b) => a.fd - b.fd);
-  };
-  const drops = (port: number, reason: number): number => counters[port * COUNTER_COLUMNS + DROP_BASE + reason];
-  return { sw, io, counters, send, drops };
+  const rig = switchRig();
+  rig.sw.addNetwork(1, 'l2b', { l2bridge: true });
+  rig.sw.addPort({ portId: 0, networkId: 1, fd: 100, name: 'c0', ...C0 });
+  rig.sw.addPort({ portId: 1, networkId: 1, fd: 101, name: 'c1', ...C1 });
+  rig.sw.addPort({ portId: UPLINK, networkId: 1, fd: 100 + UPLINK, name: 'eth1', uplinkMac: UPLINK_MAC });
+  return rig;
 }
 
-const frameOf = (s: Sent): Buffer => s.wire.subarray(VNET_HDR_LEN);
 const srcMac = (s: Sent): string => formatMac(frameOf(s), 6);
 const dstMac = (s: Sent): string => formatMac(frameOf(s), 0);
 const ports = (sent: Sent[]): number[] => sent.map((s) => s.fd - 100);

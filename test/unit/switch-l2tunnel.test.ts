@@ -10,12 +10,10 @@ import { ArpField } from '../../src/packet/arp.js';
 import { buildArpRequest, buildUdp4, filler } from '../../src/packet/builders.js';
 import { DropReason } from '../../src/packet/drop-reasons.js';
 import { formatMac } from '../../src/packet/ethernet.js';
-import { VNET_HDR_LEN } from '../../src/packet/vnet.js';
-import { COUNTER_COLUMNS, DROP_BASE, readPortCounters } from '../../src/switch/counters.js';
-import { MacTable } from '../../src/switch/mac-table.js';
-import { Switch } from '../../src/switch/switch.js';
+import { readPortCounters } from '../../src/switch/counters.js';
 import { defaultPortPolicy } from '../../src/vfp/policy.js';
-import { RecordingIo, type Sent } from './helpers/recording-io.js';
+import type { Sent } from './helpers/recording-io.js';
+import { frameOf, switchRig } from './helpers/switch-rig.js';
 
 const UPLINK = 7;
 const FABRIC = 8;
@@ -26,26 +24,10 @@ const LAN_HOST = '02:00:00:00:0d:04';
 const A = { mac: '02:76:0d:00:00:10', ip: '192.168.80.10' };
 const B = { mac: '02:76:0d:00:00:11', ip: '192.168.80.11' };
 
-function rig() {
-  const io = new RecordingIo();
-  const counters = new Float64Array(16 * COUNTER_COLUMNS);
-  const sw = new Switch(io, counters, new MacTable({ maxEntries: 64, agingSeconds: 300 }), { portStopped: () => {} }, () => 1e7, {
-    vfp: { maxFlows: 1024, maxTranspositions: 64, conntrack: { capacity: 4096 } },
-  });
-  const send = (port: number, frame: Buffer): Sent[] => {
-    io.place(0, frame);
-    sw.receive(port, 1);
-    return io.take().sort((a, b) => a.fd - b.fd);
-  };
-  const drops = (port: number, reason: number): number => counters[port * COUNTER_COLUMNS + DROP_BASE + reason];
-  return { sw, io, counters, send, drops };
-}
-
-const frameOf = (s: Sent): Buffer => s.wire.subarray(VNET_HDR_LEN);
 const fds = (sent: Sent[]): number[] => sent.map((s) => s.fd);
 
 test('container host: every container frame leaves by the uplink with its MAC, also one for the other local container; replies come back by address', (t) => {
-  const { sw, send } = rig();
+  const { sw, send } = switchRig();
   sw.addNetwork(1, 'tun', { l2tunnel: true });
   sw.addPort({ portId: 0, networkId: 1, fd: 100, name: 'a', ...A });
   sw.addPort({ portId: 1, networkId: 1, fd: 101, name: 'b', ...B });
@@ -68,7 +50,7 @@ test('container host: every container frame leaves by the uplink with its MAC, a
 const ETH_SHA = 14 + ArpField.SHA;
 
 test('fabric host: per-address ports, hairpin with each address\'s policy, ARP answered, the LAN both ways, unknown sources dropped', (t) => {
-  const { sw, send, drops, counters } = rig();
+  const { sw, send, drops, counters } = switchRig();
   sw.addNetwork(2, 'fab', { l2bridge: true });
   sw.addPort({ portId: UPLINK, networkId: 2, fd: 107, name: 'eth1', uplinkMac: LAN_MAC });
   sw.addPort({ portId: FABRIC, networkId: 2, fd: 108, name: 'eth2', uplinkMac: FABRIC_MAC, fabric: true });

@@ -10,11 +10,10 @@ import { ArpField } from '../../src/packet/arp.js';
 import { buildArpRequest, buildUdp4, filler } from '../../src/packet/builders.js';
 import { read16, read16le, write16le } from '../../src/packet/bytes.js';
 import { formatMac } from '../../src/packet/ethernet.js';
-import { VNET_HDR_LEN, VnetField, VnetFlags } from '../../src/packet/vnet.js';
-import { COUNTER_COLUMNS, readPortCounters } from '../../src/switch/counters.js';
-import { MacTable } from '../../src/switch/mac-table.js';
-import { Switch } from '../../src/switch/switch.js';
-import { HEADROOM, RecordingIo, type Sent } from './helpers/recording-io.js';
+import { VnetField, VnetFlags } from '../../src/packet/vnet.js';
+import { readPortCounters } from '../../src/switch/counters.js';
+import type { Sent } from './helpers/recording-io.js';
+import { frameOf, switchRig } from './helpers/switch-rig.js';
 
 const UPLINK = 7;
 const UPLINK_MAC = '02:00:00:00:0c:01';
@@ -24,25 +23,14 @@ const C1 = { mac: '02:76:0c:00:00:11', ip: '192.168.79.11' };
 const VLAN = 100;
 
 function setup(l2bridge: boolean) {
-  const io = new RecordingIo();
-  const counters = new Float64Array(16 * COUNTER_COLUMNS);
-  const sw = new Switch(io, counters, new MacTable({ maxEntries: 64, agingSeconds: 300 }), { portStopped: () => {} }, () => 1e7, {
-    vfp: { maxFlows: 1024, maxTranspositions: 64, conntrack: { capacity: 4096 } },
-  });
-  sw.addNetwork(1, 'v100', { l2bridge });
-  sw.addPort({ portId: 0, networkId: 1, fd: 100, name: 'c0', ...C0 });
-  sw.addPort({ portId: 1, networkId: 1, fd: 101, name: 'c1', ...C1 });
-  sw.addPort({ portId: UPLINK, networkId: 1, fd: 100 + UPLINK, name: 'eth1', uplinkMac: UPLINK_MAC, vlan: VLAN });
-  const send = (port: number, frame: Buffer, prepare?: (vnetAt: number) => void): Sent[] => {
-    io.place(0, frame);
-    prepare?.(HEADROOM - VNET_HDR_LEN);
-    sw.receive(port, 1);
-    return io.take().sort((a, b) => a.fd - b.fd);
-  };
-  return { io, counters, send };
+  const rig = switchRig();
+  rig.sw.addNetwork(1, 'v100', { l2bridge });
+  rig.sw.addPort({ portId: 0, networkId: 1, fd: 100, name: 'c0', ...C0 });
+  rig.sw.addPort({ portId: 1, networkId: 1, fd: 101, name: 'c1', ...C1 });
+  rig.sw.addPort({ portId: UPLINK, networkId: 1, fd: 100 + UPLINK, name: 'eth1', uplinkMac: UPLINK_MAC, vlan: VLAN });
+  return rig;
 }
 
-const frameOf = (s: Sent): Buffer => s.wire.subarray(VNET_HDR_LEN);
 const ports = (sent: Sent[]): number[] => sent.map((s) => s.fd - 100);
 
 test('transparent on a VLAN: a frame to the uplink alone leaves tagged, its partial checksum offset moved with the tag', (t) => {

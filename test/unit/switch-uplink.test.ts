@@ -10,6 +10,7 @@ import { COUNTER_COLUMNS, DROP_BASE, readPortCounters } from '../../src/switch/c
 import { MacTable } from '../../src/switch/mac-table.js';
 import { Switch } from '../../src/switch/switch.js';
 import { RecordingIo, type Sent } from './helpers/recording-io.js';
+import { switchRig } from './helpers/switch-rig.js';
 
 const UPLINK = 7;
 const HOST_MAC = '02:00:00:00:0a:01';
@@ -59,20 +60,12 @@ test('a physical uplink: host frames left alone, LAN unicast not flooded to cont
 });
 
 test('a network with DHCP addresses: the LAN server\'s replies go to the control plane, not to the containers; other LAN traffic is switched', (t) => {
-  const io = new RecordingIo();
-  const counters = new Float64Array(16 * COUNTER_COLUMNS);
   const replies: { networkId: number; frame: Uint8Array; partial: boolean }[] = [];
-  const sw = new Switch(io, counters, new MacTable({ maxEntries: 64, agingSeconds: 300 }), { portStopped: () => {}, dhcpReply: (networkId, frame, partial) => replies.push({ networkId, frame, partial }) }, () => 1e7, {
-    vfp: { maxFlows: 1024, maxTranspositions: 64, conntrack: { capacity: 4096 } },
-  });
+  const { sw, io, counters, send: sendFrom } = switchRig({ dhcpReply: (networkId, frame, partial) => replies.push({ networkId, frame, partial }) });
   sw.addNetwork(3, 'lan', { dhcp: true });
   sw.addPort({ portId: 0, networkId: 3, fd: 100, name: 'c0', mac: C0 });
   sw.addPort({ portId: UPLINK, networkId: 3, fd: 100 + UPLINK, name: 'eth1', uplinkMac: HOST_MAC });
-  const send = (frame: Buffer): number[] => {
-    io.place(0, frame);
-    sw.receive(UPLINK, 1);
-    return io.take().map((s: Sent) => s.fd - 100);
-  };
+  const send = (frame: Buffer): number[] => sendFrom(UPLINK, frame).map((s) => s.fd - 100);
   const offer = buildUdp4({ srcMac: LAN_HOST, dstMac: 'ff:ff:ff:ff:ff:ff', srcIp: '192.168.77.1', dstIp: '255.255.255.255', srcPort: 67, dstPort: 68, payload: filler(300) });
   for (let i = 0; i < 2; i++) t.deepEqual(send(offer), [], `reply ${i + 1} reaches no container`);
   t.is(replies.length, 2, 'both went to the control plane');

@@ -21,6 +21,7 @@ import { read16, read32 } from '../../packet/bytes.js';
 import { DropReason } from '../../packet/drop-reasons.js';
 import { macHi16, macLo32, mustParseMac } from '../../packet/ethernet.js';
 import { COUNTER_COLUMNS, RX_BYTES, RX_FRAMES } from '../counters.js';
+import { AddressTable } from '../address-table.js';
 import type { SwitchNetwork } from '../network.js';
 import { FlushPhase, PortKind, SwitchPort, type PortDriver, type PortHost } from './port.js';
 import { transmitCounted } from './tap-port.js';
@@ -29,25 +30,8 @@ const ETH_HEADER = 14;
 const IPV4_SRC_AT = ETH_HEADER + 12;
 const ARP_SPA_AT = ETH_HEADER + ArpField.SPA;
 
-/** The fabric addresses of one FABRIC port, by IPv4 address as a signed 32-bit integer (no boxing on lookup). */
-export class FabricAddresses {
-  private readonly byIp = new Map<number, SwitchPort>();
-
-  set(ip: number, port: SwitchPort): void {
-    this.byIp.set(ip | 0, port);
-  }
-
-  deletePort(port: SwitchPort): void {
-    for (const [ip, p] of this.byIp) if (p === port) this.byIp.delete(ip);
-  }
-
-  get(ip: number): SwitchPort | undefined {
-    return this.byIp.get(ip | 0);
-  }
-}
-
 class FabricDriver implements PortDriver {
-  constructor(readonly addresses: FabricAddresses) {}
+  constructor(readonly addresses: AddressTable) {}
 
   receive(port: SwitchPort, host: PortHost, count: number, now: number): number {
     const io = host.io;
@@ -113,8 +97,8 @@ class FabricAddressDriver implements PortDriver {
 }
 
 /** The FABRIC port: the socket `fd` on interface `name`, whose own MAC is `mac`. */
-export function fabricPort(id: number, network: SwitchNetwork, fd: number, name: string, maxFrame: number, queueSize: number): { port: SwitchPort; addresses: FabricAddresses } {
-  const addresses = new FabricAddresses();
+export function fabricPort(id: number, network: SwitchNetwork, fd: number, name: string, maxFrame: number, queueSize: number): { port: SwitchPort; addresses: AddressTable } {
+  const addresses = new AddressTable();
   const port = new SwitchPort(id, PortKind.FABRIC, network, fd, name, maxFrame, FlushPhase.WRITE, false, false, new FabricDriver(addresses), queueSize);
   return { port, addresses };
 }

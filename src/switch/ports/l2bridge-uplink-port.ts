@@ -16,10 +16,10 @@
 import { ArpField } from '../../packet/arp.js';
 import { read16, read32 } from '../../packet/bytes.js';
 import { macHi16, macLo32, mustParseMac } from '../../packet/ethernet.js';
-import { COUNTER_COLUMNS, RX_BYTES, RX_FRAMES } from '../counters.js';
 import type { SwitchNetwork } from '../network.js';
-import type { L2BridgeAddresses } from '../stages/l2bridge-stage.js';
+import type { AddressTable } from '../address-table.js';
 import { FlushPhase, PortKind, SwitchPort, type PortDriver, type PortHost } from './port.js';
+import { receiveAccepted, type UplinkFilter } from './packet-uplink-port.js';
 import { UplinkEgress } from './uplink-egress.js';
 
 const ETHERTYPE_IPV4 = 0x0800;
@@ -29,13 +29,13 @@ const ETH_HEADER = 14;
 const IPV4_DST_AT = ETH_HEADER + 16;
 const ARP_TPA_AT = ETH_HEADER + ArpField.TPA;
 
-class L2BridgeUplinkDriver implements PortDriver {
+class L2BridgeUplinkDriver implements PortDriver, UplinkFilter {
   private readonly egress: UplinkEgress;
 
   constructor(
     private readonly macHi: number,
     private readonly macLo: number,
-    private readonly addresses: L2BridgeAddresses,
+    private readonly addresses: AddressTable,
     vlan: number,
     queueSize: number,
   ) {
@@ -43,26 +43,11 @@ class L2BridgeUplinkDriver implements PortDriver {
   }
 
   receive(port: SwitchPort, host: PortHost, count: number, now: number): number {
-    const io = host.io;
-    const buf = io.buffer;
-    const lengths = io.lengths;
-    const counters = host.counters;
-    const row = port.id * COUNTER_COLUMNS;
-    let bytes = 0;
-    for (let slot = 0; slot < count; slot++) {
-      const off = slot * io.slotSize + io.headroom;
-      const len = lengths[slot];
-      if (!this.containers(buf, off, len)) continue;
-      counters[row + RX_FRAMES]++;
-      counters[row + RX_BYTES] += len;
-      bytes += len;
-      host.switchFrame(port, off, len, now);
-    }
-    return bytes;
+    return receiveAccepted(port, host, count, now, this);
   }
 
   /** Whether the frame the LAN sent is the containers' business (see the file's comment). */
-  private containers(buf: Uint8Array, off: number, len: number): boolean {
+  accepts(buf: Uint8Array, off: number, len: number): boolean {
     if (len < ETH_HEADER) return true; // the switch counts it as a runt
     const type = read16(buf, off + 12);
     // ARP, broadcast or not, only when it names a container: the LAN's other ARP is constant noise.
@@ -83,7 +68,7 @@ class L2BridgeUplinkDriver implements PortDriver {
 }
 
 /** `mac`: the interface's own, aa:bb:cc:dd:ee:ff; `addresses`: the network's containers (its L2BridgeStage's); `vlan`: 0 or the VLAN it tags with. */
-export function l2bridgeUplinkPort(id: number, network: SwitchNetwork, fd: number, name: string, mac: string, addresses: L2BridgeAddresses, vlan: number, maxFrame: number, queueSize: number): SwitchPort {
+export function l2bridgeUplinkPort(id: number, network: SwitchNetwork, fd: number, name: string, mac: string, addresses: AddressTable, vlan: number, maxFrame: number, queueSize: number): SwitchPort {
   const m = mustParseMac(mac);
   const driver = new L2BridgeUplinkDriver(macHi16(m, 0), macLo32(m, 0), addresses, vlan, queueSize);
   return new SwitchPort(id, PortKind.PACKET_UPLINK, network, fd, name, maxFrame, FlushPhase.WRITE, true, true, driver, queueSize, false);

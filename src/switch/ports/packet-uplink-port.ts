@@ -14,7 +14,35 @@ import { FlushPhase, PortKind, SwitchPort, type PortDriver, type PortHost } from
 import { TAP_DRIVER } from './tap-port.js';
 import { UplinkEgress } from './uplink-egress.js';
 
-class PacketUplinkDriver implements PortDriver {
+/** Which frames a physical uplink's socket reads are the network's (the rest is the host's or the LAN's). */
+export interface UplinkFilter {
+  accepts(buf: Uint8Array, off: number, len: number): boolean;
+}
+
+/**
+ * An uplink's batch: the frames `filter` accepts are counted on the port and
+ * switched; the others were never the switch's business and are not counted.
+ */
+export function receiveAccepted(port: SwitchPort, host: PortHost, count: number, now: number, filter: UplinkFilter): number {
+  const io = host.io;
+  const buf = io.buffer;
+  const lengths = io.lengths;
+  const counters = host.counters;
+  const row = port.id * COUNTER_COLUMNS;
+  let bytes = 0;
+  for (let slot = 0; slot < count; slot++) {
+    const off = slot * io.slotSize + io.headroom;
+    const len = lengths[slot];
+    if (!filter.accepts(buf, off, len)) continue;
+    counters[row + RX_FRAMES]++;
+    counters[row + RX_BYTES] += len;
+    bytes += len;
+    host.switchFrame(port, off, len, now);
+  }
+  return bytes;
+}
+
+class PacketUplinkDriver implements PortDriver, UplinkFilter {
   constructor(
     /** The interface's own MAC, as its first two and last four bytes (macHi16, macLo32). */
     private readonly hostMacHi: number,
@@ -24,22 +52,12 @@ class PacketUplinkDriver implements PortDriver {
   ) {}
 
   receive(port: SwitchPort, host: PortHost, count: number, now: number): number {
-    const io = host.io;
-    const buf = io.buffer;
-    const lengths = io.lengths;
-    const counters = host.counters;
-    const row = port.id * COUNTER_COLUMNS;
-    let bytes = 0;
-    for (let slot = 0; slot < count; slot++) {
-      const off = slot * io.slotSize + io.headroom;
-      const len = lengths[slot];
-      if (len >= 6 && macHi16(buf, off) === this.hostMacHi && macLo32(buf, off) === this.hostMacLo) continue;
-      counters[row + RX_FRAMES]++;
-      counters[row + RX_BYTES] += len;
-      bytes += len;
-      host.switchFrame(port, off, len, now);
-    }
-    return bytes;
+    return receiveAccepted(port, host, count, now, this);
+  }
+
+  /** Frames for the host's own MAC are the host's. */
+  accepts(buf: Uint8Array, off: number, len: number): boolean {
+    return len < 6 || macHi16(buf, off) !== this.hostMacHi || macLo32(buf, off) !== this.hostMacLo;
   }
 
   flush(port: SwitchPort, host: PortHost, now: number): void {

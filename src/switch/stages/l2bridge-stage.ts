@@ -28,43 +28,17 @@ import { formatIpv4Addr } from '../../packet/ipv4.js';
 import { KeyWord, Meta } from '../../vfp/key.js';
 import { Rewrite } from '../../vfp/pipeline.js';
 import type { FrameContext } from '../frame-context.js';
+import { AddressTable } from '../address-table.js';
 import { PortKind, type SwitchPort } from '../ports/port.js';
 import { StageResult, type NetworkStage, type StageHost } from './stage.js';
 
 const ETHERTYPE_ARP = 0x0806;
 
-/**
- * The containers of one l2bridge network by IPv4 address. Keys are the
- * address as a signed 32-bit integer, so a lookup on the frame path boxes
- * nothing; the uplink's driver reads it too, to tell container frames from
- * the host's.
- */
-export class L2BridgeAddresses {
-  private readonly byIp = new Map<number, SwitchPort>();
-
-  set(ip: number, port: SwitchPort): void {
-    this.byIp.set(ip | 0, port);
-  }
-
-  /** Forgets every address of `port` (control path: a scan). */
-  deletePort(port: SwitchPort): void {
-    for (const [ip, p] of this.byIp) if (p === port) this.byIp.delete(ip);
-  }
-
-  /** The container port with IPv4 address `ip` (host order), or undefined. */
-  get(ip: number): SwitchPort | undefined {
-    return this.byIp.get(ip | 0);
-  }
-
-  get size(): number {
-    return this.byIp.size;
-  }
-}
-
 export class L2BridgeStage implements NetworkStage {
   readonly name = 'l2bridge';
   readonly dropReasons: readonly number[] = [DropReason.uplinkNotLocal, DropReason.l2bridgeNotIpv4, DropReason.noEgress];
-  readonly addresses = new L2BridgeAddresses();
+  /** The network's containers by address (the uplink's driver reads it too, to tell container frames from the host's). */
+  readonly addresses = new AddressTable();
   /** The uplink's own MAC, as macHi16/macLo32: the one MAC on the wire (set as the uplink port joins: an interface's MAC may change while it is out). */
   macHi = -1;
   macLo = -1;
