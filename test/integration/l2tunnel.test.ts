@@ -64,9 +64,19 @@ test.after.always(async () => {
   await teardown(prefix, c, f);
 });
 
-test.serial('the LAN reaches the containers through the fabric host and back (ping, TCP)', async (t) => {
+test.serial("the LAN reaches the containers through the fabric host and back (ping, TCP), and sees one MAC for them, the fabric host's", async (t) => {
+  const pcap = path.join(f.dir, 'lan.pcap');
+  const cap = await capture(lan, 'tofab', [], pcap);
+  for (const e of ep) await inNetns(e.netns, 'ip', ['neigh', 'flush', 'all']);
   t.true(await ping(outside, ep[0].ip, 3), 'the outside host pings c1');
   t.true(await ping(ep[1].netns, OUTSIDE_IP, 3), 'c2 pings the outside host');
+  await sleep(300);
+  await cap.stop();
+  const raw = await readFile(pcap);
+  for (const e of ep) t.is(raw.indexOf(macBytes(e.mac)), -1, `${e.name}'s MAC never reached the LAN`);
+  t.is(raw.indexOf(macBytes(hostMac)), -1, "nor the container host's: the fabric host is the one station the LAN sees");
+  const fabricMac = (JSON.parse((await sh('ip', ['-n', fhost, '-j', 'link', 'show', 'eth1'])).stdout) as { address: string }[])[0].address;
+  t.true(raw.indexOf(macBytes(fabricMac)) >= 0, "the fabric host's uplink MAC carried the containers' traffic");
   const server = spawnInNetns(ep[0].netns, 'iperf3', ['-s', '-1', '-p', '5201']);
   try {
     await sleep(300);
