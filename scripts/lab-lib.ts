@@ -39,6 +39,24 @@
  *   the network is -d l2bridge and eth1 has the host's own address
  *   192.168.57.(10+i)/24, which l2bridge requires.
  *
+ * With --lan-mode l2tunnel (buildFabric) the hosts are not on the LAN
+ * themselves: a fabric host stands between them and it (container host ->
+ * fabric host -> the rest of the network, Azure's model):
+ *
+ *   P-lan br0 ---- port fab ---- P-fab eth1 192.168.57.9/24: its own vsw
+ *                                daemon, network "lan" -d l2bridge --uplink
+ *                                eth1 --fabric eth2, one fabric endpoint
+ *                                hI-l1 per container (vsw fabric add: the
+ *                                container's address at its host's MAC)
+ *                                P-fab eth2
+ *                                    |
+ *   P-tor: bridge br0, the "top of rack" switch: port fab (not isolated,
+ *          no learning) and ports h1, h2, ... (isolated: they reach only fab)
+ *        /      \
+ *   P-h1 eth1   P-h2 eth1        192.168.57.(10+i)/24; network "lan" -d
+ *                                l2tunnel --uplink eth1: every container
+ *                                frame goes to the fabric host
+ *
  * For the bench there is a second topology on the same underlay, the
  * kernel's own VXLAN (kernelVxlanUp): namespaces P-k1, P-k2 with eth0
  * 192.168.56.101, .102, a kernel vxlan0 (same VNI, UDP 4789, nolearning,
@@ -123,11 +141,38 @@ export const LAN = {
  * on its own, unaware of the others on the same LAN.
  */
 export const lanIpRange = (i: number): string => `192.168.57.${112 + 16 * i}/28`;
-/** The vsw drivers that put a lab host's containers on the LAN: N MACs (transparent) or the host's one MAC (l2bridge). */
-export const LAN_MODES = ['transparent', 'l2bridge'] as const;
+/**
+ * The vsw drivers that put a lab host's containers on the LAN: N MACs
+ * (transparent), the host's one MAC (l2bridge), or the host's one MAC toward
+ * a fabric host that is on the LAN for them (l2tunnel).
+ */
+export const LAN_MODES = ['transparent', 'l2bridge', 'l2tunnel'] as const;
 export type LanMode = (typeof LAN_MODES)[number];
-/** Host i's own address on the LAN, in l2bridge mode (the Vagrant VMs' LAN NICs have the same). */
+/** "transparent, l2bridge or l2tunnel", for help texts and messages. */
+export const LAN_MODE_LIST = `${LAN_MODES.slice(0, -1).join(', ')} or ${LAN_MODES[LAN_MODES.length - 1]}`;
+/** Host i's own address on the LAN, in l2bridge and l2tunnel mode (the Vagrant VMs' LAN NICs have the same). */
 export const lanHostIp = (i: number): string => `192.168.57.${10 + i}`;
+
+/**
+ * The fabric host of `--lan-mode l2tunnel` (buildFabric): a LAN station at
+ * 192.168.57.9 through its uplink eth1 (port fab of the LAN bridge), and
+ * through eth2, its fabric port, on the top-of-rack bridge with every lab
+ * host's uplink. Its own network hands out 192.168.57.112/28 (lanIpRange(0):
+ * the slice before h1's), which none of the lab's containers use.
+ */
+export const FABRIC = {
+  name: 'fab',
+  ip: '192.168.57.9',
+  uplink: 'eth1',
+  /** Its end of the cable to the LAN bridge, in the LAN namespace. */
+  lanPort: 'fab',
+  /** The fabric port, facing the container hosts. */
+  fabricIf: 'eth2',
+  ipRange: lanIpRange(0),
+  torBridge: 'br0',
+  /** The fabric port's end of its cable, in the top-of-rack namespace. */
+  torPort: 'fab',
+} as const;
 
 export const LIMITS = {
   hosts: { min: 2, max: 8 },
@@ -220,10 +265,45 @@ export interface LabLan {
   outside: { netns: string; ip: string; subnet: string };
   /** The vsw network on every lab host, with its uplink. */
   network: { name: string; driver: LanMode; gateway: string };
-  /** hostAddress: the host's own address on the uplink (l2bridge only). */
-  uplinks: { host: string; ifname: string; bridgePort: string; ipRange: string; hostAddress: string | null }[];
+  /**
+   * hostAddress: the host's own address on the uplink (l2bridge and l2tunnel). bridgePort is the other end of
+   * the uplink's cable, a port of the LAN bridge or (l2tunnel) of the top-of-rack bridge in bridgeNetns; mac
+   * is the uplink's MAC (absent in state files from before l2tunnel).
+   */
+  uplinks: { host: string; ifname: string; bridgePort: string; bridgeNetns?: string; ipRange: string; hostAddress: string | null; mac?: string }[];
   /** One per host (P-hI-l1), attached to the LAN network. */
   containers: LabContainer[];
+  /** The fabric host between the lab hosts and the LAN (--lan-mode l2tunnel); null or absent otherwise. */
+  fabric?: LabFabric | null;
+}
+
+/**
+ * The fabric host of `--lan-mode l2tunnel`: a namespace with a vsw daemon of
+ * its own (run like the lab hosts' daemons), whose l2bridge network "lan" has
+ * the LAN as uplink and the top-of-rack bridge as fabric port, and one fabric
+ * endpoint per lab container (its address at its host's uplink MAC, named
+ * after the container: h1-l1, ...), where that container's policy runs.
+ */
+export interface LabFabric {
+  /** "fab". */
+  name: string;
+  netns: string;
+  socket: string;
+  log: string;
+  stateDir: string;
+  /** The daemon's pid; null before it started. */
+  pid: number | null;
+  /** Its uplink eth1 (port lanPort of the LAN bridge) and its address there. */
+  uplink: string;
+  lanPort: string;
+  lanIp: string;
+  /** Its fabric port eth2 (port torPort of the top-of-rack bridge). */
+  fabricIf: string;
+  network: { name: string; driver: 'l2bridge'; ipRange: string };
+  /** The top-of-rack switch: a namespace with a bridge, the fabric port's cable and every lab host's uplink. */
+  tor: { netns: string; bridge: string; port: string };
+  /** One per lab container: the fabric endpoint (its id and name on the fabric daemon) for the container's address. */
+  addresses: { container: string; name: string; endpoint: string; ip: string; hostMac: string }[];
 }
 
 export interface LabDescription {
@@ -279,7 +359,7 @@ export function checkLabOptions(o: LabOptions): LabOptions {
     }
   }
   if (!(LAN_MODES as readonly string[]).includes(o.lanMode)) {
-    throw new BenchError(`--lan-mode takes ${LAN_MODES.join(' or ')}, not "${o.lanMode as string}".`);
+    throw new BenchError(`--lan-mode takes ${LAN_MODE_LIST}, not "${o.lanMode as string}".`);
   }
   return o;
 }
@@ -294,6 +374,8 @@ export const lanNetns = (prefix: string): string => `${prefix}-lan`;
 export const routerNetns = (prefix: string): string => `${prefix}-rt`;
 export const outsideNetns = (prefix: string): string => `${prefix}-out`;
 export const lanContainerNetns = (prefix: string, i: number): string => `${prefix}-h${i}-l1`;
+export const fabricNetns = (prefix: string): string => `${prefix}-${FABRIC.name}`;
+export const torNetns = (prefix: string): string => `${prefix}-tor`;
 /** dnsmasq's files: named PREFIX-*, so down removes them with the rest of the lab's files. */
 export const dnsmasqFile = (prefix: string, ext: 'leases' | 'pid' | 'log'): string => path.join(LAB_DIR, `${prefix}-dnsmasq.${ext}`);
 
@@ -474,7 +556,8 @@ export async function labUp(opts: LabOptions, progress: Progress = () => undefin
   } catch (err) {
     // The daemons' logs go with the lab: what explains the failure is kept in the message.
     const notes: string[] = [];
-    for (const h of desc.hosts.filter((x) => x.pid !== null && !processAlive(x.pid))) {
+    const fab = desc.lan?.fabric;
+    for (const h of [...desc.hosts, ...(fab ? [fab] : [])].filter((x) => x.pid !== null && !processAlive(x.pid))) {
       const tail = logTail(h.log);
       if (tail && !(err as Error).message.includes(tail)) notes.push(`the end of ${h.name}'s daemon log (${h.log}):\n${tail}`);
     }
@@ -550,8 +633,11 @@ async function build(desc: LabDescription, o: LabOptions, progress: Progress): P
   await saveState(desc);
 }
 
+/** What starting and waiting for a daemon needs: a lab host, or the fabric host. */
+type DaemonHost = Pick<LabHost, 'name' | 'netns' | 'socket' | 'log' | 'stateDir' | 'pid'>;
+
 /** `ip netns exec P-hI node CLI daemon ...`, detached: the daemon outlives `scripts/lab up`. */
-function startLabDaemon(host: LabHost, logLevel: string): void {
+function startLabDaemon(host: DaemonHost, logLevel: string): void {
   const fd = openSync(host.log, 'a');
   try {
     const child = spawn('ip', ['netns', 'exec', host.netns, process.execPath, CLI, 'daemon', '--socket', host.socket, '--state-dir', host.stateDir, '--log-level', logLevel], {
@@ -568,7 +654,7 @@ function startLabDaemon(host: LabHost, logLevel: string): void {
   if (host.pid === null) throw new BenchError(`${host.name}: could not start the vsw daemon (ip netns exec ${host.netns} ...).`);
 }
 
-async function waitDaemon(host: LabHost): Promise<void> {
+async function waitDaemon(host: DaemonHost): Promise<void> {
   await waitFor(`${host.name}: the vsw daemon answering on ${host.socket}`, 20_000, async () => {
     if (host.pid === null || !processAlive(host.pid)) {
       const tail = logTail(host.log);
@@ -660,10 +746,13 @@ async function buildLan(desc: LabDescription, o: LabOptions, progress: Progress)
       host: h.name,
       ifname: LAN.uplink,
       bridgePort: h.name,
+      // l2tunnel: the hosts are cabled to the top-of-rack switch, the fabric host to the LAN.
+      bridgeNetns: o.lanMode === 'l2tunnel' ? torNetns(p) : lanNetns(p),
       ipRange: lanIpRange(h.index),
-      hostAddress: o.lanMode === 'l2bridge' ? lanHostIp(h.index) : null,
+      hostAddress: o.lanMode === 'transparent' ? null : lanHostIp(h.index),
     })),
     containers: [],
+    fabric: null,
   };
   desc.lan = lan;
   await saveState(desc);
@@ -691,20 +780,113 @@ async function buildLan(desc: LabDescription, o: LabOptions, progress: Progress)
   await sh('ip', ['-n', lan.outside.netns, 'link', 'set', 'eth0', 'up']);
   await sh('ip', ['-n', lan.outside.netns, 'route', 'add', 'default', 'via', LAN.routerOutsideIp]);
 
-  progress(`LAN: uplink ${LAN.uplink} on every host (a port of ${lan.bridge}), ${o.lanMode} network ${LAN.network}, one container per host`);
+  const fabric = o.lanMode === 'l2tunnel' ? await buildFabric(desc, lan, o, progress) : null;
+
+  const where = fabric ? `a port of ${fabric.tor.bridge} in ${fabric.tor.netns}, the fabric host's side` : `a port of ${lan.bridge}`;
+  progress(`LAN: uplink ${LAN.uplink} on every host (${where}), ${o.lanMode} network ${LAN.network}, one container per host`);
   for (const host of desc.hosts) {
     const up = lan.uplinks.find((u) => u.host === host.name)!;
-    await lanPort(lan, up.bridgePort, host.netns, up.ifname);
-    // transparent: no address, the host's stack has no part in the LAN. l2bridge: the containers go out
-    // with the uplink's MAC, so the host is a station of the LAN and needs its own address there.
+    if (fabric) await torPort(fabric, up.bridgePort, host.netns, up.ifname, lan.mtu);
+    else await lanPort(lan, up.bridgePort, host.netns, up.ifname);
+    up.mac = await linkMac(host.netns, up.ifname);
+    // transparent: no address, the host's stack has no part in the LAN. l2bridge and l2tunnel: the containers go
+    // out with the uplink's MAC, so the host is a station of the LAN and needs its own address there.
     if (up.hostAddress !== null) await sh('ip', ['-n', host.netns, 'addr', 'add', `${up.hostAddress}/${LAN.prefixLength}`, 'dev', up.ifname]);
     await vsw(host, ['network', 'create', '-d', o.lanMode, '--uplink', up.ifname, '--subnet', LAN.subnet, '--gateway', LAN.routerIp, '--ip-range', up.ipRange, LAN.network]);
     const ns = lanContainerNetns(p, host.index);
     await netnsAdd(ns);
     await vsw(host, ['endpoint', 'create', '--network', LAN.network, '--netns', ns, '--name', 'l1']);
-    lan.containers.push(...(await listContainers(host, LAN.network, 'l')));
+    const mine = await listContainers(host, LAN.network, 'l');
+    lan.containers.push(...mine);
     await saveState(desc);
+    // l2tunnel: the fabric host learns each container's address, at its host's uplink MAC, as an endpoint of its own.
+    for (const c of fabric ? mine : []) {
+      const r = await vsw(fabric!, ['fabric', 'add', fabric!.network.name, '--ip', c.ip, '--mac', up.mac, '--name', c.id]);
+      fabric!.addresses.push({ container: c.id, name: c.id, endpoint: r.stdout.trim(), ip: c.ip, hostMac: up.mac });
+      await saveState(desc);
+    }
   }
+}
+
+/**
+ * The fabric host of --lan-mode l2tunnel (see the top of this file): its
+ * namespace with eth1 on the LAN bridge (address FABRIC.ip), the top-of-rack
+ * namespace and bridge with the fabric host's eth2 on it, its own vsw daemon
+ * and its l2bridge network with eth2 as fabric port. lan.fabric is saved
+ * before the daemon starts, so `down` after a failure finds it.
+ */
+async function buildFabric(desc: LabDescription, lan: LabLan, o: LabOptions, progress: Progress): Promise<LabFabric> {
+  const p = o.prefix;
+  const fabric: LabFabric = {
+    name: FABRIC.name,
+    netns: fabricNetns(p),
+    socket: path.join(LAB_DIR, `${p}-${FABRIC.name}.sock`),
+    log: path.join(LAB_DIR, `${p}-${FABRIC.name}.log`),
+    stateDir: path.join(LAB_DIR, `${p}-${FABRIC.name}.state`),
+    pid: null,
+    uplink: FABRIC.uplink,
+    lanPort: FABRIC.lanPort,
+    lanIp: FABRIC.ip,
+    fabricIf: FABRIC.fabricIf,
+    network: { name: LAN.network, driver: 'l2bridge', ipRange: FABRIC.ipRange },
+    tor: { netns: torNetns(p), bridge: FABRIC.torBridge, port: FABRIC.torPort },
+    addresses: [],
+  };
+  lan.fabric = fabric;
+  await saveState(desc);
+
+  progress(`fabric host: namespace ${fabric.netns}, ${fabric.uplink} ${fabric.lanIp} on the LAN, ${fabric.fabricIf} on the top-of-rack bridge ${fabric.tor.bridge} in ${fabric.tor.netns}`);
+  await netnsAdd(fabric.netns);
+  await lanPort(lan, fabric.lanPort, fabric.netns, fabric.uplink);
+  await sh('ip', ['-n', fabric.netns, 'addr', 'add', `${fabric.lanIp}/${LAN.prefixLength}`, 'dev', fabric.uplink]);
+  await netnsAdd(fabric.tor.netns);
+  await sh('ip', ['-n', fabric.tor.netns, 'link', 'add', fabric.tor.bridge, 'mtu', String(lan.mtu), 'type', 'bridge']);
+  await sh('ip', ['-n', fabric.tor.netns, 'link', 'set', fabric.tor.bridge, 'up']);
+  await sh('ip', ['-n', fabric.tor.netns, 'link', 'add', fabric.tor.port, 'mtu', String(lan.mtu), 'type', 'veth', 'peer', 'name', fabric.fabricIf, 'mtu', String(lan.mtu), 'netns', fabric.netns]);
+  await sh('ip', ['-n', fabric.tor.netns, 'link', 'set', fabric.tor.port, 'master', fabric.tor.bridge]);
+  // No learning on the fabric host's port: what the fabric host hairpins from one container host to another
+  // leaves it with the sender's MAC as source (vsw rewrites only the destination), so a learning port would
+  // move the sender's MAC onto it and drop the answer to that MAC here (a frame for the port it came in on).
+  // What it sends goes out by the hosts' learned ports (or floods to them, and a host's uplink drops what is not
+  // for its MAC); what the hosts send, the fabric host's MAC being never learned, floods to the one port an
+  // isolated port may reach: this one.
+  await sh('ip', ['-n', fabric.tor.netns, 'link', 'set', fabric.tor.port, 'type', 'bridge_slave', 'learning', 'off']);
+  await sh('ip', ['-n', fabric.tor.netns, 'link', 'set', fabric.tor.port, 'up']);
+  await sh('ip', ['-n', fabric.netns, 'link', 'set', fabric.fabricIf, 'up']);
+
+  progress(`fabric host: its vsw daemon, l2bridge network ${fabric.network.name} --uplink ${fabric.uplink} --fabric ${fabric.fabricIf}`);
+  startLabDaemon(fabric, o.logLevel);
+  await saveState(desc);
+  await waitDaemon(fabric);
+  await vsw(fabric, [
+    'network', 'create', '-d', 'l2bridge', '--uplink', fabric.uplink, '--fabric', fabric.fabricIf,
+    '--subnet', LAN.subnet, '--gateway', LAN.routerIp, '--ip-range', fabric.network.ipRange, fabric.network.name,
+  ]);
+  return fabric;
+}
+
+/**
+ * A lab host's cable to the top-of-rack bridge (port `port` there, `ifname`
+ * in namespace ns), both up. The port is isolated: it forwards only to the
+ * fabric host's port, never to another host's, so what a host's containers
+ * send (ARP for another host's container included) reaches the fabric host
+ * and nothing else, as on a point-to-point link to it.
+ */
+async function torPort(fabric: LabFabric, port: string, ns: string, ifname: string, mtu: number): Promise<void> {
+  const tor = fabric.tor;
+  await sh('ip', ['-n', tor.netns, 'link', 'add', port, 'mtu', String(mtu), 'type', 'veth', 'peer', 'name', ifname, 'mtu', String(mtu), 'netns', ns]);
+  await sh('ip', ['-n', tor.netns, 'link', 'set', port, 'master', tor.bridge]);
+  await sh('ip', ['-n', tor.netns, 'link', 'set', port, 'type', 'bridge_slave', 'isolated', 'on']);
+  await sh('ip', ['-n', tor.netns, 'link', 'set', port, 'up']);
+  await sh('ip', ['-n', ns, 'link', 'set', ifname, 'up']);
+}
+
+/** An interface's MAC, as `ip -j link` reports it. */
+async function linkMac(ns: string, ifname: string): Promise<string> {
+  const r = await sh('ip', ['-n', ns, '-j', 'link', 'show', 'dev', ifname]);
+  const mac = (JSON.parse(r.stdout) as { address?: string }[])[0]?.address;
+  if (!mac) throw new BenchError(`${ns}: ${ifname} has no MAC address (ip -j link show: ${r.stdout.trim().slice(0, 120)}).`);
+  return mac;
 }
 
 /** A veth from the LAN bridge (port `port` in the LAN namespace) to `ifname` in namespace ns, both up. */
@@ -805,6 +987,9 @@ export async function labDown(prefix: string, progress: Progress = () => undefin
   const namespaces = await labNamespaces(prefix);
   // A recorded pid counts only while it is still that daemon (pids are reused).
   const daemons = (desc?.hosts ?? []).map((h) => h.pid).filter((pid): pid is number => pid !== null && processAlive(pid) && cmdline(pid).includes(`${prefix}-h`));
+  // The fabric host's daemon (--lan-mode l2tunnel), the same way.
+  const fab = desc?.lan?.fabric;
+  if (fab && fab.pid !== null && processAlive(fab.pid) && cmdline(fab.pid).includes(fab.socket)) daemons.push(fab.pid);
   // dnsmasq runs in the LAN namespace, so the loop below finds it anyway; by pid too, in case that namespace lost its name.
   const dnsmasqPid = desc?.lan?.dhcp.pid ?? null;
   const dnsmasq = dnsmasqPid !== null && processAlive(dnsmasqPid) && cmdline(dnsmasqPid).includes(dnsmasqFile(prefix, 'pid')) ? [dnsmasqPid] : [];
@@ -820,9 +1005,9 @@ export async function labDown(prefix: string, progress: Progress = () => undefin
     progress(`stopping ${pids.length} process${pids.length > 1 ? 'es' : ''} (${daemons.length} vsw daemon${daemons.length === 1 ? '' : 's'}${dnsmasq.length ? ', dnsmasq' : ''})`);
     killed = (await terminate(pids, 5000)).killed.length;
   }
-  // Containers first, then hosts (and the router, the outside host), then the underlay and the LAN:
-  // the order links were made in, reversed.
-  const rank = (ns: string): number => (ns.endsWith('-ul') || ns.endsWith('-lan') ? 2 : /-[cl]\d+$/.test(ns) ? 0 : 1);
+  // Containers first, then hosts (and the router, the outside host, the fabric host), then the underlay,
+  // the LAN and the top-of-rack switch: the order links were made in, reversed.
+  const rank = (ns: string): number => (ns.endsWith('-ul') || ns.endsWith('-lan') || ns.endsWith('-tor') ? 2 : /-[cl]\d+$/.test(ns) ? 0 : 1);
   const ordered = [...namespaces].sort((a, b) => rank(a) - rank(b));
   const failed: string[] = [];
   for (const ns of ordered) {
@@ -933,21 +1118,31 @@ export interface LanStatus {
   dnsmasq: 'running' | 'not running';
   /** Leases in dnsmasq's lease file (the containers have static addresses: these are other DHCP clients'). */
   leases: number;
-  /** Each namespace of the LAN (LAN, router, outside host, the LAN containers) and whether it exists. */
+  /** Each namespace of the LAN (LAN, router, outside host, the LAN containers; the fabric host and top-of-rack switch with l2tunnel) and whether it exists. */
   namespaces: { netns: string; exists: boolean }[];
+  /** The fabric host's daemon (--lan-mode l2tunnel); null without one. */
+  fabric: { daemon: 'running' | 'not running'; answers: boolean } | null;
 }
 
-/** Whether dnsmasq runs and the LAN's namespaces exist; null for a lab without --lan. */
-export function lanStatus(desc: LabDescription): LanStatus | null {
+/** Whether dnsmasq (and the fabric host's daemon) runs and the LAN's namespaces exist; null for a lab without --lan. */
+export async function lanStatus(desc: LabDescription): Promise<LanStatus | null> {
   const lan = desc.lan;
   if (!lan) return null;
   const pid = lan.dhcp.pid;
   const running = pid !== null && processAlive(pid) && cmdline(pid).includes(lan.dhcp.pidFile);
-  const names = [lan.netns, lan.router.netns, lan.outside.netns, ...lan.containers.map((c) => c.netns)];
+  const fab = lan.fabric ?? null;
+  const names = [lan.netns, lan.router.netns, lan.outside.netns, ...(fab ? [fab.netns, fab.tor.netns] : []), ...lan.containers.map((c) => c.netns)];
+  let fabric: LanStatus['fabric'] = null;
+  if (fab) {
+    const up = fab.pid !== null && processAlive(fab.pid) && cmdline(fab.pid).includes(fab.socket);
+    const answers = up && (await vsw(fab, ['network', 'ls'], { allowFail: true, timeoutMs: 5000 })).code === 0;
+    fabric = { daemon: up ? 'running' : 'not running', answers };
+  }
   return {
     dnsmasq: running ? 'running' : 'not running',
     leases: readLeases(lan.dhcp.leaseFile).length,
     namespaces: names.map((netns) => ({ netns, exists: existsSync(`/run/netns/${netns}`) })),
+    fabric,
   };
 }
 

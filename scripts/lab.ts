@@ -6,6 +6,9 @@
  *   scripts/lab up --lan [--lan-mode l2bridge]     and a physical LAN (bridge, dnsmasq, router, outside
  *                                                  host) with a transparent (or l2bridge) network on every
  *                                                  host's uplink
+ *   scripts/lab up --lan-mode l2tunnel             the same LAN reached through a fabric host (its own
+ *                                                  daemon, an l2bridge network with a fabric port) from
+ *                                                  l2tunnel networks on the hosts' uplinks
  *   scripts/lab iperf [--from h1-c1] [--to h2-c1]  iperf3 between two containers
  *   scripts/lab status                             what runs, what answers
  *   scripts/lab down                               remove everything
@@ -21,7 +24,7 @@ import { BenchError, Interrupted, interrupt, intOption, liveChildren } from './b
 import {
   CLI,
   LAB_DEFAULTS,
-  LAN_MODES,
+  LAN_MODE_LIST,
   LIMITS,
   checkPrefix,
   findContainer,
@@ -78,10 +81,18 @@ function summary(desc: LabDescription, check: string | null): string {
     lines.push(`    DHCP: dnsmasq pid ${lan.dhcp.pid} on ${lan.dhcp.serverIp}, pool ${lan.dhcp.rangeStart}-${lan.dhcp.rangeEnd}, leases ${lan.dhcp.leaseFile}`);
     lines.push(`    router: namespace ${lan.router.netns}  ${lan.router.lanIp} on the LAN, ${lan.router.outsideIp} towards the outside host`);
     lines.push(`    outside host: namespace ${lan.outside.netns}  ${lan.outside.ip} (${lan.outside.subnet}), one hop behind the router`);
+    const fab = lan.fabric;
+    if (fab) {
+      lines.push(`    fabric host: namespace ${fab.netns}  ${fab.uplink} ${fab.lanIp} (port ${fab.lanPort} of ${lan.bridge})  daemon pid ${fab.pid}`);
+      lines.push(`        socket ${fab.socket}  log ${fab.log}`);
+      lines.push(`        ${fab.network.driver} network ${fab.network.name} --uplink ${fab.uplink} --fabric ${fab.fabricIf} (port ${fab.tor.port} of ${fab.tor.bridge} in ${fab.tor.netns}, the top-of-rack switch)`);
+      for (const a of fab.addresses) lines.push(`        fabric endpoint ${a.name.padEnd(7)} ${a.ip} at ${a.hostMac}  endpoint ${a.endpoint}`);
+    }
     lines.push(`    ${lan.network.driver} network ${lan.network.name} on every host, gateway ${lan.network.gateway}:`);
     for (const u of lan.uplinks) {
       const c = lan.containers.find((x) => x.host === u.host);
-      lines.push(`    ${u.host}  uplink ${u.ifname}${u.hostAddress ? ` ${u.hostAddress}` : ''} (port ${u.bridgePort} of ${lan.bridge})  --ip-range ${u.ipRange}` +
+      const port = fab ? `port ${u.bridgePort} of ${fab.tor.bridge} in ${fab.tor.netns}` : `port ${u.bridgePort} of ${lan.bridge}`;
+      lines.push(`    ${u.host}  uplink ${u.ifname}${u.hostAddress ? ` ${u.hostAddress}` : ''} (${port})  --ip-range ${u.ipRange}` +
         (c ? `  ${c.id} namespace ${c.netns}  ${c.ifname} ${c.ip}/${c.prefixLength}  endpoint ${c.endpoint}` : ''));
     }
   }
@@ -98,15 +109,25 @@ function summary(desc: LabDescription, check: string | null): string {
   if (lan && l) {
     cmds.push([`ip netns exec ${lan.outside.netns} ping -c 3 ${l.ip}`, `outside host -> ${l.id}, through the router and the LAN`]);
     cmds.push([labCmd(`iperf --from out --to ${l.id}`, desc.prefix), `iperf3 outside host -> ${l.id}`]);
-    const macs = lan.network.driver === 'l2bridge' ? "only the hosts' MACs" : "the containers' own MACs";
+    const macs = lan.network.driver === 'transparent' ? "the containers' own MACs" : lan.fabric ? "only the fabric host's MAC" : "only the hosts' MACs";
     cmds.push([`ip netns exec ${lan.netns} tcpdump -eni ${lan.bridge} not port 67`, `the LAN's frames, with ${macs}`]);
     cmds.push([`${vswCmd} --socket ${h1.socket} stats`, `the uplink's counters on host ${h1.name}`]);
+    const fab = lan.fabric;
+    const l2 = lan.containers[1];
+    if (fab) {
+      if (l2) cmds.push([`ip netns exec ${l.netns} ping -c 3 ${l2.ip}`, `${l.id} -> ${l2.id}, through the fabric host`]);
+      cmds.push([`ip netns exec ${fab.tor.netns} tcpdump -eni ${fab.tor.bridge} icmp`, 'what the hosts send the fabric host, and back']);
+      cmds.push([`${vswCmd} --socket ${fab.socket} network inspect ${fab.network.name}`, "the fabric host's stage counters (hairpinned: container to container)"]);
+      cmds.push([`${vswCmd} --socket ${fab.socket} stats`, 'one row per container address, with its policy drops']);
+      if (l2) cmds.push([`${vswCmd} --socket ${fab.socket} policy acl add ${l2.id} --action block --priority 10 --direction in --src-prefix ${l.ip}/32`, `${l2.id}'s policy, on the fabric host`]);
+    }
     cmds.push([`cat ${lan.dhcp.leaseFile}`, "dnsmasq's leases"]);
   }
   cmds.push([labCmd('iperf', desc.prefix), `iperf3 ${a?.id ?? 'h1-c1'} -> ${b?.id ?? 'h2-c1'}`]);
   cmds.push([labCmd('status', desc.prefix), '']);
   cmds.push([labCmd('down', desc.prefix), 'remove everything']);
-  const w = Math.max(...cmds.map(([c]) => c.length));
+  // Aligned comments, but not to the longest lines (a policy command): those keep theirs two spaces off.
+  const w = Math.max(...cmds.map(([c]) => c.length).filter((n) => n <= 100));
   lines.push('', 'try:', ...cmds.map(([c, why]) => (why ? `  ${c.padEnd(w)}  # ${why}` : `  ${c}`)));
   return lines.join('\n');
 }
@@ -158,6 +179,13 @@ async function up(f: UpFlags): Promise<void> {
       checks.push(rtt !== null ? `check: ${name} -> ${to} ping answered in ${rtt} ms` : `check: ${name} -> ${to} ping got NO answer: look at the daemons' logs and \`vsw stats\``);
     }
   }
+  // l2tunnel: containers of different hosts reach each other, through the fabric host (each to the next, around).
+  const lc = lan?.fabric ? lan.containers : [];
+  for (let k = 0; lc.length > 1 && k < lc.length; k++) {
+    const [from, to] = [lc[k], lc[(k + 1) % lc.length]];
+    const rtt = await pingOnce(from.netns, to.ip, 5);
+    checks.push(rtt !== null ? `check: ${from.id} -> ${to.id} ping answered in ${rtt} ms (through the fabric host)` : `check: ${from.id} -> ${to.id} ping got NO answer: look at the fabric host's \`vsw network inspect lan\` and \`vsw stats\``);
+  }
   const check = checks.length ? checks.join('\n') : null;
   process.stdout.write(f.json ? JSON.stringify(desc, null, 2) + '\n' : summary(desc, check) + '\n');
 }
@@ -189,7 +217,7 @@ async function status(f: { prefix: string; json?: boolean }): Promise<void> {
   }
   await labPreflight();
   const hosts = await labStatus(desc);
-  const lan = lanStatus(desc);
+  const lan = await lanStatus(desc);
   if (f.json) {
     process.stdout.write(JSON.stringify({ lab: desc, status: hosts, lan }, null, 2) + '\n');
     return;
@@ -211,9 +239,16 @@ async function status(f: { prefix: string; json?: boolean }): Promise<void> {
         (missing.length ? `  namespace${missing.length > 1 ? 's' : ''} MISSING: ${missing.join(', ')}` : ''),
     );
     for (const c of desc.lan.containers) lines.push(`    ${c.id.padEnd(7)} ${c.ip}  ${desc.lan.network.driver} network ${desc.lan.network.name}`);
+    const fab = desc.lan.fabric;
+    if (fab && lan.fabric) {
+      const daemon = lan.fabric.daemon === 'running' ? (lan.fabric.answers ? 'daemon answers' : 'daemon runs but does NOT answer') : 'daemon NOT running';
+      lines.push(`fabric host ${fab.netns}  ${fab.lanIp}  ${daemon}  ${fab.socket}  (${fab.addresses.length} fabric endpoint${fab.addresses.length === 1 ? '' : 's'})`);
+    }
   }
   process.stdout.write(lines.join('\n') + '\n');
-  const bad = hosts.some((h) => !h.answers || !h.netns || h.containers.some((c) => !c.netns)) || (lan !== null && (lan.dnsmasq !== 'running' || lan.namespaces.some((n) => !n.exists)));
+  const bad =
+    hosts.some((h) => !h.answers || !h.netns || h.containers.some((c) => !c.netns)) ||
+    (lan !== null && (lan.dnsmasq !== 'running' || lan.namespaces.some((n) => !n.exists) || (lan.fabric !== null && !lan.fabric.answers)));
   if (bad) process.exitCode = 1;
 }
 
@@ -281,9 +316,9 @@ function program(): Command {
     .addOption(new Option('--driver <driver>', 'network driver (internal: a separate network per host, for trying the lab without overlay)').default(LAB_DEFAULTS.driver).hideHelp())
     .addOption(new Option('--log-level <level>', 'log level of the daemons').default(LAB_DEFAULTS.logLevel).hideHelp())
     .option('--lan', 'also a physical LAN: a bridge with dnsmasq (DHCP), a router with an outside host behind it, every host\'s uplink on it carrying a network "lan" (transparent; see --lan-mode) with one container')
-    .option('--lan-mode <driver>', `the LAN network's driver, ${LAN_MODES.join(' or ')} (default ${LAB_DEFAULTS.lanMode}; implies --lan)`)
+    .option('--lan-mode <driver>', `the LAN network's driver, ${LAN_MODE_LIST} (default ${LAB_DEFAULTS.lanMode}; implies --lan); l2tunnel puts a fabric host with its own daemon between the hosts and the LAN`)
     .option('--json', 'print the lab description (as stored in /run/vsw-lab/PREFIX.json) instead of the summary')
-    .addHelpText('after', '\nExamples:\n  scripts/lab up --hosts 3 --containers 1\n  scripts/lab up --lan\n  scripts/lab up --lan-mode l2bridge\n')
+    .addHelpText('after', '\nExamples:\n  scripts/lab up --hosts 3 --containers 1\n  scripts/lab up --lan\n  scripts/lab up --lan-mode l2bridge\n  scripts/lab up --lan-mode l2tunnel\n')
     .action(up);
 
   p.command('down')
@@ -305,7 +340,7 @@ function program(): Command {
     .action(iperf);
 
   p.command('status')
-    .description('whether each daemon (and the LAN\'s dnsmasq) runs and answers and each namespace exists (exit 1 if not)')
+    .description('whether each daemon (and the LAN\'s dnsmasq, and the fabric host\'s daemon) runs and answers and each namespace exists (exit 1 if not)')
     .addOption(prefixOption())
     .option('--json', 'print the lab description and status as JSON')
     .action(status);
