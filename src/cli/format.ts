@@ -71,7 +71,7 @@ export function formatSwitchStats(sw: SwitchStats): string {
 }
 
 export function formatStats(stats: StatsResponse): string {
-  const uplinks = (stats.uplinks ?? []).map((u) => [u.vlan === undefined ? u.interface : `${u.interface}.${u.vlan}`, u.network, String(u.rxFrames), String(u.rxBytes), String(u.txFrames), String(u.txBytes), u.down ? `down: ${u.down}` : formatDrops(u.drops)]);
+  const uplinks = (stats.uplinks ?? []).map((u) => [u.fabric ? `${u.interface} (fabric)` : u.vlan === undefined ? u.interface : `${u.interface}.${u.vlan}`, u.network, String(u.rxFrames), String(u.rxBytes), String(u.txFrames), String(u.txBytes), u.down ? `down: ${u.down}` : formatDrops(u.drops)]);
   const uplinkTable = uplinks.length > 0 ? `\n\n${formatTable(['UPLINK', 'NETWORK', 'RX-FRAMES', 'RX-BYTES', 'TX-FRAMES', 'TX-BYTES', 'DROPS'], uplinks)}` : '';
   return `${formatPortStats(stats.ports)}${uplinkTable}\n\n${formatSwitchStats(stats.switch)}`;
 }

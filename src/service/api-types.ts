@@ -71,7 +71,7 @@ export interface Network {
   nat?: NatInfo;
   /** overlay networks: the tunnel. */
   overlay?: OverlayInfo;
-  /** transparent and l2bridge networks: the host interface they ride on. */
+  /** transparent, l2bridge and l2tunnel networks: the host interface they ride on. */
   uplink?: UplinkInfo;
   /** l2bridge networks of a fabric host: the port toward l2tunnel container hosts (--fabric), whose container addresses are fabric endpoints. */
   fabric?: UplinkInfo;
@@ -287,7 +287,7 @@ export interface SwitchStats {
 
 export interface StatsResponse {
   ports: PortStats[];
-  /** The host interfaces transparent and l2bridge networks ride on (one row per network), with their port counters. */
+  /** The host interfaces networks ride on (uplinks and fabric ports, one row each), with their port counters. */
   uplinks: UplinkStats[];
   switch: SwitchStats;
 }
@@ -296,6 +296,8 @@ export type UplinkStats = Omit<PortStats, 'endpoint' | 'name' | 'netns' | 'ifnam
   interface: string;
   /** The network's VLAN on it, when tagged. */
   vlan?: number;
+  /** A fabric port (toward l2tunnel container hosts), not an uplink. */
+  fabric?: true;
   /** Why it is not attached, when it is not. */
   down?: string;
 };

@@ -4,8 +4,8 @@
  * so the three can never disagree.
  */
 import { netnsInode, netnsMounted, type InterfaceConfig } from '../host/index.js';
-import type { DataPlanePort } from '../switch/dataplane.js';
-import type { Endpoint } from './api-types.js';
+import type { DataPlanePort, NatGatewaySpec, NetworkSpec, OverlayNetworkSpec } from '../switch/dataplane.js';
+import type { Endpoint, Network } from './api-types.js';
 import type { EndpointRecord, NetworkRecord } from './state.js';
 
 /** The container's interface: MAC, address, default route via the gateway, and the overlay's MTU. */
@@ -65,4 +65,9 @@ export function endpointPort(record: Pick<EndpointRecord, 'endpoint' | 'fd' | 'p
     // An overlay port takes frames up to 1500 whatever its MTU: one larger than the tunnel's is answered with ICMP frag-needed, not dropped unseen.
     mtu: mtu === undefined ? uplinkMtu : Math.max(1500, mtu),
   };
+}
+
+/** A network as the data plane builds it (its stages), the same at creation and after a restart. */
+export function networkSpec(network: Pick<Network, 'driver' | 'ipam'>, nat?: NatGatewaySpec, overlay?: OverlayNetworkSpec): NetworkSpec {
+  return { nat, overlay, l2bridge: network.driver === 'l2bridge', l2tunnel: network.driver === 'l2tunnel', dhcp: network.ipam === 'dhcp' };
 }

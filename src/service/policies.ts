@@ -203,7 +203,11 @@ export class PolicyService {
   }
 
   setQos(idOrName: string, req: QosPolicy): Promise<QosPolicy> {
-    return this.update(idOrName, (policy) => {
+    return this.update(idOrName, (policy, record) => {
+      if (record.endpoint.fabric !== undefined) {
+        // The cap pauses reading the port's fd, and a fabric endpoint shares its fabric port's with every other address.
+        throw badRequest(`endpoint ${record.endpoint.name} is a fabric endpoint, with no device of its own to pause: cap it with a meter rule instead (vsw policy acl add ${record.endpoint.name} --action meter ...).`);
+      }
       policy.qos = validateQos(req.maxEgress, req.burst);
       return qosView(policy)!;
     });

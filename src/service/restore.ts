@@ -29,7 +29,7 @@ import type { OverlayService } from './overlay.js';
 import type { UplinkService } from './uplink.js';
 import { Rollback } from './rollback.js';
 import type { DataPlane } from '../switch/dataplane.js';
-import { endpointInterface, endpointNetnsPresent, endpointPort } from './endpoint-config.js';
+import { endpointInterface, endpointNetnsPresent, endpointPort, networkSpec } from './endpoint-config.js';
 import type { EndpointRecord, NetworkRecord, State } from './state.js';
 import { currentNetns, StateFileError, type RuntimeState, type SavedState } from './state-file.js';
 import { attachEndpointTap, removeEndpointTap } from './taps.js';
@@ -197,6 +197,8 @@ export async function restoreState(ctx: RestoreContext, saved: SavedState, ipams
   }
   for (const record of state.endpoints.values()) {
     const fabricPortless = record.endpoint.fabric !== undefined && (state.networks.get(record.endpoint.network)!.fabric?.fd ?? -1) < 0;
+    // Down with its fabric port: the health check puts it back with the port.
+    if (fabricPortless) record.down = 'its fabric port is down';
     if ((record.fd < 0 && record.endpoint.fabric === undefined) || fabricPortless) continue;
     const net = state.networks.get(record.endpoint.network)!;
     try {
@@ -270,7 +272,7 @@ async function restoreNetwork(ctx: RestoreContext, saved: SavedState['networks']
       record.overlay = { info, tunnelPortId, uplinkKey: tunnel.uplinkKey, uplinkId: tunnel.uplinkId, remotes: new Map(remotes.map((r) => [r.mac, r])) };
       overlaySpec = tunnel.spec;
     }
-    await dataPlane.addNetwork(network.id, network.name, { nat: natSpec, overlay: overlaySpec, l2bridge: network.driver === 'l2bridge', dhcp: network.ipam === 'dhcp' });
+    await dataPlane.addNetwork(network.id, network.name, networkSpec(network, natSpec, overlaySpec));
     for (const remote of saved.overlay?.remotes ?? []) await dataPlane.addRemote(network.id, remote);
     if (saved.uplink) {
       record.uplink = { info: { ...saved.uplink.info }, fd: -1, portId: saved.uplink.portId, down: null };
@@ -283,6 +285,8 @@ async function restoreNetwork(ctx: RestoreContext, saved: SavedState['networks']
     if (saved.fabric) {
       record.fabric = { info: { ...saved.fabric.info }, fd: -1, portId: saved.fabric.portId, down: null };
       state.portIds.take(saved.fabric.portId);
+      const guard = uplinkGuardTableName(saved.fabric.info.interface);
+      if (!state.host.nftTables.includes(guard)) state.host.nftTables.push(guard);
       await ctx.uplinks.restoreFabric(record);
     }
   } catch (err) {

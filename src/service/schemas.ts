@@ -102,11 +102,11 @@ export const CreateNetworkBody = Type.Object(
         str(64),
         'a subnet or FIRST-LAST range string inside the subnet',
         'pass --ip-range CIDR or leave it out',
-        "overlay, transparent and l2bridge: the part of the subnet this host hands out, as CIDR or FIRST-LAST; default for overlay a share by the VTEP's place among all VTEPs, otherwise the whole subnet.",
+        "overlay, transparent, l2bridge and l2tunnel: the part of the subnet this host hands out, as CIDR or FIRST-LAST; default for overlay a share by the VTEP's place among all VTEPs, otherwise the whole subnet.",
       ),
     ),
     uplink: optional(
-      field(str(15), 'an interface name of 1 to 15 characters', 'pass --uplink IFNAME', 'transparent and l2bridge: the host interface the network rides on; containers appear on its LAN with their own MACs (transparent) or all with its MAC (l2bridge).'),
+      field(str(15), 'an interface name of 1 to 15 characters', 'pass --uplink IFNAME', 'transparent, l2bridge and l2tunnel: the host interface the network rides on; containers appear on its LAN with their own MACs (transparent) or all with its MAC (l2bridge, l2tunnel).'),
     ),
     fabric: optional(
       field(
@@ -129,7 +129,7 @@ export const CreateNetworkBody = Type.Object(
         Type.Integer(),
         'a whole number from 1 to 4094',
         'pass --vlan N or leave it out',
-        'transparent and l2bridge: the 802.1Q VLAN of the uplink the network is on; frames leave tagged with it and only its frames come in. Default: untagged.',
+        'transparent, l2bridge and l2tunnel: the 802.1Q VLAN of the uplink the network is on; frames leave tagged with it and only its frames come in. Default: untagged.',
       ),
     ),
     owner: optional(

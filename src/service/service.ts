@@ -48,8 +48,9 @@ import {
   type Network,
   type RemoteEndpointRequest,
   type StatsResponse,
+  type UplinkStats,
 } from './api-types.js';
-import type { DhcpLease } from '../dhcp/index.js';
+import { hostnameProblem, type DhcpLease } from '../dhcp/index.js';
 import { DhcpService, type DhcpDataPlane } from './dhcp.js';
 import { ApiError, badRequest, conflict, notFound, sentence, upstreamTimeout } from './errors.js';
 import { Ipam, IpamError, macForIp, normalizeMac, parseIpOrCidr, randomLocalMac, subnetContains, subnetsOverlap } from './ipam.js';
@@ -61,11 +62,11 @@ import { UplinkService } from './uplink.js';
 import { CaptureService, type CaptureDataPlane } from './capture.js';
 import { defaultPortPolicy } from '../vfp/policy.js';
 import { Rollback } from './rollback.js';
-import { State, type EndpointRecord, type NetworkRecord } from './state.js';
+import { State, type EndpointRecord, type NetworkRecord, type UplinkRecord } from './state.js';
 import type { RuntimeState, SavedState } from './state-file.js';
 import { attachEndpointTap, closeQuietly, openTap, releaseTap, removeEndpointTap } from './taps.js';
 import { restoreState, type RestoreDataPlane, type RestoreReport } from './restore.js';
-import { DAEMON_NETNS, endpointInterface, endpointNetnsPresent, endpointPort } from './endpoint-config.js';
+import { DAEMON_NETNS, endpointInterface, endpointNetnsPresent, endpointPort, networkSpec } from './endpoint-config.js';
 import { readFailure } from './health.js';
 
 /**
@@ -271,7 +272,7 @@ export class NetworkService {
       const report = await restoreState({ state: this.state, dataPlane: this.dataPlane, nat: this.nat, overlay: this.overlay, uplinks: this.uplinks, logger: this.logger }, saved, ipams, runtime);
       for (const { endpoint, networkId } of this.state.endpoints.values()) {
         if (endpoint.dhcp === undefined) continue;
-        this.dhcp.resume({ id: endpoint.id, mac: endpoint.mac, ...(isHostname(endpoint.name) ? { hostname: endpoint.name } : {}) }, endpoint.portId, networkId, endpoint.ip);
+        this.dhcp.resume(dhcpIdentity(endpoint), endpoint.portId, networkId, endpoint.ip);
       }
       this.announce([...this.state.endpoints.values()].filter((r) => r.down === null));
       await this.commit();
@@ -307,6 +308,11 @@ export class NetworkService {
       const net = [...this.state.networks.values()].find((r) => r.nat?.portId === portId && r.nat.fd === fd);
       if (net?.nat && net.nat.down === null) {
         await this.nat.takeDownHostPort(net, reason);
+        return;
+      }
+      const fabricked = [...this.state.networks.values()].find((r) => r.fabric?.portId === portId && r.fabric.fd === fd);
+      if (fabricked && fabricked.fabric!.down === null) {
+        await this.uplinks.takeDownFabric(fabricked, reason);
         return;
       }
       const uplinked = [...this.state.networks.values()].find((r) => r.uplink?.portId === portId && r.uplink.fd === fd);
@@ -352,6 +358,9 @@ export class NetworkService {
         await this.nat.bringUpHostPort(net).catch((err) => this.logger.debug({ err, network: net.network.name }, 'nat network host interface is still down'));
       }
       for (const net of this.state.networks.values()) {
+        if (net.fabric && net.fabric.down !== null) {
+          await this.uplinks.bringUpFabric(net).catch((err) => this.logger.debug({ err, network: net.network.name }, 'fabric port is still down'));
+        }
         if (!net.uplink || net.uplink.down === null) continue;
         await this.uplinks.bringUp(net).catch((err) => this.logger.debug({ err, network: net.network.name }, 'uplink is still down'));
       }
@@ -393,11 +402,17 @@ export class NetworkService {
       ifname: endpoint.ifname,
       ...this.dataPlane.portCounters(endpoint.portId),
     }));
-    const uplinks = [...this.state.networks.values()].flatMap(({ network, uplink }) =>
-      uplink
-        ? [{ interface: uplink.info.interface, ...(uplink.info.vlan === undefined ? {} : { vlan: uplink.info.vlan }), network: network.name, ...(uplink.down === null ? {} : { down: uplink.down }), ...(uplink.down === null && uplink.portId >= 0 ? this.dataPlane.portCounters(uplink.portId) : NO_COUNTERS) }]
-        : [],
-    );
+    const row = (sock: UplinkRecord, network: string, extra: { vlan?: number; fabric?: true }): UplinkStats => ({
+      interface: sock.info.interface,
+      ...extra,
+      network,
+      ...(sock.down === null ? {} : { down: sock.down }),
+      ...(sock.down === null && sock.portId >= 0 ? this.dataPlane.portCounters(sock.portId) : NO_COUNTERS),
+    });
+    const uplinks = [...this.state.networks.values()].flatMap(({ network, uplink, fabric }) => [
+      ...(uplink ? [row(uplink, network.name, uplink.info.vlan === undefined ? {} : { vlan: uplink.info.vlan })] : []),
+      ...(fabric ? [row(fabric, network.name, { fabric: true })] : []),
+    ]);
     const counters = await this.dataPlane.switchCounters();
     return { ports, uplinks, switch: { ...counters, macTable: { ...counters.macTable } } };
   }
@@ -417,7 +432,7 @@ export class NetworkService {
     // The modes on a physical uplink: containers on the host's LAN.
     const onUplink = req.driver === 'transparent' || req.driver === 'l2bridge' || req.driver === 'l2tunnel';
     if (!onUplink && (req.uplink !== undefined || req.vlan !== undefined)) {
-      throw badRequest(`--uplink and --vlan belong to transparent and l2bridge networks, not ${req.driver} ones: leave them out or pass -d transparent or -d l2bridge.`);
+      throw badRequest(`--uplink and --vlan belong to transparent, l2bridge and l2tunnel networks, not ${req.driver} ones: leave them out or pass one of those with -d.`);
     }
     if (!isNat && (req.transit !== undefined || req.externalIp !== undefined || req.natPorts !== undefined)) {
       throw badRequest(`--transit, --external-ip and --nat-ports belong to nat networks, not ${req.driver} ones: leave them out or pass -d nat.`);
@@ -435,7 +450,7 @@ export class NetworkService {
       throw badRequest(`--ip-range does not go with --ipam dhcp: the LAN's DHCP server picks the addresses; leave it out.`);
     }
     if (!isOverlay && !onUplink && req.ipRange !== undefined) {
-      throw badRequest(`--ip-range belongs to overlay, transparent and l2bridge networks, not ${req.driver} ones: leave it out.`);
+      throw badRequest(`--ip-range belongs to overlay, transparent, l2bridge and l2tunnel networks, not ${req.driver} ones: leave it out.`);
     }
     // The subnet first: the overlay's checks need it well-formed, and the IPAM needs the overlay's share of it.
     const subnetCidr = new Ipam(req.subnet).cidr;
@@ -456,7 +471,7 @@ export class NetworkService {
       const gateway = ipam.gateway ?? (isNat ? ipam.reservedGateway : null);
       const prepared = isNat ? await this.nat.prepare(req, ipam, id, rollback) : undefined;
       const tunnel = plan ? await this.overlay.attach(plan, rollback) : undefined;
-      await this.dataPlane.addNetwork(id, req.name, { nat: prepared?.spec, overlay: tunnel?.spec, l2bridge: req.driver === 'l2bridge', l2tunnel: req.driver === 'l2tunnel', dhcp: req.ipam === 'dhcp' });
+      await this.dataPlane.addNetwork(id, req.name, networkSpec({ driver: req.driver, ...(req.ipam === 'dhcp' ? { ipam: 'dhcp' as const } : {}) }, prepared?.spec, tunnel?.spec));
       rollback.add(`remove network ${req.name} from the data plane`, () => this.dataPlane.removeNetwork(id));
       const network: Network = {
         name: req.name,
@@ -474,12 +489,14 @@ export class NetworkService {
       if (uplink) {
         record.uplink = { info: uplink, fd: -1, portId: -1, down: null };
         await this.uplinks.attach(record, rollback);
-        rollback.add(`remove the guard of ${uplink.interface}`, () => this.uplinks.removeGuard(record));
-        await this.uplinks.guard(record);
       }
       if (fabric) {
         record.fabric = { info: fabric, fd: -1, portId: -1, down: null };
         await this.uplinks.attachFabric(record, rollback);
+      }
+      if (uplink) {
+        rollback.add(`remove the guards of ${uplink.interface}${fabric ? ` and ${fabric.interface}` : ''}`, () => this.uplinks.removeGuard(record));
+        await this.uplinks.guard(record);
       }
       this.state.networks.set(network.name, record);
       rollback.add(`forget network ${network.name}`, () => this.state.networks.delete(network.name));
@@ -636,6 +653,7 @@ export class NetworkService {
     return this.mutex.run(async () => {
       const net = this.state.requireNetwork(networkName);
       if (!net.fabric) throw badRequest(`network ${networkName} has no fabric port: fabric endpoints belong to an l2bridge network made with --fabric IFNAME.`);
+      if (net.fabric.down !== null) throw conflict(`the fabric port ${net.fabric.info.interface} of network ${networkName} is down (${net.fabric.down}): bring the interface up (vsw reattaches it within seconds) and try again.`);
       if (req.name !== undefined) this.checkEndpointNameFree(req.name);
       const mac = normalizeMac(req.mac);
       const rollback = new Rollback(this.logger);
@@ -686,7 +704,7 @@ export class NetworkService {
   private async leaseAddress(endpoint: Endpoint, net: NetworkRecord, rollback: Rollback): Promise<void> {
     let lease: DhcpLease;
     try {
-      lease = await this.dhcp.acquire({ id: endpoint.id, mac: endpoint.mac, ...(isHostname(endpoint.name) ? { hostname: endpoint.name } : {}) }, endpoint.portId, net.network.id);
+      lease = await this.dhcp.acquire(dhcpIdentity(endpoint), endpoint.portId, net.network.id);
     } catch (err) {
       throw upstreamTimeout(sentence((err as Error).message));
     }
@@ -697,7 +715,12 @@ export class NetworkService {
     }
     const holder = this.state.endpointsOn(net.network.name).find((r) => r.endpoint.ip === ip);
     if (holder) throw conflict(`the LAN's DHCP server leased ${ip}, which endpoint ${describe(holder)} has: check the server's leases (two clients with one client id?).`);
-    net.ipam.reserve(ip);
+    try {
+      net.ipam.reserve(ip);
+    } catch (err) {
+      if (!(err instanceof IpamError)) throw err;
+      throw conflict(`the LAN's DHCP server leased ${ip}, which network ${net.network.name} keeps for its gateway or cannot hand out: give the network the LAN's router as --gateway, or exclude it from the server's range.`);
+    }
     rollback.add(`release ${ip}`, () => net.ipam.release(ip));
     endpoint.ip = ip;
     endpoint.prefixLength = lease.prefixLength;
@@ -719,8 +742,14 @@ export class NetworkService {
           return;
         }
         const old = endpoint.ip;
+        try {
+          // The new address first: a refusal leaves the endpoint its old one, still reserved.
+          net.ipam.reserve(lease.address);
+        } catch (err) {
+          this.logger.error({ err, endpoint: id, address: lease.address }, 'the DHCP server leased an address vsw cannot give the endpoint; it keeps its old one');
+          return;
+        }
         net.ipam.release(old);
-        net.ipam.reserve(lease.address);
         endpoint.ip = lease.address;
         endpoint.prefixLength = lease.prefixLength;
         record.policy.spoofGuard.ips = [lease.address];
@@ -912,7 +941,7 @@ function leaseView(lease: DhcpLease): EndpointLease {
   return { server: lease.serverId, ...(lease.router === null ? {} : { router: lease.router }), leaseSeconds: lease.leaseSeconds, granted: new Date(lease.obtainedAt).toISOString() };
 }
 
-/** Whether a name may go to the DHCP server as the client's host name (option 12): a DNS label. */
-function isHostname(name: string): boolean {
-  return /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/.test(name);
+/** Who the endpoint is to the LAN's DHCP server: its MAC, and its name as host name when it is a valid one. */
+function dhcpIdentity(endpoint: Endpoint): { id: string; mac: string; hostname?: string } {
+  return { id: endpoint.id, mac: endpoint.mac, ...(hostnameProblem(endpoint.name) === null ? { hostname: endpoint.name } : {}) };
 }

@@ -24,6 +24,7 @@ import type { CreateNetworkRequest, UplinkInfo } from './api-types.js';
 import { badRequest, conflict } from './errors.js';
 import { subnetContains } from './ipam.js';
 import type { Rollback } from './rollback.js';
+import { endpointPort } from './endpoint-config.js';
 import { closeQuietly } from './taps.js';
 import type { NetworkRecord, State, UplinkRecord } from './state.js';
 
@@ -106,17 +107,18 @@ export class UplinkService {
    * vsw's first, so a reset after a crash removes it.
    */
   async guard(record: NetworkRecord): Promise<void> {
-    const ifname = record.uplink!.info.interface;
-    const table = uplinkGuardTableName(ifname);
-    await this.state.ownNftTable(table, this.commit);
-    await installUplinkGuard(table, ifname, this.guardedAddresses(ifname));
+    for (const ifname of guardedInterfaces(record)) {
+      const table = uplinkGuardTableName(ifname);
+      await this.state.ownNftTable(table, this.commit);
+      await installUplinkGuard(table, ifname, this.guardedAddresses(ifname));
+    }
   }
 
-  /** The endpoint addresses of every network on the interface (VLANs share it, and its one table). */
+  /** The endpoint addresses of every network on the interface (VLANs share an uplink, and its one table). */
   private guardedAddresses(ifname: string, leaving?: NetworkRecord): string[] {
     const out: string[] = [];
     for (const r of this.state.networks.values()) {
-      if (r === leaving || r.uplink?.info.interface !== ifname) continue;
+      if (r === leaving || !guardedInterfaces(r).includes(ifname)) continue;
       for (const e of this.state.endpointsOn(r.network.name)) out.push(e.endpoint.ip);
     }
     return out;
@@ -125,7 +127,7 @@ export class UplinkService {
   /** The guard tables the networks want (after a restart, the others in the ledger go). */
   wantedTables(): Set<string> {
     const wanted = new Set<string>();
-    for (const r of this.state.networks.values()) if (r.uplink) wanted.add(uplinkGuardTableName(r.uplink.info.interface));
+    for (const r of this.state.networks.values()) for (const ifname of guardedInterfaces(r)) wanted.add(uplinkGuardTableName(ifname));
     return wanted;
   }
 
@@ -194,6 +196,44 @@ export class UplinkService {
     }
   }
 
+  /**
+   * The fabric port stopped receiving (its interface went down or away): its
+   * addresses' ports go first (they write to its socket), then the port; the
+   * endpoints are down until bringUpFabric.
+   */
+  async takeDownFabric(record: NetworkRecord, reason: string): Promise<void> {
+    const fabric = record.fabric!;
+    fabric.down = reason;
+    for (const e of this.state.endpointsOn(record.network.name)) {
+      if (e.endpoint.fabric === undefined || e.down !== null) continue;
+      e.down = 'its fabric port is down';
+      await this.dataPlane.removePort(e.endpoint.portId).catch((err) => this.logger.warn({ err, endpoint: e.endpoint.id }, 'data plane could not remove a fabric endpoint'));
+    }
+    await this.dataPlane.removePort(fabric.portId).catch((err) => this.logger.warn({ err, network: record.network.name }, 'data plane could not remove the fabric port'));
+    if (fabric.fd >= 0) closeQuietly(fabric.fd, this.logger, `the socket on ${fabric.info.interface}`);
+    fabric.fd = -1;
+    this.logger.warn({ network: record.network.name, fabric: fabric.info.interface, reason }, 'fabric port is down; vsw keeps trying to bring it back');
+  }
+
+  /** Opens the fabric port again when its interface is up, and puts its addresses back; throws, staying down, when it cannot yet. */
+  async bringUpFabric(record: NetworkRecord): Promise<void> {
+    const fabric = record.fabric!;
+    const link = tapLinkInfo(fabric.info.interface);
+    if (link === null || !link.up) {
+      fabric.down = link === null ? 'the interface does not exist' : 'the interface is down';
+      throw new Error(`interface ${fabric.info.interface}: ${fabric.down}`);
+    }
+    fabric.info.mac = link.mac;
+    await this.attachFabric(record);
+    for (const e of this.state.endpointsOn(record.network.name)) {
+      if (e.endpoint.fabric === undefined || e.down === null) continue;
+      await this.dataPlane.addPort(endpointPort(e, record));
+      e.down = null;
+    }
+    await this.guard(record);
+    this.logger.info({ network: record.network.name, fabric: fabric.info.interface }, 'fabric port attached');
+  }
+
   async tearDownFabric(record: NetworkRecord): Promise<void> {
     if (record.fabric) await this.close(record, record.fabric, 'fabric');
   }
@@ -217,38 +257,40 @@ export class UplinkService {
   }
 
   /**
-   * The network leaves its uplink's guard: the table goes with the last
-   * network on the interface, and is forgotten (saved with the next commit);
+   * The network leaves its interfaces' guards: a table goes with the last
+   * network on its interface, and is forgotten (saved with the next commit);
    * a failure is logged and the ledger keeps it for the next start.
    */
   async removeGuard(record: NetworkRecord): Promise<void> {
-    const ifname = record.uplink!.info.interface;
-    const table = uplinkGuardTableName(ifname);
-    const others = [...this.state.networks.values()].some((r) => r !== record && r.uplink?.info.interface === ifname);
-    if (others) {
-      await installUplinkGuard(table, ifname, this.guardedAddresses(ifname, record)).catch((err) => this.logger.warn({ err, network: record.network.name, table }, 'could not update the uplink guard'));
-      return;
-    }
-    try {
-      await removeNftTable(table);
-      this.state.host.nftTables = this.state.host.nftTables.filter((t) => t !== table);
-    } catch (err) {
-      this.logger.warn({ err, network: record.network.name, table }, 'could not remove the uplink guard table');
+    for (const ifname of guardedInterfaces(record)) {
+      const table = uplinkGuardTableName(ifname);
+      const others = [...this.state.networks.values()].some((r) => r !== record && guardedInterfaces(r).includes(ifname));
+      if (others) {
+        await installUplinkGuard(table, ifname, this.guardedAddresses(ifname, record)).catch((err) => this.logger.warn({ err, network: record.network.name, table }, 'could not update the uplink guard'));
+        continue;
+      }
+      try {
+        await removeNftTable(table);
+        this.state.host.nftTables = this.state.host.nftTables.filter((t) => t !== table);
+      } catch (err) {
+        this.logger.warn({ err, network: record.network.name, table }, 'could not remove the uplink guard table');
+      }
     }
   }
 
   /** After a restart: the uplink again, or down with the reason (the network stays; the health check keeps trying). */
   async restore(record: NetworkRecord): Promise<void> {
     try {
-      await this.bringUp(record);
+      // Not the guard yet: it is made once the endpoints are back (an empty one now would open a window).
+      await this.bringUp(record, false);
     } catch (err) {
       record.uplink!.down = (err as Error).message;
       this.logger.error({ err, network: record.network.name, uplink: record.uplink!.info.interface }, 'transparent network has no uplink; vsw keeps trying to open it');
     }
   }
 
-  /** Opens the uplink again when its interface is there and up; throws, staying down, when it cannot yet. */
-  async bringUp(record: NetworkRecord): Promise<void> {
+  /** Opens the uplink again when its interface is there and up (and its guard, unless `guard` is false); throws, staying down, when it cannot yet. */
+  async bringUp(record: NetworkRecord, guard = true): Promise<void> {
     const uplink = record.uplink!;
     const link = tapLinkInfo(uplink.info.interface);
     if (link === null || !link.up) {
@@ -259,7 +301,7 @@ export class UplinkService {
     uplink.info.mtu = link.mtu;
     await this.attach(record);
     // An interface that went away took the guard's hook with it: the table is made again.
-    await this.guard(record);
+    if (guard) await this.guard(record);
     this.logger.info({ network: record.network.name, uplink: uplink.info.interface }, 'uplink attached');
   }
 
@@ -272,4 +314,12 @@ export class UplinkService {
     uplink.fd = -1;
     this.logger.warn({ network: record.network.name, uplink: uplink.info.interface, reason }, 'uplink is down; vsw keeps trying to bring it back');
   }
+}
+
+/** The interfaces a network's guard covers: its uplink's, and its fabric port's (hairpinned frames come to that port's MAC). */
+function guardedInterfaces(r: NetworkRecord): string[] {
+  const out: string[] = [];
+  if (r.uplink) out.push(r.uplink.info.interface);
+  if (r.fabric) out.push(r.fabric.info.interface);
+  return out;
 }

@@ -914,12 +914,14 @@ export class Switch implements PortHost, StageHost {
     const ports = ingress.network!.ports;
     if (f.steps !== null) f.step('flood', 'destination MAC not learned (or group address): every other port of the network, each through its inbound layers');
     let allowed = 0;
+    let eligible = 0;
     let blockedReason = 0;
     for (let i = 0; i < ports.length; i++) {
       const p = ports[i];
       p.lastQueuedOffset = -1;
       // A fabric address's frames all go to one container host: a flood would reach it once per address.
       if (p === ingress || p.kind === PortKind.FABRIC_ADDRESS) continue;
+      eligible++;
       for (let w = 0; w < KEY_WORDS; w++) side[w] = key[w];
       // Receivers of a flood start no connection (a broadcast is not one, and one receiver at its
       // bound must not stop the frame for the others); replies to a tracked connection still pass.
@@ -938,7 +940,7 @@ export class Switch implements PortHost, StageHost {
     }
     if (allowed === 0) {
       // None to flood to is noEgress; every receiver refusing it is a drop for the last one's reason.
-      if (ports.length <= 1) this.countDrop(f, ingress.id, DropReason.noEgress);
+      if (eligible === 0) this.countDrop(f, ingress.id, DropReason.noEgress);
       else if (dry) this.countDrop(f, ingress.id, blockedReason);
       return;
     }

@@ -10,7 +10,7 @@ import test from 'ava';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { assertOneSentence, capture, createEndpoint, restartDaemon, startDaemon, teardown, type DaemonHandle, type EndpointJson } from './helpers/daemon.js';
+import { assertOneSentence, capture, createEndpoint, NFT, restartDaemon, startDaemon, teardown, type DaemonHandle, type EndpointJson } from './helpers/daemon.js';
 import { buildLan, plugIntoLan } from './helpers/lan.js';
 import { addNetns, inNetns, ping, runPrefix, sh, spawnInNetns } from './helpers/env.js';
 
@@ -116,11 +116,45 @@ test.serial("policy runs on the fabric host, per address: c2's own rule stops c1
   t.is(none.ports.find((p) => p.name === 'c2')?.drops.policyBlock ?? 0, 0, 'the container host blocked nothing');
 });
 
+test.serial("the fabric host's own stack is kept off the container addresses on its fabric port too; a QoS cap is refused for a fabric endpoint", async (t) => {
+  const guard = await inNetns(fhost, NFT, ['list', 'table', 'netdev', 'vsw_guard_eth2']);
+  t.is(guard.code, 0, `the fabric port has a guard table: ${guard.stderr}`);
+  for (const e of ep) t.true(guard.stdout.includes(e.ip), `it holds ${e.ip}`);
+  const qos = await f.vsw(['policy', 'qos', 'set', 'c1', '--max-egress', '10mbit']);
+  assertOneSentence(t, qos, 'QoS on a fabric endpoint');
+  t.regex(qos.stderr, /fabric endpoint, with no device of its own to pause: cap it with a meter rule instead/);
+});
+
+test.serial('when the fabric port goes down its endpoints are down, and they come back with it', async (t) => {
+  const states = async (): Promise<string[]> => (await f.vswJson<{ name: string; state: string }[]>(['endpoint', 'ls', '--json'])).map((e) => `${e.name}=${e.state}`).sort();
+  const until = async (want: string[]): Promise<void> => {
+    const deadline = Date.now() + 15_000;
+    while (JSON.stringify(await states()) !== JSON.stringify(want)) {
+      if (Date.now() > deadline) throw new Error(`endpoints: ${JSON.stringify(await states())}, wanted ${JSON.stringify(want)}`);
+      await sleep(200);
+    }
+  };
+  await ip(['-n', fhost, 'link', 'set', 'eth2', 'down']);
+  await until(['c1=down', 'c2=down']);
+  const refused = await f.vsw(['fabric', 'add', 'fab', '--ip', '192.168.241.15', '--mac', hostMac]);
+  assertOneSentence(t, refused, 'fabric add while the port is down');
+  t.regex(refused.stderr, /the fabric port eth2 of network fab is down/);
+  await ip(['-n', fhost, 'link', 'set', 'eth2', 'up']);
+  await until(['c1=up', 'c2=up']);
+  t.true(await ping(outside, ep[0].ip, 5), 'the LAN reaches c1 again');
+  const stats = await f.vswJson<{ uplinks: { interface: string; fabric?: boolean; rxFrames: number }[] }>(['stats', '--json']);
+  t.truthy(stats.uplinks.find((u) => u.interface === 'eth2' && u.fabric === true), `vsw stats lists the fabric port: ${JSON.stringify(stats.uplinks)}`);
+});
+
 test.serial('the fabric host restarts with its fabric port and addresses; bad fabric requests are refused with one sentence; a removed address is no longer served', async (t) => {
   t.is(await f.stop('SIGTERM'), 0);
   f = await restartDaemon(f);
   t.true(await ping(outside, ep[0].ip, 5), 'the LAN reaches c1 again through the restarted fabric host');
   t.false(await ping(ep[0].netns, ep[1].ip, 2), "c2's policy came back with it");
+  t.is(await c.stop('SIGTERM'), 0);
+  c = await restartDaemon(c);
+  t.true(await ping(ep[0].netns, OUTSIDE_IP, 5), 'after the container host restarts, c1 reaches the LAN');
+  t.false(await ping(ep[0].netns, ep[1].ip, 2), 'and c1 -> c2 still goes through the fabric host, whose policy stops it (not switched on the container host)');
   const cases: [string, DaemonHandle, string[], RegExp][] = [
     ['fabric add on a network without a fabric port', c, ['fabric', 'add', 'tun', '--ip', '192.168.241.12', '--mac', hostMac], /network tun has no fabric port/],
     ['--fabric on a transparent network', f, ['network', 'create', 'x1', '-d', 'transparent', '--uplink', 'eth2', '--fabric', 'eth1', '--subnet', '10.241.0.0/24'], /--fabric belongs to l2bridge networks/],

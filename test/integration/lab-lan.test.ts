@@ -211,9 +211,9 @@ test.serial('up --lan refuses an overlay subnet that overlaps the LAN, and an un
   const r = await lab(['up', '--lan', '--subnet', '192.168.57.0/24', '--prefix', `${prefix}x`]);
   assertOneSentence(t, r, 'up --lan with the LAN\'s subnet');
   t.regex(r.stderr, /overlaps the lab's LAN 192\.168\.57\.0\/24/);
-  const mode = await lab(['up', '--lan-mode', 'l2tunnel', '--prefix', `${prefix}x`]);
-  assertOneSentence(t, mode, 'up --lan-mode l2tunnel');
-  t.regex(mode.stderr, /--lan-mode takes transparent or l2bridge, not "l2tunnel"/);
+  const mode = await lab(['up', '--lan-mode', 'macvlan', '--prefix', `${prefix}x`]);
+  assertOneSentence(t, mode, 'up --lan-mode macvlan');
+  t.regex(mode.stderr, /--lan-mode takes transparent, l2bridge or l2tunnel, not "macvlan"/);
   t.deepEqual(await namespacesWithPrefix(`${prefix}x`), [], 'nothing was built');
 });
 

@@ -117,7 +117,7 @@ test.serial('bad uplinks are refused with one sentence and nothing is made', asy
     ['no uplink', ['-d', 'transparent', '--subnet', '192.168.216.0/24'], /pass --uplink IFNAME/],
     ['missing interface', ['-d', 'transparent', '--uplink', `${prefix}-no`, '--subnet', '192.168.216.0/24'], /does not exist on this host/],
     ['uplink already carrying a network', ['-d', 'transparent', '--uplink', uplink, '--subnet', '192.168.217.0/24'], /already carries network/],
-    ['uplink on another driver', ['-d', 'internal', '--uplink', uplink, '--subnet', '192.168.218.0/24'], /--uplink and --vlan belong to transparent and l2bridge networks/],
+    ['uplink on another driver', ['-d', 'internal', '--uplink', uplink, '--subnet', '192.168.218.0/24'], /--uplink and --vlan belong to transparent, l2bridge and l2tunnel networks/],
     ['not an Ethernet interface', ['-d', 'transparent', '--uplink', 'lo', '--subnet', '192.168.220.0/24'], /is not an Ethernet interface/],
   ];
   await ip(['link', 'add', `${prefix}-dn`, 'type', 'veth', 'peer', 'name', `${prefix}-dp`]); // created down

@@ -103,7 +103,7 @@ test.serial('bad VLANs are refused with one sentence and nothing is made', async
     ['VLAN 4095', ['-d', 'l2bridge', '--uplink', UPLINK, '--vlan', '4095', '--subnet', '10.241.0.0/24'], /VLAN 4095 is out of range/],
     ['a VLAN the uplink carries already', ['-d', 'transparent', '--uplink', UPLINK, '--vlan', '100', '--subnet', '10.242.0.0/24'], /already carries network v100 on VLAN 100/],
     ['untagged twice', ['-d', 'l2bridge', '--uplink', UPLINK, '--subnet', '10.243.0.0/24'], /already carries network flat untagged/],
-    ['a VLAN on an internal network', ['-d', 'internal', '--vlan', '300', '--subnet', '10.244.0.0/24'], /--uplink and --vlan belong to transparent and l2bridge networks/],
+    ['a VLAN on an internal network', ['-d', 'internal', '--vlan', '300', '--subnet', '10.244.0.0/24'], /--uplink and --vlan belong to transparent, l2bridge and l2tunnel networks/],
   ];
   for (const [what, args, message] of cases) {
     const r = await d.vsw(['network', 'create', `${prefix}-bad`, ...args]);

@@ -45,6 +45,7 @@ test('container host: every container frame leaves by the uplink with its MAC, a
   t.deepEqual(fds(back), [101], 'and comes back from the fabric host to B, by address');
   t.is(formatMac(frameOf(back[0]), 0), B.mac);
   t.is(sw.stages(1)[0].counters.tunneled, 3);
+  t.deepEqual(send(UPLINK, buildArpRequest({ srcMac: '02:00:00:00:0d:77', srcIp: '192.168.80.30', targetIp: A.ip })), [], "ARP for a container is not answered here: the fabric host answers for it (a neighbour must not reach A past the fabric's policy)");
 });
 
 const ETH_SHA = 14 + ArpField.SHA;
@@ -65,8 +66,10 @@ test('fabric host: per-address ports, hairpin with each address\'s policy, ARP a
   const hair = send(FABRIC, ab);
   t.deepEqual(fds(hair), [108], 'A -> B hairpins back to the container host');
   t.is(formatMac(frameOf(hair[0]), 0), HOST_MAC, "to the container host's MAC");
-  t.is(readPortCounters(counters, 0).rxFrames, 2, "the ARP and the frame counted on A's address port");
-  t.is(readPortCounters(counters, 1).txFrames, 1, "and on B's");
+  t.is(formatMac(frameOf(hair[0]), 6), FABRIC_MAC, "from the fabric port's (a switch on the way must not learn the host's MAC on the fabric side)");
+  t.is(formatMac(frameOf(send(FABRIC, ab)[0]), 6), FABRIC_MAC, 'also from the flow cache');
+  t.is(readPortCounters(counters, 0).rxFrames, 3, "the ARP and the two frames counted on A's address port");
+  t.is(readPortCounters(counters, 1).txFrames, 2, "and the frames on B's");
 
   // B's own policy: nothing in from A.
   const blockA = defaultPortPolicy(HOST_MAC, B.ip);

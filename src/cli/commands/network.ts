@@ -41,11 +41,11 @@ export function networkCommand(): Command {
     .option('--peer <ip>', "overlay: another host's VTEP address (repeatable)", collectValues)
     .option('--vxlan-port <port>', 'overlay: UDP port of VXLAN on every host (default 4789)', (v) => parseWholeNumber(v, '--vxlan-port'))
     .option('--mtu <bytes>', "overlay: the endpoints' MTU (default: the underlay interface's MTU minus 50)", (v) => parseWholeNumber(v, '--mtu'))
-    .option('--uplink <ifname>', 'transparent and l2bridge: the host interface the network rides on; containers appear on its LAN with their own MACs (transparent) or all with its MAC (l2bridge)')
+    .option('--uplink <ifname>', 'transparent, l2bridge and l2tunnel: the host interface the network rides on; containers appear on its LAN with their own MACs (transparent) or all with its MAC (l2bridge, l2tunnel)')
     .option('--fabric <ifname>', 'l2bridge: make this host a fabric host; the interface faces container hosts whose l2tunnel networks send every frame here (their addresses: vsw fabric add)')
     .option('--ipam <mode>', "transparent: where endpoints' addresses come from: static (vsw hands them out from --subnet/--ip-range, the default) or dhcp (the LAN's DHCP server, asked by vsw with each endpoint's MAC)")
-    .option('--vlan <id>', 'transparent and l2bridge: the 802.1Q VLAN (1 to 4094) of the uplink the network is on; several networks share an uplink on different VLANs (default: untagged)', (v) => parseWholeNumber(v, '--vlan'))
-    .option('--ip-range <cidr>', "overlay, transparent and l2bridge: the addresses this host hands out, a subnet or FIRST-LAST (overlay default: this host's share by its VTEP's place among all VTEPs; otherwise the whole subnet)")
+    .option('--vlan <id>', 'transparent, l2bridge and l2tunnel: the 802.1Q VLAN (1 to 4094) of the uplink the network is on; several networks share an uplink on different VLANs (default: untagged)', (v) => parseWholeNumber(v, '--vlan'))
+    .option('--ip-range <cidr>', "overlay, transparent, l2bridge and l2tunnel: the addresses this host hands out, a subnet or FIRST-LAST (overlay default: this host's share by its VTEP's place among all VTEPs; otherwise the whole subnet)")
     .addOption(leafSocketOption())
     .addHelpText(
       'after',

@@ -14,13 +14,14 @@
  * knows (fabricUnknownSource). A FABRIC_ADDRESS port is a member (frames are
  * delivered to it by address, see L2BridgeStage) that is never flooded to:
  * a broadcast would otherwise go back to the container host once per
- * address. It writes to its FABRIC port's socket.
+ * address. What is queued on it moves to its FABRIC port's queue at its
+ * flush, so the socket is written once per batch for all addresses.
  */
 import { ArpField } from '../../packet/arp.js';
 import { read16, read32 } from '../../packet/bytes.js';
 import { DropReason } from '../../packet/drop-reasons.js';
 import { macHi16, macLo32, mustParseMac } from '../../packet/ethernet.js';
-import { COUNTER_COLUMNS, RX_BYTES, RX_FRAMES } from '../counters.js';
+import { COUNTER_COLUMNS, RX_BYTES, RX_FRAMES, TX_BYTES, TX_FRAMES } from '../counters.js';
 import { AddressTable } from '../address-table.js';
 import type { SwitchNetwork } from '../network.js';
 import { FlushPhase, PortKind, SwitchPort, type PortDriver, type PortHost } from './port.js';
@@ -51,6 +52,7 @@ class FabricDriver implements PortDriver {
       counters[row + RX_FRAMES]++;
       counters[row + RX_BYTES] += len;
       bytes += len;
+      if (host.capture.active) host.captureIngress(from, off, len);
       host.switchFrame(from, off, len, now);
     }
     return bytes;
@@ -65,8 +67,11 @@ class FabricDriver implements PortDriver {
     return undefined;
   }
 
-  flush(port: SwitchPort): void {
-    // Nothing is queued on the socket itself: frames for the container host go through its addresses.
+  /** What the addresses moved onto the socket's queue this batch: one native write for all of them. */
+  flush(port: SwitchPort, host: PortHost): void {
+    const n = port.txCount;
+    if (n === 0) return;
+    transmitCounted(host, port, host.io.buffer, port.txOffsets, port.txLengths, n, port.txBytes);
     port.txCount = 0;
     port.txBytes = 0;
   }
@@ -83,10 +88,14 @@ class FabricAddressDriver implements PortDriver {
     return 0;
   }
 
+  /** Counted here, written by the fabric port: its flush comes later in the same phase, with every address's frames. */
   flush(port: SwitchPort, host: PortHost): void {
     const n = port.txCount;
     if (n === 0) return;
-    transmitCounted(host, port, host.io.buffer, port.txOffsets, port.txLengths, n, port.txBytes, this.fabric.fd);
+    const row = port.id * COUNTER_COLUMNS;
+    host.counters[row + TX_FRAMES] += n;
+    host.counters[row + TX_BYTES] += port.txBytes;
+    for (let i = 0; i < n; i++) host.queue(this.fabric, port.txOffsets[i], port.txLengths[i], port.txHashes[i], port.txReplyTo[i]);
     port.txCount = 0;
     port.txBytes = 0;
   }

@@ -90,15 +90,9 @@ export class L2BridgeStage implements NetworkStage {
         if (f.steps !== null) f.step('l2bridge', `no container has ${formatIpv4Addr(key[KeyWord.DST_IP])}: the host's own traffic`);
         return this.notLocal(host, f);
       }
-      // A rewrite like a policy's: the flow cache replays it for the flow's next frames.
-      const d = host.decision;
-      key[KeyWord.DST_MAC_HI] = d.dstMacHi = port.deviceMacHi;
-      key[KeyWord.DST_MAC_LO] = d.dstMacLo = port.deviceMacLo;
-      d.rwFlags |= Rewrite.DST_MAC;
       if (!f.dryRun) this.deliveredByIp++;
       if (f.steps !== null) f.step('l2bridge', `to ${formatIpv4Addr(key[KeyWord.DST_IP])} at the uplink's MAC: delivered to ${port.name} with its own MAC`);
-      host.forward(f, port);
-      return StageResult.DONE;
+      return deliverTo(host, f, port);
     }
     const buf = host.buffer;
     const et = f.off + meta[Meta.ETHERTYPE_AT];
@@ -115,6 +109,12 @@ export class L2BridgeStage implements NetworkStage {
       return this.notLocal(host, f);
     }
     const op = read16(buf, arp + ArpField.OPER);
+    if (op === ArpOp.Request && this.tunnelAll) {
+      // The fabric host answers for every container address; an answer from here too would let a
+      // neighbour on the segment (another container host) send to this host directly, past the fabric's policy.
+      if (f.steps !== null) f.step('l2tunnel', `ARP for ${formatIpv4Addr(target)}: the fabric host answers for container addresses, not this host`);
+      return this.notLocal(host, f);
+    }
     if (op === ArpOp.Request) {
       writeArpReply(buf, f.off, arp, this.macHi, this.macLo);
       if (!f.dryRun) this.arpAnswered++;
@@ -156,14 +156,17 @@ export class L2BridgeStage implements NetworkStage {
       if ((key[KeyWord.DST_MAC_HI] & 0x0100) !== 0) return StageResult.CONTINUE;
       const port = this.addresses.get(key[KeyWord.DST_IP]);
       if (port === undefined) return StageResult.CONTINUE;
-      const d = host.decision;
-      key[KeyWord.DST_MAC_HI] = d.dstMacHi = port.deviceMacHi;
-      key[KeyWord.DST_MAC_LO] = d.dstMacLo = port.deviceMacLo;
-      d.rwFlags |= Rewrite.DST_MAC;
       if (!f.dryRun) this.hairpinned++;
-      if (f.steps !== null) f.step('l2bridge', `to ${formatIpv4Addr(key[KeyWord.DST_IP])}: delivered by address to ${port.name}${port.kind === PortKind.FABRIC_ADDRESS ? ' (hairpin through the fabric host)' : ''}`);
-      host.forward(f, port);
-      return StageResult.DONE;
+      if (f.steps !== null) f.step('l2bridge', `to ${formatIpv4Addr(key[KeyWord.DST_IP])}: delivered by address to ${port.name}${port.kind === PortKind.FABRIC_ADDRESS ? " (hairpin through the fabric host, from the fabric port's MAC)" : ''}`);
+      if (port.kind === PortKind.FABRIC_ADDRESS) {
+        // From the MAC the sender resolved the address to: a learning switch between the container
+        // hosts and the fabric port must not learn the sender's host MAC on the fabric port.
+        const d = host.decision;
+        key[KeyWord.SRC_MAC_HI] = d.srcMacHi = this.fabricMacHi;
+        key[KeyWord.SRC_MAC_LO] = d.srcMacLo = this.fabricMacLo;
+        d.rwFlags |= Rewrite.SRC_MAC;
+      }
+      return deliverTo(host, f, port);
     }
     const buf = host.buffer;
     const et = f.off + meta[Meta.ETHERTYPE_AT];
@@ -192,4 +195,15 @@ export class L2BridgeStage implements NetworkStage {
   counters(): Record<string, number> {
     return { containers: this.addresses.size, arpAnswered: this.arpAnswered, deliveredByIp: this.deliveredByIp, tunneled: this.tunneled, hairpinned: this.hairpinned };
   }
+}
+
+/** The frame goes to `port` with the MAC of its device as destination: a rewrite like a policy's, which the flow cache replays for the flow's next frames. */
+function deliverTo(host: StageHost, f: FrameContext, port: SwitchPort): number {
+  const key = host.key;
+  const d = host.decision;
+  key[KeyWord.DST_MAC_HI] = d.dstMacHi = port.deviceMacHi;
+  key[KeyWord.DST_MAC_LO] = d.dstMacLo = port.deviceMacLo;
+  d.rwFlags |= Rewrite.DST_MAC;
+  host.forward(f, port);
+  return StageResult.DONE;
 }
