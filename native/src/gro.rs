@@ -24,6 +24,7 @@
 //! Every length and offset is checked before use; nothing here allocates.
 
 use crate::csum;
+use crate::rx::SOURCE_WORDS;
 use std::ptr;
 
 /// Arguments that make no sense: segment_size 0, ranges outside the buffer, regions or arrays that overlap.
@@ -379,6 +380,149 @@ pub unsafe fn vxlan_gro(buf: *mut u8, size: usize, r: &Request, offsets: Array, 
     }
 }
 
+/// info[2k] of a slot whose datagram joined the frame of an earlier slot (vxlan_gro_slots).
+pub const SLOT_ABSORBED: u32 = 0xffff_ffff;
+
+/// The rx batch vxlan_gro_slots works on, as the rx engine lands it (see rx.rs): datagram k at
+/// k * slot_size + headroom - 8, its inner frame lengths[k] bytes long (negative: none),
+/// sources[SOURCE_WORDS * k] its sender, sources[SOURCE_WORDS * k + 2] nonzero when the kernel
+/// coalesced several datagrams into the slot (a GRO blob: vxlan_gro's).
+pub struct Slots {
+    pub slot_size: usize,
+    pub headroom: usize,
+    pub count: usize,
+}
+
+/// Datagram k of the batch (VXLAN header included), or None for a blob, a malformed slot or a length the slot cannot hold.
+unsafe fn slot_datagram<'a>(buf: *const u8, s: &Slots, lengths: &[i32], sources: &[u32], k: usize) -> Option<&'a [u8]> {
+    if sources[SOURCE_WORDS * k + 2] != 0 || lengths[k] < 0 {
+        return None;
+    }
+    let len = lengths[k] as usize + VXLAN_LEN;
+    if len > s.slot_size - s.headroom + VXLAN_LEN {
+        return None;
+    }
+    Some(std::slice::from_raw_parts(buf.add(k * s.slot_size + s.headroom - VXLAN_LEN), len))
+}
+
+/// Appends the payloads of the run's other datagrams to the first one's inner frame, in its own
+/// slot, and makes that frame a TSO super-frame (IP length and checksum, PSH, the TCP checksum
+/// field holding the pseudo-header sum). False, touching nothing, when the slot cannot hold it.
+unsafe fn flush_slots(buf: *mut u8, s: &Slots, lengths: &[i32], run: &Run) -> bool {
+    let end = run.head.end;
+    let len = end + run.merged;
+    if s.headroom + len > s.slot_size {
+        return false;
+    }
+    let frame = buf.add(run.first * s.slot_size + s.headroom);
+    let mut to = lengths[run.first] as usize;
+    for k in run.first + 1..run.first + run.count {
+        let n = lengths[k] as usize - end;
+        // Another slot's bytes into this slot's free room: never the same memory.
+        ptr::copy_nonoverlapping(buf.add(k * s.slot_size + s.headroom + end), frame.add(to), n);
+        to += n;
+    }
+    let f = std::slice::from_raw_parts_mut(frame, len);
+    put16(f, IP + 2, (len - IP) as u16);
+    put16(f, IP + 10, 0);
+    let c = csum::checksum(&f[IP..TCP], 0);
+    put16(f, IP + 10, c);
+    if run.psh {
+        f[TCP + 13] |= TCP_PSH;
+    }
+    let partial = csum::sum16(&[], pseudo_sum(f, len - TCP));
+    put16(f, TCP + 16, partial);
+    true
+}
+
+/// Software GRO across the single datagrams of one rx batch, in place: where a veth or a NIC
+/// without GRO hands a UDP_GRO socket every datagram on its own, consecutive slots holding
+/// consecutive TCP segments of one inner flow from one sender (the rules of a GRO blob: same
+/// VXLAN header, MACs, addresses, ports, ack, window and options, ACK or ACK|PSH, verified
+/// checksums, MSS-sized but the last) become one TSO super-frame in the first slot: the others'
+/// payloads are appended after its own (a slot holds 64 KiB). Their VXLAN headers stay where
+/// they were, so the caller still checks the first one in place.
+///
+/// info (2 words per slot) says what became of each: info[2k] = 0 for a slot left as it came;
+/// (hdr_len << 16) | gso_size and info[2k + 1] = the new inner frame length for the first slot
+/// of a merged run (its vnet header is the caller's to write: NEEDS_CSUM at byte 34 + 16, GSO
+/// TCPV4, once the VXLAN header has been read); SLOT_ABSORBED for a slot whose payload is now in
+/// an earlier slot's frame. lengths and sources are only read. Returns the number of merged runs,
+/// or MALFORMED for arguments that make no sense.
+///
+/// # Safety
+/// `buf` must be writable for `size` bytes and each array readable (info writable) for its element count.
+pub unsafe fn vxlan_gro_slots(buf: *mut u8, size: usize, s: &Slots, lengths: (*const i32, usize), sources: (*const u32, usize), info: Array) -> i32 {
+    if s.headroom < VXLAN_LEN || s.headroom >= s.slot_size || s.slot_size.checked_mul(s.count).map_or(true, |n| n > size) {
+        return MALFORMED;
+    }
+    if s.count > lengths.1 || s.count.checked_mul(SOURCE_WORDS).map_or(true, |n| n > sources.1) || s.count.checked_mul(2).map_or(true, |n| n > info.1) {
+        return MALFORMED;
+    }
+    if s.count == 0 {
+        return 0;
+    }
+    // info is written and the slots are: neither may share memory with anything else here.
+    let regions = [
+        (info.0 as usize, 8 * s.count),
+        (buf as usize, s.slot_size * s.count),
+        (lengths.0 as usize, 4 * s.count),
+        (sources.0 as usize, 4 * SOURCE_WORDS * s.count),
+    ];
+    for i in 0..2 {
+        for j in i + 1..regions.len() {
+            if !disjoint(regions[i].0, regions[i].1, regions[j].0, regions[j].1) {
+                return MALFORMED;
+            }
+        }
+    }
+    let lengths = std::slice::from_raw_parts(lengths.0, s.count);
+    let sources = std::slice::from_raw_parts(sources.0, SOURCE_WORDS * s.count);
+    let info = slice(info.0, 2 * s.count);
+    info.fill(0);
+    let mut runs = 0;
+    let mut k = 0;
+    while k < s.count {
+        let head = slot_datagram(buf, s, lengths, sources, k).and_then(|d| qualify(&d[VXLAN_LEN..]).map(|q| (d, q)));
+        let (d, q) = match head {
+            Some(h) => h,
+            None => {
+                k += 1;
+                continue;
+            }
+        };
+        let mut run = Run { first: k, count: 1, head: q, merged: q.payload, psh: q.psh, open: !q.psh };
+        let mut j = k + 1;
+        while j < s.count && run.open && sources[SOURCE_WORDS * j] == sources[SOURCE_WORDS * k] {
+            let c = match slot_datagram(buf, s, lengths, sources, j) {
+                Some(c) => c,
+                None => break,
+            };
+            match qualify(&c[VXLAN_LEN..]) {
+                Some(cq) if joins(&run, d, c, &cq) => {
+                    run.count += 1;
+                    run.merged += cq.payload;
+                    run.psh = cq.psh;
+                    run.open = !cq.psh && cq.payload == run.head.payload;
+                    j += 1;
+                }
+                _ => break,
+            }
+        }
+        if run.count > 1 && flush_slots(buf, s, lengths, &run) {
+            let end = run.head.end;
+            info[2 * k] = (end as u32) << 16 | run.head.payload as u32;
+            info[2 * k + 1] = (end + run.merged) as u32;
+            for a in k + 1..j {
+                info[2 * a] = SLOT_ABSORBED;
+            }
+            runs += 1;
+        }
+        k = j;
+    }
+    runs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -488,6 +632,133 @@ mod tests {
                 }
             }
             assert_eq!(seen, datagrams, "round {round}");
+        }
+        assert!(merged > 100, "{merged}");
+    }
+    const SLOT: usize = 70_000;
+    const HEADROOM: usize = 128;
+
+    /// An rx batch: datagram k in slot k (VXLAN header at HEADROOM - 8), from sender `from[k]`.
+    fn batch(datagrams: &[Vec<u8>], from: &[u32]) -> (Vec<u8>, Vec<i32>, Vec<u32>) {
+        let mut b = vec![0u8; SLOT * datagrams.len()];
+        let mut l = vec![0i32; datagrams.len()];
+        let mut src = vec![0u32; SOURCE_WORDS * datagrams.len()];
+        for (k, d) in datagrams.iter().enumerate() {
+            let at = k * SLOT + HEADROOM - VXLAN_LEN;
+            b[at..at + d.len()].copy_from_slice(d);
+            l[k] = d.len() as i32 - VXLAN_LEN as i32;
+            src[SOURCE_WORDS * k] = from[k];
+        }
+        (b, l, src)
+    }
+
+    fn run_slots(b: &mut [u8], l: &[i32], src: &[u32]) -> (i32, Vec<u32>) {
+        let n = l.len();
+        let mut info = vec![7u32; 2 * n];
+        let s = Slots { slot_size: SLOT, headroom: HEADROOM, count: n };
+        let r = unsafe { vxlan_gro_slots(b.as_mut_ptr(), b.len(), &s, (l.as_ptr(), n), (src.as_ptr(), src.len()), (info.as_mut_ptr(), info.len())) };
+        (r, info)
+    }
+
+    #[test]
+    fn slots_merge_in_place() {
+        let ds: Vec<Vec<u8>> = (0..4).map(|i| datagram(5000 + (i * MSS) as u32, if i == 3 { 300 } else { MSS }, TCP_ACK)).collect();
+        let (mut b, l, src) = batch(&ds, &[9, 9, 9, 9]);
+        let (r, info) = run_slots(&mut b, &l, &src);
+        assert_eq!(r, 1);
+        assert_eq!(info[0], (66 << 16) | MSS as u32);
+        assert_eq!(info[1] as usize, 66 + 3 * MSS + 300);
+        assert_eq!(&info[2..], &[SLOT_ABSORBED, 0, SLOT_ABSORBED, 0, SLOT_ABSORBED, 0]);
+        let f = &b[HEADROOM..HEADROOM + info[1] as usize];
+        assert_eq!(&b[HEADROOM - VXLAN_LEN..HEADROOM], &ds[0][..VXLAN_LEN], "the VXLAN header is left for the caller");
+        assert_eq!(csum::sum16(&f[IP..TCP], 0), 0xffff);
+        assert_eq!(be16(f, IP + 2), f.len() - IP);
+        assert_eq!(be16(f, TCP + 16), csum::sum16(&[], pseudo_sum(f, f.len() - TCP)) as usize);
+        let mut payload = Vec::new();
+        for d in &ds {
+            payload.extend_from_slice(&d[VXLAN_LEN + 66..]);
+        }
+        assert_eq!(&f[66..], &payload[..]);
+    }
+
+    #[test]
+    fn slots_runs_stop_at_other_senders_blobs_gaps_and_psh() {
+        let seg = |i: usize, flags: u8| datagram(5000 + (i * MSS) as u32, MSS, flags);
+        // 0,1 merge; 2 is from another sender; 3,4 merge, 4 has PSH and closes; 5 is alone (a gap in seq); 6 is a blob.
+        let ds = vec![seg(0, TCP_ACK), seg(1, TCP_ACK), seg(2, TCP_ACK), seg(3, TCP_ACK), seg(4, TCP_ACK | TCP_PSH), seg(6, TCP_ACK), seg(7, TCP_ACK)];
+        let (mut b, l, mut src) = batch(&ds, &[1, 1, 2, 1, 1, 1, 1]);
+        src[SOURCE_WORDS * 6 + 2] = 1000;
+        let (r, info) = run_slots(&mut b, &l, &src);
+        assert_eq!(r, 2);
+        assert_eq!(info[1] as usize, 66 + 2 * MSS);
+        assert_eq!(info[2], SLOT_ABSORBED);
+        assert_eq!(info[4], 0);
+        assert_eq!(info[6] >> 16, 66);
+        assert_eq!(info[8], SLOT_ABSORBED);
+        let f = &b[3 * SLOT + HEADROOM..];
+        assert_eq!(f[TCP + 13], TCP_ACK | TCP_PSH, "the run's last PSH is kept");
+        assert_eq!((info[10], info[12]), (0, 0));
+        // Nothing but the merged heads changed.
+        for k in [2usize, 5, 6] {
+            let at = k * SLOT + HEADROOM - VXLAN_LEN;
+            assert_eq!(&b[at..at + ds[k].len()], &ds[k][..]);
+        }
+    }
+
+    #[test]
+    fn slots_arguments_that_make_no_sense() {
+        let ds = vec![datagram(1, MSS, TCP_ACK)];
+        let (mut b, l, src) = batch(&ds, &[1]);
+        let mut info = vec![0u32; 2];
+        let bad = |s: Slots, b: &mut [u8], info: &mut [u32]| unsafe { vxlan_gro_slots(b.as_mut_ptr(), b.len(), &s, (l.as_ptr(), 1), (src.as_ptr(), 4), (info.as_mut_ptr(), info.len())) };
+        assert_eq!(bad(Slots { slot_size: SLOT, headroom: 4, count: 1 }, &mut b, &mut info), MALFORMED);
+        assert_eq!(bad(Slots { slot_size: SLOT, headroom: HEADROOM, count: 2 }, &mut b, &mut info), MALFORMED);
+        assert_eq!(bad(Slots { slot_size: SLOT, headroom: SLOT, count: 1 }, &mut b, &mut info), MALFORMED);
+        let mut short = vec![0u32; 1];
+        assert_eq!(bad(Slots { slot_size: SLOT, headroom: HEADROOM, count: 1 }, &mut b, &mut short), MALFORMED);
+        assert_eq!(bad(Slots { slot_size: SLOT, headroom: HEADROOM, count: 1 }, &mut b, &mut info), 0);
+    }
+
+    /// Mutated batches never fault, and every datagram is accounted for once: in a merged frame or on its own.
+    #[test]
+    fn slots_mutated_batches_never_fault() {
+        let mut x: u32 = 7;
+        let mut rand = move || {
+            x = x.wrapping_mul(1103515245).wrapping_add(12345);
+            (x >> 8) as usize
+        };
+        let mut merged = 0;
+        for round in 0..1500 {
+            let n = 1 + rand() % 8;
+            let mss = 1 + rand() % MSS;
+            let ds: Vec<Vec<u8>> = (0..n).map(|i| datagram(5000 + (i * mss) as u32, if i + 1 == n { 1 + rand() % mss } else { mss }, TCP_ACK)).collect();
+            let from: Vec<u32> = (0..n).map(|_| if rand() % 9 == 0 { 2 } else { 1 }).collect();
+            let (mut b, mut l, src) = batch(&ds, &from);
+            for _ in 0..rand() % 4 {
+                let k = rand() % n;
+                let at = k * SLOT + HEADROOM - VXLAN_LEN + rand() % ds[k].len();
+                b[at] = rand() as u8;
+            }
+            if round % 7 == 0 {
+                let k = rand() % n;
+                l[k] = rand() as i32 % (SLOT as i32) - 1;
+            }
+            let (r, info) = run_slots(&mut b, &l, &src);
+            assert!(r >= 0, "round {round}");
+            let mut seen = 0;
+            for k in 0..n {
+                match info[2 * k] {
+                    0 => seen += 1,
+                    SLOT_ABSORBED => {}
+                    v => {
+                        let (hdr, size) = ((v >> 16) as usize, (v & 0xffff) as usize);
+                        let payload = info[2 * k + 1] as usize - hdr;
+                        seen += (payload + size - 1) / size;
+                        merged += 1;
+                    }
+                }
+            }
+            assert_eq!(seen, n, "round {round}");
         }
         assert!(merged > 100, "{merged}");
     }

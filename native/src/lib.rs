@@ -433,6 +433,22 @@ unsafe extern "C" fn vxlan_gro(env: napi_env, info: napi_callback_info) -> napi_
     int32(env, gro::vxlan_gro(data, size, &req, offsets, lengths, headers, max))
 }
 
+/// vxlanGroSlots(buf, slotSize, headroom, count, lengths: Int32Array, sources: Uint32Array, info: Uint32Array)
+/// -> merged runs or gro::MALFORMED: GRO across the single datagrams of an rx batch, in place (gro.rs).
+unsafe extern "C" fn vxlan_gro_slots(env: napi_env, info: napi_callback_info) -> napi_value {
+    let [buf, slot_size, headroom, count, lengths, sources, out] = args::<7>(env, info);
+    let (data, size) = tri!(env, get_bytes(env, buf, "buffer"));
+    let slots = gro::Slots {
+        slot_size: tri!(env, get_u32(env, slot_size, "slotSize")) as usize,
+        headroom: tri!(env, get_u32(env, headroom, "headroom")) as usize,
+        count: tri!(env, get_u32(env, count, "count")) as usize,
+    };
+    let (lens, n_lens) = tri!(env, get_u32_array(env, lengths, TYPED_INT32, "lengths"));
+    let (srcs, n_srcs) = tri!(env, get_u32_array(env, sources, TYPED_UINT32, "sources"));
+    let out = tri!(env, get_u32_array(env, out, TYPED_UINT32, "info"));
+    int32(env, gro::vxlan_gro_slots(data, size, &slots, (lens as *const i32, n_lens), (srcs as *const u32, n_srcs), out))
+}
+
 #[no_mangle]
 pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_value) -> napi_value {
     set_fn(env, exports, "tapOpen", tap_open);
@@ -455,6 +471,7 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
     set_fn(env, exports, "segmentTso", segment_tso);
     set_fn(env, exports, "completeChecksum", complete_checksum);
     set_fn(env, exports, "vxlanGro", vxlan_gro);
+    set_fn(env, exports, "vxlanGroSlots", vxlan_gro_slots);
     let mut v = ptr::null_mut();
     napi_create_uint32(env, tap::VNET_HDR_LEN as u32, &mut v);
     napi_set_named_property(env, exports, b"VNET_HDR_LEN\0".as_ptr() as *const _, v);

@@ -45,21 +45,39 @@
  * datagram crossing the underlay is MTU-sized, as with NICs that cannot
  * segment UDP or VXLAN.
  *
+ * Interop, vsw against the kernel itself (the legs of
+ * OVERLAY_INTEROP_VARIANTS): one more kernel host, P-k3 (192.168.56.103),
+ * with a vxlan0 on the lab's own network (its VNI, a container at the
+ * subnet's last address), flooding to lab host h1 alone, which takes it as
+ * a peer (`vsw overlay peer add`). TCP one stream each way between that
+ * container and h1's, with the underlay veths' offloads as they are and with
+ * segmentation off on both (h1's and P-k3's eth0): the kernel's VXLAN GSO
+ * packets then arrive at vsw as MTU-sized datagrams, one by one, as from a
+ * NIC without GRO. The table sets each leg beside the kernel's own figure
+ * for the same variant (kernel to kernel).
+ *
  * The CPU time of both lab daemons over each vsw run is
  * recorded (percent of one core, per host and summed): on this two-core
  * machine the iperf3 client and server, the two daemons and the kernel's
  * softirq work share the cores, so CPU, not the wire, is the limit on both
  * sides.
  */
-import { BenchError, CpuMeter, Interrupted, alternate, cmd, judge, medianOf, procStatusKiB, ratio, waitFor, type Check, type CmdOptions } from '../bench-lib.js';
+import { BenchError, CpuMeter, Interrupted, alternate, cmd, ifMtu, judge, medianOf, parsePrefix, procStatusKiB, ratio, waitFor, type Check, type CmdOptions } from '../bench-lib.js';
 import {
   LAB_DEFAULTS,
+  UNDERLAY_BRIDGE,
+  VXLAN_OVERHEAD,
+  VXLAN_PORT,
+  kernelNetns,
+  kernelUnderlayIp,
   kernelVxlanUp,
   labDown,
   labUp,
   pingOnce,
   processAlive,
   runIperf,
+  underlayNetns,
+  vsw,
   type KernelVxlanTopology,
   type LabDescription,
 } from '../lab-lib.js';
@@ -85,7 +103,19 @@ export const OVERLAY_VARIANTS = {
  * cross them unsegmented: vsw sends UDP GSO datagrams, the kernel VXLAN GSO packets.
  */
 const UNDERLAY_OFFLOADS = { vsw: ['tx-udp-segmentation'], kernel: ['tx-udp_tnl-segmentation', 'tx-udp_tnl-csum-segmentation'] } as const;
-type Variant = (typeof OVERLAY_VARIANTS)[keyof typeof OVERLAY_VARIANTS];
+/**
+ * Interop legs (see the header): TCP 1 stream between a kernel VXLAN host and a vsw host on the
+ * same overlay network, each way, with the underlay's offloads as they are and without segmentation.
+ */
+export const OVERLAY_INTEROP_VARIANTS = {
+  kernelToVsw: 'tcp, kernel -> vsw',
+  vswToKernel: 'tcp, vsw -> kernel',
+  kernelToVswSegmented: 'tcp, kernel -> vsw, underlay segments',
+  vswToKernelSegmented: 'tcp, vsw -> kernel, underlay segments',
+} as const;
+type Variant = (typeof OVERLAY_VARIANTS)[keyof typeof OVERLAY_VARIANTS] | (typeof OVERLAY_INTEROP_VARIANTS)[keyof typeof OVERLAY_INTEROP_VARIANTS];
+/** Which kernel host the interop peer is (P-k3): after the baseline's two. */
+const INTEROP_KERNEL_HOST = 3;
 
 /** One direction of traffic: client container to server container. */
 export interface OverlayPath {
@@ -96,6 +126,20 @@ export interface OverlayPath {
   serverIp: string;
   /** MTU of the client's and the server's interface: the two sides are compared at these. */
   mtu: { client: number | null; server: number | null };
+  /** The host namespaces whose eth0 loses its segmentation offloads (these features) for the "underlay segments" variants. */
+  underlay: { netns: string; features: readonly string[] }[];
+  /** The vsw daemons whose CPU is measured on this path (pids). */
+  daemons: number[];
+}
+
+/** The kernel VXLAN host on the lab's own network (interop legs). */
+export interface InteropPeer {
+  netns: string;
+  underlayIp: string;
+  containerNs: string;
+  containerIp: string;
+  /** The lab host that takes it as a peer, and whose container it talks to. */
+  host: string;
 }
 
 export interface OverlayTopology {
@@ -103,6 +147,10 @@ export interface OverlayTopology {
   kernel: KernelVxlanTopology;
   vsw: OverlayPath;
   kernelPath: OverlayPath;
+  interop: InteropPeer;
+  /** kernel container -> h1's container, and back. */
+  kernelToVsw: OverlayPath;
+  vswToKernel: OverlayPath;
   /** The lab daemons, host by host. */
   daemons: { host: string; pid: number }[];
 }
@@ -125,16 +173,81 @@ async function setupOverlay(ctx: BenchContext): Promise<OverlayTopology> {
   });
   const lab = await labUp({ ...LAB_DEFAULTS, prefix: labPrefix, hosts: 2, containers: 1, logLevel: 'warn' }, (line) => console.error(`bench: overlay: ${line}`));
   const kernel = await kernelVxlanUp(lab, { hosts: 2 });
+  const interop = await interopPeerUp(lab);
   const [a, b] = [lab.hosts[0].containers[0], lab.hosts[1].containers[0]];
   const [ka, kb] = kernel.hosts;
   const daemons = lab.hosts.map((x) => ({ host: x.name, pid: x.pid! }));
+  const vswUnderlay = lab.hosts.map((x) => ({ netns: x.netns, features: UNDERLAY_OFFLOADS.vsw }));
+  const interopUnderlay = [
+    { netns: lab.hosts[0].netns, features: UNDERLAY_OFFLOADS.vsw },
+    { netns: interop.netns, features: UNDERLAY_OFFLOADS.kernel },
+  ];
+  const kernelMtu = await ifMtu(interop.containerNs, 'eth0');
   return {
     lab,
     kernel,
-    vsw: { side: 'vsw', clientNs: a.netns, serverNs: b.netns, clientIp: a.ip, serverIp: b.ip, mtu: { client: a.mtu, server: b.mtu } },
-    kernelPath: { side: 'kernel', clientNs: ka.containerNs, serverNs: kb.containerNs, clientIp: ka.containerIp, serverIp: kb.containerIp, mtu: { client: ka.mtu, server: kb.mtu } },
+    vsw: { side: 'vsw', clientNs: a.netns, serverNs: b.netns, clientIp: a.ip, serverIp: b.ip, mtu: { client: a.mtu, server: b.mtu }, underlay: vswUnderlay, daemons: daemons.map((d) => d.pid) },
+    kernelPath: {
+      side: 'kernel',
+      clientNs: ka.containerNs,
+      serverNs: kb.containerNs,
+      clientIp: ka.containerIp,
+      serverIp: kb.containerIp,
+      mtu: { client: ka.mtu, server: kb.mtu },
+      underlay: kernel.hosts.map((k) => ({ netns: k.netns, features: UNDERLAY_OFFLOADS.kernel })),
+      daemons: [],
+    },
+    interop,
+    kernelToVsw: { side: 'vsw', clientNs: interop.containerNs, serverNs: a.netns, clientIp: interop.containerIp, serverIp: a.ip, mtu: { client: kernelMtu, server: a.mtu }, underlay: interopUnderlay, daemons: [daemons[0].pid] },
+    vswToKernel: { side: 'vsw', clientNs: a.netns, serverNs: interop.containerNs, clientIp: a.ip, serverIp: interop.containerIp, mtu: { client: a.mtu, server: kernelMtu }, underlay: interopUnderlay, daemons: [daemons[0].pid] },
     daemons,
   };
+}
+
+/**
+ * The interop peer (see the header): namespace P-k3 on the lab's underlay with a kernel vxlan0 on
+ * the lab network's VNI, flooding to lab host h1 only, bridged to a container at the subnet's last
+ * address (each lab host hands out its share from the start, so with a few containers per host
+ * that address is free); h1 takes P-k3 as a peer. labDown removes it with the rest (P-*).
+ */
+async function interopPeerUp(lab: LabDescription): Promise<InteropPeer> {
+  const h1 = lab.hosts[0];
+  const vni = lab.network.vni;
+  const subnet = parsePrefix(lab.network.subnet);
+  if (vni === null || !subnet) throw new BenchError(`the overlay scenario needs the lab's overlay network, not a ${lab.network.driver} network.`);
+  const last = (subnet.base + 2 ** (32 - subnet.len) - 2) >>> 0;
+  const netns = kernelNetns(lab.prefix, INTEROP_KERNEL_HOST);
+  const peer: InteropPeer = {
+    netns,
+    underlayIp: kernelUnderlayIp(INTEROP_KERNEL_HOST),
+    containerNs: `${netns}-c1`,
+    containerIp: [last >>> 24, (last >>> 16) & 255, (last >>> 8) & 255, last & 255].join('.'),
+    host: h1.name,
+  };
+  const mtu = lab.underlay.mtu;
+  const inner = String(mtu - VXLAN_OVERHEAD);
+  const port = `k${INTEROP_KERNEL_HOST}`;
+  const ul = underlayNetns(lab.prefix);
+  const run = (file: string, args: string[]) => cmd(file, args);
+  await run('ip', ['netns', 'add', netns]);
+  await run('ip', ['-n', netns, 'link', 'set', 'lo', 'up']);
+  await run('ip', ['-n', ul, 'link', 'add', port, 'mtu', String(mtu), 'type', 'veth', 'peer', 'name', 'eth0', 'mtu', String(mtu), 'netns', netns]);
+  await run('ip', ['-n', ul, 'link', 'set', port, 'master', UNDERLAY_BRIDGE, 'up']);
+  await run('ip', ['-n', netns, 'addr', 'add', `${peer.underlayIp}/24`, 'dev', 'eth0']);
+  await run('ip', ['-n', netns, 'link', 'set', 'eth0', 'up']);
+  await run('ip', ['-n', netns, 'link', 'add', 'vxlan0', 'mtu', inner, 'type', 'vxlan', 'id', String(vni), 'dstport', String(VXLAN_PORT), 'local', peer.underlayIp, 'dev', 'eth0', 'nolearning']);
+  await run('bridge', ['-n', netns, 'fdb', 'append', '00:00:00:00:00:00', 'dev', 'vxlan0', 'dst', h1.underlayIp]);
+  await run('ip', ['-n', netns, 'link', 'add', 'br0', 'type', 'bridge']);
+  await run('ip', ['-n', netns, 'link', 'set', 'vxlan0', 'master', 'br0', 'up']);
+  await run('ip', ['netns', 'add', peer.containerNs]);
+  await run('ip', ['-n', peer.containerNs, 'link', 'set', 'lo', 'up']);
+  await run('ip', ['-n', netns, 'link', 'add', 'veth0', 'mtu', inner, 'type', 'veth', 'peer', 'name', 'eth0', 'mtu', inner, 'netns', peer.containerNs]);
+  await run('ip', ['-n', netns, 'link', 'set', 'veth0', 'master', 'br0', 'up']);
+  await run('ip', ['-n', netns, 'link', 'set', 'br0', 'up']);
+  await run('ip', ['-n', peer.containerNs, 'addr', 'add', `${peer.containerIp}/${subnet.len}`, 'dev', 'eth0']);
+  await run('ip', ['-n', peer.containerNs, 'link', 'set', 'eth0', 'up']);
+  await vsw(h1, ['overlay', 'peer', 'add', lab.network.name, peer.underlayIp]);
+  return peer;
 }
 
 /** A few pings until the path answers: ARP resolved (or suppressed), MACs and VTEPs learned. */
@@ -147,7 +260,7 @@ function checkLabIntact(t: OverlayTopology): void {
   for (const d of t.daemons) {
     if (!processAlive(d.pid)) throw new BenchError(`the vsw daemon of lab host ${d.host} (pid ${d.pid}) exited during the overlay runs; its log: ${t.lab.hosts.find((x) => x.name === d.host)?.log}.`);
   }
-  checkNamespaces([t.vsw, t.kernelPath]);
+  checkNamespaces([t.vsw, t.kernelPath, t.kernelToVsw]);
 }
 
 function fmtRate(r: OverlayRunRecord): string {
@@ -156,22 +269,21 @@ function fmtRate(r: OverlayRunRecord): string {
   return `failed: ${r.error}`;
 }
 
-/** Turns the segmentation offloads of one side's underlay veths off or on. */
-async function underlayOffloads(t: OverlayTopology, side: OverlayPath['side'], on: boolean, opts: CmdOptions = {}): Promise<void> {
-  const hosts = side === 'vsw' ? t.lab.hosts.map((x) => x.netns) : t.kernel.hosts.map((k) => k.netns);
-  for (const ns of hosts) {
-    await cmd('ip', ['netns', 'exec', ns, 'ethtool', '-K', 'eth0', ...UNDERLAY_OFFLOADS[side].flatMap((f) => [f, on ? 'on' : 'off'])], opts);
+/** Turns the segmentation offloads of a path's underlay veths off or on. */
+async function underlayOffloads(p: OverlayPath, on: boolean, opts: CmdOptions = {}): Promise<void> {
+  for (const u of p.underlay) {
+    await cmd('ip', ['netns', 'exec', u.netns, 'ethtool', '-K', 'eth0', ...u.features.flatMap((f) => [f, on ? 'on' : 'off'])], opts);
   }
 }
 
 async function measureOverlay(ctx: BenchContext, t: OverlayTopology, p: OverlayPath, variant: Variant, run: number): Promise<OverlayRunRecord> {
   const udp = variant === OVERLAY_VARIANTS.udp;
-  const segmented = variant === OVERLAY_VARIANTS.tcpSegmented;
+  const segmented = variant.endsWith('underlay segments');
   const streams = variant === OVERLAY_VARIANTS.tcpMulti ? OVERLAY_STREAMS : 1;
   const rec: OverlayRunRecord = { test: 'overlay', side: p.side, variant, run, ok: false, ...(udp ? {} : { streams }) };
-  const meters = p.side === 'vsw' ? t.daemons.map((d) => new CpuMeter(d.pid, ctx.clkTck)) : [];
+  const meters = p.daemons.map((pid) => new CpuMeter(pid, ctx.clkTck));
   try {
-    if (segmented) await underlayOffloads(t, p.side, false);
+    if (segmented) await underlayOffloads(p, false);
     const out = await runIperf({
       clientNs: p.clientNs,
       serverNs: p.serverNs,
@@ -197,7 +309,7 @@ async function measureOverlay(ctx: BenchContext, t: OverlayTopology, p: OverlayP
     if (err instanceof Interrupted) throw err;
     rec.error = (err as Error).message;
   } finally {
-    if (segmented) await underlayOffloads(t, p.side, true, { cleanup: true, allowFail: true });
+    if (segmented) await underlayOffloads(p, true, { cleanup: true, allowFail: true });
   }
   const cpu = rec.daemonCpuByHost ? `, daemons CPU ${rec.daemonCpuByHost.map((c) => (c === null ? '?' : `${c.toFixed(0)}%`)).join(' + ')}` : '';
   console.error(`bench: overlay run ${run} ${p.side} ${variant}: ${fmtRate(rec)}${cpu}`);
@@ -214,12 +326,21 @@ async function runOverlay(ctx: BenchContext, t: OverlayTopology): Promise<Overla
     `bench: overlay: vsw ${t.vsw.clientIp} -> ${t.vsw.serverIp} (${m(t.vsw.mtu)}), kernel ${t.kernelPath.clientIp} -> ${t.kernelPath.serverIp} (${m(t.kernelPath.mtu)}), ` +
       `VNI ${t.lab.network.vni}, underlay MTU ${t.lab.underlay.mtu}`,
   );
+  await waitPath(t.kernelToVsw);
+  console.error(`bench: overlay: interop ${t.kernelToVsw.clientIp} (kernel VXLAN on ${t.interop.netns}) <-> ${t.kernelToVsw.serverIp} (vsw ${t.interop.host})`);
+  const interop: [OverlayPath, Variant][] = [
+    [t.kernelToVsw, OVERLAY_INTEROP_VARIANTS.kernelToVsw],
+    [t.vswToKernel, OVERLAY_INTEROP_VARIANTS.vswToKernel],
+    [t.kernelToVsw, OVERLAY_INTEROP_VARIANTS.kernelToVswSegmented],
+    [t.vswToKernel, OVERLAY_INTEROP_VARIANTS.vswToKernelSegmented],
+  ];
   const out: OverlayRunRecord[] = [];
   for (let run = 1; run <= ctx.opts.runs; run++) {
     const order = alternate(run, [t.vsw, t.kernelPath]);
     for (const variant of Object.values(OVERLAY_VARIANTS)) {
       for (const p of order) out.push(await measureOverlay(ctx, t, p, variant, run));
     }
+    for (const [p, variant] of alternate(run, interop)) out.push(await measureOverlay(ctx, t, p, variant, run));
   }
   return out;
 }
@@ -272,12 +393,26 @@ export function overlaySummary(records: readonly RunRecord[]): OverlaySummaryRow
   row(`UDP ${OVERLAY_UDP_LEN} B received`, 'kpps', V.udp, (r) => (r.udp ? r.udp.packetsPerSecond / 1e3 : null), 0, true);
   row(`UDP ${OVERLAY_UDP_LEN} B sent`, 'kpps', V.udp, (r) => (r.udp ? r.udp.sentPacketsPerSecond / 1e3 : null), 0, true);
   row(`UDP ${OVERLAY_UDP_LEN} B lost`, '%', V.udp, (r) => r.udp?.lostPercent, 1, false);
+  // Interop: each leg in the vsw column, the kernel's own figure for the same variant (kernel to kernel) beside it.
+  const I = OVERLAY_INTEROP_VARIANTS;
+  const interopRow = (scenario: string, variant: string, kernelVariant: string): void => {
+    const v = pick(variant, 'vsw', gbps);
+    const k = pick(kernelVariant, 'kernel', gbps);
+    rows.push({ scenario, unit: 'Gbit/s', vsw: v, kernel: k, ratio: ratio(v, k), digits: 2 });
+    rows.push({ scenario: `${scenario}, retransmits`, unit: 'per run', vsw: pick(variant, 'vsw', (r) => r.tcp?.retransmits), kernel: null, ratio: null, digits: 0 });
+  };
+  interopRow('TCP 1 stream, kernel VXLAN -> vsw', I.kernelToVsw, V.tcp);
+  interopRow('TCP 1 stream, vsw -> kernel VXLAN', I.vswToKernel, V.tcp);
+  interopRow('TCP 1 stream, MTU-sized, kernel VXLAN -> vsw', I.kernelToVswSegmented, V.tcpSegmented);
+  interopRow('TCP 1 stream, MTU-sized, vsw -> kernel VXLAN', I.vswToKernelSegmented, V.tcpSegmented);
   vswOnly('daemons CPU during TCP 1 stream, h1 + h2', '% of a core', V.tcp, (r) => r.daemonCpuPercent, 0);
   vswOnly("  sender's daemon (h1)", '% of a core', V.tcp, (r) => r.daemonCpuByHost?.[0], 0);
   vswOnly("  receiver's daemon (h2)", '% of a core', V.tcp, (r) => r.daemonCpuByHost?.[1], 0);
   vswOnly('daemons CPU during TCP 1 stream, MTU-sized, h1 + h2', '% of a core', V.tcpSegmented, (r) => r.daemonCpuPercent, 0);
   vswOnly(`daemons CPU during TCP ${OVERLAY_STREAMS} streams, h1 + h2`, '% of a core', V.tcpMulti, (r) => r.daemonCpuPercent, 0);
   vswOnly(`daemons CPU during UDP ${OVERLAY_UDP_LEN} B, h1 + h2`, '% of a core', V.udp, (r) => r.daemonCpuPercent, 0);
+  vswOnly("h1's daemon CPU, kernel VXLAN -> vsw", '% of a core', I.kernelToVsw, (r) => r.daemonCpuPercent, 0);
+  vswOnly("h1's daemon CPU, MTU-sized, kernel VXLAN -> vsw", '% of a core', I.kernelToVswSegmented, (r) => r.daemonCpuPercent, 0);
   return rows;
 }
 
@@ -291,6 +426,8 @@ export function overlayChecks(records: readonly RunRecord[]): Check[] {
     { what: 'overlay: the same, MTU-sized datagrams on the underlay (no GSO)', value: get('TCP 1 stream, MTU-sized on the underlay')?.ratio ?? null, bar: null, met: null },
     { what: `overlay: vsw VXLAN TCP ${OVERLAY_STREAMS} streams / kernel VXLAN`, value: get(`TCP ${OVERLAY_STREAMS} streams`)?.ratio ?? null, bar: null, met: null },
     { what: `overlay: vsw VXLAN UDP ${OVERLAY_UDP_LEN} B received pps / kernel VXLAN`, value: get(`UDP ${OVERLAY_UDP_LEN} B received`)?.ratio ?? null, bar: null, met: null },
+    { what: 'overlay: interop TCP 1 stream, kernel VXLAN -> vsw / kernel -> kernel', value: get('TCP 1 stream, kernel VXLAN -> vsw')?.ratio ?? null, bar: null, met: null },
+    { what: 'overlay: interop TCP 1 stream, vsw -> kernel VXLAN / kernel -> kernel', value: get('TCP 1 stream, vsw -> kernel VXLAN')?.ratio ?? null, bar: null, met: null },
   ];
 }
 
@@ -302,6 +439,7 @@ function overlayTopologyJson(t: OverlayTopology): Record<string, unknown> {
     network: t.lab.network,
     vsw: t.vsw,
     kernel: { ...t.kernelPath, vni: t.kernel.vni, subnet: t.kernel.subnet, hosts: t.kernel.hosts },
+    interop: { peer: t.interop, kernelToVsw: t.kernelToVsw, vswToKernel: t.vswToKernel },
     daemons: t.daemons,
   };
 }

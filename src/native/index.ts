@@ -57,6 +57,7 @@ interface NativeAddon {
     headerOffsets: Uint32Array,
     maxFrames: number,
   ): number;
+  vxlanGroSlots(buf: Uint8Array, slotSize: number, headroom: number, count: number, lengths: Int32Array, sources: Uint32Array, info: Uint32Array): number;
 }
 
 // dist/src/native/index.js -> <package>/native/vsw_native.node
@@ -422,4 +423,36 @@ export function vxlanGro(
   maxFrames: number,
 ): number {
   return addon.vxlanGro(buf, blobOffset, blobLength, segmentSize, outOffset, outLimit, frameOffsets, frameLengths, headerOffsets, maxFrames);
+}
+
+/** vxlanGroSlots: info[2k] of a slot whose datagram now sits in an earlier slot's frame. */
+export const GRO_SLOT_ABSORBED = 0xffff_ffff;
+
+/**
+ * Software GRO across the single datagrams of one rx batch of a VXLAN socket
+ * (RxEngine UDP port), in place. Where nothing coalesced them on the way (a
+ * veth underlay, a NIC without GRO: every datagram lands in a slot of its
+ * own, sources[SOURCE_WORDS * k + 2] = 0), consecutive slots holding
+ * consecutive IPv4/TCP segments of one inner flow from one sender, by the
+ * rules vxlanGro applies inside a blob (checksums verified, or partial), are
+ * made one TSO super-frame in the first slot of the run: the others'
+ * payloads are appended after its own (a slot holds 64 KiB), its IP length
+ * and checksum and its TCP checksum field (now the pseudo-header sum) are
+ * rewritten, and its VXLAN header is left where it was, for the caller to
+ * check. Slots whose sources say a blob, and malformed slots (lengths < 0),
+ * are left alone and end a run.
+ *
+ * info (2 * count words at least) says what became of slot k: info[2k] = 0,
+ * left as it came; GRO_SLOT_ABSORBED, its payload is now in an earlier
+ * slot's frame (count it, switch nothing); otherwise the first slot of a
+ * merged run, info[2k] = (header length << 16) | gso_size and info[2k + 1]
+ * the new inner frame length, and the caller writes its vnet header
+ * (NEEDS_CSUM, csum_start 34, csum_offset 16, GSO TCPV4) once it has read
+ * the VXLAN header, which the vnet header overlaps. lengths and sources are
+ * only read. Returns the number of merged runs, or GroError.MALFORMED for
+ * arguments that make no sense (a buffer smaller than count slots, arrays
+ * too short or sharing memory with the slots or info). Allocates nothing.
+ */
+export function vxlanGroSlots(buf: Uint8Array, slotSize: number, headroom: number, count: number, lengths: Int32Array, sources: Uint32Array, info: Uint32Array): number {
+  return addon.vxlanGroSlots(buf, slotSize, headroom, count, lengths, sources, info);
 }

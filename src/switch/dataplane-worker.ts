@@ -4,7 +4,7 @@
  * and takes declarative commands from the control plane by message.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { completeChecksum, RX_BATCH, RX_HEADROOM, RX_SLOT_SIZE, RxEngine, segmentTso, udpSendBatch, VNET_HDR_LEN, vxlanGro, writeBatch } from '../native/index.js';
+import { completeChecksum, RX_BATCH, RX_HEADROOM, RX_SLOT_SIZE, RxEngine, segmentTso, udpSendBatch, VNET_HDR_LEN, vxlanGro, vxlanGroSlots, writeBatch } from '../native/index.js';
 import { buildArpRequest } from '../packet/builders.js';
 import type { CaptureRecorder } from './capture.js';
 import { CaptureSessions } from './capture-sessions.js';
@@ -60,7 +60,7 @@ const io: FrameIo = {
   batchSize: RX_BATCH,
   transmit: writeBatch,
   sources: engine.sources,
-  tunnel: { sendUdp: udpSendBatch, segmentTso, completeChecksum, vxlanGro, txOffset: engine.txOffset, txSize: TUNNEL_ARENA_BYTES },
+  tunnel: { sendUdp: udpSendBatch, segmentTso, completeChecksum, vxlanGro, vxlanGroSlots, txOffset: engine.txOffset, txSize: TUNNEL_ARENA_BYTES },
 };
 
 const pausedPorts = new Map<number, NodeJS.Timeout>();

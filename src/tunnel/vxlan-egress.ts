@@ -39,7 +39,7 @@
  *
  * Nothing allocates per frame.
  */
-import type { completeChecksum, segmentTso, udpSendBatch, vxlanGro } from '../native/index.js';
+import type { completeChecksum, segmentTso, udpSendBatch, vxlanGro, vxlanGroSlots } from '../native/index.js';
 import { ETH_HEADER_LEN, macHi16, macLo32 } from '../packet/ethernet.js';
 import { innerEtherTypeOffset } from '../packet/vlan.js';
 import { GsoType, VNET_HDR_LEN, VnetField, VnetFlags } from '../packet/vnet.js';
@@ -58,6 +58,7 @@ export interface TunnelIo {
   segmentTso: typeof segmentTso;
   completeChecksum: typeof completeChecksum;
   vxlanGro: typeof vxlanGro;
+  vxlanGroSlots: typeof vxlanGroSlots;
   /**
    * The arena: buffer bytes [txOffset, txOffset + txSize) that no rx slot uses. A batch from an
    * uplink uses it for the frames GRO makes (they never go back into a tunnel); a batch from a TAP

@@ -31,7 +31,7 @@
 import { ETH_HEADER_LEN } from '../packet/ethernet.js';
 import { read16, write16le } from '../packet/bytes.js';
 import { pseudoSumV4At, pseudoSumV6At } from '../packet/checksum.js';
-import { VNET_HDR_LEN, VnetField, VnetFlags } from '../packet/vnet.js';
+import { GsoType, VNET_HDR_LEN, VnetField, VnetFlags } from '../packet/vnet.js';
 import { VXLAN_HEADER_LEN, VXLAN_MAX_VNI, VxlanField, VxlanFlags, VxlanView } from '../packet/vxlan.js';
 import { DropReason } from '../packet/drop-reasons.js';
 
@@ -207,4 +207,97 @@ export function markPartialChecksum(buf: Uint8Array, frame: number, len: number)
   write16le(buf, vnet + VnetField.CSUM_START, l4 - frame);
   write16le(buf, vnet + VnetField.CSUM_OFFSET, field);
   return true;
+}
+
+/** TCP's CWR flag: a super-frame carrying it is segmented with ECN in mind (GsoType.ECN). */
+const TCP_CWR = 0x80;
+
+/**
+ * A decapsulated frame larger than the overlay MTU that is a TCP super-frame
+ * a kernel VXLAN peer sent whole: its vxlan device encapsulates a TSO frame
+ * once, as a VXLAN GSO packet (SKB_GSO_UDP_TUNNEL), and when the underlay
+ * can carry that (a veth, by default) the packet reaches vsw's socket
+ * unsegmented. The socket hands it over as one datagram, with no UDP_GRO
+ * size (the kernel reports one only for UDP GSO): one VXLAN header, then an
+ * inner Ethernet/IP/TCP frame of up to 64 KB whose IP length covers all of
+ * it and whose TCP checksum is partial (the pseudo-header sum over the whole
+ * TCP length), exactly a TSO super-frame without its metadata. This writes
+ * that metadata into the vnet header before the frame: NEEDS_CSUM at the TCP
+ * checksum, GSO TCPV4 or TCPV6 (with ECN when CWR is set), and a gso_size
+ * that fits `mtu` (the overlay's IP MTU; the sender's segments were no
+ * larger), so the frame goes to a container as one TAP write, or is cut to
+ * the MTU by whatever egress needs segments.
+ *
+ * Only a frame that is nothing else is taken: untagged or one VLAN tag,
+ * plain IPv4 (no fragment) or IPv6 without extension headers, an IP length
+ * that ends exactly at the frame's end, TCP with a sound header and payload
+ * beyond one segment, and a checksum field equal to the pseudo-header sum
+ * (a super-frame's checksum is always partial; any other value is not
+ * trusted, and the frame stays oversized, for the switch to drop and count).
+ * True when it marked the frame.
+ */
+export function markTsoFrame(buf: Uint8Array, frame: number, len: number, mtu: number): boolean {
+  const end = frame + len;
+  if (frame < VNET_HDR_LEN || end > buf.length) return false;
+  let l3 = frame + ETH_HEADER_LEN;
+  if (l3 > end) return false;
+  let etherType = read16(buf, frame + 12);
+  if (etherType === 0x8100) {
+    l3 += 4;
+    if (l3 > end) return false;
+    etherType = read16(buf, l3 - 2);
+  }
+  let l4: number;
+  let pseudo: number;
+  let gso: number;
+  if (etherType === 0x0800) {
+    if (l3 + 20 > end) return false;
+    const ihl = (buf[l3] & 0x0f) * 4;
+    const total = read16(buf, l3 + 2);
+    if (buf[l3] >> 4 !== 4 || ihl < 20 || l3 + total !== end || total < ihl || (read16(buf, l3 + 6) & 0x3fff) !== 0 || buf[l3 + 9] !== 6) return false;
+    l4 = l3 + ihl;
+    pseudo = pseudoSumV4At(buf, l3, total - ihl);
+    gso = GsoType.TCPV4;
+  } else if (etherType === 0x86dd) {
+    if (l3 + 40 > end || buf[l3] >> 4 !== 6 || buf[l3 + 6] !== 6) return false;
+    l4 = l3 + 40;
+    const l4Length = read16(buf, l3 + 4);
+    if (l4 + l4Length !== end) return false;
+    pseudo = pseudoSumV6At(buf, l3, 6, l4Length);
+    gso = GsoType.TCPV6;
+  } else {
+    return false;
+  }
+  if (l4 + 20 > end) return false;
+  const tcpLen = (buf[l4 + 12] >> 4) * 4;
+  const headers = l4 + tcpLen - frame;
+  const mss = mtu - (l4 - l3) - tcpLen;
+  if (tcpLen < 20 || mss <= 0 || len - headers <= mss) return false;
+  const value = read16(buf, l4 + 16);
+  if (value !== pseudo || value === 0) return false;
+  if ((buf[l4 + 13] & TCP_CWR) !== 0) gso |= GsoType.ECN;
+  const vnet = frame - VNET_HDR_LEN;
+  buf[vnet + VnetField.FLAGS] = VnetFlags.NEEDS_CSUM;
+  buf[vnet + VnetField.GSO_TYPE] = gso;
+  write16le(buf, vnet + VnetField.HDR_LEN, headers);
+  write16le(buf, vnet + VnetField.GSO_SIZE, mss);
+  write16le(buf, vnet + VnetField.CSUM_START, l4 - frame);
+  write16le(buf, vnet + VnetField.CSUM_OFFSET, 16);
+  return true;
+}
+
+/**
+ * The vnet header of an untagged IPv4/TCP super-frame with a 20-byte IP
+ * header and a partial TCP checksum, such as vxlanGroSlots makes: NEEDS_CSUM
+ * at the TCP checksum (csum_start 34, csum_offset 16), GSO TCPV4, the length
+ * of the headers before the payload, and the payload bytes per segment.
+ */
+export function writeTcp4GsoHeader(buf: Uint8Array, frame: number, headerLength: number, gsoSize: number): void {
+  const vnet = frame - VNET_HDR_LEN;
+  buf[vnet + VnetField.FLAGS] = VnetFlags.NEEDS_CSUM;
+  buf[vnet + VnetField.GSO_TYPE] = GsoType.TCPV4;
+  write16le(buf, vnet + VnetField.HDR_LEN, headerLength);
+  write16le(buf, vnet + VnetField.GSO_SIZE, gsoSize);
+  write16le(buf, vnet + VnetField.CSUM_START, ETH_HEADER_LEN + 20);
+  write16le(buf, vnet + VnetField.CSUM_OFFSET, 16);
 }

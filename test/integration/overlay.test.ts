@@ -90,6 +90,31 @@ test.serial('iperf3 runs both ways between vsw and the kernel VXLAN device, and 
   t.is(state.counters.tunnel.encapFailed, 0);
 });
 
+test.serial('TCP from the kernel VXLAN container reaches the vsw container as super-frames: its VXLAN GSO packets whole, its MTU-sized datagrams merged', async (t) => {
+  // What vsw wrote to the container's TAP: a TCP super-frame counts as one packet there.
+  const tapRx = async () => (JSON.parse(await must('ip', ['-n', a1.netns, '-s', '-j', 'link', 'show', 'eth0'])) as { stats64: { rx: { bytes: number; packets: number } } }[])[0].stats64.rx;
+  const offloads = (on: boolean) => must('ip', ['netns', 'exec', hostK.ns, 'ethtool', '-K', 'eth0', 'tx-udp_tnl-segmentation', on ? 'on' : 'off', 'tx-udp_tnl-csum-segmentation', on ? 'on' : 'off']);
+  // Offloads on (a veth's default): the kernel sends each TSO frame as one VXLAN GSO packet, which
+  // reaches vsw's socket as one datagram holding the whole inner super-frame. Off: one MTU-sized
+  // datagram per segment, each on its own (a veth has no GRO), as from a NIC that cannot segment VXLAN.
+  for (const segmented of [false, true]) {
+    if (segmented) await offloads(false);
+    try {
+      const before = await tapRx();
+      const rate = await iperf(a1.netns, kernel.container, KERNEL_IP, ['-R']);
+      const after = await tapRx();
+      const bytes = after.bytes - before.bytes;
+      const frames = after.packets - before.packets;
+      const what = segmented ? 'MTU-sized datagrams' : 'VXLAN GSO packets';
+      t.true(rate > 0 && frames > 0, `${what}: ${rate} bit/s, ${frames} frames`);
+      // Frames of one segment each would average at most 1464 bytes (MTU 1450 and Ethernet).
+      t.true(bytes / frames > 2 * 1464, `${what}: ${bytes} bytes in ${frames} frames to the TAP, ${Math.round(bytes / frames)} per frame`);
+    } finally {
+      if (segmented) await offloads(true);
+    }
+  }
+});
+
 test.serial('tshark decodes what vsw sends as VXLAN with the VNI, port 4789 and the inner frame', async (t) => {
   const file = `/tmp/${prefix}/vxlan.pcap`;
   const cap = await capture(hostK.ns, 'eth0', ['udp', 'port', '4789'], file);

@@ -297,6 +297,8 @@ test('overlay: vsw VXLAN against the kernel\'s, the 0.25 bar on one TCP stream, 
     rec('overlay', 'kernel', { variant: 'tcp', ...tcp(12, 300) }),
     rec('overlay', 'vsw', { variant: 'udp 64 B', ...udp(80, 90, 11) }),
     rec('overlay', 'kernel', { variant: 'udp 64 B', ...udp(100, 100, 0) }),
+    rec('overlay', 'vsw', { variant: 'tcp, kernel -> vsw', ...tcp(9, 40), daemonCpuPercent: 70, daemonCpuByHost: [70] } as Fields),
+    rec('overlay', 'vsw', { variant: 'tcp, vsw -> kernel', ...tcp(6, 0) }),
   ];
   const rows = overlaySummary(records);
   t.deepEqual(rows.map((r) => r.scenario), [
@@ -309,23 +311,39 @@ test('overlay: vsw VXLAN against the kernel\'s, the 0.25 bar on one TCP stream, 
     'UDP 64 B received',
     'UDP 64 B sent',
     'UDP 64 B lost',
+    'TCP 1 stream, kernel VXLAN -> vsw',
+    'TCP 1 stream, kernel VXLAN -> vsw, retransmits',
+    'TCP 1 stream, vsw -> kernel VXLAN',
+    'TCP 1 stream, vsw -> kernel VXLAN, retransmits',
+    'TCP 1 stream, MTU-sized, kernel VXLAN -> vsw',
+    'TCP 1 stream, MTU-sized, kernel VXLAN -> vsw, retransmits',
+    'TCP 1 stream, MTU-sized, vsw -> kernel VXLAN',
+    'TCP 1 stream, MTU-sized, vsw -> kernel VXLAN, retransmits',
     'daemons CPU during TCP 1 stream, h1 + h2',
     "  sender's daemon (h1)",
     "  receiver's daemon (h2)",
     'daemons CPU during TCP 1 stream, MTU-sized, h1 + h2',
     'daemons CPU during TCP 4 streams, h1 + h2',
     'daemons CPU during UDP 64 B, h1 + h2',
+    "h1's daemon CPU, kernel VXLAN -> vsw",
+    "h1's daemon CPU, MTU-sized, kernel VXLAN -> vsw",
   ]);
   t.like(rows[0], { vsw: 8, kernel: 12 });
   t.is(rows[0].ratio?.toFixed(3), '0.667');
   t.like(rows[6], { vsw: 80, kernel: 100, ratio: 0.8 });
-  t.like(rows[10], { vsw: 80, kernel: null, ratio: null });
+  t.like(rows[9], { vsw: 9, kernel: 12, ratio: 0.75 }, 'kernel -> vsw beside kernel -> kernel');
+  t.like(rows[10], { vsw: 40, kernel: null });
+  t.like(rows[11], { vsw: 6, kernel: 12, ratio: 0.5 });
+  t.like(rows[13], { vsw: null, kernel: null, ratio: null }, 'no MTU-sized legs measured');
+  t.like(rows[18], { vsw: 80, kernel: null, ratio: null });
+  t.like(rows[23], { vsw: 70 });
   const checks = overlayChecks(records);
   t.like(checks[0], { what: 'overlay: vsw VXLAN TCP 1 stream / kernel VXLAN', bar: '>= 0.25', met: true });
+  t.like(checks.find((c) => c.what.includes('kernel VXLAN -> vsw')), { value: 0.75, bar: null, met: null });
   t.deepEqual(overlayScenario.table!(records)!.lines[0].split(/\s{2,}/), ['overlay scenario', 'unit', 'vsw VXLAN', 'kernel VXLAN', 'vsw/kernel']);
 
   const setupFailed = overlaySummary([rec('overlay', 'vsw', { variant: 'setup', run: 0, error: 'no overlay networks' } as Fields, false)]);
-  t.is(setupFailed.length, 15);
+  t.is(setupFailed.length, 25);
   t.true(setupFailed.every((r) => r.vsw === null && r.kernel === null));
 });
 

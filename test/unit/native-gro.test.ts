@@ -1,5 +1,5 @@
 import test, { type ExecutionContext } from 'ava';
-import { GRO_SHORT_DATAGRAM, GroError, internetChecksum, segmentTso, VNET_HDR_LEN, vxlanGro } from '../../src/native/index.js';
+import { GRO_SHORT_DATAGRAM, GRO_SLOT_ABSORBED, GroError, internetChecksum, segmentTso, VNET_HDR_LEN, vxlanGro, vxlanGroSlots } from '../../src/native/index.js';
 import { buildArpRequest, buildTcp4, buildTcp6, buildUdp4, filler } from '../../src/packet/builders.js';
 import { pseudoSumV4At } from '../../src/packet/checksum.js';
 import { Ipv4View } from '../../src/packet/ipv4.js';
@@ -307,4 +307,75 @@ test('MALFORMED for arguments that make no sense; a throw only for wrong types',
   t.throws(() => vxlanGro('x' as unknown as Buffer, 0, 0, SEG, 0, 0, o, o, o, 0), { message: /buffer must be/ });
   t.throws(() => vxlanGro(b.buf, BLOB_OFF, b.blobLength, SEG, b.outOffset, b.outLimit, new Int32Array(MAX) as unknown as Uint32Array, o, o, 1), { message: /frameOffsets must be a Uint32Array/ });
   t.throws(() => vxlanGro(b.buf, '0' as unknown as number, b.blobLength, SEG, b.outOffset, b.outLimit, o, o, o, 1), { message: /blobOffset/ });
+});
+
+// ---------------------------------------------------------------------------
+// vxlanGroSlots: the single datagrams of an rx batch, merged in place
+
+const SLOT = 65_536 + 256;
+const HEADROOM = 128;
+
+/** An rx batch as the engine lands it: datagram k (VXLAN header + frame) at k * SLOT + HEADROOM - 8, its sender in sources. */
+function slotsOf(datagrams: Datagram[], from: number[] = datagrams.map(() => 0x0a000001)) {
+  const buf = Buffer.alloc(datagrams.length * SLOT).fill(0x5a);
+  const lengths = new Int32Array(datagrams.length);
+  const sources = new Uint32Array(4 * datagrams.length);
+  const parts = datagrams.map(bytesOf);
+  parts.forEach((p, k) => {
+    buf.set(p, k * SLOT + HEADROOM - VXLAN_HEADER_LEN);
+    lengths[k] = p.length - VXLAN_HEADER_LEN;
+    sources[4 * k] = from[k];
+    sources[4 * k + 1] = 4789;
+  });
+  return { buf, lengths, sources, parts, info: new Uint32Array(2 * datagrams.length) };
+}
+
+test('vxlanGroSlots merges a run of single datagrams into the first slot: a TSO super-frame, every byte accounted for', (t) => {
+  const segs = [0, 1, 2, 3, 4].map((index) => segment({ index, payload: index === 4 ? 100 : MSS, flags: index === 4 ? TcpFlags.ACK | TcpFlags.PSH : TcpFlags.ACK }));
+  segs[2].writeUInt16BE(pseudoSumV4At(segs[2], 14, segs[2].length - 34), 34 + 16); // one partial checksum, as from a kernel peer
+  const b = slotsOf([...segs, buildArpRequest({})]);
+  t.is(vxlanGroSlots(b.buf, SLOT, HEADROOM, 6, b.lengths, b.sources, b.info), 1);
+  t.deepEqual([...b.info], [(HDRS << 16) | MSS, HDRS + 4 * MSS + 100, GRO_SLOT_ABSORBED, 0, GRO_SLOT_ABSORBED, 0, GRO_SLOT_ABSORBED, 0, GRO_SLOT_ABSORBED, 0, 0, 0]);
+  const f = b.buf.subarray(HEADROOM, HEADROOM + b.info[1]);
+  const ip = new Ipv4View();
+  t.true(ip.reset(f, 14, f.length - 14));
+  t.is(ip.totalLength(), f.length - 14);
+  t.is(internetChecksum(f, 14, 20), 0);
+  const tcp = new TcpView();
+  t.true(tcp.reset(f, 34, f.length - 34));
+  t.is(tcp.seqNumber(), SEQ0);
+  t.is(tcp.flags(), TcpFlags.ACK | TcpFlags.PSH, 'the last segment’s PSH');
+  t.is(f.readUInt16BE(34 + 16), pseudoSumV4At(f, 14, f.length - 34), 'partial: the pseudo-header sum');
+  t.true(f.subarray(HDRS).equals(Buffer.concat(segs.map((s) => s.subarray(HDRS)))), 'the payloads in order');
+  t.true(b.buf.subarray(HEADROOM - 8, HEADROOM).equals(vxlan()), 'the first VXLAN header is where it was, for the caller');
+  t.true(b.buf.subarray(5 * SLOT + HEADROOM - 8, 5 * SLOT + HEADROOM - 8 + b.parts[5].length).equals(b.parts[5]), 'the ARP slot untouched');
+  t.deepEqual([...b.lengths], [...b.parts.map((p) => p.length - 8)], 'lengths only read');
+});
+
+test('vxlanGroSlots leaves alone what must not merge: other senders, blobs, malformed slots, corrupt or out-of-order segments', (t) => {
+  const corrupt = segment({ index: 5 });
+  corrupt[HDRS + 3] ^= 0xff;
+  const datagrams: Datagram[] = [segment({ index: 0 }), segment({ index: 1 }), segment({ index: 2 }), segment({ index: 3 }), segment({ index: 4 }), corrupt, segment({ index: 7 }), segment({ index: 9 }), { frame: segment({ index: 10 }), vni: VNI + 1 }];
+  const b = slotsOf(datagrams, [1, 1, 2, 1, 1, 1, 1, 1, 1]);
+  b.sources[4 * 3 + 2] = SEG; // slot 3: a GRO blob (vxlanGro's)
+  b.lengths[4] = -1; // slot 4: malformed
+  const before = Buffer.from(b.buf);
+  t.is(vxlanGroSlots(b.buf, SLOT, HEADROOM, datagrams.length, b.lengths, b.sources, b.info), 1);
+  t.deepEqual([...b.info].filter((_, i) => i % 2 === 0), [(HDRS << 16) | MSS, GRO_SLOT_ABSORBED, 0, 0, 0, 0, 0, 0, 0]);
+  t.true(b.buf.subarray(SLOT).equals(before.subarray(SLOT)), 'every other slot as it was');
+  t.is(vxlanGroSlots(b.buf, SLOT, HEADROOM, 1, b.lengths, b.sources, b.info), 0, 'one slot: nothing to merge');
+});
+
+test('vxlanGroSlots: MALFORMED for arguments that make no sense; a throw only for wrong types', (t) => {
+  const b = slotsOf([segment({ index: 0 }), segment({ index: 1 })]);
+  t.is(vxlanGroSlots(b.buf, SLOT, HEADROOM, 3, b.lengths, b.sources, b.info), GroError.MALFORMED, 'more slots than the buffer holds');
+  t.is(vxlanGroSlots(b.buf, SLOT, 4, 2, b.lengths, b.sources, b.info), GroError.MALFORMED, 'no room for the VXLAN header');
+  t.is(vxlanGroSlots(b.buf, SLOT, SLOT, 2, b.lengths, b.sources, b.info), GroError.MALFORMED, 'headroom fills the slot');
+  t.is(vxlanGroSlots(b.buf, SLOT, HEADROOM, 2, b.lengths, b.sources, new Uint32Array(3)), GroError.MALFORMED, 'info too short');
+  t.is(vxlanGroSlots(b.buf, SLOT, HEADROOM, 2, b.lengths, new Uint32Array(7), b.info), GroError.MALFORMED, 'sources too short');
+  const inside = new Uint32Array(b.buf.buffer, b.buf.byteOffset + 16, 4);
+  t.is(vxlanGroSlots(b.buf, SLOT, HEADROOM, 2, b.lengths, b.sources, inside), GroError.MALFORMED, 'info inside the slots');
+  t.is(vxlanGroSlots(b.buf, SLOT, HEADROOM, 2, b.lengths, b.sources, b.info), 1);
+  t.throws(() => vxlanGroSlots(b.buf, SLOT, HEADROOM, 2, new Uint32Array(2) as unknown as Int32Array, b.sources, b.info), { message: /lengths must be a Int32Array|lengths must be an Int32Array/ });
+  t.throws(() => vxlanGroSlots(b.buf, SLOT, HEADROOM, 2, b.lengths, b.sources, new Int32Array(4) as unknown as Uint32Array), { message: /info must be a Uint32Array/ });
 });

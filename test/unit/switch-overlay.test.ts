@@ -8,8 +8,8 @@
  * GRO are the real addon functions.
  */
 import test, { type ExecutionContext } from 'ava';
-import { buildArpRequest, buildTcp4, buildUdp4, buildUdp6, filler } from '../../src/packet/builders.js';
-import { internetChecksum, pseudoSumV4, pseudoSumV4At } from '../../src/packet/checksum.js';
+import { buildArpRequest, buildTcp4, buildTcp6, buildUdp4, buildUdp6, filler } from '../../src/packet/builders.js';
+import { internetChecksum, pseudoSumV4, pseudoSumV4At, pseudoSumV6At } from '../../src/packet/checksum.js';
 import { DropReason } from '../../src/packet/drop-reasons.js';
 import { mustParseIpv4Addr } from '../../src/packet/ipv4.js';
 import { TcpFlags } from '../../src/packet/tcp.js';
@@ -706,6 +706,120 @@ test('a frame from a peer with a partial TCP checksum (a kernel peer on a veth w
   t.is(vnet.csumOffset(), 16);
   t.true(frameOf(sent[0]).equals(partial), 'its bytes untouched');
   t.true(sent[1].wire.subarray(0, VNET_HDR_LEN).equals(Buffer.alloc(VNET_HDR_LEN)), 'the corrupt one keeps an all-zero vnet header, for the receiver to drop');
+});
+
+/** The TCP checksum field of an IPv4 frame set to its pseudo-header sum: partial, as a kernel peer on a veth leaves it. */
+function partial4(f: Buffer): Buffer {
+  f.writeUInt16BE(pseudoSumV4At(f, 14, f.length - 34), 34 + 16);
+  return f;
+}
+
+test('single datagrams of consecutive TCP segments in one batch (no UDP GRO on the way) reach the TAP as one super-frame', (t) => {
+  const env = setup();
+  env.fromTap(P0, buildArpRequest({ srcMac: A, srcIp: IP_A, targetIp: IP_B }));
+  // Complete checksums (a vsw peer) and partial ones (a kernel peer) merge alike.
+  const segs = [0, 1, 2, 3].map((i) => (i % 2 === 0 ? groSegment(i, i === 3 ? 500 : GRO_MSS) : partial4(groSegment(i, i === 3 ? 500 : GRO_MSS))));
+  const { sent } = env.fromPeer(PEER12, ...segs);
+  t.deepEqual(
+    sent.map((s) => s.fd),
+    [FD0],
+    'one write',
+  );
+  const vnet = new VnetView();
+  vnet.reset(sent[0].wire, 0, VNET_HDR_LEN);
+  t.is(vnet.flags(), VnetFlags.NEEDS_CSUM);
+  t.is(vnet.gsoType(), GsoType.TCPV4);
+  t.is(vnet.gsoSize(), GRO_MSS);
+  t.is(vnet.hdrLen(), HDRS);
+  t.is(vnet.csumStart(), 34);
+  t.is(vnet.csumOffset(), 16);
+  const f = frameOf(sent[0]);
+  t.is(f.length, HDRS + 3 * GRO_MSS + 500);
+  t.true(f.subarray(0, 34 + 16).equals(Buffer.concat([segs[0].subarray(0, 16), Buffer.from([(f.length - 14) >> 8, (f.length - 14) & 0xff]), f.subarray(18, 50)])));
+  t.is(internetChecksum(f, 14, 20), 0, 'the IP header checksum is right for the new length');
+  t.is(f.readUInt16BE(34 + 16), pseudoSumV4At(f, 14, f.length - 34), 'the TCP checksum field is the pseudo-header sum');
+  t.true(
+    f.subarray(HDRS).equals(Buffer.concat(segs.map((s) => s.subarray(HDRS)))),
+    'the payloads in order',
+  );
+  const u = readPortCounters(env.counters, UPLINK);
+  t.is(u.rxFrames, 4, 'the uplink counts datagrams');
+  t.is(u.rxBytes, segs.reduce((n, s) => n + s.length + 8, 0));
+  t.is(readPortCounters(env.counters, TUNNEL).rxFrames, 1, 'the tunnel port counts the frame');
+  t.is(readPortCounters(env.counters, P0).txFrames, 1);
+});
+
+test('single datagrams merge only while they continue one flow from one sender; the rest goes as it came', (t) => {
+  const env = setup();
+  env.fromTap(P0, buildArpRequest({ srcMac: A, srcIp: IP_A, targetIp: IP_B }));
+  const udp = buildUdp4({ srcMac: X, dstMac: A, srcIp: IP_X, dstIp: IP_A, payload: filler(100) });
+  // 0,1 merge; a UDP datagram; 3 from another peer (a different VTEP, same inner flow) stays alone; 4 out of sequence.
+  const segs = [groSegment(0), groSegment(1), udp, groSegment(2), groSegment(5)];
+  segs.forEach((f, i) => env.io.placeUdp(i, f, i === 3 ? PEER13 : PEER12));
+  env.sw.receive(UPLINK, segs.length);
+  const { sent } = env.io.take();
+  t.deepEqual(
+    sent.map((s) => frameOf(s).length),
+    [HDRS + 2 * GRO_MSS, udp.length, segs[3].length, segs[4].length],
+  );
+  t.is(sent[0].wire[1], GsoType.TCPV4);
+  for (const [i, s] of sent.slice(1).entries()) {
+    t.true(s.wire.subarray(0, VNET_HDR_LEN).equals(Buffer.alloc(VNET_HDR_LEN)), `frame ${i + 1}: a plain frame`);
+    t.true(frameOf(s).equals(segs[i + 2]), `frame ${i + 1}: unchanged`);
+  }
+  t.is(readPortCounters(env.counters, UPLINK).rxFrames, 5);
+});
+
+test('a merged run from a sender that is not a peer is dropped whole, every datagram counted', (t) => {
+  const env = setup();
+  env.fromTap(P0, buildArpRequest({ srcMac: A, srcIp: IP_A, targetIp: IP_B }));
+  const { sent } = env.fromPeer(STRANGER, groSegment(0), groSegment(1), groSegment(2));
+  t.is(sent.length, 0);
+  t.deepEqual(readPortCounters(env.counters, UPLINK).drops, { vxlanNotPeer: 3 });
+});
+
+test("a kernel peer's VXLAN GSO packet (one datagram, an inner TCP super-frame with a partial checksum) reaches the TAP as one super-frame cut to the overlay MTU", (t) => {
+  const env = setup();
+  env.fromTap(P0, buildArpRequest({ srcMac: A, srcIp: IP_A, targetIp: IP_B }));
+  const tcp = { srcMac: X, dstMac: A, srcPort: 80, dstPort: 40000, seq: 7, ack: 9, flags: TcpFlags.ACK | TcpFlags.PSH, options: TS_OPTIONS, payload: filler(10_000, 4) };
+  const v4 = partial4(buildTcp4({ ...tcp, srcIp: IP_X, dstIp: IP_A }));
+  const v6 = buildTcp6({ ...tcp, srcIp: 'fd00::20', dstIp: 'fd00::2' });
+  v6.writeUInt16BE(pseudoSumV6At(v6, 14, 6, v6.length - 54), 54 + 16);
+  const corrupt = partial4(buildTcp4({ ...tcp, srcIp: IP_X, dstIp: IP_A }));
+  corrupt.writeUInt16BE(corrupt.readUInt16BE(50) ^ 1, 50);
+  const { sent } = env.fromPeer(PEER12, v4, v6, corrupt);
+  t.is(sent.length, 2, 'the two super-frames; the one whose checksum is neither partial nor anything checked is dropped');
+  const vnet = new VnetView();
+  for (const [i, [frame, gso, l3]] of ([
+    [v4, GsoType.TCPV4, 20],
+    [v6, GsoType.TCPV6, 40],
+  ] as const).entries()) {
+    t.true(vnet.reset(sent[i].wire, 0, VNET_HDR_LEN));
+    t.is(vnet.flags(), VnetFlags.NEEDS_CSUM);
+    t.is(vnet.gsoType(), gso);
+    t.is(vnet.gsoSize(), MTU - l3 - 32, 'segments that fit the overlay MTU');
+    t.is(vnet.hdrLen(), 14 + l3 + 32);
+    t.is(vnet.csumStart(), 14 + l3);
+    t.is(vnet.csumOffset(), 16);
+    t.true(frameOf(sent[i]).equals(frame), 'the frame itself untouched');
+  }
+  t.is(env.drop(TUNNEL, DropReason.oversize), 1, 'the corrupt one, too big for the tunnel without GSO, is dropped as oversize');
+});
+
+test("consecutive super-frames from a kernel peer in one batch merge into one whose gso_size still fits the overlay MTU", (t) => {
+  const env = setup();
+  env.fromTap(P0, buildArpRequest({ srcMac: A, srcIp: IP_A, targetIp: IP_B }));
+  // Two VXLAN GSO packets of two segments each, then a last segment: 2 * 2796 + 1398 bytes of payload.
+  const big = (i: number, payload: number) =>
+    partial4(buildTcp4({ srcMac: X, dstMac: A, srcIp: IP_X, dstIp: IP_A, srcPort: 80, dstPort: 40000, seq: 0x1000 + i * GRO_MSS, ack: 555, flags: TcpFlags.ACK, window: 501, options: TS_OPTIONS, payload: filler(payload, i) }));
+  const frames = [big(0, 2 * GRO_MSS), big(2, 2 * GRO_MSS), big(4, GRO_MSS)];
+  const { sent } = env.fromPeer(PEER12, ...frames);
+  t.is(sent.length, 1, 'one write');
+  const vnet = new VnetView();
+  vnet.reset(sent[0].wire, 0, VNET_HDR_LEN);
+  t.is(vnet.gsoType(), GsoType.TCPV4);
+  t.is(vnet.gsoSize(), GRO_MSS, 'not the first super-frame’s whole payload');
+  t.is(frameOf(sent[0]).length, HDRS + 5 * GRO_MSS);
 });
 
 test('a UDP GRO blob of more small datagrams than a batch holds: all reach the local port, in order', (t) => {

@@ -10,8 +10,14 @@ import {
   ENTROPY_PORT_MIN,
   entropyPort,
   isValidVni,
+  markTsoFrame,
   readVni,
+  writeTcp4GsoHeader,
 } from '../../src/tunnel/vxlan-encap.js';
+import { buildTcp4, buildTcp6, buildUdp4, filler } from '../../src/packet/builders.js';
+import { pseudoSumV4At, pseudoSumV6At } from '../../src/packet/checksum.js';
+import { TcpFlags } from '../../src/packet/tcp.js';
+import { GsoType, VNET_HDR_LEN, VnetFlags, VnetView } from '../../src/packet/vnet.js';
 import { mulberry32 } from './helpers/random.js';
 
 const hex = (s: string) => Uint8Array.from(Buffer.from(s.replace(/\s+/g, ''), 'hex'));
@@ -157,4 +163,82 @@ test('every decap verdict but OK is counted as its own vxlan drop reason', async
     .filter((v) => v !== DecapVerdict.OK)
     .map((v) => DROP_REASON_NAMES[DECAP_DROP_REASON[v]]);
   t.deepEqual(names, ['vxlanShortHeader', 'vxlanBadFlags', 'vxlanTruncated', 'vxlanUnknownVni', 'vxlanNotPeer']);
+});
+
+// ---------------------------------------------------------------------------
+// markTsoFrame: a kernel peer's VXLAN GSO packet, decapsulated
+
+const MTU = 1450;
+/** NOP, NOP, timestamp. */
+const TS = Uint8Array.from([1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]);
+
+/** An inner TCP super-frame as a kernel vxlan device sends it whole: IP length over all of it, the TCP checksum partial. */
+function superFrame(o: { payload?: number; v6?: boolean; flags?: number; vlan?: number } = {}): Buffer {
+  const tcp = { srcPort: 5001, dstPort: 40000, seq: 1, ack: 2, flags: o.flags ?? TcpFlags.ACK, options: TS, payload: filler(o.payload ?? 5000), vlans: o.vlan === undefined ? undefined : [o.vlan] };
+  const f = o.v6 ? buildTcp6({ ...tcp, srcIp: 'fd00::1', dstIp: 'fd00::2' }) : buildTcp4({ ...tcp, srcIp: '10.0.0.1', dstIp: '10.0.0.2' });
+  const l3 = o.vlan === undefined ? 14 : 18;
+  const l4 = l3 + (o.v6 ? 40 : 20);
+  f.writeUInt16BE(o.v6 ? pseudoSumV6At(f, l3, 6, f.length - l4) : pseudoSumV4At(f, l3, f.length - l4), l4 + 16);
+  return f;
+}
+
+/** The frame behind an all-zero vnet header, as decap leaves it after clearVnetHeader. */
+function placed(frame: Uint8Array): { buf: Buffer; at: number } {
+  const buf = Buffer.alloc(VNET_HDR_LEN + frame.length);
+  buf.set(frame, VNET_HDR_LEN);
+  return { buf, at: VNET_HDR_LEN };
+}
+
+test('markTsoFrame makes an IPv4, IPv6 or tagged TCP super-frame with a partial checksum a TSO frame whose segments fit the MTU', (t) => {
+  const cases = [
+    { f: superFrame(), gso: GsoType.TCPV4, l4: 34 },
+    { f: superFrame({ v6: true }), gso: GsoType.TCPV6, l4: 54 },
+    { f: superFrame({ vlan: 7 }), gso: GsoType.TCPV4, l4: 38 },
+    { f: superFrame({ flags: TcpFlags.ACK | 0x80 }), gso: GsoType.TCPV4 | GsoType.ECN, l4: 34 },
+  ];
+  const vnet = new VnetView();
+  for (const [i, c] of cases.entries()) {
+    const { buf, at } = placed(c.f);
+    t.true(markTsoFrame(buf, at, c.f.length, MTU), `case ${i}`);
+    t.true(vnet.reset(buf, 0, VNET_HDR_LEN));
+    t.is(vnet.flags(), VnetFlags.NEEDS_CSUM);
+    t.is(vnet.gsoType(), c.gso, `case ${i}`);
+    t.is(vnet.hdrLen(), c.l4 + 32);
+    t.is(vnet.gsoSize(), MTU - (c.l4 - (c.l4 === 38 ? 18 : 14)) - 32, `case ${i}: the MTU less the IP and TCP headers`);
+    t.is(vnet.csumStart(), c.l4);
+    t.is(vnet.csumOffset(), 16);
+    t.true(buf.subarray(at).equals(c.f), 'the frame itself is untouched');
+  }
+});
+
+test('markTsoFrame takes nothing but such a super-frame, and writes nothing when it refuses', (t) => {
+  const complete = buildTcp4({ srcIp: '10.0.0.1', dstIp: '10.0.0.2', flags: TcpFlags.ACK, options: TS, payload: filler(5000) });
+  const padded = Buffer.concat([superFrame(), Buffer.alloc(4)]);
+  const fragment = superFrame();
+  fragment.writeUInt16BE(0x2000, 14 + 6); // more fragments
+  fragment.writeUInt16BE(pseudoSumV4At(fragment, 14, fragment.length - 34), 50);
+  const udp = buildUdp4({ srcIp: '10.0.0.1', dstIp: '10.0.0.2', payload: filler(5000) });
+  const refused: [string, Uint8Array, number][] = [
+    ['a complete checksum (a super-frame is always partial)', complete, MTU],
+    ['an IP length that ends before the frame', padded, MTU],
+    ['a fragment', fragment, MTU],
+    ['UDP', udp, MTU],
+    ['a payload that fits one segment', superFrame({ payload: 1398 }), MTU],
+    ['an MTU smaller than its headers', superFrame(), 40],
+    ['a frame cut short', superFrame().subarray(0, 40), MTU],
+  ];
+  for (const [what, f, mtu] of refused) {
+    const { buf, at } = placed(f);
+    t.false(markTsoFrame(buf, at, f.length, mtu), what);
+    t.true(buf.subarray(0, VNET_HDR_LEN).equals(Buffer.alloc(VNET_HDR_LEN)), `${what}: the vnet header stays zero`);
+  }
+  const f = superFrame();
+  t.false(markTsoFrame(Buffer.from(f), 4, f.length - 4, MTU), 'no room for the vnet header');
+});
+
+test('writeTcp4GsoHeader: NEEDS_CSUM at the TCP checksum, GSO TCPV4, the sizes given', (t) => {
+  const buf = Buffer.alloc(20).fill(0xee);
+  writeTcp4GsoHeader(buf, 10, 66, 1398);
+  t.is(toHex(buf.subarray(0, 10)), '01' + '01' + '4200' + '7605' + '2200' + '1000');
+  t.is(buf[10], 0xee);
 });

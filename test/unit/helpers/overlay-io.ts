@@ -1,6 +1,6 @@
 /** Synthetic frame and datagram I/O for overlay switch tests: TAP writes and UDP sends are recorded, datagrams placed as an uplink would read them. */
 import * as native from '../../../src/native/index.js';
-import { completeChecksum, segmentTso } from '../../../src/native/index.js';
+import { completeChecksum, segmentTso, vxlanGroSlots } from '../../../src/native/index.js';
 import { mustParseIpv4Addr } from '../../../src/packet/ipv4.js';
 import { VNET_HDR_LEN } from '../../../src/packet/vnet.js';
 import { SOURCE_WORDS, type FrameIo } from '../../../src/switch/frame-io.js';
@@ -65,6 +65,7 @@ export class OverlayIo implements FrameIo {
       segmentTso,
       completeChecksum,
       vxlanGro,
+      vxlanGroSlots,
       txOffset: BATCH * SLOT,
       txSize: ARENA,
     };
