@@ -171,9 +171,14 @@ export async function installUplinkGuard(table: string, ifname: string, addresse
   await nft([script]);
 }
 
-/** Removes one of vsw's tables (family ip, or netdev for an uplink guard); a missing one is not an error. */
+/** The nftables family of one of vsw's tables: netdev for an uplink guard, ip for the rest. */
+export function nftTableFamily(table: string): 'ip' | 'netdev' {
+  return table.startsWith(GUARD_TABLE_PREFIX) ? 'netdev' : 'ip';
+}
+
+/** Removes one of vsw's tables; a missing one is not an error. */
 export async function removeNftTable(table: string): Promise<void> {
-  const family = table.startsWith(GUARD_TABLE_PREFIX) ? 'netdev' : 'ip';
+  const family = nftTableFamily(table);
   await nft([`add table ${family} ${table}; delete table ${family} ${table}`]);
 }
 

@@ -17,7 +17,7 @@
 import { lstat, readdir, rm, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { deleteNetns, netnsExists, netnsMounted } from '../host/index.js';
-import { removeNftTable, setForwarding } from '../host/nat.js';
+import { nftTableFamily, removeNftTable, setForwarding } from '../host/nat.js';
 import { daemonAnswers } from './socket.js';
 import { currentNetns, LOCK_FILE, StateFileError, StateStore } from './state-file.js';
 import { removeEndpointTap, removePersistentTap } from './taps.js';
@@ -67,7 +67,7 @@ export async function resetHost(stateDir: string, socketPath?: string): Promise<
         if (nat.table) tables.add(nat.table);
         await attempt(`host interface ${nat.info.hostInterface} (nat network ${network.name})`, async () => removePersistentTap(nat.info.hostInterface, undefined));
       }
-      for (const table of tables) await attempt(`nftables table ${table}`, () => removeNftTable(table));
+      for (const table of tables) await attempt(`nftables table ${nftTableFamily(table)} ${table}`, () => removeNftTable(table));
       if (saved.host.forwardingSetByVsw) {
         await attempt('the net.ipv4.ip_forward=1 vsw had set', () => setForwarding(false), 'set net.ipv4.ip_forward back to 0 (vsw had turned it on for its nat networks)');
       }
