@@ -25,7 +25,7 @@ import { COUNTER_COLUMNS, RX_BYTES, RX_FRAMES, TX_BYTES, TX_FRAMES } from '../co
 import { AddressTable } from '../address-table.js';
 import type { SwitchNetwork } from '../network.js';
 import { FlushPhase, PortKind, SwitchPort, type PortDriver, type PortHost } from './port.js';
-import { transmitCounted } from './tap-port.js';
+import { TAP_DRIVER } from './tap-port.js';
 
 const ETH_HEADER = 14;
 const IPV4_SRC_AT = ETH_HEADER + 12;
@@ -67,13 +67,9 @@ class FabricDriver implements PortDriver {
     return undefined;
   }
 
-  /** What the addresses moved onto the socket's queue this batch: one native write for all of them. */
-  flush(port: SwitchPort, host: PortHost): void {
-    const n = port.txCount;
-    if (n === 0) return;
-    transmitCounted(host, port, host.io.buffer, port.txOffsets, port.txLengths, n, port.txBytes);
-    port.txCount = 0;
-    port.txBytes = 0;
+  /** What the addresses moved onto the socket's queue this batch: one native write for all of them, as a TAP's. */
+  flush(port: SwitchPort, host: PortHost, now: number): void {
+    TAP_DRIVER.flush(port, host, now);
   }
 
   refuses(): number {

@@ -42,14 +42,13 @@ class TapDriver implements PortDriver {
 
 /**
  * Writes `n` frames of `buf` (at offsets, lengths; `bytes` in all) to the
- * port's fd (or `fd`: a fabric address writes to its fabric port's) in one
- * native call and counts them on the port: sent, or refused by the device
- * (txFailed).
+ * port's fd in one native call and counts them on the port: sent, or refused
+ * by the device (txFailed).
  */
-export function transmitCounted(host: PortHost, port: SwitchPort, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, n: number, bytes: number, fd = port.fd): void {
+export function transmitCounted(host: PortHost, port: SwitchPort, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, n: number, bytes: number): void {
   const io = host.io;
   const counters = host.counters;
-  const written = io.transmit(fd, buf, offsets, lengths, n, io.vnetHdrLen);
+  const written = io.transmit(port.fd, buf, offsets, lengths, n, io.vnetHdrLen);
   const row = port.id * COUNTER_COLUMNS;
   counters[row + TX_FRAMES] += written;
   if (written === n) {
