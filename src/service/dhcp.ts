@@ -73,11 +73,6 @@ export class DhcpService {
     this.leasing.clear();
   }
 
-  /** The lease an endpoint holds now, if vsw leases its address. */
-  lease(endpointId: string): DhcpLease | null {
-    return this.leasing.get(endpointId)?.client.lease ?? null;
-  }
-
   private start(endpoint: { id: string; mac: string; hostname?: string }, portId: number, networkId: number, requestedAddress?: string): DhcpClient {
     if (!this.listening) {
       // From the first client on: a daemon without DHCP networks never hears of it.
