@@ -154,7 +154,7 @@ export function formatOverlay(states: readonly OverlayNetworkState[]): string {
     const t = s.counters.tunnel;
     const u = s.counters.underlay;
     out.push(`${s.network}: VNI ${s.vni}, VTEP ${s.vtep}:${s.vxlanPort}, MTU ${s.mtu}, peers ${s.peers.join(', ') || '(none)'}`);
-    out.push(`  tunnel: ${t.framesOut} frames out (${t.segmented} super-frames cut into ${t.segments} segments, ${t.flooded} flooded as ${t.replicated} datagrams), ${t.framesIn} frames in, ARP answered locally ${t.arpSuppressed}, too big ${t.tooBig}, not from a peer ${t.notPeer}`);
+    out.push(`  tunnel: ${t.framesOut} frames out (${t.segmented} super-frames cut into ${t.segments} segments, ${t.flooded} flooded as ${t.replicated} datagrams), ${t.framesIn} frames in, ARP answered locally ${t.arpSuppressed}, too big ${t.tooBig}, not from a peer ${t.notPeer}, drops ${formatDrops(t.drops)}`);
     out.push(`  underlay socket: ${u.datagramsOut} datagrams out (${u.sendFailed} refused), ${u.datagramsIn} in, drops ${formatDrops(u.drops)}`);
   }
   const rows = states.flatMap((s) => s.vteps.map((e) => [s.network, e.mac, e.vtep, e.kind, e.ageSeconds === null ? '-' : String(e.ageSeconds), s.arp.filter((a) => a.mac === e.mac).map((a) => a.ip).join(',') || '-']));

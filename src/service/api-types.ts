@@ -155,7 +155,8 @@ export interface OverlayNetworkState {
   arp: { ip: string; mac: string; kind: 'static' | 'learned'; ageSeconds: number | null }[];
   counters: {
     /** Frames into the tunnel (super-frames once), their segments, floods to every peer, datagrams written per peer, ARP answered locally. */
-    tunnel: { framesIn: number; framesOut: number; segmented: number; segments: number; flooded: number; replicated: number; arpSuppressed: number; arpUnknown: number; tooBig: number; encapFailed: number; notPeer: number };
+    /** drops: the tunnel port's, by reason (a decapsulated frame too large for the port, a frame refused at encapsulation...). */
+    tunnel: { framesIn: number; framesOut: number; segmented: number; segments: number; flooded: number; replicated: number; arpSuppressed: number; arpUnknown: number; tooBig: number; encapFailed: number; notPeer: number; drops: Record<string, number> };
     /** The underlay socket, shared by the networks on the same VTEP and port: datagrams sent and received, and drops by reason. */
     underlay: { datagramsIn: number; datagramsOut: number; sendFailed: number; drops: Record<string, number> };
   };

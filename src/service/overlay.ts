@@ -253,6 +253,7 @@ export class OverlayService {
             tooBig: s.egress.tooBig,
             encapFailed: s.egress.encapFailed,
             notPeer: s.segment.notPeer,
+            drops: { ...tunnel.drops },
           },
           underlay: { datagramsIn: underlay.rxFrames, datagramsOut: underlay.txFrames, sendFailed: s.uplink.sendFailed, drops: { ...underlay.drops } },
         },

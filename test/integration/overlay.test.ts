@@ -97,6 +97,8 @@ test.serial('TCP from the kernel VXLAN container reaches the vsw container as su
   // Offloads on (a veth's default): the kernel sends each TSO frame as one VXLAN GSO packet, which
   // reaches vsw's socket as one datagram holding the whole inner super-frame. Off: one MTU-sized
   // datagram per segment, each on its own (a veth has no GRO), as from a NIC that cannot segment VXLAN.
+  const oversize = async (): Promise<number> => (await overlayState(daemonA!)).counters.tunnel.drops.oversize ?? 0;
+  const oversizeBefore = await oversize();
   for (const segmented of [false, true]) {
     if (segmented) await offloads(false);
     try {
@@ -113,6 +115,7 @@ test.serial('TCP from the kernel VXLAN container reaches the vsw container as su
       if (segmented) await offloads(true);
     }
   }
+  t.is(await oversize(), oversizeBefore, 'vsw overlay ls shows no frame dropped as oversize on the tunnel port (where the whole-frame datagrams went before)');
 });
 
 test.serial('tshark decodes what vsw sends as VXLAN with the VNI, port 4789 and the inner frame', async (t) => {
