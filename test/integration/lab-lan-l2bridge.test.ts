@@ -7,10 +7,10 @@
  * hosts' uplink MACs; `down` leaves nothing of the lab.
  */
 import test from 'ava';
-import { readFileSync, readdirSync, rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { capture, processAlive } from './helpers/daemon.js';
-import { inNetns, linksWithPrefix, namespacesWithPrefix, ping, removeEverything, runPrefix, sh, type CommandResult } from './helpers/env.js';
+import { inNetns, linksWithPrefix, namespacesWithPrefix, ping, processesMentioning, removeEverything, runPrefix, sh, type CommandResult } from './helpers/env.js';
 import { macsOnWire } from './helpers/pcap-macs.js';
 
 const REPO = fileURLToPath(new URL('../../../', import.meta.url));
@@ -97,14 +97,5 @@ test.serial('down leaves no namespace, link or process of the lab', async (t) =>
   t.deepEqual(await namespacesWithPrefix(prefix), []);
   t.deepEqual(await linksWithPrefix(prefix), []);
   t.false(processAlive(desc.lan.dhcp.pid), 'dnsmasq still runs');
-  const left = readdirSync('/proc')
-    .filter((d) => /^\d+$/.test(d) && Number(d) !== process.pid)
-    .filter((pid) => {
-      try {
-        return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(prefix);
-      } catch {
-        return false;
-      }
-    });
-  t.deepEqual(left, [], 'processes whose command line names the lab');
+  t.deepEqual(processesMentioning(prefix), [], 'processes whose command line names the lab');
 });

@@ -18,7 +18,7 @@ import test from 'ava';
 import { readFileSync, readdirSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { capture, processAlive } from './helpers/daemon.js';
-import { inNetns, linksWithPrefix, namespacesWithPrefix, ping, removeEverything, runPrefix, sh, type CommandResult } from './helpers/env.js';
+import { inNetns, linksWithPrefix, namespacesWithPrefix, ping, processesMentioning, removeEverything, runPrefix, sh, type CommandResult } from './helpers/env.js';
 import { macsOnWire } from './helpers/pcap-macs.js';
 
 const REPO = fileURLToPath(new URL('../../../', import.meta.url));
@@ -237,15 +237,6 @@ test.serial('down leaves no namespace, link or process of the lab, the fabric ho
   t.false(processAlive(fabric().pid), "the fabric host's daemon still runs");
   for (const h of desc.hosts) t.false(processAlive(h.pid), `${h.name}'s daemon still runs`);
   t.false(processAlive(desc.lan.dhcp.pid), 'dnsmasq still runs');
-  const left = readdirSync('/proc')
-    .filter((d) => /^\d+$/.test(d) && Number(d) !== process.pid)
-    .filter((pid) => {
-      try {
-        return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(prefix);
-      } catch {
-        return false;
-      }
-    });
-  t.deepEqual(left, [], 'processes whose command line names the lab');
+  t.deepEqual(processesMentioning(prefix), [], 'processes whose command line names the lab');
   t.deepEqual(readdirSync('/run/vsw-lab').filter((f) => f.startsWith(prefix)), [], 'files of the lab in /run/vsw-lab');
 });

@@ -14,10 +14,10 @@
  * /run/vsw-lab/vswtXXXX-dnsmasq.*; the throwaway client vswtXXXX-dhcp.
  */
 import test from 'ava';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { assertOneSentence, processAlive } from './helpers/daemon.js';
-import { addNetns, inNetns, linksWithPrefix, namespacesWithPrefix, ping, removeEverything, runPrefix, sh, type CommandResult } from './helpers/env.js';
+import { addNetns, inNetns, linksWithPrefix, namespacesWithPrefix, ping, processesMentioning, removeEverything, runPrefix, sh, type CommandResult } from './helpers/env.js';
 
 /** The checkout: this file runs from dist/test/integration/. */
 const REPO = fileURLToPath(new URL('../../../', import.meta.url));
@@ -76,22 +76,6 @@ const inRange = (ip: string, cidr: string): boolean => {
 
 function vsw(host: LabHost, args: string[]): Promise<CommandResult> {
   return sh('node', [CLI, '--socket', host.socket, ...args]);
-}
-
-/** Live processes whose command line mentions the text (zombies have none, so they do not count). */
-function processesMentioning(text: string): string[] {
-  const found: string[] = [];
-  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
-    if (Number(pid) === process.pid) continue;
-    let cmdline = '';
-    try {
-      cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ').trim();
-    } catch {
-      continue;
-    }
-    if (cmdline.includes(text)) found.push(`${pid}: ${cmdline}`);
-  }
-  return found;
 }
 
 test.before(async () => {

@@ -5,6 +5,7 @@
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 
 const execFileP = promisify(execFile);
@@ -105,4 +106,20 @@ export async function addNetns(name: string): Promise<void> {
   if (add.code !== 0) throw new Error(`ip netns add ${name}: ${add.stderr}`);
   const sysctl = await sh('ip', ['netns', 'exec', name, 'sysctl', '-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);
   if (sysctl.code !== 0) throw new Error(`sysctl in ${name}: ${sysctl.stderr}`);
+}
+
+/** Live processes whose command line mentions the text (zombies have none, so they do not count). */
+export function processesMentioning(text: string): string[] {
+  const found: string[] = [];
+  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    if (Number(pid) === process.pid) continue;
+    let cmdline = '';
+    try {
+      cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ').trim();
+    } catch {
+      continue;
+    }
+    if (cmdline.includes(text)) found.push(`${pid}: ${cmdline}`);
+  }
+  return found;
 }
