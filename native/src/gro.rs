@@ -239,17 +239,7 @@ fn flush(blob: &Blob, run: &Run, out: &mut Out) -> Result<(), i32> {
         to += payload.len();
         from += blob.seg;
     }
-    let f = &mut out.buf[at..at + len];
-    put16(f, IP + 2, (len - IP) as u16);
-    put16(f, IP + 10, 0);
-    let c = csum::checksum(&f[IP..TCP], 0);
-    put16(f, IP + 10, c);
-    if run.psh {
-        f[TCP + 13] |= TCP_PSH;
-    }
-    // CHECKSUM_PARTIAL: the field holds the pseudo-header sum, folded and not complemented.
-    let partial = csum::sum16(&[], pseudo_sum(f, len - TCP));
-    put16(f, TCP + 16, partial);
+    finish_merged(&mut out.buf[at..at + len], run.psh);
     let v = &mut out.buf[at - VNET_LEN..at];
     v[0] = F_NEEDS_CSUM;
     v[1] = GSO_TCPV4;
@@ -422,16 +412,7 @@ unsafe fn flush_slots(buf: *mut u8, s: &Slots, lengths: &[i32], run: &Run) -> bo
         ptr::copy_nonoverlapping(buf.add(k * s.slot_size + s.headroom + end), frame.add(to), n);
         to += n;
     }
-    let f = std::slice::from_raw_parts_mut(frame, len);
-    put16(f, IP + 2, (len - IP) as u16);
-    put16(f, IP + 10, 0);
-    let c = csum::checksum(&f[IP..TCP], 0);
-    put16(f, IP + 10, c);
-    if run.psh {
-        f[TCP + 13] |= TCP_PSH;
-    }
-    let partial = csum::sum16(&[], pseudo_sum(f, len - TCP));
-    put16(f, TCP + 16, partial);
+    finish_merged(std::slice::from_raw_parts_mut(frame, len), run.psh);
     true
 }
 
@@ -762,4 +743,20 @@ mod tests {
         }
         assert!(merged > 100, "{merged}");
     }
+}
+
+/// The headers of a merged IPv4/TCP frame `f` (the whole of it) made true: the IP total length and
+/// header checksum, PSH if any merged segment had it, and the TCP checksum field as
+/// CHECKSUM_PARTIAL (the pseudo-header sum, folded and not complemented) for the receiver to finish.
+fn finish_merged(f: &mut [u8], psh: bool) {
+    let len = f.len();
+    put16(f, IP + 2, (len - IP) as u16);
+    put16(f, IP + 10, 0);
+    let c = csum::checksum(&f[IP..TCP], 0);
+    put16(f, IP + 10, c);
+    if psh {
+        f[TCP + 13] |= TCP_PSH;
+    }
+    let partial = csum::sum16(&[], pseudo_sum(f, len - TCP));
+    put16(f, TCP + 16, partial);
 }
