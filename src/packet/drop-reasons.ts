@@ -68,6 +68,10 @@ export const DropReason = {
   dhcpReplyRate: 30,
   /** A frame on a fabric port from an address that is none of its fabric addresses (vsw fabric add). Counted on the fabric port. */
   fabricUnknownSource: 31,
+  /** Load balancer: a new connection to a VIP whose backends are all down, draining or removed. Counted on the client's port. */
+  lbNoBackend: 32,
+  /** Load balancer: a new connection found the balancer's connection table full of live connections. Counted on the client's port. */
+  lbTableFull: 33,
 } as const;
 
 export type DropReasonName = keyof typeof DropReason;
