@@ -72,6 +72,14 @@ export const DropReason = {
   lbNoBackend: 32,
   /** Load balancer: a new connection found the balancer's connection table full of live connections. Counted on the client's port. */
   lbTableFull: 33,
+  /** DNS to the network's resolver that cannot be answered: truncated, a compression loop or a pointer out of bounds, counts a query cannot have, a response, a fragment. Never answered. Counted on the asking port. */
+  dnsMalformed: 34,
+  /** DNS for a name that is not the network's: a copy went to the control plane, which resolves it with the host's resolvers and sends the answer (not a failure). Counted on the asking port. */
+  dnsHandedOver: 35,
+  /** DNS for a name that is not the network's, beyond the rate the control plane takes (a container flooding queries). Counted on the asking port. */
+  dnsOverRate: 36,
+  /** TCP to the resolver that needs no answer: an acknowledgement of the stateless exchange, or a reset. Counted on the asking port. */
+  dnsTcpNoAnswer: 37,
 } as const;
 
 export type DropReasonName = keyof typeof DropReason;
