@@ -121,6 +121,7 @@ const stateTimer = setInterval(() => {
   sw.vfp.conntrack.sweep(now, STATE_SWEEP_BUDGET);
   sw.sweepFlows(now, STATE_SWEEP_BUDGET, FLOW_IDLE_MS);
   sw.sweepNat(now, STATE_SWEEP_BUDGET);
+  sw.sweepLb(now, STATE_SWEEP_BUDGET);
 }, STATE_SWEEP_INTERVAL_MS);
 const limitTimer = setInterval(() => {
   const { refused } = sw.vfp.conntrack.counters();
@@ -196,7 +197,9 @@ const portCommands: Handlers<'addNetwork' | 'removeNetwork' | 'addPort' | 'remov
     sw.addPort(c);
     try {
       // A fabric address has no fd of its own: its frames come in through its fabric port's.
-      if (c.fd >= 0) engine.addPort(c.portId, c.fd);
+      // TEMPORARY A/B (TPACKET_V3 ring against read() on packet sockets): not to be committed.
+      if (c.fd >= 0 && c.uplinkMac !== undefined && process.env.VSW_UPLINK_RX === 'ring') engine.addRingPort(c.portId, c.fd, process.env.VSW_RING_BLOCK ? Number(process.env.VSW_RING_BLOCK) : undefined, process.env.VSW_RING_COUNT ? Number(process.env.VSW_RING_COUNT) : undefined);
+      else if (c.fd >= 0) engine.addPort(c.portId, c.fd);
     } catch (err) {
       sw.removePort(c.portId);
       throw err;
@@ -237,6 +240,12 @@ const policyCommands: Handlers<'setPolicy' | 'flows' | 'trace' | 'ruleHits'> = {
 const natCommands: Handlers<'setPublished' | 'nat'> = {
   setPublished: (c) => sw.setPublished(c.networkId, c.published),
   nat: (c) => sw.natState(clock(), c.networkId, c.countersOnly),
+};
+
+/** Load balancers, on any network. */
+const lbCommands: Handlers<'setBalancers' | 'lb'> = {
+  setBalancers: (c) => sw.setBalancers(c.networkId, c.balancers),
+  lb: (c) => sw.lbState(clock(), c.networkId),
 };
 
 /** overlay networks: the underlay sockets, peers and remote endpoints. */
@@ -289,7 +298,7 @@ const lifecycleCommands: Handlers<'snapshot' | 'importState' | 'announce' | 'inj
 };
 
 /** Every command, from the features that contribute them; the type makes a missing one a compile error. */
-const handlers: Handlers<Op> = { ...portCommands, ...policyCommands, ...natCommands, ...overlayCommands, ...captureCommands, ...lifecycleCommands };
+const handlers: Handlers<Op> = { ...portCommands, ...policyCommands, ...natCommands, ...lbCommands, ...overlayCommands, ...captureCommands, ...lifecycleCommands };
 
 function execute(command: DataPlaneCommand): unknown {
   return (handlers[command.op] as (c: DataPlaneCommand) => unknown)(command);

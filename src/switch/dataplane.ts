@@ -23,7 +23,9 @@ import type {
   DataPlaneVfpOptions,
   DataPlaneWorkerData,
   NatGatewaySpec,
+  LbSpec,
   NatPublishSpec,
+  NetworkLbState,
   NetworkSpec,
   OverlayDataPlaneState,
   OverlayNetworkSpec,
@@ -191,6 +193,16 @@ export class DataPlane extends EventEmitter {
 
   overlay(networkId?: number, countersOnly = false): Promise<OverlayDataPlaneState> {
     return this.request<OverlayDataPlaneState>({ op: 'overlay', networkId, countersOnly });
+  }
+
+  /** Replaces a network's load balancers (all of them at once). */
+  setBalancers(networkId: number, balancers: LbSpec[]): Promise<void> {
+    return this.request({ op: 'setBalancers', networkId, balancers });
+  }
+
+  /** The balancers and their backends' counters, of every network or one. */
+  lb(networkId?: number): Promise<NetworkLbState[]> {
+    return this.request<NetworkLbState[]>({ op: 'lb', networkId });
   }
 
   setPublished(networkId: number, published: NatPublishSpec[]): Promise<void> {

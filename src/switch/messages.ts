@@ -5,6 +5,7 @@ import type { MacEntry, MacTableCounters } from './mac-table.js';
 import type { NetworkSpec, OverlayNetworkSpec, SwitchFlow, SwitchNat, SwitchOverlay, SwitchTrace, UplinkConfig } from './switch.js';
 import type { RemoteEndpoint } from '../tunnel/overlay-segment.js';
 import type { NatGatewaySpec, NatPublishSpec } from '../nat/gateway.js';
+import type { LbCounters, LbSpec } from '../lb/balancer.js';
 import type { SnapshotImport, SwitchSnapshot } from './snapshot.js';
 
 export type DataPlaneCommand =
@@ -19,6 +20,8 @@ export type DataPlaneCommand =
   | { op: 'addPort'; portId: number; networkId: number; fd: number; name: string; mtu?: number; policy?: PortPolicy; external?: boolean; ip?: string; mac?: string; uplinkMac?: string }
   | { op: 'setPublished'; networkId: number; published: NatPublishSpec[] }
   | { op: 'nat'; networkId?: number; countersOnly?: boolean }
+  | { op: 'setBalancers'; networkId: number; balancers: LbSpec[] }
+  | { op: 'lb'; networkId?: number }
   | { op: 'removePort'; portId: number }
   | { op: 'setPolicy'; portId: number; policy: PortPolicy }
   | { op: 'flows'; portId?: number }
@@ -92,9 +95,15 @@ export interface SwitchCounters {
 }
 
 export type { SnapshotImport, SwitchSnapshot };
-export type { MacEntry, SwitchFlow, SwitchNat, SwitchTrace, VfpCounters, NatGatewaySpec, NatPublishSpec, NetworkSpec, OverlayNetworkSpec, SwitchOverlay, UplinkConfig, RemoteEndpoint };
+export type { MacEntry, SwitchFlow, SwitchNat, SwitchTrace, VfpCounters, NatGatewaySpec, NatPublishSpec, NetworkSpec, OverlayNetworkSpec, SwitchOverlay, UplinkConfig, RemoteEndpoint, LbSpec, LbCounters };
 
 /** The overlay state of the data plane: each overlay network, and datagrams by decapsulation verdict host-wide. */
+/** One network's load balancers as the data plane counts them. */
+export interface NetworkLbState {
+  networkId: number;
+  balancers: LbCounters[];
+}
+
 export interface OverlayDataPlaneState {
   networks: SwitchOverlay[];
   decap: Record<string, number>;

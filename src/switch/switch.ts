@@ -61,6 +61,8 @@ import { ArpSuppressionStage } from './stages/arp-suppression-stage.js';
 import { L2BridgeStage } from './stages/l2bridge-stage.js';
 import { NatGatewayStage } from './stages/nat-gateway-stage.js';
 import { DhcpReplyStage } from './stages/dhcp-reply-stage.js';
+import { LbStage } from './stages/lb-stage.js';
+import type { LbCounters, LbSpec } from '../lb/balancer.js';
 import { StageResult, type NetworkStage, type StageHost } from './stages/stage.js';
 
 export type { FrameIo } from './frame-io.js';
@@ -178,6 +180,8 @@ export class Switch implements PortHost, StageHost {
   /** The stages of the nat networks and the tunnel ports of the overlay networks, by network id: the control path's handles. */
   private readonly natStages = new Map<number, NatGatewayStage>();
   private readonly l2bridgeStages = new Map<number, L2BridgeStage>();
+  /** Every network's load balancers (a stage that lets everything pass while it has none). */
+  private readonly lbStages = new Map<number, LbStage>();
   /** The addresses behind each fabric port, by the fabric port's id. */
   private readonly fabrics = new Map<number, AddressTable>();
   private readonly tunnels = new Map<number, { port: SwitchPort; driver: VxlanTunnelDriver }>();
@@ -250,9 +254,15 @@ export class Switch implements PortHost, StageHost {
     if (!Number.isInteger(networkId) || networkId < 0 || networkId > 0xffff) throw new RangeError(`network id ${networkId} must be an integer from 0 to 65535`);
     if (this.networks.has(networkId)) throw new Error(`network id ${networkId} exists already`);
     const { nat, overlay } = spec;
+    const lb = new LbStage(this.vfp.conntrack);
     if (overlay === undefined) {
       const stages: NetworkStage[] = [];
       if (spec.dhcp === true) stages.push(new DhcpReplyStage(networkId, this.events));
+      // An l2tunnel host switches nothing itself: balancing, like policy, is the fabric host's.
+      if (spec.l2tunnel !== true) {
+        stages.push(lb);
+        this.lbStages.set(networkId, lb);
+      }
       if (nat) {
         const stage = new NatGatewayStage(new NatGateway(nat, this.vfp.conntrack));
         this.natStages.set(networkId, stage);
@@ -270,7 +280,8 @@ export class Switch implements PortHost, StageHost {
     if (!underlay || !this.sender) throw new Error(`uplink ${overlay.uplinkId} does not exist`);
     this.freeId(overlay.tunnelPortId, 'tunnel port');
     const segment = this.segments.add(overlay.vni, { peers: overlay.peers, learnArp: overlay.learnArp });
-    const net = new SwitchNetwork(networkId, name, [new ArpSuppressionStage(segment)]);
+    const net = new SwitchNetwork(networkId, name, [lb, new ArpSuppressionStage(segment)]);
+    this.lbStages.set(networkId, lb);
     const egress = new VxlanEgress(segment, underlay.uplink, overlay.mtu, this.io.batchSize);
     const driver = new VxlanTunnelDriver(segment, egress, overlay.uplinkId, this.sender.tx, this.sender);
     const tunnel = vxlanTunnelPort(overlay.tunnelPortId, net, driver, overlay.mtu + ETH_AND_VLAN_OVERHEAD, this.io.batchSize);
@@ -294,6 +305,7 @@ export class Switch implements PortHost, StageHost {
       this.tunnels.delete(networkId);
     }
     this.natStages.delete(networkId);
+    this.lbStages.delete(networkId);
     this.l2bridgeStages.delete(networkId);
     this.macTable.flushNetwork(networkId);
     this.networks.delete(networkId);
@@ -487,9 +499,35 @@ export class Switch implements PortHost, StageHost {
     if (!stage) throw new Error(`network id ${networkId} is not a nat network`);
     const gw = stage.gateway;
     gw.setPublished(list);
+    this.invalidateNetworkFlows(networkId);
+  }
+
+  /** Replaces a network's load balancers; its cached flows are re-evaluated (established connections keep their backends). */
+  setBalancers(networkId: number, specs: LbSpec[]): void {
+    const stage = this.lbStages.get(networkId);
+    if (!stage) throw new Error(`network id ${networkId} does not exist or takes no load balancers (l2tunnel)`);
+    stage.balancers.configure(specs);
+    this.invalidateNetworkFlows(networkId);
+  }
+
+  /** Every network's balancers with their backends' counters, optionally of one network (control path). */
+  lbState(now: number, networkId?: number): { networkId: number; balancers: LbCounters[] }[] {
+    const out: { networkId: number; balancers: LbCounters[] }[] = [];
+    for (const [id, stage] of this.lbStages) if ((networkId === undefined || id === networkId) && stage.balancers.size > 0) out.push({ networkId: id, balancers: stage.balancers.counters(now) });
+    return out;
+  }
+
+  /** Frees balanced connections that ended, a slice at a time. */
+  sweepLb(now: number, budget: number): void {
+    for (const stage of this.lbStages.values()) if (stage.balancers.size > 0) stage.balancers.sweep(now, budget);
+  }
+
+  /** Bumps the generation of every port of a network (its tunnel and host ports too): each cached flow through it goes the slow way once. */
+  private invalidateNetworkFlows(networkId: number): void {
     const gen = this.vfp.generation;
     for (const p of this.networks.get(networkId)!.ports) gen[p.id] = (gen[p.id] + 1) >>> 0;
-    if (gw.externalPortId >= 0) gen[gw.externalPortId] = (gen[gw.externalPortId] + 1) >>> 0;
+    const external = this.natStages.get(networkId)?.gateway.externalPortId ?? -1;
+    if (external >= 0) gen[external] = (gen[external] + 1) >>> 0;
   }
 
   /** The NAT gateways of the nat networks, by network id (control path: snapshots of the translations). */
