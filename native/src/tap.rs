@@ -217,3 +217,18 @@ pub fn link_info(name: &str, netns: Option<&str>) -> Result<Option<LinkInfo>, St
         result
     }
 }
+
+/// A non-blocking TCP socket made inside the network namespace at `path` (a socket keeps the
+/// namespace it was made in): the load balancer's health probes connect from a backend's own
+/// compartment, where its address is reachable whatever the network's mode.
+pub fn tcp_socket_in(path: &str) -> Result<c_int, String> {
+    const SOCK_STREAM: c_int = 1;
+    let _guard = enter_netns(path)?;
+    unsafe {
+        let fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(last_error(&format!("socket in network namespace {path}")));
+        }
+        Ok(fd)
+    }
+}

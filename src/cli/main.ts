@@ -11,6 +11,7 @@ import { flowsCommand, policyCommand, traceCommand } from './commands/policy.js'
 import { runCommand } from './commands/run.js';
 import { natCommand } from './commands/nat.js';
 import { fabricCommand } from './commands/fabric.js';
+import { lbCommand } from './commands/lb.js';
 import { overlayCommand } from './commands/overlay.js';
 import { statsCommand } from './commands/stats.js';
 import { systemCommand } from './commands/system.js';
@@ -39,6 +40,7 @@ function buildProgram(): Command {
       .addCommand(natCommand())
       .addCommand(overlayCommand())
       .addCommand(fabricCommand())
+      .addCommand(lbCommand())
       .addCommand(systemCommand())
       .addCommand(cniCommand())
       .addHelpText(

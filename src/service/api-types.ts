@@ -13,6 +13,9 @@ import type { VfpCounters } from '../vfp/vfp.js';
 import type { NetworkDriver } from './api-constants.js';
 import type {
   AddAclRuleBody,
+  AddBackendBody,
+  CreateLoadBalancerBody,
+  LbProbeSchema,
   CreateCompartmentBody,
   CreateEndpointBody,
   CreateFabricEndpointBody,
@@ -52,6 +55,53 @@ export type QosPolicy = Static<typeof QosBody>;
 export type SpoofGuardPolicy = Static<typeof SpoofGuardBody>;
 /** POST /v1/trace */
 export type TraceRequest = Static<typeof TraceBody>;
+/** POST /v1/loadbalancers */
+export type CreateLoadBalancerRequest = Static<typeof CreateLoadBalancerBody>;
+export type LbProbe = Static<typeof LbProbeSchema>;
+/** POST /v1/loadbalancers/:name/backends */
+export type AddBackendRequest = Static<typeof AddBackendBody>;
+
+/** A load balancer (VIP -> backends), balanced in the switch at each client's port (docs/LOADBALANCER.md). */
+export interface LoadBalancer {
+  id: string;
+  name: string;
+  network: string;
+  vip: string;
+  /** The MAC vsw answers ARP for the VIP with. */
+  vipMac: string;
+  protocol: 'tcp' | 'udp';
+  port: number;
+  affinity: 'none' | 'client-ip';
+  /** Absent: backends are never probed, and count as up. */
+  probe?: Required<Pick<LbProbe, 'kind' | 'intervalMs' | 'timeoutMs' | 'unhealthyThreshold' | 'healthyThreshold'>> & { path?: string };
+  backends: LbBackend[];
+  created: string;
+}
+
+export interface LbBackend {
+  /** How it was named when added ("web1", "web1:8080", "10.0.0.9:80"), and how it is named to rm or drain it. */
+  name: string;
+  /** The local endpoint's id; absent for a remote endpoint of an overlay network. */
+  endpoint?: string;
+  ip: string;
+  port: number;
+  /** Drained: no new connections; established ones finish. */
+  draining: boolean;
+  /** What the data plane does with it now: active (takes new connections), draining, or down (its probe fails, or its endpoint is down). */
+  state?: 'active' | 'draining' | 'down';
+  health?: LbBackendHealth;
+  counters?: { connections: number; active: number };
+}
+
+export interface LbBackendHealth {
+  /** up, down, or unknown before its first probe (counts as up), or unprobed (no probe, or a remote backend: probed where it runs). */
+  status: 'up' | 'down' | 'unknown' | 'unprobed';
+  /** Why the last probe failed. */
+  lastError?: string;
+  probes: number;
+  failures: number;
+  since?: string;
+}
 
 export interface Network {
   name: string;

@@ -16,6 +16,10 @@ import type {
 } from 'fastify';
 import { API_PREFIX, GROUP_BODY_LIMIT } from './api-constants.js';
 import {
+  addBackendSchema,
+  backendSchema,
+  createLoadBalancerSchema,
+  lbByNameSchema,
   createFabricEndpointSchema,
   aclRuleSchema,
   addAclRuleSchema,
@@ -111,7 +115,32 @@ export function registerRoutes(app: Api, service: NetworkService, version: strin
   });
 
   registerPolicyRoutes(app, service);
+  registerLoadBalancerRoutes(app, service);
   registerCaptureRoutes(app, service.capture, route);
+}
+
+function registerLoadBalancerRoutes(app: Api, service: NetworkService): void {
+  const p = `${API_PREFIX}/loadbalancers`;
+  app.get(p, async () => service.lb.list());
+  app.post(p, route(createLoadBalancerSchema), async (request, reply) => reply.code(201).send(await service.changeLoadBalancers((lb) => lb.create(request.body))));
+  app.get(`${p}/:name`, route(lbByNameSchema), async (request) => service.lb.inspect(request.params.name));
+  app.delete(`${p}/:name`, route(lbByNameSchema), async (request, reply) => {
+    await service.changeLoadBalancers((lb) => lb.remove(request.params.name));
+    return reply.code(204).send();
+  });
+  app.post(`${p}/:name/backends`, route(addBackendSchema), async (request, reply) =>
+    reply.code(201).send(await service.changeLoadBalancers((lb) => lb.addBackend(request.params.name, request.body.backend))),
+  );
+  app.delete(`${p}/:name/backends/:backend`, route(backendSchema), async (request, reply) => {
+    await service.changeLoadBalancers((lb) => lb.removeBackend(request.params.name, request.params.backend));
+    return reply.code(204).send();
+  });
+  app.post(`${p}/:name/backends/:backend/drain`, route(backendSchema), async (request) =>
+    service.changeLoadBalancers((lb) => lb.drain(request.params.name, request.params.backend, true)),
+  );
+  app.delete(`${p}/:name/backends/:backend/drain`, route(backendSchema), async (request) =>
+    service.changeLoadBalancers((lb) => lb.drain(request.params.name, request.params.backend, false)),
+  );
 }
 
 function registerPolicyRoutes(app: Api, service: NetworkService): void {

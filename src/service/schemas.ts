@@ -391,3 +391,44 @@ export function describeViolation(violation: SchemaViolation, dataVar: string, f
 function withHint(text: string, doc: FieldDoc | undefined): string {
   return doc ? `${text}: ${doc.hint}.` : `${text}.`;
 }
+
+// ---------------------------------------------------------------- load balancers
+
+const BACKEND_RULE = 'an endpoint name or id, or an IPv4 address of a remote endpoint (overlay), optionally with :PORT';
+
+export const LbProbeSchema = Type.Object(
+  {
+    kind: oneOf(['tcp', 'http']),
+    path: optional(str(255, { pattern: '^/', description: 'http: the path of the GET; default /.' })),
+    intervalMs: optional(Type.Integer({ minimum: 200, maximum: 600000, description: 'Between probes of one backend; default 2000.' })),
+    timeoutMs: optional(Type.Integer({ minimum: 50, maximum: 60000, description: 'A probe not answered by then failed; default 1000.' })),
+    unhealthyThreshold: optional(Type.Integer({ minimum: 1, maximum: 100, description: 'Consecutive failures that take a backend out; default 2.' })),
+    healthyThreshold: optional(Type.Integer({ minimum: 1, maximum: 100, description: 'Consecutive successes that bring it back; default 2.' })),
+  },
+  closed,
+);
+
+export const CreateLoadBalancerBody = Type.Object(
+  {
+    name: field(resourceName(), `a string of ${RESOURCE_NAME_RULE}`, 'pass a load balancer NAME such as web'),
+    network: field(resourceName(), 'a network name', 'pass --network NAME'),
+    vip: optional(field(str(64), "an IPv4 address string inside the network's subnet", 'pass --vip IP or leave it out', "The VIP: an address of the network's subnet that no endpoint has; default: the next free one.")),
+    protocol: optional(field(oneOf(['tcp', 'udp']), 'tcp or udp', 'pass --port 80/tcp or --port 53/udp')),
+    port: field(Type.Integer({ minimum: 1, maximum: 65535 }), 'a port number from 1 to 65535', 'pass --port 80'),
+    backends: field(Type.Array(str(128), { maxItems: 1024 }), `a list of at most 1024 backends, each ${BACKEND_RULE}`, 'pass --backend ENDPOINT[:PORT] once per backend'),
+    affinity: optional(field(oneOf(['none', 'client-ip']), 'none or client-ip', 'pass --affinity none or --affinity client-ip')),
+    probe: optional(field(LbProbeSchema, 'a probe such as {"kind": "http", "path": "/"}', 'pass --probe tcp or --probe http:/PATH, or leave it out')),
+  },
+  closed,
+);
+
+const lbNameParams = Type.Object({ name: field(str(255), 'a load balancer name or id', 'name the load balancer in the URL') }, closed);
+
+export const AddBackendBody = Type.Object({ backend: field(str(128), BACKEND_RULE, 'pass BACKEND such as web1 or web1:8080') }, closed);
+
+export const createLoadBalancerSchema = routeSchema({ body: CreateLoadBalancerBody });
+export const lbByNameSchema = routeSchema({ params: lbNameParams });
+export const addBackendSchema = routeSchema({ params: lbNameParams, body: AddBackendBody });
+export const backendSchema = routeSchema({
+  params: Type.Object({ name: lbNameParams.properties.name, backend: field(str(128), BACKEND_RULE, 'name the backend in the URL as it was added') }, closed),
+});

@@ -35,7 +35,7 @@ import {
   validateNetnsName,
   validateNetnsRef,
 } from '../host/index.js';
-import { closeFd, tapSetPersist } from '../native/index.js';
+import { closeFd, tapSetPersist, tcpSocketIn } from '../native/index.js';
 import type { DataPlane } from '../switch/dataplane.js';
 import {
   type Compartment,
@@ -57,6 +57,8 @@ import { Ipam, IpamError, macForIp, normalizeMac, parseIpOrCidr, randomLocalMac,
 import { Mutex } from './mutex.js';
 import { PolicyService, type PolicyDataPlane, type PolicyReads } from './policies.js';
 import { NatService, type NatDataPlane } from './nat.js';
+import { LbService, type LbDataPlane } from './lb.js';
+import type { SocketMaker } from './lb-probe.js';
 import { OverlayService, parseRange, type OverlayDataPlane, type OverlayPlan } from './overlay.js';
 import { UplinkService } from './uplink.js';
 import { CaptureService, type CaptureDataPlane } from './capture.js';
@@ -79,11 +81,14 @@ export type DataPlaneHandle = NatDataPlane &
   PolicyDataPlane &
   RestoreDataPlane &
   DhcpDataPlane &
+  LbDataPlane &
   Pick<DataPlane, 'maxPorts' | 'addNetwork' | 'removeNetwork' | 'addPort' | 'removePort' | 'portCounters' | 'switchCounters' | 'announce' | 'stages'>;
 
 export interface NetworkServiceOptions {
   /** Writes the state durably (src/service/state-file.ts); absent, nothing is saved. */
   save?: (state: SavedState) => Promise<void>;
+  /** Makes a TCP socket in a network namespace, for load balancer probes; default the native addon's tcpSocketIn. */
+  probeSocket?: SocketMaker;
 }
 
 const now = (): string => new Date().toISOString();
@@ -98,6 +103,8 @@ export class NetworkService {
   readonly uplinks: UplinkService;
   readonly dhcp: DhcpService;
   readonly capture: CaptureService;
+  /** Reads only: changes go through changeLoadBalancers, under the mutex. */
+  readonly lb: LbService;
   private readonly mutex = new Mutex();
   private readonly save?: (state: SavedState) => Promise<void>;
 
@@ -115,6 +122,12 @@ export class NetworkService {
     this.uplinks = new UplinkService(this.state, dataPlane, logger, commit);
     this.dhcp = new DhcpService(dataPlane, logger, { readdress: (id, lease) => this.readdress(id, lease) });
     this.capture = new CaptureService(this.state, dataPlane, logger);
+    this.lb = new LbService(this.state, dataPlane, logger, commit, opts.probeSocket ?? tcpSocketIn);
+  }
+
+  /** Load balancer changes run under the service's mutex like every other mutation; LbService saves each before it resolves. */
+  changeLoadBalancers<T>(change: (lb: LbService) => Promise<T>): Promise<T> {
+    return this.mutex.run(() => change(this.lb));
   }
 
   /**
@@ -254,6 +267,7 @@ export class NetworkService {
     return this.mutex.run(async () => {
       // Leases stay the endpoints': the next daemon asks for the same addresses again.
       this.dhcp.stopAll();
+      this.lb.stop();
       for (const record of this.state.endpoints.values()) {
         await this.nat.stopProxies(record);
         if (record.fd >= 0) closeQuietly(record.fd, this.logger);
@@ -274,6 +288,8 @@ export class NetworkService {
         if (endpoint.dhcp === undefined) continue;
         this.dhcp.resume(dhcpIdentity(endpoint), endpoint.portId, networkId, endpoint.ip);
       }
+      for (const lb of saved.loadBalancers ?? []) this.state.loadBalancers.set(lb.name, { ...lb, backends: lb.backends.filter((b) => b.endpoint === undefined || this.state.endpoints.has(b.endpoint)) });
+      await this.lb.restoreAll();
       this.announce([...this.state.endpoints.values()].filter((r) => r.down === null));
       await this.commit();
       return report;
@@ -303,6 +319,7 @@ export class NetworkService {
         if (record.fd >= 0) closeQuietly(record.fd, this.logger);
         record.fd = -1;
         this.logger.warn({ endpoint: record.endpoint.id, endpointName: record.endpoint.name, reason }, 'endpoint is down; vsw keeps trying to bring it back');
+        await this.lb.endpointStateChanged(record.endpoint.network);
         return;
       }
       const net = [...this.state.networks.values()].find((r) => r.nat?.portId === portId && r.nat.fd === fd);
@@ -389,6 +406,7 @@ export class NetworkService {
     }
     record.fd = tap.fd;
     record.down = null;
+    await this.lb.endpointStateChanged(record.endpoint.network).catch((err: unknown) => this.logger.warn({ err, endpoint: record.endpoint.id }, 'could not bring the endpoint back into its load balancers'));
     this.announce([record]);
     this.logger.info({ endpoint: record.endpoint.id, endpointName: record.endpoint.name, tap: tap.how }, 'endpoint is up again');
   }
@@ -534,6 +552,7 @@ export class NetworkService {
     if (names.length > 0) {
       throw conflict(`network ${name} still has endpoints ${names.join(', ')}: remove them first (vsw endpoint rm ${names.join(' ')}).`);
     }
+    this.lb.checkNetworkRemovable(name);
     await this.nat.tearDown(record);
     await this.uplinks.tearDownFabric(record);
     await this.uplinks.tearDown(record);
@@ -853,6 +872,7 @@ export class NetworkService {
     if (net && endpoint.publish?.length) {
       await this.nat.syncPublished(net, record).catch((err) => this.logger.warn({ err, endpoint: endpoint.id }, 'data plane could not unpublish the ports'));
     }
+    await this.lb.endpointRemoved(endpoint.id, endpoint.network).catch((err: unknown) => this.logger.warn({ err, endpoint: endpoint.id }, 'could not take the endpoint out of its load balancers'));
     try {
       await this.dataPlane.removePort(endpoint.portId);
     } catch (err) {

@@ -28,7 +28,7 @@ import writeFileAtomic from 'write-file-atomic';
 import { closeFd, lockFile } from '../native/index.js';
 import type { SwitchSnapshot } from '../switch/snapshot.js';
 import type { PortPolicy } from '../vfp/policy.js';
-import type { Compartment, Endpoint, NatInfo, Network, OverlayInfo, RemoteEndpointRequest, UplinkInfo } from './api-types.js';
+import type { Compartment, Endpoint, LoadBalancer, NatInfo, Network, OverlayInfo, RemoteEndpointRequest, UplinkInfo } from './api-types.js';
 
 /** The format version of state.json; a file with any other one is refused. */
 export const STATE_VERSION = 1;
@@ -89,6 +89,8 @@ export interface SavedState {
   networks: SavedNetwork[];
   endpoints: SavedEndpoint[];
   compartments: Compartment[];
+  /** Absent in files written before load balancers existed. */
+  loadBalancers?: LoadBalancer[];
   host: HostLedger;
 }
 
@@ -358,6 +360,13 @@ function shapeProblem(s: Record<string, unknown>): string | undefined {
   }
   for (const [i, c] of (s.compartments as Compartment[]).entries()) {
     if (typeof c?.name !== 'string') return `compartments[${i}] has no name`;
+  }
+  if (s.loadBalancers !== undefined) {
+    if (!Array.isArray(s.loadBalancers)) return 'its "loadBalancers" is not a list';
+    for (const [i, lb] of (s.loadBalancers as LoadBalancer[]).entries()) {
+      if (typeof lb?.name !== 'string' || typeof lb.id !== 'string' || typeof lb.vip !== 'string' || !Number.isInteger(lb.port) || !Array.isArray(lb.backends)) return `loadBalancers[${i}] lacks a name, id, VIP, port or backends`;
+      if (!names.has(lb.network)) return `load balancer ${lb.name} is on network ${String(lb.network)}, which the file does not have`;
+    }
   }
   return undefined;
 }

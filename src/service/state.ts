@@ -6,7 +6,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { PortPolicy } from '../vfp/policy.js';
-import type { Compartment, Endpoint, NatInfo, Network, OverlayInfo, RemoteEndpointRequest, UplinkInfo } from './api-types.js';
+import type { Compartment, Endpoint, LoadBalancer, NatInfo, Network, OverlayInfo, RemoteEndpointRequest, UplinkInfo } from './api-types.js';
 import type { PortProxy } from '../nat/proxy.js';
 import { notFound } from './errors.js';
 import { IdPool } from './id-pool.js';
@@ -80,6 +80,8 @@ export class State {
   readonly networks = new Map<string, NetworkRecord>();
   readonly endpoints = new Map<string, EndpointRecord>();
   readonly compartments = new Map<string, Compartment>();
+  /** Load balancers by name (src/service/lb.ts). */
+  readonly loadBalancers = new Map<string, LoadBalancer>();
   readonly networkIds = new IdPool(1, MAX_NETWORK_ID, 'network');
   readonly portIds: IdPool;
   /** Host changes vsw owns beyond the networks (written to disk before they are made). */
@@ -194,7 +196,13 @@ export class State {
       })),
       endpoints: [...this.endpoints.values()].map(({ endpoint, policy }) => ({ endpoint, policy })),
       compartments: [...this.compartments.values()],
+      loadBalancers: [...this.loadBalancers.values()].map(savedLoadBalancer),
       host: { forwardingSetByVsw: this.host.forwardingSetByVsw, nftTables: [...this.host.nftTables], netns: currentNetns() },
     };
   }
+}
+
+/** What is saved of a load balancer: no state, health or counters (those are now, not desired). */
+function savedLoadBalancer(lb: LoadBalancer): LoadBalancer {
+  return { ...lb, backends: lb.backends.map(({ name, endpoint, ip, port, draining }) => ({ name, ...(endpoint === undefined ? {} : { endpoint }), ip, port, draining })) };
 }
