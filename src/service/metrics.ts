@@ -14,7 +14,7 @@
 import { createServer, type Server } from 'node:http';
 import type { Logger } from 'pino';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { NatNetworkState, OverlayNetworkState, StatsResponse } from './api-types.js';
+import type { LoadBalancer, NatNetworkState, OverlayNetworkState, StatsResponse } from './api-types.js';
 import type { NetworkService } from './service.js';
 
 export interface MetricsAddress {
@@ -36,6 +36,7 @@ interface Scrape {
   nat: NatNetworkState[];
   overlay: OverlayNetworkState[];
   hostPorts: { port: string; network: string; portId: number; up: boolean }[];
+  loadBalancers: LoadBalancer[];
 }
 
 type MirrorArgs = [registry: Registry, name: string, help: string, labelNames: string[], values: (s: Scrape) => [Record<string, string>, number][], scrape: () => Scrape | undefined];
@@ -148,6 +149,21 @@ export class Metrics {
     mirroredCounter(r, 'vsw_overlay_underlay_datagrams_out_total', 'VXLAN datagrams sent on the underlay socket the network rides on', ['network', 'vni'], underlayRows((u) => u.datagramsOut), s);
     mirroredCounter(r, 'vsw_overlay_underlay_send_failed_total', 'VXLAN datagrams the underlay socket refused', ['network', 'vni'], underlayRows((u) => u.sendFailed), s);
 
+    type BackendRow = [Record<string, string>, number];
+    const backendRows = (pick: (b: LoadBalancer['backends'][number]) => number | null) => (x: Scrape): BackendRow[] =>
+      x.loadBalancers.flatMap((lb) =>
+        lb.backends.flatMap((b): BackendRow[] => {
+          const value = pick(b);
+          return value === null ? [] : [[{ lb: lb.name, network: lb.network, backend: `${b.ip}:${b.port}` }, value]];
+        }),
+      );
+    const lbLabels = ['lb', 'network', 'backend'];
+    mirroredGauge(r, 'vsw_lb_backend_up', '1 while the backend takes new connections (not drained, its probe passing, its endpoint up), else 0', lbLabels, backendRows((b) => (b.state === 'active' ? 1 : 0)), s);
+    mirroredGauge(r, 'vsw_lb_backend_probe_up', "The backend's health probe: 1 up (or before its first verdict), 0 down; absent when it is not probed here", lbLabels, backendRows((b) => (b.health === undefined || b.health.status === 'unprobed' ? null : b.health.status === 'down' ? 0 : 1)), s);
+    mirroredCounter(r, 'vsw_lb_backend_probe_failures_total', 'Health probes of the backend that failed', lbLabels, backendRows((b) => b.health?.failures ?? 0), s);
+    mirroredCounter(r, 'vsw_lb_backend_connections_total', 'Connections balanced to the backend', lbLabels, backendRows((b) => b.counters?.connections ?? 0), s);
+    mirroredGauge(r, 'vsw_lb_backend_connections', 'Connections balanced to the backend that are alive now', lbLabels, backendRows((b) => b.counters?.active ?? 0), s);
+
     mirroredGauge(r, 'vsw_endpoints', 'Endpoints, by network', ['network'], () => {
       const counts = new Map<string, number>();
       for (const e of this.service.state.listEndpoints()) counts.set(e.network, (counts.get(e.network) ?? 0) + 1);
@@ -172,11 +188,11 @@ export class Metrics {
 
   private async renderNow(): Promise<string> {
     const service = this.service;
-    const [stats, nat, overlay] = await Promise.all([service.stats(), service.nat.list(undefined, true), service.overlay.list(undefined, true)]);
+    const [stats, nat, overlay, loadBalancers] = await Promise.all([service.stats(), service.nat.list(undefined, true), service.overlay.list(undefined, true), service.lb.list()]);
     const hostPorts = [...service.state.networks.values()].flatMap((r) =>
       r.nat ? [{ port: `host/${r.nat.info.hostInterface}`, network: r.network.name, portId: r.nat.portId, up: r.nat.down === null }] : [],
     );
-    this.current = { stats, nat, overlay, hostPorts };
+    this.current = { stats, nat, overlay, hostPorts, loadBalancers };
     try {
       return await this.registry.metrics();
     } finally {

@@ -9,7 +9,7 @@ import test from 'ava';
 import type { ChildProcess } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { LoadBalancer } from '../../src/service/api-types.js';
-import { addNetns, inNetns, runPrefix, spawnInNetns } from './helpers/env.js';
+import { addNetns, freeLoopbackPort, inNetns, runPrefix, spawnInNetns } from './helpers/env.js';
 import { assertOneSentence, createEndpoint, readLines, restartDaemon, startDaemon, teardown, type DaemonHandle, type EndpointJson, type LineReader } from './helpers/daemon.js';
 import { TCP_ECHO_CLIENT, TCP_ECHO_SERVER } from './helpers/echo.js';
 
@@ -55,6 +55,18 @@ print(json.dumps({"counts": counts, "failures": failures}))
 `;
 
 let d: DaemonHandle;
+let metricsPort: number;
+
+/** The daemon's samples of one metric for load balancer `lb`, by backend address. */
+async function lbMetric(name: string, lb: string): Promise<Map<string, number>> {
+  const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+  const out = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    const m = new RegExp(`^${name}\\{(.*)\\} (\\S+)$`).exec(line);
+    if (m && m[1].includes(`lb="${lb}"`)) out.set(/backend="([^"]+)"/.exec(m[1])![1], Number(m[2]));
+  }
+  return out;
+}
 const backends = new Map<string, EndpointJson>();
 const servers = new Map<string, ChildProcess>();
 const clients: ChildProcess[] = [];
@@ -104,7 +116,8 @@ async function stillEchoes(reader: LineReader, more = 5): Promise<void> {
 }
 
 test.before(async () => {
-  d = await startDaemon(prefix);
+  metricsPort = await freeLoopbackPort();
+  d = await startDaemon(prefix, { extraArgs: ['--metrics', `127.0.0.1:${metricsPort}`] });
   await d.vswOk(['network', 'create', net, '-d', 'internal', '--subnet', '10.94.0.0/24']);
   await d.vswOk(['network', 'create', other, '-d', 'internal', '--subnet', '10.95.0.0/24']);
   for (const n of ['client', ...names]) {
@@ -154,6 +167,9 @@ test.serial('300 requests to the VIP: each of 3 backends answers 25-42% of them'
   const total = lb.backends.reduce((n, b) => n + (b.counters?.connections ?? 0), 0);
   t.true(total >= 300, `the backends' counters add up to the connections made: ${total}`);
   for (const b of lb.backends) t.like(b, { state: 'active', health: { status: 'up' } });
+  const connections = await lbMetric('vsw_lb_backend_connections_total', 'web');
+  t.deepEqual(connections, new Map(lb.backends.map((b) => [`${b.ip}:${b.port}`, b.counters!.connections])), 'the metrics count what vsw lb inspect does');
+  t.deepEqual([...(await lbMetric('vsw_lb_backend_up', 'web')).values()], [1, 1, 1]);
 });
 
 test.serial("a backend whose server stops is taken out within the probe window, no request fails after it, and it takes a third again when it is back; long-lived connections survive both", async (t) => {
@@ -164,6 +180,9 @@ test.serial("a backend whose server stops is taken out within the probe window, 
   servers.get('w2')!.kill('SIGKILL');
   const outAfter = await waitBackend('web', 'w2', 'down', 5000);
   t.true(outAfter <= 500 * 2 + 300 + 1000, `w2 was taken out after ${outAfter} ms (interval 500 ms, threshold 2, timeout 300 ms)`);
+  const w2 = `${backends.get('w2')!.ip}:8080`;
+  t.is((await lbMetric('vsw_lb_backend_probe_up', 'web')).get(w2), 0, 'the metrics say its probe is down');
+  t.true(((await lbMetric('vsw_lb_backend_probe_failures_total', 'web')).get(w2) ?? 0) >= 2);
   const without = await requests('client', 80, 150);
   t.deepEqual(without.failures, [], 'no request fails once the probe took it out');
   t.is(without.counts.w2 ?? 0, 0);

@@ -16,10 +16,9 @@
 import test from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, openSync, closeSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { NatNetworkState, Network } from '../../src/service/api-types.js';
-import { addNetns, inNetns, runPrefix } from './helpers/env.js';
+import { addNetns, freeLoopbackPort, inNetns, runPrefix } from './helpers/env.js';
 import {
   api,
   assertOneSentence,
@@ -73,17 +72,6 @@ let m: EndpointJson[] = [];
 let c1: EndpointJson;
 
 /** A TCP port free on loopback right now (the kernel picks it; closed again before use). */
-async function freeLoopbackPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
-  const { port } = server.address() as { port: number };
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
 test.before(async () => {
   forwardBefore = readIpForward();
   metricsPort = await freeLoopbackPort();

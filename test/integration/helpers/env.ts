@@ -3,6 +3,7 @@
  * `vswt`, commands inside namespaces, and a cleanup list that runs even when a
  * test fails. Traffic only ever goes between namespaces a test created.
  */
+import { createServer } from 'node:net';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -122,4 +123,16 @@ export function processesMentioning(text: string): string[] {
     if (cmdline.includes(text)) found.push(`${pid}: ${cmdline}`);
   }
   return found;
+}
+
+/** A TCP port free on 127.0.0.1 a moment ago (for a daemon's --metrics, a Prometheus server). */
+export async function freeLoopbackPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve());
+  });
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
 }
