@@ -197,9 +197,7 @@ const portCommands: Handlers<'addNetwork' | 'removeNetwork' | 'addPort' | 'remov
     sw.addPort(c);
     try {
       // A fabric address has no fd of its own: its frames come in through its fabric port's.
-      // TEMPORARY A/B (TPACKET_V3 ring against read() on packet sockets): not to be committed.
-      if (c.fd >= 0 && c.uplinkMac !== undefined && process.env.VSW_UPLINK_RX === 'ring') engine.addRingPort(c.portId, c.fd, process.env.VSW_RING_BLOCK ? Number(process.env.VSW_RING_BLOCK) : undefined, process.env.VSW_RING_COUNT ? Number(process.env.VSW_RING_COUNT) : undefined);
-      else if (c.fd >= 0) engine.addPort(c.portId, c.fd);
+      if (c.fd >= 0) engine.addPort(c.portId, c.fd);
     } catch (err) {
       sw.removePort(c.portId);
       throw err;
