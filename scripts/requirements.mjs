@@ -35,6 +35,8 @@ const test = [
   // The LAN of `scripts/lab up --lan` and its test: dnsmasq is the LAN's DHCP server (dnsmasq-base is the
   // program alone, without the system service the dnsmasq package would install and start).
   ['dnsmasq', 'dnsmasq-base'],
+  // dig asks the networks' resolvers in the DNS test (over UDP and TCP, PTR included).
+  ['dig', 'bind9-dnsutils'],
   ['/usr/lib/cni/loopback', 'containernetworking-plugins'],
   // libcni itself drives the plugin in the conformance test, built with Debian's go from Debian's sources.
   ['go', 'golang-go'],

@@ -357,6 +357,9 @@ export function buildResult(cniVersion: string, env: CniEnv, endpoint: Endpoint,
     ips: [{ ...(legacy ? { version: '4' as const } : {}), address: `${endpoint.ip}/${endpoint.prefixLength}`, ...(gateway ? { gateway } : {}), interface: 0 }],
     routes: gateway ? [{ dst: '0.0.0.0/0', gw: gateway }] : [],
   };
-  if (dns) result.dns = dns;
+  // The configuration's own dns wins; otherwise the network's resolver in the switch, with the network as search domain.
+  const fromNetwork = network.resolver === undefined ? undefined : { nameservers: [network.resolver], search: [network.name] };
+  const answer = dns ?? fromNetwork;
+  if (answer) result.dns = answer;
   return result;
 }

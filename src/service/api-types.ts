@@ -111,6 +111,13 @@ export interface Network {
   /** CIDR, e.g. 10.88.0.0/24. */
   subnet: string;
   gateway: string | null;
+  /**
+   * The address vsw answers DNS at for the network's endpoints (docs/DNS.md):
+   * the gateway's, or the one given with --resolver on an internal or overlay
+   * network without a gateway. Absent: no DNS in the switch (transparent,
+   * l2bridge and l2tunnel networks use their LAN's).
+   */
+  resolver?: string;
   /** ISO 8601. */
   created: string;
   /** Ids of the endpoints attached to the network. */

@@ -22,6 +22,7 @@ import { PortHealth } from './health.js';
 import { Metrics, type MetricsAddress } from './metrics.js';
 import { checkSaved } from './restore.js';
 import { NetworkService } from './service.js';
+import type { Upstream } from './dns.js';
 import { claimSocketPath, unlinkIfPresent } from './socket.js';
 import { StateStore } from './state-file.js';
 import { packageVersion } from './version.js';
@@ -37,6 +38,8 @@ export interface DaemonOptions {
   dataPlane?: DataPlaneVfpOptions;
   /** Serve Prometheus metrics here. */
   metrics?: MetricsAddress;
+  /** Where the networks' resolvers forward other names; default the host's resolv.conf nameservers. */
+  dnsUpstreams?: Upstream[];
   /** Serve the docker network driver API on this socket (vsw daemon --docker). */
   docker?: string;
   /** Called when the data plane dies under the daemon; the default stops the daemon. */
@@ -80,7 +83,7 @@ export class Daemon {
       const dataPlane = (parts.dataPlane = await DataPlane.start({ logger, vfp: opts.dataPlane }));
       // The whole file is checked before anything on the host is touched.
       const ipams = saved ? checkSaved(saved, parts.store.statePath, dataPlane.maxPorts) : undefined;
-      const service = (parts.service = new NetworkService(dataPlane, logger, { save: (state) => parts.store.save(state) }));
+      const service = (parts.service = new NetworkService(dataPlane, logger, { save: (state) => parts.store.save(state), ...(opts.dnsUpstreams === undefined ? {} : { dnsUpstreams: opts.dnsUpstreams }) }));
       if (opts.metrics) {
         const metrics = (parts.metrics = new Metrics(service, logger));
         parts.store.onWrite((seconds, bytes) => metrics.observeStateWrite(seconds, bytes));

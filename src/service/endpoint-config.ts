@@ -5,6 +5,8 @@
  */
 import { netnsInode, netnsMounted, type InterfaceConfig } from '../host/index.js';
 import type { DataPlanePort, NatGatewaySpec, NetworkSpec, OverlayNetworkSpec } from '../switch/dataplane.js';
+import type { DnsStageSpec } from '../switch/stages/dns-stage.js';
+import { macForIp } from './ipam.js';
 import type { Endpoint, Network } from './api-types.js';
 import type { EndpointRecord, NetworkRecord } from './state.js';
 
@@ -68,6 +70,19 @@ export function endpointPort(record: Pick<EndpointRecord, 'endpoint' | 'fd' | 'p
 }
 
 /** A network as the data plane builds it (its stages), the same at creation and after a restart. */
-export function networkSpec(network: Pick<Network, 'driver' | 'ipam'>, nat?: NatGatewaySpec, overlay?: OverlayNetworkSpec): NetworkSpec {
-  return { nat, overlay, l2bridge: network.driver === 'l2bridge', l2tunnel: network.driver === 'l2tunnel', dhcp: network.ipam === 'dhcp' };
+export function networkSpec(network: Pick<Network, 'driver' | 'ipam' | 'resolver'>, nat?: NatGatewaySpec, overlay?: OverlayNetworkSpec): NetworkSpec {
+  return { nat, overlay, l2bridge: network.driver === 'l2bridge', l2tunnel: network.driver === 'l2tunnel', dhcp: network.ipam === 'dhcp', dns: resolverSpec(network, nat) };
+}
+
+/**
+ * The network's resolver in the switch: on a nat network the gateway (which
+ * the NAT gateway answers ARP for), on internal and overlay networks the
+ * resolver address, which the stage owns (answers ARP for, and nothing
+ * routes behind); none on the networks of a physical LAN, whose own DNS the
+ * containers use.
+ */
+function resolverSpec(network: Pick<Network, 'resolver'>, nat?: NatGatewaySpec): DnsStageSpec | undefined {
+  if (nat !== undefined) return { resolverIp: nat.gatewayIp, resolverMac: nat.gatewayMac };
+  if (network.resolver === undefined) return undefined;
+  return { resolverIp: network.resolver, resolverMac: macForIp(network.resolver), ownsAddress: true };
 }

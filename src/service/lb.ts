@@ -43,6 +43,8 @@ export class LbService {
     private readonly logger: Logger,
     private readonly commit: () => Promise<void>,
     makeSocket: SocketMaker,
+    /** The networks' DNS names: a balancer's name answers with its VIP. */
+    private readonly names?: { checkName(net: NetworkRecord, owner: string, name: string): void; sync(network: string): Promise<void> },
   ) {
     this.prober = new LbProber(makeSocket, (key) => this.probeChanged(key), logger);
   }
@@ -92,7 +94,9 @@ export class LbService {
         if (lb.probe.timeoutMs >= lb.probe.intervalMs) throw badRequest(`the probe timeout (${lb.probe.timeoutMs} ms) must be shorter than its interval (${lb.probe.intervalMs} ms).`);
       }
       for (const b of req.backends) this.addBackendTo(lb, net, b);
+      this.names?.checkName(net, `load balancer ${lb.name}`, lb.name);
       await this.apply(lb.network, () => this.state.loadBalancers.set(lb.name, lb), () => this.state.loadBalancers.delete(lb.name));
+      await this.names?.sync(lb.network).catch((err: unknown) => this.logger.warn({ err, loadBalancer: lb.name }, "could not give the network's resolver the balancer's name"));
       this.logger.info({ loadBalancer: lb.name, network: lb.network, vip: lb.vip, port: lb.port, protocol, backends: lb.backends.map((b) => b.name) }, 'load balancer created');
       return this.view(lb);
     } catch (err) {
@@ -105,6 +109,7 @@ export class LbService {
     const lb = this.requireLb(nameOrId);
     await this.apply(lb.network, () => this.state.loadBalancers.delete(lb.name), () => this.state.loadBalancers.set(lb.name, lb));
     if (!this.vipShared(lb.network, lb.vip)) this.state.networks.get(lb.network)?.ipam.release(lb.vip);
+    await this.names?.sync(lb.network).catch((err: unknown) => this.logger.warn({ err, loadBalancer: lb.name }, "could not take the balancer's name out of the network's resolver"));
     this.logger.info({ loadBalancer: lb.name }, 'load balancer removed');
   }
 

@@ -135,6 +135,14 @@ export const CreateNetworkBody = Type.Object(
     owner: optional(
       field(str(255), 'a string of 1 to 255 characters', 'leave it out (runtime drivers set it)', 'Who asks (a runtime\'s driver), e.g. "docker:NETWORKID"; unique among networks.'),
     ),
+    resolver: optional(
+      field(
+        str(64),
+        'an IPv4 address string inside the subnet',
+        'pass --resolver IP or leave it out',
+        "internal and overlay networks without a gateway: the address vsw answers the endpoints' DNS at (taken from the subnet); with a gateway (and on nat networks) the gateway's address is the resolver.",
+      ),
+    ),
   },
   closed,
 );

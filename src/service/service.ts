@@ -58,6 +58,7 @@ import { Mutex } from './mutex.js';
 import { PolicyService, type PolicyDataPlane, type PolicyReads } from './policies.js';
 import { NatService, type NatDataPlane } from './nat.js';
 import { LbService, type LbDataPlane } from './lb.js';
+import { DnsService, hostUpstreams, type DnsDataPlane, type Upstream } from './dns.js';
 import type { SocketMaker } from './lb-probe.js';
 import { OverlayService, parseRange, type OverlayDataPlane, type OverlayPlan } from './overlay.js';
 import { UplinkService } from './uplink.js';
@@ -82,6 +83,7 @@ export type DataPlaneHandle = NatDataPlane &
   RestoreDataPlane &
   DhcpDataPlane &
   LbDataPlane &
+  DnsDataPlane &
   Pick<DataPlane, 'maxPorts' | 'addNetwork' | 'removeNetwork' | 'addPort' | 'removePort' | 'portCounters' | 'switchCounters' | 'announce' | 'stages'>;
 
 export interface NetworkServiceOptions {
@@ -89,6 +91,8 @@ export interface NetworkServiceOptions {
   save?: (state: SavedState) => Promise<void>;
   /** Makes a TCP socket in a network namespace, for load balancer probes; default the native addon's tcpSocketIn. */
   probeSocket?: SocketMaker;
+  /** Where the resolvers forward names that are not the networks' own; default the host's /etc/resolv.conf nameservers (read each time). */
+  dnsUpstreams?: Upstream[];
 }
 
 const now = (): string => new Date().toISOString();
@@ -105,6 +109,7 @@ export class NetworkService {
   readonly capture: CaptureService;
   /** Reads only: changes go through changeLoadBalancers, under the mutex. */
   readonly lb: LbService;
+  readonly dns: DnsService;
   private readonly mutex = new Mutex();
   private readonly save?: (state: SavedState) => Promise<void>;
 
@@ -122,7 +127,9 @@ export class NetworkService {
     this.uplinks = new UplinkService(this.state, dataPlane, logger, commit);
     this.dhcp = new DhcpService(dataPlane, logger, { readdress: (id, lease) => this.readdress(id, lease) });
     this.capture = new CaptureService(this.state, dataPlane, logger);
-    this.lb = new LbService(this.state, dataPlane, logger, commit, opts.probeSocket ?? tcpSocketIn);
+    const upstreams = opts.dnsUpstreams;
+    this.dns = new DnsService(this.state, dataPlane, logger, upstreams === undefined ? () => hostUpstreams() : () => upstreams);
+    this.lb = new LbService(this.state, dataPlane, logger, commit, opts.probeSocket ?? tcpSocketIn, this.dns);
   }
 
   /** Load balancer changes run under the service's mutex like every other mutation; LbService saves each before it resolves. */
@@ -290,6 +297,7 @@ export class NetworkService {
       }
       for (const lb of saved.loadBalancers ?? []) this.state.loadBalancers.set(lb.name, { ...lb, backends: lb.backends.filter((b) => b.endpoint === undefined || this.state.endpoints.has(b.endpoint)) });
       await this.lb.restoreAll();
+      await this.dns.syncAll();
       this.announce([...this.state.endpoints.values()].filter((r) => r.down === null));
       await this.commit();
       return report;
@@ -467,6 +475,12 @@ export class NetworkService {
     if (req.ipam === 'dhcp' && req.ipRange !== undefined) {
       throw badRequest(`--ip-range does not go with --ipam dhcp: the LAN's DHCP server picks the addresses; leave it out.`);
     }
+    if (req.resolver !== undefined && req.driver !== 'internal' && !isOverlay) {
+      throw badRequest(`--resolver belongs to internal and overlay networks, not ${req.driver} ones (a nat network's resolver is its gateway; a LAN has its own DNS): leave it out.`);
+    }
+    if (req.resolver !== undefined && req.gateway !== undefined) {
+      throw badRequest(`--resolver and --gateway do not go together: a network with a gateway has its resolver at the gateway's address; leave one out.`);
+    }
     if (!isOverlay && !onUplink && req.ipRange !== undefined) {
       throw badRequest(`--ip-range belongs to overlay, transparent, l2bridge and l2tunnel networks, not ${req.driver} ones: leave it out.`);
     }
@@ -481,15 +495,19 @@ export class NetworkService {
     const ipam = new Ipam(req.subnet, { ...(req.gateway === undefined ? {} : { gateway: req.gateway }), ...(range ? { range } : {}) });
     // The host's own address on the LAN is never a container's.
     if (uplink?.hostAddress !== undefined && uplink.hostAddress !== ipam.reservedGateway) ipam.reserve(uplink.hostAddress);
+    const resolverIp = req.resolver === undefined ? undefined : parseIpOrCidr(req.resolver, ipam.subnet);
+    if (resolverIp !== undefined) ipam.reserve(resolverIp);
     const id = this.state.networkIds.allocate();
     const rollback = new Rollback(this.logger);
     rollback.add(`release network id ${id}`, () => this.state.networkIds.release(id));
     try {
       // A nat network always has a gateway: the NAT gateway itself, at --gateway or the first host address.
       const gateway = ipam.gateway ?? (isNat ? ipam.reservedGateway : null);
+      // DNS in the switch: at the gateway, or the --resolver address; the LAN's own on a physical uplink.
+      const resolver = isNat || ((req.driver === 'internal' || isOverlay) && gateway !== null) ? (gateway ?? undefined) : resolverIp;
       const prepared = isNat ? await this.nat.prepare(req, ipam, id, rollback) : undefined;
       const tunnel = plan ? await this.overlay.attach(plan, rollback) : undefined;
-      await this.dataPlane.addNetwork(id, req.name, networkSpec({ driver: req.driver, ...(req.ipam === 'dhcp' ? { ipam: 'dhcp' as const } : {}) }, prepared?.spec, tunnel?.spec));
+      await this.dataPlane.addNetwork(id, req.name, networkSpec({ driver: req.driver, ...(req.ipam === 'dhcp' ? { ipam: 'dhcp' as const } : {}), ...(resolver === undefined ? {} : { resolver }) }, prepared?.spec, tunnel?.spec));
       rollback.add(`remove network ${req.name} from the data plane`, () => this.dataPlane.removeNetwork(id));
       const network: Network = {
         name: req.name,
@@ -497,6 +515,7 @@ export class NetworkService {
         driver: req.driver,
         subnet: ipam.cidr,
         gateway,
+        ...(resolver === undefined ? {} : { resolver }),
         created: now(),
         ...(req.owner === undefined ? {} : { owner: req.owner }),
         ...(req.ipam === 'dhcp' ? { ipam: 'dhcp' as const } : {}),
@@ -581,6 +600,7 @@ export class NetworkService {
       }
     }
     if (req.name !== undefined) this.checkEndpointNameFree(req.name);
+    if (req.name !== undefined) this.dns.checkName(net, 'a new endpoint', req.name);
     const rollback = new Rollback(this.logger);
     try {
       return { endpoint: await this.attach(req, net, rollback, netnsInode), created: true };
@@ -658,6 +678,8 @@ export class NetworkService {
     if (publish.length > 0) await this.nat.syncPublished(net);
     await this.commit();
     persistQuietly(fd, `TAP ${req.netns}/${ifname}`, this.logger);
+    await this.dns.sync(net.network.name).catch((err: unknown) => this.logger.warn({ err, endpoint: id }, "could not give the network's resolver the endpoint's name"));
+    await this.dns.writeResolvConf(req.netns, net.network.name).catch((err: unknown) => this.logger.warn({ err, netns: req.netns }, 'could not write the compartment\'s resolv.conf'));
     this.logger.info({ endpoint: id, endpointName: endpoint.name, network: endpoint.network, netns: endpoint.netns, ifname, ip, mac, portId }, 'endpoint created');
     return this.state.endpointView(record);
   }
@@ -896,6 +918,7 @@ export class NetworkService {
     this.state.portIds.release(endpoint.portId);
     this.state.endpoints.delete(endpoint.id);
     if (net?.uplink) await this.uplinks.guard(net).catch((err) => this.logger.warn({ err, endpoint: endpoint.id }, "could not take the endpoint's address out of the uplink guard"));
+    await this.dns.sync(endpoint.network).catch((err: unknown) => this.logger.warn({ err, endpoint: endpoint.id }, "could not take the endpoint's name out of the network's resolver"));
     this.logger.info({ endpoint: endpoint.id, endpointName: endpoint.name, network: endpoint.network, netns: endpoint.netns, portId: endpoint.portId }, 'endpoint removed');
   }
 
@@ -927,6 +950,7 @@ export class NetworkService {
     }
     for (const record of this.state.endpointsIn(name)) await this.detach(record);
     await deleteNetns(name, { killProcesses: true });
+    await this.dns.removeResolvConf(name).catch((err: unknown) => this.logger.warn({ err, compartment: name }, 'could not remove the compartment\'s resolv.conf'));
     this.state.compartments.delete(name);
     this.logger.info({ compartment: name }, 'compartment removed');
   }

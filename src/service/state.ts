@@ -183,7 +183,7 @@ export class State {
       generation: this.generation + 1,
       written: new Date().toISOString(),
       networks: [...this.networks.values()].map(({ network, ipam, nat, overlay, uplink, fabric }) => ({
-        network: { name: network.name, id: network.id, driver: network.driver, subnet: network.subnet, gateway: network.gateway, created: network.created, ...(network.owner === undefined ? {} : { owner: network.owner }), ...(network.ipam === undefined ? {} : { ipam: network.ipam }) },
+        network: { name: network.name, id: network.id, driver: network.driver, subnet: network.subnet, gateway: network.gateway, created: network.created, ...(network.owner === undefined ? {} : { owner: network.owner }), ...(network.ipam === undefined ? {} : { ipam: network.ipam }), ...(network.resolver === undefined ? {} : { resolver: network.resolver }) },
         ipam: {
           ...(ipam.gateway === undefined ? {} : { gateway: ipam.gateway }),
           ...(ipam.rangeBounds === undefined ? {} : { range: ipam.rangeBounds }),

@@ -9,7 +9,7 @@ import { buildArpRequest } from '../packet/builders.js';
 import type { CaptureRecorder } from './capture.js';
 import { CaptureSessions } from './capture-sessions.js';
 import { MacTable } from './mac-table.js';
-import type { DataPlaneCapture, DataPlaneCommand, DataPlaneDhcpReply, DataPlaneEvent, DataPlaneLog, DataPlaneReply, DataPlaneRequest, DataPlaneWorkerData, OverlayDataPlaneState, SwitchCounters } from './messages.js';
+import type { DataPlaneCapture, DataPlaneCommand, DataPlaneDhcpReply, DataPlaneDnsQuery, DataPlaneEvent, DataPlaneLog, DataPlaneReply, DataPlaneRequest, DataPlaneWorkerData, OverlayDataPlaneState, SwitchCounters } from './messages.js';
 import { exportSwitchState, importSwitchState } from './snapshot.js';
 import { Switch, type FrameIo } from './switch.js';
 
@@ -84,6 +84,10 @@ sw = new Switch(
     dhcpReply(networkId, frame, partial) {
       const reply: DataPlaneDhcpReply = { dhcpReply: true, networkId, frame, partial };
       port.postMessage(reply, [frame.buffer as ArrayBuffer]);
+    },
+    dnsQuery(networkId, portId, frame) {
+      const query: DataPlaneDnsQuery = { dnsQuery: true, networkId, portId, fd: sw.portFd(portId), frame };
+      port.postMessage(query, [frame.buffer as ArrayBuffer]);
     },
     pausePort(portId, ms) {
       // The egress shaper: stop reading until the port's bucket is out of debt; the TAP queue holds the rest.
@@ -241,9 +245,12 @@ const natCommands: Handlers<'setPublished' | 'nat'> = {
 };
 
 /** Load balancers, on any network. */
-const lbCommands: Handlers<'setBalancers' | 'lb'> = {
+const lbCommands: Handlers<'setBalancers' | 'lb' | 'setNames' | 'deliver'> = {
   setBalancers: (c) => sw.setBalancers(c.networkId, c.balancers),
   lb: (c) => sw.lbState(clock(), c.networkId),
+  setNames: (c) => sw.setNames(c.networkId, c.records),
+  // The fd too: the port the query came from may have gone and its id been given to another.
+  deliver: (c) => sw.portFd(c.portId) === c.fd && sw.deliver(c.portId, c.frame),
 };
 
 /** overlay networks: the underlay sockets, peers and remote endpoints. */

@@ -17,6 +17,8 @@ import type {
   DataPlaneCapture,
   DataPlaneCommand,
   DataPlaneDhcpReply,
+  DataPlaneDnsQuery,
+  NameRecord,
   DataPlaneEvent,
   DataPlaneLog,
   DataPlaneReply,
@@ -99,7 +101,11 @@ export class DataPlane extends EventEmitter {
   }
 
   private attach(): void {
-    this.worker.on('message', (msg: DataPlaneReply | DataPlaneLog | DataPlaneEvent | DataPlaneCapture | DataPlaneDhcpReply) => {
+    this.worker.on('message', (msg: DataPlaneReply | DataPlaneLog | DataPlaneEvent | DataPlaneCapture | DataPlaneDhcpReply | DataPlaneDnsQuery) => {
+      if ('dnsQuery' in msg) {
+        this.emit('dnsQuery', msg.networkId, msg.portId, msg.fd, msg.frame);
+        return;
+      }
       if ('dhcpReply' in msg) {
         this.emit('dhcpReply', msg.networkId, msg.frame, msg.partial);
         return;
@@ -193,6 +199,16 @@ export class DataPlane extends EventEmitter {
 
   overlay(networkId?: number, countersOnly = false): Promise<OverlayDataPlaneState> {
     return this.request<OverlayDataPlaneState>({ op: 'overlay', networkId, countersOnly });
+  }
+
+  /** Replaces a network's DNS names; resolves to the sentence why they were refused, or null. */
+  setNames(networkId: number, records: NameRecord[]): Promise<string | null> {
+    return this.request<string | null>({ op: 'setNames', networkId, records });
+  }
+
+  /** Sends a frame out of a port (an answer to a DNS query it asked); false when the port is gone or is another now. */
+  deliver(portId: number, fd: number, frame: Uint8Array): Promise<boolean> {
+    return this.request<boolean>({ op: 'deliver', portId, fd, frame });
   }
 
   /** Replaces a network's load balancers (all of them at once). */

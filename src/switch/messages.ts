@@ -6,6 +6,7 @@ import type { NetworkSpec, OverlayNetworkSpec, SwitchFlow, SwitchNat, SwitchOver
 import type { RemoteEndpoint } from '../tunnel/overlay-segment.js';
 import type { NatGatewaySpec, NatPublishSpec } from '../nat/gateway.js';
 import type { LbCounters, LbSpec } from '../lb/balancer.js';
+import type { NameRecord } from '../dns/names.js';
 import type { SnapshotImport, SwitchSnapshot } from './snapshot.js';
 
 export type DataPlaneCommand =
@@ -22,6 +23,8 @@ export type DataPlaneCommand =
   | { op: 'nat'; networkId?: number; countersOnly?: boolean }
   | { op: 'setBalancers'; networkId: number; balancers: LbSpec[] }
   | { op: 'lb'; networkId?: number }
+  | { op: 'setNames'; networkId: number; records: NameRecord[] }
+  | { op: 'deliver'; portId: number; fd: number; frame: Uint8Array }
   | { op: 'removePort'; portId: number }
   | { op: 'setPolicy'; portId: number; policy: PortPolicy }
   | { op: 'flows'; portId?: number }
@@ -69,6 +72,15 @@ export type CaptureEndReason = 'portRemoved' | 'networkRemoved';
  * whose port or network left the switch.
  */
 /** A DHCP server's reply taken off a network with DHCP addresses (src/switch/stages/dhcp-reply-stage.ts). */
+/** A DNS query for a name that is not its network's, from port `portId` (whose fd was `fd` when it was sent: ids are reused). */
+export interface DataPlaneDnsQuery {
+  dnsQuery: true;
+  networkId: number;
+  portId: number;
+  fd: number;
+  frame: Uint8Array;
+}
+
 export interface DataPlaneDhcpReply {
   dhcpReply: true;
   networkId: number;
@@ -95,7 +107,7 @@ export interface SwitchCounters {
 }
 
 export type { SnapshotImport, SwitchSnapshot };
-export type { MacEntry, SwitchFlow, SwitchNat, SwitchTrace, VfpCounters, NatGatewaySpec, NatPublishSpec, NetworkSpec, OverlayNetworkSpec, SwitchOverlay, UplinkConfig, RemoteEndpoint, LbSpec, LbCounters };
+export type { MacEntry, SwitchFlow, SwitchNat, SwitchTrace, VfpCounters, NatGatewaySpec, NatPublishSpec, NetworkSpec, OverlayNetworkSpec, SwitchOverlay, UplinkConfig, RemoteEndpoint, LbSpec, LbCounters, NameRecord };
 
 /** The overlay state of the data plane: each overlay network, and datagrams by decapsulation verdict host-wide. */
 /** One network's load balancers as the data plane counts them. */

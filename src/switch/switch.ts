@@ -62,6 +62,8 @@ import { L2BridgeStage } from './stages/l2bridge-stage.js';
 import { NatGatewayStage } from './stages/nat-gateway-stage.js';
 import { DhcpReplyStage } from './stages/dhcp-reply-stage.js';
 import { LbStage } from './stages/lb-stage.js';
+import { DnsStage, type DnsStageSpec } from './stages/dns-stage.js';
+import type { NameRecord } from '../dns/names.js';
 import type { LbCounters, LbSpec } from '../lb/balancer.js';
 import { StageResult, type NetworkStage, type StageHost } from './stages/stage.js';
 
@@ -103,6 +105,8 @@ export interface NetworkSpec {
   l2tunnel?: boolean;
   /** Addresses by DHCP from the LAN: the server's replies go to the control plane, not to the containers (DhcpReplyStage). */
   dhcp?: boolean;
+  /** The network's resolver: DNS to this address is answered from the network's names (DnsStage). */
+  dns?: DnsStageSpec;
 }
 
 export interface SwitchEvents {
@@ -111,6 +115,8 @@ export interface SwitchEvents {
   dhcpReply?(networkId: number, frame: Uint8Array, partial: boolean): void;
   /** The port is over its egress cap: stop reading it for `ms` milliseconds. */
   pausePort?(portId: number, ms: number): void;
+  /** A DNS query for a name that is not its network's (a copy, Ethernet on): the control plane answers it through deliver(). */
+  dnsQuery?(networkId: number, portId: number, frame: Uint8Array): void;
 }
 
 export interface PortConfig {
@@ -182,6 +188,8 @@ export class Switch implements PortHost, StageHost {
   private readonly l2bridgeStages = new Map<number, L2BridgeStage>();
   /** Every network's load balancers (a stage that lets everything pass while it has none). */
   private readonly lbStages = new Map<number, LbStage>();
+  /** The resolvers of the networks that have one. */
+  private readonly dnsStages = new Map<number, DnsStage>();
   /** The addresses behind each fabric port, by the fabric port's id. */
   private readonly fabrics = new Map<number, AddressTable>();
   private readonly tunnels = new Map<number, { port: SwitchPort; driver: VxlanTunnelDriver }>();
@@ -255,9 +263,13 @@ export class Switch implements PortHost, StageHost {
     if (this.networks.has(networkId)) throw new Error(`network id ${networkId} exists already`);
     const { nat, overlay } = spec;
     const lb = new LbStage(this.vfp.conntrack);
+    // Before the NAT gateway, which claims every frame to the gateway's MAC, the resolver's on a nat network.
+    const dns = spec.dns === undefined ? null : new DnsStage(networkId, name, spec.dns, this.io.slotSize, this.events);
+    if (dns !== null) this.dnsStages.set(networkId, dns);
     if (overlay === undefined) {
       const stages: NetworkStage[] = [];
       if (spec.dhcp === true) stages.push(new DhcpReplyStage(networkId, this.events));
+      if (dns !== null) stages.push(dns);
       // An l2tunnel host switches nothing itself: balancing, like policy, is the fabric host's.
       if (spec.l2tunnel !== true) {
         stages.push(lb);
@@ -280,7 +292,7 @@ export class Switch implements PortHost, StageHost {
     if (!underlay || !this.sender) throw new Error(`uplink ${overlay.uplinkId} does not exist`);
     this.freeId(overlay.tunnelPortId, 'tunnel port');
     const segment = this.segments.add(overlay.vni, { peers: overlay.peers, learnArp: overlay.learnArp });
-    const net = new SwitchNetwork(networkId, name, [lb, new ArpSuppressionStage(segment)]);
+    const net = new SwitchNetwork(networkId, name, [...(dns === null ? [] : [dns]), lb, new ArpSuppressionStage(segment)]);
     this.lbStages.set(networkId, lb);
     const egress = new VxlanEgress(segment, underlay.uplink, overlay.mtu, this.io.batchSize);
     const driver = new VxlanTunnelDriver(segment, egress, overlay.uplinkId, this.sender.tx, this.sender);
@@ -306,6 +318,7 @@ export class Switch implements PortHost, StageHost {
     }
     this.natStages.delete(networkId);
     this.lbStages.delete(networkId);
+    this.dnsStages.delete(networkId);
     this.l2bridgeStages.delete(networkId);
     this.macTable.flushNetwork(networkId);
     this.networks.delete(networkId);
@@ -508,6 +521,29 @@ export class Switch implements PortHost, StageHost {
     if (!stage) throw new Error(`network id ${networkId} does not exist or takes no load balancers (l2tunnel)`);
     stage.balancers.configure(specs);
     this.invalidateNetworkFlows(networkId);
+  }
+
+  /** Replaces a network's DNS names, all or nothing: the sentence saying why not, or null. */
+  setNames(networkId: number, records: NameRecord[]): string | null {
+    const stage = this.dnsStages.get(networkId);
+    if (!stage) throw new Error(`network id ${networkId} does not exist or has no resolver`);
+    return stage.names.load(records);
+  }
+
+  /**
+   * Sends `frame` out of port `portId` as if the switch had forwarded it
+   * there (the control plane's answer to a DNS query it was handed). Uses
+   * the first rx slot, which no batch holds between callbacks.
+   */
+  deliver(portId: number, frame: Uint8Array): boolean {
+    const port = this.ports[portId];
+    if (port === undefined || port.network === null) return false;
+    const off = this.placeInFirstSlot(frame);
+    if (off < 0) return false;
+    this.now = this.clock();
+    this.queue(port, off, frame.length, 0, -1);
+    this.flush(this.now);
+    return true;
   }
 
   /** Every network's balancers with their backends' counters, optionally of one network (control path). */

@@ -62,6 +62,9 @@ test('buildResult speaks the config\'s version: 0.3.x and 0.4.0 tag ips with "ve
   t.deepEqual(legacy.ips, [{ version: '4', address: '10.89.0.2/24', interface: 0 }]);
   t.deepEqual(legacy.routes, []);
   t.false('dns' in legacy);
+  const resolved = buildResult('1.0.0', env, endpoint, { ...network, resolver: '10.89.0.1' }, undefined);
+  t.deepEqual(resolved.dns, { nameservers: ['10.89.0.1'], search: [network.name] }, "without a dns of its own the config gets the network's resolver in the switch");
+  t.deepEqual(buildResult('1.0.0', env, endpoint, { ...network, resolver: '10.89.0.1' }, { nameservers: ['9.9.9.9'] }).dns, { nameservers: ['9.9.9.9'] }, "the config's own dns wins");
 });
 
 /** A daemon that records the calls and answers from a script. */

@@ -6,8 +6,6 @@
  * were written: Ethernet, IPv4 and its checksum, UDP or TCP and a complete
  * checksum, the DNS message.
  *
- * Switch.addNetwork does not build the stage yet (the lead wires it), so
- * setup() puts it first among the network's stages by hand.
  */
 import test, { type ExecutionContext } from 'ava';
 import { buildArpRequest, buildIcmp4Echo, buildTcp4, buildUdp4 } from '../../src/packet/builders.js';
@@ -30,9 +28,7 @@ import { formatMac } from '../../src/packet/ethernet.js';
 import { formatIpv4Addr } from '../../src/packet/ipv4.js';
 import { TcpFlags } from '../../src/packet/tcp.js';
 import { VnetFlags, emitVnet } from '../../src/packet/vnet.js';
-import type { SwitchNetwork } from '../../src/switch/network.js';
-import { DnsStage, dnsAnswerFrame, dnsQueryOfFrame } from '../../src/switch/stages/dns-stage.js';
-import type { NetworkStage } from '../../src/switch/stages/stage.js';
+import { dnsAnswerFrame, dnsQueryOfFrame } from '../../src/switch/stages/dns-stage.js';
 import { DIR_OUT } from '../../src/vfp/compile.js';
 import { mulberry32 } from './helpers/random.js';
 import type { Sent } from './helpers/recording-io.js';
@@ -50,14 +46,17 @@ interface Handed {
   frame: Uint8Array;
 }
 
-function setup(opts: { sink?: boolean; forwardPerSecond?: number; nat?: boolean } = {}) {
+function setup(opts: { sink?: boolean; forwardPerSecond?: number; nat?: boolean; ownsAddress?: boolean } = {}) {
   const handed: Handed[] = [];
-  const rig = switchRig();
+  const sink = opts.sink === false ? {} : { dnsQuery: (networkId: number, portId: number, frame: Uint8Array) => void handed.push({ networkId, portId, frame }) };
+  const rig = switchRig(sink);
+  const dns = { resolverIp: RESOLVER.ip, resolverMac: RESOLVER.mac, forwardPerSecond: opts.forwardPerSecond, ownsAddress: opts.ownsAddress };
   rig.sw.addNetwork(
     NET,
     'mynet',
     opts.nat
       ? {
+          dns,
           nat: {
             subnet: '10.88.0.0/24',
             gatewayIp: RESOLVER.ip,
@@ -69,13 +68,9 @@ function setup(opts: { sink?: boolean; forwardPerSecond?: number; nat?: boolean 
             portLast: 65535,
           },
         }
-      : {},
+      : { dns },
   );
-  const sink = opts.sink === false ? {} : { dnsQuery: (networkId: number, portId: number, frame: Uint8Array) => void handed.push({ networkId, portId, frame }) };
-  const stage = new DnsStage(NET, 'mynet', { resolverIp: RESOLVER.ip, resolverMac: RESOLVER.mac, forwardPerSecond: opts.forwardPerSecond }, rig.io.slotSize, sink);
-  const net = (rig.sw as unknown as { networks: Map<number, SwitchNetwork> }).networks.get(NET)!;
-  (net.stages as NetworkStage[]).unshift(stage);
-  const refused = stage.names.load([
+  const refused = rig.sw.setNames(NET, [
     { owner: 'ep-0', name: 'web', ipv4: [C0.ip], ipv6: ['fd00::a'] },
     { owner: 'lb-1', name: 'api', ipv4: ['10.88.0.100'] },
     { owner: 'ep-9', name: 'many', ipv4: MANY },
@@ -84,7 +79,7 @@ function setup(opts: { sink?: boolean; forwardPerSecond?: number; nat?: boolean 
   rig.sw.addPort({ portId: 0, networkId: NET, fd: 100, name: 'c0', ...C0 });
   rig.sw.addPort({ portId: 1, networkId: NET, fd: 101, name: 'c1', ...C1 });
   const counters = () => rig.sw.stages(NET).find((s) => s.name === 'dns')!.counters;
-  return { ...rig, stage, handed, counters };
+  return { ...rig, handed, counters };
 }
 
 function query(name: string, type: number = DnsType.A, opts: { id?: number; edns?: number; cls?: number } = {}): Uint8Array {
@@ -334,6 +329,19 @@ test('on a nat network the gateway keeps answering ARP and ping for its address,
   t.is(ping.length, 1);
   t.is(frameOf(ping[0])[34], 0, 'echo reply');
   t.deepEqual(records(udpAnswer(t, send(0, udpTo(query('web.mynet'))))), ['A 10.88.0.10']);
+});
+
+test('a resolver that owns its address (internal, overlay) answers ARP for it, and drops what else is sent to its MAC', (t) => {
+  const { send, drops, counters } = setup({ ownsAddress: true });
+  const arp = send(0, buildArpRequest({ srcMac: C0.mac, srcIp: C0.ip, targetIp: RESOLVER.ip }));
+  t.deepEqual(arp.map((s) => s.fd), [100], 'answered back to the asker');
+  t.is(formatMac(frameOf(arp[0]), 22), RESOLVER.mac);
+  t.deepEqual(send(0, buildIcmp4Echo({ srcMac: C0.mac, dstMac: RESOLVER.mac, srcIp: C0.ip, dstIp: '8.8.8.8' })), [], 'nothing routes behind the resolver');
+  t.is(drops(0, DropReason.noEgress), 1);
+  t.deepEqual(records(udpAnswer(t, send(0, udpTo(query('web'))))), ['A 10.88.0.10']);
+  t.is(counters().arpAnswered, 1);
+  const { send: sendNat } = setup();
+  t.deepEqual(sendNat(0, buildArpRequest({ srcMac: C0.mac, srcIp: C0.ip, targetIp: RESOLVER.ip })).map((s) => s.fd), [101], 'without it, ARP for the address is not the stage\'s (here it floods)');
 });
 
 const SYN_OPTIONS = Uint8Array.from([2, 4, 0x05, 0xb4, 1, 3, 3, 7]); // MSS 1460, NOP, window scale 7

@@ -21,6 +21,7 @@ interface DaemonCommandOptions {
   pretty?: boolean;
   maxFlows: string;
   maxConnectionsPerPort: string;
+  dnsUpstream?: string;
 }
 
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
@@ -38,6 +39,7 @@ export function daemonCommand(): Command {
     .addOption(new Option('--log-level <level>', 'least severe log level written').choices(LOG_LEVELS).default('info'))
     .option('--pretty', 'human-readable, colored logs instead of JSON lines')
     .option('--max-flows <n>', 'entries of the unified flow table (cached flows)', '1048576')
+    .option('--dns-upstream <servers>', "where the networks' resolvers forward names that are not their own: IPv4 ADDRESS[:PORT], comma-separated (default: the nameservers of /etc/resolv.conf)")
     .option('--max-connections-per-port <n>', 'tracked connections per endpoint; new ones beyond it are dropped and counted', '500000')
     .addHelpText(
       'after',
@@ -70,8 +72,15 @@ async function runDaemon(socketPath: string, opts: DaemonCommandOptions): Promis
     metrics = parseMetricsAddress(opts.metrics === true ? DEFAULT_METRICS_ADDRESS : opts.metrics);
     if (typeof metrics === 'string') throw new CliError(metrics);
   }
+  let dnsUpstreams;
+  if (opts.dnsUpstream !== undefined) {
+    const { parseUpstreams } = await import('../../service/dns.js');
+    dnsUpstreams = parseUpstreams(opts.dnsUpstream);
+    if (typeof dnsUpstreams === 'string') throw new CliError(dnsUpstreams);
+  }
   const daemon = await Daemon.start({
     socketPath,
+    dnsUpstreams,
     stateDir: opts.stateDir,
     metrics,
     docker: opts.docker === undefined ? undefined : opts.docker === true ? DEFAULT_DOCKER_SOCKET : opts.docker,

@@ -37,6 +37,7 @@
  * The answered path allocates nothing but the question name's string; the
  * hand-over allocates the copy it posts.
  */
+import { ARP_LEN, ArpField, ArpOp, writeArpReply } from '../../packet/arp.js';
 import { read16, read32, write16, write32 } from '../../packet/bytes.js';
 import { internetChecksum, pseudoSumV4 } from '../../packet/checksum.js';
 import {
@@ -78,6 +79,12 @@ export interface DnsStageSpec {
   ttl?: number;
   /** Queries handed to the control plane per second at most, per network. Default 500. */
   forwardPerSecond?: number;
+  /**
+   * The address is the resolver's alone (no NAT gateway answers for it: an
+   * internal or overlay network): ARP for it is answered here, and what else
+   * is sent to its MAC is dropped (noEgress), since nothing routes behind it.
+   */
+  ownsAddress?: boolean;
 }
 
 /** Where queries for names that are not the network's go (the switch's events, as for DhcpReplyStage). */
@@ -122,7 +129,7 @@ const Answer = {
 
 export class DnsStage implements NetworkStage {
   readonly name = 'dns';
-  readonly dropReasons: readonly number[] = [DropReason.dnsMalformed, DropReason.dnsHandedOver, DropReason.dnsOverRate, DropReason.dnsTcpNoAnswer];
+  readonly dropReasons: readonly number[] = [DropReason.dnsMalformed, DropReason.dnsHandedOver, DropReason.dnsOverRate, DropReason.dnsTcpNoAnswer, DropReason.noEgress];
   /** The network's names: the control plane loads them (names.load) and keeps them current. */
   readonly names: NetworkNames;
   private resolverIp = 0;
@@ -130,6 +137,8 @@ export class DnsStage implements NetworkStage {
   private macLo = 0;
   private readonly ttl: number;
   private readonly forwardPerSecond: number;
+  private readonly ownsAddress: boolean;
+  private arpAnswered = 0;
   private readonly parser = new DnsQueryParser();
   private readonly writer = new DnsAnswerWriter();
   /** The cookie hash's input: four secret words, then the 4-tuple and the period. */
@@ -161,6 +170,7 @@ export class DnsStage implements NetworkStage {
     this.names = new NetworkNames(networkName);
     this.ttl = spec.ttl ?? DEFAULT_TTL;
     this.forwardPerSecond = spec.forwardPerSecond ?? DEFAULT_FORWARD_PER_SECOND;
+    this.ownsAddress = spec.ownsAddress === true;
     this.setResolver(spec.resolverIp, spec.resolverMac);
     for (let i = 0; i < 4; i++) this.cookieWords[i] = randomSeed();
     this.cookieSeed = randomSeed();
@@ -179,9 +189,10 @@ export class DnsStage implements NetworkStage {
     if (kind !== PortKind.TAP && kind !== PortKind.FABRIC_ADDRESS) return StageResult.CONTINUE;
     const meta = host.meta;
     const key = host.key;
-    if (meta[Meta.IP_VERSION] !== 4 || key[KeyWord.DST_IP] !== this.resolverIp || (key[KeyWord.PORTS] & 0xffff) !== DNS_PORT) return StageResult.CONTINUE;
     const proto = key[KeyWord.PROTO] >>> 24;
-    if (proto !== IpProtocol.UDP && proto !== IpProtocol.TCP) return StageResult.CONTINUE;
+    if (meta[Meta.IP_VERSION] !== 4 || key[KeyWord.DST_IP] !== this.resolverIp || (key[KeyWord.PORTS] & 0xffff) !== DNS_PORT || (proto !== IpProtocol.UDP && proto !== IpProtocol.TCP)) {
+      return this.ownsAddress ? this.notDns(host, f) : StageResult.CONTINUE;
+    }
     const buf = host.buffer;
     const l3 = meta[Meta.L3_OFFSET];
     const l4 = meta[Meta.L4_OFFSET];
@@ -190,6 +201,27 @@ export class DnsStage implements NetworkStage {
     if (l4 < 0 || (read16(buf, l3 + 6) & 0x3fff) !== 0) return this.malformed(host, f, 'a fragment');
     if (f.vnetOff >= 0 && buf[f.vnetOff + VnetField.GSO_TYPE] !== 0) return this.malformed(host, f, 'a segmentation offload frame');
     return proto === IpProtocol.UDP ? this.udp(host, f, l3, l4, ipEnd) : this.tcp(host, f, l3, l4, ipEnd);
+  }
+
+  /** On an address the resolver owns: ARP for it is answered; anything else sent to its MAC has nowhere to go. */
+  private notDns(host: StageHost, f: FrameContext): number {
+    const key = host.key;
+    const meta = host.meta;
+    const buf = host.buffer;
+    if (meta[Meta.IP_VERSION] === 0) {
+      const et = f.off + meta[Meta.ETHERTYPE_AT];
+      const arp = et + 2;
+      if (read16(buf, et) !== EtherType.ARP || f.off + f.len < arp + ARP_LEN || read16(buf, arp + ArpField.OPER) !== ArpOp.Request || read32(buf, arp + ArpField.TPA) !== this.resolverIp) return StageResult.CONTINUE;
+      if (f.steps !== null) f.step('dns', `ARP for the resolver address ${formatIpv4Addr(this.resolverIp)}: answered with its MAC`);
+      writeArpReply(buf, f.off, arp, this.macHi, this.macLo);
+      if (!f.dryRun) this.arpAnswered++;
+      host.reply(f);
+      return StageResult.DONE;
+    }
+    if (key[KeyWord.DST_MAC_HI] !== this.macHi || key[KeyWord.DST_MAC_LO] !== this.macLo) return StageResult.CONTINUE;
+    if (f.steps !== null) f.step('dns', 'sent to the resolver\'s MAC but not DNS: nothing routes behind the resolver on this network');
+    host.dropAtIngress(f, DropReason.noEgress);
+    return StageResult.DONE;
   }
 
   private udp(host: StageHost, f: FrameContext, l3: number, l4: number, ipEnd: number): number {
@@ -448,6 +480,7 @@ export class DnsStage implements NetworkStage {
   counters(): Record<string, number> {
     return {
       queriesAnswered: this.answered,
+      arpAnswered: this.arpAnswered,
       nxdomain: this.nxdomain,
       forwarded: this.forwarded,
       malformed: this.malformedCount,
