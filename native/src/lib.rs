@@ -60,6 +60,14 @@ unsafe extern "C" fn packet_open(env: napi_env, info: napi_callback_info) -> nap
     int32(env, fd)
 }
 
+/// tcpSocketIn(netnsPath) -> fd: a non-blocking TCP socket made in that network namespace.
+unsafe extern "C" fn tcp_socket_in(env: napi_env, info: napi_callback_info) -> napi_value {
+    let [path] = args::<1>(env, info);
+    let path = tri!(env, get_string(env, path, "netnsPath"));
+    let fd = tri!(env, tap::tcp_socket_in(&path));
+    int32(env, fd)
+}
+
 /// tapSetPersist(fd, persist)
 unsafe extern "C" fn tap_set_persist(env: napi_env, info: napi_callback_info) -> napi_value {
     let [fd, persist] = args::<2>(env, info);
@@ -454,6 +462,7 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
     set_fn(env, exports, "tapOpen", tap_open);
     set_fn(env, exports, "packetOpen", packet_open);
     set_fn(env, exports, "tapSetPersist", tap_set_persist);
+    set_fn(env, exports, "tcpSocketIn", tcp_socket_in);
     set_fn(env, exports, "closeFd", close_fd);
     set_fn(env, exports, "tapLinkInfo", tap_link_info);
     set_fn(env, exports, "lockFile", lock_file);

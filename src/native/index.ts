@@ -10,6 +10,7 @@ interface NativeAddon {
   VNET_HDR_LEN: number;
   tapOpen(name: string, netns: string | undefined, exclusive: boolean, persist: boolean): number;
   packetOpen(name: string, promisc: boolean, vlan: number): number;
+  tcpSocketIn(netnsPath: string): number;
   tapSetPersist(fd: number, persist: boolean): void;
   closeFd(fd: number): void;
   tapLinkInfo(name: string, netns: string | undefined): LinkInfo | null;
@@ -116,6 +117,11 @@ export function tapOpen(opts: TapOpenOptions): number {
  */
 export function packetOpen(name: string, promisc: boolean, vlan = 0): number {
   return addon.packetOpen(name, promisc, vlan);
+}
+
+/** A non-blocking TCP socket made inside the network namespace at `netnsPath` (it stays there): the caller owns the fd. */
+export function tcpSocketIn(netnsPath: string): number {
+  return addon.tcpSocketIn(netnsPath);
 }
 
 export function tapSetPersist(fd: number, persist: boolean): void {
