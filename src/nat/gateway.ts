@@ -37,6 +37,9 @@ import { KeyWord, KEY_WORDS, Meta } from '../vfp/key.js';
 import { Rewrite, type Decision } from '../vfp/pipeline.js';
 import { NatTable, natProtocolIndex, type NatTableCounters } from './nat-table.js';
 
+/** egressPort of a FORWARD to a load balancer's VIP (a published VIP): the network's balancer takes the frame on. */
+export const VIA_BALANCER = -2;
+
 export const GatewayResult = {
   /** Translated: rewrites are in the Decision and the key; the frame goes to `egressPort`. */
   FORWARD: 0,
@@ -102,6 +105,8 @@ export class NatGateway {
   private readonly hostMacLo: number;
   /** The host TAP's port id in the switch, once attached. */
   externalPortId = -1;
+  /** The MAC of a load balancer VIP of the network, or null when `ip` is no VIP: a published port may target a VIP. Set by the switch. */
+  vipMac: ((ip: number) => { hi: number; lo: number } | null) | null = null;
 
   /** Container address -> port and MAC (the control plane knows them; the gateway never ARPs). */
   private readonly neighborPort = new Map<number, number>();
@@ -286,7 +291,15 @@ export class NatGateway {
     const ip = this.resolvedIp;
     const port = this.resolvedPort;
     const egress = this.neighborPort.get(ip);
-    if (egress === undefined) return this.drop(DropReason.natNoMapping);
+    if (egress === undefined) {
+      // A published VIP: translated to it here, balanced to a backend by the network's load balancer next.
+      const vip = this.vipMac?.(ip) ?? null;
+      if (vip === null) return this.drop(DropReason.natNoMapping);
+      this.egressPort = VIA_BALANCER;
+      setMacs(key, d, this.gwMacHi, this.gwMacLo, vip.hi, vip.lo);
+      translate(key, d, pi, false, ip, dstPort, port);
+      return GatewayResult.FORWARD;
+    }
     this.egressPort = egress;
     setMacs(key, d, this.gwMacHi, this.gwMacLo, this.neighborMacHi.get(ip)!, this.neighborMacLo.get(ip)!);
     translate(key, d, pi, false, ip, dstPort, port);

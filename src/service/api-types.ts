@@ -72,6 +72,8 @@ export interface LoadBalancer {
   protocol: 'tcp' | 'udp';
   port: number;
   affinity: 'none' | 'client-ip';
+  /** nat networks: the host port published for the VIP (outside traffic to it is balanced too). */
+  publish?: number;
   /** Absent: backends are never probed, and count as up. */
   probe?: Required<Pick<LbProbe, 'kind' | 'intervalMs' | 'timeoutMs' | 'unhealthyThreshold' | 'healthyThreshold'>> & { path?: string };
   backends: LbBackend[];

@@ -25,6 +25,8 @@ import type { CreateLoadBalancerRequest, LbBackend, LoadBalancer } from './api-t
 import { badRequest, conflict, notFound } from './errors.js';
 import { ipToInt, macForIp, parseIpOrCidr, subnetContains } from './ipam.js';
 import { LbProber, type ProbeTarget, type SocketMaker } from './lb-probe.js';
+import type { NatService } from './nat.js';
+import type { PortProxy } from '../nat/proxy.js';
 import type { NetworkRecord, State } from './state.js';
 
 export type LbDataPlane = Pick<DataPlane, 'setBalancers' | 'lb'>;
@@ -36,6 +38,8 @@ export const PROBE_DEFAULTS = { intervalMs: 2000, timeoutMs: 1000, unhealthyThre
 
 export class LbService {
   private readonly prober: LbProber;
+  /** The host-side listeners of published VIPs, by balancer id. */
+  private readonly proxies = new Map<string, PortProxy>();
 
   constructor(
     private readonly state: State,
@@ -45,6 +49,8 @@ export class LbService {
     makeSocket: SocketMaker,
     /** The networks' DNS names: a balancer's name answers with its VIP. */
     private readonly names?: { checkName(net: NetworkRecord, owner: string, name: string): void; sync(network: string): Promise<void> },
+    /** nat networks: a balancer's VIP published on a host port. */
+    private readonly nat?: Pick<NatService, 'startProxy' | 'publisherOf' | 'syncPublished'>,
   ) {
     this.prober = new LbProber(makeSocket, (key) => this.probeChanged(key), logger);
   }
@@ -95,7 +101,14 @@ export class LbService {
       }
       for (const b of req.backends) this.addBackendTo(lb, net, b);
       this.names?.checkName(net, `load balancer ${lb.name}`, lb.name);
-      await this.apply(lb.network, () => this.state.loadBalancers.set(lb.name, lb), () => this.state.loadBalancers.delete(lb.name));
+      if (req.publish !== undefined) await this.publish(lb, net, req.publish);
+      try {
+        await this.apply(lb.network, () => this.state.loadBalancers.set(lb.name, lb), () => this.state.loadBalancers.delete(lb.name));
+      } catch (err) {
+        await this.unpublish(lb);
+        throw err;
+      }
+      if (lb.publish !== undefined) await this.nat!.syncPublished(net);
       await this.names?.sync(lb.network).catch((err: unknown) => this.logger.warn({ err, loadBalancer: lb.name }, "could not give the network's resolver the balancer's name"));
       this.logger.info({ loadBalancer: lb.name, network: lb.network, vip: lb.vip, port: lb.port, protocol, backends: lb.backends.map((b) => b.name) }, 'load balancer created');
       return this.view(lb);
@@ -108,7 +121,12 @@ export class LbService {
   async remove(nameOrId: string): Promise<void> {
     const lb = this.requireLb(nameOrId);
     await this.apply(lb.network, () => this.state.loadBalancers.delete(lb.name), () => this.state.loadBalancers.set(lb.name, lb));
-    if (!this.vipShared(lb.network, lb.vip)) this.state.networks.get(lb.network)?.ipam.release(lb.vip);
+    const net = this.state.networks.get(lb.network);
+    if (lb.publish !== undefined && net) {
+      await this.unpublish(lb);
+      await this.nat!.syncPublished(net).catch((err: unknown) => this.logger.warn({ err, loadBalancer: lb.name }, 'could not unpublish the VIP in the data plane'));
+    }
+    if (!this.vipShared(lb.network, lb.vip)) net?.ipam.release(lb.vip);
     await this.names?.sync(lb.network).catch((err: unknown) => this.logger.warn({ err, loadBalancer: lb.name }, "could not take the balancer's name out of the network's resolver"));
     this.logger.info({ loadBalancer: lb.name }, 'load balancer removed');
   }
@@ -166,6 +184,22 @@ export class LbService {
     if ([...this.state.loadBalancers.values()].some((l) => l.network === network)) await this.sync(network);
   }
 
+  /** Starts the host-side listener of a published VIP (nat networks only); the data plane learns of it with the network's published ports. */
+  private async publish(lb: LoadBalancer, net: NetworkRecord, hostPort: number): Promise<void> {
+    if (!net.nat || !this.nat) throw badRequest(`--publish belongs to load balancers on nat networks, and ${net.network.name} is a ${net.network.driver} network: leave it out.`);
+    const mapping = { protocol: lb.protocol, hostIp: '0.0.0.0', hostPort, containerPort: lb.port };
+    const holder = this.nat.publisherOf(mapping);
+    if (holder) throw conflict(`host port ${hostPort}/${lb.protocol} is already published by ${holder}: pick another --publish port.`);
+    this.proxies.set(lb.id, await this.nat.startProxy(net, mapping));
+    lb.publish = hostPort;
+  }
+
+  private async unpublish(lb: LoadBalancer): Promise<void> {
+    const proxy = this.proxies.get(lb.id);
+    this.proxies.delete(lb.id);
+    await proxy?.stop().catch((err: unknown) => this.logger.warn({ err, loadBalancer: lb.name }, 'could not stop the listener of a published VIP'));
+  }
+
   /** After a restore: every network's balancers into the data plane, and their probes started. */
   async restoreAll(): Promise<void> {
     const networks = new Set([...this.state.loadBalancers.values()].map((l) => l.network));
@@ -177,10 +211,23 @@ export class LbService {
       }
       await this.sync(network);
     }
+    for (const lb of this.state.loadBalancers.values()) {
+      const net = this.state.networks.get(lb.network);
+      if (lb.publish === undefined || !net?.nat || !this.nat) continue;
+      const hostPort = lb.publish;
+      try {
+        this.proxies.set(lb.id, await this.nat.startProxy(net, { protocol: lb.protocol, hostIp: '0.0.0.0', hostPort, containerPort: lb.port }));
+      } catch (err) {
+        this.logger.warn({ err, loadBalancer: lb.name, hostPort }, 'could not listen on the published port of a load balancer again');
+      }
+      await this.nat.syncPublished(net);
+    }
   }
 
-  stop(): void {
+  /** The daemon stops: probes end, and the listeners of published VIPs close (the next daemon opens them again). */
+  async stop(): Promise<void> {
     this.prober.stopAll();
+    for (const lb of this.state.loadBalancers.values()) await this.unpublish(lb);
   }
 
   async list(): Promise<LoadBalancer[]> {

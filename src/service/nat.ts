@@ -326,12 +326,8 @@ export class NatService {
       if (mapping.hostPort !== 0) {
         const twin = out.find((o) => clashes(o, mapping));
         if (twin) throw badRequest(`host port ${m.hostPort}/${m.protocol} is published twice in this request: give each mapping its own host port.`);
-        const holder = this.publishedClash(mapping);
-        if (holder) {
-          throw conflict(
-            `host port ${m.hostPort}/${m.protocol} is already published by endpoint ${holder.endpoint.name} on network ${holder.endpoint.network}: pick another host port or remove that endpoint.`,
-          );
-        }
+        const holder = this.publisherOf(mapping);
+        if (holder) throw conflict(`host port ${m.hostPort}/${m.protocol} is already published by ${holder}: pick another host port or remove it.`);
       }
       out.push(mapping);
     }
@@ -342,6 +338,14 @@ export class NatService {
   private publishedClash(mapping: PortMapping): EndpointRecord | undefined {
     for (const record of this.state.endpoints.values()) if (record.endpoint.publish?.some((o) => clashes(o, mapping))) return record;
     return undefined;
+  }
+
+  /** Who publishes a host port clashing with `mapping` (an endpoint or a load balancer), as words for a sentence; undefined when nobody does. */
+  publisherOf(mapping: PortMapping): string | undefined {
+    const endpoint = this.publishedClash(mapping);
+    if (endpoint) return `endpoint ${endpoint.endpoint.name} on network ${endpoint.endpoint.network}`;
+    const lb = [...this.state.loadBalancers.values()].find((l) => l.publish !== undefined && clashes({ protocol: l.protocol, hostIp: '0.0.0.0', hostPort: l.publish, containerPort: l.port }, mapping));
+    return lb === undefined ? undefined : `load balancer ${lb.name} on network ${lb.network}`;
   }
 
   /**
@@ -358,7 +362,7 @@ export class NatService {
     return proxies;
   }
 
-  private async startProxy(net: NetworkRecord, m: PortMapping): Promise<PortProxy> {
+  async startProxy(net: NetworkRecord, m: PortMapping): Promise<PortProxy> {
     const spec = { protocol: m.protocol, hostIp: m.hostIp ?? '0.0.0.0', hostPort: m.hostPort, targetIp: net.nat!.info.externalIp, targetPort: m.hostPort };
     try {
       return await PortProxy.start(spec, this.logger.child({ component: 'proxy', network: net.network.name }));
@@ -379,7 +383,7 @@ export class NatService {
     let tries = 0;
     for (let i = 0; i < size && tries < DYNAMIC_PORT_TRIES; i++) {
       const candidate: PortMapping = { ...m, hostPort: first + ((start + i) % size) };
-      if (siblings.some((o) => o !== m && clashes(o, candidate)) || this.publishedClash(candidate)) continue;
+      if (siblings.some((o) => o !== m && clashes(o, candidate)) || this.publisherOf(candidate) !== undefined) continue;
       tries++;
       try {
         const proxy = await this.startProxy(net, candidate);
@@ -407,6 +411,10 @@ export class NatService {
         list.push({ protocol: m.protocol, externalPort: m.hostPort, ip: record.endpoint.ip, port: m.containerPort });
         if (publishesByDnat(record)) kernel.push({ protocol: m.protocol, port: m.hostPort, ...(m.hostIp === undefined ? {} : { hostIp: m.hostIp }) });
       }
+    }
+    // A published VIP: the gateway hands its traffic to the network's load balancer.
+    for (const lb of this.state.loadBalancers.values()) {
+      if (lb.network === net.network.name && lb.publish !== undefined) list.push({ protocol: lb.protocol, externalPort: lb.publish, ip: lb.vip, port: lb.port });
     }
     await this.dataPlane.setPublished(net.network.id, list);
     await this.syncKernelPublished(net, kernel);

@@ -426,6 +426,9 @@ export const CreateLoadBalancerBody = Type.Object(
     backends: field(Type.Array(str(128), { maxItems: 1024 }), `a list of at most 1024 backends, each ${BACKEND_RULE}`, 'pass --backend ENDPOINT[:PORT] once per backend'),
     affinity: optional(field(oneOf(['none', 'client-ip']), 'none or client-ip', 'pass --affinity none or --affinity client-ip')),
     probe: optional(field(LbProbeSchema, 'a probe such as {"kind": "http", "path": "/"}', 'pass --probe tcp or --probe http:/PATH, or leave it out')),
+    publish: optional(
+      field(Type.Integer({ minimum: 1, maximum: 65535 }), 'a port number from 1 to 65535', 'pass --publish HOSTPORT or leave it out', 'nat networks: a host port whose traffic is balanced over the backends like the VIP\'s.'),
+    ),
   },
   closed,
 );

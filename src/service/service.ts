@@ -129,7 +129,7 @@ export class NetworkService {
     this.capture = new CaptureService(this.state, dataPlane, logger);
     const upstreams = opts.dnsUpstreams;
     this.dns = new DnsService(this.state, dataPlane, logger, upstreams === undefined ? () => hostUpstreams() : () => upstreams);
-    this.lb = new LbService(this.state, dataPlane, logger, commit, opts.probeSocket ?? tcpSocketIn, this.dns);
+    this.lb = new LbService(this.state, dataPlane, logger, commit, opts.probeSocket ?? tcpSocketIn, this.dns, this.nat);
   }
 
   /** Load balancer changes run under the service's mutex like every other mutation; LbService saves each before it resolves. */
@@ -274,7 +274,7 @@ export class NetworkService {
     return this.mutex.run(async () => {
       // Leases stay the endpoints': the next daemon asks for the same addresses again.
       this.dhcp.stopAll();
-      this.lb.stop();
+      await this.lb.stop();
       for (const record of this.state.endpoints.values()) {
         await this.nat.stopProxies(record);
         if (record.fd >= 0) closeQuietly(record.fd, this.logger);

@@ -276,7 +276,12 @@ export class Switch implements PortHost, StageHost {
         this.lbStages.set(networkId, lb);
       }
       if (nat) {
-        const stage = new NatGatewayStage(new NatGateway(nat, this.vfp.conntrack));
+        const gateway = new NatGateway(nat, this.vfp.conntrack);
+        gateway.vipMac = (ip) => {
+          const b = lb.balancers.vipMac(ip);
+          return b === undefined ? null : { hi: b.spec.vipMacHi, lo: b.spec.vipMacLo };
+        };
+        const stage = new NatGatewayStage(gateway, lb);
         this.natStages.set(networkId, stage);
         stages.push(stage);
       }

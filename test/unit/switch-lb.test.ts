@@ -189,3 +189,36 @@ test('trace shows the balancing decision and takes nothing', (t) => {
   const after = sw.lbState(1e7, 1)[0].balancers[0].backends.reduce((n, b) => n + b.connections, 0);
   t.is(after, before, 'a trace balances no connection');
 });
+
+test('a published VIP on a nat network: outside traffic to the published port is balanced, and the replies leave from the published port', (t) => {
+  const rig = switchRig();
+  const GW = { ip: '10.9.0.1', mac: '02:76:0a:09:00:01' };
+  const EXT = { ip: '100.127.0.2', mac: '02:76:64:7f:00:02' };
+  const HOST = { ip: '100.127.0.1', mac: '02:76:64:7f:00:01' };
+  rig.sw.addNetwork(1, 'nat', { nat: { subnet: '10.9.0.0/24', gatewayIp: GW.ip, gatewayMac: GW.mac, externalIp: EXT.ip, externalMac: EXT.mac, hostMac: HOST.mac, portFirst: 1024, portLast: 65535 } });
+  for (const b of BACKENDS) rig.sw.addPort({ portId: b.port, networkId: 1, fd: 100 + b.port, name: `b${b.port}`, mac: b.mac, ip: b.ip });
+  rig.sw.addPort({ portId: 9, networkId: 1, fd: 109, name: 'host', external: true });
+  rig.sw.setBalancers(1, [spec()]);
+  rig.sw.setPublished(1, [{ protocol: 'tcp', externalPort: 8080, ip: VIP, port: 80 }]);
+  const seen = new Set<number>();
+  for (let p = 50000; p < 50030; p++) {
+    const out = rig.send(9, buildTcp4({ srcMac: HOST.mac, dstMac: EXT.mac, srcIp: HOST.ip, dstIp: EXT.ip, srcPort: p, dstPort: 8080, payload: filler(8) }));
+    t.is(out.length, 1);
+    const f = frameOf(out[0]);
+    const backend = BACKENDS.find((b) => b.port === portOf(out[0]))!;
+    t.truthy(backend, 'it reaches a backend');
+    t.is(ipAt(f, 30), backend.ip);
+    t.is(f.readUInt16BE(36), 8080);
+    t.is(formatMac(f, 0), backend.mac);
+    t.true(checksumsVerify(f));
+    seen.add(backend.port);
+    const back = rig.send(backend.port, buildTcp4({ srcMac: backend.mac, dstMac: GW.mac, srcIp: backend.ip, dstIp: HOST.ip, srcPort: 8080, dstPort: p, flags: TcpFlags.SYN | TcpFlags.ACK, payload: filler(8) }));
+    t.deepEqual(back.map(portOf), [9], 'the reply goes back to the host');
+    const r = frameOf(back[0]);
+    t.is(ipAt(r, 26), EXT.ip, 'from the external address');
+    t.is(r.readUInt16BE(34), 8080, 'and the published port');
+    t.is(formatMac(r, 0), HOST.mac);
+    t.true(checksumsVerify(r));
+  }
+  t.is(seen.size, 3, 'every backend takes some');
+});

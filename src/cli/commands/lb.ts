@@ -19,6 +19,7 @@ interface CreateOptions {
   probeInterval?: number;
   probeTimeout?: number;
   affinity?: string;
+  publish?: number;
 }
 
 /** "80", "80/tcp", "53/udp". */
@@ -57,6 +58,7 @@ export function lbCommand(): Command {
     .option('--probe <kind>', 'health probe of each backend: tcp (connect) or http[:/PATH] (GET, 2xx or 3xx); default none (backends count as up)')
     .option('--probe-interval <ms>', 'milliseconds between probes of a backend (default 2000)', (v) => parseWholeNumber(v, '--probe-interval'))
     .option('--probe-timeout <ms>', 'milliseconds a probe may take (default 1000)', (v) => parseWholeNumber(v, '--probe-timeout'))
+    .option('--publish <hostport>', 'nat networks: publish the VIP on this host port too (outside traffic to it is balanced like the VIP\'s)', (v) => parseWholeNumber(v, '--publish'))
     .option('--affinity <mode>', 'none (each connection hashed on its 5-tuple, the default) or client-ip (every connection of a client to one backend)')
     .addOption(leafSocketOption())
     .addHelpText('after', '\nExample:\n  vsw lb create web --network blue --vip 10.90.0.100 --port 80 --backend web1 --backend web2:8080 --probe http:/\n  curl http://10.90.0.100/   (from any endpoint of blue)')
@@ -64,6 +66,7 @@ export function lbCommand(): Command {
       const { port, protocol } = parseLbPort(opts.port);
       const body: CreateLoadBalancerRequest = { name, network: opts.network, port, protocol, backends: opts.backend ?? [] };
       if (opts.vip !== undefined) body.vip = opts.vip;
+      if (opts.publish !== undefined) body.publish = opts.publish;
       if (opts.affinity !== undefined) {
         if (opts.affinity !== 'none' && opts.affinity !== 'client-ip') throw new InvalidArgumentError(`--affinity ${opts.affinity} is neither none nor client-ip.`);
         body.affinity = opts.affinity;

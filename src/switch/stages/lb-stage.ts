@@ -86,6 +86,8 @@ export class LbStage implements NetworkStage {
         d.rwFlags |= Rewrite.DST_MAC | Rewrite.DST_IP;
       }
       if (f.steps !== null) f.step('lb', `${v.balancerName}: a reply from backend ${v.backendKey}, rewritten to come from ${formatIpv4Addr(v.vip)}:${v.vipPort}`);
+      // To a client outside a nat network (a published VIP): the NAT gateway, next, translates the VIP to the published port.
+      if (host.port(v.egressPortId)?.kind === PortKind.NAT_HOST) return StageResult.CONTINUE;
     }
     const egress = host.port(v.egressPortId);
     if (egress === undefined) {

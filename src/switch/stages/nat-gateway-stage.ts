@@ -8,7 +8,7 @@
  */
 import { DropReason } from '../../packet/drop-reasons.js';
 import { formatIpv4Addr } from '../../packet/ipv4.js';
-import { GatewayResult, type NatGateway } from '../../nat/gateway.js';
+import { GatewayResult, VIA_BALANCER, type NatGateway } from '../../nat/gateway.js';
 import type { FrameContext } from '../frame-context.js';
 import { PortKind } from '../ports/port.js';
 import { StageResult, type NetworkStage, type StageHost } from './stage.js';
@@ -17,7 +17,11 @@ export class NatGatewayStage implements NetworkStage {
   readonly name = 'nat';
   readonly dropReasons: readonly number[] = [DropReason.natPoolExhausted, DropReason.natNoMapping, DropReason.noEgress];
 
-  constructor(readonly gateway: NatGateway) {}
+  constructor(
+    readonly gateway: NatGateway,
+    /** The network's load balancers: a published port may lead to a VIP, which they balance. */
+    private readonly balancer: NetworkStage | null = null,
+  ) {}
 
   process(host: StageHost, f: FrameContext): number {
     const gw = this.gateway;
@@ -37,6 +41,12 @@ export class NatGatewayStage implements NetworkStage {
     if (result === GatewayResult.REPLIED) {
       if (f.steps !== null) f.step('nat', 'answered by the gateway (ARP or echo for its own address): the reply goes back out of the ingress port');
       host.reply(f);
+      return StageResult.DONE;
+    }
+    if (result === GatewayResult.FORWARD && gw.egressPort === VIA_BALANCER) {
+      if (f.steps !== null) f.step('nat', 'translated to a published VIP: the load balancer takes it on');
+      if (this.balancer !== null && this.balancer.process(host, f) === StageResult.DONE) return StageResult.DONE;
+      host.dropAtIngress(f, DropReason.natNoMapping);
       return StageResult.DONE;
     }
     const egress = result === GatewayResult.DROP ? undefined : host.port(gw.egressPort);
