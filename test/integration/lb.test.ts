@@ -12,6 +12,7 @@ import type { LoadBalancer } from '../../src/service/api-types.js';
 import { addNetns, freeLoopbackPort, inNetns, runPrefix, spawnInNetns } from './helpers/env.js';
 import { assertOneSentence, createEndpoint, readLines, restartDaemon, startDaemon, teardown, type DaemonHandle, type EndpointJson, type LineReader } from './helpers/daemon.js';
 import { TCP_ECHO_CLIENT, TCP_ECHO_SERVER } from './helpers/echo.js';
+import { HTTP_CLIENT, NAMED_HTTP_SERVER } from './helpers/http.js';
 
 const prefix = runPrefix();
 const net = `${prefix}-lb`;
@@ -19,40 +20,6 @@ const other = `${prefix}-lb2`;
 const VIP = '10.94.0.100';
 const names = ['w1', 'w2', 'w3'] as const;
 const ns = (n: string): string => `${prefix}-${n}`;
-
-/** An HTTP server that answers every GET with its own name; prints "listening". */
-const NAMED_HTTP_SERVER = `
-import http.server, sys
-name = sys.argv[2].encode()
-class Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.0"
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(name)))
-        self.end_headers()
-        self.wfile.write(name)
-    def log_message(self, *args):
-        pass
-srv = http.server.ThreadingHTTPServer(("0.0.0.0", int(sys.argv[1])), Handler)
-print("listening", flush=True)
-srv.serve_forever()
-`;
-
-/** N GETs, each on a new connection; prints {"counts": {name: n}, "failures": [why]}. */
-const HTTP_CLIENT = `
-import collections, http.client, json, sys
-host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-counts, failures = collections.Counter(), []
-for i in range(n):
-    try:
-        c = http.client.HTTPConnection(host, port, timeout=3)
-        c.request("GET", "/")
-        counts[c.getresponse().read().decode()] += 1
-        c.close()
-    except Exception as e:
-        failures.append(repr(e))
-print(json.dumps({"counts": counts, "failures": failures}))
-`;
 
 let d: DaemonHandle;
 let metricsPort: number;

@@ -15,8 +15,11 @@ export interface UnderlayHost {
   ip: string;
 }
 
-/** The underlay namespace with bridge br0, and `count` host namespaces with eth0 = 192.168.56.(10+i)/24 on it. */
-export async function addUnderlay(prefix: string, count: number, first = 1): Promise<UnderlayHost[]> {
+/**
+ * The underlay namespace with bridge br0, and `count` host namespaces with eth0 = 192.168.56.(10+i)/24 on it
+ * (`net` instead of 192.168.56 for a test that wants an underlay of its own).
+ */
+export async function addUnderlay(prefix: string, count: number, first = 1, net = UNDERLAY_NET): Promise<UnderlayHost[]> {
   const ul = `${prefix}-ul`;
   if ((await sh('ip', ['netns', 'pids', ul])).code !== 0) {
     await addNetns(ul);
@@ -26,7 +29,7 @@ export async function addUnderlay(prefix: string, count: number, first = 1): Pro
   const hosts: UnderlayHost[] = [];
   for (let i = first; i < first + count; i++) {
     const ns = `${prefix}-h${i}`;
-    const ip = `${UNDERLAY_NET}.${10 + i}`;
+    const ip = `${net}.${10 + i}`;
     await addNetns(ns);
     await must('ip', ['link', 'add', 'eth0', 'netns', ns, 'type', 'veth', 'peer', 'name', `h${i}`, 'netns', ul]);
     await must('ip', ['-n', ul, 'link', 'set', `h${i}`, 'master', 'br0', 'up']);
