@@ -59,8 +59,33 @@ export interface LbBackendCounters {
   state: BackendState;
   /** Connections balanced to it. */
   connections: number;
-  /** Of those, alive now. */
+  /** Of those, the ones whose connection-tracking entry is alive (TCP's TIME_WAIT included). */
   active: number;
+  /** Bytes of its connections, both ways, as the flow table counted them. */
+  bytes: number;
+}
+
+/** Accounting tags (FlowTable.tag) for backends: one per backend of the whole switch while it exists. */
+export class LbTags {
+  private readonly free: number[] = [];
+  private next = 0;
+
+  constructor(
+    private readonly limit: number,
+    /** A tag given back: its bytes are forgotten, so the next backend starts at zero. */
+    private readonly cleared: (tag: number) => void,
+  ) {}
+
+  /** A tag, or -1 when every one is taken (the backend's bytes are then not counted). */
+  take(): number {
+    return this.free.pop() ?? (this.next < this.limit ? this.next++ : -1);
+  }
+
+  give(tag: number): void {
+    if (tag < 0) return;
+    this.cleared(tag);
+    this.free.push(tag);
+  }
 }
 
 export interface LbCounters {
@@ -81,10 +106,12 @@ const RECLAIM_BUDGET = 64;
 
 class Backend {
   connections = 0;
-  /** Bumped when the backend is removed: entries holding the old serial lost their backend. */
   constructor(
     public spec: LbBackendSpec,
+    /** Unique per backend for the balancer's life: entries holding another serial lost their backend. */
     readonly serial: number,
+    /** Its flow-table accounting tag, or -1. */
+    readonly tag: number,
   ) {}
 }
 
@@ -126,6 +153,8 @@ export class LbVerdict {
   clientMacLo = 0;
   /** Maglev entry chosen, or -1 when an existing connection kept its backend. */
   tableEntry = -1;
+  /** The backend's flow-table accounting tag, or -1. */
+  tag = -1;
   balancerName = '';
   backendKey = '';
 }
@@ -170,6 +199,7 @@ export class NetworkBalancers {
   private readonly balancer: Int32Array;
   private readonly backendSerialOf: Uint32Array;
   private readonly hairpin: Uint8Array;
+  private readonly entryTag: Int32Array;
   private readonly ctSlot: Int32Array;
   private readonly ctSerial: Uint32Array;
   private readonly free: Int32Array;
@@ -183,6 +213,7 @@ export class NetworkBalancers {
 
   constructor(
     private readonly ct: Conntrack,
+    private readonly tags: LbTags | null = null,
     capacity = 65536,
   ) {
     this.capacity = capacity;
@@ -206,6 +237,7 @@ export class NetworkBalancers {
     this.balancer = new Int32Array(capacity).fill(-1);
     this.backendSerialOf = new Uint32Array(capacity);
     this.hairpin = new Uint8Array(capacity);
+    this.entryTag = new Int32Array(capacity).fill(-1);
     this.ctSlot = new Int32Array(capacity).fill(-1);
     this.ctSerial = new Uint32Array(capacity);
     this.free = new Int32Array(capacity);
@@ -239,7 +271,7 @@ export class NetworkBalancers {
       const b = new Balancer(spec, this.balancers.length);
       for (const bs of spec.backends) {
         const kept = same ? prev!.backends.get(bs.key) : undefined;
-        const backend = kept !== undefined && kept.spec.ip === bs.ip && kept.spec.port === bs.port ? kept : new Backend(bs, this.backendSerial++);
+        const backend = kept !== undefined && kept.spec.ip === bs.ip && kept.spec.port === bs.port ? kept : new Backend(bs, this.backendSerial++, this.tags?.take() ?? -1);
         backend.spec = bs;
         b.backends.set(bs.key, backend);
       }
@@ -254,6 +286,10 @@ export class NetworkBalancers {
       else this.byVip.set(spec.vip, [b]);
     }
     for (const [id, b] of old) if (!fresh.has(id)) this.renumber(b.index, -1);
+    // Backends no balancer kept give their tags back.
+    const kept = new Set<Backend>();
+    for (const b of fresh.values()) for (const x of b.backends.values()) kept.add(x);
+    for (const b of old.values()) for (const x of b.backends.values()) if (!kept.has(x)) this.tags?.give(x.tag);
     this.byName.clear();
     for (const [id, b] of fresh) this.byName.set(id, b);
     this.renumberDone();
@@ -348,6 +384,7 @@ export class NetworkBalancers {
     this.balancer[fresh] = b.index;
     this.backendSerialOf[fresh] = backend.serial;
     this.hairpin[fresh] = v.hairpin ? 1 : 0;
+    this.entryTag[fresh] = backend.tag;
     this.pending = fresh;
     this.pendingBackend = backend;
     return LbResult.FORWARD;
@@ -363,6 +400,7 @@ export class NetworkBalancers {
     v.egressPortId = s.portId;
     v.backendKey = s.key;
     v.tableEntry = tableEntry;
+    v.tag = backend.tag;
   }
 
   /** The entry's backend, if the balancer still has it (a backend removed and added again is a new one). */
@@ -396,6 +434,7 @@ export class NetworkBalancers {
         v.egressPortId = this.clientPortId[e];
         v.balancerName = b.spec.name;
         v.backendKey = `${this.backendIp[e]}:${this.backendPort[e]}`;
+        v.tag = this.entryTag[e];
         return LbResult.REPLY;
       }
       e = next;
@@ -506,7 +545,8 @@ export class NetworkBalancers {
     return { connections, noBackend, tableFull };
   }
 
-  counters(now: number): LbCounters[] {
+  /** `bytes`: FlowTable.bytesByTag(), or absent for no bytes. */
+  counters(now: number, bytes?: Float64Array): LbCounters[] {
     const active = new Map<string, number>();
     for (let e = 0; e < this.capacity; e++) {
       const b = this.balancer[e];
@@ -519,7 +559,13 @@ export class NetworkBalancers {
       name: b!.spec.name,
       noBackend: b!.noBackend,
       tableFull: b!.tableFull,
-      backends: Array.from(b!.backends.values(), (x) => ({ key: x.spec.key, state: x.spec.state, connections: x.connections, active: active.get(`${b!.index}/${x.serial}`) ?? 0 })),
+      backends: Array.from(b!.backends.values(), (x) => ({
+        key: x.spec.key,
+        state: x.spec.state,
+        connections: x.connections,
+        active: active.get(`${b!.index}/${x.serial}`) ?? 0,
+        bytes: x.tag >= 0 && bytes !== undefined ? bytes[x.tag] : 0,
+      })),
     }));
   }
 }

@@ -92,7 +92,8 @@ export interface LbBackend {
   /** What the data plane does with it now: active (takes new connections), draining, or down (its probe fails, or its endpoint is down). */
   state?: 'active' | 'draining' | 'down';
   health?: LbBackendHealth;
-  counters?: { connections: number; active: number };
+  /** Connections balanced to it; of those, the ones whose connection-tracking entry is alive (TCP's TIME_WAIT included); bytes of its connections, both ways. */
+  counters?: { connections: number; active: number; bytes: number };
 }
 
 export interface LbBackendHealth {
@@ -441,7 +442,7 @@ export interface TraceResponse {
   steps: TraceStepView[];
   verdict: 'allow' | 'block';
   dropReason?: string;
-  /** Where the frame would go: an endpoint id, "flood", or null when dropped. */
+  /** Where the frame would go: an endpoint id, "flood", a port of the network by kind ("host/IF", "tunnel/vniN", "uplink/IF", "fabric/IF"), or null when dropped. */
   egress: string | null;
   /** Header fields the flow's transposition would rewrite. */
   rewrite: Record<string, string | number> | null;

@@ -31,6 +31,8 @@ import type { NetworkRecord, State } from './state.js';
 
 export type LbDataPlane = Pick<DataPlane, 'setBalancers' | 'lb'>;
 
+type BackendCounters = NonNullable<LbBackend['counters']>;
+
 /** Drivers whose networks take load balancers; l2tunnel hosts switch nothing (their fabric host balances), l2bridge has one MAC on the wire. */
 const LB_DRIVERS = new Set(['internal', 'nat', 'overlay', 'transparent']);
 
@@ -179,8 +181,8 @@ export class LbService {
     if (changed) await this.sync(network);
   }
 
-  /** An endpoint went down or came back: its backends' state follows. */
-  async endpointStateChanged(network: string): Promise<void> {
+  /** An endpoint went down or came back, or the overlay's remote endpoints changed: the backends' state and whereabouts follow. */
+  async refresh(network: string): Promise<void> {
     if ([...this.state.loadBalancers.values()].some((l) => l.network === network)) await this.sync(network);
   }
 
@@ -317,6 +319,10 @@ export class LbService {
     if (b.endpoint !== undefined) {
       const record = this.state.endpoints.get(b.endpoint);
       if (record === undefined || record.down !== null) return 'down';
+    } else {
+      // A remote backend the overlay no longer knows (vsw overlay remote rm, or its peer removed) has no MAC to send to.
+      const net = this.state.networks.get(lb.network);
+      if (net === undefined || this.whereIs(net, b) === undefined) return 'down';
     }
     if (b.draining) return 'draining';
     return this.prober.isUp(this.probeKey(lb, b)) ? 'active' : 'down';
@@ -377,21 +383,21 @@ export class LbService {
     return remote === undefined || net.overlay === undefined ? undefined : { mac: remote.mac, portId: net.overlay.tunnelPortId };
   }
 
-  private async countersByLb(networkId?: number): Promise<Map<string, Map<string, { connections: number; active: number }>>> {
-    const out = new Map<string, Map<string, { connections: number; active: number }>>();
+  private async countersByLb(networkId?: number): Promise<Map<string, Map<string, BackendCounters>>> {
+    const out = new Map<string, Map<string, BackendCounters>>();
     for (const net of await this.dataPlane.lb(networkId)) {
-      for (const b of net.balancers) out.set(b.id, new Map(b.backends.map((x) => [x.key, { connections: x.connections, active: x.active }])));
+      for (const b of net.balancers) out.set(b.id, new Map(b.backends.map((x) => [x.key, { connections: x.connections, active: x.active, bytes: x.bytes }])));
     }
     return out;
   }
 
   /** The balancer as the API shows it: saved fields, and each backend's state, health and counters now. */
-  private view(lb: LoadBalancer, counters?: Map<string, { connections: number; active: number }>): LoadBalancer {
+  private view(lb: LoadBalancer, counters?: Map<string, BackendCounters>): LoadBalancer {
     return {
       ...lb,
       backends: lb.backends.map((b) => {
         const health = this.prober.health(this.probeKey(lb, b)) ?? { status: 'unprobed' as const, probes: 0, failures: 0 };
-        return { ...b, state: this.backendState(lb, b), health, counters: counters?.get(`${b.ip}:${b.port}`) ?? { connections: 0, active: 0 } };
+        return { ...b, state: this.backendState(lb, b), health, counters: counters?.get(`${b.ip}:${b.port}`) ?? { connections: 0, active: 0, bytes: 0 } };
       }),
     };
   }

@@ -162,7 +162,8 @@ export class Metrics {
     mirroredGauge(r, 'vsw_lb_backend_probe_up', "The backend's health probe: 1 up (or before its first verdict), 0 down; absent when it is not probed here", lbLabels, backendRows((b) => (b.health === undefined || b.health.status === 'unprobed' ? null : b.health.status === 'down' ? 0 : 1)), s);
     mirroredCounter(r, 'vsw_lb_backend_probe_failures_total', 'Health probes of the backend that failed', lbLabels, backendRows((b) => b.health?.failures ?? 0), s);
     mirroredCounter(r, 'vsw_lb_backend_connections_total', 'Connections balanced to the backend', lbLabels, backendRows((b) => b.counters?.connections ?? 0), s);
-    mirroredGauge(r, 'vsw_lb_backend_connections', 'Connections balanced to the backend that are alive now', lbLabels, backendRows((b) => b.counters?.active ?? 0), s);
+    mirroredGauge(r, 'vsw_lb_backend_connections', "Connections balanced to the backend whose connection-tracking entry is alive (TCP's TIME_WAIT included)", lbLabels, backendRows((b) => b.counters?.active ?? 0), s);
+    mirroredCounter(r, 'vsw_lb_backend_bytes_total', 'Bytes of the connections balanced to the backend, both ways', lbLabels, backendRows((b) => b.counters?.bytes ?? 0), s);
 
     mirroredGauge(r, 'vsw_endpoints', 'Endpoints, by network', ['network'], () => {
       const counts = new Map<string, number>();

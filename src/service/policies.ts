@@ -42,7 +42,7 @@ import type {
 import { ApiError, badRequest, notFound } from './errors.js';
 import { macForIp, subnetContains } from './ipam.js';
 import type { DataPlane } from '../switch/dataplane.js';
-import type { EndpointRecord, State } from './state.js';
+import type { EndpointRecord, NetworkRecord, State } from './state.js';
 
 /** A sentence from the policy model is the whole 400 answer. */
 function refuse(err: unknown): never {
@@ -268,8 +268,7 @@ export class PolicyService {
         ? null
         : result.egressPort === 'flood'
           ? 'flood'
-          : ([...this.state.endpoints.values()].find((r) => r.endpoint.portId === result.egressPort)?.endpoint.id ??
-            (net.nat?.portId === result.egressPort ? `host/${net.nat.info.hostInterface}` : null));
+          : ([...this.state.endpoints.values()].find((r) => r.endpoint.portId === result.egressPort)?.endpoint.id ?? this.portName(net, result.egressPort));
     return {
       packet: formatTracePacket(packet),
       steps: result.steps.map(({ port, ...step }) => ({ ...(port !== undefined ? { endpoint: names.get(port) ?? port } : {}), ...step })),
@@ -278,6 +277,15 @@ export class PolicyService {
       egress,
       rewrite: result.rewrite,
     };
+  }
+
+  /** A port of the network that is no endpoint's, by what it is: the nat host TAP, the overlay's tunnel, the uplink or the fabric port; null for none. */
+  private portName(net: NetworkRecord, portId: number): string | null {
+    if (net.nat?.portId === portId) return `host/${net.nat.info.hostInterface}`;
+    if (net.overlay?.tunnelPortId === portId) return `tunnel/vni${net.overlay.info.vni}`;
+    if (net.uplink?.portId === portId) return `uplink/${net.uplink.info.interface}`;
+    if (net.fabric?.portId === portId) return `fabric/${net.fabric.info.interface}`;
+    return null;
   }
 }
 

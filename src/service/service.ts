@@ -170,6 +170,7 @@ export class NetworkService {
       const before = this.overlay.snapshot(name);
       const result = await this.overlay.setPeers(name, peers);
       await this.commitOr(() => this.overlay.putBack(name, before));
+      await this.lb.refresh(name);
       return result;
     });
   }
@@ -179,6 +180,7 @@ export class NetworkService {
       const before = this.overlay.snapshot(name);
       const remote = await this.overlay.addRemote(name, req);
       await this.commitOr(() => this.overlay.putBack(name, before));
+      await this.lb.refresh(name);
       return remote;
     });
   }
@@ -187,6 +189,7 @@ export class NetworkService {
     return this.mutex.run(async () => {
       await this.overlay.removeRemote(name, mac);
       await this.commit('done');
+      await this.lb.refresh(name);
     });
   }
 
@@ -327,7 +330,7 @@ export class NetworkService {
         if (record.fd >= 0) closeQuietly(record.fd, this.logger);
         record.fd = -1;
         this.logger.warn({ endpoint: record.endpoint.id, endpointName: record.endpoint.name, reason }, 'endpoint is down; vsw keeps trying to bring it back');
-        await this.lb.endpointStateChanged(record.endpoint.network);
+        await this.lb.refresh(record.endpoint.network);
         return;
       }
       const net = [...this.state.networks.values()].find((r) => r.nat?.portId === portId && r.nat.fd === fd);
@@ -414,7 +417,7 @@ export class NetworkService {
     }
     record.fd = tap.fd;
     record.down = null;
-    await this.lb.endpointStateChanged(record.endpoint.network).catch((err: unknown) => this.logger.warn({ err, endpoint: record.endpoint.id }, 'could not bring the endpoint back into its load balancers'));
+    await this.lb.refresh(record.endpoint.network).catch((err: unknown) => this.logger.warn({ err, endpoint: record.endpoint.id }, 'could not bring the endpoint back into its load balancers'));
     this.announce([record]);
     this.logger.info({ endpoint: record.endpoint.id, endpointName: record.endpoint.name, tap: tap.how }, 'endpoint is up again');
   }

@@ -40,6 +40,8 @@ export class FrameContext {
   now = 0;
   /** The stage that took something for this frame (a NAT port) to be committed with its connection or given back. */
   holder: NetworkStage | null = null;
+  /** The flow-table accounting tag its cached flow gets (a load balancer backend's, FlowTable.tag), or -1. */
+  tag = -1;
 
   /**
    * A dry run (trace): the real layers and stages decide, but nothing is

@@ -33,7 +33,7 @@ import { mustParseIpv4Addr } from '../packet/ipv4.js';
 import { classifyFrame } from '../packet/validate.js';
 import { DIR_IN, DIR_OUT } from '../vfp/compile.js';
 import { CT_RESTART } from '../vfp/conntrack.js';
-import { NO_PORT } from '../vfp/flow-table.js';
+import { FLOW_TAGS, NO_PORT } from '../vfp/flow-table.js';
 import { extractKey, KEY_WORDS, KeyWord, Meta, META_WORDS } from '../vfp/key.js';
 import { Decision, spoofCheck, Verdict, type TraceStep } from '../vfp/pipeline.js';
 import type { PortPolicy } from '../vfp/policy.js';
@@ -64,7 +64,7 @@ import { DhcpReplyStage } from './stages/dhcp-reply-stage.js';
 import { LbStage } from './stages/lb-stage.js';
 import { DnsStage, type DnsStageSpec } from './stages/dns-stage.js';
 import type { NameRecord } from '../dns/names.js';
-import type { LbCounters, LbSpec } from '../lb/balancer.js';
+import { LbTags, type LbCounters, type LbSpec } from '../lb/balancer.js';
 import { StageResult, type NetworkStage, type StageHost } from './stages/stage.js';
 
 export type { FrameIo } from './frame-io.js';
@@ -188,6 +188,8 @@ export class Switch implements PortHost, StageHost {
   private readonly l2bridgeStages = new Map<number, L2BridgeStage>();
   /** Every network's load balancers (a stage that lets everything pass while it has none). */
   private readonly lbStages = new Map<number, LbStage>();
+  /** Flow-table accounting tags of every network's backends. */
+  private readonly lbTags: LbTags;
   /** The resolvers of the networks that have one. */
   private readonly dnsStages = new Map<number, DnsStage>();
   /** The addresses behind each fabric port, by the fabric port's id. */
@@ -209,6 +211,7 @@ export class Switch implements PortHost, StageHost {
     this.conns = new PendingConnections(maxPorts + 1);
     this.capture = new CaptureRecorder(maxPorts);
     this.sender = io.tunnel ? new UnderlaySender(new TunnelTx(io.tunnel, io.buffer)) : null;
+    this.lbTags = new LbTags(FLOW_TAGS, (tag) => this.vfp.flows.clearTag(tag));
   }
 
   get buffer(): Uint8Array {
@@ -262,7 +265,7 @@ export class Switch implements PortHost, StageHost {
     if (!Number.isInteger(networkId) || networkId < 0 || networkId > 0xffff) throw new RangeError(`network id ${networkId} must be an integer from 0 to 65535`);
     if (this.networks.has(networkId)) throw new Error(`network id ${networkId} exists already`);
     const { nat, overlay } = spec;
-    const lb = new LbStage(this.vfp.conntrack);
+    const lb = new LbStage(this.vfp.conntrack, this.lbTags);
     // Before the NAT gateway, which claims every frame to the gateway's MAC, the resolver's on a nat network.
     const dns = spec.dns === undefined ? null : new DnsStage(networkId, name, spec.dns, this.io.slotSize, this.events);
     if (dns !== null) this.dnsStages.set(networkId, dns);
@@ -322,6 +325,8 @@ export class Switch implements PortHost, StageHost {
       this.tunnels.delete(networkId);
     }
     this.natStages.delete(networkId);
+    // Its backends give their accounting tags back.
+    this.lbStages.get(networkId)?.balancers.configure([]);
     this.lbStages.delete(networkId);
     this.dnsStages.delete(networkId);
     this.l2bridgeStages.delete(networkId);
@@ -554,7 +559,12 @@ export class Switch implements PortHost, StageHost {
   /** Every network's balancers with their backends' counters, optionally of one network (control path). */
   lbState(now: number, networkId?: number): { networkId: number; balancers: LbCounters[] }[] {
     const out: { networkId: number; balancers: LbCounters[] }[] = [];
-    for (const [id, stage] of this.lbStages) if ((networkId === undefined || id === networkId) && stage.balancers.size > 0) out.push({ networkId: id, balancers: stage.balancers.counters(now) });
+    let bytes: Float64Array | undefined;
+    for (const [id, stage] of this.lbStages) {
+      if ((networkId !== undefined && id !== networkId) || stage.balancers.size === 0) continue;
+      bytes ??= this.vfp.flows.bytesByTag();
+      out.push({ networkId: id, balancers: stage.balancers.counters(now, bytes) });
+    }
     return out;
   }
 
@@ -665,6 +675,7 @@ export class Switch implements PortHost, StageHost {
     f.now = now;
     f.ctOut = -1;
     f.holder = null;
+    f.tag = -1;
     this.slowPath(f);
   }
 
@@ -859,7 +870,7 @@ export class Switch implements PortHost, StageHost {
       const entry = this.entryFor(f.entry, portId, f.hash, now);
       if (entry >= 0) {
         const b = ctIn >= 0 ? ctIn : this.createdSlot(egressId, DIR_IN);
-        vfp.flows.recordForward(entry, egressId, vfp.generation[egressId], a, b, vfp.conntrack, t, meter, len);
+        vfp.flows.recordForward(entry, egressId, vfp.generation[egressId], a, b, vfp.conntrack, t, meter, len, f.tag);
       } else {
         transpositions.release(t);
       }
@@ -1143,6 +1154,7 @@ export class Switch implements PortHost, StageHost {
     f.cacheable = false;
     f.now = this.clock();
     f.holder = null;
+    f.tag = -1;
     f.dryRun = true;
     f.steps = steps;
     f.floodPorts = [];

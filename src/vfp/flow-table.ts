@@ -57,6 +57,9 @@ function isWide(key: Uint32Array): boolean {
   return (key[s + 1] | key[s + 2] | key[s + 3] | key[d + 1] | key[d + 2] | key[d + 3]) !== 0;
 }
 
+/** Accounting tags a flow table keeps bytes for (load balancer backends of the whole switch). */
+export const FLOW_TAGS = 4096;
+
 export class FlowTable {
   readonly capacity: number;
   readonly hashes: Uint32Array;
@@ -90,6 +93,14 @@ export class FlowTable {
   readonly lastSeen: Float64Array;
   /** Entries whose key sits in the slab, for the sweeper's scan. */
   readonly inUse: Uint8Array;
+  /**
+   * Bytes of accounting tags (a load balancer backend's) that entries carried
+   * when they were removed or decided again; a tag's bytes are these plus its
+   * live entries' (bytesByTag). A forward's tag lives in its dropPort column,
+   * which forwards do not use, as -2 - tag (-1: none), so it costs no memory
+   * per entry; everything that reads dropPort compares it with a port id.
+   */
+  readonly tagBytes = new Float64Array(FLOW_TAGS);
 
   /** HEAD_WORDS per entry; a free entry's first word links to the next free entry (+1, 0 ends the list). */
   private readonly keys: Uint32Array;
@@ -134,6 +145,37 @@ export class FlowTable {
     this.inUse = new Uint8Array(capacity);
   }
 
+  /** Entry e's accounting tag, or -1. */
+  tagOf(e: number): number {
+    const d = this.dropPort[e];
+    return this.egress[e] !== NO_PORT && d <= -2 ? -2 - d : -1;
+  }
+
+  /** Keeps the bytes of entry e for its tag before they are reset or the entry goes. */
+  private retire(e: number): void {
+    const t = this.tagOf(e);
+    if (t < 0) return;
+    this.tagBytes[t] += this.bytes[e];
+    this.dropPort[e] = -1;
+  }
+
+  /** Every tag's bytes: retired ones and those of live entries (control path: one pass over the entries in use). */
+  bytesByTag(): Float64Array {
+    const out = this.tagBytes.slice();
+    for (let e = 0; e < this.bump; e++) {
+      if (this.inUse[e] !== 1) continue;
+      const t = this.tagOf(e);
+      if (t >= 0) out[t] += this.bytes[e];
+    }
+    return out;
+  }
+
+  /** A tag is given back: its bytes are forgotten and no entry counts toward it any more. */
+  clearTag(t: number): void {
+    this.tagBytes[t] = 0;
+    for (let e = 0; e < this.bump; e++) if (this.tagOf(e) === t) this.dropPort[e] = -1;
+  }
+
   get size(): number {
     return this.live;
   }
@@ -144,7 +186,7 @@ export class FlowTable {
       this.keys, this.wideKeys, this.hashes, this.egress, this.dropReason, this.dropPort, this.peerPort,
       this.meterBucket, this.genIngress, this.genEgress, this.macEpoch, this.ctOut, this.ctOutSerial,
       this.ctIn, this.ctInSerial, this.transposition, this.packets, this.bytes, this.created, this.lastSeen,
-      this.inUse, this.index,
+      this.inUse, this.index, this.tagBytes,
     ];
     return columns.reduce((sum, c) => sum + c.byteLength, 0);
   }
@@ -220,6 +262,7 @@ export class FlowTable {
 
   /** Frees the entry; the caller releases what it referenced (transposition). */
   remove(e: number): void {
+    this.retire(e);
     const index = this.index;
     const mask = this.indexMask;
     let i = this.hashes[e] & mask;
@@ -249,6 +292,7 @@ export class FlowTable {
    * nothing referenced yet. The caller has released the old transposition.
    */
   begin(e: number, genIngress: number, macEpoch: number): void {
+    this.retire(e);
     this.genIngress[e] = genIngress;
     this.macEpoch[e] = macEpoch;
     this.dropReason[e] = 0;
@@ -264,7 +308,8 @@ export class FlowTable {
    * ends (slot or -1; their serials are taken from `ct`), the transposition and
    * meter to apply, and the first frame's length.
    */
-  recordForward(e: number, egressId: number, genEgress: number, ctOut: number, ctIn: number, ct: ConnectionCheck, transposition: number, meter: number, len: number): void {
+  recordForward(e: number, egressId: number, genEgress: number, ctOut: number, ctIn: number, ct: ConnectionCheck, transposition: number, meter: number, len: number, tag = -1): void {
+    this.dropPort[e] = tag >= 0 ? -2 - tag : -1;
     this.egress[e] = egressId;
     this.peerPort[e] = egressId;
     this.genEgress[e] = genEgress;

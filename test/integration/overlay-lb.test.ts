@@ -268,3 +268,17 @@ test.serial('the remote backend removed on host A: A\'s client reaches only a1 a
   t.deepEqual(fromB.failures, []);
   t.deepEqual(Object.keys(fromB.counts).sort(), [...backendNames], `B's balancer is unchanged: ${JSON.stringify(fromB.counts)}`);
 });
+
+test.serial('a remote backend whose remote endpoint the overlay forgets is down at once, and back when it is added again', async (t) => {
+  const a1 = eps.get('a1')!;
+  await B.daemon.vswOk(['overlay', 'remote', 'rm', NET, a1.mac]);
+  t.is((await inspect(B)).backends.find((b) => b.ip === a1.ip)?.state, 'down', "vsw lb inspect on B says a1 is down: B no longer knows where it is");
+  const without = await requests('cb', 60, 23000);
+  t.deepEqual(without.failures, []);
+  t.is(without.counts.a1 ?? 0, 0, `a1 gets nothing from B's client: ${JSON.stringify(without.counts)}`);
+  await B.daemon.vswOk(['overlay', 'remote', 'add', NET, '--mac', a1.mac, '--ip', a1.ip, '--vtep', A.underlay.ip]);
+  t.is((await inspect(B)).backends.find((b) => b.ip === a1.ip)?.state, 'active');
+  const back = await requests('cb', 90, 23100);
+  t.deepEqual(back.failures, []);
+  t.true((back.counts.a1 ?? 0) > 0, `a1 takes connections from B's client again: ${JSON.stringify(back.counts)}`);
+});

@@ -82,7 +82,7 @@ test('Maglev gives each backend about its share and moves about 1/N of the entri
 });
 
 test('a connection to the VIP is rewritten to a backend with valid checksums, and the reply comes back from the VIP', (t) => {
-  const { send } = setup();
+  const { sw, send } = setup();
   const out = send(2, syn(40000));
   t.is(out.length, 1);
   const f = frameOf(out[0]);
@@ -105,6 +105,9 @@ test('a connection to the VIP is rewritten to a backend with valid checksums, an
     t.true(checksumsVerify(r));
   }
   for (let i = 0; i < 3; i++) t.deepEqual(send(2, syn(40000, CLIENT, TcpFlags.ACK)).map(portOf), [backend.port], 'later frames of the connection go to the same backend');
+  const counted = sw.lbState(1e7, 1)[0].balancers[0].backends.find((b) => b.key === `${backend.ip}:8080`)!;
+  t.is(counted.bytes, 4 * syn(40000).length + 2 * reply.length, "the backend's bytes: both ways, cached frames included");
+  t.is(counted.connections, 1);
 });
 
 test('new connections spread over the backends; established ones stay through a drain and a table change, and go elsewhere only when their backend is removed', (t) => {

@@ -16,7 +16,7 @@ import { DropReason } from '../../packet/drop-reasons.js';
 import { formatIpv4Addr } from '../../packet/ipv4.js';
 import { KeyWord, Meta } from '../../vfp/key.js';
 import { Rewrite } from '../../vfp/pipeline.js';
-import { LbResult, NetworkBalancers } from '../../lb/balancer.js';
+import { LbResult, NetworkBalancers, type LbTags } from '../../lb/balancer.js';
 import type { Conntrack } from '../../vfp/conntrack.js';
 import type { FrameContext } from '../frame-context.js';
 import { PortKind } from '../ports/port.js';
@@ -31,8 +31,8 @@ export class LbStage implements NetworkStage {
   readonly balancers: NetworkBalancers;
   private arpAnswered = 0;
 
-  constructor(ct: Conntrack) {
-    this.balancers = new NetworkBalancers(ct);
+  constructor(ct: Conntrack, tags: LbTags | null = null) {
+    this.balancers = new NetworkBalancers(ct, tags);
   }
 
   process(host: StageHost, f: FrameContext): number {
@@ -87,8 +87,13 @@ export class LbStage implements NetworkStage {
       }
       if (f.steps !== null) f.step('lb', `${v.balancerName}: a reply from backend ${v.backendKey}, rewritten to come from ${formatIpv4Addr(v.vip)}:${v.vipPort}`);
       // To a client outside a nat network (a published VIP): the NAT gateway, next, translates the VIP to the published port.
-      if (host.port(v.egressPortId)?.kind === PortKind.NAT_HOST) return StageResult.CONTINUE;
+      if (host.port(v.egressPortId)?.kind === PortKind.NAT_HOST) {
+        f.tag = v.tag;
+        return StageResult.CONTINUE;
+      }
     }
+    // Its cached flow counts toward the backend's bytes; for a reply through the NAT gateway too.
+    f.tag = v.tag;
     const egress = host.port(v.egressPortId);
     if (egress === undefined) {
       lb.abandon();
