@@ -15,7 +15,7 @@ import { read16, read32 } from '../../packet/bytes.js';
 import { DropReason } from '../../packet/drop-reasons.js';
 import { formatIpv4Addr } from '../../packet/ipv4.js';
 import { KeyWord, Meta } from '../../vfp/key.js';
-import { Rewrite } from '../../vfp/pipeline.js';
+import { Rewrite, type Decision } from '../../vfp/pipeline.js';
 import { LbResult, NetworkBalancers, type LbTags } from '../../lb/balancer.js';
 import type { Conntrack } from '../../vfp/conntrack.js';
 import type { FrameContext } from '../frame-context.js';
@@ -56,35 +56,21 @@ export class LbStage implements NetworkStage {
     }
     const d = host.decision;
     if (r === LbResult.FORWARD) {
-      key[KeyWord.DST_MAC_HI] = d.dstMacHi = v.backendMacHi;
-      key[KeyWord.DST_MAC_LO] = d.dstMacLo = v.backendMacLo;
-      key[KeyWord.DST_IP] = d.dstIp = v.backendIp;
+      rewriteDestination(key, d, v.backendMacHi, v.backendMacLo, v.backendIp);
       d.dstPort = v.backendPort;
       key[KeyWord.PORTS] = ((ports & 0xffff0000) | v.backendPort) >>> 0;
-      d.rwFlags |= Rewrite.DST_MAC | Rewrite.DST_IP | Rewrite.DST_PORT;
-      if (v.hairpin) {
-        key[KeyWord.SRC_MAC_HI] = d.srcMacHi = v.vipMacHi;
-        key[KeyWord.SRC_MAC_LO] = d.srcMacLo = v.vipMacLo;
-        key[KeyWord.SRC_IP] = d.srcIp = v.vip;
-        d.rwFlags |= Rewrite.SRC_MAC | Rewrite.SRC_IP;
-      }
+      d.rwFlags |= Rewrite.DST_PORT;
+      if (v.hairpin) rewriteSource(key, d, v.vipMacHi, v.vipMacLo, v.vip);
       if (f.steps !== null) {
         const why = v.tableEntry >= 0 ? `Maglev entry ${v.tableEntry}` : 'the backend this connection already has';
         f.step('lb', `${v.balancerName}: ${formatIpv4Addr(v.vip)}:${v.vipPort} balanced to ${v.backendKey} (${why})${v.hairpin ? ', source rewritten to the VIP (hairpin)' : ''}`);
       }
     } else {
-      key[KeyWord.SRC_MAC_HI] = d.srcMacHi = v.vipMacHi;
-      key[KeyWord.SRC_MAC_LO] = d.srcMacLo = v.vipMacLo;
-      key[KeyWord.SRC_IP] = d.srcIp = v.vip;
+      rewriteSource(key, d, v.vipMacHi, v.vipMacLo, v.vip);
       d.srcPort = v.vipPort;
       key[KeyWord.PORTS] = ((v.vipPort << 16) | (ports & 0xffff)) >>> 0;
-      d.rwFlags |= Rewrite.SRC_MAC | Rewrite.SRC_IP | Rewrite.SRC_PORT;
-      if (v.hairpin) {
-        key[KeyWord.DST_MAC_HI] = d.dstMacHi = v.clientMacHi;
-        key[KeyWord.DST_MAC_LO] = d.dstMacLo = v.clientMacLo;
-        key[KeyWord.DST_IP] = d.dstIp = v.clientIp;
-        d.rwFlags |= Rewrite.DST_MAC | Rewrite.DST_IP;
-      }
+      d.rwFlags |= Rewrite.SRC_PORT;
+      if (v.hairpin) rewriteDestination(key, d, v.clientMacHi, v.clientMacLo, v.clientIp);
       if (f.steps !== null) f.step('lb', `${v.balancerName}: a reply from backend ${v.backendKey}, rewritten to come from ${formatIpv4Addr(v.vip)}:${v.vipPort}`);
       // To a client outside a nat network (a published VIP): the NAT gateway, next, translates the VIP to the published port.
       if (host.port(v.egressPortId)?.kind === PortKind.NAT_HOST) {
@@ -134,4 +120,19 @@ export class LbStage implements NetworkStage {
     const t = this.balancers.totals();
     return { lbConnections: t.connections, lbNoBackend: t.noBackend, lbTableFull: t.tableFull, lbArpAnswered: this.arpAnswered };
   }
+}
+
+/** The frame's source MAC and address become these: in the key (what the rest of the slow path sees) and in the Decision (what the flow caches). */
+function rewriteSource(key: Uint32Array, d: Decision, macHi: number, macLo: number, ip: number): void {
+  key[KeyWord.SRC_MAC_HI] = d.srcMacHi = macHi;
+  key[KeyWord.SRC_MAC_LO] = d.srcMacLo = macLo;
+  key[KeyWord.SRC_IP] = d.srcIp = ip;
+  d.rwFlags |= Rewrite.SRC_MAC | Rewrite.SRC_IP;
+}
+
+function rewriteDestination(key: Uint32Array, d: Decision, macHi: number, macLo: number, ip: number): void {
+  key[KeyWord.DST_MAC_HI] = d.dstMacHi = macHi;
+  key[KeyWord.DST_MAC_LO] = d.dstMacLo = macLo;
+  key[KeyWord.DST_IP] = d.dstIp = ip;
+  d.rwFlags |= Rewrite.DST_MAC | Rewrite.DST_IP;
 }
