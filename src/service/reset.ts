@@ -60,6 +60,10 @@ export async function resetHost(stateDir: string, socketPath?: string): Promise<
           // A name whose namespace is gone (only the mount point's file is left) is removed all the same.
           await deleteNetns(name, { killProcesses: await netnsMounted(name) });
         });
+        await attempt(`/etc/netns/${name} (the compartment's resolv.conf)`, async () => {
+          if (!(await lstat(`/etc/netns/${name}`).then(() => true, () => false))) return false;
+          await rm(`/etc/netns/${name}`, { recursive: true, force: true });
+        });
       }
       const tables = new Set(saved.host.nftTables);
       for (const { network, nat } of saved.networks) {
