@@ -1,4 +1,5 @@
 import test from 'ava';
+import { parseLbPort, parseProbe } from '../../src/cli/commands/lb.js';
 import { Command } from 'commander';
 import { connectionError } from '../../src/cli/client.js';
 import { programSocketOption, socketOf } from '../../src/cli/commands/common.js';
@@ -265,4 +266,14 @@ test('formatNat prints each network, its host interface and published ports, the
       'mynat    tcp    172.18.0.2:40000  100.127.0.2:1024  198.18.0.2:80  web       ESTABLISHED  0.5',
     ].join('\n'),
   );
+});
+
+test('vsw lb: --port PORT[/tcp|udp] and --probe tcp|http[:/PATH], anything else one sentence saying what to write', (t) => {
+  t.deepEqual(parseLbPort('80'), { port: 80, protocol: 'tcp' });
+  t.deepEqual(parseLbPort('53/udp'), { port: 53, protocol: 'udp' });
+  for (const bad of ['0', '65536', '80/sctp', 'http', '']) t.throws(() => parseLbPort(bad), { message: /is not PORT\[\/tcp\|udp\].*pass e\.g\. --port 80/ });
+  t.deepEqual(parseProbe('tcp'), { kind: 'tcp' });
+  t.deepEqual(parseProbe('http'), { kind: 'http', path: '/' });
+  t.deepEqual(parseProbe('http:/healthz'), { kind: 'http', path: '/healthz' });
+  for (const bad of ['udp', 'http:healthz', 'https:/']) t.throws(() => parseProbe(bad), { message: /is neither tcp nor http/ });
 });

@@ -18,6 +18,8 @@ interface CreateOptions {
   probe?: string;
   probeInterval?: number;
   probeTimeout?: number;
+  probeUnhealthy?: number;
+  probeHealthy?: number;
   affinity?: string;
   publish?: number;
 }
@@ -58,6 +60,8 @@ export function lbCommand(): Command {
     .option('--probe <kind>', 'health probe of each backend: tcp (connect) or http[:/PATH] (GET, 2xx or 3xx); default none (backends count as up)')
     .option('--probe-interval <ms>', 'milliseconds between probes of a backend (default 2000)', (v) => parseWholeNumber(v, '--probe-interval'))
     .option('--probe-timeout <ms>', 'milliseconds a probe may take (default 1000)', (v) => parseWholeNumber(v, '--probe-timeout'))
+    .option('--probe-unhealthy <n>', 'failed probes in a row that take a backend out (default 2)', (v) => parseWholeNumber(v, '--probe-unhealthy'))
+    .option('--probe-healthy <n>', 'passed probes in a row that bring it back (default 2)', (v) => parseWholeNumber(v, '--probe-healthy'))
     .option('--publish <hostport>', 'nat networks: publish the VIP on this host port too (outside traffic to it is balanced like the VIP\'s)', (v) => parseWholeNumber(v, '--publish'))
     .option('--affinity <mode>', 'none (each connection hashed on its 5-tuple, the default) or client-ip (every connection of a client to one backend)')
     .addOption(leafSocketOption())
@@ -75,8 +79,10 @@ export function lbCommand(): Command {
         body.probe = parseProbe(opts.probe);
         if (opts.probeInterval !== undefined) body.probe.intervalMs = opts.probeInterval;
         if (opts.probeTimeout !== undefined) body.probe.timeoutMs = opts.probeTimeout;
-      } else if (opts.probeInterval !== undefined || opts.probeTimeout !== undefined) {
-        throw new InvalidArgumentError('--probe-interval and --probe-timeout need --probe tcp or --probe http[:/PATH].');
+        if (opts.probeUnhealthy !== undefined) body.probe.unhealthyThreshold = opts.probeUnhealthy;
+        if (opts.probeHealthy !== undefined) body.probe.healthyThreshold = opts.probeHealthy;
+      } else if ([opts.probeInterval, opts.probeTimeout, opts.probeUnhealthy, opts.probeHealthy].some((v) => v !== undefined)) {
+        throw new InvalidArgumentError('--probe-interval, --probe-timeout, --probe-unhealthy and --probe-healthy need --probe tcp or --probe http[:/PATH].');
       }
       const created = await clientOf(command).post<LoadBalancer>('/loadbalancers', body);
       printLine(created.name);
