@@ -37,6 +37,9 @@ const test = [
   ['dnsmasq', 'dnsmasq-base'],
   // dig asks the networks' resolvers in the DNS test (over UDP and TCP, PTR included).
   ['dig', 'bind9-dnsutils'],
+  // The network controller keeps its state in etcd; its tests run real members.
+  ['etcd', 'etcd-server'],
+  ['etcdctl', 'etcd-client'],
   ['/usr/lib/cni/loopback', 'containernetworking-plugins'],
   // libcni itself drives the plugin in the conformance test, built with Debian's go from Debian's sources.
   ['go', 'golang-go'],

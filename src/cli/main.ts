@@ -17,7 +17,8 @@ import { statsCommand } from './commands/stats.js';
 import { systemCommand } from './commands/system.js';
 import { cniCommand } from './commands/cni.js';
 import { captureCommand } from './commands/capture.js';
-import { programSocketOption, reportError } from './commands/common.js';
+import { programControllerOption, programSocketOption, reportError } from './commands/common.js';
+import { controllerCommand } from './commands/controller.js';
 import { cliVersion } from './version.js';
 
 function buildProgram(): Command {
@@ -26,9 +27,11 @@ function buildProgram(): Command {
       .description('vsw: a userspace virtual switch for Linux containers (networks, endpoints, compartments)')
       .version(cliVersion(), '-v, --version', 'print the version of vsw')
       .addOption(programSocketOption())
+      .addOption(programControllerOption())
       // Options after a subcommand belong to it; this is what lets `vsw run ... CMD -x` pass -x to CMD.
       .enablePositionalOptions()
       .addCommand(daemonCommand())
+      .addCommand(controllerCommand())
       .addCommand(networkCommand())
       .addCommand(endpointCommand())
       .addCommand(runCommand())

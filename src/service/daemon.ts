@@ -23,6 +23,9 @@ import { Metrics, type MetricsAddress } from './metrics.js';
 import { checkSaved } from './restore.js';
 import { NetworkService } from './service.js';
 import type { Upstream } from './dns.js';
+import type { Etcd3 } from 'etcd3';
+import type { Agent } from '../controller/agent.js';
+import type { EtcdOptions } from '../controller/etcd.js';
 import { claimSocketPath, unlinkIfPresent } from './socket.js';
 import { StateStore } from './state-file.js';
 import { packageVersion } from './version.js';
@@ -42,6 +45,8 @@ export interface DaemonOptions {
   dnsUpstreams?: Upstream[];
   /** Serve the docker network driver API on this socket (vsw daemon --docker). */
   docker?: string;
+  /** Be a host agent of the network controller (vsw daemon --agent): its etcd, this host's name and VTEP. */
+  agent?: { etcd: EtcdOptions; host: string; vtep: string };
   /** Called when the data plane dies under the daemon; the default stops the daemon. */
   onFatal?: (err: Error, daemon: Daemon) => void;
 }
@@ -58,6 +63,7 @@ interface Parts {
   metrics?: Metrics;
   socketPath?: string;
   docker?: { driver: DockerDriver; socketPath: string };
+  agent?: { agent: Agent; etcd: Etcd3 };
 }
 
 export class Daemon {
@@ -67,7 +73,7 @@ export class Daemon {
     readonly socketPath: string,
     readonly version: string,
     readonly service: NetworkService,
-    private readonly parts: Required<Omit<Parts, 'metrics' | 'docker'>> & Pick<Parts, 'metrics' | 'docker'>,
+    private readonly parts: Required<Omit<Parts, 'metrics' | 'docker' | 'agent'>> & Pick<Parts, 'metrics' | 'docker' | 'agent'>,
     private readonly logger: Logger,
   ) {}
 
@@ -114,6 +120,15 @@ export class Daemon {
         parts.docker = { driver, socketPath: opts.docker };
       }
       parts.health.start();
+      if (opts.agent) {
+        // After the restore: the agent reconciles what the daemon has with the controller's state, in the background.
+        const { connectEtcd } = await import('../controller/etcd.js');
+        const { Agent } = await import('../controller/agent.js');
+        const etcd = connectEtcd(opts.agent.etcd);
+        const agent = new Agent(etcd, service, { host: opts.agent.host, vtep: opts.agent.vtep }, logger.child({ component: 'agent' }));
+        parts.agent = { agent, etcd };
+        agent.start();
+      }
       logger.info({ socket: socketPath, version, stateDir: opts.stateDir, endpoints: service.state.endpoints.size, ms: Math.round(performance.now() - started) }, 'listening');
       return daemon;
     } catch (err) {
@@ -131,6 +146,11 @@ export class Daemon {
   private async teardown(): Promise<void> {
     const { server, health, metrics, dataPlane, service, store, docker } = this.parts;
     this.logger.info('stopping');
+    const agent = this.parts.agent;
+    if (agent) {
+      await this.step('stop the agent', () => agent.agent.stop());
+      agent.etcd.close();
+    }
     if (docker) await this.step('close the docker driver', () => docker.driver.close(docker.socketPath));
     await this.step('close the API server', () => server.close());
     await this.step('stop the health check', () => health.stop());
@@ -185,6 +205,10 @@ async function abandon(parts: Parts, logger: Logger): Promise<void> {
       logger.error({ err }, `could not ${what}`);
     }
   };
+  if (parts.agent) {
+    await quietly('stop the agent', () => parts.agent!.agent.stop());
+    parts.agent.etcd.close();
+  }
   if (parts.docker) await quietly('close the docker driver', () => parts.docker!.driver.close(parts.docker!.socketPath));
   if (parts.health) await quietly('stop the health check', () => parts.health!.stop());
   if (parts.metrics) await quietly('close the metrics server', () => parts.metrics!.close());

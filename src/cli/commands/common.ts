@@ -21,8 +21,17 @@ export function stateDirOption(): Option {
   return new Option('--state-dir <dir>', 'directory of the saved state (state.json) and the daemon\'s lock').env('VSW_STATE_DIR').default(DEFAULT_STATE_DIR);
 }
 
-/** The nearest --socket given, from the command up to the program. */
+/** --controller on the program: the CLI talks to a network controller's socket instead of a daemon's. */
+export function programControllerOption(): Option {
+  return new Option('--controller <path>', "unix socket of a network controller (vsw controller): the commands then act on the controller's hosts").env('VSW_CONTROLLER');
+}
+
+/** The nearest --socket given, from the command up to the program; --controller wins over both. */
 export function socketOf(command: Command): string {
+  for (let c: Command | null = command; c; c = c.parent) {
+    const controller = c.opts<{ controller?: string }>().controller;
+    if (controller !== undefined) return controller;
+  }
   for (let c: Command | null = command; c; c = c.parent) {
     const socket = c.opts<{ socket?: string }>().socket;
     if (socket !== undefined) return socket;

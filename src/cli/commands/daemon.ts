@@ -22,6 +22,13 @@ interface DaemonCommandOptions {
   maxFlows: string;
   maxConnectionsPerPort: string;
   dnsUpstream?: string;
+  agent?: boolean;
+  etcd?: string;
+  host?: string;
+  vtep?: string;
+  etcdCa?: string;
+  etcdCert?: string;
+  etcdKey?: string;
 }
 
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
@@ -41,6 +48,13 @@ export function daemonCommand(): Command {
     .option('--max-flows <n>', 'entries of the unified flow table (cached flows)', '1048576')
     .option('--dns-upstream <servers>', "where the networks' resolvers forward names that are not their own: IPv4 ADDRESS[:PORT], comma-separated (default: the nameservers of /etc/resolv.conf)")
     .option('--max-connections-per-port <n>', 'tracked connections per endpoint; new ones beyond it are dropped and counted', '500000')
+    .option('--agent', "be a host agent of the network controller: apply its state for this host from etcd (needs --etcd, --host, --vtep)")
+    .option('--etcd <urls>', 'agent: the etcd client URLs, comma-separated (http:// or https://)')
+    .option('--host <name>', "agent: this host's name in the controller (its networks' hosts and endpoints' --host)")
+    .option('--vtep <ip>', "agent: this host's underlay address, the VTEP of its overlay networks")
+    .option('--etcd-ca <file>', 'agent: PEM of the CA of the etcd members (client TLS)')
+    .option('--etcd-cert <file>', "agent: PEM of this client's certificate (client TLS)")
+    .option('--etcd-key <file>', "agent: PEM of this client's key (client TLS)")
     .addHelpText(
       'after',
       [
@@ -78,9 +92,11 @@ async function runDaemon(socketPath: string, opts: DaemonCommandOptions): Promis
     dnsUpstreams = parseUpstreams(opts.dnsUpstream);
     if (typeof dnsUpstreams === 'string') throw new CliError(dnsUpstreams);
   }
+  const agent = await agentOptions(opts);
   const daemon = await Daemon.start({
     socketPath,
     dnsUpstreams,
+    agent,
     stateDir: opts.stateDir,
     metrics,
     docker: opts.docker === undefined ? undefined : opts.docker === true ? DEFAULT_DOCKER_SOCKET : opts.docker,
@@ -102,7 +118,7 @@ function positiveInt(text: string, flag: string, min: number): number {
 }
 
 /** First signal: a clean stop, then exit 0. A second one while stopping: exit at once. */
-function stopOnSignals(stop: () => Promise<void>, logger: Logger): void {
+export function stopOnSignals(stop: () => Promise<void>, logger: Logger): void {
   let stopping = false;
   const onSignal = (signal: NodeJS.Signals): void => {
     if (stopping) {
@@ -122,9 +138,25 @@ function stopOnSignals(stop: () => Promise<void>, logger: Logger): void {
   for (const s of STOP_SIGNALS) process.on(s, onSignal);
 }
 
-function makeLogger(level: string, human: boolean): Logger {
+export function makeLogger(level: string, human: boolean): Logger {
   const options = { level, base: { pid: process.pid, name: 'vsw' } };
   // Synchronous writes: the daemon exits right after logging "stopped", and an async buffer would lose it.
   if (human) return pino(options, pretty({ colorize: process.stdout.isTTY, sync: true }));
   return pino(options, pino.destination({ dest: 1, sync: true }));
+}
+
+/** --agent and its flags, checked: all of --etcd, --host and --vtep, or none of them without --agent. */
+async function agentOptions(opts: DaemonCommandOptions): Promise<{ etcd: { urls: string[]; ca?: string; cert?: string; key?: string }; host: string; vtep: string } | undefined> {
+  const given = [opts.etcd, opts.host, opts.vtep, opts.etcdCa, opts.etcdCert, opts.etcdKey].some((v) => v !== undefined);
+  if (!opts.agent) {
+    if (given) throw new CliError('--etcd, --host, --vtep and the --etcd-* files belong to --agent: add --agent, or leave them out.');
+    return undefined;
+  }
+  if (opts.etcd === undefined || opts.host === undefined || opts.vtep === undefined) throw new CliError('--agent needs --etcd URLS, --host NAME and --vtep IP: e.g. --agent --etcd http://10.0.0.1:2379 --host h1 --vtep 192.168.56.11.');
+  const { parseEtcdUrls } = await import('../../controller/etcd.js');
+  const urls = parseEtcdUrls(opts.etcd);
+  if (typeof urls === 'string') throw new CliError(urls);
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(opts.host)) throw new CliError(`--host ${opts.host} is not a name of letters, digits, '_', '.', '-' (at most 64): pick another.`);
+  if (!/^\d{1,3}(\.\d{1,3}){3}$/.test(opts.vtep)) throw new CliError(`--vtep ${opts.vtep} is not an IPv4 address: pass this host's underlay address.`);
+  return { etcd: { urls, ca: opts.etcdCa, cert: opts.etcdCert, key: opts.etcdKey }, host: opts.host, vtep: opts.vtep };
 }

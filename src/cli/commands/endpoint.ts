@@ -5,7 +5,7 @@ import { collectPublish, formatEndpoints } from '../format.js';
 import { clientOf, leafSocketOption, printJson, printLine, removeEach } from './common.js';
 
 /** commander's options for `endpoint create` are the request body, field for field. */
-type CreateOptions = CreateEndpointRequest;
+type CreateOptions = CreateEndpointRequest & { host?: string };
 
 export function endpointCommand(): Command {
   const endpoint = new Command('endpoint').description('manage endpoints (a TAP port on a network, inside a network namespace)');
@@ -21,8 +21,9 @@ export function endpointCommand(): Command {
     .option('--name <name>', 'endpoint name (default: NETNS-IFNAME)')
     .option('--no-spoof-guard', 'let the endpoint send from any MAC and IP (default: only its own)')
     .option('-p, --publish <mapping>', 'nat networks: publish a port, [IP:][HOSTPORT:]CONTAINERPORT[/tcp|udp]; without HOSTPORT vsw picks a free one (repeatable)', collectPublish)
+    .option('--host <name>', 'with --controller: the host to place the endpoint on (its agent makes it there)')
     .addOption(leafSocketOption())
-    .addHelpText('after', '\nExample:\n  sudo ip netns add c1\n  vsw endpoint create --network default --netns c1 --ip 10.88.0.10')
+    .addHelpText('after', '\nExample:\n  sudo ip netns add c1\n  vsw endpoint create --network default --netns c1 --ip 10.88.0.10\n  vsw --controller /run/vsw/controller.sock endpoint create --network blue --host h1 --netns c1 --name web')
     .action(async (opts: CreateOptions, command: Command) => {
       const created = await clientOf(command).post<Endpoint>('/endpoints', createRequest(opts));
       printLine(created.id);
@@ -65,8 +66,8 @@ export function endpointCommand(): Command {
   return endpoint;
 }
 
-function createRequest(opts: CreateOptions): CreateEndpointRequest {
-  const body: CreateEndpointRequest = { network: opts.network, netns: opts.netns };
+function createRequest(opts: CreateOptions): CreateEndpointRequest & { host?: string } {
+  const body: CreateEndpointRequest & { host?: string } = { network: opts.network, netns: opts.netns, ...(opts.host === undefined ? {} : { host: opts.host }) };
   for (const key of ['ip', 'mac', 'ifname', 'name'] as const) {
     if (opts[key] !== undefined) body[key] = opts[key];
   }

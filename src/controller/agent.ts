@@ -1,0 +1,291 @@
+/**
+ * The host agent (`vsw daemon --agent --etcd URL --host NAME --vtep IP`):
+ * registers the host under a lease that expires when it dies, keeps a copy of
+ * the controller's state (one read at a revision, then a watch from the next
+ * one), and reconciles its daemon with it through the same service calls the
+ * local API makes:
+ *
+ *   - the overlay networks that span this host, with every other member's
+ *     VTEP as a peer;
+ *   - the endpoints placed on this host, each published back as "realized"
+ *     (its MAC, address and this VTEP) under the agent's lease;
+ *   - every other member's realized endpoints as static remote endpoints
+ *     (MAC, IP -> VTEP), so no frame to a known MAC is flooded and ARP
+ *     suppression answers for all of them; withdrawn when their key goes
+ *     (removed, or their agent's lease expired).
+ *
+ * What the agent applied is written back per object as status (applied, or
+ * failed with the sentence why). Only objects the agent made (their owner
+ * says controller:...) are ever removed, and only when their desired key is
+ * gone from a state the agent has read: while etcd is away nothing changes,
+ * the daemon forwards with what it has (its own state is durable), and the
+ * watch resumes from the revision it stopped at when etcd is back.
+ */
+import type { Etcd3, Lease, Watcher } from 'etcd3';
+import type { Logger } from 'pino';
+import type { NetworkService } from '../service/service.js';
+import { checkSchema } from './etcd.js';
+import { Keys, ROOT, type ControllerEndpoint, type ControllerNetwork, type HostRecord, type ObjectStatus, type RealizedEndpoint, type StatusKind } from './layout.js';
+
+/** Seconds a host's registration outlives its agent. */
+export const HOST_LEASE_SECONDS = 5;
+const RETRY_MIN_MS = 200;
+const RETRY_MAX_MS = 5000;
+
+export interface AgentOptions {
+  host: string;
+  vtep: string;
+}
+
+const networkOwner = (name: string): string => `controller:${name}`;
+const endpointOwner = (network: string, name: string): string => `controller:${network}/${name}`;
+
+export class Agent {
+  /** The controller's state as last read and watched: key -> its JSON value and the revision it was last written at. */
+  private readonly cache = new Map<string, { value: unknown; revision: number }>();
+  private synced = false;
+  private lease: Lease | null = null;
+  private watcher: Watcher | null = null;
+  private stopped = false;
+  private running: Promise<void> = Promise.resolve();
+  private again = false;
+  private timer: NodeJS.Timeout | null = null;
+  private retryMs = RETRY_MIN_MS;
+  /** The statuses written, so only changes are written again. */
+  private readonly written = new Map<string, string>();
+  /** Realized keys this agent holds, so a new lease re-registers them. */
+  private readonly realized = new Map<string, RealizedEndpoint>();
+
+  constructor(
+    private readonly etcd: Etcd3,
+    private readonly service: NetworkService,
+    private readonly opts: AgentOptions,
+    private readonly logger: Logger,
+  ) {}
+
+  /** Starts in the background: etcd may not be up yet, and the daemon forwards meanwhile. */
+  start(): void {
+    void this.connect();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer !== null) clearTimeout(this.timer);
+    await this.watcher?.cancel().catch(() => undefined);
+    await this.running.catch(() => undefined);
+    // The lease is not revoked: a restarting agent is back before it expires, and its host's endpoints stay known meanwhile.
+    this.lease?.release();
+  }
+
+  /** Registration, then a read of everything at one revision and a watch from the next; again with backoff when it fails. */
+  private async connect(): Promise<void> {
+    if (this.stopped) return;
+    try {
+      await checkSchema(this.etcd);
+      await this.register();
+      await this.resync();
+      this.retryMs = RETRY_MIN_MS;
+    } catch (err) {
+      this.logger.warn({ err, retryMs: this.retryMs }, 'the agent could not reach etcd: the host keeps forwarding with what it has, and tries again');
+      const wait = this.retryMs;
+      this.retryMs = Math.min(RETRY_MAX_MS, this.retryMs * 2);
+      this.timer = setTimeout(() => void this.connect(), wait);
+      this.timer.unref();
+    }
+  }
+
+  private async register(): Promise<void> {
+    const lease = this.etcd.lease(HOST_LEASE_SECONDS, { autoKeepAlive: true });
+    lease.on('lost', (err) => {
+      if (this.stopped || this.lease !== lease) return;
+      this.logger.warn({ err }, "the agent's lease is lost: registering again");
+      this.lease = null;
+      void this.connect();
+    });
+    const record: HostRecord = { name: this.opts.host, vtep: this.opts.vtep, since: new Date().toISOString() };
+    await lease.put(Keys.host(this.opts.host)).value(JSON.stringify(record));
+    for (const [key, r] of this.realized) await lease.put(key).value(JSON.stringify(r));
+    this.lease?.release();
+    this.lease = lease;
+    this.logger.info({ host: this.opts.host, vtep: this.opts.vtep }, 'agent registered');
+  }
+
+  /** Everything under the root at one revision, then the watch from the next. */
+  private async resync(): Promise<void> {
+    await this.watcher?.cancel().catch(() => undefined);
+    const res = await this.etcd.getAll().prefix(ROOT).exec();
+    this.cache.clear();
+    for (const kv of res.kvs) this.cache.set(kv.key.toString(), { value: parse(kv.value.toString()), revision: Number(kv.mod_revision) });
+    this.synced = true;
+    const from = Number(res.header.revision) + 1;
+    const watcher = await this.etcd.watch().prefix(ROOT).startRevision(String(from)).create();
+    watcher.on('put', (kv) => {
+      this.cache.set(kv.key.toString(), { value: parse(kv.value.toString()), revision: Number(kv.mod_revision) });
+      this.schedule();
+    });
+    watcher.on('delete', (kv) => {
+      this.cache.delete(kv.key.toString());
+      this.schedule();
+    });
+    watcher.on('error', (err) => {
+      // A compacted revision, or a watch the server dropped: read everything again.
+      this.logger.warn({ err }, 'the agent\'s watch failed: reading the state again');
+      if (this.watcher === watcher) void this.connect();
+    });
+    this.watcher = watcher;
+    this.schedule();
+  }
+
+  /** One reconciliation at a time; changes during one bring another right after it. */
+  private schedule(): void {
+    if (this.stopped) return;
+    this.again = true;
+    this.running = this.running.then(async () => {
+      while (this.again && !this.stopped) {
+        this.again = false;
+        await this.reconcile().catch((err: unknown) => this.logger.error({ err }, 'the agent could not reconcile its host'));
+      }
+    });
+  }
+
+  private values<T>(prefix: string): T[] {
+    const out: T[] = [];
+    for (const [k, v] of this.cache) if (k.startsWith(prefix)) out.push(v.value as T);
+    return out;
+  }
+
+  /** Each member host's VTEP, of the hosts registered now. */
+  private vteps(): Map<string, string> {
+    return new Map(this.values<HostRecord>(Keys.hosts).map((h) => [h.name, h.vtep]));
+  }
+
+  private async reconcile(): Promise<void> {
+    if (!this.synced) return;
+    const me = this.opts.host;
+    const service = this.service;
+    const vteps = this.vteps();
+    const networks = this.values<ControllerNetwork>(Keys.networks).filter((n) => n.hosts.includes(me));
+    const wanted = new Set(networks.map((n) => n.name));
+    const endpoints = this.values<ControllerEndpoint>(Keys.endpoints).filter((e) => e.host === me && wanted.has(e.network));
+    const wantedEndpoints = new Set(endpoints.map((e) => endpointOwner(e.network, e.name)));
+
+    // Gone from the desired state: what this agent made, endpoints first.
+    for (const r of [...service.state.endpoints.values()]) {
+      const owner = r.endpoint.owner;
+      if (owner === undefined || !owner.startsWith('controller:') || wantedEndpoints.has(owner)) continue;
+      await this.removeEndpoint(r.endpoint.network, r.endpoint.name, r.endpoint.id);
+    }
+    for (const r of [...service.state.networks.values()]) {
+      const owner = r.network.owner;
+      if (owner === undefined || !owner.startsWith('controller:') || wanted.has(owner.slice('controller:'.length))) continue;
+      await this.attempt('networks', r.network.name, 0, () => service.deleteNetwork(r.network.name));
+      await this.clearStatus('networks', r.network.name);
+    }
+
+    for (const n of networks) {
+      const revision = this.revisionOf(Keys.network(n.name));
+      const peers = n.hosts.filter((h) => h !== me && vteps.has(h)).map((h) => vteps.get(h)!);
+      const local = service.state.networkByOwner(networkOwner(n.name));
+      const ok = await this.attempt('networks', n.name, revision, async () => {
+        if (!local) {
+          await service.createNetwork({ name: n.name, driver: 'overlay', subnet: n.subnet, vni: n.vni, vtep: this.opts.vtep, peers, ipRange: n.subnet, owner: networkOwner(n.name), ...(n.mtu === undefined ? {} : { mtu: n.mtu }) });
+        } else if (!sameSet(local.overlay?.info.peers ?? [], peers)) {
+          await service.setOverlayPeers(n.name, peers);
+        }
+      });
+      if (!ok) continue;
+      for (const e of endpoints.filter((x) => x.network === n.name)) await this.ensureEndpoint(e);
+      await this.syncRemotes(n.name);
+    }
+  }
+
+  private async ensureEndpoint(e: ControllerEndpoint): Promise<void> {
+    const owner = endpointOwner(e.network, e.name);
+    const key = Keys.realizedEndpoint(e.network, e.name);
+    await this.attempt('endpoints', `${e.network}/${e.name}`, this.revisionOf(Keys.endpoint(e.network, e.name)), async () => {
+      let record = this.service.state.endpointByOwner(owner);
+      if (!record) {
+        await this.service.createEndpoint({ network: e.network, netns: e.netns, name: e.name, ip: e.ip, owner });
+        record = this.service.state.endpointByOwner(owner)!;
+      }
+      const realized: RealizedEndpoint = { network: e.network, name: e.name, host: this.opts.host, ip: record.endpoint.ip, mac: record.endpoint.mac, vtep: this.opts.vtep };
+      if (JSON.stringify(this.cache.get(key)?.value) !== JSON.stringify(realized) || !this.realized.has(key)) {
+        this.realized.set(key, realized);
+        if (this.lease) await this.lease.put(key).value(JSON.stringify(realized));
+      }
+    });
+  }
+
+  private async removeEndpoint(network: string, name: string, id: string): Promise<void> {
+    const key = Keys.realizedEndpoint(network, name);
+    this.realized.delete(key);
+    await this.etcd.delete().key(key).catch((err: unknown) => this.logger.warn({ err, key }, 'could not withdraw a realized endpoint'));
+    await this.attempt('endpoints', `${network}/${name}`, 0, () => this.service.deleteEndpoint(id));
+    await this.clearStatus('endpoints', `${network}/${name}`);
+  }
+
+  /** The other members' realized endpoints of a network, as its static remotes; those that went are withdrawn. */
+  private async syncRemotes(network: string): Promise<void> {
+    const net = this.service.state.networks.get(network);
+    if (!net?.overlay) return;
+    const want = new Map(this.values<RealizedEndpoint>(Keys.realizedOf(network)).filter((r) => r.host !== this.opts.host).map((r) => [r.mac, r]));
+    for (const mac of [...net.overlay.remotes.keys()]) {
+      if (want.has(mac)) continue;
+      await this.service.removeOverlayRemote(network, mac).catch((err: unknown) => this.logger.warn({ err, network, mac }, 'could not withdraw a remote endpoint'));
+    }
+    for (const [mac, r] of want) {
+      const have = net.overlay.remotes.get(mac);
+      if (have && have.ip === r.ip && have.vtep === r.vtep) continue;
+      if (have) await this.service.removeOverlayRemote(network, mac).catch(() => undefined);
+      await this.service.addOverlayRemote(network, { mac, ip: r.ip, vtep: r.vtep }).catch((err: unknown) => this.logger.warn({ err, network, mac }, 'could not add a remote endpoint'));
+    }
+  }
+
+  /** The revision a desired object was last written at (what its status says was applied). */
+  private revisionOf(key: string): number {
+    return this.cache.get(key)?.revision ?? 0;
+  }
+
+  /** Runs one change and records its status (applied, or the sentence why not); false when it failed. */
+  private async attempt(kind: StatusKind, name: string, revision: number, change: () => Promise<unknown>): Promise<boolean> {
+    let status: ObjectStatus;
+    try {
+      await change();
+      status = { state: 'applied', revision, at: new Date().toISOString() };
+    } catch (err) {
+      status = { state: 'failed', reason: (err as Error).message, revision, at: new Date().toISOString() };
+      this.logger.warn({ err, kind, name }, 'the agent could not apply an object');
+    }
+    if (revision > 0) await this.writeStatus(kind, name, status);
+    return status.state === 'applied';
+  }
+
+  private async writeStatus(kind: StatusKind, name: string, status: ObjectStatus): Promise<void> {
+    const key = Keys.objectStatus(this.opts.host, kind, name);
+    const text = JSON.stringify({ state: status.state, reason: status.reason, revision: status.revision });
+    if (this.written.get(key) === text) return;
+    await this.etcd.put(key).value(JSON.stringify(status)).then(
+      () => this.written.set(key, text),
+      (err: unknown) => this.logger.debug({ err, key }, 'could not write a status'),
+    );
+  }
+
+  private async clearStatus(kind: StatusKind, name: string): Promise<void> {
+    const key = Keys.objectStatus(this.opts.host, kind, name);
+    this.written.delete(key);
+    await this.etcd.delete().key(key).catch(() => undefined);
+  }
+}
+
+function parse(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
+function sameSet(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((x) => b.includes(x));
+}
+

@@ -1,0 +1,221 @@
+/**
+ * The network controller (`vsw controller --etcd URL`): the northbound REST
+ * API over many hosts. It keeps nothing of its own: every request reads or
+ * writes etcd (src/controller/layout.ts), so two controllers can serve side
+ * by side and either can die. Host agents (src/controller/agent.ts) apply
+ * what it writes and report back; their reports are the objects' status.
+ *
+ * Served on a unix socket with the same paths and the same error shape as a
+ * daemon's API, so the vsw CLI talks to it with `--controller SOCKET`:
+ *   GET  /v1/version, /v1/hosts
+ *   GET|POST /v1/networks, GET|DELETE /v1/networks/NAME    overlay networks across hosts
+ *   GET|POST /v1/endpoints, GET|DELETE /v1/endpoints/NAME  endpoints placed on hosts
+ */
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { Etcd3 } from 'etcd3';
+import type { Logger } from 'pino';
+import { classifyError } from '../service/api.js';
+import { RESOURCE_NAME_PATTERN, RESOURCE_NAME_RULE } from '../service/api-constants.js';
+import { badRequest, conflict, notFound } from '../service/errors.js';
+import { intToIp, parseIpOrCidr, parseSubnet, subnetsOverlap } from '../service/ipam.js';
+import { checkSchema } from './etcd.js';
+import { Keys, type ControllerEndpoint, type ControllerNetwork, type HostRecord, type ObjectStatus, type RealizedEndpoint } from './layout.js';
+
+/** A network or endpoint as the API shows it: what is desired, and per host what its agent did. */
+type WithStatus<T> = T & { status: Record<string, ObjectStatus | { state: 'pending' }> };
+
+const NAME = new RegExp(RESOURCE_NAME_PATTERN);
+
+export class Controller {
+  readonly app: FastifyInstance;
+
+  constructor(
+    private readonly etcd: Etcd3,
+    logger: Logger,
+    version: string,
+  ) {
+    const app = Fastify({ loggerInstance: logger.child({ component: 'controller-api' }) as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }) });
+    app.setErrorHandler((err, request, reply) => {
+      const { status, message } = classifyError(err);
+      if (status >= 500) request.log.error({ err }, 'request failed');
+      return reply.code(status).send({ error: message });
+    });
+    app.setNotFoundHandler((request, reply) => reply.code(404).send({ error: `no controller route ${request.method} ${request.url}: the controller serves networks, endpoints and hosts.` }));
+    app.get('/v1/version', async () => ({ version, controller: true }));
+    app.get('/v1/hosts', async () => this.hosts());
+    app.get('/v1/networks', async () => this.networks());
+    app.post('/v1/networks', async (req, reply) => reply.code(201).send(await this.createNetwork(req.body)));
+    app.get<{ Params: { name: string } }>('/v1/networks/:name', async (req) => this.network(req.params.name));
+    app.delete<{ Params: { name: string } }>('/v1/networks/:name', async (req, reply) => {
+      await this.deleteNetwork(req.params.name);
+      return reply.code(204).send();
+    });
+    app.get('/v1/endpoints', async () => this.endpoints());
+    app.post('/v1/endpoints', async (req, reply) => reply.code(201).send(await this.createEndpoint(req.body)));
+    app.get<{ Params: { name: string } }>('/v1/endpoints/:name', async (req) => this.endpoint(req.params.name));
+    app.delete<{ Params: { name: string } }>('/v1/endpoints/:name', async (req, reply) => {
+      await this.deleteEndpoint(req.params.name);
+      return reply.code(204).send();
+    });
+    this.app = app;
+  }
+
+  async start(socketPath: string): Promise<void> {
+    await checkSchema(this.etcd);
+    await this.app.listen({ path: socketPath });
+  }
+
+  async stop(): Promise<void> {
+    await this.app.close();
+  }
+
+  // --- reads ---
+
+  private async json<T>(prefix: string): Promise<T[]> {
+    const all = await this.etcd.getAll().prefix(prefix).strings();
+    return Object.values(all).map((v) => JSON.parse(v) as T);
+  }
+
+  private async hosts(): Promise<HostRecord[]> {
+    return this.json<HostRecord>(Keys.hosts);
+  }
+
+  /** Per host: the agent's status of `kind`/`name`, or pending when the host has none yet. */
+  private async statusOf(kind: 'networks' | 'endpoints', name: string, hosts: string[]): Promise<Record<string, ObjectStatus | { state: 'pending' }>> {
+    const out: Record<string, ObjectStatus | { state: 'pending' }> = {};
+    for (const host of hosts) {
+      const text = await this.etcd.get(Keys.objectStatus(host, kind, name)).string();
+      out[host] = text === null ? { state: 'pending' } : (JSON.parse(text) as ObjectStatus);
+    }
+    return out;
+  }
+
+  private async networks(): Promise<WithStatus<ControllerNetwork>[]> {
+    const nets = await this.json<ControllerNetwork>(Keys.networks);
+    return Promise.all(nets.map(async (n) => ({ ...n, status: await this.statusOf('networks', n.name, n.hosts) })));
+  }
+
+  private async network(name: string): Promise<WithStatus<ControllerNetwork> & { endpoints: string[] }> {
+    const text = await this.etcd.get(Keys.network(name)).string();
+    if (text === null) throw notFound(`network ${name} not found: list networks with \`vsw --controller SOCKET network ls\`.`);
+    const n = JSON.parse(text) as ControllerNetwork;
+    const eps = await this.json<ControllerEndpoint>(Keys.endpointsOf(name));
+    return { ...n, endpoints: eps.map((e) => e.name), status: await this.statusOf('networks', n.name, n.hosts) };
+  }
+
+  private async endpoints(): Promise<(WithStatus<ControllerEndpoint> & Partial<Pick<RealizedEndpoint, 'mac'>>)[]> {
+    const eps = await this.json<ControllerEndpoint>(Keys.endpoints);
+    return Promise.all(eps.map((e) => this.endpointView(e)));
+  }
+
+  private async endpointView(e: ControllerEndpoint): Promise<WithStatus<ControllerEndpoint> & { id: string } & Partial<Pick<RealizedEndpoint, 'mac'>>> {
+    const realized = await this.etcd.get(Keys.realizedEndpoint(e.network, e.name)).string();
+    const mac = realized === null ? undefined : (JSON.parse(realized) as RealizedEndpoint).mac;
+    // id: the CLI prints an endpoint's id; on the controller an endpoint is known by its name.
+    return { ...e, id: e.name, ...(mac === undefined ? {} : { mac }), status: await this.statusOf('endpoints', `${e.network}/${e.name}`, [e.host]) };
+  }
+
+  private async findEndpoint(name: string): Promise<ControllerEndpoint> {
+    const found = (await this.json<ControllerEndpoint>(Keys.endpoints)).filter((e) => e.name === name);
+    if (found.length === 0) throw notFound(`endpoint ${name} not found: list endpoints with \`vsw --controller SOCKET endpoint ls\`.`);
+    return found[0];
+  }
+
+  private async endpoint(name: string): Promise<WithStatus<ControllerEndpoint>> {
+    return this.endpointView(await this.findEndpoint(name));
+  }
+
+  // --- writes ---
+
+  private async createNetwork(body: unknown): Promise<ControllerNetwork> {
+    const b = object(body);
+    const name = text(b.name, 'name', `a network NAME of ${RESOURCE_NAME_RULE}`);
+    if (!NAME.test(name)) throw badRequest(`network name ${name} is not ${RESOURCE_NAME_RULE}: pick another.`);
+    if (b.driver !== undefined && b.driver !== 'overlay') throw badRequest(`the controller makes overlay networks, not ${String(b.driver)} ones: pass -d overlay.`);
+    const subnet = parseSubnet(text(b.subnet, 'subnet', 'a CIDR such as 10.10.0.0/24'));
+    const vni = b.vni;
+    if (!Number.isInteger(vni) || (vni as number) < 1 || (vni as number) > 0xffffff) throw badRequest('vni must be a whole number from 1 to 16777215: pass --vni N.');
+    const hosts = b.hosts;
+    if (!Array.isArray(hosts) || hosts.length === 0 || hosts.some((h) => typeof h !== 'string' || !NAME.test(h))) throw badRequest('hosts must be a list of host names (the agents\' --host): pass --hosts h1,h2.');
+    if (new Set(hosts).size !== hosts.length) throw badRequest('a host is named twice in hosts: name each once.');
+    const cidr = `${intToIp(subnet.network)}/${subnet.prefix}`;
+    for (const other of await this.json<ControllerNetwork>(Keys.networks)) {
+      if (other.vni === vni) throw conflict(`network ${other.name} has VNI ${String(vni)} already: pick another --vni.`);
+      if (subnetsOverlap(other.subnet, cidr)) throw conflict(`subnet ${cidr} overlaps network ${other.name} (${other.subnet}): pick another --subnet.`);
+    }
+    const net: ControllerNetwork = { name, driver: 'overlay', subnet: cidr, vni: vni as number, hosts: hosts as string[], created: new Date().toISOString() };
+    if (b.mtu !== undefined) {
+      if (!Number.isInteger(b.mtu) || (b.mtu as number) < 576 || (b.mtu as number) > 9000) throw badRequest('mtu must be a whole number from 576 to 9000.');
+      net.mtu = b.mtu as number;
+    }
+    const key = Keys.network(name);
+    const r = await this.etcd.if(key, 'Create', '==', 0).then(this.etcd.put(key).value(JSON.stringify(net))).commit();
+    if (!r.succeeded) throw conflict(`network ${name} already exists: pick another name or remove it with \`vsw --controller SOCKET network rm ${name}\`.`);
+    return net;
+  }
+
+  private async deleteNetwork(name: string): Promise<void> {
+    const eps = await this.json<ControllerEndpoint>(Keys.endpointsOf(name));
+    if (eps.length > 0) throw conflict(`network ${name} still has endpoints ${eps.map((e) => e.name).join(', ')}: remove them first.`);
+    const r = await this.etcd.delete().key(Keys.network(name)).exec();
+    if (Number(r.deleted) === 0) throw notFound(`network ${name} not found.`);
+  }
+
+  /** The endpoint's key and its address's key are created together or not at all: two controllers cannot give one address twice. */
+  private async createEndpoint(body: unknown): Promise<ControllerEndpoint & { id: string }> {
+    const b = object(body);
+    const name = text(b.name, 'name', `an endpoint NAME of ${RESOURCE_NAME_RULE}: pass --name`);
+    if (!NAME.test(name)) throw badRequest(`endpoint name ${name} is not ${RESOURCE_NAME_RULE}: pick another.`);
+    const network = text(b.network, 'network', 'a network name: pass --network');
+    const host = text(b.host, 'host', "the host to place it on (an agent's --host): pass --host");
+    const netns = text(b.netns, 'netns', 'the network namespace on that host: pass --netns');
+    const netText = await this.etcd.get(Keys.network(network)).string();
+    if (netText === null) throw notFound(`network ${network} not found: create it first.`);
+    const net = JSON.parse(netText) as ControllerNetwork;
+    if (!net.hosts.includes(host)) throw badRequest(`network ${network} does not span host ${host} (its hosts: ${net.hosts.join(', ')}): pick one of those.`);
+    if ((await this.json<ControllerEndpoint>(Keys.endpoints)).some((e) => e.name === name)) throw conflict(`an endpoint named ${name} exists already: pick another --name.`);
+    const subnet = parseSubnet(net.subnet);
+    const candidates = b.ip === undefined ? hostAddresses(subnet) : [parseIpOrCidr(text(b.ip, 'ip', 'an address inside the subnet'), subnet)];
+    const taken = new Set(Object.keys(await this.etcd.getAll().prefix(Keys.addressesOf(network)).strings()).map((k) => k.slice(Keys.addressesOf(network).length)));
+    for (const ip of candidates) {
+      if (taken.has(ip)) continue;
+      const e: ControllerEndpoint = { name, network, host, netns, ip, created: new Date().toISOString() };
+      const epKey = Keys.endpoint(network, name);
+      const r = await this.etcd
+        .if(Keys.address(network, ip), 'Create', '==', 0)
+        .and(epKey, 'Create', '==', 0)
+        .then(this.etcd.put(Keys.address(network, ip)).value(name), this.etcd.put(epKey).value(JSON.stringify(e)))
+        .commit();
+      if (r.succeeded) return { ...e, id: name };
+      if (b.ip !== undefined) break;
+    }
+    throw conflict(b.ip === undefined ? `network ${network} has no free address left: remove endpoints or use a larger subnet.` : `${String(b.ip)} is taken on network ${network}: pick another --ip or leave it out.`);
+  }
+
+  private async deleteEndpoint(name: string): Promise<void> {
+    const e = await this.findEndpoint(name);
+    await this.etcd
+      .if(Keys.endpoint(e.network, e.name), 'Create', '>', 0)
+      .then(this.etcd.delete().key(Keys.endpoint(e.network, e.name)), this.etcd.delete().key(Keys.address(e.network, e.ip)))
+      .commit();
+  }
+}
+
+/** The subnet's host addresses in order, the first left out as a daemon's IPAM does (it is held for a gateway). */
+function hostAddresses(subnet: ReturnType<typeof parseSubnet>): string[] {
+  const out: string[] = [];
+  const first = subnet.network + 2;
+  const last = subnet.network + 2 ** (32 - subnet.prefix) - 2;
+  for (let n = first; n <= last; n++) out.push(intToIp(n));
+  return out;
+}
+
+function object(body: unknown): Record<string, unknown> {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw badRequest('the request body must be a JSON object.');
+  return body as Record<string, unknown>;
+}
+
+function text(v: unknown, field: string, what: string): string {
+  if (typeof v !== 'string' || v.length === 0 || v.length > 4095) throw badRequest(`${field} is missing or not a string: ${what}.`);
+  return v;
+}

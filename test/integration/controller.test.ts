@@ -1,0 +1,214 @@
+/**
+ * The network controller for real: etcd (Debian's etcd-server) and the
+ * controller in the underlay's namespace, three hosts (namespaces on the
+ * underlay) each with a daemon that is an agent (`vsw daemon --agent`), and
+ * everything made through the controller with the vsw CLI (`--controller`).
+ * An overlay network over the three hosts and an endpoint on each: all pairs
+ * ping with no ARP flooded on the underlay (the agents pushed every remote
+ * endpoint); status per host; an endpoint removed on one host leaves the
+ * others' tables; an agent killed: its lease expires and the others withdraw
+ * its endpoint, and it comes back with the agent; etcd stopped: forwarding
+ * goes on, and changes resume when it is back. Underlay 192.168.97.0/24 (etcd
+ * and the controller at .1), overlay 10.102.0.0/24.
+ */
+import test from 'ava';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, rmSync } from 'node:fs';
+import { request } from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { OverlayNetworkState } from '../../src/service/api-types.js';
+import { addNetns, inNetns, must, ping, runPrefix, sh } from './helpers/env.js';
+import { assertOneSentence, capture, restartDaemon, runCli, startDaemon, teardown, type DaemonHandle } from './helpers/daemon.js';
+import { addUnderlay, type UnderlayHost } from './helpers/overlay.js';
+
+const prefix = runPrefix();
+const NET = `${prefix}-cn`;
+const UNDERLAY = '192.168.97';
+const ETCD = `http://${UNDERLAY}.1:23790`;
+const dir = `/tmp/${prefix}/controller`;
+const socket = `${dir}/controller.sock`;
+const hostNames = ['h1', 'h2', 'h3'] as const;
+
+let ul: string;
+let hosts: UnderlayHost[] = [];
+const daemons = new Map<string, DaemonHandle>();
+let etcd: ChildProcess | undefined;
+let controller: ChildProcess | undefined;
+const containers = new Map<string, { ns: string; name: string; ip?: string; mac?: string }>();
+
+interface ControllerEndpointView {
+  name: string;
+  host: string;
+  ip: string;
+  mac?: string;
+  status: Record<string, { state: string; reason?: string }>;
+}
+
+function startEtcd(): ChildProcess {
+  return spawn('ip', ['netns', 'exec', ul, 'etcd', '--name', 'e1', '--data-dir', `${dir}/etcd`, '--listen-client-urls', ETCD, '--advertise-client-urls', ETCD, '--listen-peer-urls', 'http://127.0.0.1:23800', '--initial-advertise-peer-urls', 'http://127.0.0.1:23800', '--initial-cluster', 'e1=http://127.0.0.1:23800'], { stdio: 'ignore' });
+}
+
+async function ctl(args: string[]): Promise<string> {
+  const r = await runCli(['--controller', socket, ...args]);
+  if (r.code !== 0) throw new Error(`vsw --controller ${args.join(' ')} exited ${r.code}: ${r.stderr.trim()}`);
+  return r.stdout;
+}
+
+async function endpoints(): Promise<ControllerEndpointView[]> {
+  return JSON.parse(await ctl(['endpoint', 'ls', '--json'])) as ControllerEndpointView[];
+}
+
+/** Polls until `check` holds; returns how long it took. */
+async function until(what: string, check: () => Promise<boolean>, timeoutMs = 20_000): Promise<number> {
+  const start = Date.now();
+  for (;;) {
+    if (await check()) return Date.now() - start;
+    if (Date.now() - start > timeoutMs) throw new Error(`${what}: not within ${timeoutMs} ms`);
+    await sleep(200);
+  }
+}
+
+/** The MACs host h knows as remote endpoints of the network. */
+async function remoteMacs(h: string): Promise<string[]> {
+  const [state] = await daemons.get(h)!.vswJson<OverlayNetworkState[]>(['overlay', 'ls', '--network', NET, '--json']);
+  return (state?.remotes ?? []).map((r) => r.mac).sort();
+}
+
+test.before(async () => {
+  mkdirSync(dir, { recursive: true });
+  hosts = await addUnderlay(prefix, 3, 1, UNDERLAY);
+  ul = `${prefix}-ul`;
+  await must('ip', ['-n', ul, 'addr', 'add', `${UNDERLAY}.1/24`, 'dev', 'br0']);
+  await must('ip', ['-n', ul, 'link', 'set', 'lo', 'up']);
+  etcd = startEtcd();
+  controller = spawn('ip', ['netns', 'exec', ul, 'node', new URL('../../src/cli/main.js', import.meta.url).pathname, 'controller', '--etcd', ETCD, '--socket', socket], { stdio: 'ignore' });
+  await until('the controller answers', async () => (await runCli(['--controller', socket, 'network', 'ls', '--json'])).code === 0);
+  for (const [i, h] of hostNames.entries()) {
+    daemons.set(h, await startDaemon(prefix, { netns: hosts[i].ns, name: h, extraArgs: ['--agent', '--etcd', ETCD, '--host', h, '--vtep', hosts[i].ip] }));
+    const ns = `${prefix}-c${i + 1}`;
+    await addNetns(ns);
+    containers.set(h, { ns, name: `${prefix}-e${i + 1}` });
+  }
+});
+
+test.after.always(async () => {
+  controller?.kill('SIGTERM');
+  etcd?.kill('SIGTERM');
+  await sleep(300);
+  try {
+    await teardown(prefix, ...daemons.values());
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test.serial('bad flags and bad requests get one sentence and a non-zero exit', async (t) => {
+  assertOneSentence(t, await runCli(['daemon', '--socket', `${dir}/x.sock`, '--state-dir', `${dir}/x`, '--etcd', ETCD]), '--etcd without --agent');
+  assertOneSentence(t, await runCli(['daemon', '--socket', `${dir}/x.sock`, '--state-dir', `${dir}/x`, '--agent', '--etcd', ETCD, '--host', 'h9']), '--agent without --vtep');
+  assertOneSentence(t, await runCli(['controller', '--etcd', 'localhost:2379', '--socket', `${dir}/y.sock`]), 'an etcd URL without a scheme');
+  assertOneSentence(t, await runCli(['--controller', socket, 'network', 'create', '-d', 'overlay', '--subnet', '10.103.0.0/24', '--vni', '4203', `${prefix}-nohosts`]), 'a network without hosts');
+  assertOneSentence(t, await runCli(['--controller', socket, 'endpoint', 'create', '--network', `${prefix}-none`, '--host', 'h1', '--netns', 'x', '--name', 'y']), 'an endpoint on a network that does not exist');
+});
+
+test.serial('the hosts register; an overlay network and an endpoint per host made through the controller are applied on each host', async (t) => {
+  await until('three hosts registered', async () => (await hostsRegistered()) === 3);
+  await ctl(['network', 'create', '-d', 'overlay', '--subnet', '10.102.0.0/24', '--vni', '4202', '--hosts', hostNames.join(','), NET]);
+  for (const h of hostNames) {
+    const c = containers.get(h)!;
+    t.is((await ctl(['endpoint', 'create', '--network', NET, '--host', h, '--netns', c.ns, '--name', c.name])).trim(), c.name);
+  }
+  const took = await until('every endpoint applied and realized', async () => {
+    const eps = await endpoints();
+    return eps.length === 3 && eps.every((e) => e.status[e.host]?.state === 'applied' && e.mac !== undefined);
+  });
+  t.log(`applied on all hosts ${took} ms after the last create`);
+  for (const e of await endpoints()) {
+    const h = hostNames.find((x) => containers.get(x)!.name === e.name)!;
+    Object.assign(containers.get(h)!, { ip: e.ip, mac: e.mac });
+  }
+  const net = JSON.parse(await ctl(['network', 'inspect', NET])) as { status: Record<string, { state: string }> };
+  t.deepEqual(Object.values(net.status).map((s) => s.state), ['applied', 'applied', 'applied'], 'the network is applied on the three hosts');
+  for (const h of hostNames) {
+    const others = hostNames.filter((x) => x !== h).map((x) => containers.get(x)!.mac!).sort();
+    await until(`${h} knows the other hosts' endpoints`, async () => JSON.stringify(await remoteMacs(h)) === JSON.stringify(others));
+  }
+});
+
+/** GET /v1/hosts of the controller: the hosts whose agents are registered now. */
+function hostsRegistered(): Promise<number> {
+  return new Promise((resolve) => {
+    const req = request({ socketPath: socket, path: '/v1/hosts' }, (res) => {
+      let body = '';
+      res.on('data', (c: Buffer) => (body += c.toString()));
+      res.on('end', () => {
+        try {
+          resolve((JSON.parse(body) as unknown[]).length);
+        } catch {
+          resolve(0);
+        }
+      });
+    });
+    req.on('error', () => resolve(0));
+    req.end();
+  });
+}
+
+test.serial('all pairs ping, and no ARP is flooded on the underlay: ARP suppression answers for every endpoint the agents pushed', async (t) => {
+  for (const c of containers.values()) await inNetns(c.ns, 'ip', ['neigh', 'flush', 'all']);
+  const cap = await capture(ul, 'br0', ['udp', 'port', '4789'], `${dir}/underlay.pcap`);
+  for (const a of hostNames) {
+    for (const b of hostNames) {
+      if (a === b) continue;
+      t.true(await ping(containers.get(a)!.ns, containers.get(b)!.ip!), `${a} -> ${b}`);
+    }
+  }
+  // The control: an address nobody has is asked for by ARP, flooded to the peers, so the capture would show suppression failing.
+  t.false(await ping(containers.get('h1')!.ns, '10.102.0.250', 1));
+  await cap.stop();
+  const arp = await sh('tshark', ['-r', `${dir}/underlay.pcap`, '-d', 'udp.port==4789,vxlan', '-Y', 'arp', '-T', 'fields', '-e', 'arp.dst.proto_ipv4']);
+  const icmp = await sh('tshark', ['-r', `${dir}/underlay.pcap`, '-d', 'udp.port==4789,vxlan', '-Y', 'icmp', '-T', 'fields', '-e', 'ip.dst']);
+  t.true(icmp.stdout.trim().split('\n').filter((l) => l).length >= 12, 'the pings crossed the underlay in VXLAN');
+  const asked = arp.stdout.trim().split('\n').filter((l) => l);
+  t.true(asked.includes('10.102.0.250'), `the control's ARP crossed the underlay: ${asked.join(' ')}`);
+  t.deepEqual(asked.filter((ip) => ip !== '10.102.0.250'), [], `no ARP for a known endpoint crossed the underlay: ${asked.join(' ')}`);
+});
+
+test.serial('an endpoint removed through the controller goes from its host and from the other hosts\' tables', async (t) => {
+  const c3 = containers.get('h3')!;
+  await ctl(['endpoint', 'rm', c3.name]);
+  await until('h1 and h2 withdrew it', async () => !(await remoteMacs('h1')).includes(c3.mac!) && !(await remoteMacs('h2')).includes(c3.mac!));
+  await until('h3 removed it', async () => (await daemons.get('h3')!.vswJson<{ name: string }[]>(['endpoint', 'ls', '--json'])).every((e) => e.name !== c3.name));
+  t.false(await ping(containers.get('h1')!.ns, c3.ip!, 1));
+  // Back, for the next tests.
+  await ctl(['endpoint', 'create', '--network', NET, '--host', 'h3', '--netns', c3.ns, '--name', c3.name, '--ip', c3.ip!]);
+  await until('h3 is back everywhere', async () => (await endpoints()).every((e) => e.status[e.host]?.state === 'applied' && e.mac !== undefined) && (await remoteMacs('h1')).length === 2);
+  const again = (await endpoints()).find((e) => e.name === c3.name)!;
+  containers.get('h3')!.mac = again.mac;
+  t.true(await ping(containers.get('h1')!.ns, c3.ip!));
+});
+
+test.serial("an agent killed: its lease expires and the others withdraw its endpoint; restarted, it comes back", async (t) => {
+  const h2 = daemons.get('h2')!;
+  const mac2 = containers.get('h2')!.mac!;
+  await h2.stop('SIGKILL').catch(() => undefined);
+  const withdrawn = await until('h1 and h3 withdrew h2\'s endpoint', async () => !(await remoteMacs('h1')).includes(mac2) && !(await remoteMacs('h3')).includes(mac2));
+  t.log(`withdrawn ${withdrawn} ms after the kill (lease 5 s)`);
+  t.true(await ping(containers.get('h1')!.ns, containers.get('h3')!.ip!), 'h1 and h3 still reach each other');
+  daemons.set('h2', await restartDaemon(h2));
+  await until('h2\'s endpoint is back on h1 and h3', async () => (await remoteMacs('h1')).includes(mac2) && (await remoteMacs('h3')).includes(mac2));
+  t.true(await ping(containers.get('h1')!.ns, containers.get('h2')!.ip!), 'h1 reaches h2 again');
+});
+
+test.serial('etcd stopped: forwarding goes on with what the hosts have; when it is back, a change made then is applied', async (t) => {
+  etcd!.kill('SIGTERM');
+  await new Promise((r) => etcd!.once('exit', r));
+  for (const a of hostNames) for (const b of hostNames) if (a !== b) t.true(await ping(containers.get(a)!.ns, containers.get(b)!.ip!), `${a} -> ${b} without etcd`);
+  etcd = startEtcd();
+  await until('the controller answers again', async () => (await runCli(['--controller', socket, 'endpoint', 'ls', '--json'])).code === 0);
+  const ns4 = `${prefix}-c4`;
+  await addNetns(ns4);
+  await until('a new endpoint is accepted', async () => (await runCli(['--controller', socket, 'endpoint', 'create', '--network', NET, '--host', 'h1', '--netns', ns4, '--name', `${prefix}-e4`])).code === 0);
+  await until('and applied', async () => (await endpoints()).some((e) => e.name === `${prefix}-e4` && e.status[e.host]?.state === 'applied'));
+  const e4 = (await endpoints()).find((e) => e.name === `${prefix}-e4`)!;
+  t.true(await ping(containers.get('h3')!.ns, e4.ip), 'h3 reaches the endpoint made after etcd came back');
+});
