@@ -25,7 +25,7 @@ import type { Etcd3, Lease, Watcher } from 'etcd3';
 import type { Logger } from 'pino';
 import type { NetworkService } from '../service/service.js';
 import { checkSchema } from './etcd.js';
-import { Keys, ROOT, type ControllerEndpoint, type ControllerNetwork, type HostRecord, type ObjectStatus, type RealizedEndpoint, type StatusKind } from './layout.js';
+import { inPrefix, Keys, ROOT, type ControllerEndpoint, type ControllerNetwork, type ControllerPolicy, type HostRecord, type ObjectStatus, type RealizedEndpoint, type StatusKind } from './layout.js';
 
 /** Seconds a host's registration outlives its agent. */
 export const HOST_LEASE_SECONDS = 5;
@@ -197,6 +197,42 @@ export class Agent {
       for (const e of endpoints.filter((x) => x.network === n.name)) await this.ensureEndpoint(e);
       await this.syncRemotes(n.name);
     }
+    await this.syncGroups();
+  }
+
+  /**
+   * The controller's groups of rules on this host's endpoints: each policy's
+   * group into the layer it names, on the endpoint it names or on every
+   * endpoint of its network in its prefix. What this agent put there is
+   * known by its status keys (they survive a restart of the agent), so a
+   * group whose policy went is taken out again, and nothing else is touched.
+   */
+  private async syncGroups(): Promise<void> {
+    const me = this.opts.host;
+    const mine = [...this.service.state.endpoints.values()].filter((r) => r.endpoint.owner?.startsWith('controller:'));
+    const want = new Map<string, { endpointId: string; layer: string; group: string; policy: ControllerPolicy; revision: number }>();
+    for (const p of this.values<ControllerPolicy>(Keys.policies)) {
+      for (const r of mine) {
+        const e = r.endpoint;
+        if (e.network !== p.network || (p.endpoint !== undefined ? e.name !== p.endpoint : !inPrefix(e.ip, p.prefix ?? '255.255.255.255/32'))) continue;
+        want.set(`${e.name}/${p.layer}/${p.group}`, { endpointId: e.id, layer: p.layer, group: p.group, policy: p, revision: this.revisionOf(Keys.policy(p.name)) });
+      }
+    }
+    const prefix = `${Keys.statusOf(me)}groups/`;
+    for (const key of [...this.cache.keys()]) {
+      if (!key.startsWith(prefix)) continue;
+      const name = key.slice(prefix.length);
+      if (want.has(name)) continue;
+      const [endpoint, layer, group] = name.split('/');
+      const record = this.service.state.endpointNamed(endpoint);
+      if (record) await this.service.changePolicy((c) => c.removeGroup(record.endpoint.id, layer, group)).catch(() => undefined);
+      await this.clearStatus('groups', name);
+    }
+    for (const [name, w] of want) {
+      const status = this.cache.get(Keys.objectStatus(me, 'groups', name))?.value as (ObjectStatus & { policy?: string }) | undefined;
+      if (status?.state === 'applied' && status.revision === w.revision && status.policy === w.policy.name) continue;
+      await this.attempt('groups', name, w.revision, () => this.service.changePolicy((c) => c.putGroup(w.endpointId, w.layer, w.group, w.policy.spec)), { policy: w.policy.name });
+    }
   }
 
   private async ensureEndpoint(e: ControllerEndpoint): Promise<void> {
@@ -222,6 +258,9 @@ export class Agent {
     await this.etcd.delete().key(key).catch((err: unknown) => this.logger.warn({ err, key }, 'could not withdraw a realized endpoint'));
     await this.attempt('endpoints', `${network}/${name}`, 0, () => this.service.deleteEndpoint(id));
     await this.clearStatus('endpoints', `${network}/${name}`);
+    // Its groups went with it.
+    const groups = `${Keys.statusOf(this.opts.host)}groups/${name}/`;
+    for (const key of [...this.cache.keys()]) if (key.startsWith(groups)) await this.clearStatus('groups', key.slice(`${Keys.statusOf(this.opts.host)}groups/`.length));
   }
 
   /** The other members' realized endpoints of a network, as its static remotes; those that went are withdrawn. */
@@ -247,13 +286,13 @@ export class Agent {
   }
 
   /** Runs one change and records its status (applied, or the sentence why not); false when it failed. */
-  private async attempt(kind: StatusKind, name: string, revision: number, change: () => Promise<unknown>): Promise<boolean> {
+  private async attempt(kind: StatusKind, name: string, revision: number, change: () => Promise<unknown>, extra: Record<string, string> = {}): Promise<boolean> {
     let status: ObjectStatus;
     try {
       await change();
-      status = { state: 'applied', revision, at: new Date().toISOString() };
+      status = { state: 'applied', revision, at: new Date().toISOString(), ...extra };
     } catch (err) {
-      status = { state: 'failed', reason: (err as Error).message, revision, at: new Date().toISOString() };
+      status = { state: 'failed', reason: (err as Error).message, revision, at: new Date().toISOString(), ...extra };
       this.logger.warn({ err, kind, name }, 'the agent could not apply an object');
     }
     if (revision > 0) await this.writeStatus(kind, name, status);

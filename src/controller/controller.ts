@@ -10,6 +10,8 @@
  *   GET  /v1/version, /v1/hosts
  *   GET|POST /v1/networks, GET|DELETE /v1/networks/NAME    overlay networks across hosts
  *   GET|POST /v1/endpoints, GET|DELETE /v1/endpoints/NAME  endpoints placed on hosts
+ *   PUT|DELETE /v1/endpoints/NAME/layers/LAYER/groups/GROUP  a group of rules for one endpoint (`vsw policy group set`)
+ *   GET|POST /v1/policies, GET|DELETE /v1/policies/NAME     groups of rules for every endpoint in a prefix
  */
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Etcd3 } from 'etcd3';
@@ -17,9 +19,12 @@ import type { Logger } from 'pino';
 import { classifyError } from '../service/api.js';
 import { RESOURCE_NAME_PATTERN, RESOURCE_NAME_RULE } from '../service/api-constants.js';
 import { badRequest, conflict, notFound } from '../service/errors.js';
-import { intToIp, parseIpOrCidr, parseSubnet, subnetsOverlap } from '../service/ipam.js';
+import ipaddr from 'ipaddr.js';
+import { intToIp, ipToInt, parseIpOrCidr, parseSubnet, subnetsOverlap } from '../service/ipam.js';
+import { compilePolicy, type MeterAllocator } from '../vfp/compile.js';
+import { PolicyError, validateLayer } from '../vfp/policy.js';
 import { checkSchema } from './etcd.js';
-import { Keys, type ControllerEndpoint, type ControllerNetwork, type HostRecord, type ObjectStatus, type RealizedEndpoint } from './layout.js';
+import { Keys, type ControllerEndpoint, type ControllerPolicy, type ControllerNetwork, type HostRecord, type ObjectStatus, type RealizedEndpoint } from './layout.js';
 
 /** A network or endpoint as the API shows it: what is desired, and per host what its agent did. */
 type WithStatus<T> = T & { status: Record<string, ObjectStatus | { state: 'pending' }> };
@@ -53,6 +58,25 @@ export class Controller {
     app.get('/v1/endpoints', async () => this.endpoints());
     app.post('/v1/endpoints', async (req, reply) => reply.code(201).send(await this.createEndpoint(req.body)));
     app.get<{ Params: { name: string } }>('/v1/endpoints/:name', async (req) => this.endpoint(req.params.name));
+    type GroupParams = { Params: { name: string; layer: string; group: string } };
+    app.put<GroupParams>('/v1/endpoints/:name/layers/:layer/groups/:group', async (req) => {
+      const e = await this.findEndpoint(req.params.name);
+      return this.putPolicy({ name: `${e.name}.${req.params.layer}.${req.params.group}`, network: e.network, endpoint: e.name, layer: req.params.layer, group: req.params.group, spec: req.body }, true);
+    });
+    app.delete<GroupParams>('/v1/endpoints/:name/layers/:layer/groups/:group', async (req, reply) => {
+      await this.deletePolicy(`${req.params.name}.${req.params.layer}.${req.params.group}`);
+      return reply.code(204).send();
+    });
+    app.get('/v1/policies', async () => this.policies());
+    app.post('/v1/policies', async (req, reply) => {
+      const b = object(req.body);
+      return reply.code(201).send(await this.putPolicy({ name: b.name, network: b.network, prefix: b.prefix, layer: b.layer, group: b.group, spec: b.spec }, false));
+    });
+    app.get<{ Params: { name: string } }>('/v1/policies/:name', async (req) => this.policy(req.params.name));
+    app.delete<{ Params: { name: string } }>('/v1/policies/:name', async (req, reply) => {
+      await this.deletePolicy(req.params.name);
+      return reply.code(204).send();
+    });
     app.delete<{ Params: { name: string } }>('/v1/endpoints/:name', async (req, reply) => {
       await this.deleteEndpoint(req.params.name);
       return reply.code(204).send();
@@ -125,7 +149,69 @@ export class Controller {
     return this.endpointView(await this.findEndpoint(name));
   }
 
+  private async policies(): Promise<(ControllerPolicy & { status: Record<string, ObjectStatus> })[]> {
+    const list = await this.json<ControllerPolicy>(Keys.policies);
+    return Promise.all(list.map((p) => this.policyView(p)));
+  }
+
+  private async policy(name: string): Promise<ControllerPolicy & { status: Record<string, ObjectStatus> }> {
+    const text = await this.etcd.get(Keys.policy(name)).string();
+    if (text === null) throw notFound(`policy ${name} not found: list them with GET /v1/policies.`);
+    return this.policyView(JSON.parse(text) as ControllerPolicy);
+  }
+
+  /** Its status on every endpoint it reaches, by "HOST/ENDPOINT". */
+  private async policyView(p: ControllerPolicy): Promise<ControllerPolicy & { status: Record<string, ObjectStatus> }> {
+    const status: Record<string, ObjectStatus> = {};
+    const all = await this.etcd.getAll().prefix(Keys.status).strings();
+    for (const [key, value] of Object.entries(all)) {
+      const [host, kind, endpoint, layer, group] = key.slice(Keys.status.length).split('/');
+      if (kind === 'groups' && layer === p.layer && group === p.group && (JSON.parse(value) as ObjectStatus & { policy?: string }).policy === p.name) status[`${host}/${endpoint}`] = JSON.parse(value) as ObjectStatus;
+    }
+    return { ...p, status };
+  }
+
   // --- writes ---
+
+  /**
+   * A group of rules for one endpoint (`vsw policy group set` through the
+   * controller: replaced whole) or for every endpoint of a network in a
+   * prefix (POST /v1/policies: created once). The rules are checked as a
+   * host would compile them, so a bad one is a 400 here, not a failure on
+   * every host.
+   */
+  private async putPolicy(b: Record<string, unknown>, replace: boolean): Promise<ControllerPolicy> {
+    const name = text(b.name, 'name', `a policy NAME of ${RESOURCE_NAME_RULE}`);
+    if (!NAME.test(name)) throw badRequest(`policy name ${name} is not ${RESOURCE_NAME_RULE}: pick another.`);
+    const network = text(b.network, 'network', 'the network of the endpoints it applies to');
+    const layer = text(b.layer, 'layer', 'the layer name, e.g. acl');
+    const group = text(b.group, 'group', 'the group name');
+    if (!NAME.test(layer) || !NAME.test(group)) throw badRequest(`layer and group names are ${RESOURCE_NAME_RULE}.`);
+    if ((await this.etcd.get(Keys.network(network)).string()) === null) throw notFound(`network ${network} not found.`);
+    const p: ControllerPolicy = { name, network, layer, group, spec: object(b.spec) as ControllerPolicy['spec'], created: new Date().toISOString() };
+    if (b.endpoint !== undefined) p.endpoint = text(b.endpoint, 'endpoint', 'an endpoint name');
+    else p.prefix = normalizePrefix(text(b.prefix, 'prefix', "a CIDR the endpoints' addresses are in, e.g. 10.10.0.0/24"));
+    try {
+      const checked = validateLayer({ name: layer, priority: 100, defaultIn: 'allow', defaultOut: 'allow', groups: [{ ...p.spec, name: group, priority: p.spec.priority ?? 100, rules: (p.spec.rules ?? []).map((r, i) => ({ ...r, id: r.id ?? `r${i}` })) }] });
+      compilePolicy({ layers: [checked], spoofGuard: { enabled: false, mac: '00:00:00:00:00:00', ips: [] }, qos: null }, NO_METERS);
+    } catch (err) {
+      if (err instanceof PolicyError) throw badRequest((err as Error).message);
+      throw err;
+    }
+    const key = Keys.policy(name);
+    if (replace) {
+      await this.etcd.put(key).value(JSON.stringify(p));
+      return p;
+    }
+    const r = await this.etcd.if(key, 'Create', '==', 0).then(this.etcd.put(key).value(JSON.stringify(p))).commit();
+    if (!r.succeeded) throw conflict(`policy ${name} already exists: remove it first (DELETE /v1/policies/${name}).`);
+    return p;
+  }
+
+  private async deletePolicy(name: string): Promise<void> {
+    const r = await this.etcd.delete().key(Keys.policy(name)).exec();
+    if (Number(r.deleted) === 0) throw notFound(`policy ${name} not found.`);
+  }
 
   private async createNetwork(body: unknown): Promise<ControllerNetwork> {
     const b = object(body);
@@ -199,6 +285,18 @@ export class Controller {
       .then(this.etcd.delete().key(Keys.endpoint(e.network, e.name)), this.etcd.delete().key(Keys.address(e.network, e.ip)))
       .commit();
   }
+}
+
+/** Meters are checked for their syntax only: nothing is allocated here. */
+const NO_METERS: MeterAllocator = { allocate: () => 0, release: () => undefined };
+
+/** "10.0.0.0/24" as its network address and prefix; a bare address is a /32. */
+export function normalizePrefix(prefix: string): string {
+  const text = prefix.includes('/') ? prefix : `${prefix}/32`;
+  if (!ipaddr.IPv4.isValidCIDR(text)) throw badRequest(`prefix ${prefix} is not an IPv4 prefix: write e.g. 10.10.0.0/24 or 10.10.0.5.`);
+  const [addr, bits] = ipaddr.IPv4.parseCIDR(text);
+  const mask = bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0;
+  return `${intToIp((ipToInt(addr.toString()) & mask) >>> 0)}/${bits}`;
 }
 
 /** The subnet's host addresses in order, the first left out as a daemon's IPAM does (it is held for a gateway). */

@@ -8,6 +8,7 @@
  *   /vsw/v1/networks/NET                         ControllerNetwork: desired (northbound writes)
  *   /vsw/v1/endpoints/NET/NAME                   ControllerEndpoint: desired placement (northbound writes)
  *   /vsw/v1/addresses/NET/IP                     the endpoint NAME holding IP (allocation by transaction)
+ *   /vsw/v1/policies/NAME                        ControllerPolicy: a group of rules for an endpoint, or for a prefix's
  *   /vsw/v1/hosts/HOST                           HostRecord, under the agent's lease (gone when it dies)
  *   /vsw/v1/realized/NET/NAME                    RealizedEndpoint, under its host's agent's lease
  *   /vsw/v1/status/HOST/KIND/NAME                ObjectStatus: what the agent applied, or why it failed
@@ -16,6 +17,8 @@
  * nothing needs a lock: address allocation is a create-if-absent transaction
  * on the address's key, which two controllers side by side can race safely.
  */
+import type { GroupSpec } from '../vfp/policy.js';
+
 export const SCHEMA_KEY = '/vsw/schema';
 export const SCHEMA_VERSION = '1';
 export const ROOT = '/vsw/v1/';
@@ -28,6 +31,8 @@ export const Keys = {
   endpoint: (network: string, name: string): string => `${ROOT}endpoints/${network}/${name}`,
   addressesOf: (network: string): string => `${ROOT}addresses/${network}/`,
   address: (network: string, ip: string): string => `${ROOT}addresses/${network}/${ip}`,
+  policies: `${ROOT}policies/`,
+  policy: (name: string): string => `${ROOT}policies/${name}`,
   hosts: `${ROOT}hosts/`,
   host: (name: string): string => `${ROOT}hosts/${name}`,
   realized: `${ROOT}realized/`,
@@ -80,7 +85,24 @@ export interface RealizedEndpoint {
   vtep: string;
 }
 
-export type StatusKind = 'networks' | 'endpoints';
+/**
+ * A group of VFP rules (the same as one host's: src/vfp/policy.ts) put into
+ * a layer of every endpoint it addresses: one endpoint by name, or every
+ * endpoint of the network whose address is in a prefix (policy specific to
+ * an IP address, as the brief has it).
+ */
+export interface ControllerPolicy {
+  name: string;
+  network: string;
+  endpoint?: string;
+  prefix?: string;
+  layer: string;
+  group: string;
+  spec: Omit<GroupSpec, 'name'>;
+  created: string;
+}
+
+export type StatusKind = 'networks' | 'endpoints' | 'groups';
 
 /** Like a Kubernetes object's status: per host and object, what the agent did with the revision it saw. */
 export interface ObjectStatus {
@@ -95,4 +117,12 @@ export interface ObjectStatus {
 /** The name part after a prefix ("/vsw/v1/endpoints/blue/web1" under endpoints/ is ["blue", "web1"]). */
 export function keyParts(key: string, prefix: string): string[] {
   return key.slice(prefix.length).split('/');
+}
+
+/** Whether dotted-quad `ip` is inside `prefix` ("10.10.0.0/24", network address and length). */
+export function inPrefix(ip: string, prefix: string): boolean {
+  const [net, bits] = prefix.split('/');
+  const mask = Number(bits) === 0 ? 0 : (0xffffffff << (32 - Number(bits))) >>> 0;
+  const toInt = (a: string): number => a.split('.').reduce((n, o) => n * 256 + Number(o), 0);
+  return ((toInt(ip) & mask) >>> 0) === toInt(net);
 }

@@ -134,23 +134,31 @@ test.serial('the hosts register; an overlay network and an endpoint per host mad
   }
 });
 
-/** GET /v1/hosts of the controller: the hosts whose agents are registered now. */
-function hostsRegistered(): Promise<number> {
+/** One request to the controller's API: status and parsed body (null when none or not JSON). */
+function ctlApi(method: string, path: string, body?: unknown): Promise<{ status: number; body: unknown }> {
   return new Promise((resolve) => {
-    const req = request({ socketPath: socket, path: '/v1/hosts' }, (res) => {
-      let body = '';
-      res.on('data', (c: Buffer) => (body += c.toString()));
+    const req = request({ socketPath: socket, path, method, headers: body === undefined ? {} : { 'content-type': 'application/json' } }, (res) => {
+      let text = '';
+      res.on('data', (c: Buffer) => (text += c.toString()));
       res.on('end', () => {
+        let parsed: unknown = null;
         try {
-          resolve((JSON.parse(body) as unknown[]).length);
+          parsed = JSON.parse(text);
         } catch {
-          resolve(0);
+          // not JSON
         }
+        resolve({ status: res.statusCode ?? 0, body: parsed });
       });
     });
-    req.on('error', () => resolve(0));
-    req.end();
+    req.on('error', () => resolve({ status: 0, body: null }));
+    req.end(body === undefined ? undefined : JSON.stringify(body));
   });
+}
+
+/** GET /v1/hosts of the controller: the hosts whose agents are registered now. */
+async function hostsRegistered(): Promise<number> {
+  const r = await ctlApi('GET', '/v1/hosts');
+  return Array.isArray(r.body) ? r.body.length : 0;
 }
 
 test.serial('all pairs ping, and no ARP is flooded on the underlay: ARP suppression answers for every endpoint the agents pushed', async (t) => {
@@ -171,6 +179,43 @@ test.serial('all pairs ping, and no ARP is flooded on the underlay: ARP suppress
   const asked = arp.stdout.trim().split('\n').filter((l) => l);
   t.true(asked.includes('10.102.0.250'), `the control's ARP crossed the underlay: ${asked.join(' ')}`);
   t.deepEqual(asked.filter((ip) => ip !== '10.102.0.250'), [], `no ARP for a known endpoint crossed the underlay: ${asked.join(' ')}`);
+});
+
+const BLOCK_ICMP_IN = { priority: 100, rules: [{ priority: 10, direction: 'in', action: 'block', match: { protocol: 'icmp' } }] };
+
+/** Whether every ordered pair of the three hosts' endpoints pings (true) or none does (false); null for a mix. */
+async function allPairs(): Promise<boolean | null> {
+  const results: boolean[] = [];
+  for (const a of hostNames) for (const b of hostNames) if (a !== b) results.push(await ping(containers.get(a)!.ns, containers.get(b)!.ip!, 1));
+  return results.every((x) => x) ? true : results.every((x) => !x) ? false : null;
+}
+
+test.serial('policy through the controller: a group set on one endpoint with the CLI, then a group for a whole prefix, reach their hosts and take effect', async (t) => {
+  const e1 = containers.get('h1')!;
+  const file = `${dir}/noping.json`;
+  (await import('node:fs')).writeFileSync(file, JSON.stringify(BLOCK_ICMP_IN));
+  await ctl(['policy', 'group', 'set', e1.name, 'ctl', 'noping', '--file', file]);
+  await until('e1 no longer answers ping', async () => !(await ping(containers.get('h2')!.ns, e1.ip!, 1)), 10_000);
+  t.true(await ping(containers.get('h2')!.ns, containers.get('h3')!.ip!), 'the others are untouched');
+  const policy = (await ctlApi('GET', `/v1/policies/${e1.name}.ctl.noping`)).body as { status: Record<string, { state: string }> };
+  t.like(policy.status, { [`h1/${e1.name}`]: { state: 'applied' } });
+  await ctl(['policy', 'group', 'rm', e1.name, 'ctl', 'noping']);
+  await until('e1 answers ping again', async () => ping(containers.get('h2')!.ns, e1.ip!, 1), 10_000);
+
+  const posted = Date.now();
+  const r = await ctlApi('POST', '/v1/policies', { name: `${prefix}-noping`, network: NET, prefix: '10.102.0.0/24', layer: 'ctl', group: 'noping', spec: BLOCK_ICMP_IN });
+  t.is(r.status, 201, JSON.stringify(r.body));
+  const applied = await until('applied on the three endpoints', async () => {
+    const p = (await ctlApi('GET', `/v1/policies/${prefix}-noping`)).body as { status: Record<string, { state: string }> };
+    return Object.values(p.status).filter((s) => s.state === 'applied').length === 3;
+  });
+  t.log(`a prefix policy applied on every host ${applied} ms after it was posted (${Date.now() - posted} ms to the check)`);
+  await until('no pair pings', async () => (await allPairs()) === false, 10_000);
+  const bad = await ctlApi('POST', '/v1/policies', { name: `${prefix}-bad`, network: NET, prefix: '10.102.0.0/24', layer: 'ctl', group: 'bad', spec: { rules: [{ priority: 1, action: 'explode' }] } });
+  t.is(bad.status, 400, 'a rule no host could compile is refused by the controller');
+  t.regex(String((bad.body as { error?: string }).error), /\.$/);
+  t.is((await ctlApi('DELETE', `/v1/policies/${prefix}-noping`)).status, 204);
+  await until('every pair pings again', async () => (await allPairs()) === true, 10_000);
 });
 
 test.serial('an endpoint removed through the controller goes from its host and from the other hosts\' tables', async (t) => {
