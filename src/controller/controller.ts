@@ -9,6 +9,7 @@
  * daemon's API, so the vsw CLI talks to it with `--controller SOCKET`:
  *   GET  /v1/version, /v1/hosts
  *   GET|POST /v1/networks, GET|DELETE /v1/networks/NAME    overlay networks across hosts
+ *   PUT /v1/networks/NAME/hosts                            the hosts it spans, changed at run time
  *   GET|POST /v1/endpoints, GET|DELETE /v1/endpoints/NAME  endpoints placed on hosts
  *   PUT|DELETE /v1/endpoints/NAME/layers/LAYER/groups/GROUP  a group of rules for one endpoint (`vsw policy group set`)
  *   GET|POST /v1/policies, GET|DELETE /v1/policies/NAME     groups of rules for every endpoint in a prefix
@@ -51,6 +52,7 @@ export class Controller {
     app.get('/v1/networks', async () => this.networks());
     app.post('/v1/networks', async (req, reply) => reply.code(201).send(await this.createNetwork(req.body)));
     app.get<{ Params: { name: string } }>('/v1/networks/:name', async (req) => this.network(req.params.name));
+    app.put<{ Params: { name: string } }>('/v1/networks/:name/hosts', async (req) => this.setHosts(req.params.name, object(req.body).hosts));
     app.delete<{ Params: { name: string } }>('/v1/networks/:name', async (req, reply) => {
       await this.deleteNetwork(req.params.name);
       return reply.code(204).send();
@@ -221,9 +223,7 @@ export class Controller {
     const subnet = parseSubnet(text(b.subnet, 'subnet', 'a CIDR such as 10.10.0.0/24'));
     const vni = b.vni;
     if (!Number.isInteger(vni) || (vni as number) < 1 || (vni as number) > 0xffffff) throw badRequest('vni must be a whole number from 1 to 16777215: pass --vni N.');
-    const hosts = b.hosts;
-    if (!Array.isArray(hosts) || hosts.length === 0 || hosts.some((h) => typeof h !== 'string' || !NAME.test(h))) throw badRequest('hosts must be a list of host names (the agents\' --host): pass --hosts h1,h2.');
-    if (new Set(hosts).size !== hosts.length) throw badRequest('a host is named twice in hosts: name each once.');
+    const hosts = checkHosts(b.hosts);
     const cidr = `${intToIp(subnet.network)}/${subnet.prefix}`;
     for (const other of await this.json<ControllerNetwork>(Keys.networks)) {
       if (other.vni === vni) throw conflict(`network ${other.name} has VNI ${String(vni)} already: pick another --vni.`);
@@ -238,6 +238,29 @@ export class Controller {
     const r = await this.etcd.if(key, 'Create', '==', 0).then(this.etcd.put(key).value(JSON.stringify(net))).commit();
     if (!r.succeeded) throw conflict(`network ${name} already exists: pick another name or remove it with \`vsw --controller SOCKET network rm ${name}\`.`);
     return net;
+  }
+
+  /**
+   * The hosts a network spans, changed at run time: a host that joins gets
+   * the network (and every member the new peer); a host that leaves must
+   * have no endpoint on it left (409), and its agent removes the network.
+   * The write is conditional on the revision read, so two controllers
+   * changing one network cannot lose each other's change.
+   */
+  private async setHosts(name: string, hosts: unknown): Promise<ControllerNetwork> {
+    const key = Keys.network(name);
+    const res = await this.etcd.get(key).exec();
+    const kv = res.kvs[0];
+    if (kv === undefined) throw notFound(`network ${name} not found.`);
+    const net = JSON.parse(kv.value.toString()) as ControllerNetwork;
+    const list = checkHosts(hosts);
+    const leaving = net.hosts.filter((h) => !list.includes(h));
+    const stranded = (await this.json<ControllerEndpoint>(Keys.endpointsOf(name))).filter((e) => leaving.includes(e.host));
+    if (stranded.length > 0) throw conflict(`endpoints ${stranded.map((e) => e.name).join(', ')} are on ${[...new Set(stranded.map((e) => e.host))].join(', ')}, which would leave network ${name}: remove them first.`);
+    const next: ControllerNetwork = { ...net, hosts: list };
+    const r = await this.etcd.if(key, 'Mod', '==', kv.mod_revision).then(this.etcd.put(key).value(JSON.stringify(next))).commit();
+    if (!r.succeeded) throw conflict(`network ${name} changed while this request was made: read it again and retry.`);
+    return next;
   }
 
   private async deleteNetwork(name: string): Promise<void> {
@@ -306,6 +329,12 @@ function hostAddresses(subnet: ReturnType<typeof parseSubnet>): string[] {
   const last = subnet.network + 2 ** (32 - subnet.prefix) - 2;
   for (let n = first; n <= last; n++) out.push(intToIp(n));
   return out;
+}
+
+function checkHosts(hosts: unknown): string[] {
+  if (!Array.isArray(hosts) || hosts.length === 0 || hosts.some((h) => typeof h !== 'string' || !NAME.test(h))) throw badRequest("hosts must be a list of host names (the agents' --host): pass --hosts h1,h2.");
+  if (new Set(hosts).size !== hosts.length) throw badRequest('a host is named twice in hosts: name each once.');
+  return hosts as string[];
 }
 
 function object(body: unknown): Record<string, unknown> {

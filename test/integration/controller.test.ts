@@ -232,6 +232,29 @@ test.serial('an endpoint removed through the controller goes from its host and f
   t.true(await ping(containers.get('h1')!.ns, c3.ip!));
 });
 
+/** The peer VTEPs host h's daemon has for the network, or null when it has no such network. */
+async function peersOf(h: string): Promise<string[] | null> {
+  const [state] = await daemons.get(h)!.vswJson<OverlayNetworkState[]>(['overlay', 'ls', '--json']);
+  return state === undefined ? null : [...state.peers].sort();
+}
+
+test.serial('peers at run time: a host leaves the network (its endpoint first) and joins it again; every member\'s peers follow', async (t) => {
+  const c3 = containers.get('h3')!;
+  const refused = await ctlApi('PUT', `/v1/networks/${NET}/hosts`, { hosts: ['h1', 'h2'] });
+  t.is(refused.status, 409, 'a host with an endpoint on the network cannot leave it');
+  t.regex(String((refused.body as { error?: string }).error), new RegExp(`${c3.name}.*remove them first\\.$`));
+  await ctl(['endpoint', 'rm', c3.name]);
+  t.is((await ctlApi('PUT', `/v1/networks/${NET}/hosts`, { hosts: ['h1', 'h2'] })).status, 200);
+  await until('h3 removed the network', async () => (await peersOf('h3')) === null);
+  await until('h1 and h2 dropped h3 from their peers', async () => JSON.stringify(await peersOf('h1')) === JSON.stringify([hosts[1].ip]) && JSON.stringify(await peersOf('h2')) === JSON.stringify([hosts[0].ip]));
+  t.is((await ctlApi('PUT', `/v1/networks/${NET}/hosts`, { hosts: [...hostNames] })).status, 200);
+  await until('h3 has the network again with both peers', async () => JSON.stringify(await peersOf('h3')) === JSON.stringify([hosts[0].ip, hosts[1].ip].sort()));
+  await until('h1 has h3 as a peer again', async () => (await peersOf('h1'))?.includes(hosts[2].ip) === true);
+  await ctl(['endpoint', 'create', '--network', NET, '--host', 'h3', '--netns', c3.ns, '--name', c3.name, '--ip', c3.ip!]);
+  await until('its endpoint is back on h1', async () => (await remoteMacs('h1')).includes(c3.mac!));
+  t.true(await ping(containers.get('h1')!.ns, c3.ip!), 'h1 reaches h3 again');
+});
+
 test.serial("an agent killed: its lease expires and the others withdraw its endpoint; restarted, it comes back", async (t) => {
   const h2 = daemons.get('h2')!;
   const mac2 = containers.get('h2')!.mac!;
