@@ -59,11 +59,21 @@ export class Client {
     // A Content-Type without a body makes fastify refuse the request, so only send it with one.
     const headers: Record<string, string | number> =
       payload === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) };
-    const req = httpRequest({ socketPath: this.socketPath, method, path: `${API_PREFIX}${path}`, headers, timeout: REQUEST_TIMEOUT_MS }, (res) => onResponse(res, req));
+    // A controller's TCP API (--controller http://HOST:PORT) wants its token; everything else is a unix socket.
+    const where = this.socketPath.startsWith('http://') ? tcpTarget(this.socketPath, headers) : { socketPath: this.socketPath };
+    const req = httpRequest({ ...where, method, path: `${API_PREFIX}${path}`, headers, timeout: REQUEST_TIMEOUT_MS }, (res) => onResponse(res, req));
     req.on('timeout', () => req.destroy(new CliError(`the vsw daemon at ${this.socketPath} did not answer within ${REQUEST_TIMEOUT_MS / 1000} s: check its log.`)));
     req.on('error', (err) => reject(err instanceof CliError ? err : connectionError(err as NodeJS.ErrnoException, this.socketPath)));
     req.end(payload);
   }
+}
+
+/** host and port of http://HOST:PORT, and the token from VSW_TOKEN as the Authorization header. */
+function tcpTarget(url: string, headers: Record<string, string | number>): { host: string; port: number } {
+  const u = new URL(url);
+  const token = process.env.VSW_TOKEN;
+  if (token !== undefined) headers.authorization = `Bearer ${token.trim()}`;
+  return { host: u.hostname, port: Number(u.port || 80) };
 }
 
 function settle(res: IncomingMessage, parsed: unknown, resolve: (v: unknown) => void, reject: (e: Error) => void): void {

@@ -14,6 +14,7 @@
  *   PUT|DELETE /v1/endpoints/NAME/layers/LAYER/groups/GROUP  a group of rules for one endpoint (`vsw policy group set`)
  *   GET|POST /v1/policies, GET|DELETE /v1/policies/NAME     groups of rules for every endpoint in a prefix
  */
+import { timingSafeEqual } from 'node:crypto';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Etcd3 } from 'etcd3';
 import type { Logger } from 'pino';
@@ -34,13 +35,31 @@ const NAME = new RegExp(RESOURCE_NAME_PATTERN);
 
 export class Controller {
   readonly app: FastifyInstance;
+  /** The TCP listener, when there is one: the same routes, each request carrying the token. */
+  private tcp: FastifyInstance | null = null;
 
   constructor(
     private readonly etcd: Etcd3,
-    logger: Logger,
-    version: string,
+    private readonly logger: Logger,
+    private readonly version: string,
   ) {
+    this.app = this.build(null);
+  }
+
+  /** The API's routes on a fastify instance; with a token, every request must carry it (Authorization: Bearer TOKEN). */
+  private build(token: string | null): FastifyInstance {
+    const logger = this.logger;
+    const version = this.version;
     const app = Fastify({ loggerInstance: logger.child({ component: 'controller-api' }) as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }) });
+    if (token !== null) {
+      const expected = Buffer.from(`Bearer ${token}`);
+      app.addHook('onRequest', async (req, reply) => {
+        const given = Buffer.from(req.headers.authorization ?? '');
+        if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+          return reply.code(401).send({ error: "this controller API needs its token: set VSW_TOKEN to the contents of the controller's --token-file." });
+        }
+      });
+    }
     app.setErrorHandler((err, request, reply) => {
       const { status, message } = classifyError(err);
       if (status >= 500) request.log.error({ err }, 'request failed');
@@ -83,15 +102,21 @@ export class Controller {
       await this.deleteEndpoint(req.params.name);
       return reply.code(204).send();
     });
-    this.app = app;
+    return app;
   }
 
-  async start(socketPath: string): Promise<void> {
+  /** Serves the unix socket, and TCP at `tcp` with `token` when given. */
+  async start(socketPath: string, tcp?: { host: string; port: number; token: string }): Promise<void> {
     await checkSchema(this.etcd);
     await this.app.listen({ path: socketPath });
+    if (tcp) {
+      this.tcp = this.build(tcp.token);
+      await this.tcp.listen({ host: tcp.host, port: tcp.port });
+    }
   }
 
   async stop(): Promise<void> {
+    await this.tcp?.close();
     await this.app.close();
   }
 

@@ -13,12 +13,12 @@
  */
 import test from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { OverlayNetworkState } from '../../src/service/api-types.js';
 import { addNetns, inNetns, must, ping, runPrefix, sh } from './helpers/env.js';
-import { assertOneSentence, capture, restartDaemon, runCli, startDaemon, teardown, type DaemonHandle } from './helpers/daemon.js';
+import { assertOneSentence, capture, CLI, restartDaemon, runCli, startDaemon, teardown, type DaemonHandle } from './helpers/daemon.js';
 import { addUnderlay, type UnderlayHost } from './helpers/overlay.js';
 
 const prefix = runPrefix();
@@ -28,6 +28,8 @@ const ETCD = `http://${UNDERLAY}.1:23790`;
 const dir = `/tmp/${prefix}/controller`;
 const socket = `${dir}/controller.sock`;
 const hostNames = ['h1', 'h2', 'h3'] as const;
+const TOKEN = 'vswt-controller-token-0123456789abcdef';
+const TCP_PORT = 23799;
 
 let ul: string;
 let hosts: UnderlayHost[] = [];
@@ -81,7 +83,8 @@ test.before(async () => {
   await must('ip', ['-n', ul, 'addr', 'add', `${UNDERLAY}.1/24`, 'dev', 'br0']);
   await must('ip', ['-n', ul, 'link', 'set', 'lo', 'up']);
   etcd = startEtcd();
-  controller = spawn('ip', ['netns', 'exec', ul, 'node', new URL('../../src/cli/main.js', import.meta.url).pathname, 'controller', '--etcd', ETCD, '--socket', socket], { stdio: 'ignore' });
+  writeFileSync(`${dir}/token`, `${TOKEN}\n`);
+  controller = spawn('ip', ['netns', 'exec', ul, 'node', CLI, 'controller', '--etcd', ETCD, '--socket', socket, '--listen', `127.0.0.1:${TCP_PORT}`, '--token-file', `${dir}/token`], { stdio: 'ignore' });
   await until('the controller answers', async () => (await runCli(['--controller', socket, 'network', 'ls', '--json'])).code === 0);
   for (const [i, h] of hostNames.entries()) {
     daemons.set(h, await startDaemon(prefix, { netns: hosts[i].ns, name: h, extraArgs: ['--agent', '--etcd', ETCD, '--host', h, '--vtep', hosts[i].ip] }));
@@ -108,6 +111,18 @@ test.serial('bad flags and bad requests get one sentence and a non-zero exit', a
   assertOneSentence(t, await runCli(['controller', '--etcd', 'localhost:2379', '--socket', `${dir}/y.sock`]), 'an etcd URL without a scheme');
   assertOneSentence(t, await runCli(['--controller', socket, 'network', 'create', '-d', 'overlay', '--subnet', '10.103.0.0/24', '--vni', '4203', `${prefix}-nohosts`]), 'a network without hosts');
   assertOneSentence(t, await runCli(['--controller', socket, 'endpoint', 'create', '--network', `${prefix}-none`, '--host', 'h1', '--netns', 'x', '--name', 'y']), 'an endpoint on a network that does not exist');
+});
+
+test.serial('the TCP API needs the token: without it one sentence and a refusal, with it the same answers as the socket', async (t) => {
+  const url = `http://127.0.0.1:${TCP_PORT}`;
+  const without = await inNetns(ul, 'node', [CLI, '--controller', url, 'network', 'ls', '--json']);
+  t.not(without.code, 0);
+  t.regex(without.stderr.trim(), /^vsw: this controller API needs its token: set VSW_TOKEN .*\.$/);
+  const wrong = await inNetns(ul, 'env', [`VSW_TOKEN=${TOKEN}x`, 'node', CLI, '--controller', url, 'network', 'ls', '--json']);
+  t.not(wrong.code, 0, 'a wrong token is refused too');
+  const withToken = await inNetns(ul, 'env', [`VSW_TOKEN=${TOKEN}`, 'node', CLI, '--controller', url, 'network', 'ls', '--json']);
+  t.is(withToken.code, 0, withToken.stderr);
+  t.is(withToken.stdout.trim(), (await ctl(['network', 'ls', '--json'])).trim());
 });
 
 test.serial('the hosts register; an overlay network and an endpoint per host made through the controller are applied on each host', async (t) => {

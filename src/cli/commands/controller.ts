@@ -17,6 +17,8 @@ interface ControllerCommandOptions {
   etcdKey?: string;
   logLevel: string;
   pretty?: boolean;
+  listen?: string;
+  tokenFile?: string;
 }
 
 export function controllerCommand(): Command {
@@ -24,6 +26,8 @@ export function controllerCommand(): Command {
     .description('run the network controller in the foreground: one API for many hosts, its state in etcd, applied by host agents (vsw daemon --agent)')
     .requiredOption('--etcd <urls>', 'etcd client URLs, comma-separated (http:// or https://)')
     .addOption(new Option('--socket <path>', 'unix socket of the controller API').default(DEFAULT_CONTROLLER_SOCKET))
+    .option('--listen <host:port>', 'serve the API on TCP too (needs --token-file): the CLI reaches it with --controller http://HOST:PORT and VSW_TOKEN')
+    .option('--token-file <file>', 'file holding the token every TCP request must carry (Authorization: Bearer TOKEN)')
     .option('--etcd-ca <file>', 'PEM of the CA of the etcd members (client TLS)')
     .option('--etcd-cert <file>', "PEM of this client's certificate (client TLS)")
     .option('--etcd-key <file>', "PEM of this client's key (client TLS)")
@@ -48,10 +52,11 @@ export function controllerCommand(): Command {
       const { cliVersion } = await import('../version.js');
       const urls = parseEtcdUrls(opts.etcd);
       if (typeof urls === 'string') throw new CliError(urls);
+      const tcp = await tcpOptions(opts);
       const etcd = connectEtcd({ urls, ca: opts.etcdCa, cert: opts.etcdCert, key: opts.etcdKey });
       const controller = new Controller(etcd, logger, cliVersion());
       await claimSocketPath(opts.socket);
-      await controller.start(opts.socket);
+      await controller.start(opts.socket, tcp);
       logger.info({ socket: opts.socket, etcd: urls }, 'controller listening');
       stopOnSignals(async () => {
         await controller.stop();
@@ -59,4 +64,23 @@ export function controllerCommand(): Command {
         await unlinkIfPresent(opts.socket);
       }, logger);
     });
+}
+
+/** --listen with --token-file, checked; undefined without --listen. */
+async function tcpOptions(opts: ControllerCommandOptions): Promise<{ host: string; port: number; token: string } | undefined> {
+  if (opts.listen === undefined) {
+    if (opts.tokenFile !== undefined) throw new CliError('--token-file goes with --listen: add --listen HOST:PORT or leave it out.');
+    return undefined;
+  }
+  const m = /^([0-9.]+|localhost):(\d{1,5})$/.exec(opts.listen);
+  if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) throw new CliError(`--listen ${opts.listen} is not HOST:PORT: write e.g. 10.0.0.1:9480.`);
+  if (opts.tokenFile === undefined) throw new CliError('--listen needs --token-file FILE: the TCP API is refused to requests without its token.');
+  const { readFile } = await import('node:fs/promises');
+  const token = (
+    await readFile(opts.tokenFile, 'utf8').catch((err: NodeJS.ErrnoException) => {
+      throw new CliError(`cannot read --token-file ${opts.tokenFile} (${err.code ?? err.message}): write a token into it, e.g. openssl rand -hex 32 > ${opts.tokenFile}.`);
+    })
+  ).trim();
+  if (token.length < 16) throw new CliError(`the token in ${opts.tokenFile} is shorter than 16 characters: write a longer one, e.g. openssl rand -hex 32 > ${opts.tokenFile}.`);
+  return { host: m[1], port: Number(m[2]), token };
 }
