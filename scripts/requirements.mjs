@@ -40,6 +40,8 @@ const test = [
   // The network controller keeps its state in etcd; its tests run real members.
   ['etcd', 'etcd-server'],
   ['etcdctl', 'etcd-client'],
+  // The controller's TLS test makes its CA and certificates with it.
+  ['openssl', 'openssl'],
   ['/usr/lib/cni/loopback', 'containernetworking-plugins'],
   // libcni itself drives the plugin in the conformance test, built with Debian's go from Debian's sources.
   ['go', 'golang-go'],

@@ -30,6 +30,7 @@ export function connectEtcd(o: EtcdOptions): Etcd3 {
     if (o.ca === undefined || o.cert === undefined || o.key === undefined) throw new Error('etcd client TLS needs all three of --etcd-ca, --etcd-cert and --etcd-key.');
     options.credentials = { rootCertificate: readFileSync(o.ca), certChain: readFileSync(o.cert), privateKey: readFileSync(o.key) };
   }
+  if (o.urls.some((u) => u.startsWith('https://'))) quietIpServerNames();
   return new Etcd3(options);
 }
 
@@ -43,4 +44,24 @@ export async function checkSchema(client: Etcd3): Promise<void> {
   if (found !== SCHEMA_VERSION) {
     throw new Error(`etcd holds vsw state of schema version ${JSON.stringify(found)}, which this vsw does not know (it knows ${SCHEMA_VERSION}): run the vsw that wrote it, or point --etcd at another cluster.`);
   }
+}
+
+let quieted = false;
+
+/**
+ * grpc-js (under the etcd client) gives TLS the member's address as the
+ * server name when etcd is reached by address, and Node warns on every such
+ * connection (DEP0123) on stderr, where a CLI's one sentence should be alone.
+ * That one warning is dropped; the certificate is still checked against the
+ * address (its IP subjectAltName).
+ */
+function quietIpServerNames(): void {
+  if (quieted) return;
+  quieted = true;
+  const emit = process.emitWarning.bind(process);
+  process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
+    const code = typeof rest[0] === 'object' && rest[0] !== null ? (rest[0] as { code?: string }).code : rest[1];
+    if (code === 'DEP0123') return;
+    (emit as (w: string | Error, ...r: unknown[]) => void)(warning, ...rest);
+  }) as typeof process.emitWarning;
 }

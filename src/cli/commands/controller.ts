@@ -56,7 +56,14 @@ export function controllerCommand(): Command {
       const etcd = connectEtcd({ urls, ca: opts.etcdCa, cert: opts.etcdCert, key: opts.etcdKey });
       const controller = new Controller(etcd, logger, cliVersion());
       await claimSocketPath(opts.socket);
-      await controller.start(opts.socket, tcp);
+      try {
+        await controller.start(opts.socket, tcp);
+      } catch (err) {
+        etcd.close();
+        const reason = (err as Error).message.split('\n')[0].replace(/[.:\s]+$/, '');
+        if (/schema version/.test(reason)) throw new CliError((err as Error).message);
+        throw new CliError(`could not reach etcd at ${urls.join(', ')} (${reason}): check --etcd, that the members run, and the TLS flags (--etcd-ca, --etcd-cert, --etcd-key).`);
+      }
       logger.info({ socket: opts.socket, etcd: urls }, 'controller listening');
       stopOnSignals(async () => {
         await controller.stop();
