@@ -107,6 +107,11 @@ class NullIo implements FrameIo {
     this.transmitted += count;
     return count;
   }
+
+  transmitPackets(_fd: number, _buf: Uint8Array, _offsets: Uint32Array, _lengths: Uint32Array, count: number): number {
+    this.transmitted += count;
+    return count;
+  }
 }
 
 // ---------------------------------------------------------------- topology and traffic

@@ -1,5 +1,5 @@
 //! vsw's native addon. Small and boring on purpose: frame I/O in batches
-//! (TAP, UDP), checksums, hashing, TCP segmentation. Policy lives in TypeScript.
+//! (TAP, AF_PACKET, UDP), checksums, hashing, TCP segmentation. Policy lives in TypeScript.
 //!
 //! Every exported function validates its arguments and throws a JS Error with
 //! one sentence instead of touching memory it was not given.
@@ -8,6 +8,7 @@ mod csum;
 mod gro;
 mod hash;
 mod lock;
+mod mmsg;
 mod napi;
 mod packet;
 mod rx;
@@ -47,8 +48,9 @@ unsafe extern "C" fn tap_open(env: napi_env, info: napi_callback_info) -> napi_v
     int32(env, fd)
 }
 
-/// packetOpen(interfaceName, promisc, vlan) -> fd: an AF_PACKET socket on a host interface, read and written like a TAP;
-/// vlan 0 takes untagged frames, 1..4094 that VLAN's.
+/// packetOpen(interfaceName, promisc, vlan) -> fd: an AF_PACKET socket on a host interface, each frame behind a vnet
+/// header as on a TAP (read by the engine as a packet port, written with packetSendBatch); vlan 0 takes untagged
+/// frames, 1..4094 that VLAN's.
 unsafe extern "C" fn packet_open(env: napi_env, info: napi_callback_info) -> napi_value {
     let [name, promisc, vlan] = args::<3>(env, info);
     let name = tri!(env, get_string(env, name, "name"));
@@ -220,6 +222,20 @@ unsafe extern "C" fn write_batch(env: napi_env, info: napi_callback_info) -> nap
     uint32(env, written)
 }
 
+/// packetSendBatch(fd, buf, offsets, lengths, count, vnetHdrLen) -> frames sent: writeBatch's contract for a packet
+/// socket (packetOpen), with one sendmmsg per 64 frames instead of a write() each. vnetHdrLen must be the socket's (10).
+/// Refused frames get lengths[i] = 0; a full queue (EAGAIN, ENOBUFS) refuses the rest of the batch (mmsg::send_batch).
+unsafe extern "C" fn packet_send_batch(env: napi_env, info: napi_callback_info) -> napi_value {
+    let [fd, buf, offsets, lengths, count, vnet] = args::<6>(env, info);
+    let fd = tri!(env, get_i32(env, fd, "fd"));
+    let d = tri!(env, descriptors(env, buf, offsets, lengths, count));
+    let vnet = tri!(env, get_u32(env, vnet, "vnetHdrLen"));
+    if vnet != tap::VNET_HDR_LEN as u32 {
+        return throw(env, &format!("vnetHdrLen must be {}: a packet socket takes a virtio_net_hdr before every frame", tap::VNET_HDR_LEN));
+    }
+    uint32(env, packet::send_batch(fd, d.buf, d.size, d.offsets, d.lengths, d.count))
+}
+
 /// rxCreate(buffer, lengths: Int32Array, slotSize, slotCount, headroom, vnetHdrLen, onBatch, sources?: Uint32Array) -> engine handle.
 /// `sources` (4 words per slot) is needed only by UDP ports, which report each datagram's sender there.
 unsafe extern "C" fn rx_create(env: napi_env, info: napi_callback_info) -> napi_value {
@@ -268,7 +284,8 @@ unsafe fn engine_of(env: napi_env, v: napi_value) -> Result<&'static mut rx::Eng
     Ok(&mut *(data as *mut rx::Engine))
 }
 
-/// rxAddPort(engine, portId, fd, kind = 0): kind 0 is a TAP (read per frame), 1 a UDP socket (recvmmsg, VXLAN layout).
+/// rxAddPort(engine, portId, fd, kind = 0): kind 0 is a TAP (read per frame), 1 a UDP socket (recvmmsg, VXLAN layout),
+/// 2 a packet socket (recvmmsg, TAP layout).
 unsafe extern "C" fn rx_add_port(env: napi_env, info: napi_callback_info) -> napi_value {
     let [h, id, fd, kind] = args::<4>(env, info);
     let engine = tri!(env, engine_of(env, h));
@@ -279,7 +296,8 @@ unsafe extern "C" fn rx_add_port(env: napi_env, info: napi_callback_info) -> nap
         _ => match tri!(env, get_u32(env, kind, "kind")) {
             0 => rx::PortKind::Tap,
             1 => rx::PortKind::Udp,
-            k => return throw(env, &format!("kind {k} is neither 0 (TAP) nor 1 (UDP)")),
+            2 => rx::PortKind::Packet,
+            k => return throw(env, &format!("kind {k} is not 0 (TAP), 1 (UDP) or 2 (packet socket)")),
         },
     };
     tri!(env, engine.add_port(id, fd, kind));
@@ -461,6 +479,7 @@ unsafe extern "C" fn vxlan_gro_slots(env: napi_env, info: napi_callback_info) ->
 pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_value) -> napi_value {
     set_fn(env, exports, "tapOpen", tap_open);
     set_fn(env, exports, "packetOpen", packet_open);
+    set_fn(env, exports, "packetSendBatch", packet_send_batch);
     set_fn(env, exports, "tapSetPersist", tap_set_persist);
     set_fn(env, exports, "tcpSocketIn", tcp_socket_in);
     set_fn(env, exports, "closeFd", close_fd);

@@ -10,8 +10,13 @@
 //! references); each port is a heap block whose first bytes are the uv_poll_t,
 //! so the libuv callback finds its port by casting the handle pointer back.
 //!
-//! Two kinds of port share the slots and the callback:
-//! - TAP: read() per frame; the frame lands at `headroom`, its vnet header in the bytes before.
+//! Three kinds of port share the slots and the callback:
+//! - TAP: read() per frame (a TAP has no batch read); the frame lands at `headroom`, its vnet
+//!   header in the bytes before. A read shorter than the header is a zero-length frame (a runt).
+//! - Packet (an AF_PACKET socket with vnet headers: the uplink, a fabric port): one recvmmsg per
+//!   event, each frame landing exactly where a TAP read puts it (see packet.rs). lengths[k] is the
+//!   frame length, or 0 (a runt) for a message shorter than the vnet header or cut short
+//!   (MSG_TRUNC), so a truncated frame is never taken for a whole one.
 //! - UDP (the VXLAN underlay): one recvmmsg per event; the datagram lands at `headroom - 8`, so the
 //!   inner frame starts at `headroom` with the VXLAN header before it (see udp.rs). lengths[k] is
 //!   the inner frame length, or -1 for a datagram too short to hold a VXLAN header (or truncated);
@@ -21,8 +26,11 @@
 /// Words per slot in the sources array: address, port, coalesced datagram size, spare.
 pub const SOURCE_WORDS: usize = 4;
 
+use crate::mmsg::Receiver;
 use crate::napi::*;
+use crate::packet;
 use crate::sys::*;
+use crate::tap::VNET_HDR_LEN;
 use crate::udp;
 use std::collections::HashMap;
 use std::os::raw::{c_int, c_void};
@@ -44,6 +52,7 @@ const UV_POLL_SIZE: usize = 256;
 pub enum PortKind {
     Tap,
     Udp,
+    Packet,
 }
 
 #[repr(C, align(16))]
@@ -69,7 +78,9 @@ pub struct Engine {
     /// Two words per slot, or null when the engine was created without them (then no UDP ports).
     sources: *mut u32,
     /// recvmmsg scratch, allocated with the first UDP port.
-    udp: Option<udp::Receiver>,
+    udp: Option<Receiver>,
+    /// recvmmsg scratch, allocated with the first packet port (its frames land elsewhere than datagrams).
+    packet: Option<Receiver>,
     slot_size: usize,
     slot_count: usize,
     headroom: usize,
@@ -115,6 +126,7 @@ impl Engine {
             lengths: lengths_ptr,
             sources: sources.map_or(ptr::null_mut(), |s| s.1),
             udp: None,
+            packet: None,
             slot_size: cfg.slot_size,
             slot_count: cfg.slot_count,
             headroom: cfg.headroom,
@@ -159,7 +171,14 @@ impl Engine {
             if self.headroom < udp::VXLAN_LEN {
                 return Err(format!("a UDP port needs a headroom of at least {} bytes", udp::VXLAN_LEN));
             }
-            self.udp = Some(udp::Receiver::new(self.buf, self.slot_size, self.slot_count, self.headroom));
+            self.udp = Some(udp::receiver(self.buf, self.slot_size, self.slot_count, self.headroom));
+        }
+        if kind == PortKind::Packet && self.packet.is_none() {
+            // packetOpen turns PACKET_VNET_HDR on: every frame comes behind a 10-byte header.
+            if self.vnet_len != VNET_HDR_LEN as usize {
+                return Err(format!("a packet port needs an engine with {VNET_HDR_LEN}-byte vnet headers, not {}", self.vnet_len));
+            }
+            self.packet = Some(packet::receiver(self.buf, self.slot_size, self.slot_count, self.headroom));
         }
         let mut lp = ptr::null_mut();
         if napi_get_uv_event_loop(self.env, &mut lp) != NAPI_OK {
@@ -262,6 +281,7 @@ impl Engine {
         let (count, failure) = match (*port).kind {
             PortKind::Tap => Engine::read_tap(this, (*port).fd),
             PortKind::Udp => Engine::recv_udp(this, (*port).fd),
+            PortKind::Packet => Engine::recv_packet(this, (*port).fd),
         };
         if count > 0 {
             Engine::deliver(this, id, count as i32);
@@ -304,6 +324,26 @@ impl Engine {
         (count, failure)
     }
 
+    /// One recvmmsg for up to slot_count frames: (count, errno or 0). Any error but EAGAIN stops the
+    /// port, as a TAP's read() does: the interface went down or away, and the service reopens it.
+    unsafe fn recv_packet(this: *mut Engine, fd: c_int) -> (usize, i32) {
+        let lengths = (*this).lengths;
+        let rx = match (*this).packet.as_mut() {
+            Some(rx) => rx,
+            None => return (0, 0),
+        };
+        match rx.recv(fd) {
+            Ok(count) => {
+                for k in 0..count {
+                    *lengths.add(k) = packet::frame_length(rx, k);
+                }
+                (count, 0)
+            }
+            Err(err) if err == EAGAIN => (0, 0),
+            Err(err) => (0, err),
+        }
+    }
+
     /// One recvmmsg for up to slot_count datagrams: (count, errno or 0). Level-triggered readiness
     /// brings us back on the next loop turn if more are queued.
     unsafe fn recv_udp(this: *mut Engine, fd: c_int) -> (usize, i32) {
@@ -315,7 +355,7 @@ impl Engine {
         match rx.recv(fd) {
             Ok(count) => {
                 for k in 0..count {
-                    let (len, addr, port, segment) = rx.datagram(k);
+                    let (len, addr, port, segment) = udp::datagram(rx, k);
                     *lengths.add(k) = len;
                     *sources.add(SOURCE_WORDS * k) = addr;
                     *sources.add(SOURCE_WORDS * k + 1) = port;
@@ -364,9 +404,10 @@ unsafe extern "C" fn on_readable(handle: *mut c_void, status: c_int, _events: c_
         uv_poll_stop(handle);
         (*port).polling = false;
         // libuv reports POLLERR as UV_EBADF whatever the cause; a TAP's read() says what it is
-        // (EBADFD: the device was deleted under the fd), and that is what the port stopped for.
+        // (EBADFD: the device was deleted under the fd), and that is what the port stopped for;
+        // a packet socket's read() returns its pending error (ENETDOWN) the same way.
         let mut code = status;
-        if let PortKind::Tap = (*port).kind {
+        if let PortKind::Tap | PortKind::Packet = (*port).kind {
             let mut probe = [0u8; 64];
             if read((*port).fd, probe.as_mut_ptr() as *mut c_void, probe.len()) < 0 {
                 let err = errno();

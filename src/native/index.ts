@@ -10,6 +10,7 @@ interface NativeAddon {
   VNET_HDR_LEN: number;
   tapOpen(name: string, netns: string | undefined, exclusive: boolean, persist: boolean): number;
   packetOpen(name: string, promisc: boolean, vlan: number): number;
+  packetSendBatch(fd: number, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number, vnetHdrLen: number): number;
   tcpSocketIn(netnsPath: string): number;
   tapSetPersist(fd: number, persist: boolean): void;
   closeFd(fd: number): void;
@@ -90,6 +91,7 @@ export const SOURCE_WORDS = 4;
 
 const PORT_KIND_TAP = 0;
 const PORT_KIND_UDP = 1;
+const PORT_KIND_PACKET = 2;
 
 export interface TapOpenOptions {
   /** Interface name inside the namespace, at most 15 bytes. */
@@ -108,15 +110,28 @@ export function tapOpen(opts: TapOpenOptions): number {
 }
 
 /**
- * An AF_PACKET socket on host interface `name` (in the caller's namespace), read and written
- * like a TAP fd: each frame behind a 10-byte vnet header, so the engine polls it as a TAP port and
- * writeBatch sends on it. Frames the host itself sends there are not read back; with `promisc`
+ * An AF_PACKET socket on host interface `name` (in the caller's namespace) whose frames look like a
+ * TAP's, each behind a 10-byte vnet header, but which is read and written in batches:
+ * RxEngine.addPacketPort drains it with one recvmmsg per readiness event, packetSendBatch writes
+ * with one sendmmsg per 64 frames. Frames the host itself sends there are not read back; with `promisc`
  * the interface is promiscuous while the fd is open (frames for the containers' own MACs). With
  * `vlan` 0 it reads untagged frames only; with 1..4094 only that VLAN's, handed over untagged (the
  * writer tags what it sends: src/switch/ports/uplink-egress.ts).
  */
 export function packetOpen(name: string, promisc: boolean, vlan = 0): number {
   return addon.packetOpen(name, promisc, vlan);
+}
+
+/**
+ * writeBatch for a packet socket (packetOpen): the same descriptors and return value, but one
+ * sendmmsg per 64 frames (each its vnet header and frame; the socket is bound, so no address)
+ * instead of a write() per frame. vnetHdrLen must be VNET_HDR_LEN. A refused frame gets
+ * lengths[i] = 0: one outside the buffer, one the kernel rejects by itself (too big for the
+ * interface, a vnet header it does not take) and, once the socket or device queue is full
+ * (EAGAIN, ENOBUFS), every frame after it in the batch. Never blocks.
+ */
+export function packetSendBatch(fd: number, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number, vnetHdrLen: number): number {
+  return addon.packetSendBatch(fd, buf, offsets, lengths, count, vnetHdrLen);
 }
 
 /** A non-blocking TCP socket made inside the network namespace at `netnsPath` (it stays there): the caller owns the fd. */
@@ -167,7 +182,7 @@ export function flowHashBatch(buf: Uint8Array, offsets: Uint32Array, lengths: Ui
   addon.flowHashBatch(buf, offsets, lengths, count, out);
 }
 
-/** Writes `count` frames to fd, each preceded by the vnetHdrLen bytes before its offset; returns how many were accepted. */
+/** Writes `count` frames to fd (a TAP: one write() each), each preceded by the vnetHdrLen bytes before its offset; returns how many were accepted. */
 export function writeBatch(fd: number, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number, vnetHdrLen: number): number {
   return addon.writeBatch(fd, buf, offsets, lengths, count, vnetHdrLen);
 }
@@ -178,8 +193,11 @@ export function writeBatch(fd: number, buf: Uint8Array, offsets: Uint32Array, le
  * Slot i's frame starts at frameOffset(i); its length is lengths[i]. A negative
  * count passed to onBatch is -errno: that port stopped and should be removed.
  *
- * Two kinds of port feed the same slots, one port per batch:
+ * Three kinds of port feed the same slots, one port per batch:
  * - addPort (a TAP): the frame's virtio_net_hdr is in the VNET_HDR_LEN bytes before frameOffset(i).
+ * - addPacketPort (a packet socket, packetOpen): one recvmmsg per event, each frame laid out as a
+ *   TAP's. lengths[i] is 0 (a runt) for a message shorter than the vnet header or cut short
+ *   because it did not fit its slot, as for a TAP read shorter than the header.
  * - addUdpPort (a VXLAN socket): one recvmmsg per event. The datagram starts at
  *   frameOffset(i) - RX_UDP_PREFIX, so the VXLAN header is in the 8 bytes before the inner
  *   frame (there is no vnet header: the 2 bytes before those are stale). lengths[i] is the
@@ -190,7 +208,7 @@ export function writeBatch(fd: number, buf: Uint8Array, offsets: Uint32Array, le
 export class RxEngine {
   readonly buffer: Buffer;
   readonly lengths: Int32Array;
-  /** SOURCE_WORDS per slot for UDP ports: [IPv4 address (host order), port, coalesced datagram size, 0]; untouched by TAP batches. */
+  /** SOURCE_WORDS per slot for UDP ports: [IPv4 address (host order), port, coalesced datagram size, 0]; untouched by TAP and packet batches. */
   readonly sources: Uint32Array;
   private readonly handle: object;
   private closed = false;
@@ -233,6 +251,11 @@ export class RxEngine {
   /** A TAP fd (with IFF_VNET_HDR, as tapOpen makes it). */
   addPort(portId: number, fd: number): void {
     addon.rxAddPort(this.handle, portId, fd, PORT_KIND_TAP);
+  }
+
+  /** A packet socket fd (packetOpen): frames laid out as a TAP's, read with one recvmmsg per event. */
+  addPacketPort(portId: number, fd: number): void {
+    addon.rxAddPort(this.handle, portId, fd, PORT_KIND_PACKET);
   }
 
   /** A UDP socket fd (udpOpen) carrying VXLAN: see the class comment for the slot layout. */

@@ -4,7 +4,7 @@
  * and takes declarative commands from the control plane by message.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { completeChecksum, RX_BATCH, RX_HEADROOM, RX_SLOT_SIZE, RxEngine, segmentTso, udpSendBatch, VNET_HDR_LEN, vxlanGro, vxlanGroSlots, writeBatch } from '../native/index.js';
+import { completeChecksum, packetSendBatch, RX_BATCH, RX_HEADROOM, RX_SLOT_SIZE, RxEngine, segmentTso, udpSendBatch, VNET_HDR_LEN, vxlanGro, vxlanGroSlots, writeBatch } from '../native/index.js';
 import { buildArpRequest } from '../packet/builders.js';
 import type { CaptureRecorder } from './capture.js';
 import { CaptureSessions } from './capture-sessions.js';
@@ -59,6 +59,7 @@ const io: FrameIo = {
   vnetHdrLen: VNET_HDR_LEN,
   batchSize: RX_BATCH,
   transmit: writeBatch,
+  transmitPackets: packetSendBatch,
   sources: engine.sources,
   tunnel: { sendUdp: udpSendBatch, segmentTso, completeChecksum, vxlanGro, vxlanGroSlots, txOffset: engine.txOffset, txSize: TUNNEL_ARENA_BYTES },
 };
@@ -201,7 +202,9 @@ const portCommands: Handlers<'addNetwork' | 'removeNetwork' | 'addPort' | 'remov
     sw.addPort(c);
     try {
       // A fabric address has no fd of its own: its frames come in through its fabric port's.
-      if (c.fd >= 0) engine.addPort(c.portId, c.fd);
+      // An uplink or fabric port's fd is a packet socket (uplinkMac says so): read in batches.
+      if (c.fd >= 0 && c.uplinkMac !== undefined) engine.addPacketPort(c.portId, c.fd);
+      else if (c.fd >= 0) engine.addPort(c.portId, c.fd);
     } catch (err) {
       sw.removePort(c.portId);
       throw err;

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { closeFd, flowHashBatch, internetChecksum as nativeChecksum, RX_BATCH, RX_HEADROOM, RX_SLOT_SIZE, VNET_HDR_LEN, writeBatch } from '../../src/native/index.js';
+import { closeFd, flowHashBatch, internetChecksum as nativeChecksum, packetSendBatch, RX_BATCH, RX_HEADROOM, RX_SLOT_SIZE, RxEngine, VNET_HDR_LEN, writeBatch } from '../../src/native/index.js';
 import { buildTcp4, buildUdp4, buildUdp6, filler } from '../../src/packet/builders.js';
 import { internetChecksum as referenceChecksum } from '../../src/packet/checksum.js';
 
@@ -55,6 +55,26 @@ test('writeBatch reports refused frames by count and by zeroed length', (t) => {
   // fd -1 refuses every write; the third descriptor is also outside the buffer.
   t.is(writeBatch(-1, buf, new Uint32Array([10, 80, 100]), lengths, 3, VNET_HDR_LEN), 0);
   t.deepEqual([...lengths], [0, 0, 0]);
+});
+
+test('packetSendBatch refuses as writeBatch does, and only with the vnet header a packet socket takes', (t) => {
+  const buf = Buffer.alloc(200);
+  // The first frame's header would start before the buffer, the third ends past it: refused
+  // without a syscall; the second reaches sendmmsg, which fd -1 fails with EBADF (not a full queue, so the rest still goes).
+  const lengths = new Uint32Array([50, 60, 500, 20]);
+  t.is(packetSendBatch(-1, buf, new Uint32Array([4, 80, 100, 150]), lengths, 4, VNET_HDR_LEN), 0);
+  t.deepEqual([...lengths], [0, 0, 0, 0]);
+  t.throws(() => packetSendBatch(-1, buf, new Uint32Array([10]), new Uint32Array([5]), 1, 0), { message: /vnetHdrLen must be 10/ });
+  t.throws(() => packetSendBatch(-1, buf, new Uint32Array(1), new Uint32Array(1), 2, VNET_HDR_LEN), { message: /exceeds the descriptor arrays/ });
+});
+
+test('addPacketPort reaches the engine as a kind of its own, which refuses an fd libuv cannot poll', (t) => {
+  const rx = new RxEngine(() => {});
+  try {
+    t.throws(() => rx.addPacketPort(1, -1), { message: /uv_poll_init on fd -1/ });
+  } finally {
+    rx.close();
+  }
 });
 
 test('flow hash: same 5-tuple same hash, any field changed a different one', (t) => {

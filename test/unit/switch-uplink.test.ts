@@ -77,3 +77,57 @@ test('a network with DHCP addresses: the LAN server\'s replies go to the control
   t.deepEqual(send(other), [0], 'other broadcasts from the LAN still reach the containers');
   t.is(sw.stages(3)[0].counters.repliesHanded, 2);
 });
+
+/**
+ * The uplink and fabric ports' sockets take a batch in one sendmmsg
+ * (FrameIo.transmitPackets): every way a frame leaves by one (as it is, tagged
+ * for a VLAN, with the uplink's MAC, hairpinned by a fabric host) is one such
+ * call per batch, and no TAP is written that way.
+ */
+test('what leaves by an uplink or a fabric port is one packet-socket batch per batch; TAPs keep their writes', (t) => {
+  const A = { mac: '02:76:0a:00:00:20', ip: '192.168.77.20' };
+  const B = { mac: '02:76:0a:00:00:21', ip: '192.168.77.21' };
+  const broadcast = (src: { mac: string; ip: string }, k: number) => buildUdp4({ srcMac: src.mac, dstMac: 'ff:ff:ff:ff:ff:ff', srcIp: src.ip, dstIp: '192.168.77.255', dstPort: 9000 + k, payload: filler(40, k) });
+  const batch = (rig: ReturnType<typeof switchRig>, port: number, frames: Buffer[]): Sent[] => {
+    frames.forEach((f, slot) => rig.io.place(slot, f));
+    rig.io.transmitCalls = 0;
+    rig.io.packetTransmitCalls = 0;
+    rig.io.packetFds.clear();
+    rig.sw.receive(port, frames.length);
+    return rig.io.take();
+  };
+  const to = (sent: Sent[], fd: number): number => sent.filter((s) => s.fd === fd).length;
+  const frames = (src: { mac: string; ip: string }) => [0, 1, 2, 3, 4].map((k) => broadcast(src, k));
+
+  for (const [mode, spec, vlan] of [
+    ['transparent', {}, 0],
+    ['transparent on VLAN 5', {}, 5],
+    ['l2bridge', { l2bridge: true }, 0],
+  ] as const) {
+    const rig = switchRig();
+    rig.sw.addNetwork(1, 'n', spec);
+    rig.sw.addPort({ portId: 0, networkId: 1, fd: 100, name: 'a', ...A });
+    rig.sw.addPort({ portId: 1, networkId: 1, fd: 101, name: 'b', ...B });
+    rig.sw.addPort({ portId: UPLINK, networkId: 1, fd: 107, name: 'eth1', uplinkMac: HOST_MAC, ...(vlan === 0 ? {} : { vlan }) });
+    const out = batch(rig, 0, frames(A));
+    t.is(to(out, 107), 5, `${mode}: the five frames leave by the uplink`);
+    t.is(to(out, 101), 5, `${mode}: and reach the other container`);
+    t.is(rig.io.packetTransmitCalls, 1, `${mode}: in one packet-socket batch`);
+    t.deepEqual([...rig.io.packetFds], [107], `${mode}: on the uplink's socket only`);
+    t.is(rig.io.transmitCalls, 1, `${mode}: the container's TAP is written as a TAP`);
+    t.is(readPortCounters(rig.counters, UPLINK).txFrames, 5, `${mode}: counted on the uplink`);
+  }
+
+  const rig = switchRig();
+  rig.sw.addNetwork(2, 'fab', { l2bridge: true });
+  rig.sw.addPort({ portId: UPLINK, networkId: 2, fd: 107, name: 'eth1', uplinkMac: HOST_MAC });
+  rig.sw.addPort({ portId: 8, networkId: 2, fd: 108, name: 'eth2', uplinkMac: '02:00:00:00:0a:03', fabric: true });
+  rig.sw.addPort({ portId: 0, networkId: 2, fd: -1, name: 'fabric/a', fabricOf: 8, ip: A.ip, mac: LAN_HOST });
+  rig.sw.addPort({ portId: 1, networkId: 2, fd: -1, name: 'fabric/b', fabricOf: 8, ip: B.ip, mac: LAN_HOST });
+  const hairpin = [0, 1, 2, 3, 4].map((k) => buildUdp4({ srcMac: LAN_HOST, dstMac: '02:00:00:00:0a:03', srcIp: A.ip, dstIp: B.ip, dstPort: 9000 + k, payload: filler(40, k) }));
+  const out = batch(rig, 8, hairpin);
+  t.is(to(out, 108), 5, 'fabric host: five frames from A to B hairpin through the fabric port');
+  t.is(rig.io.packetTransmitCalls, 1, 'fabric host: in one packet-socket batch');
+  t.deepEqual([...rig.io.packetFds], [108]);
+  t.is(rig.io.transmitCalls, 0);
+});

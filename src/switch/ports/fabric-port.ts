@@ -25,7 +25,7 @@ import { COUNTER_COLUMNS, RX_BYTES, RX_FRAMES, TX_BYTES, TX_FRAMES } from '../co
 import { AddressTable } from '../address-table.js';
 import type { SwitchNetwork } from '../network.js';
 import { FlushPhase, PortKind, SwitchPort, type PortDriver, type PortHost } from './port.js';
-import { TAP_DRIVER } from './tap-port.js';
+import { flushPacketSocket } from './packet-uplink-port.js';
 
 const ETH_HEADER = 14;
 const IPV4_SRC_AT = ETH_HEADER + 12;
@@ -67,9 +67,9 @@ class FabricDriver implements PortDriver {
     return undefined;
   }
 
-  /** What the addresses moved onto the socket's queue this batch: one native write for all of them, as a TAP's. */
-  flush(port: SwitchPort, host: PortHost, now: number): void {
-    TAP_DRIVER.flush(port, host, now);
+  /** What the addresses moved onto the socket's queue this batch: one sendmmsg for all of them. */
+  flush(port: SwitchPort, host: PortHost): void {
+    flushPacketSocket(port, host);
   }
 
   refuses(): number {

@@ -1,22 +1,32 @@
 /**
  * A host interface the network rides on (transparent, l2bridge, l2tunnel),
- * through an AF_PACKET socket that the native side makes look like a TAP
- * (packetOpen: a vnet header per frame, the host's own sends not read back),
- * so it is written by the TAP driver's flush. Reading differs: the socket
- * sees everything the interface receives, and frames for the host's own MAC
- * are the host's, not the switch's, so they are left out before anything
- * counts them.
+ * through an AF_PACKET socket whose frames look like a TAP's (packetOpen: a
+ * vnet header per frame, the host's own sends not read back). Unlike a TAP it
+ * takes batches: the engine reads it with one recvmmsg per readiness event,
+ * and flushPacketSocket writes a batch with one sendmmsg. Reading differs in
+ * what is kept too: the socket sees everything the interface receives, and
+ * frames for the host's own MAC are the host's, not the switch's, so they are
+ * left out before anything counts them.
  */
 import { macHi16, macLo32, mustParseMac } from '../../packet/ethernet.js';
 import { COUNTER_COLUMNS, RX_BYTES, RX_FRAMES } from '../counters.js';
 import type { SwitchNetwork } from '../network.js';
 import { FlushPhase, PortKind, SwitchPort, type PortDriver, type PortHost } from './port.js';
-import { TAP_DRIVER } from './tap-port.js';
+import { transmitCounted } from './tap-port.js';
 import { UplinkEgress } from './uplink-egress.js';
 
 /** Which frames a physical uplink's socket reads are the network's (the rest is the host's or the LAN's). */
 export interface UplinkFilter {
   accepts(buf: Uint8Array, off: number, len: number): boolean;
+}
+
+/** Writes what is queued on a packet-socket port as it is: one sendmmsg for the batch, counted as a TAP's write. */
+export function flushPacketSocket(port: SwitchPort, host: PortHost): void {
+  const n = port.txCount;
+  if (n === 0) return;
+  transmitCounted(host, port, host.io.buffer, port.txOffsets, port.txLengths, n, port.txBytes, true);
+  port.txCount = 0;
+  port.txBytes = 0;
 }
 
 /**
@@ -60,8 +70,8 @@ class PacketUplinkDriver implements PortDriver, UplinkFilter {
     return len < 6 || macHi16(buf, off) !== this.hostMacHi || macLo32(buf, off) !== this.hostMacLo;
   }
 
-  flush(port: SwitchPort, host: PortHost, now: number): void {
-    if (this.egress === null) TAP_DRIVER.flush(port, host, now);
+  flush(port: SwitchPort, host: PortHost): void {
+    if (this.egress === null) flushPacketSocket(port, host);
     else this.egress.flush(port, host);
   }
 

@@ -69,7 +69,7 @@ export class UplinkEgress {
     return type === ETHERTYPE_IPV4 || type === ETHERTYPE_ARP ? 0 : DropReason.l2bridgeNotIpv4;
   }
 
-  /** Changes what is queued on `port` as the options say and writes it: one native call for the frames changed in place, one for the staged ones. */
+  /** Changes what is queued on `port` as the options say and writes it: one sendmmsg for the frames changed in place, one for the staged ones. */
   flush(port: SwitchPort, host: PortHost): void {
     const n = port.txCount;
     if (n === 0) return;
@@ -114,8 +114,9 @@ export class UplinkEgress {
       staged++;
       stagedBytes += len + tag;
     }
-    if (kept > 0) transmitCounted(host, port, buf, offsets, lengths, kept, keptBytes);
-    if (staged > 0) transmitCounted(host, port, staging, this.stagedOffsets, this.stagedLengths, staged, stagedBytes);
+    // The uplink's socket: one sendmmsg for each of the two.
+    if (kept > 0) transmitCounted(host, port, buf, offsets, lengths, kept, keptBytes, true);
+    if (staged > 0) transmitCounted(host, port, staging, this.stagedOffsets, this.stagedLengths, staged, stagedBytes, true);
     port.txCount = 0;
     port.txBytes = 0;
   }

@@ -76,6 +76,10 @@ export class OverlayIo implements FrameIo {
     return count;
   }
 
+  transmitPackets(fd: number, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number, vnet: number): number {
+    return this.transmit(fd, buf, offsets, lengths, count, vnet);
+  }
+
   frameOffset(slot: number): number {
     return slot * SLOT + HEADROOM;
   }

@@ -21,6 +21,9 @@ export class RecordingIo implements FrameIo {
   readonly sent: Sent[] = [];
   readonly refusingFds = new Set<number>();
   transmitCalls = 0;
+  /** Calls of transmitPackets (a packet socket's batch, one sendmmsg) and the fds they wrote to. */
+  packetTransmitCalls = 0;
+  readonly packetFds = new Set<number>();
 
   place(slot: number, frame: Uint8Array, length = frame.length): void {
     const off = slot * SLOT + HEADROOM;
@@ -31,6 +34,16 @@ export class RecordingIo implements FrameIo {
 
   transmit(fd: number, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number, vnet: number): number {
     this.transmitCalls++;
+    return this.record(fd, buf, offsets, lengths, count, vnet);
+  }
+
+  transmitPackets(fd: number, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number, vnet: number): number {
+    this.packetTransmitCalls++;
+    this.packetFds.add(fd);
+    return this.record(fd, buf, offsets, lengths, count, vnet);
+  }
+
+  private record(fd: number, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number, vnet: number): number {
     let written = 0;
     for (let i = 0; i < count; i++) {
       if (this.refusingFds.has(fd)) {
