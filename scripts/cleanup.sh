@@ -65,7 +65,8 @@ strays=()
 for dir in /proc/[0-9]*; do
   pid=${dir#/proc/}
   [[ $self_pids == *" $pid "* ]] && continue
-  cmdline=$(tr '\0' ' ' <"$dir/cmdline" 2>/dev/null) || continue
+  # The group's redirection: a process gone since the glob must not print bash's own error for the input file.
+  cmdline=$({ tr '\0' ' ' <"$dir/cmdline"; } 2>/dev/null) || continue
   [[ $cmdline == *"/tmp/$prefix"* ]] || continue
   [[ $cmdline == *cleanup.sh* ]] && continue
   alive "$pid" || continue
