@@ -9,6 +9,9 @@
  *   scripts/lab up --lan-mode l2tunnel             the same LAN reached through a fabric host (its own
  *                                                  daemon, an l2bridge network with a fabric port) from
  *                                                  l2tunnel networks on the hosts' uplinks
+ *   scripts/lab up --controller                    the same overlay made through the network controller:
+ *                                                  a 3-member etcd cluster and `vsw controller` in the
+ *                                                  underlay namespace, the hosts' daemons its agents
  *   scripts/lab iperf [--from h1-c1] [--to h2-c1]  iperf3 between two containers
  *   scripts/lab status                             what runs, what answers
  *   scripts/lab down                               remove everything
@@ -27,6 +30,7 @@ import {
   LAN_MODE_LIST,
   LIMITS,
   checkPrefix,
+  controlStatus,
   findContainer,
   labDown,
   labPreflight,
@@ -66,9 +70,15 @@ function summary(desc: LabDescription, check: string | null): string {
   const n = desc.network;
   lines.push(`lab ${desc.prefix}: ${desc.hosts.length} hosts, ${n.driver} network ${n.name} ${n.subnet}${n.vni !== null ? ` VNI ${n.vni}` : ''}`);
   lines.push(`underlay: bridge ${desc.underlay.bridge} in namespace ${desc.underlay.netns}, ${desc.underlay.subnet}, MTU ${desc.underlay.mtu}`);
+  const ctl = desc.controller;
+  if (ctl) {
+    lines.push(`controller: vsw controller pid ${ctl.pid} in namespace ${ctl.netns}, socket ${ctl.socket}  log ${ctl.log}`);
+    lines.push(`etcd: ${ctl.members.length} members in namespace ${ctl.netns} (clients on ${ctl.ip}, the bridge's address; peers on the namespace's loopback)`);
+    for (const m of ctl.members) lines.push(`    ${m.name}  pid ${m.pid}  client ${m.clientUrl}  peer ${m.peerUrl}  data ${m.dataDir}`);
+  }
   lines.push('');
   for (const h of desc.hosts) {
-    lines.push(`${h.name}  namespace ${h.netns}  eth0 ${h.underlayIp}  daemon pid ${h.pid}`);
+    lines.push(`${h.name}  namespace ${h.netns}  eth0 ${h.underlayIp}  daemon pid ${h.pid}${ctl ? ` (agent --host ${h.name})` : ''}`);
     lines.push(`    socket ${h.socket}  log ${h.log}`);
     for (const c of h.containers) {
       lines.push(`    ${c.id.padEnd(7)} namespace ${c.netns}  ${c.ifname} ${c.ip}/${c.prefixLength}  mtu ${c.mtu ?? '?'}  endpoint ${c.endpoint}`);
@@ -102,6 +112,14 @@ function summary(desc: LabDescription, check: string | null): string {
   const b = h2.containers[0];
   const cmds: [string, string][] = [];
   if (a && b) cmds.push([`ip netns exec ${a.netns} ping -c 3 ${b.ip}`, `${a.id} -> ${b.id}, across hosts`]);
+  if (ctl) {
+    const viaCtl = `${vswCmd} --controller ${ctl.socket}`;
+    const extra = `${h1.netns}-c${h1.containers.length + 1}`;
+    cmds.push([`${viaCtl} endpoint ls`, "the controller's endpoints, with each one's status on its host"]);
+    cmds.push([`ip netns add ${extra} && ${viaCtl} endpoint create --network ${n.name} --host ${h1.name} --netns ${extra} --name ${h1.name}-c${h1.containers.length + 1}`, `one more container on ${h1.name}, through the controller`]);
+    cmds.push([`ip netns exec ${ctl.netns} etcdctl --endpoints ${ctl.etcd} endpoint status -w table`, 'the etcd members, and which one leads']);
+    cmds.push([`ip netns exec ${ctl.netns} etcdctl --endpoints ${ctl.etcd} get --prefix /vsw/ --keys-only`, "the controller's state"]);
+  }
   cmds.push([`${vswCmd} --socket ${h1.socket} ${n.driver === 'overlay' ? 'overlay ls' : 'network ls'}`, `host ${h1.name}'s daemon`]);
   cmds.push([`${vswCmd} --socket ${h1.socket} endpoint ls`, '']);
   cmds.push([`ip netns exec ${h1.netns} tcpdump -ni eth0 udp port 4789`, `the underlay as host ${h1.name} sees it`]);
@@ -144,6 +162,7 @@ interface UpFlags {
   logLevel: string;
   lan?: boolean;
   lanMode?: string;
+  controller?: boolean;
   json?: boolean;
 }
 
@@ -161,6 +180,7 @@ async function up(f: UpFlags): Promise<void> {
     // --lan-mode alone asks for the LAN too: it means nothing without one.
     lan: f.lan === true || f.lanMode !== undefined,
     lanMode: (f.lanMode ?? LAB_DEFAULTS.lanMode) as LanMode,
+    controller: f.controller === true,
   };
   const desc = await labUp(opts, progress);
   // One ping across hosts: the lab works, or the summary says it does not (and the lab stays, to look at).
@@ -218,11 +238,37 @@ async function status(f: { prefix: string; json?: boolean }): Promise<void> {
   await labPreflight();
   const hosts = await labStatus(desc);
   const lan = await lanStatus(desc);
+  const control = await controlStatus(desc);
+  // The controller or a member down, no leader, or an object an agent could not apply.
+  const failed = (s: { state: string } | null): boolean => s?.state === 'failed';
+  const ctlBad =
+    control !== null &&
+    (!control.controller.answers ||
+      control.etcd.some((m) => !m.running || !m.answers) ||
+      !control.etcd.some((m) => m.leader) ||
+      control.networks.some((n) => Object.values(n.status).some(failed)) ||
+      control.endpoints.some((e) => failed(e.status)));
   if (f.json) {
-    process.stdout.write(JSON.stringify({ lab: desc, status: hosts, lan }, null, 2) + '\n');
+    process.stdout.write(JSON.stringify({ lab: desc, status: hosts, lan, control }, null, 2) + '\n');
+    if (ctlBad) process.exitCode = 1;
     return;
   }
   const lines = [`lab ${desc.prefix}${desc.complete ? '' : ' (NOT completely built: remove it with down)'}: ${desc.network.driver} network ${desc.network.name} ${desc.network.subnet}, built ${desc.created}`];
+  const ctl = desc.controller;
+  if (control && ctl) {
+    const c = control.controller;
+    const state = c.running ? (c.answers ? `answers, agents registered: ${c.hosts.join(', ') || 'none'}` : 'runs but does NOT answer') : 'NOT running';
+    lines.push(`controller  pid ${ctl.pid}  ${state}  ${ctl.socket}`);
+    for (const m of control.etcd) {
+      const rec = ctl.members.find((x) => x.name === m.name)!;
+      const st = !m.running ? 'NOT running' : !m.answers ? 'runs but does NOT answer' : `${m.leader ? 'leader' : 'follower'}, raft term ${m.raftTerm}, db ${((m.dbSize ?? 0) / 1024).toFixed(0)} KiB`;
+      lines.push(`etcd ${m.name}     pid ${rec.pid}  ${m.clientUrl}  ${st}`);
+    }
+    if (!control.etcd.some((m) => m.leader)) lines.push('etcd: NO member says it leads (no quorum?)');
+    const fmt = (s: { state: string; reason?: string } | null | undefined): string => (s ? `${s.state}${s.reason ? ` (${s.reason})` : ''}` : 'pending');
+    for (const n of control.networks) lines.push(`network ${n.name}: ${Object.entries(n.status).map(([h, s]) => `${h} ${fmt(s)}`).join(', ')}`);
+    for (const e of control.endpoints) lines.push(`    endpoint ${e.name.padEnd(8)} ${e.ip.padEnd(12)} on ${e.host}: ${fmt(e.status)}`);
+  }
   for (const h of hosts) {
     const host = desc.hosts.find((x) => x.name === h.host)!;
     const daemon = h.daemon === 'running' ? (h.answers ? 'daemon answers' : 'daemon runs but does NOT answer') : 'daemon NOT running';
@@ -247,6 +293,7 @@ async function status(f: { prefix: string; json?: boolean }): Promise<void> {
   }
   process.stdout.write(lines.join('\n') + '\n');
   const bad =
+    ctlBad ||
     hosts.some((h) => !h.answers || !h.netns || h.containers.some((c) => !c.netns)) ||
     (lan !== null && (lan.dnsmasq !== 'running' || lan.namespaces.some((n) => !n.exists) || (lan.fabric !== null && !lan.fabric.answers)));
   if (bad) process.exitCode = 1;
@@ -317,12 +364,13 @@ function program(): Command {
     .addOption(new Option('--log-level <level>', 'log level of the daemons').default(LAB_DEFAULTS.logLevel).hideHelp())
     .option('--lan', 'also a physical LAN: a bridge with dnsmasq (DHCP), a router with an outside host behind it, every host\'s uplink on it carrying a network "lan" (transparent; see --lan-mode) with one container')
     .option('--lan-mode <driver>', `the LAN network's driver, ${LAN_MODE_LIST} (default ${LAB_DEFAULTS.lanMode}; implies --lan); l2tunnel puts a fabric host with its own daemon between the hosts and the LAN`)
+    .option('--controller', 'build the overlay through the network controller: a 3-member etcd cluster and `vsw controller` in the underlay namespace, every host\'s daemon an agent, the network and the containers\' endpoints made with `vsw --controller`')
     .option('--json', 'print the lab description (as stored in /run/vsw-lab/PREFIX.json) instead of the summary')
-    .addHelpText('after', '\nExamples:\n  scripts/lab up --hosts 3 --containers 1\n  scripts/lab up --lan\n  scripts/lab up --lan-mode l2bridge\n  scripts/lab up --lan-mode l2tunnel\n')
+    .addHelpText('after', '\nExamples:\n  scripts/lab up --hosts 3 --containers 1\n  scripts/lab up --controller --hosts 3\n  scripts/lab up --lan\n  scripts/lab up --lan-mode l2bridge\n  scripts/lab up --lan-mode l2tunnel\n')
     .action(up);
 
   p.command('down')
-    .description('stop the lab\'s daemons (SIGTERM, SIGKILL after 5 s), delete its namespaces and state; nothing to remove is not an error')
+    .description('stop the lab\'s daemons (and the controller and etcd; SIGTERM, SIGKILL after 5 s), delete its namespaces and state (etcd\'s data included); nothing to remove is not an error')
     .addOption(prefixOption())
     .action(down);
 
@@ -340,7 +388,7 @@ function program(): Command {
     .action(iperf);
 
   p.command('status')
-    .description('whether each daemon (and the LAN\'s dnsmasq, and the fabric host\'s daemon) runs and answers and each namespace exists (exit 1 if not)')
+    .description('whether each daemon (and the LAN\'s dnsmasq, the fabric host\'s daemon, the controller and the etcd members) runs and answers and each namespace exists (exit 1 if not); with --controller also which etcd member leads and each object\'s status per host')
     .addOption(prefixOption())
     .option('--json', 'print the lab description and status as JSON')
     .action(status);
