@@ -27,7 +27,8 @@ export function formatNetworks(networks: readonly Network[]): string {
 export function formatEndpoints(endpoints: readonly Endpoint[]): string {
   const withPorts = endpoints.some((e) => e.publish?.length);
   const rows = endpoints.map((e) => {
-    const row = [e.id, e.name, e.network, e.netns, e.ifname, `${e.ip}/${e.prefixLength}`, e.mac];
+    // A controller's endpoint has no MAC until its host made it.
+    const row = [e.id, e.name, e.network, e.netns, e.ifname, `${e.ip}/${e.prefixLength}`, (e.mac as string | undefined) ?? '-'];
     if (withPorts) row.push(e.publish?.map(formatPublish).join(', ') || '-');
     row.push(e.state === 'down' ? `down: ${e.stateReason ?? 'no reason given'}` : 'up');
     return row;

@@ -244,7 +244,7 @@ export class Agent {
         await this.service.createEndpoint({ network: e.network, netns: e.netns, name: e.name, ip: e.ip, owner });
         record = this.service.state.endpointByOwner(owner)!;
       }
-      const realized: RealizedEndpoint = { network: e.network, name: e.name, host: this.opts.host, ip: record.endpoint.ip, mac: record.endpoint.mac, vtep: this.opts.vtep };
+      const realized: RealizedEndpoint = { network: e.network, name: e.name, host: this.opts.host, ip: record.endpoint.ip, mac: record.endpoint.mac, vtep: this.opts.vtep, ifname: record.endpoint.ifname };
       if (JSON.stringify(this.cache.get(key)?.value) !== JSON.stringify(realized) || !this.realized.has(key)) {
         this.realized.set(key, realized);
         if (this.lease) await this.lease.put(key).value(JSON.stringify(realized));

@@ -28,6 +28,17 @@ import { PolicyError, validateLayer } from '../vfp/policy.js';
 import { checkSchema } from './etcd.js';
 import { Keys, type ControllerEndpoint, type ControllerPolicy, type ControllerNetwork, type HostRecord, type ObjectStatus, type RealizedEndpoint } from './layout.js';
 
+/** What the CLI's endpoint table reads of a daemon's endpoint, filled in for the controller's. */
+interface EndpointTableFields {
+  id: string;
+  prefixLength: number;
+  ifname: string;
+  /** Once its host made it. */
+  mac?: string;
+  state: 'up' | 'down';
+  stateReason?: string;
+}
+
 /** A network or endpoint as the API shows it: what is desired, and per host what its agent did. */
 type WithStatus<T> = T & { status: Record<string, ObjectStatus | { state: 'pending' }> };
 
@@ -154,16 +165,34 @@ export class Controller {
     return { ...n, endpoints: eps.map((e) => e.name), status: await this.statusOf('networks', n.name, n.hosts) };
   }
 
-  private async endpoints(): Promise<(WithStatus<ControllerEndpoint> & Partial<Pick<RealizedEndpoint, 'mac'>>)[]> {
+  private async endpoints(): Promise<(WithStatus<ControllerEndpoint> & EndpointTableFields)[]> {
     const eps = await this.json<ControllerEndpoint>(Keys.endpoints);
     return Promise.all(eps.map((e) => this.endpointView(e)));
   }
 
-  private async endpointView(e: ControllerEndpoint): Promise<WithStatus<ControllerEndpoint> & { id: string } & Partial<Pick<RealizedEndpoint, 'mac'>>> {
-    const realized = await this.etcd.get(Keys.realizedEndpoint(e.network, e.name)).string();
-    const mac = realized === null ? undefined : (JSON.parse(realized) as RealizedEndpoint).mac;
-    // id: the CLI prints an endpoint's id; on the controller an endpoint is known by its name.
-    return { ...e, id: e.name, ...(mac === undefined ? {} : { mac }), status: await this.statusOf('endpoints', `${e.network}/${e.name}`, [e.host]) };
+  /**
+   * The endpoint as the API shows it, with the fields of a daemon's endpoint
+   * the CLI's table reads: id (on the controller, its name), prefixLength,
+   * ifname and mac once its host made it (the table shows - before), and state up when its host applied
+   * it, else down with the reason (failed, or not yet seen by the host).
+   */
+  private async endpointView(e: ControllerEndpoint): Promise<WithStatus<ControllerEndpoint> & EndpointTableFields> {
+    const text = await this.etcd.get(Keys.realizedEndpoint(e.network, e.name)).string();
+    const realized = text === null ? undefined : (JSON.parse(text) as RealizedEndpoint);
+    const status = await this.statusOf('endpoints', `${e.network}/${e.name}`, [e.host]);
+    const mine = status[e.host];
+    const netText = await this.etcd.get(Keys.network(e.network)).string();
+    const prefixLength = netText === null ? 32 : Number((JSON.parse(netText) as ControllerNetwork).subnet.split('/')[1]);
+    return {
+      ...e,
+      id: e.name,
+      prefixLength,
+      ifname: realized?.ifname ?? '-',
+      ...(realized === undefined ? {} : { mac: realized.mac }),
+      state: mine.state === 'applied' ? 'up' : 'down',
+      ...(mine.state === 'applied' ? {} : { stateReason: mine.state === 'failed' ? `on ${e.host}: ${(mine as ObjectStatus).reason ?? 'failed'}` : `not yet applied on ${e.host}` }),
+      status,
+    };
   }
 
   private async findEndpoint(name: string): Promise<ControllerEndpoint> {
@@ -172,7 +201,7 @@ export class Controller {
     return found[0];
   }
 
-  private async endpoint(name: string): Promise<WithStatus<ControllerEndpoint>> {
+  private async endpoint(name: string): Promise<WithStatus<ControllerEndpoint> & EndpointTableFields> {
     return this.endpointView(await this.findEndpoint(name));
   }
 

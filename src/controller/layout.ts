@@ -83,6 +83,8 @@ export interface RealizedEndpoint {
   ip: string;
   mac: string;
   vtep: string;
+  /** Its interface in its namespace. */
+  ifname?: string;
 }
 
 /**

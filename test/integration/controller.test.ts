@@ -141,7 +141,9 @@ test.serial('the hosts register; an overlay network and an endpoint per host mad
     const h = hostNames.find((x) => containers.get(x)!.name === e.name)!;
     Object.assign(containers.get(h)!, { ip: e.ip, mac: e.mac });
   }
-  const net = JSON.parse(await ctl(['network', 'inspect', NET])) as { status: Record<string, { state: string }> };
+  const table = await ctl(['endpoint', 'ls']);
+  for (const c of containers.values()) t.regex(table, new RegExp(`${c.name}\\s.*\\s${c.ip!.replace(/\./g, '\\.')}/24\\s+${c.mac}\\s+up`), `the table shows ${c.name}: ${table}`);
+    const net = JSON.parse(await ctl(['network', 'inspect', NET])) as { status: Record<string, { state: string }> };
   t.deepEqual(Object.values(net.status).map((s) => s.state), ['applied', 'applied', 'applied'], 'the network is applied on the three hosts');
   for (const h of hostNames) {
     const others = hostNames.filter((x) => x !== h).map((x) => containers.get(x)!.mac!).sort();
