@@ -88,9 +88,7 @@ export class DnsService {
    */
   checkName(net: NetworkRecord, owner: string, name: string): void {
     if (net.network.resolver === undefined) return;
-    const names = new NetworkNames(net.network.name);
-    for (const r of this.records(net.network.name)) if (names.refusal(r) === null) names.add(r);
-    const why = names.refusal({ owner, name });
+    const why = this.namesOf(net.network.name).names.refusal({ owner, name });
     if (why !== null && !/is not a DNS name|too long/.test(why)) throw conflict(`${why}.`);
   }
 
@@ -99,10 +97,15 @@ export class DnsService {
     const net = this.state.networks.get(network);
     if (!net || net.network.resolver === undefined) return;
     this.listen();
+    const refused = await this.dataPlane.setNames(net.network.id, this.namesOf(network).accepted);
+    if (refused !== null) this.logger.warn({ network, refused }, 'the data plane refused the network\'s names');
+  }
+
+  /** The names the network's resolver holds: every record that is a DNS name and not taken by one before it. */
+  private namesOf(network: string): { names: NetworkNames; accepted: NameRecord[] } {
     const names = new NetworkNames(network);
     const accepted = this.records(network).filter((r) => names.add(r) === null);
-    const refused = await this.dataPlane.setNames(net.network.id, accepted);
-    if (refused !== null) this.logger.warn({ network, refused }, 'the data plane refused the network\'s names');
+    return { names, accepted };
   }
 
   /** Every network's names (after a restore). */
