@@ -189,10 +189,9 @@ export class LbService {
   /** Starts the host-side listener of a published VIP (nat networks only); the data plane learns of it with the network's published ports. */
   private async publish(lb: LoadBalancer, net: NetworkRecord, hostPort: number): Promise<void> {
     if (!net.nat || !this.nat) throw badRequest(`--publish belongs to load balancers on nat networks, and ${net.network.name} is a ${net.network.driver} network: leave it out.`);
-    const mapping = { protocol: lb.protocol, hostIp: '0.0.0.0', hostPort, containerPort: lb.port };
-    const holder = this.nat.publisherOf(mapping);
+    const holder = this.nat.publisherOf(publishMapping(lb, hostPort));
     if (holder) throw conflict(`host port ${hostPort}/${lb.protocol} is already published by ${holder}: pick another --publish port.`);
-    this.proxies.set(lb.id, await this.nat.startProxy(net, mapping));
+    this.proxies.set(lb.id, await this.nat.startProxy(net, publishMapping(lb, hostPort)));
     lb.publish = hostPort;
   }
 
@@ -213,17 +212,18 @@ export class LbService {
       }
       await this.sync(network);
     }
+    const published = new Set<NetworkRecord>();
     for (const lb of this.state.loadBalancers.values()) {
       const net = this.state.networks.get(lb.network);
       if (lb.publish === undefined || !net?.nat || !this.nat) continue;
-      const hostPort = lb.publish;
       try {
-        this.proxies.set(lb.id, await this.nat.startProxy(net, { protocol: lb.protocol, hostIp: '0.0.0.0', hostPort, containerPort: lb.port }));
+        this.proxies.set(lb.id, await this.nat.startProxy(net, publishMapping(lb, lb.publish)));
       } catch (err) {
-        this.logger.warn({ err, loadBalancer: lb.name, hostPort }, 'could not listen on the published port of a load balancer again');
+        this.logger.warn({ err, loadBalancer: lb.name, hostPort: lb.publish }, 'could not listen on the published port of a load balancer again');
       }
-      await this.nat.syncPublished(net);
+      published.add(net);
     }
+    for (const net of published) await this.nat!.syncPublished(net);
   }
 
   /** The daemon stops: probes end, and the listeners of published VIPs close (the next daemon opens them again). */
@@ -401,4 +401,9 @@ export class LbService {
       }),
     };
   }
+}
+
+/** A published VIP as the NAT service knows published ports: the host port, on every host address, to the VIP's port. */
+function publishMapping(lb: LoadBalancer, hostPort: number): { protocol: LoadBalancer['protocol']; hostIp: string; hostPort: number; containerPort: number } {
+  return { protocol: lb.protocol, hostIp: '0.0.0.0', hostPort, containerPort: lb.port };
 }

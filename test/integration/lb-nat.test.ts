@@ -8,7 +8,7 @@
 import test from 'ava';
 import type { ChildProcess } from 'node:child_process';
 import { addNetns, inNetns, runPrefix, spawnInNetns } from './helpers/env.js';
-import { assertOneSentence, createEndpoint, readLines, startDaemon, type DaemonHandle, type EndpointJson } from './helpers/daemon.js';
+import { assertOneSentence, createEndpoint, readLines, restartDaemon, startDaemon, type DaemonHandle, type EndpointJson } from './helpers/daemon.js';
 import { addOutsideNamespace, finishNatTest, freeNet24, hostPortBase, prefixNumber, readIpForward, type Outside } from './helpers/nat.js';
 import { HTTP_CLIENT, NAMED_HTTP_SERVER } from './helpers/http.js';
 
@@ -62,6 +62,11 @@ test.serial('the published VIP takes outside traffic, balanced over the backends
   t.is(dig.stdout.trim(), lb.vip, "the balancer's name answers with its VIP at the gateway");
   const inside = await requests(ns('cl'), lb.vip, 80, 20);
   t.deepEqual(inside.failures, []);
+  t.is(await d.stop('SIGTERM'), 0);
+  d = await restartDaemon(d);
+  const afterRestart = await requests(null, outside.hostIp, PUBLISHED, 30);
+  t.deepEqual(afterRestart.failures, [], 'after a daemon restart the published VIP answers again');
+  t.is((afterRestart.counts.n1 ?? 0) + (afterRestart.counts.n2 ?? 0), 30);
   t.is((inside.counts.n1 ?? 0) + (inside.counts.n2 ?? 0), 20);
 });
 
