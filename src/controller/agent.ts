@@ -23,8 +23,8 @@
  */
 import type { Etcd3, Lease, Watcher } from 'etcd3';
 import type { Logger } from 'pino';
-import type { NetworkService } from '../service/service.js';
 import { checkSchema } from './etcd.js';
+import type { AgentHost } from './host.js';
 import { inPrefix, Keys, ROOT, type ControllerEndpoint, type ControllerNetwork, type ControllerPolicy, type HostRecord, type ObjectStatus, type RealizedEndpoint, type StatusKind } from './layout.js';
 
 /** Seconds a host's registration outlives its agent. */
@@ -58,7 +58,7 @@ export class Agent {
 
   constructor(
     private readonly etcd: Etcd3,
-    private readonly service: NetworkService,
+    private readonly host: AgentHost,
     private readonly opts: AgentOptions,
     private readonly logger: Logger,
   ) {}
@@ -162,7 +162,7 @@ export class Agent {
   private async reconcile(): Promise<void> {
     if (!this.synced) return;
     const me = this.opts.host;
-    const service = this.service;
+    const host = this.host;
     const vteps = this.vteps();
     const networks = this.values<ControllerNetwork>(Keys.networks).filter((n) => n.hosts.includes(me));
     const wanted = new Set(networks.map((n) => n.name));
@@ -170,27 +170,26 @@ export class Agent {
     const wantedEndpoints = new Set(endpoints.map((e) => endpointOwner(e.network, e.name)));
 
     // Gone from the desired state: what this agent made, endpoints first.
-    for (const r of [...service.state.endpoints.values()]) {
-      const owner = r.endpoint.owner;
-      if (owner === undefined || !owner.startsWith('controller:') || wantedEndpoints.has(owner)) continue;
-      await this.removeEndpoint(r.endpoint.network, r.endpoint.name, r.endpoint.id);
+    for (const e of host.endpoints()) {
+      if (e.owner === undefined || !e.owner.startsWith('controller:') || wantedEndpoints.has(e.owner)) continue;
+      await this.removeEndpoint(e.network, e.name, e.id);
     }
-    for (const r of [...service.state.networks.values()]) {
-      const owner = r.network.owner;
-      if (owner === undefined || !owner.startsWith('controller:') || wanted.has(owner.slice('controller:'.length))) continue;
-      await this.attempt('networks', r.network.name, 0, () => service.deleteNetwork(r.network.name));
-      await this.clearStatus('networks', r.network.name);
+    for (const n of host.networks()) {
+      if (n.owner === undefined || !n.owner.startsWith('controller:') || wanted.has(n.owner.slice('controller:'.length))) continue;
+      await this.attempt('networks', n.name, 0, () => host.deleteNetwork(n.name));
+      await this.clearStatus('networks', n.name);
     }
 
+    const local = new Map(host.networks().map((n) => [n.owner, n]));
     for (const n of networks) {
       const revision = this.revisionOf(Keys.network(n.name));
       const peers = n.hosts.filter((h) => h !== me && vteps.has(h)).map((h) => vteps.get(h)!);
-      const local = service.state.networkByOwner(networkOwner(n.name));
+      const have = local.get(networkOwner(n.name));
       const ok = await this.attempt('networks', n.name, revision, async () => {
-        if (!local) {
-          await service.createNetwork({ name: n.name, driver: 'overlay', subnet: n.subnet, vni: n.vni, vtep: this.opts.vtep, peers, ipRange: n.subnet, owner: networkOwner(n.name), ...(n.mtu === undefined ? {} : { mtu: n.mtu }) });
-        } else if (!sameSet(local.overlay?.info.peers ?? [], peers)) {
-          await service.setOverlayPeers(n.name, peers);
+        if (!have) {
+          await host.createNetwork({ name: n.name, driver: 'overlay', subnet: n.subnet, vni: n.vni, vtep: this.opts.vtep, peers, ipRange: n.subnet, owner: networkOwner(n.name), ...(n.mtu === undefined ? {} : { mtu: n.mtu }) });
+        } else if (!sameSet(have.peers ?? [], peers)) {
+          await host.setOverlayPeers(n.name, peers);
         }
       });
       if (!ok) continue;
@@ -209,11 +208,10 @@ export class Agent {
    */
   private async syncGroups(): Promise<void> {
     const me = this.opts.host;
-    const mine = [...this.service.state.endpoints.values()].filter((r) => r.endpoint.owner?.startsWith('controller:'));
+    const mine = this.host.endpoints().filter((e) => e.owner?.startsWith('controller:'));
     const want = new Map<string, { endpointId: string; layer: string; group: string; policy: ControllerPolicy; revision: number }>();
     for (const p of this.values<ControllerPolicy>(Keys.policies)) {
-      for (const r of mine) {
-        const e = r.endpoint;
+      for (const e of mine) {
         if (e.network !== p.network || (p.endpoint !== undefined ? e.name !== p.endpoint : !inPrefix(e.ip, p.prefix ?? '255.255.255.255/32'))) continue;
         want.set(`${e.name}/${p.layer}/${p.group}`, { endpointId: e.id, layer: p.layer, group: p.group, policy: p, revision: this.revisionOf(Keys.policy(p.name)) });
       }
@@ -224,14 +222,14 @@ export class Agent {
       const name = key.slice(prefix.length);
       if (want.has(name)) continue;
       const [endpoint, layer, group] = name.split('/');
-      const record = this.service.state.endpointNamed(endpoint);
-      if (record) await this.service.changePolicy((c) => c.removeGroup(record.endpoint.id, layer, group)).catch(() => undefined);
+      const made = mine.find((e) => e.name === endpoint);
+      if (made) await this.host.removeGroup(made.id, layer, group).catch(() => undefined);
       await this.clearStatus('groups', name);
     }
     for (const [name, w] of want) {
       const status = this.cache.get(Keys.objectStatus(me, 'groups', name))?.value as (ObjectStatus & { policy?: string }) | undefined;
       if (status?.state === 'applied' && status.revision === w.revision && status.policy === w.policy.name) continue;
-      await this.attempt('groups', name, w.revision, () => this.service.changePolicy((c) => c.putGroup(w.endpointId, w.layer, w.group, w.policy.spec)), { policy: w.policy.name });
+      await this.attempt('groups', name, w.revision, () => this.host.putGroup(w.endpointId, w.layer, w.group, w.policy.spec), { policy: w.policy.name });
     }
   }
 
@@ -239,12 +237,8 @@ export class Agent {
     const owner = endpointOwner(e.network, e.name);
     const key = Keys.realizedEndpoint(e.network, e.name);
     await this.attempt('endpoints', `${e.network}/${e.name}`, this.revisionOf(Keys.endpoint(e.network, e.name)), async () => {
-      let record = this.service.state.endpointByOwner(owner);
-      if (!record) {
-        await this.service.createEndpoint({ network: e.network, netns: e.netns, name: e.name, ip: e.ip, owner });
-        record = this.service.state.endpointByOwner(owner)!;
-      }
-      const realized: RealizedEndpoint = { network: e.network, name: e.name, host: this.opts.host, ip: record.endpoint.ip, mac: record.endpoint.mac, vtep: this.opts.vtep, ifname: record.endpoint.ifname };
+      const made = this.host.endpoints().find((x) => x.owner === owner) ?? (await this.host.createEndpoint({ network: e.network, netns: e.netns, name: e.name, ip: e.ip, owner }));
+      const realized: RealizedEndpoint = { network: e.network, name: e.name, host: this.opts.host, ip: made.ip, mac: made.mac, vtep: this.opts.vtep, ifname: made.ifname };
       if (JSON.stringify(this.cache.get(key)?.value) !== JSON.stringify(realized) || !this.realized.has(key)) {
         this.realized.set(key, realized);
         if (this.lease) await this.lease.put(key).value(JSON.stringify(realized));
@@ -256,7 +250,7 @@ export class Agent {
     const key = Keys.realizedEndpoint(network, name);
     this.realized.delete(key);
     await this.etcd.delete().key(key).catch((err: unknown) => this.logger.warn({ err, key }, 'could not withdraw a realized endpoint'));
-    await this.attempt('endpoints', `${network}/${name}`, 0, () => this.service.deleteEndpoint(id));
+    await this.attempt('endpoints', `${network}/${name}`, 0, () => this.host.deleteEndpoint(id));
     await this.clearStatus('endpoints', `${network}/${name}`);
     // Its groups went with it.
     const groups = `${Keys.statusOf(this.opts.host)}groups/${name}/`;
@@ -265,18 +259,18 @@ export class Agent {
 
   /** The other members' realized endpoints of a network, as its static remotes; those that went are withdrawn. */
   private async syncRemotes(network: string): Promise<void> {
-    const net = this.service.state.networks.get(network);
-    if (!net?.overlay) return;
+    const have = this.host.networks().find((n) => n.name === network)?.remotes;
+    if (!have) return;
     const want = new Map(this.values<RealizedEndpoint>(Keys.realizedOf(network)).filter((r) => r.host !== this.opts.host).map((r) => [r.mac, r]));
-    for (const mac of [...net.overlay.remotes.keys()]) {
+    for (const mac of [...have.keys()]) {
       if (want.has(mac)) continue;
-      await this.service.removeOverlayRemote(network, mac).catch((err: unknown) => this.logger.warn({ err, network, mac }, 'could not withdraw a remote endpoint'));
+      await this.host.removeOverlayRemote(network, mac).catch((err: unknown) => this.logger.warn({ err, network, mac }, 'could not withdraw a remote endpoint'));
     }
     for (const [mac, r] of want) {
-      const have = net.overlay.remotes.get(mac);
-      if (have && have.ip === r.ip && have.vtep === r.vtep) continue;
-      if (have) await this.service.removeOverlayRemote(network, mac).catch(() => undefined);
-      await this.service.addOverlayRemote(network, { mac, ip: r.ip, vtep: r.vtep }).catch((err: unknown) => this.logger.warn({ err, network, mac }, 'could not add a remote endpoint'));
+      const known = have.get(mac);
+      if (known && known.ip === r.ip && known.vtep === r.vtep) continue;
+      if (known) await this.host.removeOverlayRemote(network, mac).catch(() => undefined);
+      await this.host.addOverlayRemote(network, { mac, ip: r.ip, vtep: r.vtep }).catch((err: unknown) => this.logger.warn({ err, network, mac }, 'could not add a remote endpoint'));
     }
   }
 

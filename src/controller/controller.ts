@@ -12,7 +12,7 @@
  *   PUT /v1/networks/NAME/hosts                            the hosts it spans, changed at run time
  *   GET|POST /v1/endpoints, GET|DELETE /v1/endpoints/NAME  endpoints placed on hosts
  *   PUT|DELETE /v1/endpoints/NAME/layers/LAYER/groups/GROUP  a group of rules for one endpoint (`vsw policy group set`)
- *   GET|POST /v1/policies, GET|DELETE /v1/policies/NAME     groups of rules for every endpoint in a prefix
+ *   GET|POST /v1/policies, GET|PUT|DELETE /v1/policies/NAME  groups of rules for every endpoint in a prefix (PUT: created or replaced)
  */
 import { timingSafeEqual } from 'node:crypto';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
@@ -105,6 +105,10 @@ export class Controller {
       return reply.code(201).send(await this.putPolicy({ name: b.name, network: b.network, prefix: b.prefix, layer: b.layer, group: b.group, spec: b.spec }, false));
     });
     app.get<{ Params: { name: string } }>('/v1/policies/:name', async (req) => this.policy(req.params.name));
+    app.put<{ Params: { name: string } }>('/v1/policies/:name', async (req) => {
+      const b = object(req.body);
+      return this.putPolicy({ name: req.params.name, network: b.network, prefix: b.prefix, layer: b.layer, group: b.group, spec: b.spec }, true);
+    });
     app.delete<{ Params: { name: string } }>('/v1/policies/:name', async (req, reply) => {
       await this.deletePolicy(req.params.name);
       return reply.code(204).send();

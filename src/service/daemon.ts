@@ -124,8 +124,9 @@ export class Daemon {
         // After the restore: the agent reconciles what the daemon has with the controller's state, in the background.
         const { connectEtcd } = await import('../controller/etcd.js');
         const { Agent } = await import('../controller/agent.js');
+        const { serviceHost } = await import('../controller/host.js');
         const etcd = connectEtcd(opts.agent.etcd);
-        const agent = new Agent(etcd, service, { host: opts.agent.host, vtep: opts.agent.vtep }, logger.child({ component: 'agent' }));
+        const agent = new Agent(etcd, serviceHost(service), { host: opts.agent.host, vtep: opts.agent.vtep }, logger.child({ component: 'agent' }));
         parts.agent = { agent, etcd };
         agent.start();
       }

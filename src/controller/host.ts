@@ -1,0 +1,87 @@
+/**
+ * What a host agent reads and changes on its host. On a real host that is
+ * the daemon's NetworkService, through the same calls its REST API makes
+ * (serviceHost); the controller's scale bench gives simulated hosts a stand-in
+ * that only records what it was asked (scripts/bench-controller.ts), so the
+ * agent's code is the same on both.
+ */
+import type { CreateEndpointRequest, CreateLoadBalancerRequest, CreateNetworkRequest, LoadBalancer, RemoteEndpointRequest } from '../service/api-types.js';
+import type { NetworkService } from '../service/service.js';
+import type { GroupSpec } from '../vfp/policy.js';
+
+export interface HostNetwork {
+  name: string;
+  owner?: string;
+  driver: string;
+  /** Overlay networks: the VTEPs it floods to, and the remote endpoints pushed to it by MAC. */
+  peers?: readonly string[];
+  remotes?: ReadonlyMap<string, { ip?: string; vtep: string }>;
+}
+
+export interface HostEndpoint {
+  id: string;
+  name: string;
+  network: string;
+  owner?: string;
+  ip: string;
+  mac: string;
+  ifname: string;
+}
+
+export interface AgentHost {
+  networks(): HostNetwork[];
+  endpoints(): HostEndpoint[];
+  loadBalancers(): LoadBalancer[];
+  createNetwork(req: CreateNetworkRequest): Promise<unknown>;
+  deleteNetwork(name: string): Promise<void>;
+  setOverlayPeers(network: string, peers: string[]): Promise<unknown>;
+  addOverlayRemote(network: string, remote: RemoteEndpointRequest): Promise<unknown>;
+  removeOverlayRemote(network: string, mac: string): Promise<void>;
+  createEndpoint(req: CreateEndpointRequest): Promise<HostEndpoint>;
+  deleteEndpoint(id: string): Promise<void>;
+  putGroup(endpointId: string, layer: string, group: string, spec: Omit<GroupSpec, 'name'>): Promise<unknown>;
+  removeGroup(endpointId: string, layer: string, group: string): Promise<void>;
+  createLoadBalancer(req: CreateLoadBalancerRequest): Promise<unknown>;
+  deleteLoadBalancer(name: string): Promise<void>;
+  addBackend(balancer: string, backend: string): Promise<unknown>;
+  removeBackend(balancer: string, backend: string): Promise<void>;
+  drainBackend(balancer: string, backend: string, draining: boolean): Promise<unknown>;
+}
+
+/** The daemon's service as an agent's host: every change under its mutex and saved, as through the REST API. */
+export function serviceHost(service: NetworkService): AgentHost {
+  const view = (e: { id: string; name: string; network: string; owner?: string; ip: string; mac: string; ifname: string }): HostEndpoint => ({
+    id: e.id,
+    name: e.name,
+    network: e.network,
+    ip: e.ip,
+    mac: e.mac,
+    ifname: e.ifname,
+    ...(e.owner === undefined ? {} : { owner: e.owner }),
+  });
+  return {
+    networks: () =>
+      [...service.state.networks.values()].map((r) => ({
+        name: r.network.name,
+        driver: r.network.driver,
+        ...(r.network.owner === undefined ? {} : { owner: r.network.owner }),
+        ...(r.overlay ? { peers: r.overlay.info.peers, remotes: r.overlay.remotes } : {}),
+      })),
+    endpoints: () => [...service.state.endpoints.values()].map((r) => view(r.endpoint)),
+    loadBalancers: () => [...service.state.loadBalancers.values()],
+    createNetwork: (req) => service.createNetwork(req),
+    deleteNetwork: (name) => service.deleteNetwork(name),
+    setOverlayPeers: (network, peers) => service.setOverlayPeers(network, peers),
+    addOverlayRemote: (network, remote) => service.addOverlayRemote(network, remote),
+    removeOverlayRemote: (network, mac) => service.removeOverlayRemote(network, mac),
+    createEndpoint: async (req) => view((await service.createEndpoint(req)).endpoint),
+    deleteEndpoint: (id) => service.deleteEndpoint(id),
+    putGroup: (id, layer, group, spec) => service.changePolicy((c) => c.putGroup(id, layer, group, spec)),
+    removeGroup: (id, layer, group) => service.changePolicy((c) => c.removeGroup(id, layer, group)),
+    createLoadBalancer: (req) => service.changeLoadBalancers((lb) => lb.create(req)),
+    deleteLoadBalancer: (name) => service.changeLoadBalancers((lb) => lb.remove(name)),
+    addBackend: (name, backend) => service.changeLoadBalancers((lb) => lb.addBackend(name, backend)),
+    removeBackend: (name, backend) => service.changeLoadBalancers((lb) => lb.removeBackend(name, backend)),
+    drainBackend: (name, backend, draining) => service.changeLoadBalancers((lb) => lb.drain(name, backend, draining)),
+  };
+}
