@@ -25,7 +25,11 @@ import type { Etcd3, Lease, Watcher } from 'etcd3';
 import type { Logger } from 'pino';
 import { checkSchema } from './etcd.js';
 import type { AgentHost } from './host.js';
-import { inPrefix, Keys, ROOT, type ControllerEndpoint, type ControllerNetwork, type ControllerPolicy, type HostRecord, type ObjectStatus, type RealizedEndpoint, type StatusKind } from './layout.js';
+import type { CreateLoadBalancerRequest, CreateNetworkRequest } from '../service/api-types.js';
+import { inPrefix, Keys, ROOT, type ControllerEndpoint, type ControllerLoadBalancer, type ControllerNetwork, type ControllerPolicy, type HostRecord, type ObjectStatus, type RealizedEndpoint, type StatusKind } from './layout.js';
+
+/** A balancer's status also says what the agent made it with, and whether the balancer on the host is the agent's. */
+type BalancerStatus = ObjectStatus & { shape?: string; made?: 'yes' | 'no' };
 
 /** Seconds a host's registration outlives its agent. */
 export const HOST_LEASE_SECONDS = 5;
@@ -169,7 +173,8 @@ export class Agent {
     const endpoints = this.values<ControllerEndpoint>(Keys.endpoints).filter((e) => e.host === me && wanted.has(e.network));
     const wantedEndpoints = new Set(endpoints.map((e) => endpointOwner(e.network, e.name)));
 
-    // Gone from the desired state: what this agent made, endpoints first.
+    // Gone from the desired state: what this agent made, balancers first (they hold their network), then endpoints.
+    await this.removeBalancers(new Set(this.values<ControllerLoadBalancer>(Keys.loadBalancers).filter((l) => wanted.has(l.network)).map((l) => l.name)));
     for (const e of host.endpoints()) {
       if (e.owner === undefined || !e.owner.startsWith('controller:') || wantedEndpoints.has(e.owner)) continue;
       await this.removeEndpoint(e.network, e.name, e.id);
@@ -186,17 +191,22 @@ export class Agent {
       const peers = n.hosts.filter((h) => h !== me && vteps.has(h)).map((h) => vteps.get(h)!);
       const have = local.get(networkOwner(n.name));
       const ok = await this.attempt('networks', n.name, revision, async () => {
-        if (!have) {
-          await host.createNetwork({ name: n.name, driver: 'overlay', subnet: n.subnet, vni: n.vni, vtep: this.opts.vtep, peers, ipRange: n.subnet, owner: networkOwner(n.name), ...(n.mtu === undefined ? {} : { mtu: n.mtu }) });
-        } else if (!sameSet(have.peers ?? [], peers)) {
-          await host.setOverlayPeers(n.name, peers);
-        }
+        if (!have) await host.createNetwork(this.networkRequest(n, peers));
+        else if (n.driver === 'overlay' && !sameSet(have.peers ?? [], peers)) await host.setOverlayPeers(n.name, peers);
       });
       if (!ok) continue;
       for (const e of endpoints.filter((x) => x.network === n.name)) await this.ensureEndpoint(e);
-      await this.syncRemotes(n.name);
+      if (n.driver === 'overlay') await this.syncRemotes(n.name);
     }
     await this.syncGroups();
+    await this.syncBalancers();
+  }
+
+  /** The daemon's request for a network of the controller's: an overlay with this host's VTEP and the other members' as peers, or a per-host network as the controller was asked for it. */
+  private networkRequest(n: ControllerNetwork, peers: string[]): CreateNetworkRequest {
+    const common = { name: n.name, subnet: n.subnet, owner: networkOwner(n.name), ...(n.mtu === undefined ? {} : { mtu: n.mtu }) };
+    if (n.driver === 'overlay') return { ...(n.options ?? {}), ...common, driver: 'overlay', vni: n.vni, vtep: this.opts.vtep, peers, ipRange: n.subnet };
+    return { ...(n.options ?? {}), ...common, driver: n.driver };
   }
 
   /**
@@ -237,7 +247,7 @@ export class Agent {
     const owner = endpointOwner(e.network, e.name);
     const key = Keys.realizedEndpoint(e.network, e.name);
     await this.attempt('endpoints', `${e.network}/${e.name}`, this.revisionOf(Keys.endpoint(e.network, e.name)), async () => {
-      const made = this.host.endpoints().find((x) => x.owner === owner) ?? (await this.host.createEndpoint({ network: e.network, netns: e.netns, name: e.name, ip: e.ip, owner }));
+      const made = this.host.endpoints().find((x) => x.owner === owner) ?? (await this.host.createEndpoint({ network: e.network, netns: e.netns, name: e.name, owner, ...(e.ip === undefined ? {} : { ip: e.ip }) }));
       const realized: RealizedEndpoint = { network: e.network, name: e.name, host: this.opts.host, ip: made.ip, mac: made.mac, vtep: this.opts.vtep, ifname: made.ifname };
       if (JSON.stringify(this.cache.get(key)?.value) !== JSON.stringify(realized) || !this.realized.has(key)) {
         this.realized.set(key, realized);
@@ -274,6 +284,91 @@ export class Agent {
     }
   }
 
+  /**
+   * The controller's load balancers on the networks this host has: each made
+   * here with the backends this host reaches (its own endpoints by name; on
+   * an overlay the other members' by their realized address), and kept to
+   * the desired backends and drains. A balancer is this agent's when its
+   * status says it made it (`made`), so one of the same name made on the
+   * host by hand is never touched: it fails with the sentence why.
+   */
+  private async syncBalancers(): Promise<void> {
+    const me = this.opts.host;
+    const networks = new Map(this.host.networks().filter((n) => n.owner === networkOwner(n.name)).map((n) => [n.name, n]));
+    const local = new Map(this.host.loadBalancers().map((l) => [l.name, l]));
+    for (const lb of this.values<ControllerLoadBalancer>(Keys.loadBalancers)) {
+      const net = networks.get(lb.network);
+      if (!net) continue;
+      const prior = this.cache.get(Keys.objectStatus(me, 'loadbalancers', lb.name))?.value as BalancerStatus | undefined;
+      const shape = JSON.stringify([lb.vip, lb.protocol, lb.port, lb.affinity, lb.probe, lb.publish]);
+      const extra = { shape, made: prior?.made === 'yes' && local.has(lb.name) ? 'yes' : 'no' };
+      const backends = this.reachableBackends(lb, net.driver);
+      await this.attempt('loadbalancers', lb.name, this.revisionOf(Keys.loadBalancer(lb.name)), async () => {
+        let have = local.get(lb.name);
+        if (have && extra.made !== 'yes') throw new Error(`a load balancer named ${lb.name} exists on host ${me} and was not made by the controller: remove it there (vsw lb rm ${lb.name}) or name the controller's another way.`);
+        if (have && prior?.shape !== shape) {
+          await this.host.deleteLoadBalancer(lb.name);
+          extra.made = 'no';
+          have = undefined;
+        }
+        if (!have) {
+          await this.host.createLoadBalancer({
+            name: lb.name,
+            network: lb.network,
+            port: lb.port,
+            protocol: lb.protocol,
+            backends: [...backends.keys()],
+            ...(lb.vip === undefined ? {} : { vip: lb.vip }),
+            ...(lb.affinity === undefined ? {} : { affinity: lb.affinity }),
+            ...(lb.probe === undefined ? {} : { probe: lb.probe as CreateLoadBalancerRequest['probe'] }),
+            ...(lb.publish === undefined ? {} : { publish: lb.publish }),
+          });
+          extra.made = 'yes';
+          for (const [b, draining] of backends) if (draining) await this.host.drainBackend(lb.name, b, true);
+          return;
+        }
+        for (const b of have.backends) if (!backends.has(b.name)) await this.host.removeBackend(lb.name, b.name);
+        for (const [b, draining] of backends) {
+          const current = have.backends.find((x) => x.name === b);
+          if (!current) await this.host.addBackend(lb.name, b);
+          if ((current?.draining ?? false) !== draining) await this.host.drainBackend(lb.name, b, draining);
+        }
+      }, extra);
+    }
+  }
+
+  /** Backends as this host names them (see syncBalancers), with whether each is drained; the ones it cannot reach yet are left out until it can. */
+  private reachableBackends(lb: ControllerLoadBalancer, driver: string): Map<string, boolean> {
+    const out = new Map<string, boolean>();
+    const mine = this.host.endpoints().filter((e) => e.network === lb.network && e.owner === endpointOwner(e.network, e.name));
+    const realized = driver === 'overlay' ? this.values<RealizedEndpoint>(Keys.realizedOf(lb.network)) : [];
+    for (const b of lb.backends) {
+      const [who, port] = b.name.split(':');
+      const own = mine.find((e) => e.name === who || e.ip === who);
+      if (own) {
+        out.set(port === undefined ? own.name : `${own.name}:${port}`, b.draining);
+        continue;
+      }
+      const remote = realized.find((r) => r.host !== this.opts.host && (r.name === who || r.ip === who));
+      if (remote) out.set(`${remote.ip}:${port ?? lb.port}`, b.draining);
+    }
+    return out;
+  }
+
+  /** This agent's balancers that are no longer wanted (gone, or their network left this host). */
+  private async removeBalancers(wanted: ReadonlySet<string>): Promise<void> {
+    const prefix = `${Keys.statusOf(this.opts.host)}loadbalancers/`;
+    for (const [key, entry] of [...this.cache]) {
+      if (!key.startsWith(prefix)) continue;
+      const name = key.slice(prefix.length);
+      if (wanted.has(name)) continue;
+      if ((entry.value as BalancerStatus).made === 'yes' && this.host.loadBalancers().some((l) => l.name === name)) {
+        await this.host.deleteLoadBalancer(name).catch((err: unknown) => this.logger.warn({ err, loadBalancer: name }, 'could not remove a load balancer'));
+      }
+      await this.clearStatus('loadbalancers', name);
+    }
+  }
+
   /** The revision a desired object was last written at (what its status says was applied). */
   private revisionOf(key: string): number {
     return this.cache.get(key)?.revision ?? 0;
@@ -295,7 +390,8 @@ export class Agent {
 
   private async writeStatus(kind: StatusKind, name: string, status: ObjectStatus): Promise<void> {
     const key = Keys.objectStatus(this.opts.host, kind, name);
-    const text = JSON.stringify({ state: status.state, reason: status.reason, revision: status.revision });
+    const { at: _at, ...what } = status;
+    const text = JSON.stringify(what);
     if (this.written.get(key) === text) return;
     await this.etcd.put(key).value(JSON.stringify(status)).then(
       () => this.written.set(key, text),

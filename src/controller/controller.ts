@@ -8,13 +8,16 @@
  * Served on a unix socket with the same paths and the same error shape as a
  * daemon's API, so the vsw CLI talks to it with `--controller SOCKET`:
  *   GET  /v1/version, /v1/hosts
- *   GET|POST /v1/networks, GET|DELETE /v1/networks/NAME    overlay networks across hosts
+ *   GET|POST /v1/networks, GET|DELETE /v1/networks/NAME    networks on chosen hosts (overlay, nat, internal, transparent, l2bridge)
  *   PUT /v1/networks/NAME/hosts                            the hosts it spans, changed at run time
  *   GET|POST /v1/endpoints, GET|DELETE /v1/endpoints/NAME  endpoints placed on hosts
+ *   GET|POST /v1/loadbalancers, GET|DELETE /v1/loadbalancers/NAME, POST .../backends,
+ *     DELETE .../backends/B, POST|DELETE .../backends/B/drain  load balancers on a network's hosts
  *   PUT|DELETE /v1/endpoints/NAME/layers/LAYER/groups/GROUP  a group of rules for one endpoint (`vsw policy group set`)
  *   GET|POST /v1/policies, GET|PUT|DELETE /v1/policies/NAME  groups of rules for every endpoint in a prefix (PUT: created or replaced)
  */
 import { timingSafeEqual } from 'node:crypto';
+import { Type } from '@sinclair/typebox';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Etcd3 } from 'etcd3';
 import type { Logger } from 'pino';
@@ -22,11 +25,37 @@ import { classifyError } from '../service/api.js';
 import { RESOURCE_NAME_PATTERN, RESOURCE_NAME_RULE } from '../service/api-constants.js';
 import { badRequest, conflict, notFound } from '../service/errors.js';
 import ipaddr from 'ipaddr.js';
-import { intToIp, ipToInt, parseIpOrCidr, parseSubnet, subnetsOverlap } from '../service/ipam.js';
+import { intToIp, ipToInt, parseIpOrCidr, parseRange, parseSubnet, subnetsOverlap } from '../service/ipam.js';
+import { addBackendSchema, createLoadBalancerSchema, CreateNetworkBody, field, route, routeSchema } from '../service/schemas.js';
+import type { CreateLoadBalancerRequest } from '../service/api-types.js';
 import { compilePolicy, type MeterAllocator } from '../vfp/compile.js';
 import { PolicyError, validateLayer } from '../vfp/policy.js';
 import { checkSchema } from './etcd.js';
-import { Keys, type ControllerEndpoint, type ControllerPolicy, type ControllerNetwork, type HostRecord, type ObjectStatus, type RealizedEndpoint } from './layout.js';
+import {
+  CONTROLLER_DRIVERS,
+  Keys,
+  sharedSegment,
+  type ControllerDriver,
+  type ControllerEndpoint,
+  type ControllerLoadBalancer,
+  type ControllerNetwork,
+  type ControllerPolicy,
+  type HostRecord,
+  type ObjectStatus,
+  type RealizedEndpoint,
+  type StatusKind,
+} from './layout.js';
+
+/** A host's network request (the daemon's schema, so the same sentences), plus the hosts it spans. */
+const controllerNetworkSchema = routeSchema({
+  body: Type.Object(
+    {
+      ...CreateNetworkBody.properties,
+      hosts: field(Type.Array(Type.String({ maxLength: 64 }), { maxItems: 4096 }), "a list of host names (the agents' --host)", 'pass --hosts h1,h2'),
+    },
+    { additionalProperties: false },
+  ),
+});
 
 /** What the CLI's endpoint table reads of a daemon's endpoint, filled in for the controller's. */
 interface EndpointTableFields {
@@ -76,11 +105,11 @@ export class Controller {
       if (status >= 500) request.log.error({ err }, 'request failed');
       return reply.code(status).send({ error: message });
     });
-    app.setNotFoundHandler((request, reply) => reply.code(404).send({ error: `no controller route ${request.method} ${request.url}: the controller serves networks, endpoints and hosts.` }));
+    app.setNotFoundHandler((request, reply) => reply.code(404).send({ error: `no controller route ${request.method} ${request.url}: the controller serves networks, endpoints, policies, load balancers and hosts.` }));
     app.get('/v1/version', async () => ({ version, controller: true }));
     app.get('/v1/hosts', async () => this.hosts());
     app.get('/v1/networks', async () => this.networks());
-    app.post('/v1/networks', async (req, reply) => reply.code(201).send(await this.createNetwork(req.body)));
+    app.post('/v1/networks', route(controllerNetworkSchema), async (req, reply) => reply.code(201).send(await this.createNetwork(req.body as Record<string, unknown>)));
     app.get<{ Params: { name: string } }>('/v1/networks/:name', async (req) => this.network(req.params.name));
     app.put<{ Params: { name: string } }>('/v1/networks/:name/hosts', async (req) => this.setHosts(req.params.name, object(req.body).hosts));
     app.delete<{ Params: { name: string } }>('/v1/networks/:name', async (req, reply) => {
@@ -113,6 +142,27 @@ export class Controller {
       await this.deletePolicy(req.params.name);
       return reply.code(204).send();
     });
+    app.get('/v1/loadbalancers', async () => this.loadBalancers());
+    app.post('/v1/loadbalancers', route(createLoadBalancerSchema), async (req, reply) => reply.code(201).send(await this.createLoadBalancer(req.body as CreateLoadBalancerRequest)));
+    app.get<{ Params: { name: string } }>('/v1/loadbalancers/:name', async (req) => this.loadBalancer(req.params.name));
+    app.delete<{ Params: { name: string } }>('/v1/loadbalancers/:name', async (req, reply) => {
+      await this.deleteLoadBalancer(req.params.name);
+      return reply.code(204).send();
+    });
+    app.post<{ Params: { name: string } }>('/v1/loadbalancers/:name/backends', route(addBackendSchema), async (req, reply) => {
+      const backend = (req.body as { backend: string }).backend;
+      return reply.code(201).send(await this.changeBackends(req.params.name, async (lb) => void lb.backends.push({ name: await this.checkBackend(lb, backend), draining: false })));
+    });
+    type BackendParams = { Params: { name: string; backend: string } };
+    app.delete<BackendParams>('/v1/loadbalancers/:name/backends/:backend', async (req, reply) => {
+      await this.changeBackends(req.params.name, (lb) => void lb.backends.splice(this.backendAt(lb, req.params.backend), 1));
+      return reply.code(204).send();
+    });
+    for (const [method, draining] of [['post', true], ['delete', false]] as const) {
+      app[method]<BackendParams>('/v1/loadbalancers/:name/backends/:backend/drain', async (req) =>
+        this.changeBackends(req.params.name, (lb) => void (lb.backends[this.backendAt(lb, req.params.backend)].draining = draining)),
+      );
+    }
     app.delete<{ Params: { name: string } }>('/v1/endpoints/:name', async (req, reply) => {
       await this.deleteEndpoint(req.params.name);
       return reply.code(204).send();
@@ -147,7 +197,7 @@ export class Controller {
   }
 
   /** Per host: the agent's status of `kind`/`name`, or pending when the host has none yet. */
-  private async statusOf(kind: 'networks' | 'endpoints', name: string, hosts: string[]): Promise<Record<string, ObjectStatus | { state: 'pending' }>> {
+  private async statusOf(kind: StatusKind, name: string, hosts: string[]): Promise<Record<string, ObjectStatus | { state: 'pending' }>> {
     const out: Record<string, ObjectStatus | { state: 'pending' }> = {};
     for (const host of hosts) {
       const text = await this.etcd.get(Keys.objectStatus(host, kind, name)).string();
@@ -190,6 +240,7 @@ export class Controller {
     return {
       ...e,
       id: e.name,
+      ...(e.ip === undefined && realized !== undefined ? { ip: realized.ip } : {}),
       prefixLength,
       ifname: realized?.ifname ?? '-',
       ...(realized === undefined ? {} : { mac: realized.mac }),
@@ -273,25 +324,40 @@ export class Controller {
     if (Number(r.deleted) === 0) throw notFound(`policy ${name} not found.`);
   }
 
-  private async createNetwork(body: unknown): Promise<ControllerNetwork> {
-    const b = object(body);
-    const name = text(b.name, 'name', `a network NAME of ${RESOURCE_NAME_RULE}`);
-    if (!NAME.test(name)) throw badRequest(`network name ${name} is not ${RESOURCE_NAME_RULE}: pick another.`);
-    if (b.driver !== undefined && b.driver !== 'overlay') throw badRequest(`the controller makes overlay networks, not ${String(b.driver)} ones: pass -d overlay.`);
-    const subnet = parseSubnet(text(b.subnet, 'subnet', 'a CIDR such as 10.10.0.0/24'));
-    const vni = b.vni;
-    if (!Number.isInteger(vni) || (vni as number) < 1 || (vni as number) > 0xffffff) throw badRequest('vni must be a whole number from 1 to 16777215: pass --vni N.');
-    const hosts = checkHosts(b.hosts);
+  /**
+   * A network on its hosts. The body is a host's network request (checked
+   * by the daemon's own schema, so a wrong field gets the same sentence) plus
+   * `hosts`; what the agents fill in themselves (vtep, peers, owner) is
+   * refused. The parts of the request the controller does not read are kept
+   * as `options` and given to every host's daemon as they are.
+   */
+  private async createNetwork(b: Record<string, unknown>): Promise<ControllerNetwork> {
+    const name = b.name as string;
+    const driver = b.driver as string;
+    if (!(CONTROLLER_DRIVERS as readonly string[]).includes(driver)) throw badRequest(`the controller makes ${CONTROLLER_DRIVERS.join(', ')} networks, not ${driver} ones: pass -d with one of those.`);
+    for (const field of ['vtep', 'peers', 'owner', 'fabric'] as const) {
+      if (b[field] !== undefined) throw badRequest(`${field} is not given to the controller: ${field === 'fabric' ? 'fabric hosts are configured on each host' : "each host's agent fills it in"}; leave it out.`);
+    }
+    const subnet = parseSubnet(b.subnet as string);
     const cidr = `${intToIp(subnet.network)}/${subnet.prefix}`;
+    const hosts = checkHosts(b.hosts);
+    const vni = b.vni as number | undefined;
+    if (driver === 'overlay' && (vni === undefined || vni < 1 || vni > 0xffffff)) throw badRequest('an overlay network needs a VNI from 1 to 16777215: pass --vni N.');
+    if (driver !== 'overlay' && vni !== undefined) throw badRequest(`a ${driver} network has no VNI: leave --vni out.`);
+    if ((driver === 'transparent' || driver === 'l2bridge') && b.uplink === undefined) throw badRequest(`a ${driver} network rides on each host's uplink: pass --uplink IFNAME (the same interface name on every host).`);
+    if (b.ipam === 'dhcp') throw badRequest('the controller hands out the addresses of its networks, so it makes no --ipam dhcp network: leave --ipam out.');
     for (const other of await this.json<ControllerNetwork>(Keys.networks)) {
-      if (other.vni === vni) throw conflict(`network ${other.name} has VNI ${String(vni)} already: pick another --vni.`);
+      if (vni !== undefined && other.vni === vni) throw conflict(`network ${other.name} has VNI ${String(vni)} already: pick another --vni.`);
       if (subnetsOverlap(other.subnet, cidr)) throw conflict(`subnet ${cidr} overlaps network ${other.name} (${other.subnet}): pick another --subnet.`);
     }
-    const net: ControllerNetwork = { name, driver: 'overlay', subnet: cidr, vni: vni as number, hosts: hosts as string[], created: new Date().toISOString() };
+    const net: ControllerNetwork = { name, driver: driver as ControllerDriver, subnet: cidr, hosts, created: new Date().toISOString() };
+    if (vni !== undefined) net.vni = vni;
     if (b.mtu !== undefined) {
       if (!Number.isInteger(b.mtu) || (b.mtu as number) < 576 || (b.mtu as number) > 9000) throw badRequest('mtu must be a whole number from 576 to 9000.');
       net.mtu = b.mtu as number;
     }
+    const options = Object.fromEntries(Object.entries(b).filter(([k]) => !['name', 'driver', 'subnet', 'vni', 'hosts', 'mtu'].includes(k)));
+    if (Object.keys(options).length > 0) net.options = options;
     const key = Keys.network(name);
     const r = await this.etcd.if(key, 'Create', '==', 0).then(this.etcd.put(key).value(JSON.stringify(net))).commit();
     if (!r.succeeded) throw conflict(`network ${name} already exists: pick another name or remove it with \`vsw --controller SOCKET network rm ${name}\`.`);
@@ -323,12 +389,19 @@ export class Controller {
 
   private async deleteNetwork(name: string): Promise<void> {
     const eps = await this.json<ControllerEndpoint>(Keys.endpointsOf(name));
+    const lbs = (await this.json<ControllerLoadBalancer>(Keys.loadBalancers)).filter((l) => l.network === name);
+    if (lbs.length > 0) throw conflict(`network ${name} still has load balancers ${lbs.map((l) => l.name).join(', ')}: remove them first.`);
     if (eps.length > 0) throw conflict(`network ${name} still has endpoints ${eps.map((e) => e.name).join(', ')}: remove them first.`);
     const r = await this.etcd.delete().key(Keys.network(name)).exec();
     if (Number(r.deleted) === 0) throw notFound(`network ${name} not found.`);
   }
 
-  /** The endpoint's key and its address's key are created together or not at all: two controllers cannot give one address twice. */
+  /**
+   * On a shared segment the endpoint's key and its address's key are created
+   * together or not at all, so two controllers cannot give one address
+   * twice; on a per-host network the host's daemon allocates the address
+   * (or takes the one asked for).
+   */
   private async createEndpoint(body: unknown): Promise<ControllerEndpoint & { id: string }> {
     const b = object(body);
     const name = text(b.name, 'name', `an endpoint NAME of ${RESOURCE_NAME_RULE}: pass --name`);
@@ -336,37 +409,163 @@ export class Controller {
     const network = text(b.network, 'network', 'a network name: pass --network');
     const host = text(b.host, 'host', "the host to place it on (an agent's --host): pass --host");
     const netns = text(b.netns, 'netns', 'the network namespace on that host: pass --netns');
-    const netText = await this.etcd.get(Keys.network(network)).string();
-    if (netText === null) throw notFound(`network ${network} not found: create it first.`);
-    const net = JSON.parse(netText) as ControllerNetwork;
+    const net = await this.requireNetwork(network);
     if (!net.hosts.includes(host)) throw badRequest(`network ${network} does not span host ${host} (its hosts: ${net.hosts.join(', ')}): pick one of those.`);
-    if ((await this.json<ControllerEndpoint>(Keys.endpoints)).some((e) => e.name === name)) throw conflict(`an endpoint named ${name} exists already: pick another --name.`);
-    const subnet = parseSubnet(net.subnet);
-    const candidates = b.ip === undefined ? hostAddresses(subnet) : [parseIpOrCidr(text(b.ip, 'ip', 'an address inside the subnet'), subnet)];
-    const taken = new Set(Object.keys(await this.etcd.getAll().prefix(Keys.addressesOf(network)).strings()).map((k) => k.slice(Keys.addressesOf(network).length)));
-    for (const ip of candidates) {
-      if (taken.has(ip)) continue;
-      const e: ControllerEndpoint = { name, network, host, netns, ip, created: new Date().toISOString() };
-      const epKey = Keys.endpoint(network, name);
-      const r = await this.etcd
-        .if(Keys.address(network, ip), 'Create', '==', 0)
-        .and(epKey, 'Create', '==', 0)
-        .then(this.etcd.put(Keys.address(network, ip)).value(name), this.etcd.put(epKey).value(JSON.stringify(e)))
-        .commit();
-      if (r.succeeded) return { ...e, id: name };
-      if (b.ip !== undefined) break;
+    if ((await this.etcd.getAll().prefix(Keys.endpoints).keys()).some((k) => k.endsWith(`/${name}`))) throw conflict(`an endpoint named ${name} exists already: pick another --name.`);
+    const e: ControllerEndpoint = { name, network, host, netns, created: new Date().toISOString() };
+    const key = Keys.endpoint(network, name);
+    if (sharedSegment(net.driver)) {
+      e.ip = await this.claimAddress(net, b.ip, name, key, (ip) => JSON.stringify({ ...e, ip }));
+      return { ...e, ip: e.ip, id: name };
     }
-    throw conflict(b.ip === undefined ? `network ${network} has no free address left: remove endpoints or use a larger subnet.` : `${String(b.ip)} is taken on network ${network}: pick another --ip or leave it out.`);
+    if (b.ip !== undefined) e.ip = parseIpOrCidr(text(b.ip, 'ip', 'an address inside the subnet'), net.subnet);
+    const r = await this.etcd.if(key, 'Create', '==', 0).then(this.etcd.put(key).value(JSON.stringify(e))).commit();
+    if (!r.succeeded) throw conflict(`an endpoint named ${name} exists already: pick another --name.`);
+    return { ...e, id: name };
+  }
+
+  /**
+   * An address of a shared segment for `holder`: the one asked for, or the
+   * first free one of the network's range (its gateway left out), claimed by
+   * creating its address key in one transaction with `key` (the object that
+   * holds it, written as `value(ip)`). A race lost to another controller
+   * moves on to the next address.
+   */
+  private async claimAddress(net: ControllerNetwork, asked: unknown, holder: string, key: string, value: (ip: string) => string): Promise<string> {
+    const prefix = Keys.addressesOf(net.name);
+    const taken = new Set((await this.etcd.getAll().prefix(prefix).keys()).map((k) => k.slice(prefix.length)));
+    const candidates = asked === undefined ? freeAddresses(net, taken) : [parseIpOrCidr(text(asked, 'ip', 'an address inside the subnet'), net.subnet)];
+    for (const ip of candidates) {
+      const r = await this.etcd
+        .if(Keys.address(net.name, ip), 'Create', '==', 0)
+        .and(key, 'Create', '==', 0)
+        .then(this.etcd.put(Keys.address(net.name, ip)).value(holder), this.etcd.put(key).value(value(ip)))
+        .commit();
+      if (r.succeeded) return ip;
+      if ((await this.etcd.get(key).string()) !== null) throw conflict(`${holder} exists already on network ${net.name}: pick another name.`);
+      if (asked !== undefined) break;
+    }
+    throw conflict(asked === undefined ? `network ${net.name} has no free address left: remove endpoints or use a larger subnet.` : `${String(asked)} is taken on network ${net.name}: pick another address or leave it out.`);
+  }
+
+  private async requireNetwork(name: string): Promise<ControllerNetwork> {
+    const found = await this.etcd.get(Keys.network(name)).string();
+    if (found === null) throw notFound(`network ${name} not found: create it first.`);
+    return JSON.parse(found) as ControllerNetwork;
   }
 
   private async deleteEndpoint(name: string): Promise<void> {
     const e = await this.findEndpoint(name);
+    const deletes = [this.etcd.delete().key(Keys.endpoint(e.network, e.name))];
+    // Only a shared segment's endpoints hold an address key; deleting one that is not there is nothing.
+    if (e.ip !== undefined) deletes.push(this.etcd.delete().key(Keys.address(e.network, e.ip)));
     await this.etcd
       .if(Keys.endpoint(e.network, e.name), 'Create', '>', 0)
-      .then(this.etcd.delete().key(Keys.endpoint(e.network, e.name)), this.etcd.delete().key(Keys.address(e.network, e.ip)))
+      .then(...deletes)
       .commit();
   }
+
+  // --- load balancers ---
+
+  private async loadBalancers(): Promise<LoadBalancerView[]> {
+    const list = await this.json<ControllerLoadBalancer>(Keys.loadBalancers);
+    return Promise.all(list.map((lb) => this.loadBalancerView(lb)));
+  }
+
+  private async loadBalancer(name: string): Promise<LoadBalancerView> {
+    return this.loadBalancerView((await this.requireLoadBalancer(name)).lb);
+  }
+
+  private async requireLoadBalancer(name: string): Promise<{ lb: ControllerLoadBalancer; revision: string }> {
+    const res = await this.etcd.get(Keys.loadBalancer(name)).exec();
+    const kv = res.kvs[0];
+    if (kv === undefined) throw notFound(`load balancer ${name} not found: list them with \`vsw --controller SOCKET lb ls\`.`);
+    return { lb: JSON.parse(kv.value.toString()) as ControllerLoadBalancer, revision: kv.mod_revision };
+  }
+
+  /**
+   * Like a daemon's balancer for the CLI's table, with `status` per host of
+   * its network. A backend's state here is what is desired (active or
+   * draining): whether its probe passes is each host's own (`vsw lb inspect`
+   * on the host).
+   */
+  private async loadBalancerView(lb: ControllerLoadBalancer): Promise<LoadBalancerView> {
+    const net = await this.etcd.get(Keys.network(lb.network)).string();
+    const hosts = net === null ? [] : (JSON.parse(net) as ControllerNetwork).hosts;
+    return {
+      ...lb,
+      id: lb.name,
+      affinity: lb.affinity ?? 'none',
+      backends: lb.backends.map((b) => ({ ...b, state: b.draining ? 'draining' : 'active' })),
+      status: await this.statusOf('loadbalancers', lb.name, hosts),
+    };
+  }
+
+  /**
+   * The daemon's request (checked by its schema). The VIP of a shared
+   * segment is claimed like an endpoint's address, so every host balances
+   * the same VIP and no endpoint gets it; a per-host network's VIP is each
+   * host's (asked for, or its daemon's next free address).
+   */
+  private async createLoadBalancer(req: CreateLoadBalancerRequest): Promise<ControllerLoadBalancer> {
+    const net = await this.requireNetwork(req.network);
+    if (net.driver === 'l2bridge') throw badRequest(`network ${net.name} is an l2bridge network, which takes no load balancers: use an internal, nat, overlay or transparent network.`);
+    if (req.publish !== undefined && net.driver !== 'nat') throw badRequest(`--publish is for nat networks, and ${net.name} is ${net.driver}: leave it out.`);
+    const lb: ControllerLoadBalancer = { name: req.name, network: net.name, protocol: req.protocol ?? 'tcp', port: req.port, backends: [], created: new Date().toISOString() };
+    if (req.affinity !== undefined) lb.affinity = req.affinity;
+    if (req.probe !== undefined) lb.probe = req.probe;
+    if (req.publish !== undefined) lb.publish = req.publish;
+    for (const backend of req.backends) lb.backends.push({ name: await this.checkBackend(lb, backend), draining: false });
+    const key = Keys.loadBalancer(lb.name);
+    if (sharedSegment(net.driver)) {
+      lb.vip = await this.claimAddress(net, req.vip, `lb:${lb.name}`, key, (vip) => JSON.stringify({ ...lb, vip }));
+      return lb;
+    }
+    if (req.vip !== undefined) lb.vip = parseIpOrCidr(req.vip, net.subnet);
+    const r = await this.etcd.if(key, 'Create', '==', 0).then(this.etcd.put(key).value(JSON.stringify(lb))).commit();
+    if (!r.succeeded) throw conflict(`a load balancer named ${lb.name} exists already: pick another name, or remove it with \`vsw --controller SOCKET lb rm ${lb.name}\`.`);
+    return lb;
+  }
+
+  /** ENDPOINT[:PORT] with ENDPOINT one of the network's endpoints or an address in its subnet; the backend as given. */
+  private async checkBackend(lb: ControllerLoadBalancer, backend: string): Promise<string> {
+    const m = /^(.+?)(?::(\d{1,5}))?$/.exec(backend.trim());
+    const port = m?.[2] === undefined ? lb.port : Number(m[2]);
+    if (!m || port < 1 || port > 65535) throw badRequest(`backend ${backend} is not ENDPOINT[:PORT] with a port from 1 to 65535: pass an endpoint name such as web1 or web1:8080.`);
+    const who = m[1];
+    const isEndpoint = (await this.etcd.get(Keys.endpoint(lb.network, who)).string()) !== null;
+    if (!isEndpoint && !ipaddr.IPv4.isValidFourPartDecimal(who)) throw badRequest(`backend ${who} is not an endpoint of network ${lb.network}: pass one of its endpoints (\`vsw --controller SOCKET endpoint ls\`).`);
+    const same = lb.backends.find((b) => b.name === backend || b.name.split(':')[0] === who && (b.name.split(':')[1] === undefined ? lb.port : Number(b.name.split(':')[1])) === port);
+    if (same !== undefined) throw conflict(`${backend} is a backend of ${lb.name} already.`);
+    return backend;
+  }
+
+  /** A change of a balancer's backends, written only if nobody changed it since it was read (two controllers cannot lose each other's change). */
+  private async changeBackends(name: string, change: (lb: ControllerLoadBalancer) => Promise<void> | void): Promise<LoadBalancerView> {
+    const { lb, revision } = await this.requireLoadBalancer(name);
+    await change(lb);
+    const key = Keys.loadBalancer(name);
+    const r = await this.etcd.if(key, 'Mod', '==', revision).then(this.etcd.put(key).value(JSON.stringify(lb))).commit();
+    if (!r.succeeded) throw conflict(`load balancer ${name} changed while this request was made: read it again and retry.`);
+    return this.loadBalancerView(lb);
+  }
+
+  private backendAt(lb: ControllerLoadBalancer, backend: string): number {
+    const at = lb.backends.findIndex((b) => b.name === backend || b.name.split(':')[0] === backend);
+    if (at < 0) throw notFound(`${backend} is not a backend of load balancer ${lb.name}: see its backends with \`vsw --controller SOCKET lb inspect ${lb.name}\`.`);
+    return at;
+  }
+
+  private async deleteLoadBalancer(name: string): Promise<void> {
+    const { lb } = await this.requireLoadBalancer(name);
+    const deletes = [this.etcd.delete().key(Keys.loadBalancer(name))];
+    const net = await this.etcd.get(Keys.network(lb.network)).string();
+    if (lb.vip !== undefined && net !== null && sharedSegment((JSON.parse(net) as ControllerNetwork).driver)) deletes.push(this.etcd.delete().key(Keys.address(lb.network, lb.vip)));
+    await this.etcd.if(Keys.loadBalancer(name), 'Create', '>', 0).then(...deletes).commit();
+  }
 }
+
+type LoadBalancerView = WithStatus<Omit<ControllerLoadBalancer, 'backends'>> & { id: string; backends: { name: string; draining: boolean; state: 'active' | 'draining' }[] };
 
 /** Meters are checked for their syntax only: nothing is allocated here. */
 const NO_METERS: MeterAllocator = { allocate: () => 0, release: () => undefined };
@@ -380,13 +579,22 @@ export function normalizePrefix(prefix: string): string {
   return `${intToIp((ipToInt(addr.toString()) & mask) >>> 0)}/${bits}`;
 }
 
-/** The subnet's host addresses in order, the first left out as a daemon's IPAM does (it is held for a gateway). */
-function hostAddresses(subnet: ReturnType<typeof parseSubnet>): string[] {
-  const out: string[] = [];
-  const first = subnet.network + 2;
-  const last = subnet.network + 2 ** (32 - subnet.prefix) - 2;
-  for (let n = first; n <= last; n++) out.push(intToIp(n));
-  return out;
+/**
+ * The network's addresses an agent's daemon would hand out, in order, that
+ * are not taken: inside its --ip-range if it has one, with the first host
+ * address (held for a gateway, as a daemon's IPAM holds it) and its gateway
+ * left out.
+ */
+function* freeAddresses(net: ControllerNetwork, taken: ReadonlySet<string>): Generator<string> {
+  const subnet = parseSubnet(net.subnet);
+  const range = typeof net.options?.ipRange === 'string' ? parseRange(net.options.ipRange, net.subnet) : null;
+  const gateway = typeof net.options?.gateway === 'string' ? net.options.gateway : null;
+  const first = Math.max(subnet.network + 2, range === null ? 0 : ipToInt(range.first));
+  const last = Math.min(subnet.network + 2 ** (32 - subnet.prefix) - 2, range === null ? Infinity : ipToInt(range.last));
+  for (let n = first; n <= last; n++) {
+    const ip = intToIp(n);
+    if (ip !== gateway && !taken.has(ip)) yield ip;
+  }
 }
 
 function checkHosts(hosts: unknown): string[] {

@@ -9,6 +9,7 @@
  *   /vsw/v1/endpoints/NET/NAME                   ControllerEndpoint: desired placement (northbound writes)
  *   /vsw/v1/addresses/NET/IP                     the endpoint NAME holding IP (allocation by transaction)
  *   /vsw/v1/policies/NAME                        ControllerPolicy: a group of rules for an endpoint, or for a prefix's
+ *   /vsw/v1/loadbalancers/NAME                   ControllerLoadBalancer: a VIP and its backends on one network's hosts
  *   /vsw/v1/hosts/HOST                           HostRecord, under the agent's lease (gone when it dies)
  *   /vsw/v1/realized/NET/NAME                    RealizedEndpoint, under its host's agent's lease
  *   /vsw/v1/status/HOST/KIND/NAME                ObjectStatus: what the agent applied, or why it failed
@@ -33,6 +34,8 @@ export const Keys = {
   address: (network: string, ip: string): string => `${ROOT}addresses/${network}/${ip}`,
   policies: `${ROOT}policies/`,
   policy: (name: string): string => `${ROOT}policies/${name}`,
+  loadBalancers: `${ROOT}loadbalancers/`,
+  loadBalancer: (name: string): string => `${ROOT}loadbalancers/${name}`,
   hosts: `${ROOT}hosts/`,
   host: (name: string): string => `${ROOT}hosts/${name}`,
   realized: `${ROOT}realized/`,
@@ -43,15 +46,37 @@ export const Keys = {
   objectStatus: (host: string, kind: StatusKind, name: string): string => `${ROOT}status/${host}/${kind}/${name}`,
 } as const;
 
-/** An overlay network across chosen hosts: the same subnet and VNI on each. */
+/** The network modes the controller makes on its hosts. */
+export const CONTROLLER_DRIVERS = ['overlay', 'nat', 'internal', 'transparent', 'l2bridge'] as const;
+export type ControllerDriver = (typeof CONTROLLER_DRIVERS)[number];
+
+/**
+ * Whether the network's hosts share one segment (an overlay's VNI, the LAN
+ * of transparent and l2bridge networks), so an address must be unique across
+ * all of them and the controller hands it out; a nat or internal network is
+ * each host's own, with the same subnet on each, and each host's daemon
+ * allocates its addresses.
+ */
+export function sharedSegment(driver: ControllerDriver): boolean {
+  return driver !== 'nat' && driver !== 'internal';
+}
+
+/**
+ * A network on chosen hosts: an overlay with the same subnet and VNI on
+ * each (every member the others' VTEP peer), or a network of one of the
+ * per-host modes made alike on each host.
+ */
 export interface ControllerNetwork {
   name: string;
-  driver: 'overlay';
+  driver: ControllerDriver;
   subnet: string;
-  vni: number;
+  /** Overlay networks only. */
+  vni?: number;
   /** The hosts it spans (their agents create it). */
   hosts: string[];
   mtu?: number;
+  /** The rest of a host's network request (gateway, uplink, ipRange, NAT options...), given to each host's daemon as it was given here. */
+  options?: Record<string, unknown>;
   created: string;
 }
 
@@ -61,8 +86,8 @@ export interface ControllerEndpoint {
   network: string;
   host: string;
   netns: string;
-  /** Allocated by the controller from the network's subnet (or asked for). */
-  ip: string;
+  /** Allocated by the controller from the network's subnet on a shared segment, or asked for; else the host's daemon allocates it (its realized key has it). */
+  ip?: string;
   created: string;
 }
 
@@ -104,7 +129,28 @@ export interface ControllerPolicy {
   created: string;
 }
 
-export type StatusKind = 'networks' | 'endpoints' | 'groups';
+/**
+ * A load balancer on every host of its network (src/service/lb.ts there):
+ * the balancing is done at each client's port, so each host needs it. On a
+ * shared segment the controller allocates the VIP (an address key of the
+ * network, so no endpoint gets it); backends are the controller's endpoint
+ * names (or IP:PORT), each host taking those it reaches: its own, and on an
+ * overlay the other members' by address.
+ */
+export interface ControllerLoadBalancer {
+  name: string;
+  network: string;
+  vip?: string;
+  protocol: 'tcp' | 'udp';
+  port: number;
+  affinity?: 'none' | 'client-ip';
+  probe?: Record<string, unknown>;
+  publish?: number;
+  backends: { name: string; draining: boolean }[];
+  created: string;
+}
+
+export type StatusKind = 'networks' | 'endpoints' | 'groups' | 'loadbalancers';
 
 /** Like a Kubernetes object's status: per host and object, what the agent did with the revision it saw. */
 export interface ObjectStatus {

@@ -23,7 +23,7 @@ import { VXLAN_OVERHEAD } from '../tunnel/vxlan-egress.js';
 import { isUnicastVtep } from '../tunnel/vtep-table.js';
 import { DEFAULT_VXLAN_PORT, type CreateNetworkRequest, type OverlayInfo, type OverlayNetworkState, type RemoteEndpointRequest } from './api-types.js';
 import { badRequest, conflict, notFound } from './errors.js';
-import { intToIp, ipToInt, normalizeMac, parseSubnet, subnetContains } from './ipam.js';
+import { intToIp, ipToInt, normalizeMac, parseRange, parseSubnet, subnetContains } from './ipam.js';
 import type { IdPool } from './id-pool.js';
 import type { Rollback } from './rollback.js';
 import type { DataPlane } from '../switch/dataplane.js';
@@ -362,31 +362,3 @@ export function shareOf(subnet: string, vtep: string, peers: string[]): { first:
   return { first: intToIp(s.network + first), last: intToIp(s.network + last) };
 }
 
-/** --ip-range as CIDR or FIRST-LAST, cut to the subnet's host addresses. */
-export function parseRange(text: string, subnet: string): { first: string; last: string } {
-  const s = parseSubnet(subnet);
-  const bad = () => badRequest(`--ip-range ${JSON.stringify(text)} is not a range: write a subnet inside ${subnet} such as ${subnet.replace(/\/\d+$/, '/25')}, or FIRST-LAST addresses.`);
-  let first: number;
-  let last: number;
-  const cidr = /^([0-9.]+)\/(\d{1,2})$/.exec(text);
-  try {
-    if (cidr) {
-      const len = Number(cidr[2]);
-      if (len > 32) throw bad();
-      const mask = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
-      first = (ipToInt(cidr[1]) & mask) >>> 0;
-      last = (first | ~mask) >>> 0;
-    } else {
-      const parts = text.split('-');
-      if (parts.length !== 2) throw bad();
-      first = ipToInt(parts[0].trim());
-      last = ipToInt(parts[1].trim());
-    }
-  } catch {
-    throw bad();
-  }
-  first = Math.max(first, s.network + 1);
-  last = Math.min(last, s.broadcast - 1);
-  if (first > last) throw badRequest(`--ip-range ${text} holds no host address of ${subnet}: give a range inside the subnet.`);
-  return { first: intToIp(first), last: intToIp(last) };
-}

@@ -9,7 +9,6 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type {
   FastifyBaseLogger,
   FastifyInstance,
-  FastifySchemaValidationError,
   RawReplyDefaultExpression,
   RawRequestDefaultExpression,
   RawServerDefault,
@@ -28,7 +27,6 @@ import {
   createCompartmentSchema,
   createEndpointSchema,
   createNetworkSchema,
-  describeViolation,
   endpointByIdSchema,
   endpointPolicySchema,
   flowsSchema,
@@ -44,9 +42,8 @@ import {
   qosSchema,
   remoteByMacSchema,
   spoofGuardSchema,
+  route,
   traceSchema,
-  type RouteParts,
-  type RouteSchema,
 } from './schemas.js';
 import type { NetworkService } from './service.js';
 import { registerCaptureRoutes } from './capture-routes.js';
@@ -180,11 +177,3 @@ function registerPolicyRoutes(app: Api, service: NetworkService): void {
   app.post(`${API_PREFIX}/trace`, route(traceSchema), async (request) => policies.trace(request.body));
 }
 
-/** Route options: the schema, and a formatter that words its first violation with the route's field docs. */
-function route<S extends RouteParts>(rs: RouteSchema<S>) {
-  return {
-    schema: rs.schema,
-    schemaErrorFormatter: (errors: FastifySchemaValidationError[], dataVar: string) =>
-      new Error(errors.length > 0 ? describeViolation(errors[0], dataVar, rs.fields) : `${dataVar} is invalid.`),
-  };
-}

@@ -10,6 +10,7 @@
  * plugin import only api-types.ts and api-constants.ts.
  */
 import { Type, type StringOptions, type TSchema } from '@sinclair/typebox';
+import type { FastifySchemaValidationError } from 'fastify';
 import type { GroupSpec, RuleSpec } from '../vfp/policy.js';
 import { NETWORK_DRIVERS, RESOURCE_NAME_PATTERN, RESOURCE_NAME_RULE } from './api-constants.js';
 
@@ -394,6 +395,15 @@ export function describeViolation(violation: SchemaViolation, dataVar: string, f
       if (fields[field]) return withHint(`${field} must be ${fields[field].what}`, fields[field]);
       return `${field} ${violation.message ?? 'is invalid'}.`;
   }
+}
+
+/** Fastify route options: the schema, and a formatter that words its first violation with the route's field docs (the daemon's routes and the controller's). */
+export function route<S extends RouteParts>(rs: RouteSchema<S>) {
+  return {
+    schema: rs.schema,
+    schemaErrorFormatter: (errors: FastifySchemaValidationError[], dataVar: string) =>
+      new Error(errors.length > 0 ? describeViolation(errors[0], dataVar, rs.fields) : `${dataVar} is invalid.`),
+  };
 }
 
 function withHint(text: string, doc: FieldDoc | undefined): string {

@@ -53,14 +53,14 @@ import {
 import { hostnameProblem, type DhcpLease } from '../dhcp/index.js';
 import { DhcpService, type DhcpDataPlane } from './dhcp.js';
 import { ApiError, badRequest, conflict, notFound, sentence, upstreamTimeout } from './errors.js';
-import { Ipam, IpamError, macForIp, normalizeMac, parseIpOrCidr, randomLocalMac, subnetContains, subnetsOverlap } from './ipam.js';
+import { Ipam, IpamError, macForIp, normalizeMac, parseIpOrCidr, parseRange, randomLocalMac, subnetContains, subnetsOverlap } from './ipam.js';
 import { Mutex } from './mutex.js';
 import { PolicyService, type PolicyDataPlane, type PolicyReads } from './policies.js';
 import { NatService, type NatDataPlane } from './nat.js';
 import { LbService, type LbDataPlane } from './lb.js';
 import { DnsService, hostUpstreams, type DnsDataPlane, type Upstream } from './dns.js';
 import type { SocketMaker } from './lb-probe.js';
-import { OverlayService, parseRange, type OverlayDataPlane, type OverlayPlan } from './overlay.js';
+import { OverlayService, type OverlayDataPlane, type OverlayPlan } from './overlay.js';
 import { UplinkService } from './uplink.js';
 import { CaptureService, type CaptureDataPlane } from './capture.js';
 import { defaultPortPolicy } from '../vfp/policy.js';

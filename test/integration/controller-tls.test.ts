@@ -13,6 +13,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { addNetns, inNetns, must, runPrefix } from './helpers/env.js';
 import { CLI, runCli, startDaemon, teardown, type DaemonHandle } from './helpers/daemon.js';
 import { addUnderlay } from './helpers/overlay.js';
+import { startEtcd, until } from './helpers/controller.js';
 
 const prefix = runPrefix();
 const UNDERLAY = '192.168.98';
@@ -44,14 +45,6 @@ async function makeCertificates(): Promise<void> {
   }
 }
 
-async function until(what: string, check: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
-  const start = Date.now();
-  while (!(await check())) {
-    if (Date.now() - start > timeoutMs) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await sleep(200);
-  }
-}
-
 test.before(async () => {
   mkdirSync(dir, { recursive: true });
   await makeCertificates();
@@ -59,11 +52,7 @@ test.before(async () => {
   ul = `${prefix}-ul`;
   await must('ip', ['-n', ul, 'addr', 'add', `${UNDERLAY}.1/24`, 'dev', 'br0']);
   await must('ip', ['-n', ul, 'link', 'set', 'lo', 'up']);
-  etcd = spawn(
-    'ip',
-    ['netns', 'exec', ul, 'etcd', '--name', 'e1', '--data-dir', `${dir}/etcd`, '--listen-client-urls', ETCD, '--advertise-client-urls', ETCD, '--listen-peer-urls', 'http://127.0.0.1:23800', '--initial-advertise-peer-urls', 'http://127.0.0.1:23800', '--initial-cluster', 'e1=http://127.0.0.1:23800', '--cert-file', tls('server.pem'), '--key-file', tls('server-key.pem'), '--trusted-ca-file', tls('ca.pem'), '--client-cert-auth'],
-    { stdio: 'ignore' },
-  );
+  etcd = startEtcd(ul, `${dir}/etcd`, ETCD, 23800, ['--cert-file', tls('server.pem'), '--key-file', tls('server-key.pem'), '--trusted-ca-file', tls('ca.pem'), '--client-cert-auth']);
   controller = spawn('ip', ['netns', 'exec', ul, 'node', CLI, 'controller', '--etcd', ETCD, '--socket', socket, ...TLS_FLAGS], { stdio: 'ignore' });
   await until('the controller answers', async () => (await runCli(['--controller', socket, 'network', 'ls', '--json'])).code === 0);
   daemon = await startDaemon(prefix, { netns: host.ns, name: 'h1', extraArgs: ['--agent', '--etcd', ETCD, '--host', 'h1', '--vtep', host.ip, ...TLS_FLAGS] });

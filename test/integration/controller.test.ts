@@ -14,12 +14,12 @@
 import test from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { request } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { OverlayNetworkState } from '../../src/service/api-types.js';
 import { addNetns, inNetns, must, ping, runPrefix, sh } from './helpers/env.js';
 import { assertOneSentence, capture, CLI, restartDaemon, runCli, startDaemon, teardown, type DaemonHandle } from './helpers/daemon.js';
 import { addUnderlay, type UnderlayHost } from './helpers/overlay.js';
+import { controllerApi, controllerCli, startEtcd as startEtcdIn, until } from './helpers/controller.js';
 
 const prefix = runPrefix();
 const NET = `${prefix}-cn`;
@@ -47,27 +47,15 @@ interface ControllerEndpointView {
 }
 
 function startEtcd(): ChildProcess {
-  return spawn('ip', ['netns', 'exec', ul, 'etcd', '--name', 'e1', '--data-dir', `${dir}/etcd`, '--listen-client-urls', ETCD, '--advertise-client-urls', ETCD, '--listen-peer-urls', 'http://127.0.0.1:23800', '--initial-advertise-peer-urls', 'http://127.0.0.1:23800', '--initial-cluster', 'e1=http://127.0.0.1:23800'], { stdio: 'ignore' });
+  return startEtcdIn(ul, `${dir}/etcd`, ETCD, 23800);
 }
 
-async function ctl(args: string[]): Promise<string> {
-  const r = await runCli(['--controller', socket, ...args]);
-  if (r.code !== 0) throw new Error(`vsw --controller ${args.join(' ')} exited ${r.code}: ${r.stderr.trim()}`);
-  return r.stdout;
+function ctl(args: string[]): Promise<string> {
+  return controllerCli(socket, args);
 }
 
 async function endpoints(): Promise<ControllerEndpointView[]> {
   return JSON.parse(await ctl(['endpoint', 'ls', '--json'])) as ControllerEndpointView[];
-}
-
-/** Polls until `check` holds; returns how long it took. */
-async function until(what: string, check: () => Promise<boolean>, timeoutMs = 20_000): Promise<number> {
-  const start = Date.now();
-  for (;;) {
-    if (await check()) return Date.now() - start;
-    if (Date.now() - start > timeoutMs) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await sleep(200);
-  }
 }
 
 /** The MACs host h knows as remote endpoints of the network. */
@@ -153,23 +141,7 @@ test.serial('the hosts register; an overlay network and an endpoint per host mad
 
 /** One request to the controller's API: status and parsed body (null when none or not JSON). */
 function ctlApi(method: string, path: string, body?: unknown): Promise<{ status: number; body: unknown }> {
-  return new Promise((resolve) => {
-    const req = request({ socketPath: socket, path, method, headers: body === undefined ? {} : { 'content-type': 'application/json' } }, (res) => {
-      let text = '';
-      res.on('data', (c: Buffer) => (text += c.toString()));
-      res.on('end', () => {
-        let parsed: unknown = null;
-        try {
-          parsed = JSON.parse(text);
-        } catch {
-          // not JSON
-        }
-        resolve({ status: res.statusCode ?? 0, body: parsed });
-      });
-    });
-    req.on('error', () => resolve({ status: 0, body: null }));
-    req.end(body === undefined ? undefined : JSON.stringify(body));
-  });
+  return controllerApi(socket, method, path, body);
 }
 
 /** GET /v1/hosts of the controller: the hosts whose agents are registered now. */

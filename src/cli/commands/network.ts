@@ -47,7 +47,7 @@ export function networkCommand(): Command {
     .option('--fabric <ifname>', 'l2bridge: make this host a fabric host; the interface faces container hosts whose l2tunnel networks send every frame here (their addresses: vsw fabric add)')
     .option('--ipam <mode>', "transparent: where endpoints' addresses come from: static (vsw hands them out from --subnet/--ip-range, the default) or dhcp (the LAN's DHCP server, asked by vsw with each endpoint's MAC)")
     .option('--vlan <id>', 'transparent, l2bridge and l2tunnel: the 802.1Q VLAN (1 to 4094) of the uplink the network is on; several networks share an uplink on different VLANs (default: untagged)', (v) => parseWholeNumber(v, '--vlan'))
-    .option('--hosts <names>', 'with --controller: the hosts an overlay network spans, comma-separated (their agents create it)')
+    .option('--hosts <names>', 'with --controller: the hosts the network is made on, comma-separated (their agents create it)')
     .option('--resolver <ip>', "internal and overlay networks without --gateway: the address vsw answers the endpoints' DNS at (with a gateway, and on nat networks, the gateway is the resolver)")
     .option('--ip-range <cidr>', "overlay, transparent, l2bridge and l2tunnel: the addresses this host hands out, a subnet or FIRST-LAST (overlay default: this host's share by its VTEP's place among all VTEPs; otherwise the whole subnet)")
     .addOption(leafSocketOption())
