@@ -21,12 +21,12 @@
  * the daemon forwards with what it has (its own state is durable), and the
  * watch resumes from the revision it stopped at when etcd is back.
  */
-import type { Etcd3, Lease, Watcher } from 'etcd3';
+import type { Etcd3, IOperation, Lease, Watcher } from 'etcd3';
 import type { Logger } from 'pino';
 import { checkSchema } from './etcd.js';
 import type { AgentHost } from './host.js';
 import type { CreateLoadBalancerRequest, CreateNetworkRequest } from '../service/api-types.js';
-import { inPrefix, Keys, ROOT, type ControllerEndpoint, type ControllerLoadBalancer, type ControllerNetwork, type ControllerPolicy, type HostRecord, type ObjectStatus, type RealizedEndpoint, type StatusKind } from './layout.js';
+import { inPrefix, Keys, SCHEMA_KEY, type ControllerEndpoint, type ControllerLoadBalancer, type ControllerNetwork, type ControllerPolicy, type HostRecord, type ObjectStatus, type RealizedEndpoint, type StatusKind } from './layout.js';
 
 /** A balancer's status also says what the agent made it with, and whether the balancer on the host is the agent's. */
 type BalancerStatus = ObjectStatus & { shape?: string; made?: 'yes' | 'no' };
@@ -49,7 +49,7 @@ export class Agent {
   private readonly cache = new Map<string, { value: unknown; revision: number }>();
   private synced = false;
   private lease: Lease | null = null;
-  private watcher: Watcher | null = null;
+  private watchers: Watcher[] = [];
   private stopped = false;
   private running: Promise<void> = Promise.resolve();
   private again = false;
@@ -57,6 +57,12 @@ export class Agent {
   private retryMs = RETRY_MIN_MS;
   /** The statuses written, so only changes are written again. */
   private readonly written = new Map<string, string>();
+  /**
+   * Writes of the reconciliation under way, made together at its end
+   * (statuses, realized endpoints under the lease; null deletes): one
+   * transaction per hundred keys instead of one round trip per key.
+   */
+  private readonly staged = new Map<string, { value: string; leased: boolean; dedupe?: string } | null>();
   /** Realized keys this agent holds, so a new lease re-registers them. */
   private readonly realized = new Map<string, RealizedEndpoint>();
 
@@ -75,7 +81,7 @@ export class Agent {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer !== null) clearTimeout(this.timer);
-    await this.watcher?.cancel().catch(() => undefined);
+    await this.cancelWatchers();
     await this.running.catch(() => undefined);
     // The lease is not revoked: a restarting agent is back before it expires, and its host's endpoints stay known meanwhile.
     this.lease?.release();
@@ -114,29 +120,56 @@ export class Agent {
     this.logger.info({ host: this.opts.host, vtep: this.opts.vtep }, 'agent registered');
   }
 
-  /** Everything under the root at one revision, then the watch from the next. */
+  /**
+   * What the agent reads and watches: the desired state, the hosts and the
+   * realized endpoints, and its own statuses. Not the other hosts' statuses:
+   * every host writes one per object at every rollout, and none of them
+   * concerns this host.
+   */
+  private watchedPrefixes(): string[] {
+    return [Keys.networks, Keys.endpoints, Keys.policies, Keys.loadBalancers, Keys.hosts, Keys.realized, Keys.statusOf(this.opts.host)];
+  }
+
+  private async cancelWatchers(): Promise<void> {
+    const watchers = this.watchers;
+    this.watchers = [];
+    await Promise.all(watchers.map((w) => w.cancel().catch(() => undefined)));
+  }
+
+  /** Every watched prefix read at one revision, then watched from the next. */
   private async resync(): Promise<void> {
-    await this.watcher?.cancel().catch(() => undefined);
-    const res = await this.etcd.getAll().prefix(ROOT).exec();
+    await this.cancelWatchers();
+    const [first, ...others] = this.watchedPrefixes();
+    const head = await this.etcd.getAll().prefix(first).exec();
+    const revision = head.header.revision;
+    const rest = await Promise.all(others.map((p) => this.etcd.getAll().prefix(p).revision(revision).exec()));
     this.cache.clear();
-    for (const kv of res.kvs) this.cache.set(kv.key.toString(), { value: parse(kv.value.toString()), revision: Number(kv.mod_revision) });
+    for (const res of [head, ...rest]) for (const kv of res.kvs) this.cache.set(kv.key.toString(), { value: parse(kv.value.toString()), revision: Number(kv.mod_revision) });
     this.synced = true;
-    const from = Number(res.header.revision) + 1;
-    const watcher = await this.etcd.watch().prefix(ROOT).startRevision(String(from)).create();
-    watcher.on('put', (kv) => {
-      this.cache.set(kv.key.toString(), { value: parse(kv.value.toString()), revision: Number(kv.mod_revision) });
-      this.schedule();
-    });
-    watcher.on('delete', (kv) => {
-      this.cache.delete(kv.key.toString());
-      this.schedule();
-    });
-    watcher.on('error', (err) => {
-      // A compacted revision, or a watch the server dropped: read everything again.
-      this.logger.warn({ err }, 'the agent\'s watch failed: reading the state again');
-      if (this.watcher === watcher) void this.connect();
-    });
-    this.watcher = watcher;
+    const from = String(Number(revision) + 1);
+    const own = Keys.statusOf(this.opts.host);
+    const watchers: Watcher[] = [];
+    for (const prefix of this.watchedPrefixes()) {
+      const watcher = await this.etcd.watch().prefix(prefix).startRevision(from).create();
+      // Its own statuses come back as it writes them: kept, but they change nothing to reconcile.
+      const changes = prefix !== own;
+      watcher.on('put', (kv) => {
+        this.cache.set(kv.key.toString(), { value: parse(kv.value.toString()), revision: Number(kv.mod_revision) });
+        if (changes) this.schedule();
+      });
+      watcher.on('delete', (kv) => {
+        this.cache.delete(kv.key.toString());
+        if (changes) this.schedule();
+      });
+      watcher.on('error', (err) => {
+        // A compacted revision, or a watch the server dropped: read everything again.
+        if (!this.watchers.includes(watcher)) return;
+        this.logger.warn({ err }, "the agent's watch failed: reading the state again");
+        void this.cancelWatchers().then(() => this.connect());
+      });
+      watchers.push(watcher);
+    }
+    this.watchers = watchers;
     this.schedule();
   }
 
@@ -148,6 +181,7 @@ export class Agent {
       while (this.again && !this.stopped) {
         this.again = false;
         await this.reconcile().catch((err: unknown) => this.logger.error({ err }, 'the agent could not reconcile its host'));
+        await this.flush();
       }
     });
   }
@@ -251,7 +285,7 @@ export class Agent {
       const realized: RealizedEndpoint = { network: e.network, name: e.name, host: this.opts.host, ip: made.ip, mac: made.mac, vtep: this.opts.vtep, ifname: made.ifname };
       if (JSON.stringify(this.cache.get(key)?.value) !== JSON.stringify(realized) || !this.realized.has(key)) {
         this.realized.set(key, realized);
-        if (this.lease) await this.lease.put(key).value(JSON.stringify(realized));
+        this.staged.set(key, { value: JSON.stringify(realized), leased: true });
       }
     });
   }
@@ -267,21 +301,20 @@ export class Agent {
     for (const key of [...this.cache.keys()]) if (key.startsWith(groups)) await this.clearStatus('groups', key.slice(`${Keys.statusOf(this.opts.host)}groups/`.length));
   }
 
-  /** The other members' realized endpoints of a network, as its static remotes; those that went are withdrawn. */
+  /** The other members' realized endpoints of a network, as its static remotes (those that went, withdrawn), in one change when anything differs. */
   private async syncRemotes(network: string): Promise<void> {
-    const have = this.host.networks().find((n) => n.name === network)?.remotes;
+    const net = this.host.networks().find((n) => n.name === network);
+    const have = net?.remotes;
     if (!have) return;
-    const want = new Map(this.values<RealizedEndpoint>(Keys.realizedOf(network)).filter((r) => r.host !== this.opts.host).map((r) => [r.mac, r]));
-    for (const mac of [...have.keys()]) {
-      if (want.has(mac)) continue;
-      await this.host.removeOverlayRemote(network, mac).catch((err: unknown) => this.logger.warn({ err, network, mac }, 'could not withdraw a remote endpoint'));
-    }
-    for (const [mac, r] of want) {
-      const known = have.get(mac);
-      if (known && known.ip === r.ip && known.vtep === r.vtep) continue;
-      if (known) await this.host.removeOverlayRemote(network, mac).catch(() => undefined);
-      await this.host.addOverlayRemote(network, { mac, ip: r.ip, vtep: r.vtep }).catch((err: unknown) => this.logger.warn({ err, network, mac }, 'could not add a remote endpoint'));
-    }
+    // Only behind a member's VTEP: the data plane refuses a remote behind a host that is not a peer.
+    const peers = new Set(net.peers ?? []);
+    const want = this.values<RealizedEndpoint>(Keys.realizedOf(network)).filter((r) => r.host !== this.opts.host && peers.has(r.vtep));
+    const same = want.length === have.size && want.every((r) => {
+      const known = have.get(r.mac);
+      return known !== undefined && known.ip === r.ip && known.vtep === r.vtep;
+    });
+    if (same) return;
+    await this.host.setOverlayRemotes(network, want.map((r) => ({ mac: r.mac, ip: r.ip, vtep: r.vtep }))).catch((err: unknown) => this.logger.warn({ err, network }, 'could not bring the remote endpoints up to date'));
   }
 
   /**
@@ -391,18 +424,45 @@ export class Agent {
   private async writeStatus(kind: StatusKind, name: string, status: ObjectStatus): Promise<void> {
     const key = Keys.objectStatus(this.opts.host, kind, name);
     const { at: _at, ...what } = status;
-    const text = JSON.stringify(what);
-    if (this.written.get(key) === text) return;
-    await this.etcd.put(key).value(JSON.stringify(status)).then(
-      () => this.written.set(key, text),
-      (err: unknown) => this.logger.debug({ err, key }, 'could not write a status'),
-    );
+    const dedupe = JSON.stringify(what);
+    if (this.written.get(key) === dedupe) return;
+    this.staged.set(key, { value: JSON.stringify(status), leased: false, dedupe });
   }
 
   private async clearStatus(kind: StatusKind, name: string): Promise<void> {
     const key = Keys.objectStatus(this.opts.host, kind, name);
     this.written.delete(key);
-    await this.etcd.delete().key(key).catch(() => undefined);
+    this.staged.set(key, null);
+  }
+
+  /**
+   * The staged writes, in transactions of up to 100 operations (etcd takes
+   * 128 by default). A write that fails is not remembered as written, so the
+   * next reconciliation (after a resync, when etcd is back) makes it again.
+   */
+  private async flush(): Promise<void> {
+    if (this.staged.size === 0) return;
+    const writes = [...this.staged];
+    this.staged.clear();
+    const lease = this.lease;
+    const leaseId = lease === null ? null : await lease.grant().catch(() => null);
+    for (let i = 0; i < writes.length; i += 100) {
+      const chunk = writes.slice(i, i + 100);
+      const ops = chunk.flatMap(([key, w]): IOperation[] => {
+        if (w === null) return [this.etcd.delete().key(key)];
+        if (!w.leased) return [this.etcd.put(key).value(w.value)];
+        // Without a lease the realized endpoint waits for register(), which writes every one it holds.
+        return leaseId === null ? [] : [this.etcd.put(key).value(w.value).lease(leaseId)];
+      });
+      if (ops.length === 0) continue;
+      try {
+        // etcd's transactions need a condition: the schema key's version is never below 0.
+        await this.etcd.if(SCHEMA_KEY, 'Version', '>', -1).then(...ops).commit();
+        for (const [key, w] of chunk) if (w?.dedupe !== undefined) this.written.set(key, w.dedupe);
+      } catch (err) {
+        this.logger.debug({ err, keys: chunk.length }, 'could not write statuses and realized endpoints: they are written again after the next resync');
+      }
+    }
   }
 }
 

@@ -35,8 +35,8 @@ export interface AgentHost {
   createNetwork(req: CreateNetworkRequest): Promise<unknown>;
   deleteNetwork(name: string): Promise<void>;
   setOverlayPeers(network: string, peers: string[]): Promise<unknown>;
-  addOverlayRemote(network: string, remote: RemoteEndpointRequest): Promise<unknown>;
-  removeOverlayRemote(network: string, mac: string): Promise<void>;
+  /** The network's remote endpoints made exactly these, in one change. */
+  setOverlayRemotes(network: string, remotes: RemoteEndpointRequest[]): Promise<unknown>;
   createEndpoint(req: CreateEndpointRequest): Promise<HostEndpoint>;
   deleteEndpoint(id: string): Promise<void>;
   putGroup(endpointId: string, layer: string, group: string, spec: Omit<GroupSpec, 'name'>): Promise<unknown>;
@@ -72,8 +72,7 @@ export function serviceHost(service: NetworkService): AgentHost {
     createNetwork: (req) => service.createNetwork(req),
     deleteNetwork: (name) => service.deleteNetwork(name),
     setOverlayPeers: (network, peers) => service.setOverlayPeers(network, peers),
-    addOverlayRemote: (network, remote) => service.addOverlayRemote(network, remote),
-    removeOverlayRemote: (network, mac) => service.removeOverlayRemote(network, mac),
+    setOverlayRemotes: (network, remotes) => service.setOverlayRemotes(network, remotes),
     createEndpoint: async (req) => view((await service.createEndpoint(req)).endpoint),
     deleteEndpoint: (id) => service.deleteEndpoint(id),
     putGroup: (id, layer, group, spec) => service.changePolicy((c) => c.putGroup(id, layer, group, spec)),

@@ -207,6 +207,26 @@ export class OverlayService {
     return remote;
   }
 
+  /** Adds, changes and removes remote endpoints until the network has exactly `remotes`; how many were added (or changed) and removed. */
+  async setRemotes(name: string, remotes: RemoteEndpointRequest[]): Promise<{ added: number; removed: number }> {
+    const overlay = this.requireOverlay(name).overlay!;
+    const wanted = new Map(remotes.map((r) => [normalizeMacOrThrow(r.mac), r]));
+    let removed = 0;
+    let added = 0;
+    for (const mac of [...overlay.remotes.keys()]) {
+      if (wanted.has(mac)) continue;
+      await this.removeRemote(name, mac);
+      removed++;
+    }
+    for (const [mac, r] of wanted) {
+      const have = overlay.remotes.get(mac);
+      if (have && have.vtep === r.vtep && have.ip === (r.ip === undefined ? undefined : intToIp(ipToInt(r.ip)))) continue;
+      await this.addRemote(name, { ...r, mac });
+      added++;
+    }
+    return { added, removed };
+  }
+
   async removeRemote(name: string, macText: string): Promise<void> {
     const record = this.requireOverlay(name);
     const overlay = record.overlay!;

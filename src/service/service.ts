@@ -185,6 +185,29 @@ export class NetworkService {
     });
   }
 
+  /**
+   * The network's remote endpoints made exactly `remotes` (by MAC), saved
+   * once for all of them: a controller's agent pushes thousands at a time,
+   * and one save per remote would write the growing state once for each.
+   * All or nothing: a remote refused puts the set back as it was.
+   */
+  setOverlayRemotes(name: string, remotes: RemoteEndpointRequest[]): Promise<{ added: number; removed: number }> {
+    return this.mutex.run(async () => {
+      const before = this.overlay.snapshot(name);
+      let result: { added: number; removed: number };
+      try {
+        result = await this.overlay.setRemotes(name, remotes);
+      } catch (err) {
+        await this.overlay.putBack(name, before).catch((e: unknown) => this.logger.error({ err: e }, 'could not put the remote endpoints back'));
+        throw err;
+      }
+      if (result.added + result.removed === 0) return result;
+      await this.commitOr(() => this.overlay.putBack(name, before));
+      await this.lb.refresh(name);
+      return result;
+    });
+  }
+
   removeOverlayRemote(name: string, mac: string): Promise<void> {
     return this.mutex.run(async () => {
       await this.overlay.removeRemote(name, mac);
