@@ -104,6 +104,10 @@ export class RecordingHost implements AgentHost {
     return [...this.eps.values()];
   }
 
+  hasGroup(endpointId: string, layer: string, group: string): boolean {
+    return this.groups.get(endpointId)?.has(`${layer}/${group}`) ?? false;
+  }
+
   loadBalancers(): LoadBalancer[] {
     this.count('loadBalancers', false);
     return [...this.lbs.values()];
@@ -191,13 +195,15 @@ export class RecordingHost implements AgentHost {
     this.groups.delete(id);
   }
 
-  async putGroup(endpointId: string, layer: string, group: string, spec: Omit<GroupSpec, 'name'>): Promise<unknown> {
-    this.count('putGroup');
-    this.endpoint(endpointId);
-    let mine = this.groups.get(endpointId);
-    if (!mine) this.groups.set(endpointId, (mine = new Map()));
-    mine.set(`${layer}/${group}`, spec);
-    return { name: group, ...spec };
+  async putGroups(groups: readonly { endpointId: string; layer: string; group: string; spec: Omit<GroupSpec, 'name'> }[]): Promise<(string | null)[]> {
+    this.count('putGroups');
+    return groups.map((g) => {
+      if (!this.eps.has(g.endpointId)) return `endpoint ${g.endpointId} not found on recording host ${this.hostName}.`;
+      let mine = this.groups.get(g.endpointId);
+      if (!mine) this.groups.set(g.endpointId, (mine = new Map()));
+      mine.set(`${g.layer}/${g.group}`, g.spec);
+      return null;
+    });
   }
 
   async removeGroup(endpointId: string, layer: string, group: string): Promise<void> {

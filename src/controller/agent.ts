@@ -24,9 +24,18 @@
 import type { Etcd3, IOperation, Lease, Watcher } from 'etcd3';
 import type { Logger } from 'pino';
 import { checkSchema } from './etcd.js';
-import type { AgentHost } from './host.js';
+import type { AgentHost, HostEndpoint } from './host.js';
 import type { CreateLoadBalancerRequest, CreateNetworkRequest } from '../service/api-types.js';
 import { inPrefix, Keys, SCHEMA_KEY, type ControllerEndpoint, type ControllerLoadBalancer, type ControllerNetwork, type ControllerPolicy, type HostRecord, type ObjectStatus, type RealizedEndpoint, type StatusKind } from './layout.js';
+
+/** A group of a controller's policy on one of this host's endpoints. */
+interface WantedGroup {
+  endpointId: string;
+  layer: string;
+  group: string;
+  policy: ControllerPolicy;
+  revision: number;
+}
 
 /** A balancer's status also says what the agent made it with, and whether the balancer on the host is the agent's. */
 type BalancerStatus = ObjectStatus & { shape?: string; made?: 'yes' | 'no' };
@@ -45,8 +54,8 @@ const networkOwner = (name: string): string => `controller:${name}`;
 const endpointOwner = (network: string, name: string): string => `controller:${network}/${name}`;
 
 export class Agent {
-  /** The controller's state as last read and watched: key -> its JSON value and the revision it was last written at. */
-  private readonly cache = new Map<string, { value: unknown; revision: number }>();
+  /** The controller's state as last read and watched. */
+  private readonly cache: StateCopy;
   private synced = false;
   private lease: Lease | null = null;
   private watchers: Watcher[] = [];
@@ -63,6 +72,8 @@ export class Agent {
    * transaction per hundred keys instead of one round trip per key.
    */
   private readonly staged = new Map<string, { value: string; leased: boolean; dedupe?: string } | null>();
+  /** Per network, what the remote endpoints last matched (see syncRemotes). */
+  private readonly remotesMatched = new Map<string, string>();
   /** Realized keys this agent holds, so a new lease re-registers them. */
   private readonly realized = new Map<string, RealizedEndpoint>();
 
@@ -71,7 +82,9 @@ export class Agent {
     private readonly host: AgentHost,
     private readonly opts: AgentOptions,
     private readonly logger: Logger,
-  ) {}
+  ) {
+    this.cache = new StateCopy(this.watchedPrefixes());
+  }
 
   /** Starts in the background: etcd may not be up yet, and the daemon forwards meanwhile. */
   start(): void {
@@ -187,9 +200,7 @@ export class Agent {
   }
 
   private values<T>(prefix: string): T[] {
-    const out: T[] = [];
-    for (const [k, v] of this.cache) if (k.startsWith(prefix)) out.push(v.value as T);
-    return out;
+    return this.cache.entries(prefix).map(([, v]) => v.value as T);
   }
 
   /** Each member host's VTEP, of the hosts registered now. */
@@ -229,7 +240,8 @@ export class Agent {
         else if (n.driver === 'overlay' && !sameSet(have.peers ?? [], peers)) await host.setOverlayPeers(n.name, peers);
       });
       if (!ok) continue;
-      for (const e of endpoints.filter((x) => x.network === n.name)) await this.ensureEndpoint(e);
+      const made = new Map(host.endpoints().map((e) => [e.owner, e]));
+      for (const e of endpoints.filter((x) => x.network === n.name)) await this.ensureEndpoint(e, made.get(endpointOwner(e.network, e.name)));
       if (n.driver === 'overlay') await this.syncRemotes(n.name);
     }
     await this.syncGroups();
@@ -253,7 +265,7 @@ export class Agent {
   private async syncGroups(): Promise<void> {
     const me = this.opts.host;
     const mine = this.host.endpoints().filter((e) => e.owner?.startsWith('controller:'));
-    const want = new Map<string, { endpointId: string; layer: string; group: string; policy: ControllerPolicy; revision: number }>();
+    const want = new Map<string, WantedGroup>();
     for (const p of this.values<ControllerPolicy>(Keys.policies)) {
       for (const e of mine) {
         if (e.network !== p.network || (p.endpoint !== undefined ? e.name !== p.endpoint : !inPrefix(e.ip, p.prefix ?? '255.255.255.255/32'))) continue;
@@ -261,8 +273,7 @@ export class Agent {
       }
     }
     const prefix = `${Keys.statusOf(me)}groups/`;
-    for (const key of [...this.cache.keys()]) {
-      if (!key.startsWith(prefix)) continue;
+    for (const [key] of this.cache.entries(prefix)) {
       const name = key.slice(prefix.length);
       if (want.has(name)) continue;
       const [endpoint, layer, group] = name.split('/');
@@ -270,18 +281,28 @@ export class Agent {
       if (made) await this.host.removeGroup(made.id, layer, group).catch(() => undefined);
       await this.clearStatus('groups', name);
     }
+    const puts: [string, WantedGroup][] = [];
     for (const [name, w] of want) {
       const status = this.cache.get(Keys.objectStatus(me, 'groups', name))?.value as (ObjectStatus & { policy?: string }) | undefined;
-      if (status?.state === 'applied' && status.revision === w.revision && status.policy === w.policy.name) continue;
-      await this.attempt('groups', name, w.revision, () => this.host.putGroup(w.endpointId, w.layer, w.group, w.policy.spec), { policy: w.policy.name });
+      if (status?.state === 'applied' && status.revision === w.revision && status.policy === w.policy.name && this.host.hasGroup(w.endpointId, w.layer, w.group)) continue;
+      puts.push([name, w]);
+    }
+    if (puts.length === 0) return;
+    // One change for all of them: a prefix policy reaches every endpoint of the host at once.
+    const outcomes = await this.host.putGroups(puts.map(([, w]) => ({ endpointId: w.endpointId, layer: w.layer, group: w.group, spec: w.policy.spec }))).catch((err: unknown) => puts.map(() => (err as Error).message));
+    for (const [i, [name, w]] of puts.entries()) {
+      const reason = outcomes[i];
+      if (reason !== null) this.logger.warn({ group: name, reason }, 'the agent could not apply a group');
+      await this.writeStatus('groups', name, { state: reason === null ? 'applied' : 'failed', ...(reason === null ? {} : { reason }), revision: w.revision, at: new Date().toISOString(), policy: w.policy.name } as ObjectStatus);
     }
   }
 
-  private async ensureEndpoint(e: ControllerEndpoint): Promise<void> {
+  /** The endpoint made on this host unless it is (`existing`), and published as realized. */
+  private async ensureEndpoint(e: ControllerEndpoint, existing: HostEndpoint | undefined): Promise<void> {
     const owner = endpointOwner(e.network, e.name);
     const key = Keys.realizedEndpoint(e.network, e.name);
     await this.attempt('endpoints', `${e.network}/${e.name}`, this.revisionOf(Keys.endpoint(e.network, e.name)), async () => {
-      const made = this.host.endpoints().find((x) => x.owner === owner) ?? (await this.host.createEndpoint({ network: e.network, netns: e.netns, name: e.name, owner, ...(e.ip === undefined ? {} : { ip: e.ip }) }));
+      const made = existing ?? (await this.host.createEndpoint({ network: e.network, netns: e.netns, name: e.name, owner, ...(e.ip === undefined ? {} : { ip: e.ip }) }));
       const realized: RealizedEndpoint = { network: e.network, name: e.name, host: this.opts.host, ip: made.ip, mac: made.mac, vtep: this.opts.vtep, ifname: made.ifname };
       if (JSON.stringify(this.cache.get(key)?.value) !== JSON.stringify(realized) || !this.realized.has(key)) {
         this.realized.set(key, realized);
@@ -298,7 +319,7 @@ export class Agent {
     await this.clearStatus('endpoints', `${network}/${name}`);
     // Its groups went with it.
     const groups = `${Keys.statusOf(this.opts.host)}groups/${name}/`;
-    for (const key of [...this.cache.keys()]) if (key.startsWith(groups)) await this.clearStatus('groups', key.slice(`${Keys.statusOf(this.opts.host)}groups/`.length));
+    for (const [key] of this.cache.entries(groups)) await this.clearStatus('groups', key.slice(`${Keys.statusOf(this.opts.host)}groups/`.length));
   }
 
   /** The other members' realized endpoints of a network, as its static remotes (those that went, withdrawn), in one change when anything differs. */
@@ -308,13 +329,27 @@ export class Agent {
     if (!have) return;
     // Only behind a member's VTEP: the data plane refuses a remote behind a host that is not a peer.
     const peers = new Set(net.peers ?? []);
+    // Thousands of remotes: compared again only when a realized endpoint, the peers or the host's remotes changed since the last time they matched.
+    const changes = this.cache.changesOf(Keys.realized);
+    const seen = `${changes} ${[...peers].join(',')} ${have.size}`;
+    if (this.remotesMatched.get(network) === seen) return;
     const want = this.values<RealizedEndpoint>(Keys.realizedOf(network)).filter((r) => r.host !== this.opts.host && peers.has(r.vtep));
     const same = want.length === have.size && want.every((r) => {
       const known = have.get(r.mac);
       return known !== undefined && known.ip === r.ip && known.vtep === r.vtep;
     });
-    if (same) return;
-    await this.host.setOverlayRemotes(network, want.map((r) => ({ mac: r.mac, ip: r.ip, vtep: r.vtep }))).catch((err: unknown) => this.logger.warn({ err, network }, 'could not bring the remote endpoints up to date'));
+    if (!same) {
+      const ok = await this.host.setOverlayRemotes(network, want.map((r) => ({ mac: r.mac, ip: r.ip, vtep: r.vtep }))).then(
+        () => true,
+        (err: unknown) => {
+          this.logger.warn({ err, network }, 'could not bring the remote endpoints up to date');
+          return false;
+        },
+      );
+      if (!ok) return;
+    }
+    // What was read before the change: a realized endpoint that came meanwhile is compared next time.
+    this.remotesMatched.set(network, `${changes} ${[...peers].join(',')} ${want.length}`);
   }
 
   /**
@@ -391,8 +426,7 @@ export class Agent {
   /** This agent's balancers that are no longer wanted (gone, or their network left this host). */
   private async removeBalancers(wanted: ReadonlySet<string>): Promise<void> {
     const prefix = `${Keys.statusOf(this.opts.host)}loadbalancers/`;
-    for (const [key, entry] of [...this.cache]) {
-      if (!key.startsWith(prefix)) continue;
+    for (const [key, entry] of this.cache.entries(prefix)) {
       const name = key.slice(prefix.length);
       if (wanted.has(name)) continue;
       if ((entry.value as BalancerStatus).made === 'yes' && this.host.loadBalancers().some((l) => l.name === name)) {
@@ -457,12 +491,83 @@ export class Agent {
       if (ops.length === 0) continue;
       try {
         // etcd's transactions need a condition: the schema key's version is never below 0.
-        await this.etcd.if(SCHEMA_KEY, 'Version', '>', -1).then(...ops).commit();
-        for (const [key, w] of chunk) if (w?.dedupe !== undefined) this.written.set(key, w.dedupe);
+        const res = await this.etcd.if(SCHEMA_KEY, 'Version', '>', -1).then(...ops).commit();
+        // The copy has its own statuses at once, before their echo comes back through the watch: a reconciliation meanwhile must not apply them again.
+        for (const [key, w] of chunk) {
+          if (w === null) {
+            if (key.startsWith(Keys.status)) this.cache.delete(key);
+            continue;
+          }
+          if (w.dedupe === undefined) continue;
+          this.written.set(key, w.dedupe);
+          this.cache.set(key, { value: parse(w.value), revision: Number(res.header.revision) });
+        }
       } catch (err) {
         this.logger.debug({ err, keys: chunk.length }, 'could not write statuses and realized endpoints: they are written again after the next resync');
       }
     }
+  }
+}
+
+interface CachedValue {
+  value: unknown;
+  /** The revision it was last written at. */
+  revision: number;
+}
+
+/**
+ * The agent's copy of what it watches, kept per watched prefix, so a
+ * reconciliation that reads one kind (the realized endpoints, its own
+ * statuses) does not walk all the others, and with a count of changes per
+ * kind, so work that depends on one kind alone can be skipped when nothing
+ * of it changed.
+ */
+export class StateCopy {
+  private readonly kinds: { prefix: string; keys: Map<string, CachedValue>; changes: number }[];
+
+  constructor(prefixes: readonly string[]) {
+    this.kinds = prefixes.map((prefix) => ({ prefix, keys: new Map(), changes: 0 }));
+  }
+
+  private kindOf(key: string): { keys: Map<string, CachedValue>; changes: number } | undefined {
+    return this.kinds.find((k) => key.startsWith(k.prefix));
+  }
+
+  get(key: string): CachedValue | undefined {
+    return this.kindOf(key)?.keys.get(key);
+  }
+
+  set(key: string, value: CachedValue): void {
+    const kind = this.kindOf(key);
+    if (!kind) return;
+    kind.keys.set(key, value);
+    kind.changes++;
+  }
+
+  delete(key: string): void {
+    const kind = this.kindOf(key);
+    if (kind?.keys.delete(key)) kind.changes++;
+  }
+
+  clear(): void {
+    for (const k of this.kinds) {
+      k.keys.clear();
+      k.changes++;
+    }
+  }
+
+  /** The keys under `prefix` (within one watched prefix) with their values; a copy, so the caller may change the state meanwhile. */
+  entries(prefix: string): [string, CachedValue][] {
+    const kind = this.kindOf(prefix);
+    if (!kind) return [];
+    const out: [string, CachedValue][] = [];
+    for (const entry of kind.keys) if (entry[0].startsWith(prefix)) out.push(entry);
+    return out;
+  }
+
+  /** How many changes the kind holding `prefix` has seen. */
+  changesOf(prefix: string): number {
+    return this.kindOf(prefix)?.changes ?? 0;
   }
 }
 

@@ -39,8 +39,11 @@ export interface AgentHost {
   setOverlayRemotes(network: string, remotes: RemoteEndpointRequest[]): Promise<unknown>;
   createEndpoint(req: CreateEndpointRequest): Promise<HostEndpoint>;
   deleteEndpoint(id: string): Promise<void>;
-  putGroup(endpointId: string, layer: string, group: string, spec: Omit<GroupSpec, 'name'>): Promise<unknown>;
+  /** Groups put on many endpoints as one change: per group, null when it was put, else the sentence why not. */
+  putGroups(groups: readonly { endpointId: string; layer: string; group: string; spec: Omit<GroupSpec, 'name'> }[]): Promise<(string | null)[]>;
   removeGroup(endpointId: string, layer: string, group: string): Promise<void>;
+  /** Whether the endpoint's policy has the group now (a state reset or a lost host loses what a status says was applied). */
+  hasGroup(endpointId: string, layer: string, group: string): boolean;
   createLoadBalancer(req: CreateLoadBalancerRequest): Promise<unknown>;
   deleteLoadBalancer(name: string): Promise<void>;
   addBackend(balancer: string, backend: string): Promise<unknown>;
@@ -75,8 +78,9 @@ export function serviceHost(service: NetworkService): AgentHost {
     setOverlayRemotes: (network, remotes) => service.setOverlayRemotes(network, remotes),
     createEndpoint: async (req) => view((await service.createEndpoint(req)).endpoint),
     deleteEndpoint: (id) => service.deleteEndpoint(id),
-    putGroup: (id, layer, group, spec) => service.changePolicy((c) => c.putGroup(id, layer, group, spec)),
+    putGroups: (groups) => service.changePolicy((c) => c.putGroups(groups.map((g) => ({ endpoint: g.endpointId, layer: g.layer, group: g.group, req: g.spec })))),
     removeGroup: (id, layer, group) => service.changePolicy((c) => c.removeGroup(id, layer, group)),
+    hasGroup: (id, layer, group) => service.state.endpoints.get(id)?.policy.layers.find((l) => l.name === layer)?.groups.some((g) => g.name === group) ?? false,
     createLoadBalancer: (req) => service.changeLoadBalancers((lb) => lb.create(req)),
     deleteLoadBalancer: (name) => service.changeLoadBalancers((lb) => lb.remove(name)),
     addBackend: (name, backend) => service.changeLoadBalancers((lb) => lb.addBackend(name, backend)),

@@ -66,8 +66,22 @@ export class PolicyService {
     private readonly commit: () => Promise<void> = async () => undefined,
   ) {}
 
-  /** Applies `change` to a copy of the endpoint's policy; installs and records it only if all is well. */
+  /** Applies `change` to a copy of the endpoint's policy; installs and records it only if all is well, and saves it. */
   private async update<T>(idOrName: string, change: (policy: PortPolicy, record: EndpointRecord) => T): Promise<T> {
+    const { result, undo } = await this.install(idOrName, change);
+    try {
+      await this.commit();
+    } catch (err) {
+      // Not saved, so not kept: the policy that was running (and is on disk) runs again.
+      await undo();
+      throw err;
+    }
+    this.logger.info({ endpoint: idOrName }, 'policy updated');
+    return result;
+  }
+
+  /** update() without the save: the change checked, installed and recorded, and how to put the previous policy back. */
+  private async install<T>(idOrName: string, change: (policy: PortPolicy, record: EndpointRecord) => T): Promise<{ result: T; undo: () => Promise<void> }> {
     const record = this.state.requireEndpoint(idOrName);
     const next = structuredClone(record.policy);
     let result: T;
@@ -88,16 +102,11 @@ export class PolicyService {
     }
     const previous = record.policy;
     record.policy = next;
-    try {
-      await this.commit();
-    } catch (err) {
-      // Not saved, so not kept: the policy that was running (and is on disk) runs again.
+    const undo = async (): Promise<void> => {
       record.policy = previous;
       if (record.down === null) await this.dataPlane.setPolicy(record.endpoint.portId, previous).catch((e: unknown) => this.logger.error({ err: e, endpoint: record.endpoint.id }, 'could not put the previous policy back'));
-      throw err;
-    }
-    this.logger.info({ endpoint: record.endpoint.id, portId: record.endpoint.portId }, 'policy updated');
-    return result;
+    };
+    return { result, undo };
   }
 
   /** The next automatic id that no rule of the endpoint (or of `pending`) uses. */
@@ -176,21 +185,57 @@ export class PolicyService {
   }
 
   putGroup(idOrName: string, layerName: string, groupName: string, req: PutGroupRequest): Promise<GroupSpec> {
-    return this.update(idOrName, (policy) => {
-      if (typeof req !== 'object' || req === null || !Array.isArray(req.rules)) throw new PolicyError('the group needs a "rules" array (it may be empty).');
-      const layer = layerNamed(policy, layerName, true);
-      const rules: RuleSpec[] = [];
-      for (const r of req.rules) rules.push({ ...r, id: r.id ?? this.freeRuleId(policy, rules) });
-      const group: GroupSpec = { ...req, name: groupName, priority: req.priority ?? 100, rules };
-      const others = policy.layers.flatMap((l) => l.groups.filter((g) => !(l === layer && g.name === groupName)));
-      for (const r of rules) {
-        if (others.some((g) => g.rules.some((o) => o.id === r.id))) throw new PolicyError(`rule id ${r.id} is used in another group of this endpoint: give it another id.`);
+    return this.update(idOrName, (policy) => this.placeGroup(policy, layerName, groupName, req));
+  }
+
+  /**
+   * Many endpoints' groups put at once and saved once (a controller's agent
+   * rolls one policy out to every endpoint of a prefix; a save per endpoint
+   * would write the whole state a hundred times). Each is checked and
+   * installed as putGroup does: one refused fails alone, with its sentence.
+   * If the save fails, every one is put back and all fail with its reason.
+   */
+  async putGroups(changes: readonly { endpoint: string; layer: string; group: string; req: PutGroupRequest }[]): Promise<(string | null)[]> {
+    const outcomes: (string | null)[] = [];
+    const undos: (() => Promise<void>)[] = [];
+    for (const c of changes) {
+      try {
+        undos.push((await this.install(c.endpoint, (policy) => this.placeGroup(policy, c.layer, c.group, c.req))).undo);
+        outcomes.push(null);
+      } catch (err) {
+        if (/^the data plane (crashed|has stopped)/.test((err as Error).message)) {
+          for (const undo of undos.reverse()) await undo();
+          throw err;
+        }
+        outcomes.push((err as Error).message);
       }
-      const i = layer.groups.findIndex((g) => g.name === groupName);
-      if (i >= 0) layer.groups[i] = group;
-      else layer.groups.push(group);
-      return group;
-    });
+    }
+    if (undos.length === 0) return outcomes;
+    try {
+      await this.commit();
+    } catch (err) {
+      for (const undo of undos.reverse()) await undo();
+      return outcomes.map((o) => o ?? (err as Error).message);
+    }
+    this.logger.info({ endpoints: undos.length }, 'policies updated');
+    return outcomes;
+  }
+
+  /** The group put into the policy's layer (made if need be), replacing one of its name; rule ids given or free. */
+  private placeGroup(policy: PortPolicy, layerName: string, groupName: string, req: PutGroupRequest): GroupSpec {
+    if (typeof req !== 'object' || req === null || !Array.isArray(req.rules)) throw new PolicyError('the group needs a "rules" array (it may be empty).');
+    const layer = layerNamed(policy, layerName, true);
+    const rules: RuleSpec[] = [];
+    for (const r of req.rules) rules.push({ ...r, id: r.id ?? this.freeRuleId(policy, rules) });
+    const group: GroupSpec = { ...req, name: groupName, priority: req.priority ?? 100, rules };
+    const others = policy.layers.flatMap((l) => l.groups.filter((g) => !(l === layer && g.name === groupName)));
+    for (const r of rules) {
+      if (others.some((g) => g.rules.some((o) => o.id === r.id))) throw new PolicyError(`rule id ${r.id} is used in another group of this endpoint: give it another id.`);
+    }
+    const i = layer.groups.findIndex((g) => g.name === groupName);
+    if (i >= 0) layer.groups[i] = group;
+    else layer.groups.push(group);
+    return group;
   }
 
   removeGroup(idOrName: string, layerName: string, groupName: string): Promise<void> {

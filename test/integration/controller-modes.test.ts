@@ -9,12 +9,12 @@
  * 192.168.95.0/24; the LAN is a namespace with a bridge.
  */
 import test from 'ava';
-import type { ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { LoadBalancer } from '../../src/service/api-types.js';
 import { addNetns, inNetns, ping, runPrefix, spawnInNetns } from './helpers/env.js';
-import { assertOneSentence, readLines, runCli, teardown } from './helpers/daemon.js';
-import { controllerApi, startControllerRig, until, type ControllerRig } from './helpers/controller.js';
+import { assertOneSentence, CLI, readLines, runCli, teardown } from './helpers/daemon.js';
+import { controllerApi, controllerCli, startControllerRig, until, type ControllerRig } from './helpers/controller.js';
 import { buildLan, plugIntoLan } from './helpers/lan.js';
 import { HTTP_CLIENT, NAMED_HTTP_SERVER } from './helpers/http.js';
 
@@ -30,6 +30,7 @@ const PORT = 8080;
 
 let rig: ControllerRig | undefined;
 const servers: ChildProcess[] = [];
+let second: ChildProcess | undefined;
 
 interface EndpointView {
   name: string;
@@ -83,6 +84,7 @@ test.before(async () => {
 
 test.after.always(async () => {
   for (const s of servers) s.kill('SIGKILL');
+  second?.kill('SIGKILL');
   rig?.controller.kill('SIGTERM');
   rig?.etcd.kill('SIGTERM');
   await sleep(300);
@@ -201,4 +203,30 @@ test.serial('a balancer made by hand on a host is never touched by the controlle
   await until('gone from h2', async () => (await localBalancer('h2', hand)) === undefined);
   t.is((await localBalancer('h1', hand))?.port, 81, "removing the controller's leaves h1's own");
   await daemon('h1').vswOk(['lb', 'rm', hand]);
+});
+
+test.serial('two controllers side by side: endpoints created through both at once get distinct addresses; either one killed, the other serves and the hosts keep everything', async (t) => {
+  const socket2 = `${dir}/controller2.sock`;
+  second = spawn('ip', ['netns', 'exec', rig!.ul, 'node', CLI, 'controller', '--etcd', rig!.etcdUrl, '--socket', socket2], { stdio: 'ignore' });
+  await until('the second controller answers', async () => (await runCli(['--controller', socket2, 'network', 'ls', '--json'])).code === 0);
+  // Eight creates racing through the two controllers for the overlay's next free addresses.
+  const names = Array.from({ length: 8 }, (_, i) => ns(`r${i}`));
+  await Promise.all(
+    names.map((name, i) => controllerCli(i % 2 === 0 ? rig!.socket : socket2, ['endpoint', 'create', '--network', OVERLAY, '--host', i % 4 < 2 ? 'h1' : 'h2', '--netns', ns(i % 4 < 2 ? 'c1' : 'c2'), '--name', name])),
+  );
+  await until('the raced endpoints applied', async () => {
+    for (const name of names) if (Object.values((await endpoint(name)).status)[0]?.state !== 'applied') return false;
+    return true;
+  });
+  const all = JSON.parse(await ctl(['endpoint', 'ls', '--json'])) as EndpointView[];
+  const onOverlay = all.filter((e) => e.ip.startsWith('10.95.4.'));
+  t.is(new Set(onOverlay.map((e) => e.ip)).size, onOverlay.length, `every overlay address is held once: ${onOverlay.map((e) => `${e.name}=${e.ip}`).join(' ')}`);
+  second.kill('SIGKILL');
+  await new Promise((resolve) => second!.once('exit', resolve));
+  second = undefined;
+  // The first serves on alone, and a kill removed nothing: the raced endpoints are still on their hosts.
+  await ctl(['endpoint', 'rm', names[0]]);
+  await until(`${names[0]} gone from h1`, async () => !(await daemon('h1').vswJson<{ name: string }[]>(['endpoint', 'ls', '--json'])).some((e) => e.name === names[0]));
+  const left = new Set([...(await daemon('h1').vswJson<{ name: string }[]>(['endpoint', 'ls', '--json'])), ...(await daemon('h2').vswJson<{ name: string }[]>(['endpoint', 'ls', '--json']))].map((e) => e.name));
+  t.deepEqual(names.slice(1).filter((n) => !left.has(n)), [], 'the other raced endpoints are still on their hosts');
 });
