@@ -104,6 +104,10 @@ export class RecordingHost implements AgentHost {
     return [...this.eps.values()];
   }
 
+  async uplinks(): Promise<string[]> {
+    return ['eth1'];
+  }
+
   hasGroup(endpointId: string, layer: string, group: string): boolean {
     return this.groups.get(endpointId)?.has(`${layer}/${group}`) ?? false;
   }

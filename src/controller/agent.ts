@@ -125,7 +125,11 @@ export class Agent {
       this.lease = null;
       void this.connect();
     });
-    const record: HostRecord = { name: this.opts.host, vtep: this.opts.vtep, since: new Date().toISOString() };
+    const uplinks = await this.host.uplinks().catch((err: unknown) => {
+      this.logger.warn({ err }, "could not list the host's interfaces: the host registers without them");
+      return undefined;
+    });
+    const record: HostRecord = { name: this.opts.host, vtep: this.opts.vtep, since: new Date().toISOString(), ...(uplinks === undefined ? {} : { uplinks }) };
     await lease.put(Keys.host(this.opts.host)).value(JSON.stringify(record));
     for (const [key, r] of this.realized) await lease.put(key).value(JSON.stringify(r));
     this.lease?.release();

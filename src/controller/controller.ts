@@ -345,6 +345,11 @@ export class Controller {
     if (driver === 'overlay' && (vni === undefined || vni < 1 || vni > 0xffffff)) throw badRequest('an overlay network needs a VNI from 1 to 16777215: pass --vni N.');
     if (driver !== 'overlay' && vni !== undefined) throw badRequest(`a ${driver} network has no VNI: leave --vni out.`);
     if ((driver === 'transparent' || driver === 'l2bridge') && b.uplink === undefined) throw badRequest(`a ${driver} network rides on each host's uplink: pass --uplink IFNAME (the same interface name on every host).`);
+    if (b.uplink !== undefined) {
+      // Hosts not registered yet cannot be checked; their agents say so in the network's status if the interface is missing.
+      const lacking = (await this.hosts()).filter((h) => hosts.includes(h.name) && h.uplinks !== undefined && !h.uplinks.includes(b.uplink as string));
+      if (lacking.length > 0) throw badRequest(`host ${lacking[0].name} has no interface ${String(b.uplink)} (its interfaces when its agent registered: ${lacking[0].uplinks!.join(', ') || 'none'}): pass an --uplink every host has.`);
+    }
     if (b.ipam === 'dhcp') throw badRequest('the controller hands out the addresses of its networks, so it makes no --ipam dhcp network: leave --ipam out.');
     for (const other of await this.json<ControllerNetwork>(Keys.networks)) {
       if (vni !== undefined && other.vni === vni) throw conflict(`network ${other.name} has VNI ${String(vni)} already: pick another --vni.`);

@@ -6,6 +6,7 @@
  * agent's code is the same on both.
  */
 import type { CreateEndpointRequest, CreateLoadBalancerRequest, CreateNetworkRequest, LoadBalancer, RemoteEndpointRequest } from '../service/api-types.js';
+import { listEthernetLinks } from '../host/link.js';
 import type { NetworkService } from '../service/service.js';
 import type { GroupSpec } from '../vfp/policy.js';
 
@@ -29,6 +30,8 @@ export interface HostEndpoint {
 }
 
 export interface AgentHost {
+  /** The host's Ethernet interfaces, registered with the host so the controller can check a network's --uplink. */
+  uplinks(): Promise<string[]>;
   networks(): HostNetwork[];
   endpoints(): HostEndpoint[];
   loadBalancers(): LoadBalancer[];
@@ -63,6 +66,7 @@ export function serviceHost(service: NetworkService): AgentHost {
     ...(e.owner === undefined ? {} : { owner: e.owner }),
   });
   return {
+    uplinks: () => listEthernetLinks(),
     networks: () =>
       [...service.state.networks.values()].map((r) => ({
         name: r.network.name,

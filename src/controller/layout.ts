@@ -96,6 +96,8 @@ export interface HostRecord {
   name: string;
   /** The underlay address its overlay networks' VXLAN comes from. */
   vtep: string;
+  /** Its Ethernet interfaces when it registered: what a transparent or l2bridge network's --uplink can name. */
+  uplinks?: string[];
   /** When the agent (re)registered. */
   since: string;
 }

@@ -6,12 +6,19 @@ export { validateIfName, IFNAME_MAX_BYTES } from './names.js';
 
 interface IpLink {
   ifname: string;
+  link_type?: string;
 }
 
 /** Names of all interfaces in a namespace (the host's when netns is absent). */
 export async function listLinks(netns?: string): Promise<string[]> {
   const links = await ipJson<IpLink[]>(['link', 'show'], netns);
   return links.map((l) => l.ifname);
+}
+
+/** Names of the Ethernet interfaces in a namespace (what a transparent or l2bridge network can ride on): loopback, tunnels and the like left out. */
+export async function listEthernetLinks(netns?: string): Promise<string[]> {
+  const links = await ipJson<IpLink[]>(['link', 'show'], netns);
+  return links.filter((l) => l.link_type === 'ether').map((l) => l.ifname);
 }
 
 export async function linkExists(name: string, netns?: string): Promise<boolean> {

@@ -75,11 +75,18 @@ async function spread(client: string, vip: string, n: number): Promise<Record<st
 }
 
 test.before(async () => {
-  rig = await startControllerRig(prefix, { underlay: '192.168.95', hosts: 2, etcdPort: 23890, dir });
   for (const n of ['c1', 'c2', 's1', 's2', 'lan']) await addNetns(ns(n));
   await buildLan(ns('lan'));
-  // The same uplink name on both hosts, as a fleet's hosts have (eth1 on each).
-  for (const [i, host] of rig.hosts.entries()) await plugIntoLan(ns('lan'), `h${i + 1}`, { name: UPLINK, netns: host.ns });
+  rig = await startControllerRig(prefix, {
+    underlay: '192.168.95',
+    hosts: 2,
+    etcdPort: 23890,
+    dir,
+    // The same uplink name on both hosts, as a fleet's hosts have (eth1 on each), there when their agents register.
+    beforeAgents: async (hosts) => {
+      for (const [i, host] of hosts.entries()) await plugIntoLan(ns('lan'), `h${i + 1}`, { name: UPLINK, netns: host.ns });
+    },
+  });
 });
 
 test.after.always(async () => {
@@ -129,6 +136,9 @@ test.serial('internal and nat networks are made alike on each host, and each hos
 });
 
 test.serial("a transparent network on each host's uplink: addresses unique across the hosts, and the endpoints meet on the LAN", async (t) => {
+  const hosts = (await controllerApi(rig!.socket, 'GET', '/v1/hosts')).body as { name: string; uplinks?: string[] }[];
+  for (const h of hosts) t.true(h.uplinks?.includes(UPLINK), `${h.name} registered its interfaces, ${UPLINK} among them: ${JSON.stringify(h.uplinks)}`);
+  assertOneSentence(t, await runCli(['--controller', rig!.socket, 'network', 'create', '-d', 'transparent', '--uplink', `${prefix}x`, '--subnet', '10.95.3.0/24', '--hosts', 'h1,h2', LANNET]), 'an uplink the hosts do not have');
   await ctl(['network', 'create', '-d', 'transparent', '--uplink', UPLINK, '--subnet', '10.95.3.0/24', '--hosts', 'h1,h2', LANNET]);
   const [t1, t2] = await place(LANNET, [
     [ns('t1'), 'h1', ns('c1')],

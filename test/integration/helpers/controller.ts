@@ -73,10 +73,14 @@ export interface ControllerRig {
 
 /**
  * The underlay `UNDERLAY.0/24` with hosts h1..hN (daemons as agents), etcd at
- * UNDERLAY.1:`etcdPort` and the controller on `dir`/controller.sock. The
+ * UNDERLAY.1:`etcdPort` and the controller on `dir`/controller.sock;
+ * `beforeAgents` readies the host namespaces before their daemons start. The
  * caller stops etcd and the controller and tears the daemons down.
  */
-export async function startControllerRig(prefix: string, opts: { underlay: string; hosts: number; etcdPort: number; dir: string }): Promise<ControllerRig> {
+export async function startControllerRig(
+  prefix: string,
+  opts: { underlay: string; hosts: number; etcdPort: number; dir: string; beforeAgents?: (hosts: UnderlayHost[]) => Promise<void> },
+): Promise<ControllerRig> {
   mkdirSync(opts.dir, { recursive: true });
   const hosts = await addUnderlay(prefix, opts.hosts, 1, opts.underlay);
   const ul = `${prefix}-ul`;
@@ -87,6 +91,8 @@ export async function startControllerRig(prefix: string, opts: { underlay: strin
   const socket = `${opts.dir}/controller.sock`;
   const controller = spawn('ip', ['netns', 'exec', ul, 'node', CLI, 'controller', '--etcd', etcdUrl, '--socket', socket], { stdio: 'ignore' });
   await until('the controller answers', async () => (await runCli(['--controller', socket, 'network', 'ls', '--json'])).code === 0);
+  // What the hosts must have when their agents register (their interfaces are part of the record).
+  await opts.beforeAgents?.(hosts);
   const daemons = new Map<string, DaemonHandle>();
   for (const [i, host] of hosts.entries()) {
     const name = `h${i + 1}`;
