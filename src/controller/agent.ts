@@ -25,6 +25,7 @@ import type { Etcd3, IOperation, Lease, Watcher } from 'etcd3';
 import type { Logger } from 'pino';
 import { checkSchema } from './etcd.js';
 import type { AgentHost, HostEndpoint } from './host.js';
+import { parseBackendName } from '../lb/backend-name.js';
 import type { CreateLoadBalancerRequest, CreateNetworkRequest } from '../service/api-types.js';
 import { inPrefix, Keys, SCHEMA_KEY, type ControllerEndpoint, type ControllerLoadBalancer, type ControllerNetwork, type ControllerPolicy, type HostRecord, type ObjectStatus, type RealizedEndpoint, type StatusKind } from './layout.js';
 
@@ -415,14 +416,16 @@ export class Agent {
     const mine = this.host.endpoints().filter((e) => e.network === lb.network && e.owner === endpointOwner(e.network, e.name));
     const realized = driver === 'overlay' ? this.values<RealizedEndpoint>(Keys.realizedOf(lb.network)) : [];
     for (const b of lb.backends) {
-      const [who, port] = b.name.split(':');
+      const parsed = parseBackendName(b.name, lb.port);
+      if (!parsed) continue;
+      const { who, port, portGiven } = parsed;
       const own = mine.find((e) => e.name === who || e.ip === who);
       if (own) {
-        out.set(port === undefined ? own.name : `${own.name}:${port}`, b.draining);
+        out.set(portGiven ? `${own.name}:${port}` : own.name, b.draining);
         continue;
       }
       const remote = realized.find((r) => r.host !== this.opts.host && (r.name === who || r.ip === who));
-      if (remote) out.set(`${remote.ip}:${port ?? lb.port}`, b.draining);
+      if (remote) out.set(`${remote.ip}:${port}`, b.draining);
     }
     return out;
   }

@@ -28,6 +28,7 @@ import ipaddr from 'ipaddr.js';
 import { intToIp, ipToInt, parseIpOrCidr, parseRange, parseSubnet, subnetsOverlap } from '../service/ipam.js';
 import { addBackendSchema, createLoadBalancerSchema, CreateNetworkBody, field, route, routeSchema } from '../service/schemas.js';
 import type { CreateLoadBalancerRequest } from '../service/api-types.js';
+import { parseBackendName } from '../lb/backend-name.js';
 import { compilePolicy, type MeterAllocator } from '../vfp/compile.js';
 import { PolicyError, validateLayer } from '../vfp/policy.js';
 import { checkSchema } from './etcd.js';
@@ -298,7 +299,7 @@ export class Controller {
     const layer = text(b.layer, 'layer', 'the layer name, e.g. acl');
     const group = text(b.group, 'group', 'the group name');
     if (!NAME.test(layer) || !NAME.test(group)) throw badRequest(`layer and group names are ${RESOURCE_NAME_RULE}.`);
-    if ((await this.etcd.get(Keys.network(network)).string()) === null) throw notFound(`network ${network} not found.`);
+    await this.requireNetwork(network);
     const p: ControllerPolicy = { name, network, layer, group, spec: object(b.spec) as ControllerPolicy['spec'], created: new Date().toISOString() };
     if (b.endpoint !== undefined) p.endpoint = text(b.endpoint, 'endpoint', 'an endpoint name');
     else p.prefix = normalizePrefix(text(b.prefix, 'prefix', "a CIDR the endpoints' addresses are in, e.g. 10.10.0.0/24"));
@@ -534,13 +535,15 @@ export class Controller {
 
   /** ENDPOINT[:PORT] with ENDPOINT one of the network's endpoints or an address in its subnet; the backend as given. */
   private async checkBackend(lb: ControllerLoadBalancer, backend: string): Promise<string> {
-    const m = /^(.+?)(?::(\d{1,5}))?$/.exec(backend.trim());
-    const port = m?.[2] === undefined ? lb.port : Number(m[2]);
-    if (!m || port < 1 || port > 65535) throw badRequest(`backend ${backend} is not ENDPOINT[:PORT] with a port from 1 to 65535: pass an endpoint name such as web1 or web1:8080.`);
-    const who = m[1];
+    const parsed = parseBackendName(backend, lb.port);
+    if (!parsed) throw badRequest(`backend ${backend} is not ENDPOINT[:PORT] with a port from 1 to 65535: pass an endpoint name such as web1 or web1:8080.`);
+    const { who, port } = parsed;
     const isEndpoint = (await this.etcd.get(Keys.endpoint(lb.network, who)).string()) !== null;
     if (!isEndpoint && !ipaddr.IPv4.isValidFourPartDecimal(who)) throw badRequest(`backend ${who} is not an endpoint of network ${lb.network}: pass one of its endpoints (\`vsw --controller SOCKET endpoint ls\`).`);
-    const same = lb.backends.find((b) => b.name === backend || b.name.split(':')[0] === who && (b.name.split(':')[1] === undefined ? lb.port : Number(b.name.split(':')[1])) === port);
+    const same = lb.backends.find((b) => {
+      const other = parseBackendName(b.name, lb.port);
+      return b.name === backend || (other?.who === who && other.port === port);
+    });
     if (same !== undefined) throw conflict(`${backend} is a backend of ${lb.name} already.`);
     return backend;
   }
@@ -556,7 +559,7 @@ export class Controller {
   }
 
   private backendAt(lb: ControllerLoadBalancer, backend: string): number {
-    const at = lb.backends.findIndex((b) => b.name === backend || b.name.split(':')[0] === backend);
+    const at = lb.backends.findIndex((b) => b.name === backend || parseBackendName(b.name, lb.port)?.who === backend);
     if (at < 0) throw notFound(`${backend} is not a backend of load balancer ${lb.name}: see its backends with \`vsw --controller SOCKET lb inspect ${lb.name}\`.`);
     return at;
   }
@@ -564,8 +567,8 @@ export class Controller {
   private async deleteLoadBalancer(name: string): Promise<void> {
     const { lb } = await this.requireLoadBalancer(name);
     const deletes = [this.etcd.delete().key(Keys.loadBalancer(name))];
-    const net = await this.etcd.get(Keys.network(lb.network)).string();
-    if (lb.vip !== undefined && net !== null && sharedSegment((JSON.parse(net) as ControllerNetwork).driver)) deletes.push(this.etcd.delete().key(Keys.address(lb.network, lb.vip)));
+    // As for an endpoint: only a shared segment's VIP holds an address key, and deleting one that is not there is nothing.
+    if (lb.vip !== undefined) deletes.push(this.etcd.delete().key(Keys.address(lb.network, lb.vip)));
     await this.etcd.if(Keys.loadBalancer(name), 'Create', '>', 0).then(...deletes).commit();
   }
 }

@@ -19,6 +19,7 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { macHi16, macLo32, mustParseMac } from '../packet/ethernet.js';
 import type { LbBackendSpec, LbSpec } from '../lb/balancer.js';
+import { parseBackendName } from '../lb/backend-name.js';
 import type { DataPlane } from '../switch/dataplane.js';
 import { netnsPath } from '../host/index.js';
 import type { CreateLoadBalancerRequest, LbBackend, LoadBalancer } from './api-types.js';
@@ -275,10 +276,9 @@ export class LbService {
 
   /** Resolves BACKEND (ENDPOINT[:PORT], or a remote overlay endpoint's IP[:PORT]) into lb.backends. */
   private addBackendTo(lb: LoadBalancer, net: NetworkRecord, text: string): void {
-    const m = /^(.+?)(?::(\d{1,5}))?$/.exec(text.trim());
-    const port = m?.[2] === undefined ? lb.port : Number(m[2]);
-    if (!m || port < 1 || port > 65535) throw badRequest(`backend ${text} is not ENDPOINT[:PORT] with a port from 1 to 65535: pass an endpoint name or id such as web1 or web1:8080.`);
-    const who = m[1];
+    const parsed = parseBackendName(text, lb.port);
+    if (!parsed) throw badRequest(`backend ${text} is not ENDPOINT[:PORT] with a port from 1 to 65535: pass an endpoint name or id such as web1 or web1:8080.`);
+    const { who, port } = parsed;
     let backend: LbBackend;
     const local = this.state.findEndpoint(who);
     if (local !== undefined) {
