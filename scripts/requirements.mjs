@@ -15,6 +15,14 @@ const daemon = [
 const bench = [
   ['iperf3', 'iperf3'],
   ['ping', 'iputils-ping'],
+  // The QEMU guests of the vhost-user tests and benchmark (scripts/vm/guest.ts): Debian's kernel with a busybox
+  // initramfs that cpio packs (busybox also makes the runtimes' container images).
+  ['qemu-system-x86_64', 'qemu-system-x86'],
+  ['/bin/busybox', 'busybox-static'],
+  ['cpio', 'cpio'],
+  // /boot exists without a kernel, and slim images drop /usr/share/doc; a kernel package's postinst links /vmlinuz
+  // to the kernel it installs (existsSync follows the link), so it is there exactly when a kernel is.
+  ['/vmlinuz', 'linux-image-amd64'],
 ];
 const test = [
   ...bench,
@@ -26,12 +34,11 @@ const test = [
   ['tshark', 'tshark'],
   ['vagrant', 'vagrant'],
   ['prometheus', 'prometheus'],
-  // The runtimes the CNI plugin and the docker driver are tested with, and what their containers are made of.
+  // The runtimes the CNI plugin and the docker driver are tested with (their containers are made of busybox, above).
   ['podman', 'podman'],
   ['runc', 'runc'],
   ['containerd', 'containerd'],
   ['dockerd', 'docker.io'],
-  ['/bin/busybox', 'busybox-static'],
   // The LAN of `scripts/lab up --lan` and its test: dnsmasq is the LAN's DHCP server (dnsmasq-base is the
   // program alone, without the system service the dnsmasq package would install and start).
   ['dnsmasq', 'dnsmasq-base'],
