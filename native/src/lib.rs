@@ -16,6 +16,9 @@ mod segment;
 mod sys;
 mod tap;
 mod udp;
+mod guest_mem;
+mod vhost;
+mod virtq;
 
 use napi::*;
 use std::os::raw::c_void;
@@ -475,6 +478,108 @@ unsafe extern "C" fn vxlan_gro_slots(env: napi_env, info: napi_callback_info) ->
     int32(env, gro::vxlan_gro_slots(data, size, &slots, (lens as *const i32, n_lens), (srcs as *const u32, n_srcs), out))
 }
 
+unsafe fn device_of(env: napi_env, v: napi_value) -> Result<*mut vhost::Device, String> {
+    let mut data = ptr::null_mut();
+    if napi_get_value_external(env, v, &mut data) != NAPI_OK || data.is_null() {
+        return Err("expected a vhost-user device handle".into());
+    }
+    Ok(data as *mut vhost::Device)
+}
+
+/// vhostOpen(path, server, onEvent(code, detail)) -> device handle. A server listens on path now (a
+/// socket file already there is replaced: the caller checked it is one); a client connects with vhostConnect.
+unsafe extern "C" fn vhost_open(env: napi_env, info: napi_callback_info) -> napi_value {
+    let [path, server, callback] = args::<3>(env, info);
+    let path = tri!(env, get_string(env, path, "path"));
+    if type_of(env, callback) != 7 {
+        return throw(env, "onEvent must be a function");
+    }
+    let dev = tri!(env, vhost::Device::create(env, &path, get_bool(env, server), callback));
+    let mut handle = ptr::null_mut();
+    if napi_create_external(env, dev as *mut c_void, Some(vhost::finalize_device), ptr::null_mut(), &mut handle) != NAPI_OK {
+        vhost::finalize_device(env, dev as *mut c_void, ptr::null_mut());
+        return throw(env, "could not create the vhost-user device handle");
+    }
+    handle
+}
+
+/// vhostConnect(device) -> whether it is connected (false: nothing serves the path yet).
+unsafe extern "C" fn vhost_connect(env: napi_env, info: napi_callback_info) -> napi_value {
+    let [h] = args::<1>(env, info);
+    let dev = tri!(env, device_of(env, h));
+    let mut out = ptr::null_mut();
+    napi_get_boolean(env, tri!(env, vhost::Device::connect(dev)), &mut out);
+    out
+}
+
+/// vhostClose(device): drops the connection, stops listening and removes the socket file it made.
+unsafe extern "C" fn vhost_close(env: napi_env, info: napi_callback_info) -> napi_value {
+    let [h] = args::<1>(env, info);
+    let dev = tri!(env, device_of(env, h));
+    vhost::Device::close(dev);
+    undefined(env)
+}
+
+unsafe fn number(env: napi_env, v: f64) -> napi_value {
+    let mut out = ptr::null_mut();
+    napi_create_double(env, v, &mut out);
+    out
+}
+
+/// vhostStatus(device) -> { connected, running, features, broken, regions, memoryBytes, connections, brokenCount, rxNoBuffer, rxUnfit, kicks, calls }
+unsafe extern "C" fn vhost_status(env: napi_env, info: napi_callback_info) -> napi_value {
+    let [h] = args::<1>(env, info);
+    let dev = &*tri!(env, device_of(env, h));
+    let (connected, running, features, broken, regions) = dev.status();
+    let mut out = ptr::null_mut();
+    napi_create_object(env, &mut out);
+    let mut b = ptr::null_mut();
+    napi_get_boolean(env, connected, &mut b);
+    set_property(env, out, b"connected\0", b);
+    let mut b = ptr::null_mut();
+    napi_get_boolean(env, running, &mut b);
+    set_property(env, out, b"running\0", b);
+    set_property(env, out, b"features\0", string(env, &format!("{features:#x}")));
+    let broken = match broken {
+        Some(reason) => string(env, reason),
+        None => {
+            let mut null = ptr::null_mut();
+            napi_get_null(env, &mut null);
+            null
+        }
+    };
+    set_property(env, out, b"broken\0", broken);
+    set_property(env, out, b"regions\0", uint32(env, regions));
+    set_property(env, out, b"memoryBytes\0", number(env, dev.memory_bytes() as f64));
+    let s = dev.stats;
+    set_property(env, out, b"connections\0", uint32(env, s.connections));
+    set_property(env, out, b"brokenCount\0", uint32(env, s.broken));
+    set_property(env, out, b"rxNoBuffer\0", number(env, s.rx_no_buffer));
+    set_property(env, out, b"rxUnfit\0", number(env, s.rx_unfit));
+    set_property(env, out, b"kicks\0", number(env, s.kicks));
+    set_property(env, out, b"calls\0", number(env, s.calls));
+    out
+}
+
+/// rxAddVhostPort(engine, portId, device): the device's transmit queue feeds the engine as port portId.
+unsafe extern "C" fn rx_add_vhost_port(env: napi_env, info: napi_callback_info) -> napi_value {
+    let [h, id, d] = args::<3>(env, info);
+    let engine = tri!(env, engine_of(env, h));
+    let id = tri!(env, get_u32(env, id, "portId"));
+    let dev = tri!(env, device_of(env, d));
+    tri!(env, engine.add_vhost(id, dev));
+    undefined(env)
+}
+
+/// vhostTransmit(device, buf, offsets, lengths, count) -> frames the guest took: writeBatch's contract
+/// (each frame's vnet header in the 10 bytes before it; refused frames get lengths[i] = 0).
+unsafe extern "C" fn vhost_transmit(env: napi_env, info: napi_callback_info) -> napi_value {
+    let [h, buf, offsets, lengths, count] = args::<5>(env, info);
+    let dev = tri!(env, device_of(env, h));
+    let d = tri!(env, descriptors(env, buf, offsets, lengths, count));
+    uint32(env, vhost::Device::transmit(dev, d.buf, d.size, d.offsets, d.lengths, d.count))
+}
+
 #[no_mangle]
 pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_value) -> napi_value {
     set_fn(env, exports, "tapOpen", tap_open);
@@ -500,6 +605,12 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
     set_fn(env, exports, "completeChecksum", complete_checksum);
     set_fn(env, exports, "vxlanGro", vxlan_gro);
     set_fn(env, exports, "vxlanGroSlots", vxlan_gro_slots);
+    set_fn(env, exports, "vhostOpen", vhost_open);
+    set_fn(env, exports, "vhostConnect", vhost_connect);
+    set_fn(env, exports, "vhostClose", vhost_close);
+    set_fn(env, exports, "vhostStatus", vhost_status);
+    set_fn(env, exports, "vhostTransmit", vhost_transmit);
+    set_fn(env, exports, "rxAddVhostPort", rx_add_vhost_port);
     let mut v = ptr::null_mut();
     napi_create_uint32(env, tap::VNET_HDR_LEN as u32, &mut v);
     napi_set_named_property(env, exports, b"VNET_HDR_LEN\0".as_ptr() as *const _, v);

@@ -32,6 +32,7 @@ use crate::packet;
 use crate::sys::*;
 use crate::tap::VNET_HDR_LEN;
 use crate::udp;
+use crate::vhost::Device;
 use std::collections::HashMap;
 use std::os::raw::{c_int, c_void};
 use std::ptr;
@@ -86,10 +87,20 @@ pub struct Engine {
     headroom: usize,
     vnet_len: usize,
     ports: HashMap<u32, *mut Port>,
+    /// vhost-user ports: the device polls its own kicks and fills the slots (vhost.rs).
+    vhost: HashMap<u32, *mut Device>,
     closing_ports: usize,
     closed: bool,
     finalized: bool,
     env_gone: bool,
+}
+
+pub struct Slots {
+    pub buf: *mut u8,
+    pub lengths: *mut i32,
+    pub size: usize,
+    pub count: usize,
+    pub headroom: usize,
 }
 
 pub struct EngineConfig {
@@ -132,6 +143,7 @@ impl Engine {
             headroom: cfg.headroom,
             vnet_len: cfg.vnet_len,
             ports: HashMap::new(),
+            vhost: HashMap::new(),
             closing_ports: 0,
             closed: false,
             finalized: false,
@@ -161,7 +173,7 @@ impl Engine {
         if self.closed {
             return Err("the receive engine is closed".into());
         }
-        if self.ports.contains_key(&id) {
+        if self.ports.contains_key(&id) || self.vhost.contains_key(&id) {
             return Err(format!("port {id} is already polled"));
         }
         if kind == PortKind::Udp && self.udp.is_none() {
@@ -201,11 +213,41 @@ impl Engine {
         Ok(())
     }
 
+    /// A vhost-user device as port `id`: its transmit queue's chains enter through the slots.
+    pub unsafe fn add_vhost(&mut self, id: u32, dev: *mut Device) -> Result<(), String> {
+        if self.closed {
+            return Err("the receive engine is closed".into());
+        }
+        if self.ports.contains_key(&id) || self.vhost.contains_key(&id) {
+            return Err(format!("port {id} is already polled"));
+        }
+        if self.vnet_len != VNET_HDR_LEN as usize || self.headroom < 12 {
+            return Err(format!("a vhost-user port needs an engine with {VNET_HDR_LEN}-byte vnet headers and 12 bytes of headroom"));
+        }
+        Device::attach(dev, self, id)?;
+        self.vhost.insert(id, dev);
+        Ok(())
+    }
+
+    /// The device detached itself (it closed).
+    pub fn forget_vhost(&mut self, id: u32) {
+        self.vhost.remove(&id);
+    }
+
+    /// Where a vhost-user device puts a batch: the slots, as a TAP read fills them.
+    pub fn slots(&self) -> Slots {
+        Slots { buf: self.buf, lengths: self.lengths, size: self.slot_size, count: self.slot_count, headroom: self.headroom }
+    }
+
     /// Pauses or resumes readiness for one port without releasing its handle: the egress
     /// shaper stops reading a port that is over its rate, so the sender's TAP queue (and TCP's
     /// small-queue limit behind it) holds back traffic instead of vsw dropping it.
     /// Returns whether the port exists and is now in the asked state.
     pub unsafe fn set_paused(&mut self, id: u32, paused: bool) -> bool {
+        if let Some(&dev) = self.vhost.get(&id) {
+            Device::set_paused(dev, paused);
+            return true;
+        }
         let port = match self.ports.get(&id) {
             Some(p) => *p,
             None => return false,
@@ -229,6 +271,10 @@ impl Engine {
 
     /// Stops polling and releases the handle once libuv is done with it. The fd stays open.
     pub unsafe fn remove_port(&mut self, id: u32) -> bool {
+        if let Some(dev) = self.vhost.remove(&id) {
+            Device::engine_gone(dev);
+            return true;
+        }
         match self.ports.remove(&id) {
             Some(port) => {
                 uv_poll_stop(port as *mut c_void);
@@ -242,6 +288,9 @@ impl Engine {
     }
 
     pub unsafe fn close(&mut self) {
+        for (_, dev) in self.vhost.drain() {
+            Device::engine_gone(dev);
+        }
         let ids: Vec<u32> = self.ports.keys().copied().collect();
         for id in ids {
             self.remove_port(id);
@@ -369,7 +418,7 @@ impl Engine {
     }
 
     /// One JS call: onBatch(portId, count); a negative count is -errno for a port that stopped.
-    unsafe fn deliver(this: *mut Engine, id: u32, count: i32) {
+    pub unsafe fn deliver(this: *mut Engine, id: u32, count: i32) {
         if (*this).closed {
             return;
         }

@@ -112,7 +112,50 @@ extern "C" {
     pub fn getsockname(fd: c_int, addr: *mut SockAddrIn, len: *mut u32) -> c_int;
     pub fn sendmmsg(fd: c_int, msgs: *mut MMsgHdr, vlen: c_uint, flags: c_int) -> c_int;
     pub fn recvmmsg(fd: c_int, msgs: *mut MMsgHdr, vlen: c_uint, flags: c_int, timeout: *mut c_void) -> c_int;
+    pub fn lseek(fd: c_int, offset: i64, whence: c_int) -> i64;
+    pub fn mmap(addr: *mut c_void, len: usize, prot: c_int, flags: c_int, fd: c_int, offset: i64) -> *mut c_void;
+    pub fn munmap(addr: *mut c_void, len: usize) -> c_int;
+    pub fn unlink(path: *const c_char) -> c_int;
+    pub fn listen(fd: c_int, backlog: c_int) -> c_int;
+    pub fn accept4(fd: c_int, addr: *mut c_void, len: *mut u32, flags: c_int) -> c_int;
+    pub fn connect(fd: c_int, addr: *const SockAddrUn, len: u32) -> c_int;
+    pub fn recvmsg(fd: c_int, msg: *mut MsgHdr, flags: c_int) -> isize;
+    pub fn sendmsg(fd: c_int, msg: *const MsgHdr, flags: c_int) -> isize;
     fn __errno_location() -> *mut c_int;
+}
+
+pub const SEEK_END: c_int = 2;
+pub const PROT_READ: c_int = 1;
+pub const PROT_WRITE: c_int = 2;
+pub const MAP_SHARED: c_int = 1;
+pub const MAP_NORESERVE: c_int = 0x4000;
+pub const MAP_FAILED: *mut c_void = !0usize as *mut c_void;
+pub const AF_UNIX: c_int = 1;
+pub const SOCK_STREAM: c_int = 1;
+pub const SCM_RIGHTS: c_int = 1;
+pub const MSG_CTRUNC: c_int = 0x8;
+pub const MSG_NOSIGNAL: c_int = 0x4000;
+pub const MSG_CMSG_CLOEXEC: c_int = 0x4000_0000;
+pub const ECONNREFUSED: i32 = 111;
+pub const ENOENT: i32 = 2;
+
+/// struct sockaddr_un: a path of at most 107 bytes and its NUL.
+#[repr(C)]
+pub struct SockAddrUn {
+    pub family: u16,
+    pub path: [u8; 108],
+}
+
+impl SockAddrUn {
+    pub fn new(path: &str) -> Result<SockAddrUn, String> {
+        let bytes = path.as_bytes();
+        if bytes.is_empty() || bytes.len() > 107 || bytes.contains(&0) {
+            return Err(format!("socket path {path:?} must be 1 to 107 bytes with no NUL"));
+        }
+        let mut a = SockAddrUn { family: AF_UNIX as u16, path: [0; 108] };
+        a.path[..bytes.len()].copy_from_slice(bytes);
+        Ok(a)
+    }
 }
 
 pub fn errno() -> i32 {
@@ -144,6 +187,7 @@ pub fn last_error(what: &str) -> String {
 const _: () = assert!(std::mem::size_of::<SockAddrIn>() == 16);
 const _: () = assert!(std::mem::size_of::<IoVec>() == 16);
 const _: () = assert!(std::mem::size_of::<MMsgHdr>() == 64);
+const _: () = assert!(std::mem::size_of::<SockAddrUn>() == 110);
 
 /// Asks for `size`-byte receive and send buffers. The *FORCE variants pass net.core.[rw]mem_max
 /// when we are root; otherwise the plain ones get what the sysctl allows. A smaller buffer only

@@ -185,7 +185,7 @@ export class RecordingHost implements AgentHost {
       ip: req.ip.split('/')[0],
       mac: req.mac ?? this.macOf(name),
       ifname: req.ifname ?? 'eth0',
-      netns: req.netns,
+      netns: req.netns ?? '',
       ...(req.owner === undefined ? {} : { owner: req.owner }),
     };
     this.eps.set(id, e);

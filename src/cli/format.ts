@@ -28,7 +28,9 @@ export function formatEndpoints(endpoints: readonly Endpoint[]): string {
   const withPorts = endpoints.some((e) => e.publish?.length);
   const rows = endpoints.map((e) => {
     // A controller's endpoint has no MAC until its host made it.
-    const row = [e.id, e.name, e.network, e.netns, e.ifname, `${e.ip}/${e.prefixLength}`, (e.mac as string | undefined) ?? '-'];
+    // A VM's endpoint has no namespace or interface: its socket says where it is.
+    const [netns, ifname] = e.vhostUser === undefined ? [e.netns, e.ifname] : [`vhost-user:${e.vhostUser.socket}`, '-'];
+    const row = [e.id, e.name, e.network, netns, ifname, `${e.ip}/${e.prefixLength}`, (e.mac as string | undefined) ?? '-'];
     if (withPorts) row.push(e.publish?.map(formatPublish).join(', ') || '-');
     row.push(e.state === 'down' ? `down: ${e.stateReason ?? 'no reason given'}` : 'up');
     return row;
@@ -47,7 +49,7 @@ export function formatPortStats(ports: readonly PortStats[]): string {
   const rows = ports.map((p) => [
     p.endpoint,
     p.network,
-    `${p.netns}/${p.ifname}`,
+    p.netns === '' ? p.name : `${p.netns}/${p.ifname}`,
     String(p.rxFrames),
     String(p.rxBytes),
     String(p.txFrames),

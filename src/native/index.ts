@@ -33,6 +33,12 @@ interface NativeAddon {
   rxRemovePort(engine: object, portId: number): number;
   rxPausePort(engine: object, portId: number, paused: number): number;
   rxClose(engine: object): void;
+  rxAddVhostPort(engine: object, portId: number, device: object): void;
+  vhostOpen(path: string, server: boolean, onEvent: (code: number, detail: string) => void): object;
+  vhostConnect(device: object): boolean;
+  vhostClose(device: object): void;
+  vhostStatus(device: object): VhostStatus;
+  vhostTransmit(device: object, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number): number;
   udpOpen(bindAddress: string, port: number, netns: string | undefined, gro?: boolean): number;
   udpLocalPort(fd: number): number;
   udpSendBatch(
@@ -256,6 +262,11 @@ export class RxEngine {
   /** A packet socket fd (packetOpen): frames laid out as a TAP's, read with one recvmmsg per event. */
   addPacketPort(portId: number, fd: number): void {
     addon.rxAddPort(this.handle, portId, fd, PORT_KIND_PACKET);
+  }
+
+  /** A vhost-user device (VhostDevice): the guest's transmitted frames enter laid out as a TAP's. */
+  addVhostPort(portId: number, device: VhostDevice): void {
+    addon.rxAddVhostPort(this.handle, portId, device.handle);
   }
 
   /** A UDP socket fd (udpOpen) carrying VXLAN: see the class comment for the slot layout. */
@@ -484,4 +495,70 @@ export const GRO_SLOT_ABSORBED = 0xffff_ffff;
  */
 export function vxlanGroSlots(buf: Uint8Array, slotSize: number, headroom: number, count: number, lengths: Int32Array, sources: Uint32Array, info: Uint32Array): number {
   return addon.vxlanGroSlots(buf, slotSize, headroom, count, lengths, sources, info);
+}
+
+/** What a vhost-user device reports (VhostDevice's onEvent). */
+export const VhostEvent = {
+  CONNECTED: 1,
+  /** Both queues are live: frames move. */
+  RUNNING: 2,
+  /** The VMM stopped the queues (a guest driver reset, the VM paused or shutting down). */
+  STOPPED: 3,
+  DISCONNECTED: 4,
+  /** The guest broke the ring rules; its queues are stopped until it sets them up again. */
+  BROKEN: 5,
+} as const;
+
+export interface VhostStatus {
+  connected: boolean;
+  running: boolean;
+  /** The virtio features the VMM acked, in hex. */
+  features: string;
+  /** Why the guest's queues were stopped, or null. */
+  broken: string | null;
+  regions: number;
+  memoryBytes: number;
+  connections: number;
+  brokenCount: number;
+  /** Frames for the guest dropped: it had posted no receive buffer. */
+  rxNoBuffer: number;
+  /** Frames for the guest dropped: they did not fit its buffers whole. */
+  rxUnfit: number;
+  kicks: number;
+  calls: number;
+}
+
+/**
+ * A VM's virtio-net NIC over vhost-user (native/src/vhost.rs): vsw serves a
+ * unix socket the VMM connects to (`server`), or connects to one the VMM
+ * serves (call connect() until it returns true). Lives on the thread that
+ * made it; its receive side is a port of that thread's RxEngine.
+ */
+export class VhostDevice {
+  readonly handle: object;
+  private closed = false;
+
+  constructor(readonly path: string, readonly server: boolean, onEvent: (code: number, detail: string) => void) {
+    this.handle = addon.vhostOpen(path, server, onEvent);
+  }
+
+  /** Client mode: one attempt; false while nothing serves the path. */
+  connect(): boolean {
+    return addon.vhostConnect(this.handle);
+  }
+
+  status(): VhostStatus {
+    return addon.vhostStatus(this.handle);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    addon.vhostClose(this.handle);
+  }
+}
+
+/** Copies frames into the guest's receive buffers: writeBatch's contract for a VhostDevice's handle. */
+export function vhostTransmit(device: object, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number): number {
+  return addon.vhostTransmit(device, buf, offsets, lengths, count);
 }

@@ -259,6 +259,13 @@ export interface Endpoint {
   publishVia?: PublishVia;
   /** On a --ipam dhcp network: the lease its address came with (vsw renews it, and releases it with the endpoint). */
   dhcp?: EndpointLease;
+  /**
+   * A VM's endpoint: no TAP and no namespace (netns and ifname are empty), a virtio-net NIC over
+   * vhost-user. `socket` is the unix socket vsw serves (mode server) or connects to (client).
+   */
+  vhostUser?: { socket: string; mode: 'server' | 'client' };
+  /** A VM endpoint's device as the switch sees it now (not saved). */
+  vhost?: VhostEndpointState;
   /** A fabric endpoint (vsw fabric add): no TAP and no namespace, a container address behind the network's fabric port (this interface), with its own policy. */
   fabric?: string;
   /** Who made it, when a runtime did: "cni:CONTAINERID/IFNAME" or "docker:ENDPOINTID"; unique, so a runtime's repeated request finds it. */
@@ -274,6 +281,24 @@ export interface Endpoint {
   state?: 'up' | 'down';
   /** Why it is down, one sentence. */
   stateReason?: string;
+}
+
+/** What `vsw endpoint inspect` shows of a VM endpoint's vhost-user device. */
+export interface VhostEndpointState {
+  /** waiting: no VMM connected; connected: the guest's driver has not started the queues; running: frames move; broken: the guest broke a ring rule and its queues are stopped. */
+  state: 'waiting' | 'connected' | 'running' | 'broken';
+  /** The virtio features the VMM acked (hex), while connected. */
+  features?: string;
+  /** Why the queues were stopped, while broken. */
+  broken?: string;
+  /** Connections since the daemon started. */
+  connections: number;
+  /** Times the guest broke a ring since the daemon started. */
+  brokenCount: number;
+  /** Frames for the guest dropped because it had posted no receive buffer. */
+  rxNoBuffer: number;
+  /** Frames for the guest dropped because they did not fit its buffers whole. */
+  rxUnfit: number;
 }
 
 /** GET /v1/nat[?network=N]: one entry per nat network. */

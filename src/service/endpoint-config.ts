@@ -47,6 +47,11 @@ export async function endpointNetnsPresent(endpoint: Pick<Endpoint, 'netns' | 'n
   return (await netnsInode(endpoint.netns)) === endpoint.netnsInode;
 }
 
+/** Whether the endpoint has a TAP of vsw's: not a fabric endpoint (an address behind the fabric port) nor a VM's (vhost-user). */
+export function hasTap(endpoint: Pick<Endpoint, 'fabric' | 'vhostUser'>): boolean {
+  return endpoint.fabric === undefined && endpoint.vhostUser === undefined;
+}
+
 /** The endpoint's switch port. */
 export function endpointPort(record: Pick<EndpointRecord, 'endpoint' | 'fd' | 'policy'>, net: NetworkRecord): DataPlanePort {
   const { endpoint } = record;
@@ -56,11 +61,13 @@ export function endpointPort(record: Pick<EndpointRecord, 'endpoint' | 'fd' | 'p
   }
   const mtu = net.overlay?.info.mtu;
   const uplinkMtu = net.uplink?.info.mtu;
+  const vhost = endpoint.vhostUser;
   return {
     portId: endpoint.portId,
     networkId: net.network.id,
     fd: record.fd,
-    name: `${endpoint.netns}/${endpoint.ifname}`,
+    name: vhost === undefined ? `${endpoint.netns}/${endpoint.ifname}` : `vhost-user/${endpoint.name}`,
+    ...(vhost === undefined ? {} : { vhostUser: { socket: vhost.socket, server: vhost.mode === 'server' } }),
     policy: record.policy,
     ip: endpoint.ip,
     mac: endpoint.mac,

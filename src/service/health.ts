@@ -15,6 +15,8 @@ import type { DataPlane } from '../switch/dataplane.js';
 /** What the health check drives: the service's two entry points for it (kept as an interface, so this file does not import the service). */
 export interface HealthTarget {
   portDown(portId: number, fd: number, errno: number): Promise<void>;
+  /** A VM endpoint's vhost-user device came, went, started, stopped or was broken by its guest (VhostEvent codes). */
+  vhostEvent(portId: number, socket: string, code: number, detail: string): void;
   checkHealth(): Promise<void>;
 }
 
@@ -33,6 +35,7 @@ export class PortHealth {
   private readonly onPortDown = (portId: number, errno: number, fd: number): void => {
     this.service.portDown(portId, fd, errno).catch((err: unknown) => this.logger.error({ err, portId }, 'could not take a stopped port down'));
   };
+  private readonly onVhost = (portId: number, socket: string, code: number, detail: string): void => this.service.vhostEvent(portId, socket, code, detail);
 
   /**
    * Listens to the data plane from now on, before the restore adds the first
@@ -46,6 +49,7 @@ export class PortHealth {
     private readonly intervalMs = CHECK_INTERVAL_MS,
   ) {
     this.dataPlane.on('portDown', this.onPortDown);
+    this.dataPlane.on('vhost', this.onVhost);
   }
 
   /** Starts the periodic check. */
@@ -63,6 +67,7 @@ export class PortHealth {
   async stop(): Promise<void> {
     clearInterval(this.timer);
     this.dataPlane.off('portDown', this.onPortDown);
+    this.dataPlane.off('vhost', this.onVhost);
     await this.running;
   }
 }

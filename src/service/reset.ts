@@ -21,6 +21,7 @@ import { nftTableFamily, removeNftTable, setForwarding } from '../host/nat.js';
 import { daemonAnswers } from './socket.js';
 import { currentNetns, LOCK_FILE, StateFileError, StateStore } from './state-file.js';
 import { removeEndpointTap, removePersistentTap } from './taps.js';
+import { hasTap } from './endpoint-config.js';
 
 export interface ResetReport {
   /** What was done, one line each ("removed ..."). */
@@ -50,7 +51,14 @@ export async function resetHost(stateDir: string, socketPath?: string): Promise<
     if (saved) {
       const compartments = new Set(saved.compartments.map((c) => c.name));
       for (const { endpoint } of saved.endpoints) {
-        if (endpoint.fabric !== undefined) continue; // a fabric endpoint has no TAP
+        if (endpoint.vhostUser?.mode === 'server') {
+          // A VM endpoint's socket, left by a daemon that did not live to remove it.
+          await attempt(`socket ${endpoint.vhostUser.socket} (VM endpoint ${endpoint.name})`, async () => {
+            if (!(await lstat(endpoint.vhostUser!.socket).then((s) => s.isSocket(), () => false))) return false;
+            await rm(endpoint.vhostUser!.socket, { force: true });
+          });
+        }
+        if (!hasTap(endpoint)) continue; // a fabric endpoint or a VM's has no TAP
         // Compartments' TAPs too: a namespace kept alive by something else would keep a persistent TAP.
         await attempt(`TAP ${endpoint.ifname} in network namespace ${endpoint.netns} (endpoint ${endpoint.name})`, async () => removeEndpointTap(endpoint));
       }

@@ -29,7 +29,7 @@ import type { OverlayService } from './overlay.js';
 import type { UplinkService } from './uplink.js';
 import { Rollback } from './rollback.js';
 import type { DataPlane } from '../switch/dataplane.js';
-import { endpointInterface, endpointNetnsPresent, endpointPort, networkSpec } from './endpoint-config.js';
+import { endpointInterface, endpointNetnsPresent, endpointPort, hasTap, networkSpec } from './endpoint-config.js';
 import type { EndpointRecord, NetworkRecord, State } from './state.js';
 import { currentNetns, StateFileError, type RuntimeState, type SavedState } from './state-file.js';
 import { attachEndpointTap, removeEndpointTap } from './taps.js';
@@ -138,8 +138,8 @@ export async function restoreState(ctx: RestoreContext, saved: SavedState, ipams
 
   for (const { endpoint, policy } of saved.endpoints) {
     const net = state.networks.get(endpoint.network)!;
-    if (endpoint.fabric !== undefined) {
-      // No TAP, no namespace: its port is added with the others below.
+    if (!hasTap(endpoint)) {
+      // A fabric endpoint or a VM's: no TAP, no namespace; its port is added with the others below.
       state.portIds.take(endpoint.portId);
       state.endpoints.set(endpoint.id, { endpoint: { ...endpoint }, fd: -1, networkId: net.network.id, policy, proxies: [], down: null });
       report.endpoints.adopted++;
@@ -169,7 +169,7 @@ export async function restoreState(ctx: RestoreContext, saved: SavedState, ipams
   }
 
   if (runtime) {
-    const portIds = [...state.endpoints.values()].filter((r) => r.fd >= 0 || r.endpoint.fabric !== undefined).map((r) => r.endpoint.portId);
+    const portIds = [...state.endpoints.values()].filter((r) => r.fd >= 0 || !hasTap(r.endpoint)).map((r) => r.endpoint.portId);
     for (const r of state.networks.values()) {
       if (r.nat) portIds.push(r.nat.portId);
       if (r.overlay) portIds.push(r.overlay.tunnelPortId);
@@ -199,7 +199,7 @@ export async function restoreState(ctx: RestoreContext, saved: SavedState, ipams
     const fabricPortless = record.endpoint.fabric !== undefined && (state.networks.get(record.endpoint.network)!.fabric?.fd ?? -1) < 0;
     // Down with its fabric port: the health check puts it back with the port.
     if (fabricPortless) record.down = 'its fabric port is down';
-    if ((record.fd < 0 && record.endpoint.fabric === undefined) || fabricPortless) continue;
+    if ((record.fd < 0 && hasTap(record.endpoint)) || fabricPortless) continue;
     const net = state.networks.get(record.endpoint.network)!;
     try {
       await dataPlane.addPort(endpointPort(record, net));

@@ -76,9 +76,7 @@ export function registerRoutes(app: Api, service: NetworkService, version: strin
     const { endpoint, created } = await service.createEndpoint(request.body);
     return reply.code(created ? 201 : 200).send(endpoint);
   });
-  app.get(`${p}/endpoints/:id`, route(endpointByIdSchema), async (request) =>
-    service.state.endpointView(service.state.requireEndpoint(request.params.id)),
-  );
+  app.get(`${p}/endpoints/:id`, route(endpointByIdSchema), async (request) => service.inspectEndpoint(request.params.id));
   app.delete(`${p}/endpoints/:id`, route(endpointByIdSchema), async (request, reply) => {
     await service.deleteEndpoint(request.params.id);
     return reply.code(204).send();

@@ -205,11 +205,27 @@ export const createFabricEndpointSchema = routeSchema({ params: networkNameParam
 export const CreateEndpointBody = Type.Object(
   {
     network: field(resourceName(), `a network name of ${RESOURCE_NAME_RULE}`, 'pass --network NAME'),
-    netns: field(
-      str(4095),
-      'a network namespace name or path',
-      'pass --netns NAME (see `ip netns list`) or an absolute path such as /proc/PID/ns/net',
-      'Network namespace: a name under /run/netns, or the path of one (CNI_NETNS, a docker sandbox).',
+    netns: optional(
+      field(
+        str(4095),
+        'a network namespace name or path',
+        'pass --netns NAME (see `ip netns list`) or an absolute path such as /proc/PID/ns/net',
+        'Network namespace: a name under /run/netns, or the path of one (CNI_NETNS, a docker sandbox). Either this or vhostUser.',
+      ),
+    ),
+    vhostUser: optional(
+      field(
+        Type.Object(
+          {
+            socket: field(str(107), 'an absolute path of at most 107 bytes', 'pass --vhost-user PATH such as /run/vsw/vm1.sock'),
+            mode: optional(field(oneOf(['server', 'client']), '"server" or "client"', 'pass --vhost-mode server|client or leave it out for server')),
+          },
+          closed,
+        ),
+        'an object {socket, mode?}',
+        'pass --vhost-user PATH',
+        "A VM's NIC instead of a TAP: vsw serves a vhost-user socket at `socket` (mode server, the default; the VMM connects, e.g. QEMU's -chardev socket,path=...) or connects to one the VMM serves (mode client). Either this or netns.",
+      ),
     ),
     ip: optional(
       field(str(64), 'an IP address string such as 10.88.0.5', 'pass --ip ADDRESS or leave it out', "An address, or an address with the network's prefix length (10.88.0.5/24)."),

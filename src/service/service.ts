@@ -16,6 +16,7 @@
  *   record that the restart brings back or cleans up, never a stray object.
  */
 import { randomBytes } from 'node:crypto';
+import { basename } from 'node:path';
 import type { Logger } from 'pino';
 import {
   canonicalNetns,
@@ -35,7 +36,7 @@ import {
   validateNetnsName,
   validateNetnsRef,
 } from '../host/index.js';
-import { closeFd, tapSetPersist, tcpSocketIn } from '../native/index.js';
+import { closeFd, tapSetPersist, tcpSocketIn, VhostEvent } from '../native/index.js';
 import type { DataPlane } from '../switch/dataplane.js';
 import {
   type Compartment,
@@ -69,7 +70,8 @@ import { State, type EndpointRecord, type NetworkRecord, type UplinkRecord } fro
 import type { RuntimeState, SavedState } from './state-file.js';
 import { attachEndpointTap, closeQuietly, openTap, releaseTap, removeEndpointTap } from './taps.js';
 import { restoreState, type RestoreDataPlane, type RestoreReport } from './restore.js';
-import { DAEMON_NETNS, endpointInterface, endpointNetnsPresent, endpointPort, networkSpec } from './endpoint-config.js';
+import { DAEMON_NETNS, endpointInterface, endpointNetnsPresent, endpointPort, hasTap, networkSpec } from './endpoint-config.js';
+import { checkVhostUser, vhostStateAfter, vhostStateOf, type VhostUser } from './vhost.js';
 import { readFailure } from './health.js';
 
 /**
@@ -84,7 +86,7 @@ export type DataPlaneHandle = NatDataPlane &
   DhcpDataPlane &
   LbDataPlane &
   DnsDataPlane &
-  Pick<DataPlane, 'maxPorts' | 'addNetwork' | 'removeNetwork' | 'addPort' | 'removePort' | 'portCounters' | 'switchCounters' | 'announce' | 'stages'>;
+  Pick<DataPlane, 'maxPorts' | 'addNetwork' | 'removeNetwork' | 'addPort' | 'removePort' | 'portCounters' | 'switchCounters' | 'announce' | 'stages' | 'vhostStatus'>;
 
 export interface NetworkServiceOptions {
   /** Writes the state durably (src/service/state-file.ts); absent, nothing is saved. */
@@ -379,6 +381,27 @@ export class NetworkService {
     });
   }
 
+  /** A VM endpoint's device changed state: kept for the API and logged; nothing to do, the VMM and the guest drive it. */
+  vhostEvent(portId: number, socket: string, code: number, detail: string): void {
+    const record = [...this.state.endpoints.values()].find((r) => r.endpoint.portId === portId && r.endpoint.vhostUser?.socket === socket);
+    if (record === undefined) return;
+    record.vhost = vhostStateAfter(record.vhost, code, detail);
+    const fields = { endpoint: record.endpoint.id, endpointName: record.endpoint.name, socket, state: record.vhost.state, ...(detail === '' ? {} : { detail }) };
+    if (code === VhostEvent.BROKEN) this.logger.warn(fields, "the guest broke its virtio ring: vsw stopped the endpoint's queues");
+    else this.logger.info(fields, 'VM endpoint device changed state');
+    if (code === VhostEvent.RUNNING) this.announce([record]);
+  }
+
+  /** An endpoint as the API shows it, a VM endpoint's device counters read now. */
+  async inspectEndpoint(idOrName: string): Promise<Endpoint> {
+    const record = this.state.requireEndpoint(idOrName);
+    if (record.endpoint.vhostUser !== undefined) {
+      const [status] = await this.dataPlane.vhostStatus(record.endpoint.portId);
+      if (status !== undefined && status.socket === record.endpoint.vhostUser.socket) record.vhost = vhostStateOf(status);
+    }
+    return this.state.endpointView(record);
+  }
+
   /**
    * The periodic look at the host (src/service/health.ts): endpoints and
    * compartments whose namespace is gone are removed (their container
@@ -389,7 +412,7 @@ export class NetworkService {
       let changed = false;
       for (const record of [...this.state.endpoints.values()]) {
         const { endpoint } = record;
-        if (endpoint.fabric !== undefined) continue;
+        if (!hasTap(endpoint)) continue;
         if (await endpointNetnsPresent(endpoint)) {
           if (record.down !== null) await this.bringUp(record);
           continue;
@@ -612,6 +635,8 @@ export class NetworkService {
 
   private async addEndpoint(request: CreateEndpointRequest): Promise<{ endpoint: Endpoint; created: boolean }> {
     const net = this.state.requireNetwork(request.network);
+    if (request.vhostUser !== undefined) return { endpoint: await this.addVmEndpoint(request, net), created: true };
+    if (request.netns === undefined) throw badRequest('an endpoint needs a network namespace for its TAP: pass --netns NAME, or --vhost-user PATH for a VM\'s NIC.');
     const req = { ...request, netns: canonicalNetns(request.netns) };
     const netnsInode = await this.requireNetns(req.netns, req.configure !== false);
     if (req.owner !== undefined) {
@@ -636,8 +661,25 @@ export class NetworkService {
     }
   }
 
-  /** The steps of an endpoint create; each one registers its undo before the next may fail. */
-  private async attach(req: CreateEndpointRequest, net: NetworkRecord, rollback: Rollback, netnsInode: number | undefined): Promise<Endpoint> {
+  /** A VM's endpoint (--vhost-user): a vhost-user port instead of a TAP in a namespace. */
+  private async addVmEndpoint(req: CreateEndpointRequest, net: NetworkRecord): Promise<Endpoint> {
+    const vhostUser = await checkVhostUser(req, this.state);
+    if (net.network.ipam === 'dhcp') {
+      throw badRequest(`network ${net.network.name} takes its addresses from the LAN's DHCP server, which vsw asks on a TAP's behalf; a VM's guest asks for itself: attach it with a static --ip on another network, or run the guest's DHCP client on a transparent network without --ipam dhcp.`);
+    }
+    if (req.name !== undefined) this.checkEndpointNameFree(req.name);
+    if (req.name !== undefined) this.dns.checkName(net, 'a new endpoint', req.name);
+    const rollback = new Rollback(this.logger);
+    try {
+      return await this.attach(req, net, rollback, undefined, vhostUser);
+    } catch (err) {
+      await rollback.run();
+      throw err;
+    }
+  }
+
+  /** The steps of an endpoint create; each one registers its undo before the next may fail. A VM's (vhostUser) has no TAP, namespace or interface to set up. */
+  private async attach(req: CreateEndpointRequest, net: NetworkRecord, rollback: Rollback, netnsInode: number | undefined, vhostUser?: VhostUser): Promise<Endpoint> {
     const publishVia = req.publishVia ?? 'proxy';
     const publish = this.nat.checkPublish(net, req.publish, publishVia);
     const dhcp = net.network.ipam === 'dhcp';
@@ -645,19 +687,20 @@ export class NetworkService {
     const staticIp = dhcp ? null : this.takeIp(net, req.ip);
     if (staticIp !== null) rollback.add(`release ${staticIp}`, () => net.ipam.release(staticIp));
     const mac = this.pickMac(net, req.mac, staticIp);
-    const ifname = await this.pickIfName(req.netns, req.ifname);
+    const netns = vhostUser === undefined ? req.netns! : '';
+    const ifname = vhostUser === undefined ? await this.pickIfName(netns, req.ifname) : '';
     // Not persistent until the endpoint is saved: a crash before that takes the TAP with it.
-    const fd = openTap(ifname, netnsPath(req.netns), true);
-    rollback.add(`close the TAP ${req.netns}/${ifname}`, () => closeFd(fd));
+    const fd = vhostUser === undefined ? openTap(ifname, netnsPath(netns), true) : -1;
+    if (fd >= 0) rollback.add(`close the TAP ${netns}/${ifname}`, () => closeFd(fd));
     const unplaced = req.configure === false;
     const portId = this.state.portIds.allocate();
     rollback.add(`release port id ${portId}`, () => this.state.portIds.release(portId));
     const id = this.newEndpointId();
     const endpoint: Endpoint = {
       id,
-      name: req.name ?? this.defaultEndpointName(req.netns, ifname, id),
+      name: req.name ?? (vhostUser === undefined ? this.defaultEndpointName(netns, ifname, id) : this.defaultVmEndpointName(vhostUser.socket, id)),
       network: net.network.name,
-      netns: req.netns,
+      netns,
       ...(netnsInode === undefined ? {} : { netnsInode }),
       ifname,
       mac,
@@ -666,9 +709,10 @@ export class NetworkService {
       prefixLength: net.ipam.subnet.prefix,
       portId,
       created: now(),
-      ownedCompartment: this.state.compartments.has(req.netns),
+      ownedCompartment: this.state.compartments.has(netns),
       ...(req.owner === undefined ? {} : { owner: req.owner }),
       ...(unplaced ? { unplaced: true } : {}),
+      ...(vhostUser === undefined ? {} : { vhostUser }),
     };
     const policy = defaultPortPolicy(mac, endpoint.ip);
     if (req.spoofGuard === false) policy.spoofGuard.enabled = false;
@@ -683,8 +727,10 @@ export class NetworkService {
       policy.spoofGuard.ips = [endpoint.ip];
       await this.dataPlane.setPolicy(portId, policy);
     } else {
-      const config = endpointInterface(endpoint, net);
-      await (unplaced ? prepareInterface(config) : configureInterface(config));
+      if (vhostUser === undefined) {
+        const config = endpointInterface(endpoint, net);
+        await (unplaced ? prepareInterface(config) : configureInterface(config));
+      }
       await this.dataPlane.addPort(endpointPort({ endpoint, fd, policy }, net));
       rollback.add(`remove port ${portId} from the data plane`, () => this.dataPlane.removePort(portId));
     }
@@ -703,10 +749,10 @@ export class NetworkService {
     if (net.uplink) await this.uplinks.guard(net);
     if (publish.length > 0) await this.nat.syncPublished(net);
     await this.commit();
-    persistQuietly(fd, `TAP ${req.netns}/${ifname}`, this.logger);
+    if (fd >= 0) persistQuietly(fd, `TAP ${netns}/${ifname}`, this.logger);
     await this.dns.sync(net.network.name).catch((err: unknown) => this.logger.warn({ err, endpoint: id }, "could not give the network's resolver the endpoint's name"));
-    await this.dns.writeResolvConf(req.netns, net.network.name).catch((err: unknown) => this.logger.warn({ err, netns: req.netns }, 'could not write the compartment\'s resolv.conf'));
-    this.logger.info({ endpoint: id, endpointName: endpoint.name, network: endpoint.network, netns: endpoint.netns, ifname, ip, mac, portId }, 'endpoint created');
+    if (vhostUser === undefined) await this.dns.writeResolvConf(netns, net.network.name).catch((err: unknown) => this.logger.warn({ err, netns }, 'could not write the compartment\'s resolv.conf'));
+    this.logger.info({ endpoint: id, endpointName: endpoint.name, network: endpoint.network, netns: endpoint.netns, ifname, ip, mac, portId, ...(vhostUser === undefined ? {} : { vhostUser }) }, 'endpoint created');
     return this.state.endpointView(record);
   }
 
@@ -902,6 +948,12 @@ export class NetworkService {
     return id;
   }
 
+  /** A VM endpoint's default name: its socket's file name without .sock (/run/vsw/vm1.sock: vm1), unless taken. */
+  private defaultVmEndpointName(socket: string, id: string): string {
+    const name = basename(socket).replace(/\.sock$/, '').replace(/[^A-Za-z0-9_.-]/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 64);
+    return name === '' || this.state.endpointNamed(name) ? id : name;
+  }
+
   private defaultEndpointName(netns: string, ifname: string, id: string): string {
     // A namespace known by path is named by its file: /proc/123/ns/net would make a poor name.
     const base = isNetnsPath(netns) ? netns.split('/').filter((p) => p !== '' && p !== 'ns' && p !== 'net').pop() ?? 'ns' : netns;
@@ -927,8 +979,8 @@ export class NetworkService {
       // The data plane is gone or never knew the port: either way nothing polls the fd any more.
       this.logger.warn({ err, endpoint: endpoint.id, portId: endpoint.portId }, 'data plane could not remove the port');
     }
-    if (endpoint.fabric !== undefined) {
-      // A fabric endpoint has no TAP: its port was all.
+    if (!hasTap(endpoint)) {
+      // A fabric endpoint or a VM's has no TAP: its port was all (a VM's device took its socket with it).
     } else if (record.fd >= 0) {
       try {
         releaseTap(record.fd);

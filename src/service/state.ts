@@ -6,10 +6,11 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { PortPolicy } from '../vfp/policy.js';
-import type { Compartment, Endpoint, LoadBalancer, NatInfo, Network, OverlayInfo, RemoteEndpointRequest, UplinkInfo } from './api-types.js';
+import type { Compartment, Endpoint, LoadBalancer, NatInfo, Network, OverlayInfo, RemoteEndpointRequest, UplinkInfo, VhostEndpointState } from './api-types.js';
 import type { PortProxy } from '../nat/proxy.js';
 import { notFound } from './errors.js';
 import { IdPool } from './id-pool.js';
+import { vhostDownReason, vhostStateAfter } from './vhost.js';
 import type { Ipam } from './ipam.js';
 import { currentNetns, STATE_VERSION, type HostLedger, type SavedState } from './state-file.js';
 
@@ -74,6 +75,8 @@ export interface EndpointRecord {
   policy: PortPolicy;
   /** Host-side listeners of its published ports. */
   proxies?: PortProxy[];
+  /** A VM endpoint's device as the data plane last reported it. */
+  vhost?: VhostEndpointState;
 }
 
 export class State {
@@ -172,7 +175,14 @@ export class State {
 
   /** The endpoint as the API shows it: what is saved, and whether it is up now. */
   endpointView(record: EndpointRecord): Endpoint {
-    return { ...record.endpoint, state: record.down === null ? 'up' : 'down', ...(record.down === null ? {} : { stateReason: record.down }) };
+    const { endpoint } = record;
+    const down = record.down ?? (endpoint.vhostUser === undefined ? null : vhostDownReason(endpoint.vhostUser, record.vhost));
+    return {
+      ...endpoint,
+      state: down === null ? 'up' : 'down',
+      ...(down === null ? {} : { stateReason: down }),
+      ...(endpoint.vhostUser === undefined ? {} : { vhost: record.vhost ?? vhostStateAfter(undefined, 0, '') }),
+    };
   }
 
   /** The next state to write: everything desired, nothing the daemon only sees now (fds, proxies, status). */

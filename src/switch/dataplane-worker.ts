@@ -4,12 +4,12 @@
  * and takes declarative commands from the control plane by message.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { completeChecksum, packetSendBatch, RX_BATCH, RX_HEADROOM, RX_SLOT_SIZE, RxEngine, segmentTso, udpSendBatch, VNET_HDR_LEN, vxlanGro, vxlanGroSlots, writeBatch } from '../native/index.js';
+import { completeChecksum, packetSendBatch, RX_BATCH, RX_HEADROOM, RX_SLOT_SIZE, RxEngine, segmentTso, udpSendBatch, VhostDevice, VhostEvent, vhostTransmit, VNET_HDR_LEN, vxlanGro, vxlanGroSlots, writeBatch } from '../native/index.js';
 import { buildArpRequest } from '../packet/builders.js';
 import type { CaptureRecorder } from './capture.js';
 import { CaptureSessions } from './capture-sessions.js';
 import { MacTable } from './mac-table.js';
-import type { DataPlaneCapture, DataPlaneCommand, DataPlaneDhcpReply, DataPlaneDnsQuery, DataPlaneEvent, DataPlaneLog, DataPlaneReply, DataPlaneRequest, DataPlaneWorkerData, OverlayDataPlaneState, SwitchCounters } from './messages.js';
+import type { DataPlaneCapture, DataPlaneCommand, DataPlaneDhcpReply, DataPlaneDnsQuery, DataPlaneEvent, DataPlaneLog, DataPlaneReply, DataPlaneRequest, DataPlaneVhostEvent, DataPlaneWorkerData, OverlayDataPlaneState, SwitchCounters, VhostPortStatus } from './messages.js';
 import { exportSwitchState, importSwitchState } from './snapshot.js';
 import { Switch, type FrameIo } from './switch.js';
 
@@ -60,11 +60,72 @@ const io: FrameIo = {
   batchSize: RX_BATCH,
   transmit: writeBatch,
   transmitPackets: packetSendBatch,
+  transmitVhost: vhostTransmit,
   sources: engine.sources,
   tunnel: { sendUdp: udpSendBatch, segmentTso, completeChecksum, vxlanGro, vxlanGroSlots, txOffset: engine.txOffset, txSize: TUNNEL_ARENA_BYTES },
 };
 
 const pausedPorts = new Map<number, NodeJS.Timeout>();
+
+/** Client mode: how often a vhost-user port tries its VMM's socket while nobody serves it. */
+const VHOST_RECONNECT_MS = 1000;
+
+/** vhost-user ports' devices, and the reconnect timer of each client-mode one that is not connected. */
+const vhostPorts = new Map<number, { device: VhostDevice; retry: NodeJS.Timeout | null }>();
+
+function addVhostPort(c: Extract<DataPlaneCommand, { op: 'addPort' }>): void {
+  const { socket, server } = c.vhostUser!;
+  const entry: { device: VhostDevice; retry: NodeJS.Timeout | null } = { device: null as unknown as VhostDevice, retry: null };
+  const onEvent = (code: number, detail: string): void => {
+    const event: DataPlaneVhostEvent = { event: 'vhost', portId: c.portId, socket, code, detail };
+    port.postMessage(event);
+    if (code === VhostEvent.DISCONNECTED && !server && vhostPorts.get(c.portId) === entry) scheduleVhostConnect(c.portId, entry);
+  };
+  entry.device = new VhostDevice(socket, server, onEvent);
+  try {
+    sw.addPort(c, entry.device.handle);
+    try {
+      engine.addVhostPort(c.portId, entry.device);
+    } catch (err) {
+      sw.removePort(c.portId);
+      throw err;
+    }
+  } catch (err) {
+    entry.device.close();
+    throw err;
+  }
+  vhostPorts.set(c.portId, entry);
+  if (!server) scheduleVhostConnect(c.portId, entry, 0);
+}
+
+function scheduleVhostConnect(portId: number, entry: { device: VhostDevice; retry: NodeJS.Timeout | null }, delay = VHOST_RECONNECT_MS): void {
+  if (entry.retry !== null) return;
+  entry.retry = setTimeout(() => {
+    entry.retry = null;
+    if (vhostPorts.get(portId) !== entry) return;
+    let connected = false;
+    try {
+      connected = entry.device.connect();
+    } catch (err) {
+      log({ log: 'warn', msg: 'vhost-user port cannot connect to its VMM', fields: { portId, socket: entry.device.path, err: (err as Error).message } });
+    }
+    if (!connected) scheduleVhostConnect(portId, entry);
+  }, delay);
+}
+
+function removeVhostPort(portId: number): void {
+  const entry = vhostPorts.get(portId);
+  if (entry === undefined) return;
+  vhostPorts.delete(portId);
+  if (entry.retry !== null) clearTimeout(entry.retry);
+  entry.device.close();
+}
+
+function vhostStatus(portId?: number): VhostPortStatus[] {
+  const out: VhostPortStatus[] = [];
+  for (const [id, { device }] of vhostPorts) if (portId === undefined || id === portId) out.push({ portId: id, socket: device.path, server: device.server, ...device.status() });
+  return out;
+}
 
 function resumePort(portId: number): void {
   pausedPorts.delete(portId);
@@ -188,7 +249,7 @@ type CommandOf<K extends Op> = Extract<DataPlaneCommand, { op: K }>;
 type Handlers<K extends Op> = { [P in K]: (command: CommandOf<P>) => unknown };
 
 /** Networks and ports: the switch's own. */
-const portCommands: Handlers<'addNetwork' | 'removeNetwork' | 'addPort' | 'removePort' | 'switchCounters' | 'macEntries' | 'stages'> = {
+const portCommands: Handlers<'addNetwork' | 'removeNetwork' | 'addPort' | 'removePort' | 'vhostStatus' | 'switchCounters' | 'macEntries' | 'stages'> = {
   addNetwork: (c) => {
     sw.addNetwork(c.networkId, c.name, c.spec);
     captures.networkAdded(c.networkId);
@@ -199,6 +260,11 @@ const portCommands: Handlers<'addNetwork' | 'removeNetwork' | 'addPort' | 'remov
     captures.networkRemoved(c.networkId);
   },
   addPort: (c) => {
+    if (c.vhostUser !== undefined) {
+      addVhostPort(c);
+      captures.portAdded(c.portId, c.networkId);
+      return;
+    }
     sw.addPort(c);
     try {
       // A fabric address has no fd of its own: its frames come in through its fabric port's.
@@ -218,8 +284,10 @@ const portCommands: Handlers<'addNetwork' | 'removeNetwork' | 'addPort' | 'remov
     if (timer) clearTimeout(timer);
     pausedPorts.delete(c.portId);
     sw.removePort(c.portId);
+    removeVhostPort(c.portId);
     captures.portRemoved(c.portId);
   },
+  vhostStatus: (c) => vhostStatus(c.portId),
   switchCounters: (): SwitchCounters => ({ macTable: sw.macTable.counters(), batches: sw.batches, ports: sw.portCount, vfp: sw.vfp.counters() }),
   macEntries: () => sw.macTable.entries(clock()),
   stages: (c) => sw.stages(c.networkId),
@@ -300,6 +368,7 @@ const lifecycleCommands: Handlers<'snapshot' | 'importState' | 'announce' | 'inj
     clearInterval(limitTimer);
     captures.close();
     for (const timer of pausedPorts.values()) clearTimeout(timer);
+    for (const id of [...vhostPorts.keys()]) removeVhostPort(id);
     engine.close();
     port.close();
   },

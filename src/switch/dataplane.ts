@@ -20,6 +20,8 @@ import type {
   DataPlaneDnsQuery,
   NameRecord,
   DataPlaneEvent,
+  DataPlaneVhostEvent,
+  VhostPortStatus,
   DataPlaneLog,
   DataPlaneReply,
   DataPlaneVfpOptions,
@@ -41,7 +43,7 @@ import type {
   UplinkConfig,
 } from './messages.js';
 
-export type { SnapshotImport, SwitchSnapshot };
+export type { SnapshotImport, SwitchSnapshot, VhostPortStatus };
 export type { CaptureEndReason, CaptureStart, CaptureTarget };
 export type { PortCounters, SwitchCounters, MacEntry, SwitchFlow, SwitchNat, SwitchTrace, NatGatewaySpec, NatPublishSpec, NetworkSpec, OverlayDataPlaneState, OverlayNetworkSpec, RemoteEndpoint, UplinkConfig };
 
@@ -57,7 +59,7 @@ export interface DataPlaneOptions {
 export type DataPlanePort = PortConfig;
 
 /**
- * Events besides the replies: `portDown` (portId, errno, fd), `dhcpReply`
+ * Events besides the replies: `portDown` (portId, errno, fd), `vhost` (portId, socket, code: VhostEvent, detail), `dhcpReply`
  * (networkId, frame: Uint8Array, partial: boolean), `crash` (err),
  * `captureRecords` (records: ArrayBuffer, lost: number[] per session slot; see
  * src/switch/capture.ts) and `captureEnd` (slot, reason: CaptureEndReason).
@@ -101,7 +103,7 @@ export class DataPlane extends EventEmitter {
   }
 
   private attach(): void {
-    this.worker.on('message', (msg: DataPlaneReply | DataPlaneLog | DataPlaneEvent | DataPlaneCapture | DataPlaneDhcpReply | DataPlaneDnsQuery) => {
+    this.worker.on('message', (msg: DataPlaneReply | DataPlaneLog | DataPlaneEvent | DataPlaneVhostEvent | DataPlaneCapture | DataPlaneDhcpReply | DataPlaneDnsQuery) => {
       if ('dnsQuery' in msg) {
         this.emit('dnsQuery', msg.networkId, msg.portId, msg.fd, msg.frame);
         return;
@@ -119,7 +121,8 @@ export class DataPlane extends EventEmitter {
         return;
       }
       if ('event' in msg) {
-        this.emit(msg.event, msg.portId, msg.errno, msg.fd);
+        if (msg.event === 'vhost') this.emit('vhost', msg.portId, msg.socket, msg.code, msg.detail);
+        else this.emit(msg.event, msg.portId, msg.errno, msg.fd);
         return;
       }
       const waiter = this.waiting.get(msg.id);
@@ -265,6 +268,11 @@ export class DataPlane extends EventEmitter {
   /** Stops polling and forgets the port; when this resolves the caller may close the fd. */
   removePort(portId: number): Promise<void> {
     return this.request({ op: 'removePort', portId });
+  }
+
+  /** The devices of vhost-user ports (one, or all), as the data plane sees them now. */
+  vhostStatus(portId?: number): Promise<VhostPortStatus[]> {
+    return this.request<VhostPortStatus[]>({ op: 'vhostStatus', portId });
   }
 
   /** Replaces a port's policy at once; the data plane re-evaluates cached flows on their next frame. */

@@ -12,6 +12,8 @@ export interface FrameIo {
   transmit(fd: number, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number, vnetHdrLen: number): number;
   /** The same for an AF_PACKET socket (an uplink, a fabric port): one sendmmsg per batch in production (packetSendBatch). */
   transmitPackets(fd: number, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number, vnetHdrLen: number): number;
+  /** vhost-user ports: copies frames into a guest's receive queue (vhostTransmit), with transmit's contract. */
+  transmitVhost?(device: object, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number): number;
   /** Overlay networks: the batched UDP, segmentation and the segment arena (src/tunnel/vxlan-egress.ts). */
   readonly tunnel?: TunnelIo;
   /** Overlay networks: SOURCE_WORDS per slot, the sender's IPv4 address and port of a datagram an uplink received, and the size of the datagrams the kernel coalesced into it (0: one). */

@@ -8,6 +8,7 @@ import type { NatGatewaySpec, NatPublishSpec } from '../nat/gateway.js';
 import type { LbCounters, LbSpec } from '../lb/balancer.js';
 import type { NameRecord } from '../dns/names.js';
 import type { SnapshotImport, SwitchSnapshot } from './snapshot.js';
+import type { VhostStatus } from '../native/index.js';
 
 export type DataPlaneCommand =
   | { op: 'addNetwork'; networkId: number; name: string; spec: NetworkSpec }
@@ -18,7 +19,8 @@ export type DataPlaneCommand =
   | { op: 'removeRemote'; networkId: number; remote: { mac: string; ip?: string } }
   | { op: 'overlay'; networkId?: number; countersOnly?: boolean }
   | { op: 'removeNetwork'; networkId: number }
-  | { op: 'addPort'; portId: number; networkId: number; fd: number; name: string; mtu?: number; policy?: PortPolicy; external?: boolean; ip?: string; mac?: string; uplinkMac?: string }
+  | { op: 'addPort'; portId: number; networkId: number; fd: number; name: string; mtu?: number; policy?: PortPolicy; external?: boolean; ip?: string; mac?: string; uplinkMac?: string; vhostUser?: { socket: string; server: boolean } }
+  | { op: 'vhostStatus'; portId?: number }
   | { op: 'setPublished'; networkId: number; published: NatPublishSpec[] }
   | { op: 'nat'; networkId?: number; countersOnly?: boolean }
   | { op: 'setBalancers'; networkId: number; balancers: LbSpec[] }
@@ -55,6 +57,23 @@ export interface DataPlaneEvent {
   errno: number;
   /** The fd the port read: port ids are reused, so the receiver checks it still means the same port. */
   fd: number;
+}
+
+/** A vhost-user port's device changed state (VhostEvent codes): its VMM came or went, its queues started or stopped, its guest broke a ring. */
+export interface DataPlaneVhostEvent {
+  event: 'vhost';
+  portId: number;
+  /** The socket: port ids are reused, so the receiver checks it still means the same port. */
+  socket: string;
+  code: number;
+  detail: string;
+}
+
+/** A vhost-user port's device as `vhostStatus` reports it. */
+export interface VhostPortStatus extends VhostStatus {
+  portId: number;
+  socket: string;
+  server: boolean;
 }
 
 /** What `vsw capture` records: one port, or every port of a network (also those that join while it runs). */

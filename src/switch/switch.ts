@@ -50,6 +50,7 @@ import { describeRewrite, flowViews, natView, overlayView, type SwitchFlow, type
 import { SwitchNetwork } from './network.js';
 import { FLUSH_PHASES, FlushPhase, PortKind, SwitchPort, type Flushable, type PortHost } from './ports/port.js';
 import { tapPort } from './ports/tap-port.js';
+import { vhostUserPort } from './ports/vhost-user-port.js';
 import { natHostPort } from './ports/nat-host-port.js';
 import { packetUplinkPort } from './ports/packet-uplink-port.js';
 import { l2bridgeUplinkPort } from './ports/l2bridge-uplink-port.js';
@@ -141,6 +142,8 @@ export interface PortConfig {
   /** A container's address and MAC on a nat network (the gateway delivers translated frames for `ip` here) or an l2bridge one (frames from the LAN for `ip` come here). */
   ip?: string;
   mac?: string;
+  /** A VM's NIC over vhost-user (vhost-user-port.ts): the socket vsw serves (`server`) or connects to; fd is -1. The worker makes the device. */
+  vhostUser?: { socket: string; server: boolean };
 }
 
 const ETH_AND_VLAN_OVERHEAD = 18;
@@ -395,7 +398,8 @@ export class Switch implements PortHost, StageHost {
     return this.segments.counters().decap;
   }
 
-  addPort(cfg: PortConfig): void {
+  /** `vhostDevice`: the native handle of the port's device, for a port with `vhostUser` (made by the caller on this thread). */
+  addPort(cfg: PortConfig, vhostDevice?: object): void {
     const net = this.networks.get(cfg.networkId);
     if (!net) throw new Error(`network id ${cfg.networkId} does not exist`);
     if (!Number.isInteger(cfg.portId) || cfg.portId < 0 || cfg.portId >= this.maxPorts) throw new RangeError(`port id ${cfg.portId} must be an integer below ${this.maxPorts}`);
@@ -423,7 +427,8 @@ export class Switch implements PortHost, StageHost {
       this.register(uplink, cfg.policy ?? OPEN_POLICY);
       return;
     }
-    const port = tapPort(cfg.portId, net, cfg.fd, cfg.name, maxFrame, this.io.batchSize);
+    if (cfg.vhostUser !== undefined && vhostDevice === undefined) throw new Error(`port ${cfg.portId} is a vhost-user port and needs its device`);
+    const port = vhostDevice !== undefined ? vhostUserPort(cfg.portId, net, vhostDevice, cfg.name, maxFrame, this.io.batchSize) : tapPort(cfg.portId, net, cfg.fd, cfg.name, maxFrame, this.io.batchSize);
     if (cfg.mac !== undefined) {
       const mac = mustParseMac(cfg.mac);
       port.deviceMacHi = macHi16(mac, 0);

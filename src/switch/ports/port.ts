@@ -14,6 +14,7 @@
  *   packet-uplink-port.ts   a host interface the network rides on, through an AF_PACKET socket
  *   l2bridge-uplink-port.ts the same for an l2bridge or l2tunnel network: one MAC on the wire
  *   fabric-port.ts          a fabric host's port toward l2tunnel container hosts, and its per-address ports
+ *   vhost-user-port.ts      a VM's virtio-net NIC: its rings in the guest's memory, shared over vhost-user
  * A new kind is one more file here plus its native side, and a Switch method
  * that registers its ports; the forwarding loop does not change.
  */
@@ -30,6 +31,8 @@ export const PortKind = {
   FABRIC: 5,
   /** One container address behind a FABRIC port, with a policy of its own: what the socket reads from that address enters here. Never flooded to. */
   FABRIC_ADDRESS: 6,
+  /** A VM's NIC over vhost-user: the native device fills the slots from the guest's transmit queue and copies into its receive queue. */
+  VHOST_USER: 7,
 } as const;
 
 /**
@@ -130,7 +133,7 @@ export class SwitchPort implements Flushable {
 
   /** Whether frames of its own (read from its fd) enter the switch: the fds the native engine polls. */
   get receives(): boolean {
-    return this.fd >= 0;
+    return this.fd >= 0 || this.kind === PortKind.VHOST_USER;
   }
 
   flush(host: PortHost, now: number): void {

@@ -8,7 +8,7 @@ import { COUNTER_COLUMNS, DROP_BASE, RX_BYTES, RX_FRAMES, TX_BYTES, TX_FRAMES } 
 import type { SwitchNetwork } from '../network.js';
 import { FlushPhase, PortKind, SwitchPort, type PortDriver, type PortHost } from './port.js';
 
-class TapDriver implements PortDriver {
+export class TapDriver implements PortDriver {
   receive(port: SwitchPort, host: PortHost, count: number, now: number): number {
     const io = host.io;
     const lengths = io.lengths;
@@ -48,8 +48,13 @@ class TapDriver implements PortDriver {
  */
 export function transmitCounted(host: PortHost, port: SwitchPort, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, n: number, bytes: number, packetSocket = false): void {
   const io = host.io;
-  const counters = host.counters;
   const written = packetSocket ? io.transmitPackets(port.fd, buf, offsets, lengths, n, io.vnetHdrLen) : io.transmit(port.fd, buf, offsets, lengths, n, io.vnetHdrLen);
+  countTransmitted(host, port, lengths, n, written, bytes);
+}
+
+/** Counts on the port what a transmit of `n` frames (`bytes` in all) did: `written` went out, the rest (their lengths zeroed) failed. */
+export function countTransmitted(host: PortHost, port: SwitchPort, lengths: Uint32Array, n: number, written: number, bytes: number): void {
+  const counters = host.counters;
   const row = port.id * COUNTER_COLUMNS;
   counters[row + TX_FRAMES] += written;
   if (written === n) {
