@@ -17,6 +17,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
+import { hasTap } from './endpoint-config.js';
 import { macHi16, macLo32, mustParseMac } from '../packet/ethernet.js';
 import type { LbBackendSpec, LbSpec } from '../lb/balancer.js';
 import { parseBackendName } from '../lb/backend-name.js';
@@ -348,8 +349,8 @@ export class LbService {
       if (lb.probe === undefined) continue;
       for (const b of lb.backends) {
         const record = b.endpoint === undefined ? undefined : this.state.endpoints.get(b.endpoint);
-        // A remote backend is probed on its own host; a fabric endpoint has no namespace here.
-        if (record === undefined || record.endpoint.fabric !== undefined) continue;
+        // A remote backend is probed on its own host; a fabric endpoint or a VM's has no namespace here to probe from.
+        if (record === undefined || !hasTap(record.endpoint)) continue;
         targets.push({ key: this.probeKey(lb, b), netnsPath: netnsPath(record.endpoint.netns), ip: b.ip, port: b.port, spec: lb.probe });
       }
     }

@@ -179,17 +179,20 @@ export interface SavedObjects {
   compartments: string[];
   hostInterfaces: string[];
   nftTables: string[];
+  /** VM endpoints' vhost-user sockets that vsw serves (and removes with them, or at reset). */
+  sockets: string[];
 }
 
 export function savedObjects(d: DaemonHandle): SavedObjects {
   const path = `${d.stateDir}/state.json`;
-  const empty: SavedObjects = { taps: [], compartments: [], hostInterfaces: [], nftTables: [] };
+  const empty: SavedObjects = { taps: [], compartments: [], hostInterfaces: [], nftTables: [], sockets: [] };
   if (!existsSync(path)) return empty;
   const saved = JSON.parse(readFileSync(path, 'utf8')) as SavedState;
   const compartments = saved.compartments.map((c) => c.name);
   return {
-    // A fabric endpoint has no TAP (nor a namespace).
-    taps: saved.endpoints.filter((e) => e.endpoint.fabric === undefined && !compartments.includes(e.endpoint.netns)).map((e) => [e.endpoint.netns, e.endpoint.ifname]),
+    // A fabric endpoint has no TAP (nor a namespace), nor has a VM's.
+    taps: saved.endpoints.filter((e) => e.endpoint.fabric === undefined && e.endpoint.vhostUser === undefined && !compartments.includes(e.endpoint.netns)).map((e) => [e.endpoint.netns, e.endpoint.ifname]),
+    sockets: saved.endpoints.flatMap((e) => (e.endpoint.vhostUser?.mode === 'server' ? [e.endpoint.vhostUser.socket] : [])),
     compartments,
     hostInterfaces: saved.networks.flatMap((n) => (n.nat ? [n.nat.info.hostInterface] : [])),
     nftTables: [...new Set([...saved.host.nftTables, ...saved.networks.flatMap((n) => (n.nat?.table ? [n.nat.table] : []))])],
@@ -211,6 +214,7 @@ export async function leftovers(objects: SavedObjects, netns?: string): Promise<
   // Family ip for nat tables, netdev for uplink guards.
   const listed = new Set(tables.stdout.split('\n').map((l) => l.split(' ')[2]));
   for (const table of objects.nftTables) if (listed.has(table)) left.push(`nftables table ${table}`);
+  for (const socket of objects.sockets) if (existsSync(socket)) left.push(`vhost-user socket ${socket}`);
   return left;
 }
 
