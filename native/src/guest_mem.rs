@@ -101,6 +101,14 @@ impl GuestMemory {
         None
     }
 
+    /// Guest memory over a buffer of the test's own (guest-physical `guest_phys`, "VMM address" `user_addr`).
+    #[cfg(test)]
+    pub fn over(buf: &mut [u8], guest_phys: u64, user_addr: u64) -> GuestMemory {
+        GuestMemory {
+            regions: vec![Region { guest_phys, size: buf.len() as u64, user_addr, host: buf.as_mut_ptr(), map: ptr::null_mut(), map_len: 0 }],
+        }
+    }
+
     pub fn regions(&self) -> usize {
         self.regions.len()
     }
@@ -112,7 +120,7 @@ impl GuestMemory {
 
 impl Drop for GuestMemory {
     fn drop(&mut self) {
-        for r in &self.regions {
+        for r in self.regions.iter().filter(|r| !r.map.is_null()) {
             unsafe { munmap(r.map, r.map_len) };
         }
     }

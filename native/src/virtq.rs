@@ -268,3 +268,157 @@ impl Vring {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GPA: u64 = 0x10_0000;
+    const UVA: u64 = 0x7f00_0000_0000;
+    const NUM: u32 = 8;
+    // Layout inside the test's guest memory: descriptors, avail ring, used ring, then buffers.
+    const DESC: usize = 0;
+    const AVAIL: usize = 0x100;
+    const USED: usize = 0x200;
+    const DATA: usize = 0x1000;
+
+    fn ring(mem: &GuestMemory, event_idx: bool) -> Vring {
+        let addrs = RingAddrs { desc: UVA + DESC as u64, avail: UVA + AVAIL as u64, used: UVA + USED as u64 };
+        Vring::new(mem, NUM, addrs, 0, event_idx).unwrap()
+    }
+
+    fn put_desc(buf: &mut [u8], i: usize, addr: u64, len: u32, flags: u16, next: u16) {
+        let d = &mut buf[DESC + 16 * i..DESC + 16 * i + 16];
+        d[0..8].copy_from_slice(&addr.to_le_bytes());
+        d[8..12].copy_from_slice(&len.to_le_bytes());
+        d[12..14].copy_from_slice(&flags.to_le_bytes());
+        d[14..16].copy_from_slice(&next.to_le_bytes());
+    }
+
+    /// Makes `heads` available after whatever the avail ring holds.
+    fn offer(buf: &mut [u8], heads: &[u16]) {
+        let idx = u16::from_le_bytes([buf[AVAIL + 2], buf[AVAIL + 3]]);
+        for (k, h) in heads.iter().enumerate() {
+            let slot = (idx as usize + k) % NUM as usize;
+            buf[AVAIL + 4 + 2 * slot..AVAIL + 6 + 2 * slot].copy_from_slice(&h.to_le_bytes());
+        }
+        buf[AVAIL + 2..AVAIL + 4].copy_from_slice(&(idx.wrapping_add(heads.len() as u16)).to_le_bytes());
+    }
+
+    fn used(buf: &[u8], k: usize) -> (u32, u32) {
+        let e = USED + 4 + 8 * k;
+        (u32::from_le_bytes(buf[e..e + 4].try_into().unwrap()), u32::from_le_bytes(buf[e + 4..e + 8].try_into().unwrap()))
+    }
+
+    #[test]
+    fn gathers_a_chain_and_gives_it_back() {
+        let mut buf = vec![0u8; 0x4000];
+        buf[DATA..DATA + 3].copy_from_slice(b"abc");
+        buf[DATA + 0x100..DATA + 0x102].copy_from_slice(b"de");
+        put_desc(&mut buf, 2, GPA + DATA as u64, 3, DESC_F_NEXT, 5);
+        put_desc(&mut buf, 5, GPA + DATA as u64 + 0x100, 2, 0, 0);
+        offer(&mut buf, &[2]);
+        let mem = GuestMemory::over(&mut buf, GPA, UVA);
+        let mut r = ring(&mem, false);
+        assert_eq!(r.pending().unwrap(), 1);
+        let mut out = [0u8; 16];
+        assert_eq!(r.pop_gather(&mem, out.as_mut_ptr(), out.len()).unwrap(), 5);
+        assert_eq!(&out[..5], b"abcde");
+        r.publish_used();
+        drop(mem);
+        assert_eq!(u16::from_le_bytes([buf[USED + 2], buf[USED + 3]]), 1);
+        assert_eq!(used(&buf, 0), (2, 0));
+    }
+
+    #[test]
+    fn refuses_what_a_guest_must_not_do() {
+        let cases: [(&str, fn(&mut [u8])); 6] = [
+            ("a loop", |b| {
+                // Empty buffers: only the chain's length gives the loop away.
+                put_desc(b, 0, GPA + DATA as u64, 0, DESC_F_NEXT, 1);
+                put_desc(b, 1, GPA + DATA as u64, 0, DESC_F_NEXT, 0);
+                offer(b, &[0]);
+            }),
+            ("outside the guest's memory", |b| {
+                put_desc(b, 0, 0xdead_0000, 4, 0, 0);
+                offer(b, &[0]);
+            }),
+            ("outside the guest's memory", |b| {
+                // Starts inside, runs past the end.
+                put_desc(b, 0, GPA + 0x4000 - 2, 8, 0, 0);
+                offer(b, &[0]);
+            }),
+            ("beyond the queue", |b| offer(b, &[NUM as u16 + 3])),
+            ("chains to", |b| {
+                put_desc(b, 0, GPA + DATA as u64, 4, DESC_F_NEXT, 9);
+                offer(b, &[0]);
+            }),
+            ("more than 16 bytes", |b| {
+                put_desc(b, 0, GPA + DATA as u64, 64, 0, 0);
+                offer(b, &[0]);
+            }),
+        ];
+        for (reason, make) in cases {
+            let mut buf = vec![0u8; 0x4000];
+            make(&mut buf);
+            let mem = GuestMemory::over(&mut buf, GPA, UVA);
+            let mut r = ring(&mem, false);
+            let mut out = [0u8; 16];
+            let err = r.pop_gather(&mem, out.as_mut_ptr(), out.len()).unwrap_err();
+            assert!(err.contains(reason), "{reason}: {err}");
+        }
+        // An available index more than a queue ahead.
+        let mut buf = vec![0u8; 0x4000];
+        buf[AVAIL + 2..AVAIL + 4].copy_from_slice(&(NUM as u16 + 1).to_le_bytes());
+        let mem = GuestMemory::over(&mut buf, GPA, UVA);
+        assert!(ring(&mem, false).pending().unwrap_err().contains("ahead"));
+    }
+
+    #[test]
+    fn scatters_over_buffers_and_refuses_read_only_ones() {
+        let mut buf = vec![0u8; 0x4000];
+        put_desc(&mut buf, 0, GPA + DATA as u64, 4, DESC_F_WRITE | DESC_F_NEXT, 1);
+        put_desc(&mut buf, 1, GPA + DATA as u64 + 0x100, 4, DESC_F_WRITE, 0);
+        put_desc(&mut buf, 2, GPA + DATA as u64 + 0x200, 4, 0, 0);
+        offer(&mut buf, &[0, 2]);
+        let mem = GuestMemory::over(&mut buf, GPA, UVA);
+        let mut r = ring(&mem, false);
+        let src = b"0123456";
+        let n = r.pop_scatter(&mem, 0, src.len(), |at, dst, k| unsafe { ptr::copy_nonoverlapping(src.as_ptr().add(at), dst, k) }).unwrap();
+        assert_eq!(n, 7);
+        let err = r.pop_scatter(&mem, 0, 1, |_, _, _| {}).unwrap_err();
+        assert!(err.contains("read-only in a receive chain"), "{err}");
+        r.publish_used();
+        drop(mem);
+        assert_eq!(&buf[DATA..DATA + 4], b"0123");
+        assert_eq!(&buf[DATA + 0x100..DATA + 0x103], b"456");
+        assert_eq!(&buf[DATA + 0x200..DATA + 0x204], [0u8; 4], "nothing written into the read-only buffer");
+        assert_eq!(used(&buf, 0), (0, 7));
+    }
+
+    #[test]
+    fn event_index_decides_interrupts_and_kicks() {
+        let mut buf = vec![0u8; 0x4000];
+        for i in 0..4 {
+            put_desc(&mut buf, i, GPA + DATA as u64, 1, 0, 0);
+        }
+        offer(&mut buf, &[0, 1, 2, 3]);
+        // The guest wants an interrupt once used reaches 3 (used_event = 2).
+        let used_event = AVAIL + 4 + 2 * NUM as usize;
+        buf[used_event..used_event + 2].copy_from_slice(&2u16.to_le_bytes());
+        let mem = GuestMemory::over(&mut buf, GPA, UVA);
+        let mut r = ring(&mem, true);
+        let mut out = [0u8; 4];
+        r.pop_gather(&mem, out.as_mut_ptr(), 4).unwrap();
+        r.publish_used();
+        assert!(!r.needs_call(), "used 1: the guest waits for 3");
+        r.pop_gather(&mem, out.as_mut_ptr(), 4).unwrap();
+        r.pop_gather(&mem, out.as_mut_ptr(), 4).unwrap();
+        r.publish_used();
+        assert!(r.needs_call(), "used 3 passed used_event 2");
+        assert_eq!(r.arm_kick().unwrap(), 1, "one chain is still there after arming");
+        drop(mem);
+        let avail_event = USED + 4 + 8 * NUM as usize;
+        assert_eq!(u16::from_le_bytes([buf[avail_event], buf[avail_event + 1]]), 3, "the guest kicks once it makes entry 3 available");
+    }
+}

@@ -406,7 +406,7 @@ export type GuestNetdev =
    * Without reconnectSeconds the socket must exist when QEMU starts; with it
    * QEMU waits for it and connects again after vsw restarts.
    */
-  | { kind: 'vhost-user'; socket: string; reconnectSeconds?: number }
+  | { kind: 'vhost-user'; socket: string; reconnectSeconds?: number; server?: boolean }
   /**
    * A kernel TAP named IFNAME in namespace NETNS; QEMU runs inside that
    * namespace. A persistent TAP made beforehand (`ip tuntap add`, already in
@@ -478,7 +478,10 @@ function qemuArgs(opts: GuestOptions, accel: Accel, initrd: string): string[] {
     net.kind === 'vhost-user'
       ? [
           '-chardev',
-          `socket,id=chr0,path=${net.socket}${net.reconnectSeconds !== undefined ? `,reconnect=${net.reconnectSeconds}` : ''}`,
+          // server: QEMU serves the socket and vsw connects (--vhost-mode client); QEMU then waits for vsw before the guest boots.
+          net.server === true
+            ? `socket,id=chr0,path=${net.socket},server=on,wait=off`
+            : `socket,id=chr0,path=${net.socket}${net.reconnectSeconds !== undefined ? `,reconnect=${net.reconnectSeconds}` : ''}`,
           '-netdev',
           'vhost-user,id=net0,chardev=chr0',
         ]

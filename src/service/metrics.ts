@@ -14,7 +14,7 @@
 import { createServer, type Server } from 'node:http';
 import type { Logger } from 'pino';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { LoadBalancer, NatNetworkState, OverlayNetworkState, StatsResponse } from './api-types.js';
+import type { LoadBalancer, NatNetworkState, OverlayNetworkState, StatsResponse, VhostEndpointState } from './api-types.js';
 import type { NetworkService } from './service.js';
 
 export interface MetricsAddress {
@@ -37,6 +37,7 @@ interface Scrape {
   overlay: OverlayNetworkState[];
   hostPorts: { port: string; network: string; portId: number; up: boolean }[];
   loadBalancers: LoadBalancer[];
+  vms: { name: string; network: string; device: VhostEndpointState }[];
 }
 
 type MirrorArgs = [registry: Registry, name: string, help: string, labelNames: string[], values: (s: Scrape) => [Record<string, string>, number][], scrape: () => Scrape | undefined];
@@ -165,6 +166,17 @@ export class Metrics {
     mirroredGauge(r, 'vsw_lb_backend_connections', "Connections balanced to the backend whose connection-tracking entry is alive (TCP's TIME_WAIT included)", lbLabels, backendRows((b) => b.counters?.active ?? 0), s);
     mirroredCounter(r, 'vsw_lb_backend_bytes_total', 'Bytes of the connections balanced to the backend, both ways', lbLabels, backendRows((b) => b.counters?.bytes ?? 0), s);
 
+    const vmRows = (pick: (v: VhostEndpointState) => number) => (x: Scrape): [Record<string, string>, number][] => x.vms.map((v) => [{ port: v.name, network: v.network }, pick(v.device)]);
+    mirroredGauge(r, 'vsw_vhost_connected', "1 while a VM endpoint's VMM is connected to its vhost-user socket", ['port', 'network'], vmRows((v) => (v.state === 'waiting' ? 0 : 1)), s);
+    mirroredCounter(r, 'vsw_vhost_connections_total', "Connections of VMMs to a VM endpoint's socket", ['port', 'network'], vmRows((v) => v.connections), s);
+    mirroredCounter(r, 'vsw_vhost_broken_total', "Times a VM endpoint's guest broke a virtio ring rule (its queues were stopped)", ['port', 'network'], vmRows((v) => v.brokenCount), s);
+    mirroredCounter(r, 'vsw_vhost_rx_dropped_total', 'Frames for a VM dropped: no_buffer (the guest posted no receive buffer) or unfit (they did not fit its buffers whole)', ['port', 'network', 'reason'], (x) =>
+      x.vms.flatMap((v): [Record<string, string>, number][] => [
+        [{ port: v.name, network: v.network, reason: 'no_buffer' }, v.device.rxNoBuffer],
+        [{ port: v.name, network: v.network, reason: 'unfit' }, v.device.rxUnfit],
+      ]),
+    s);
+
     mirroredGauge(r, 'vsw_endpoints', 'Endpoints, by network', ['network'], () => {
       const counts = new Map<string, number>();
       for (const e of this.service.state.listEndpoints()) counts.set(e.network, (counts.get(e.network) ?? 0) + 1);
@@ -189,11 +201,11 @@ export class Metrics {
 
   private async renderNow(): Promise<string> {
     const service = this.service;
-    const [stats, nat, overlay, loadBalancers] = await Promise.all([service.stats(), service.nat.list(undefined, true), service.overlay.list(undefined, true), service.lb.list()]);
+    const [stats, nat, overlay, loadBalancers, vms] = await Promise.all([service.stats(), service.nat.list(undefined, true), service.overlay.list(undefined, true), service.lb.list(), service.vmEndpoints()]);
     const hostPorts = [...service.state.networks.values()].flatMap((r) =>
       r.nat ? [{ port: `host/${r.nat.info.hostInterface}`, network: r.network.name, portId: r.nat.portId, up: r.nat.down === null }] : [],
     );
-    this.current = { stats, nat, overlay, hostPorts, loadBalancers };
+    this.current = { stats, nat, overlay, hostPorts, loadBalancers, vms };
     try {
       return await this.registry.metrics();
     } finally {

@@ -50,6 +50,7 @@ import {
   type RemoteEndpointRequest,
   type StatsResponse,
   type UplinkStats,
+  type VhostEndpointState,
 } from './api-types.js';
 import { hostnameProblem, type DhcpLease } from '../dhcp/index.js';
 import { DhcpService, type DhcpDataPlane } from './dhcp.js';
@@ -390,6 +391,19 @@ export class NetworkService {
     if (code === VhostEvent.BROKEN) this.logger.warn(fields, "the guest broke its virtio ring: vsw stopped the endpoint's queues");
     else this.logger.info(fields, 'VM endpoint device changed state');
     if (code === VhostEvent.RUNNING) this.announce([record]);
+  }
+
+  /** Every VM endpoint's device as the data plane reports it now (metrics). */
+  async vmEndpoints(): Promise<{ name: string; network: string; device: VhostEndpointState }[]> {
+    const statuses = new Map((await this.dataPlane.vhostStatus()).map((s) => [s.portId, s]));
+    const out: { name: string; network: string; device: VhostEndpointState }[] = [];
+    for (const record of this.state.endpoints.values()) {
+      const status = statuses.get(record.endpoint.portId);
+      if (record.endpoint.vhostUser === undefined || status === undefined || status.socket !== record.endpoint.vhostUser.socket) continue;
+      record.vhost = vhostStateOf(status);
+      out.push({ name: record.endpoint.name, network: record.endpoint.network, device: record.vhost });
+    }
+    return out;
   }
 
   /** An endpoint as the API shows it, a VM endpoint's device counters read now. */

@@ -21,7 +21,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { qemuAvailable, startGuest, type Guest } from '../../scripts/vm/guest.js';
 import type { Network } from '../../src/service/api-types.js';
 import { CLI, createEndpoint, readLines, restartDaemon, startDaemon, teardown, type DaemonHandle, type EndpointJson } from './helpers/daemon.js';
-import { addNetns, inNetns, ping, runPrefix, sh } from './helpers/env.js';
+import { addNetns, freeLoopbackPort, inNetns, ping, runPrefix, sh } from './helpers/env.js';
 import { addOutsideNamespace, freeNet24, hostPortBase, PEER_HTTP_SERVER, prefixNumber, readIpForward, removeNatLeftovers, type Outside } from './helpers/nat.js';
 
 const prefix = runPrefix();
@@ -39,6 +39,7 @@ const G1_MAC = '52:54:00:76:00:0a';
 const PUB = hostPortBase(prefix) + 7;
 
 let d: DaemonHandle;
+let metricsPort: number;
 let forwardBefore: string | undefined;
 let outside: Outside;
 let a: EndpointJson;
@@ -94,7 +95,8 @@ test.before(async () => {
   if (missing !== null) throw new Error(`QEMU guests cannot run here: ${missing}`);
   forwardBefore = readIpForward();
   mkdirSync(dir, { recursive: true });
-  d = await startDaemon(prefix);
+  metricsPort = await freeLoopbackPort();
+  d = await startDaemon(prefix, { extraArgs: ['--metrics', `127.0.0.1:${metricsPort}`] });
   await d.vswOk(['network', 'create', '-d', 'internal', '--subnet', subnetI, netI]);
   await addNetns(nsA);
   a = await createEndpoint(d, netI, nsA, ['--ip', ipI(20)]);
@@ -149,6 +151,15 @@ test.serial('a VM endpoint waits for its VMM, then its guest pings and exchanges
   const port = stats.ports.find((p) => p.endpoint === up.id)!;
   t.true(port.rxBytes > 4_000_000 && port.txBytes > 4_000_000, `the guest's port counted both files: ${JSON.stringify(port)}`);
   t.is(port.drops.txFailed ?? 0, 0, 'nothing for the running guest was refused');
+
+  // Prometheus: the guest's port as any endpoint's, and its device's own metrics.
+  const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+  const labels = `port="${prefix}-g1",network="${netI}"`;
+  const rxBytes = new RegExp(`^vsw_port_rx_bytes_total\\{port="${prefix}-g1",kind="endpoint",network="${netI}"\\} (\\d+)`, 'm').exec(metrics);
+  t.true(rxBytes !== null && Number(rxBytes[1]) > 4_000_000, 'vsw_port_rx_bytes_total counts what the guest sent');
+  t.true(metrics.includes(`vsw_vhost_connected{${labels}} 1`), 'vsw_vhost_connected');
+  t.true(metrics.includes(`vsw_vhost_broken_total{${labels}} 0`), 'vsw_vhost_broken_total');
+  t.true(metrics.includes(`vsw_port_up{port="${prefix}-g1",kind="endpoint",network="${netI}"} 1`), 'vsw_port_up');
 });
 
 test.serial("policy on the guest's port applies, and vsw capture records its frames", async (t) => {
@@ -200,6 +211,37 @@ test.serial('QEMU restarts: the endpoint waits for the next VMM on its socket an
   const up = await endpointUp(`${prefix}-g1`);
   t.is(up.vhost?.connections, 2);
   t.true(await guestPings(g1, a.ip));
+});
+
+test.serial('the guest resets its NIC (driver unbound and bound again): vsw stops the queues and runs the new ones', async (t) => {
+  const g = g1!;
+  const before = await inspect(`${prefix}-g1`);
+  t.is((await g.run('echo virtio0 > /sys/bus/virtio/drivers/virtio_net/unbind')).code, 0);
+  await until('the endpoint to see the queues stopped', 10_000, async () => ((await inspect(`${prefix}-g1`)).vhost?.state === 'connected' ? true : undefined));
+  t.is((await inspect(`${prefix}-g1`)).stateReason, "its VMM is connected; the guest's virtio-net driver has not started its queues yet");
+  t.is((await g.run(`echo virtio0 > /sys/bus/virtio/drivers/virtio_net/bind && ip link set eth0 up && ip addr add ${G1_IP}/24 dev eth0`)).code, 0);
+  const up = await endpointUp(`${prefix}-g1`);
+  t.is(up.vhost?.connections, before.vhost?.connections, 'the same connection: only the queues started again');
+  t.true(await guestPings(g, a.ip), 'frames move on the new queues');
+});
+
+test.serial('client mode: QEMU serves the socket and vsw connects to it', async (t) => {
+  const sock3 = `${dir}/vm3.sock`;
+  const booting = startGuest({ name: `${prefix}-g3`, netdev: { kind: 'vhost-user', socket: sock3, server: true }, mac: '52:54:00:76:00:0c', ip: `${ipI(12)}/24` });
+  // QEMU listens before it boots the guest, and waits there for vsw.
+  await until('QEMU to serve its socket', 15_000, async () => (existsSync(sock3) ? true : undefined));
+  await d.vswOk(['endpoint', 'create', '--network', netI, '--vhost-user', sock3, '--vhost-mode', 'client', '--ip', ipI(12), '--mac', '52:54:00:76:00:0c', '--name', `${prefix}-g3`]);
+  const g3 = await booting;
+  try {
+    const up = await endpointUp(`${prefix}-g3`);
+    t.deepEqual(up.vhostUser, { socket: sock3, mode: 'client' });
+    t.true(await guestPings(g3, a.ip));
+  } finally {
+    await g3.stop();
+  }
+  await until('the endpoint to wait for QEMU again', 10_000, async () => ((await inspect(`${prefix}-g3`)).vhost?.state === 'waiting' ? true : undefined));
+  t.is((await inspect(`${prefix}-g3`)).stateReason, `waiting for its VMM to serve ${sock3}`);
+  await d.vswOk(['endpoint', 'rm', `${prefix}-g3`]);
 });
 
 test.serial('a guest on a nat network reaches the outside through the NAT and serves a published port', async (t) => {
