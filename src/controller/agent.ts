@@ -307,7 +307,8 @@ export class Agent {
     const owner = endpointOwner(e.network, e.name);
     const key = Keys.realizedEndpoint(e.network, e.name);
     await this.attempt('endpoints', `${e.network}/${e.name}`, this.revisionOf(Keys.endpoint(e.network, e.name)), async () => {
-      const made = existing ?? (await this.host.createEndpoint({ network: e.network, netns: e.netns, name: e.name, owner, ...(e.ip === undefined ? {} : { ip: e.ip }) }));
+      const where = e.vhostUser === undefined ? { netns: e.netns } : { vhostUser: e.vhostUser };
+      const made = existing ?? (await this.host.createEndpoint({ network: e.network, ...where, name: e.name, owner, ...(e.ip === undefined ? {} : { ip: e.ip }) }));
       const realized: RealizedEndpoint = { network: e.network, name: e.name, host: this.opts.host, ip: made.ip, mac: made.mac, vtep: this.opts.vtep, ifname: made.ifname };
       if (JSON.stringify(this.cache.get(key)?.value) !== JSON.stringify(realized) || !this.realized.has(key)) {
         this.realized.set(key, realized);

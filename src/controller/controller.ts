@@ -414,11 +414,12 @@ export class Controller {
     if (!NAME.test(name)) throw badRequest(`endpoint name ${name} is not ${RESOURCE_NAME_RULE}: pick another.`);
     const network = text(b.network, 'network', 'a network name: pass --network');
     const host = text(b.host, 'host', "the host to place it on (an agent's --host): pass --host");
-    const netns = text(b.netns, 'netns', 'the network namespace on that host: pass --netns');
+    const vhostUser = b.vhostUser === undefined ? undefined : vmSocket(b.vhostUser, b.netns);
+    const netns = vhostUser === undefined ? text(b.netns, 'netns', 'the network namespace on that host: pass --netns, or --vhost-user PATH for a VM') : '';
     const net = await this.requireNetwork(network);
     if (!net.hosts.includes(host)) throw badRequest(`network ${network} does not span host ${host} (its hosts: ${net.hosts.join(', ')}): pick one of those.`);
     if ((await this.etcd.getAll().prefix(Keys.endpoints).keys()).some((k) => k.endsWith(`/${name}`))) throw conflict(`an endpoint named ${name} exists already: pick another --name.`);
-    const e: ControllerEndpoint = { name, network, host, netns, created: new Date().toISOString() };
+    const e: ControllerEndpoint = { name, network, host, netns, ...(vhostUser === undefined ? {} : { vhostUser }), created: new Date().toISOString() };
     const key = Keys.endpoint(network, name);
     if (sharedSegment(net.driver)) {
       e.ip = await this.claimAddress(net, b.ip, name, key, (ip) => JSON.stringify({ ...e, ip }));
@@ -609,6 +610,16 @@ function checkHosts(hosts: unknown): string[] {
   if (!Array.isArray(hosts) || hosts.length === 0 || hosts.some((h) => typeof h !== 'string' || !NAME.test(h))) throw badRequest("hosts must be a list of host names (the agents' --host): pass --hosts h1,h2.");
   if (new Set(hosts).size !== hosts.length) throw badRequest('a host is named twice in hosts: name each once.');
   return hosts as string[];
+}
+
+/** A VM endpoint's socket on its host (the host's daemon checks the path itself when its agent makes it). */
+function vmSocket(v: unknown, netns: unknown): NonNullable<ControllerEndpoint['vhostUser']> {
+  if (netns !== undefined) throw badRequest('--netns and --vhost-user exclude each other: an endpoint is a TAP in a namespace or a VM\'s NIC.');
+  const o = object(v);
+  const socket = text(o.socket, 'vhostUser.socket', 'the socket path on that host: pass --vhost-user PATH');
+  if (!socket.startsWith('/')) throw badRequest(`--vhost-user ${socket} must be an absolute path on the host, such as /run/vsw/vm1.sock.`);
+  if (o.mode !== undefined && o.mode !== 'server' && o.mode !== 'client') throw badRequest(`--vhost-mode ${String(o.mode)} is not server or client: pass one of them or leave it out.`);
+  return { socket, mode: (o.mode as 'server' | 'client' | undefined) ?? 'server' };
 }
 
 function object(body: unknown): Record<string, unknown> {

@@ -85,7 +85,10 @@ export interface ControllerEndpoint {
   name: string;
   network: string;
   host: string;
+  /** The namespace on its host; empty for a VM endpoint. */
   netns: string;
+  /** A VM endpoint: its vhost-user socket on its host (docs/VM.md). */
+  vhostUser?: { socket: string; mode: 'server' | 'client' };
   /** Allocated by the controller from the network's subnet on a shared segment, or asked for; else the host's daemon allocates it (its realized key has it). */
   ip?: string;
   created: string;

@@ -649,7 +649,13 @@ export class NetworkService {
 
   private async addEndpoint(request: CreateEndpointRequest): Promise<{ endpoint: Endpoint; created: boolean }> {
     const net = this.state.requireNetwork(request.network);
-    if (request.vhostUser !== undefined) return { endpoint: await this.addVmEndpoint(request, net), created: true };
+    if (request.vhostUser !== undefined) {
+      const same = request.owner === undefined ? undefined : this.state.endpointByOwner(request.owner);
+      // A runtime (or an agent) asking again gets the endpoint it was given.
+      if (same && same.endpoint.network === net.network.name && same.endpoint.vhostUser?.socket === request.vhostUser.socket) return { endpoint: this.state.endpointView(same), created: false };
+      if (same) throw conflict(`${request.owner} already has endpoint ${describe(same)} on network ${same.endpoint.network}: remove it first.`);
+      return { endpoint: await this.addVmEndpoint(request, net), created: true };
+    }
     if (request.netns === undefined) throw badRequest('an endpoint needs a network namespace for its TAP: pass --netns NAME, or --vhost-user PATH for a VM\'s NIC.');
     const req = { ...request, netns: canonicalNetns(request.netns) };
     const netnsInode = await this.requireNetns(req.netns, req.configure !== false);

@@ -41,8 +41,8 @@ function served(path: string): Promise<boolean> {
  */
 export async function checkVhostUser(req: CreateEndpointRequest, state: State): Promise<VhostUser> {
   const { socket, mode = 'server' } = req.vhostUser!;
-  const extra = (['netns', 'ifname', 'configure', 'owner'] as const).filter((k) => req[k] !== undefined);
-  if (extra.length > 0) throw badRequest(`a VM endpoint (--vhost-user) has no network namespace or interface of its own: leave out ${extra.map((k) => k).join(', ')}.`);
+  const extra = (['netns', 'ifname', 'configure'] as const).filter((k) => req[k] !== undefined);
+  if (extra.length > 0) throw badRequest(`a VM endpoint (--vhost-user) has no network namespace or interface of its own: leave out ${extra.join(', ')}.`);
   if (!isAbsolute(socket) || Buffer.byteLength(socket) > 107 || socket.includes('\0')) {
     throw badRequest(`--vhost-user ${socket} must be an absolute path of at most 107 bytes (a unix socket's limit), such as /run/vsw/vm1.sock.`);
   }

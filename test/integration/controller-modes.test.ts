@@ -11,7 +11,8 @@
 import test from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { LoadBalancer } from '../../src/service/api-types.js';
+import { existsSync } from 'node:fs';
+import type { Endpoint, LoadBalancer } from '../../src/service/api-types.js';
 import { addNetns, inNetns, ping, runPrefix, spawnInNetns } from './helpers/env.js';
 import { assertOneSentence, CLI, readLines, runCli, teardown } from './helpers/daemon.js';
 import { controllerApi, controllerCli, startControllerRig, until, type ControllerRig } from './helpers/controller.js';
@@ -133,6 +134,21 @@ test.serial('internal and nat networks are made alike on each host, and each hos
   assertOneSentence(t, await runCli(['--controller', rig!.socket, 'network', 'create', '-d', 'l2tunnel', '--uplink', 'x', '--subnet', '10.95.9.0/24', '--hosts', 'h1', ns('bad')]), 'a mode the controller does not make');
   assertOneSentence(t, await runCli(['--controller', rig!.socket, 'network', 'create', '-d', 'transparent', '--subnet', '10.95.9.0/24', '--hosts', 'h1', ns('bad')]), 'transparent without --uplink');
   assertOneSentence(t, await runCli(['--controller', rig!.socket, 'network', 'create', '-d', 'internal', '--subnet', '10.95.9.0/24', '--vni', '7', '--hosts', 'h1', ns('bad')]), 'a VNI on an internal network');
+});
+
+test.serial('a VM endpoint placed through the controller: its host serves the socket, and removing it there takes the socket too', async (t) => {
+  const socket = `${dir}/vm-h1.sock`;
+  await ctl(['endpoint', 'create', '--network', INTERNAL, '--host', 'h1', '--vhost-user', socket, '--name', ns('vm1')]);
+  await until(`${ns('vm1')} applied`, async () => (await endpoint(ns('vm1'))).status.h1?.state === 'applied');
+  const onHost = (await daemon('h1').vswJson<Endpoint[]>(['endpoint', 'ls', '--json'])).find((e) => e.name === ns('vm1'));
+  t.deepEqual(onHost?.vhostUser, { socket, mode: 'server' }, "h1's agent made a VM endpoint");
+  t.is(onHost?.vhost?.state, 'waiting', 'no VMM yet');
+  t.is((await endpoint(ns('vm1'))).ip, onHost!.ip, 'the controller shows the address h1 gave it');
+  t.true(existsSync(socket), 'h1 serves the socket');
+  assertOneSentence(t, await runCli(['--controller', rig!.socket, 'endpoint', 'create', '--network', INTERNAL, '--host', 'h1', '--vhost-user', 'relative.sock', '--name', ns('vm2')]), 'a relative socket path');
+  await ctl(['endpoint', 'rm', ns('vm1')]);
+  await until(`${ns('vm1')} gone from h1`, async () => !(await daemon('h1').vswJson<Endpoint[]>(['endpoint', 'ls', '--json'])).some((e) => e.name === ns('vm1')));
+  t.false(existsSync(socket), 'the socket went with the endpoint');
 });
 
 test.serial("a transparent network on each host's uplink: addresses unique across the hosts, and the endpoints meet on the LAN", async (t) => {
