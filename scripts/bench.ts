@@ -17,7 +17,10 @@
  *              ways and new TCP connections and UDP flows per second, next
  *              to the same traffic switched by vsw without NAT;
  *   overlay    a two-host lab (scripts/lab-lib.ts) through a vsw VXLAN
- *              overlay against the kernel's own VXLAN on the same underlay.
+ *              overlay against the kernel's own VXLAN on the same underlay;
+ *   vm         a QEMU guest (scripts/vm/guest.ts) to a namespace through
+ *              vsw's vhost-user port against QEMU's own -netdev tap on a
+ *              Linux bridge, the two guests one after the other.
  * The medians and the ratios are printed and written to a JSON file.
  * Absolute numbers depend on the machine; the ratio is what to compare
  * across machines.

@@ -13,16 +13,17 @@ import { cmd, liveChildren, pickFreePrefix, stop, type CmdOptions, type CmdResul
 import type { VswDaemon } from './vsw-daemon.js';
 
 /** The scenarios, by the names --only takes and run records carry, in the order they run. */
-export const TEST_NAMES = ['tcp', 'udp', 'policy', 'qos', 'nat', 'overlay', 'transparent', 'l2bridge'] as const;
+export const TEST_NAMES = ['tcp', 'udp', 'policy', 'qos', 'nat', 'overlay', 'transparent', 'l2bridge', 'vm'] as const;
 export type TestName = (typeof TEST_NAMES)[number];
 
 /**
  * vsw: through vsw without NAT (overlay: through the lab's vsw VXLAN); bridge: the Linux bridge;
  * nat: through a vsw nat network; loopback: no switch at all; kernel: the kernel's VXLAN (overlay);
  * macvlan: a macvlan child of a physical uplink (transparent); ipvlan: an ipvlan L2 child of one, or
- * routed: a routing host with proxy ARP on one, where the kernel has no ipvlan (l2bridge).
+ * routed: a routing host with proxy ARP on one, where the kernel has no ipvlan (l2bridge);
+ * tap: a QEMU guest on QEMU's own -netdev tap in a Linux bridge (vm; its vsw side is a vhost-user port).
  */
-export type SideName = 'vsw' | 'bridge' | 'nat' | 'loopback' | 'kernel' | 'macvlan' | 'ipvlan' | 'routed';
+export type SideName = 'vsw' | 'bridge' | 'nat' | 'loopback' | 'kernel' | 'macvlan' | 'ipvlan' | 'routed' | 'tap';
 
 /** Two namespaces and the path between them that a scenario measures. */
 export interface Side {

@@ -18,8 +18,15 @@ through a nat network to an outside namespace against vsw without NAT: one
 TCP stream each way, new TCP connections/s and new UDP flows/s (nat);
 across two lab hosts (namespaces on an underlay bridge, one vsw daemon
 each) through a vsw VXLAN overlay against the kernel's VXLAN: TCP 1 and 4
-streams, UDP 64-byte (overlay).
-Needs root, iperf3, iproute2 and ping (nat also nft, overlay ethtool), and a
+streams, UDP 64-byte (overlay); a container to a LAN host through a physical
+uplink against macvlan (transparent) and ipvlan or a routing host
+(l2bridge); a QEMU guest to a container through vsw's vhost-user port
+against QEMU's own -netdev tap on a Linux bridge: TCP 1 stream both ways,
+UDP 64-byte (vm; under TCG both sides are bound by the emulation, the ratio
+compares the switch paths under that bound; VSW_VM_ACCEL=kvm|tcg decides
+the accelerator).
+Needs root, iperf3, iproute2 and ping (nat also nft, overlay ethtool, vm
+qemu-system-x86, cpio, busybox-static and a Debian kernel in /boot), and a
 built tree (npm run build).
 
 options:
@@ -28,7 +35,7 @@ options:
   --soak S        also one TCP run of S seconds on vsw, sampling the daemon's RSS
                   every 5 s (default 0: off)
   --only LIST     run only these tests, comma-separated: tcp, udp, policy, qos,
-                  nat, overlay (default: all six)
+                  nat, overlay, transparent, l2bridge, vm (default: all)
   --conns N       nat: new TCP connections, and new UDP flows, per connection-rate
                   run (default 20000; each holds a NAT port for a while)
   --concurrency C nat: exchanges the generator keeps in flight (default 128)

@@ -7,5 +7,6 @@ import { qosScenario } from './scenario-qos.js';
 import { tcpScenario } from './scenario-tcp.js';
 import { l2bridgeScenario, transparentScenario } from './scenario-uplink.js';
 import { udpScenario } from './scenario-udp.js';
+import { vmScenario } from './scenario-vm.js';
 
-export const SCENARIOS: readonly Scenario[] = [tcpScenario, udpScenario, policyScenario, qosScenario, natScenario, overlayScenario, transparentScenario, l2bridgeScenario];
+export const SCENARIOS: readonly Scenario[] = [tcpScenario, udpScenario, policyScenario, qosScenario, natScenario, overlayScenario, transparentScenario, l2bridgeScenario, vmScenario];
