@@ -35,6 +35,8 @@ struct Region {
 
 pub struct GuestMemory {
     regions: Vec<Region>,
+    /// Whether every region's file is sealed against shrinking (see `map`).
+    sealed: bool,
 }
 
 impl GuestMemory {
@@ -44,7 +46,7 @@ impl GuestMemory {
         if table.len() != fds.len() {
             return Err(format!("the memory table names {} regions but came with {} file descriptors", table.len(), fds.len()));
         }
-        let mut mem = GuestMemory { regions: Vec::with_capacity(table.len()) };
+        let mut mem = GuestMemory { regions: Vec::with_capacity(table.len()), sealed: true };
         for (i, (r, &fd)) in table.iter().zip(fds).enumerate() {
             let len = r.size.checked_add(r.mmap_offset).filter(|&l| r.size > 0 && l <= isize::MAX as u64);
             let len = match len {
@@ -53,6 +55,14 @@ impl GuestMemory {
             };
             if r.guest_phys.checked_add(r.size).is_none() || r.user_addr.checked_add(r.size).is_none() {
                 return Err(format!("memory region {i} wraps around the address space"));
+            }
+            // A file that shrank under the mapping would fault (SIGBUS) on the next touch past its end: a
+            // memfd is sealed against that (QEMU's memory-backend-memfd comes sealed; one that allows
+            // sealing gets the seal here). Other files (hugetlbfs, memory-backend-file) cannot be: for
+            // them the VMM is trusted not to truncate its guest's memory.
+            let seals = fcntl(fd, F_GET_SEALS);
+            if seals < 0 || (seals & F_SEAL_SHRINK == 0 && fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) != 0) {
+                mem.sealed = false;
             }
             let file_len = lseek(fd, 0, SEEK_END);
             if file_len < 0 || (file_len as u64) < len as u64 {
@@ -106,11 +116,17 @@ impl GuestMemory {
     pub fn over(buf: &mut [u8], guest_phys: u64, user_addr: u64) -> GuestMemory {
         GuestMemory {
             regions: vec![Region { guest_phys, size: buf.len() as u64, user_addr, host: buf.as_mut_ptr(), map: ptr::null_mut(), map_len: 0 }],
+            sealed: true,
         }
     }
 
     pub fn regions(&self) -> usize {
         self.regions.len()
+    }
+
+    /// Whether no region's file can shrink under its mapping.
+    pub fn sealed(&self) -> bool {
+        self.sealed
     }
 
     pub fn bytes(&self) -> u64 {

@@ -4,6 +4,7 @@
 //! Every exported function validates its arguments and throws a JS Error with
 //! one sentence instead of touching memory it was not given.
 
+mod callback;
 mod csum;
 mod gro;
 mod hash;
@@ -526,7 +527,7 @@ unsafe fn number(env: napi_env, v: f64) -> napi_value {
     out
 }
 
-/// vhostStatus(device) -> { connected, running, features, broken, regions, memoryBytes, connections, brokenCount, rxNoBuffer, rxUnfit, kicks, calls }
+/// vhostStatus(device) -> { connected, running, features, broken, regions, memoryBytes, memorySealed, connections, brokenCount, rxNoBuffer, rxUnfit, kicks, calls }
 unsafe extern "C" fn vhost_status(env: napi_env, info: napi_callback_info) -> napi_value {
     let [h] = args::<1>(env, info);
     let dev = &*tri!(env, device_of(env, h));
@@ -551,6 +552,9 @@ unsafe extern "C" fn vhost_status(env: napi_env, info: napi_callback_info) -> na
     set_property(env, out, b"broken\0", broken);
     set_property(env, out, b"regions\0", uint32(env, regions));
     set_property(env, out, b"memoryBytes\0", number(env, dev.memory_bytes() as f64));
+    let mut sealed = ptr::null_mut();
+    napi_get_boolean(env, dev.memory_sealed(), &mut sealed);
+    set_property(env, out, b"memorySealed\0", sealed);
     let s = dev.stats;
     set_property(env, out, b"connections\0", uint32(env, s.connections));
     set_property(env, out, b"brokenCount\0", uint32(env, s.broken));

@@ -26,6 +26,7 @@
 /// Words per slot in the sources array: address, port, coalesced datagram size, spare.
 pub const SOURCE_WORDS: usize = 4;
 
+use crate::callback::JsCallback;
 use crate::mmsg::Receiver;
 use crate::napi::*;
 use crate::packet;
@@ -68,12 +69,10 @@ struct Port {
 
 pub struct Engine {
     env: napi_env,
-    callback: napi_ref,
-    receiver: napi_ref,
+    callback: JsCallback,
     buffer_ref: napi_ref,
     lengths_ref: napi_ref,
     sources_ref: napi_ref,
-    async_ctx: napi_async_context,
     buf: *mut u8,
     lengths: *mut i32,
     /// Two words per slot, or null when the engine was created without them (then no UDP ports).
@@ -127,12 +126,10 @@ impl Engine {
     ) -> Result<*mut Engine, String> {
         let mut e = Box::new(Engine {
             env,
-            callback: ptr::null_mut(),
-            receiver: ptr::null_mut(),
+            callback: JsCallback::new(env, callback, b"vsw.rx\0")?,
             buffer_ref: ptr::null_mut(),
             lengths_ref: ptr::null_mut(),
             sources_ref: ptr::null_mut(),
-            async_ctx: ptr::null_mut(),
             buf,
             lengths: lengths_ptr,
             sources: sources.map_or(ptr::null_mut(), |s| s.1),
@@ -149,16 +146,9 @@ impl Engine {
             finalized: false,
             env_gone: false,
         });
-        let mut recv = ptr::null_mut();
-        napi_create_object(env, &mut recv);
-        let mut name = ptr::null_mut();
-        napi_create_string_utf8(env, b"vsw.rx\0".as_ptr() as *const _, 6, &mut name);
-        if napi_create_reference(env, callback, 1, &mut e.callback) != NAPI_OK
-            || napi_create_reference(env, recv, 1, &mut e.receiver) != NAPI_OK
-            || napi_create_reference(env, buffer, 1, &mut e.buffer_ref) != NAPI_OK
+        if napi_create_reference(env, buffer, 1, &mut e.buffer_ref) != NAPI_OK
             || napi_create_reference(env, lengths, 1, &mut e.lengths_ref) != NAPI_OK
             || sources.map_or(false, |s| napi_create_reference(env, s.0, 1, &mut e.sources_ref) != NAPI_OK)
-            || napi_async_init(env, recv, name, &mut e.async_ctx) != NAPI_OK
         {
             e.release_js();
             return Err("could not create the receive engine's references".into());
@@ -302,14 +292,12 @@ impl Engine {
     }
 
     unsafe fn release_js(&mut self) {
-        for r in [self.callback, self.receiver, self.buffer_ref, self.lengths_ref, self.sources_ref] {
+        self.callback.release();
+        for r in [&mut self.buffer_ref, &mut self.lengths_ref, &mut self.sources_ref] {
             if !r.is_null() {
-                napi_delete_reference(self.env, r);
+                napi_delete_reference(self.env, *r);
+                *r = ptr::null_mut();
             }
-        }
-        if !self.async_ctx.is_null() {
-            napi_async_destroy(self.env, self.async_ctx);
-            self.async_ctx = ptr::null_mut();
         }
     }
 
@@ -422,23 +410,7 @@ impl Engine {
         if (*this).closed {
             return;
         }
-        let env = (*this).env;
-        let mut scope = ptr::null_mut();
-        napi_open_handle_scope(env, &mut scope);
-        let mut cb = ptr::null_mut();
-        let mut recv = ptr::null_mut();
-        napi_get_reference_value(env, (*this).callback, &mut cb);
-        napi_get_reference_value(env, (*this).receiver, &mut recv);
-        let argv = [uint32(env, id), int32(env, count)];
-        let mut result = ptr::null_mut();
-        let status = napi_make_callback(env, (*this).async_ctx, recv, cb, 2, argv.as_ptr(), &mut result);
-        if status == NAPI_PENDING_EXCEPTION {
-            // Surface it as an uncaught exception of this thread instead of losing it in libuv.
-            let mut err = ptr::null_mut();
-            napi_get_and_clear_last_exception(env, &mut err);
-            napi_fatal_exception(env, err);
-        }
-        napi_close_handle_scope(env, scope);
+        (*this).callback.call(|env| [uint32(env, id), int32(env, count)]);
     }
 }
 

@@ -113,6 +113,7 @@ extern "C" {
     pub fn sendmmsg(fd: c_int, msgs: *mut MMsgHdr, vlen: c_uint, flags: c_int) -> c_int;
     pub fn recvmmsg(fd: c_int, msgs: *mut MMsgHdr, vlen: c_uint, flags: c_int, timeout: *mut c_void) -> c_int;
     pub fn lseek(fd: c_int, offset: i64, whence: c_int) -> i64;
+    pub fn fcntl(fd: c_int, cmd: c_int, ...) -> c_int;
     pub fn mmap(addr: *mut c_void, len: usize, prot: c_int, flags: c_int, fd: c_int, offset: i64) -> *mut c_void;
     pub fn munmap(addr: *mut c_void, len: usize) -> c_int;
     pub fn unlink(path: *const c_char) -> c_int;
@@ -125,6 +126,9 @@ extern "C" {
 }
 
 pub const SEEK_END: c_int = 2;
+pub const F_ADD_SEALS: c_int = 1033;
+pub const F_GET_SEALS: c_int = 1034;
+pub const F_SEAL_SHRINK: c_int = 2;
 pub const PROT_READ: c_int = 1;
 pub const PROT_WRITE: c_int = 2;
 pub const MAP_SHARED: c_int = 1;

@@ -22,6 +22,7 @@
 //! more until the VMM sets the queues up again (a driver reset in the guest)
 //! or reconnects. The daemon goes on.
 
+use crate::callback::JsCallback;
 use crate::guest_mem::{GuestMemory, RegionDesc, MAX_REGIONS};
 use crate::napi::*;
 use crate::rx::Engine;
@@ -169,9 +170,7 @@ pub struct Stats {
 
 pub struct Device {
     env: napi_env,
-    callback: napi_ref,
-    receiver: napi_ref,
-    async_ctx: napi_async_context,
+    callback: JsCallback,
     path: String,
     server: bool,
     listen_fd: c_int,
@@ -210,9 +209,7 @@ impl Device {
         let addr = SockAddrUn::new(path)?;
         let mut dev = Box::new(Device {
             env,
-            callback: ptr::null_mut(),
-            receiver: ptr::null_mut(),
-            async_ctx: ptr::null_mut(),
+            callback: JsCallback::new(env, callback, b"vsw.vhost\0")?,
             path: path.to_string(),
             server,
             listen_fd: -1,
@@ -242,17 +239,6 @@ impl Device {
             finalized: false,
             env_gone: false,
         });
-        let mut recv = ptr::null_mut();
-        napi_create_object(env, &mut recv);
-        let mut name = ptr::null_mut();
-        napi_create_string_utf8(env, b"vsw.vhost\0".as_ptr() as *const _, 9, &mut name);
-        if napi_create_reference(env, callback, 1, &mut dev.callback) != NAPI_OK
-            || napi_create_reference(env, recv, 1, &mut dev.receiver) != NAPI_OK
-            || napi_async_init(env, recv, name, &mut dev.async_ctx) != NAPI_OK
-        {
-            dev.release_js();
-            return Err("could not create the vhost-user device's references".into());
-        }
         if server {
             let fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
             if fd < 0 {
@@ -286,17 +272,7 @@ impl Device {
     }
 
     unsafe fn release_js(&mut self) {
-        for r in [self.callback, self.receiver] {
-            if !r.is_null() {
-                napi_delete_reference(self.env, r);
-            }
-        }
-        self.callback = ptr::null_mut();
-        self.receiver = ptr::null_mut();
-        if !self.async_ctx.is_null() {
-            napi_async_destroy(self.env, self.async_ctx);
-            self.async_ctx = ptr::null_mut();
-        }
+        self.callback.release();
     }
 
     unsafe fn watch(this: *mut Device, fd: c_int, role: Role) -> Result<*mut Watch, String> {
@@ -545,27 +521,14 @@ impl Device {
     }
 
     unsafe fn emit(this: *mut Device, code: i32, detail: &str) {
-        let d = &*this;
-        if d.closed || d.callback.is_null() {
+        if (*this).closed {
             return;
         }
-        let env = d.env;
-        let mut scope = ptr::null_mut();
-        napi_open_handle_scope(env, &mut scope);
-        let mut cb = ptr::null_mut();
-        let mut recv = ptr::null_mut();
-        napi_get_reference_value(env, d.callback, &mut cb);
-        napi_get_reference_value(env, d.receiver, &mut recv);
-        let mut text = ptr::null_mut();
-        napi_create_string_utf8(env, detail.as_ptr() as *const _, detail.len(), &mut text);
-        let argv = [int32(env, code), text];
-        let mut result = ptr::null_mut();
-        if napi_make_callback(env, d.async_ctx, recv, cb, 2, argv.as_ptr(), &mut result) == NAPI_PENDING_EXCEPTION {
-            let mut err = ptr::null_mut();
-            napi_get_and_clear_last_exception(env, &mut err);
-            napi_fatal_exception(env, err);
-        }
-        napi_close_handle_scope(env, scope);
+        (*this).callback.call(|env| {
+            let mut text = ptr::null_mut();
+            napi_create_string_utf8(env, detail.as_ptr() as *const _, detail.len(), &mut text);
+            [int32(env, code), text]
+        });
     }
 
     /// The guest broke the ring rules: stop moving its frames, tell the VMM (the error eventfd)
@@ -838,6 +801,10 @@ impl Device {
                     return Err(Fault::Protocol(format!("request {request} names queue {i}; vsw's vhost-user port has one queue pair")));
                 }
                 let fd = if v & VRING_NOFD != 0 {
+                    // Without a kick vsw would have to poll the ring: it waits for kicks instead.
+                    if request == SET_VRING_KICK {
+                        return Err(Fault::Protocol(format!("the VMM asked queue {i} to be polled (no kick eventfd); vsw needs kicks")));
+                    }
                     None
                 } else if fds.len() == 1 {
                     fds.pop()
@@ -946,7 +913,14 @@ impl Device {
         }
         ring.publish_used();
         let call = ring.needs_call();
-        let more = if fault.is_none() {
+        // A batch that found frames looks again on the next loop turn before it asks the guest to kick:
+        // a guest that keeps sending then never kicks (under TCG a kick costs it an emulated MMIO write,
+        // and QEMU an eventfd write). Only a look that finds nothing arms the kick.
+        let more = if fault.is_some() {
+            0
+        } else if count > 0 {
+            1
+        } else {
             match ring.arm_kick() {
                 Ok(n) => n,
                 Err(e) => {
@@ -954,8 +928,6 @@ impl Device {
                     0
                 }
             }
-        } else {
-            0
         };
         if call {
             Device::signal(this, TX_Q);
@@ -964,7 +936,7 @@ impl Device {
         if let Some(reason) = fault {
             Device::break_queues(this, &format!("transmit queue: {reason}"));
         } else if more > 0 {
-            // The rest waits for the next loop turn, as a TAP's backlog does: other ports get theirs.
+            // The next look waits for the next loop turn, as a TAP's backlog does: other ports get theirs.
             if let Some(fd) = d.queues[TX_Q].kick {
                 let one = 1u64;
                 write(fd, &one as *const u64 as *const c_void, 8);
@@ -1107,7 +1079,12 @@ impl Device {
         let mut written = 0usize;
         let mut buffers = 0u16;
         while written < total {
-            if ring.pending()? == 0 {
+            // A broken chain takes back the ones this frame already filled: nothing of it is published.
+            let pending = ring.pending().map_err(|e| {
+                ring.rewind(avail0, used0);
+                e
+            })?;
+            if pending == 0 {
                 ring.rewind(avail0, used0);
                 d.stats.rx_no_buffer += 1.0;
                 return Ok(false);
@@ -1117,7 +1094,7 @@ impl Device {
                 d.stats.rx_unfit += 1.0;
                 return Ok(false);
             }
-            written += ring.pop_scatter(mem, written, total, |at, dst, n| {
+            let scattered = ring.pop_scatter(mem, written, total, |at, dst, n| {
                 let mut copied = 0;
                 while copied < n {
                     let pos = at + copied;
@@ -1132,7 +1109,14 @@ impl Device {
                         copied = n;
                     }
                 }
-            })?;
+            });
+            written += match scattered {
+                Ok(n) => n,
+                Err(e) => {
+                    ring.rewind(avail0, used0);
+                    return Err(e);
+                }
+            };
             buffers += 1;
         }
         if hdr == 12 {
@@ -1152,6 +1136,10 @@ impl Device {
 
     pub fn memory_bytes(&self) -> u64 {
         self.mem.as_ref().map_or(0, |m| m.bytes())
+    }
+
+    pub fn memory_sealed(&self) -> bool {
+        self.mem.as_ref().map_or(false, |m| m.sealed())
     }
 }
 

@@ -14,7 +14,7 @@
 
 use crate::guest_mem::GuestMemory;
 use std::ptr;
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::{fence, AtomicU16, AtomicU32, Ordering};
 
 pub const DESC_F_NEXT: u16 = 1;
 pub const DESC_F_WRITE: u16 = 2;
@@ -56,17 +56,21 @@ pub struct Vring {
     event_idx: bool,
 }
 
+// The ring's 16-bit fields (indices, flags, event indices) are read and written whole, with one
+// atomic access each: two byte accesses could see half of a guest's update (an index going from
+// 0x00ff to 0x0100 read as 0x01ff), and the guest could see half of ours. Vring::new checks the
+// alignment that makes these accesses single instructions.
 #[inline]
 unsafe fn rd16(p: *const u8) -> u16 {
-    u16::from_le_bytes(ptr::read_volatile(p as *const [u8; 2]))
+    u16::from_le((*(p as *const AtomicU16)).load(Ordering::Relaxed))
 }
 #[inline]
 unsafe fn wr16(p: *mut u8, v: u16) {
-    ptr::write_volatile(p as *mut [u8; 2], v.to_le_bytes());
+    (*(p as *const AtomicU16)).store(v.to_le(), Ordering::Relaxed);
 }
 #[inline]
 unsafe fn wr32(p: *mut u8, v: u32) {
-    ptr::write_volatile(p as *mut [u8; 4], v.to_le_bytes());
+    (*(p as *const AtomicU32)).store(v.to_le(), Ordering::Relaxed);
 }
 
 impl Vring {
@@ -79,6 +83,10 @@ impl Vring {
         let desc = mem.uva(addrs.desc, 16 * n).ok_or_else(|| format!("the descriptor table at {:#x} is outside the guest's memory", addrs.desc))?;
         let avail = mem.uva(addrs.avail, 6 + 2 * n).ok_or_else(|| format!("the available ring at {:#x} is outside the guest's memory", addrs.avail))?;
         let used = mem.uva(addrs.used, 6 + 8 * n).ok_or_else(|| format!("the used ring at {:#x} is outside the guest's memory", addrs.used))?;
+        // virtio 1.1 2.6: descriptor table 16-byte aligned, available ring 2, used ring 4.
+        if desc as usize % 16 != 0 || avail as usize % 2 != 0 || used as usize % 4 != 0 {
+            return Err(format!("the rings at {:#x}, {:#x} and {:#x} are not aligned as virtio requires", addrs.desc, addrs.avail, addrs.used));
+        }
         // The used index the guest sees is where it left off (SET_VRING_BASE names the avail side;
         // on a new connection both are equal, in-flight buffers having been given back by the VMM).
         let used_idx = unsafe { rd16(used.add(2)) };

@@ -518,6 +518,8 @@ export interface VhostStatus {
   broken: string | null;
   regions: number;
   memoryBytes: number;
+  /** Whether the guest's memory files are sealed against shrinking (a memfd); otherwise the VMM is trusted not to truncate them. */
+  memorySealed: boolean;
   connections: number;
   brokenCount: number;
   /** Frames for the guest dropped: it had posted no receive buffer. */

@@ -289,6 +289,8 @@ export interface VhostEndpointState {
   state: 'waiting' | 'connected' | 'running' | 'broken';
   /** The virtio features the VMM acked (hex), while connected. */
   features?: string;
+  /** While connected: whether the guest's memory files are sealed against shrinking (a memfd, which vsw seals if QEMU did not); otherwise the VMM is trusted not to truncate them under vsw. */
+  memorySealed?: boolean;
   /** Why the queues were stopped, while broken. */
   broken?: string;
   /** Connections since the daemon started. */

@@ -72,7 +72,7 @@ export function vhostStateAfter(previous: VhostEndpointState | undefined, code: 
     case VhostEvent.BROKEN:
       return { ...rest, state: 'broken', broken: detail, brokenCount: base.brokenCount + 1 };
     default: {
-      const { features: _features, ...left } = rest;
+      const { features: _features, memorySealed: _sealed, ...left } = rest;
       return { ...left, state: 'waiting' };
     }
   }
@@ -84,6 +84,7 @@ export function vhostStateOf(status: VhostPortStatus): VhostEndpointState {
   return {
     state,
     ...(status.connected ? { features: status.features } : {}),
+    ...(status.connected && status.regions > 0 ? { memorySealed: status.memorySealed } : {}),
     ...(status.broken !== null ? { broken: status.broken } : {}),
     connections: status.connections,
     brokenCount: status.brokenCount,

@@ -7,11 +7,10 @@
  */
 import test from 'ava';
 import { mkdirSync } from 'node:fs';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { qemuAvailable, startGuest, type Guest } from '../../scripts/vm/guest.js';
 import type { OverlayNetworkState } from '../../src/service/api-types.js';
 import { createEndpoint, teardown, type DaemonHandle, type EndpointJson } from './helpers/daemon.js';
-import { addNetns, inNetns, ping, runPrefix } from './helpers/env.js';
+import { addNetns, inNetns, ping, pollFor, runPrefix } from './helpers/env.js';
 import { addUnderlay, startHostDaemon, type UnderlayHost } from './helpers/overlay.js';
 
 const prefix = runPrefix();
@@ -27,16 +26,6 @@ let daemonA: DaemonHandle | undefined;
 let daemonB: DaemonHandle | undefined;
 let b1: EndpointJson;
 let guest: Guest | undefined;
-
-async function until<T>(what: string, timeoutMs: number, check: () => Promise<T | undefined>): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await check();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(100);
-  }
-}
 
 test.before(async () => {
   const missing = await qemuAvailable();
@@ -71,7 +60,7 @@ test.serial("a guest on host A and a container on host B share an overlay segmen
   await daemonA!.vswOk(['endpoint', 'create', '--network', 'blue', '--vhost-user', sock, '--ip', GUEST_IP, '--mac', GUEST_MAC, '--name', 'vm']);
   // The overlay's MTU is the guest's too, as it is a container's (the tunnel takes 50 bytes).
   guest = await startGuest({ name: `${prefix}-vm`, netdev: { kind: 'vhost-user', socket: sock, reconnectSeconds: 1 }, mac: GUEST_MAC, ip: `${GUEST_IP}/24`, mtu: 1450 });
-  await until('the VM endpoint to be up', 60_000, async () => ((await daemonA!.vswJson<EndpointJson>(['endpoint', 'inspect', 'vm'])).state === 'up' ? true : undefined));
+  await pollFor('the VM endpoint to be up', 60_000, async () => ((await daemonA!.vswJson<EndpointJson>(['endpoint', 'inspect', 'vm'])).state === 'up' ? true : undefined));
 
   t.is((await guest.run(`ping -c 2 -W 3 ${b1.ip}`, { timeoutMs: 20_000 })).code, 0, 'the guest pings the container on the other host');
   t.true(await ping(b1.netns, GUEST_IP), 'the container pings the guest');
@@ -82,7 +71,7 @@ test.serial("a guest on host A and a container on host B share an overlay segmen
   t.is(fromGuest.stdout.trim(), '3000000', fromGuest.stderr);
   const server = await inNetns(b1.netns, 'sh', ['-c', `mkdir -p /tmp/${prefix}/www && dd if=/dev/zero of=/tmp/${prefix}/www/big bs=1000 count=3000 2>/dev/null && (cd /tmp/${prefix}/www && setsid python3 -m http.server 8081 >/dev/null 2>&1 &)`]);
   t.is(server.code, 0, server.stderr);
-  const toGuest = await until('the guest to fetch the file from B', 30_000, async () => {
+  const toGuest = await pollFor('the guest to fetch the file from B', 30_000, async () => {
     const r = await guest!.run(`wget -q -O - http://${b1.ip}:8081/big | wc -c`, { timeoutMs: 30_000 });
     return r.output.trim() === '3000000' ? r.output.trim() : undefined;
   });

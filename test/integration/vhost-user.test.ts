@@ -17,12 +17,11 @@
 import test from 'ava';
 import { existsSync, mkdirSync } from 'node:fs';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { qemuAvailable, startGuest, type Guest } from '../../scripts/vm/guest.js';
 import type { Network } from '../../src/service/api-types.js';
-import { CLI, createEndpoint, readLines, restartDaemon, startDaemon, teardown, type DaemonHandle, type EndpointJson } from './helpers/daemon.js';
-import { addNetns, freeLoopbackPort, inNetns, ping, runPrefix, sh } from './helpers/env.js';
-import { addOutsideNamespace, freeNet24, hostPortBase, PEER_HTTP_SERVER, prefixNumber, readIpForward, removeNatLeftovers, type Outside } from './helpers/nat.js';
+import { CLI, createEndpoint, readLines, restartDaemon, startDaemon, type DaemonHandle, type EndpointJson } from './helpers/daemon.js';
+import { addNetns, freeLoopbackPort, inNetns, ping, pollFor, runPrefix, sh } from './helpers/env.js';
+import { addOutsideNamespace, finishNatTest, freeNet24, hostPortBase, PEER_HTTP_SERVER, prefixNumber, readIpForward, type Outside } from './helpers/nat.js';
 
 const prefix = runPrefix();
 const dir = `/tmp/${prefix}`;
@@ -47,22 +46,11 @@ let g1: Guest | undefined;
 let g2: Guest | undefined;
 const servers: ChildProcess[] = [];
 
-/** Polls `check` every 100 ms until it returns a value other than undefined, or fails after timeoutMs with `what`. */
-async function until<T>(what: string, timeoutMs: number, check: () => Promise<T | undefined>): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await check();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(100);
-  }
-}
-
 const inspect = (name: string): Promise<EndpointJson> => d.vswJson<EndpointJson>(['endpoint', 'inspect', name]);
 
 /** The endpoint once it is up (its guest's driver runs both queues). */
 function endpointUp(name: string, timeoutMs = 60_000): Promise<EndpointJson> {
-  return until(`endpoint ${name} to be up`, timeoutMs, async () => {
+  return pollFor(`endpoint ${name} to be up`, timeoutMs, async () => {
     const e = await inspect(name);
     return e.state === 'up' ? e : undefined;
   });
@@ -106,13 +94,7 @@ test.after.always(async () => {
   for (const s of servers) s.kill('SIGKILL');
   const problems: string[] = [];
   for (const g of [g1, g2]) await g?.stop().catch((err: Error) => problems.push(`stopping a guest: ${err.message}`));
-  try {
-    await teardown(prefix, d);
-  } catch (err) {
-    problems.push((err as Error).message);
-  }
-  await removeNatLeftovers(prefix, forwardBefore);
-  if (problems.length > 0) throw new Error(problems.join('; '));
+  await finishNatTest(prefix, d, forwardBefore, problems);
 });
 
 test.serial('a VM endpoint waits for its VMM, then its guest pings and exchanges TCP with a container both ways', async (t) => {
@@ -128,6 +110,7 @@ test.serial('a VM endpoint waits for its VMM, then its guest pings and exchanges
   t.log(`guest booted under ${g1.accel} in ${g1.bootMs} ms`);
   const up = await endpointUp(`${prefix}-g1`);
   t.is(up.vhost?.state, 'running');
+  t.true(up.vhost?.memorySealed, "QEMU's memfd guest memory cannot shrink under vsw");
   // Negotiated: checksum and TSO both ways, mergeable receive buffers, event index, virtio 1.0.
   const features = BigInt(up.vhost!.features!);
   for (const bit of [0n, 1n, 7n, 11n, 15n, 29n, 32n]) t.true((features & (1n << bit)) !== 0n, `feature bit ${bit} negotiated (${up.vhost!.features})`);
@@ -173,9 +156,15 @@ test.serial("policy on the guest's port applies, and vsw capture records its fra
   const file = `${dir}/g1.pcap`;
   const cap = spawn('node', [CLI, '--socket', d.socket, 'capture', g, '--point', 'ingress', '-c', '4', '-w', file], { stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = new Promise<number | null>((resolve) => cap.on('exit', resolve));
-  await sleep(300);
-  t.true(await guestPings(g1!, a.ip));
-  t.is(await Promise.race([exited, sleep(15_000).then(() => 'timeout' as const)]), 0, 'the capture ended after 4 frames');
+  let done = false;
+  void exited.then(() => (done = true));
+  // The guest pings until the capture has its 4 frames: no guess at when the capture started.
+  await pollFor('the capture to record 4 frames', 30_000, async () => {
+    if (done) return true;
+    await g1!.run(`ping -c 1 -W 1 ${a.ip}`);
+    return undefined;
+  });
+  t.is(await exited, 0, 'the capture ended after 4 frames');
   const read = await sh('tshark', ['-r', file, '-T', 'fields', '-e', 'eth.src']);
   t.is(read.code, 0, read.stderr);
   const sources = read.stdout.trim().split('\n');
@@ -201,7 +190,7 @@ test.serial('vsw restarts under a running guest: QEMU reconnects and the guest k
 test.serial('QEMU restarts: the endpoint waits for the next VMM on its socket and takes it without any vsw command', async (t) => {
   await g1!.stop();
   g1 = undefined;
-  const waiting = await until('the endpoint to wait for its VMM again', 10_000, async () => {
+  const waiting = await pollFor('the endpoint to wait for its VMM again', 10_000, async () => {
     const e = await inspect(`${prefix}-g1`);
     return e.vhost?.state === 'waiting' ? e : undefined;
   });
@@ -217,7 +206,7 @@ test.serial('the guest resets its NIC (driver unbound and bound again): vsw stop
   const g = g1!;
   const before = await inspect(`${prefix}-g1`);
   t.is((await g.run('echo virtio0 > /sys/bus/virtio/drivers/virtio_net/unbind')).code, 0);
-  await until('the endpoint to see the queues stopped', 10_000, async () => ((await inspect(`${prefix}-g1`)).vhost?.state === 'connected' ? true : undefined));
+  await pollFor('the endpoint to see the queues stopped', 10_000, async () => ((await inspect(`${prefix}-g1`)).vhost?.state === 'connected' ? true : undefined));
   t.is((await inspect(`${prefix}-g1`)).stateReason, "its VMM is connected; the guest's virtio-net driver has not started its queues yet");
   t.is((await g.run(`echo virtio0 > /sys/bus/virtio/drivers/virtio_net/bind && ip link set eth0 up && ip addr add ${G1_IP}/24 dev eth0`)).code, 0);
   const up = await endpointUp(`${prefix}-g1`);
@@ -229,7 +218,7 @@ test.serial('client mode: QEMU serves the socket and vsw connects to it', async 
   const sock3 = `${dir}/vm3.sock`;
   const booting = startGuest({ name: `${prefix}-g3`, netdev: { kind: 'vhost-user', socket: sock3, server: true }, mac: '52:54:00:76:00:0c', ip: `${ipI(12)}/24` });
   // QEMU listens before it boots the guest, and waits there for vsw.
-  await until('QEMU to serve its socket', 15_000, async () => (existsSync(sock3) ? true : undefined));
+  await pollFor('QEMU to serve its socket', 15_000, async () => (existsSync(sock3) ? true : undefined));
   await d.vswOk(['endpoint', 'create', '--network', netI, '--vhost-user', sock3, '--vhost-mode', 'client', '--ip', ipI(12), '--mac', '52:54:00:76:00:0c', '--name', `${prefix}-g3`]);
   const g3 = await booting;
   try {
@@ -239,7 +228,7 @@ test.serial('client mode: QEMU serves the socket and vsw connects to it', async 
   } finally {
     await g3.stop();
   }
-  await until('the endpoint to wait for QEMU again', 10_000, async () => ((await inspect(`${prefix}-g3`)).vhost?.state === 'waiting' ? true : undefined));
+  await pollFor('the endpoint to wait for QEMU again', 10_000, async () => ((await inspect(`${prefix}-g3`)).vhost?.state === 'waiting' ? true : undefined));
   t.is((await inspect(`${prefix}-g3`)).stateReason, `waiting for its VMM to serve ${sock3}`);
   await d.vswOk(['endpoint', 'rm', `${prefix}-g3`]);
 });
@@ -264,7 +253,7 @@ test.serial('a guest on a nat network reaches the outside through the NAT and se
 
   // In: the published port reaches the guest's server from the outside.
   t.is((await g2.run('mkdir -p /tmp/www && echo served-by-the-guest > /tmp/www/index.html && httpd -p 8080 -h /tmp/www')).code, 0);
-  const r = await until('the published port to answer', 20_000, async () => {
+  const r = await pollFor('the published port to answer', 20_000, async () => {
     const got = await inNetns(outside.ns, 'python3', ['-c', `import urllib.request; print(urllib.request.urlopen('http://${outside.hostIp}:${PUB}/', timeout=3).read().decode())`]);
     return got.code === 0 ? got.stdout : undefined;
   });

@@ -11,6 +11,7 @@ import { natChecks, natScenario, natState, natSummary, sourcePorts, type NatRunR
 import { overlayChecks, overlayScenario, overlaySummary } from '../../scripts/bench/scenario-overlay.js';
 import { policyScenario } from '../../scripts/bench/scenario-policy.js';
 import { qosScenario } from '../../scripts/bench/scenario-qos.js';
+import { vmScenario } from '../../scripts/bench/scenario-vm.js';
 import { tcpScenario } from '../../scripts/bench/scenario-tcp.js';
 import { l2bridgeChecks, l2bridgeScenario, l2bridgeSummary, UPLINK_BAR, transparentChecks, transparentScenario, transparentSummary } from '../../scripts/bench/scenario-uplink.js';
 import { udpScenario } from '../../scripts/bench/scenario-udp.js';
@@ -82,13 +83,13 @@ test('checkLines: each ratio against its bar, or for reference; nothing without 
 
 test('bench options: the defaults, --only in run order, --soak at least 10 s and then --runs 0 allowed', (t) => {
   const o = parseBenchOptions([])!;
-  t.like(o, { runs: 3, time: 10, soak: 0, tests: ['tcp', 'udp', 'policy', 'qos', 'nat', 'overlay', 'transparent', 'l2bridge'], conns: 20000, concurrency: 128, profile: null });
+  t.like(o, { runs: 3, time: 10, soak: 0, tests: ['tcp', 'udp', 'policy', 'qos', 'nat', 'overlay', 'transparent', 'l2bridge', 'vm'], conns: 20000, concurrency: 128, profile: null });
   t.regex(o.out, /bench-results\/bench-[0-9T-]+Z\.json$/);
   t.deepEqual(parseBenchOptions(['--only', 'nat,tcp', '--runs', '1', '--time', '3'])!.tests, ['tcp', 'nat']);
   t.is(parseBenchOptions(['--soak', '60', '--runs', '0'])!.runs, 0);
   t.throws(() => parseBenchOptions(['--runs', '0']), { message: '--runs takes a whole number from 1 to 100, not "0".' });
   t.throws(() => parseBenchOptions(['--soak', '5']), { message: '--soak must be at least 10 seconds (RSS is sampled every 5 s), or 0 for off.' });
-  t.throws(() => parseBenchOptions(['--only', 'vxlan']), { message: '--only takes a comma-separated list of tcp, udp, policy, qos, nat, overlay, transparent, l2bridge, not "vxlan".' });
+  t.throws(() => parseBenchOptions(['--only', 'vxlan']), { message: '--only takes a comma-separated list of tcp, udp, policy, qos, nat, overlay, transparent, l2bridge, vm, not "vxlan".' });
   t.throws(() => parseBenchOptions(['--conns', '99']), { message: '--conns takes a whole number from 100 to 50000, not "99".' });
   t.is(parseBenchOptions(['--help']), null);
 });
@@ -98,7 +99,7 @@ test('every scenario is listed once, under its --only name, in run order', (t) =
     SCENARIOS.map((s) => s.name),
     parseBenchOptions([])!.tests,
   );
-  t.deepEqual([tcpScenario, udpScenario, policyScenario, qosScenario, natScenario, overlayScenario, transparentScenario, l2bridgeScenario], [...SCENARIOS]);
+  t.deepEqual([tcpScenario, udpScenario, policyScenario, qosScenario, natScenario, overlayScenario, transparentScenario, l2bridgeScenario, vmScenario], [...SCENARIOS]);
 });
 
 // ---------------------------------------------------------------- npm run bench: the main table
@@ -150,6 +151,7 @@ test('the main table keeps the rows (names and units) the bench has always print
       'daemon RSS after policy runs (10000 rules/port) | MiB',
       'daemon RSS after qos runs | MiB',
       'daemon RSS after nat runs | MiB',
+    'daemon RSS after vm runs | MiB',
       'daemon peak RSS (VmHWM) | MiB',
       'soak 60 s TCP | Gbit/s',
       'soak RSS growth, first to last sample | MiB',

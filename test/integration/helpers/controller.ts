@@ -7,19 +7,15 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { request } from 'node:http';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { must } from './env.js';
+import { must, pollFor } from './env.js';
 import { CLI, runCli, startDaemon, type DaemonHandle } from './daemon.js';
 import { addUnderlay, type UnderlayHost } from './overlay.js';
 
 /** Polls until `check` holds; how long it took. */
 export async function until(what: string, check: () => Promise<boolean>, timeoutMs = 20_000): Promise<number> {
   const start = Date.now();
-  for (;;) {
-    if (await check()) return Date.now() - start;
-    if (Date.now() - start > timeoutMs) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await sleep(200);
-  }
+  await pollFor(what, timeoutMs, async () => ((await check()) ? true : undefined), 200);
+  return Date.now() - start;
 }
 
 /** One etcd member in namespace `ns`, serving `clientUrl`, its peer port on loopback; `extra` for TLS flags. */

@@ -11,6 +11,21 @@ import { promisify } from 'node:util';
 
 const execFileP = promisify(execFile);
 
+/**
+ * Polls `check` every `intervalMs` until it returns something other than undefined, and returns
+ * that; after timeoutMs it fails with "WHAT: not within N ms". For waiting on a condition instead
+ * of sleeping a fixed time.
+ */
+export async function pollFor<T>(what: string, timeoutMs: number, check: () => Promise<T | undefined>, intervalMs = 100): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await check();
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error(`${what}: not within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+  }
+}
+
 export function runPrefix(): string {
   return `vswt${randomBytes(2).toString('hex')}`;
 }
