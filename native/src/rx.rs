@@ -214,8 +214,12 @@ impl Engine {
         if self.vnet_len != VNET_HDR_LEN as usize || self.headroom < 12 {
             return Err(format!("a vhost-user port needs an engine with {VNET_HDR_LEN}-byte vnet headers and 12 bytes of headroom"));
         }
-        Device::attach(dev, self, id)?;
+        // In the map before attach: attaching may report to JS, which may remove the port again.
         self.vhost.insert(id, dev);
+        if let Err(e) = Device::attach(dev, self, id) {
+            self.vhost.remove(&id);
+            return Err(e);
+        }
         Ok(())
     }
 

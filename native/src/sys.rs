@@ -114,6 +114,7 @@ extern "C" {
     pub fn recvmmsg(fd: c_int, msgs: *mut MMsgHdr, vlen: c_uint, flags: c_int, timeout: *mut c_void) -> c_int;
     pub fn lseek(fd: c_int, offset: i64, whence: c_int) -> i64;
     pub fn fcntl(fd: c_int, cmd: c_int, ...) -> c_int;
+    pub fn readlink(path: *const c_char, buf: *mut c_char, size: usize) -> isize;
     pub fn mmap(addr: *mut c_void, len: usize, prot: c_int, flags: c_int, fd: c_int, offset: i64) -> *mut c_void;
     pub fn munmap(addr: *mut c_void, len: usize) -> c_int;
     pub fn unlink(path: *const c_char) -> c_int;
@@ -126,6 +127,8 @@ extern "C" {
 }
 
 pub const SEEK_END: c_int = 2;
+pub const F_GETFL: c_int = 3;
+pub const F_SETFL: c_int = 4;
 pub const F_ADD_SEALS: c_int = 1033;
 pub const F_GET_SEALS: c_int = 1034;
 pub const F_SEAL_SHRINK: c_int = 2;

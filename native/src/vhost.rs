@@ -807,10 +807,22 @@ impl Device {
                     }
                     None
                 } else if fds.len() == 1 {
-                    fds.pop()
+                    let fd = fds.pop().unwrap();
+                    // vsw reads and writes these on the data-plane thread: anything but a non-blocking
+                    // eventfd (a pipe nobody reads, a hung-up socket) could block it or spin it.
+                    if let Err(e) = own_eventfd(fd) {
+                        close(fd);
+                        return Err(Fault::Protocol(format!("request {request}: {e}")));
+                    }
+                    Some(fd)
                 } else {
                     return Err(Fault::Protocol(format!("request {request} came with {} file descriptors instead of one", fds.len())));
                 };
+                if request == SET_VRING_KICK && i == TX_Q && !d.kick.is_null() {
+                    // Out of epoll before its fd closes: a closed fd cannot be removed from it any more.
+                    Device::unwatch(this, d.kick);
+                    d.kick = ptr::null_mut();
+                }
                 let q = &mut d.queues[i];
                 let slot = match request {
                     SET_VRING_KICK => &mut q.kick,
@@ -822,12 +834,9 @@ impl Device {
                 }
                 if request == SET_VRING_KICK {
                     q.kicked = true;
-                    if i == TX_Q && !d.kick.is_null() {
-                        // A new eventfd: the old watch reads a closed fd.
-                        Device::unwatch(this, d.kick);
-                        (*this).kick = ptr::null_mut();
-                    }
                     Device::try_start(this);
+                    // A running queue goes on with the new eventfd.
+                    Device::poll_tx(this);
                 }
                 Ok(None)
             }
@@ -900,6 +909,9 @@ impl Device {
                         // virtio 1.0's header ends with num_buffers: the first 10 bytes are a TAP's header.
                         ptr::copy(base, base.add(hdr - VNET_LEN), VNET_LEN);
                     }
+                    // A driver may set NEEDS_CSUM only (virtio 1.1 5.1.6.2): a DATA_VALID it made up must not
+                    // tell another guest that a checksum was checked.
+                    *base.add(hdr - VNET_LEN) &= VNET_F_NEEDS_CSUM;
                     *slots.lengths.add(count) = (n - hdr) as i32;
                 }
                 // A runt, counted by the switch as a TAP read shorter than its header is.
@@ -995,6 +1007,10 @@ impl Device {
                         d.stats.rx_unfit += 1.0;
                         continue;
                     }
+                }
+                if !csum {
+                    // Without GUEST_CSUM the device must leave the flags 0 (virtio 1.1 5.1.6.3.2).
+                    vnet[0] = 0;
                 }
                 Device::put_frame(this, hdr, mergeable, &vnet, frame, len)
             } else {
@@ -1111,6 +1127,11 @@ impl Device {
                 }
             });
             written += match scattered {
+                // A receive chain with no room would let a guest make vsw walk its whole ring per frame.
+                Ok(0) => {
+                    ring.rewind(avail0, used0);
+                    return Err(format!("available entry {} is a receive chain with no room", avail0.wrapping_add(buffers)));
+                }
                 Ok(n) => n,
                 Err(e) => {
                     ring.rewind(avail0, used0);
@@ -1157,6 +1178,21 @@ fn short(request: u32) -> Fault {
 
 fn msg_size(buf: &[u8]) -> usize {
     u32::from_le_bytes(buf[8..12].try_into().unwrap()) as usize
+}
+
+/// Checks that `fd` is an eventfd and makes it non-blocking.
+unsafe fn own_eventfd(fd: c_int) -> Result<(), String> {
+    let path = format!("/proc/self/fd/{fd}\0");
+    let mut target = [0u8; 64];
+    let n = readlink(path.as_ptr() as *const _, target.as_mut_ptr() as *mut _, target.len());
+    if n < 0 || &target[..n as usize] != b"anon_inode:[eventfd]" {
+        return Err("the file descriptor is not an eventfd".into());
+    }
+    let flags = fcntl(fd, F_GETFL);
+    if flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0 {
+        return Err(last_error("fcntl(O_NONBLOCK) on the eventfd"));
+    }
+    Ok(())
 }
 
 /// The fds of an SCM_RIGHTS control message, appended to `out`.

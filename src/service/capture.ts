@@ -213,7 +213,8 @@ export class CaptureService {
   private describePort(portId: number): InterfaceDescription {
     for (const { endpoint } of this.state.endpoints.values()) {
       if (endpoint.portId === portId) {
-        return { name: endpoint.name, description: `endpoint ${endpoint.id} on network ${endpoint.network}: ${endpoint.ifname} in ${endpoint.netns}` };
+        const where = endpoint.vhostUser === undefined ? `${endpoint.ifname} in ${endpoint.netns}` : `a VM's NIC on vhost-user socket ${endpoint.vhostUser.socket}`;
+        return { name: endpoint.name, description: `endpoint ${endpoint.id} on network ${endpoint.network}: ${where}` };
       }
     }
     for (const { network, nat, overlay } of this.state.networks.values()) {

@@ -30,6 +30,7 @@ import type { UplinkService } from './uplink.js';
 import { Rollback } from './rollback.js';
 import type { DataPlane } from '../switch/dataplane.js';
 import { endpointInterface, endpointNetnsPresent, endpointPort, hasTap, networkSpec } from './endpoint-config.js';
+import { socketProblem } from './vhost.js';
 import type { EndpointRecord, NetworkRecord, State } from './state.js';
 import { currentNetns, StateFileError, type RuntimeState, type SavedState } from './state-file.js';
 import { attachEndpointTap, removeEndpointTap } from './taps.js';
@@ -200,6 +201,13 @@ export async function restoreState(ctx: RestoreContext, saved: SavedState, ipams
     // Down with its fabric port: the health check puts it back with the port.
     if (fabricPortless) record.down = 'its fabric port is down';
     if ((record.fd < 0 && hasTap(record.endpoint)) || fabricPortless) continue;
+    const problem = record.endpoint.vhostUser === undefined ? null : await socketProblem(record.endpoint.vhostUser);
+    if (problem !== null) {
+      // Down, not fatal: the health check makes its port once the path is usable.
+      record.down = `${problem.text}; vsw tries again every second`;
+      logger.error({ endpoint: record.endpoint.id, socket: record.endpoint.vhostUser!.socket }, `VM endpoint is down: ${record.down}`);
+      continue;
+    }
     const net = state.networks.get(record.endpoint.network)!;
     try {
       await dataPlane.addPort(endpointPort(record, net));

@@ -72,7 +72,7 @@ import type { RuntimeState, SavedState } from './state-file.js';
 import { attachEndpointTap, closeQuietly, openTap, releaseTap, removeEndpointTap } from './taps.js';
 import { restoreState, type RestoreDataPlane, type RestoreReport } from './restore.js';
 import { DAEMON_NETNS, endpointInterface, endpointNetnsPresent, endpointPort, hasTap, networkSpec } from './endpoint-config.js';
-import { checkVhostUser, vhostStateAfter, vhostStateOf, type VhostUser } from './vhost.js';
+import { checkVhostUser, socketProblem, vhostStateAfter, vhostStateOf, type VhostUser } from './vhost.js';
 import { readFailure } from './health.js';
 
 /**
@@ -426,6 +426,7 @@ export class NetworkService {
       let changed = false;
       for (const record of [...this.state.endpoints.values()]) {
         const { endpoint } = record;
+        if (endpoint.vhostUser !== undefined && record.down !== null) await this.bringUpVm(record);
         if (!hasTap(endpoint)) continue;
         if (await endpointNetnsPresent(endpoint)) {
           if (record.down !== null) await this.bringUp(record);
@@ -454,6 +455,23 @@ export class NetworkService {
       }
       if (changed) await this.commit('done');
     });
+  }
+
+  /** A VM endpoint whose port could not be made (its socket's directory missing after a reboot, the path taken) tried again. */
+  private async bringUpVm(record: EndpointRecord): Promise<void> {
+    const problem = await socketProblem(record.endpoint.vhostUser!);
+    if (problem !== null) {
+      record.down = `${problem.text}; vsw tries again every second`;
+      return;
+    }
+    try {
+      await this.dataPlane.addPort(endpointPort(record, this.state.networks.get(record.endpoint.network)!));
+    } catch (err) {
+      record.down = `the data plane refused its port: ${(err as Error).message.replace(/\.$/, '')}`;
+      return;
+    }
+    record.down = null;
+    this.logger.info({ endpoint: record.endpoint.id, endpointName: record.endpoint.name, socket: record.endpoint.vhostUser!.socket }, 'VM endpoint is up again: vsw serves its socket');
   }
 
   /** A down endpoint attached again: its TAP (found, set right, or recreated) and its port, with the policy it has now. */

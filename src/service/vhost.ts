@@ -4,7 +4,7 @@
  * checks of a request's socket path before anything is made, and what the
  * API says about the device from the data plane's events and status.
  */
-import { lstat } from 'node:fs/promises';
+import { lstat, stat } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { dirname, isAbsolute } from 'node:path';
 import { VhostEvent } from '../native/index.js';
@@ -48,14 +48,26 @@ export async function checkVhostUser(req: CreateEndpointRequest, state: State): 
   }
   const holder = [...state.endpoints.values()].find((r) => r.endpoint.vhostUser?.socket === socket);
   if (holder) throw conflict(`socket ${socket} is endpoint ${holder.endpoint.name}'s already: pick another path, or remove that endpoint first.`);
-  const dir = await lstat(dirname(socket)).catch(() => null);
-  if (dir === null || !dir.isDirectory()) throw badRequest(`directory ${dirname(socket)} of --vhost-user ${socket} does not exist: create it (mkdir -p ${dirname(socket)}) or pick another path.`);
-  if (mode === 'server') {
-    const there = await lstat(socket).catch(() => null);
-    if (there !== null && !there.isSocket()) throw conflict(`${socket} exists and is not a socket: vsw will not replace it; remove it or pick another path.`);
-    if (there !== null && (await served(socket))) throw conflict(`another process serves ${socket}: stop it, or pick another path (mode client connects to a socket the VMM serves).`);
-  }
+  const problem = await socketProblem({ socket, mode });
+  if (problem !== null) throw problem.kind === 'directory' ? badRequest(`${problem.text}, or pick another path.`) : conflict(`${problem.text}, or pick another path (mode client connects to a socket the VMM serves).`);
   return { socket, mode };
+}
+
+/**
+ * Why vsw cannot serve (or wait for) a VM endpoint's socket now, or null: its directory is missing,
+ * or (server mode) the path is a file that is not a socket, or a socket another process serves. vsw
+ * replaces only a stale socket. Checked at create, and again before a restart or a retry makes it.
+ */
+export async function socketProblem(v: VhostUser): Promise<{ kind: 'directory' | 'taken'; text: string } | null> {
+  const dir = dirname(v.socket);
+  // stat, not lstat: /var/run is a symlink to /run.
+  const d = await stat(dir).catch(() => null);
+  if (d === null || !d.isDirectory()) return { kind: 'directory', text: `directory ${dir} of socket ${v.socket} does not exist: create it (mkdir -p ${dir})` };
+  if (v.mode === 'client') return null;
+  const there = await lstat(v.socket).catch(() => null);
+  if (there !== null && !there.isSocket()) return { kind: 'taken', text: `${v.socket} exists and is not a socket, which vsw will not replace: remove it` };
+  if (there !== null && (await served(v.socket))) return { kind: 'taken', text: `another process serves ${v.socket}: stop it` };
+  return null;
 }
 
 /** The device's state from a data-plane event (the counters stay as they were until the next status). */

@@ -500,6 +500,34 @@ test.serial('a memory table that lies (a file shorter than its region, a region 
   await waitView('waiting again', waiting);
 });
 
+/** The harness's Frontend handing over pipes where the protocol says eventfds. Prints {"refused": bool, "error": ...}. */
+const PIPES_FOR_EVENTFDS = `
+import json, os, sys, types
+sys.path.insert(0, sys.argv[1])
+import vhost_frontend as vf
+os.eventfd = lambda *args, **kwargs: os.pipe()[1]
+a = types.SimpleNamespace(socket=sys.argv[2], queue_size=256, mem_mb=16, mmap_offset=0, timeout_ms=3000,
+                          features=[int(b) for b in vf.DEFAULT_FEATURES.split(",")], no_reply_ack=False)
+try:
+    vf.Frontend(a)
+    out = {"refused": False, "error": "the rings were set up"}
+except vf.HarnessError as e:
+    out = {"refused": True, "error": str(e)}
+print(json.dumps(out))
+`;
+
+test.serial('a pipe handed over as a kick eventfd is refused: vsw would block or spin on it', async (t) => {
+  const connections = (await view()).vhost!.connections;
+  const r = await sh('python3', ['-c', PIPES_FOR_EVENTFDS, dirname(HARNESS), vmSocket], { timeoutMs: 10_000 });
+  t.is(r.code, 0, r.stderr);
+  const out = JSON.parse(r.stdout) as { refused: boolean; error: string };
+  t.true(out.refused, out.error);
+  t.regex(out.error, /^request 12: /, 'refused at the first kick fd (SET_VRING_KICK)');
+  t.false(d.exited(), 'the daemon is running');
+  await waitView('waiting after the pipes', (x) => waiting(x) && x.vhost!.connections === connections + 1);
+  t.is(d.log().split('\n').filter((l) => l.includes('request 12: the file descriptor is not an eventfd')).length, 1, 'the daemon says why it dropped the VMM');
+});
+
 /** The harness's Frontend, its guest memory a memfd that allows sealing ("sealable") or not ("plain"); truncates it when told. */
 const SHRINKING_VMM = `
 import json, os, sys, types

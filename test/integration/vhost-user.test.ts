@@ -15,7 +15,7 @@
  * for the next VMM on its socket).
  */
 import test from 'ava';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { qemuAvailable, startGuest, type Guest } from '../../scripts/vm/guest.js';
 import type { Network } from '../../src/service/api-types.js';
@@ -258,4 +258,26 @@ test.serial('a guest on a nat network reaches the outside through the NAT and se
     return got.code === 0 ? got.stdout : undefined;
   });
   t.is(r.trim(), 'served-by-the-guest');
+});
+
+test.serial("a VM endpoint whose socket's directory is gone at a restart is down with the reason, and served once it is back", async (t) => {
+  const sub = `${dir}/run-after-reboot`;
+  mkdirSync(sub);
+  const sock = `${sub}/vm4.sock`;
+  await d.vswOk(['endpoint', 'create', '--network', netI, '--vhost-user', sock, '--ip', ipI(14), '--name', `${prefix}-g4`]);
+  t.is(await d.stop('SIGTERM'), 0);
+  rmSync(sub, { recursive: true });
+  d = await restartDaemon(d);
+  const down = await inspect(`${prefix}-g4`);
+  t.is(down.stateReason, `directory ${sub} of socket ${sock} does not exist: create it (mkdir -p ${sub}); vsw tries again every second`);
+  t.is((await inspect(`${prefix}-g1`)).vhostUser?.socket, sock1, 'the other VM endpoints came back');
+  mkdirSync(sub);
+  const served = await pollFor('the endpoint to serve its socket again', 10_000, async () => {
+    const e = await inspect(`${prefix}-g4`);
+    return e.vhost?.state === 'waiting' && e.stateReason === `waiting for its VMM to connect to ${sock}` ? e : undefined;
+  });
+  t.is(served.state, 'down');
+  t.true(existsSync(sock));
+  await d.vswOk(['endpoint', 'rm', `${prefix}-g4`]);
+  t.false(existsSync(sock));
 });
