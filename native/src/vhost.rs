@@ -697,29 +697,17 @@ impl Device {
             if p.len() < 8 {
                 return Err(short(request));
             }
-            let index = u32::from_le_bytes(p[0..4].try_into().unwrap()) as usize;
-            if index > 1 {
-                return Err(Fault::Protocol(format!("request {request} names queue {index}; vsw's vhost-user port has one queue pair")));
-            }
-            Ok((index, u32::from_le_bytes(p[4..8].try_into().unwrap())))
+            Ok((queue(request, u32::from_le_bytes(p[0..4].try_into().unwrap()) as usize)?, u32::from_le_bytes(p[4..8].try_into().unwrap())))
         };
         match request {
             GET_FEATURES => Ok(Some(OFFERED.to_le_bytes().to_vec())),
             SET_FEATURES => {
-                let f = u64_arg()?;
-                if f & !OFFERED != 0 {
-                    return Err(Fault::Protocol(format!("the VMM acked features {:#x} that vsw did not offer", f & !OFFERED)));
-                }
-                d.features = f;
+                d.features = acked(u64_arg()?, OFFERED, "features")?;
                 Ok(None)
             }
             GET_PROTOCOL_FEATURES => Ok(Some(PROTOCOL_OFFERED.to_le_bytes().to_vec())),
             SET_PROTOCOL_FEATURES => {
-                let f = u64_arg()?;
-                if f & !PROTOCOL_OFFERED != 0 {
-                    return Err(Fault::Protocol(format!("the VMM acked protocol features {:#x} that vsw did not offer", f & !PROTOCOL_OFFERED)));
-                }
-                d.protocol = f;
+                d.protocol = acked(u64_arg()?, PROTOCOL_OFFERED, "protocol features")?;
                 Ok(None)
             }
             GET_QUEUE_NUM => Ok(Some(1u64.to_le_bytes().to_vec())),
@@ -761,10 +749,7 @@ impl Device {
                 if p.len() < 40 {
                     return Err(short(request));
                 }
-                let i = u32::from_le_bytes(p[0..4].try_into().unwrap()) as usize;
-                if i > 1 {
-                    return Err(Fault::Protocol(format!("SET_VRING_ADDR names queue {i}; vsw's vhost-user port has one queue pair")));
-                }
+                let i = queue(request, u32::from_le_bytes(p[0..4].try_into().unwrap()) as usize)?;
                 let at = |k: usize| u64::from_le_bytes(p[8 + 8 * k..16 + 8 * k].try_into().unwrap());
                 d.queues[i].addrs = Some(RingAddrs { desc: at(0), used: at(1), avail: at(2) });
                 Ok(None)
@@ -796,10 +781,7 @@ impl Device {
             }
             SET_VRING_KICK | SET_VRING_CALL | SET_VRING_ERR => {
                 let v = u64_arg()?;
-                let i = (v & 0xff) as usize;
-                if i > 1 {
-                    return Err(Fault::Protocol(format!("request {request} names queue {i}; vsw's vhost-user port has one queue pair")));
-                }
+                let i = queue(request, (v & 0xff) as usize)?;
                 let fd = if v & VRING_NOFD != 0 {
                     // Without a kick vsw would have to poll the ring: it waits for kicks instead.
                     if request == SET_VRING_KICK {
@@ -1170,6 +1152,22 @@ enum Fault {
     /// The guest's setup is unusable: stop its queues.
     #[allow(dead_code)]
     Guest(String),
+}
+
+/// A queue index of a request: 0 or 1.
+fn queue(request: u32, index: usize) -> Result<usize, Fault> {
+    if index > 1 {
+        return Err(Fault::Protocol(format!("request {request} names queue {index}; vsw's vhost-user port has one queue pair")));
+    }
+    Ok(index)
+}
+
+/// Features the VMM acked, all of them offered.
+fn acked(features: u64, offered: u64, what: &str) -> Result<u64, Fault> {
+    if features & !offered != 0 {
+        return Err(Fault::Protocol(format!("the VMM acked {what} {:#x} that vsw did not offer", features & !offered)));
+    }
+    Ok(features)
 }
 
 fn short(request: u32) -> Fault {
