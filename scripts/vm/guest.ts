@@ -429,6 +429,8 @@ export interface GuestOptions {
   cpus?: number;
   /** More kernel command line. */
   extraAppend?: string;
+  /** Appended to the virtio-net-pci device's options, e.g. "guest_tso4=off,guest_csum=off" (offloads the NIC declines). */
+  deviceOptions?: string;
   /** How long the guest may take to reach its shell; default 60 s under TCG, 20 s under KVM. */
   bootTimeoutMs?: number;
 }
@@ -495,7 +497,7 @@ function qemuArgs(opts: GuestOptions, accel: Accel, initrd: string): string[] {
     // Under TCG, QEMU 7.2 (Debian 12) crashes in msix_set_vector_notifiers when a vhost-user NIC starts with MSI-X
     // (gdb: vhost_net_start -> msix_set_vector_notifiers, SIGSEGV): without vectors the NIC uses INTx and runs.
     // Both netdevs get the same device, so the benchmark compares like with like.
-    ...['-device', `virtio-net-pci,netdev=net0,mac=${opts.mac}${accel === 'tcg' ? ',vectors=0' : ''}`],
+    ...['-device', `virtio-net-pci,netdev=net0,mac=${opts.mac}${accel === 'tcg' ? ',vectors=0' : ''}${opts.deviceOptions ? `,${opts.deviceOptions}` : ''}`],
   ];
 }
 
