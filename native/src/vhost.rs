@@ -515,8 +515,7 @@ impl Device {
         }
         // Chains made available while nobody looked get no kick of their own.
         if let Some(fd) = d.queues[TX_Q].kick {
-            let one = 1u64;
-            write(fd, &one as *const u64 as *const c_void, 8);
+            eventfd_signal(fd);
         }
     }
 
@@ -543,8 +542,7 @@ impl Device {
         Device::stop_queues(this);
         for q in d.queues.iter() {
             if let Some(fd) = q.err {
-                let one = 1u64;
-                write(fd, &one as *const u64 as *const c_void, 8);
+                eventfd_signal(fd);
             }
         }
         Device::emit(this, EV_BROKEN, reason);
@@ -932,8 +930,7 @@ impl Device {
         } else if more > 0 {
             // The next look waits for the next loop turn, as a TAP's backlog does: other ports get theirs.
             if let Some(fd) = d.queues[TX_Q].kick {
-                let one = 1u64;
-                write(fd, &one as *const u64 as *const c_void, 8);
+                eventfd_signal(fd);
             }
         }
         if count > 0 {
@@ -944,8 +941,7 @@ impl Device {
     unsafe fn signal(this: *mut Device, q: usize) {
         let d = &mut *this;
         if let Some(fd) = d.queues[q].call {
-            let one = 1u64;
-            write(fd, &one as *const u64 as *const c_void, 8);
+            eventfd_signal(fd);
             d.stats.calls += 1.0;
         }
     }
@@ -1176,6 +1172,13 @@ fn short(request: u32) -> Fault {
 
 fn msg_size(buf: &[u8]) -> usize {
     u32::from_le_bytes(buf[8..12].try_into().unwrap()) as usize
+}
+
+/// Adds 1 to an eventfd: a kick to ourselves, an interrupt or an error for the VMM. Non-blocking (own_eventfd):
+/// a counter at its maximum drops this one, which its reader would have merged anyway.
+unsafe fn eventfd_signal(fd: c_int) {
+    let one = 1u64;
+    write(fd, &one as *const u64 as *const c_void, 8);
 }
 
 /// Checks that `fd` is an eventfd and makes it non-blocking.

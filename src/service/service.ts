@@ -667,49 +667,41 @@ export class NetworkService {
 
   private async addEndpoint(request: CreateEndpointRequest): Promise<{ endpoint: Endpoint; created: boolean }> {
     const net = this.state.requireNetwork(request.network);
+    let req: CreateEndpointRequest;
+    let netnsInode: number | undefined;
+    let vhostUser: VhostUser | undefined;
     if (request.vhostUser !== undefined) {
+      // A VM's endpoint: a vhost-user port instead of a TAP in a namespace.
       const same = request.owner === undefined ? undefined : this.state.endpointByOwner(request.owner);
       // A runtime (or an agent) asking again gets the endpoint it was given.
       if (same && same.endpoint.network === net.network.name && same.endpoint.vhostUser?.socket === request.vhostUser.socket) return { endpoint: this.state.endpointView(same), created: false };
       if (same) throw conflict(`${request.owner} already has endpoint ${describe(same)} on network ${same.endpoint.network}: remove it first.`);
-      return { endpoint: await this.addVmEndpoint(request, net), created: true };
-    }
-    if (request.netns === undefined) throw badRequest('an endpoint needs a network namespace for its TAP: pass --netns NAME, or --vhost-user PATH for a VM\'s NIC.');
-    const req = { ...request, netns: canonicalNetns(request.netns) };
-    const netnsInode = await this.requireNetns(req.netns, req.configure !== false);
-    if (req.owner !== undefined) {
-      const same = this.state.endpointByOwner(req.owner);
-      if (same && same.endpoint.network === net.network.name && same.endpoint.netns === req.netns) {
-        // A runtime asking again expects the interface it was promised: set it right if it drifted (replace converges).
-        if (same.down === null && !same.endpoint.unplaced) await configureInterface(endpointInterface(same.endpoint, net));
-        return { endpoint: this.state.endpointView(same), created: false };
+      vhostUser = await checkVhostUser(request, this.state);
+      if (net.network.ipam === 'dhcp') {
+        throw badRequest(`network ${net.network.name} takes its addresses from the LAN's DHCP server, which vsw asks on a TAP's behalf; a VM's guest asks for itself: attach it with a static --ip on another network, or run the guest's DHCP client on a transparent network without --ipam dhcp.`);
       }
-      if (same) {
-        throw conflict(`${req.owner} already has endpoint ${describe(same)} on network ${same.endpoint.network} in network namespace ${same.endpoint.netns}: remove it first.`);
+      req = request;
+    } else {
+      if (request.netns === undefined) throw badRequest('an endpoint needs a network namespace for its TAP: pass --netns NAME, or --vhost-user PATH for a VM\'s NIC.');
+      req = { ...request, netns: canonicalNetns(request.netns) };
+      netnsInode = await this.requireNetns(req.netns!, req.configure !== false);
+      if (req.owner !== undefined) {
+        const same = this.state.endpointByOwner(req.owner);
+        if (same && same.endpoint.network === net.network.name && same.endpoint.netns === req.netns) {
+          // A runtime asking again expects the interface it was promised: set it right if it drifted (replace converges).
+          if (same.down === null && !same.endpoint.unplaced) await configureInterface(endpointInterface(same.endpoint, net));
+          return { endpoint: this.state.endpointView(same), created: false };
+        }
+        if (same) {
+          throw conflict(`${req.owner} already has endpoint ${describe(same)} on network ${same.endpoint.network} in network namespace ${same.endpoint.netns}: remove it first.`);
+        }
       }
     }
     if (req.name !== undefined) this.checkEndpointNameFree(req.name);
     if (req.name !== undefined) this.dns.checkName(net, 'a new endpoint', req.name);
     const rollback = new Rollback(this.logger);
     try {
-      return { endpoint: await this.attach(req, net, rollback, netnsInode), created: true };
-    } catch (err) {
-      await rollback.run();
-      throw err;
-    }
-  }
-
-  /** A VM's endpoint (--vhost-user): a vhost-user port instead of a TAP in a namespace. */
-  private async addVmEndpoint(req: CreateEndpointRequest, net: NetworkRecord): Promise<Endpoint> {
-    const vhostUser = await checkVhostUser(req, this.state);
-    if (net.network.ipam === 'dhcp') {
-      throw badRequest(`network ${net.network.name} takes its addresses from the LAN's DHCP server, which vsw asks on a TAP's behalf; a VM's guest asks for itself: attach it with a static --ip on another network, or run the guest's DHCP client on a transparent network without --ipam dhcp.`);
-    }
-    if (req.name !== undefined) this.checkEndpointNameFree(req.name);
-    if (req.name !== undefined) this.dns.checkName(net, 'a new endpoint', req.name);
-    const rollback = new Rollback(this.logger);
-    try {
-      return await this.attach(req, net, rollback, undefined, vhostUser);
+      return { endpoint: await this.attach(req, net, rollback, netnsInode, vhostUser), created: true };
     } catch (err) {
       await rollback.run();
       throw err;
